@@ -1,0 +1,209 @@
+#include "config/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+namespace config {
+namespace {
+
+// Reads one TOML table, records which keys it consumed and every problem, so that all problems
+// of a file are reported at once and unknown keys are errors.
+class Section {
+ public:
+  Section(const toml::table& t, std::string path, std::vector<std::string>& problems)
+      : table_(t), path_(std::move(path)), problems_(problems) {}
+  ~Section() {
+    for (auto&& [k, v] : table_)
+      if (!seen_.count(std::string(k.str())))
+        problems_.push_back(fmt::format("{}: unknown key", key(k.str())));
+  }
+
+  void string(std::string_view k, std::string& out) {
+    if (auto* n = get(k)) {
+      if (auto v = n->value<std::string>()) out = *v;
+      else wrong_type(k, "a string");
+    }
+  }
+  template <typename Int>
+  void integer(std::string_view k, Int& out, std::int64_t lo, std::int64_t hi) {
+    if (auto* n = get(k)) {
+      if (!n->is_integer()) return wrong_type(k, "an integer");
+      const auto v = n->as_integer()->get();
+      if (v < lo || v > hi) problems_.push_back(fmt::format("{}: {} is out of range {}..{}", key(k), v, lo, hi));
+      else out = static_cast<Int>(v);
+    }
+  }
+  void strings(std::string_view k, std::vector<std::string>& out) {
+    if (auto* n = get(k)) {
+      auto* arr = n->as_array();
+      if (!arr) return wrong_type(k, "an array of strings");
+      out.clear();
+      for (auto&& e : *arr) {
+        if (auto s = e.value<std::string>()) out.push_back(*s);
+        else return wrong_type(k, "an array of strings");
+      }
+    }
+  }
+  std::string key(std::string_view k) const { return path_.empty() ? std::string(k) : path_ + "." + std::string(k); }
+  void problem(std::string_view k, const std::string& what) { problems_.push_back(fmt::format("{}: {}", key(k), what)); }
+
+ private:
+  const toml::node* get(std::string_view k) {
+    seen_.insert(std::string(k));
+    return table_.get(k);
+  }
+  void wrong_type(std::string_view k, std::string_view want) { problem(k, fmt::format("must be {}", want)); }
+
+  const toml::table& table_;
+  std::string path_;
+  std::vector<std::string>& problems_;
+  std::set<std::string> seen_;
+};
+
+// DICOM AE title: 1-16 characters of the default repertoire, no backslash or control characters,
+// not only spaces.
+bool valid_ae_title(const std::string& ae) {
+  if (ae.empty() || ae.size() > 16) return false;
+  bool any = false;
+  for (unsigned char c : ae) {
+    if (c < 0x20 || c > 0x7e || c == '\\') return false;
+    any = any || c != ' ';
+  }
+  return any;
+}
+
+const toml::table* sub_table(const toml::table& root, std::string_view name, std::vector<std::string>& problems) {
+  const toml::node* n = root.get(name);
+  if (!n) return nullptr;
+  if (auto* t = n->as_table()) return t;
+  problems.push_back(fmt::format("{}: must be a table ([{}])", name, name));
+  return nullptr;
+}
+
+void read_node(const toml::table& t, Config::Node& n, std::vector<std::string>& p) {
+  Section s(t, "node", p);
+  s.string("ae_title", n.ae_title);
+  if (!valid_ae_title(n.ae_title)) s.problem("ae_title", fmt::format("\"{}\" is not an AE title (1-16 printable characters, no backslash)", n.ae_title));
+  s.string("bind", n.bind);
+  {
+    std::istringstream is(n.bind);
+    int a, b, c, d; char d1, d2, d3; std::string rest;
+    const bool ok = (is >> a >> d1 >> b >> d2 >> c >> d3 >> d) && d1 == '.' && d2 == '.' && d3 == '.' &&
+                    !(is >> rest) && a >= 0 && a < 256 && b >= 0 && b < 256 && c >= 0 && c < 256 && d >= 0 && d < 256;
+    if (!ok) s.problem("bind", fmt::format("\"{}\" is not an IPv4 address", n.bind));
+  }
+  s.integer("port", n.port, 1, 65535);
+  s.integer("max_associations", n.max_associations, 1, 1000);
+  s.strings("allowed_calling_ae", n.allowed_calling_ae);
+  for (const auto& ae : n.allowed_calling_ae)
+    if (!valid_ae_title(ae)) s.problem("allowed_calling_ae", fmt::format("\"{}\" is not an AE title", ae));
+  s.integer("acse_timeout_seconds", n.acse_timeout_seconds, 1, 3600);
+  s.integer("dimse_timeout_seconds", n.dimse_timeout_seconds, 1, 3600);
+  s.integer("drain_seconds", n.drain_seconds, 0, 3600);
+}
+
+void read_storage(const toml::table& t, Config::Storage& st, std::vector<std::string>& p) {
+  Section s(t, "storage", p);
+  std::string root = st.root.string();
+  s.string("root", root);
+  if (root.empty()) s.problem("root", "must not be empty");
+  st.root = root;
+  s.integer("min_free_mb", st.min_free_mb, 0, 1 << 30);
+}
+
+void read_study(const toml::table& t, Config::Study& st, std::vector<std::string>& p) {
+  Section s(t, "study", p);
+  s.integer("quiet_seconds", st.quiet_seconds, 1, 7 * 24 * 3600);
+  s.integer("expected_grace_seconds", st.expected_grace_seconds, 0, 3600);
+}
+
+void read_destinations(const toml::node& n, std::vector<Destination>& out, std::vector<std::string>& p) {
+  const auto* arr = n.as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    p.push_back("destination: must be an array of tables ([[destination]])");
+    return;
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const auto& t = *arr->get(i)->as_table();
+    Section s(t, fmt::format("destination[{}]", i), p);
+    Destination d;
+    s.string("name", d.name);
+    s.string("ae_title", d.ae_title);
+    s.string("host", d.host);
+    if (!t.contains("port")) s.problem("port", "is required");
+    s.integer("port", d.port, 1, 65535);
+    if (d.name.empty()) s.problem("name", "is required");
+    else if (!names.insert(d.name).second) s.problem("name", fmt::format("\"{}\" is used by another destination", d.name));
+    if (!valid_ae_title(d.ae_title)) s.problem("ae_title", d.ae_title.empty() ? "is required" : fmt::format("\"{}\" is not an AE title", d.ae_title));
+    if (d.host.empty()) s.problem("host", "is required");
+    out.push_back(std::move(d));
+  }
+}
+
+void read_log(const toml::table& t, Config::Log& l, std::vector<std::string>& p) {
+  Section s(t, "log", p);
+  s.string("level", l.level);
+  static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical"};
+  if (!levels.count(l.level)) s.problem("level", fmt::format("\"{}\" is not one of trace, debug, info, warn, error, critical", l.level));
+}
+
+std::string join(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const auto& l : lines) all += (all.empty() ? "" : "\n") + l;
+  return all;
+}
+
+}  // namespace
+
+ConfigError::ConfigError(std::vector<std::string> problems)
+    : std::runtime_error(join(problems)), problems_(std::move(problems)) {}
+
+Config parse(std::string_view text, std::string_view source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    throw ConfigError({fmt::format("{}:{}:{}: {}", source, b.line, b.column, e.description())});
+  }
+  Config c;
+  std::vector<std::string> problems;
+  for (auto&& [k, v] : root) {
+    const std::string name(k.str());
+    if (name == "node") { if (auto* t = sub_table(root, name, problems)) read_node(*t, c.node, problems); }
+    else if (name == "storage") { if (auto* t = sub_table(root, name, problems)) read_storage(*t, c.storage, problems); }
+    else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
+    else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
+    else if (name == "destination") read_destinations(v, c.destinations, problems);
+    else problems.push_back(fmt::format("{}: unknown key", name));
+  }
+  if (!problems.empty()) {
+    for (auto& p : problems) p = fmt::format("{}: {}", source, p);
+    throw ConfigError(std::move(problems));
+  }
+  return c;
+}
+
+Config load_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ConfigError({fmt::format("{}: cannot be read", file.string())});
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), file.string());
+}
+
+std::string_view default_toml() {
+  static constexpr std::string_view text =
+#include "default_config.inc"
+      ;
+  return text;
+}
+
+Config load_default() { return parse(default_toml(), "<embedded default>"); }
+
+}  // namespace config

@@ -1,0 +1,61 @@
+#pragma once
+// The immutable configuration: parsed once from TOML, validated as a whole.
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace config {
+
+struct Destination {
+  std::string name;
+  std::string ae_title;
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+struct Config {
+  struct Node {
+    std::string ae_title = "PACSNODE";
+    std::string bind = "127.0.0.1";
+    std::uint16_t port = 11112;
+    int max_associations = 16;
+    std::vector<std::string> allowed_calling_ae;  // empty: any
+    int acse_timeout_seconds = 30;
+    int dimse_timeout_seconds = 60;
+    int drain_seconds = 30;
+  } node;
+  struct Storage {
+    std::filesystem::path root = "var/pacsnode";
+    std::uint64_t min_free_mb = 256;
+  } storage;
+  struct Study {
+    int quiet_seconds = 20;
+    int expected_grace_seconds = 2;
+  } study;
+  std::vector<Destination> destinations;
+  struct Log {
+    std::string level = "info";
+  } log;
+};
+
+// Every problem found in a config, one line each: "<source>: <key>: <what is wrong>".
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// Parses and validates; throws ConfigError listing every problem (syntax, unknown key, type, range).
+Config parse(std::string_view toml_text, std::string_view source_name);
+Config load_file(const std::filesystem::path& file);
+// The embedded default: config/pacsnode.toml as built into the binary.
+std::string_view default_toml();
+Config load_default();
+
+}  // namespace config

@@ -1,0 +1,55 @@
+#include "dicom/instance_header.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+
+#include "dicom/check.h"
+
+namespace dicom {
+namespace {
+
+std::string get_string(DcmItem& item, const DcmTagKey& tag) {
+  OFString v;
+  if (item.findAndGetOFStringArray(tag, v).good()) return std::string(v.c_str());
+  return {};
+}
+
+std::optional<long> get_long(DcmItem& item, const DcmTagKey& tag) {
+  Sint32 v = 0;
+  if (item.findAndGetSint32(tag, v).good()) return v;
+  return std::nullopt;
+}
+
+std::string required(DcmItem& item, const DcmTagKey& tag, const char* name) {
+  auto v = get_string(item, tag);
+  if (v.empty()) throw DicomError(std::string("missing ") + name);
+  return v;
+}
+
+}  // namespace
+
+InstanceHeader read_instance_header(const std::filesystem::path& file) {
+  DcmFileFormat ff;
+  // Values longer than 4 KiB (pixel data) stay on disk; the structure is parsed to the end, so a
+  // truncated file fails here.
+  check(ff.loadFile(file.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect), "cannot parse DICOM file");
+  DcmDataset& ds = *ff.getDataset();
+  InstanceHeader h;
+  h.sop_class_uid = required(ds, DCM_SOPClassUID, "SOP Class UID");
+  h.sop_instance_uid = required(ds, DCM_SOPInstanceUID, "SOP Instance UID");
+  h.study_uid = required(ds, DCM_StudyInstanceUID, "Study Instance UID");
+  h.series_uid = required(ds, DCM_SeriesInstanceUID, "Series Instance UID");
+  h.modality = get_string(ds, DCM_Modality);
+  h.transfer_syntax_uid = get_string(*ff.getMetaInfo(), DCM_TransferSyntaxUID);
+  if (h.transfer_syntax_uid.empty()) h.transfer_syntax_uid = DcmXfer(ds.getOriginalXfer()).getXferID();
+  h.acquisition_number = get_long(ds, DCM_AcquisitionNumber);
+  h.images_in_acquisition = get_long(ds, DCM_ImagesInAcquisition);
+  h.number_of_study_related_instances = get_long(ds, DCM_NumberOfStudyRelatedInstances);
+  return h;
+}
+
+}  // namespace dicom

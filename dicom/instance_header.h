@@ -1,0 +1,26 @@
+#pragma once
+// What the node needs of a received instance before any pixel is touched: identity, where it
+// belongs, and the counts a modality announces.
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace dicom {
+
+struct InstanceHeader {
+  std::string sop_class_uid;
+  std::string sop_instance_uid;
+  std::string study_uid;
+  std::string series_uid;
+  std::string modality;
+  std::string transfer_syntax_uid;
+  std::optional<long> acquisition_number;
+  std::optional<long> images_in_acquisition;           // (0020,1002)
+  std::optional<long> number_of_study_related_instances;  // (0020,1208)
+};
+
+// Parses the whole file structure without loading large values. Throws DicomError when the file
+// is not DICOM, is truncated, or lacks SOP Class/Instance, Study or Series Instance UID.
+InstanceHeader read_instance_header(const std::filesystem::path& file);
+
+}  // namespace dicom

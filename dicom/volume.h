@@ -1,0 +1,58 @@
+#pragma once
+// The one thing that leaves dicom/ for the analysis: a stack of parallel, equally spaced planes of
+// real-world values with their patient-space geometry and the source frame of every plane.
+#include <array>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+namespace dicom {
+
+using Vec3 = std::array<double, 3>;
+
+// The source image plane one slice of a Volume came from.
+struct SourceFrame {
+  std::string sop_class_uid;
+  std::string sop_instance_uid;
+  std::string path;      // file it was read from
+  int frame_number = 0;  // 1-based frame of a multi-frame source; 0 for a single-frame instance
+  Vec3 position{};       // Image Position (Patient) of this plane, mm
+};
+
+// Patient-space geometry (DICOM LPS, mm). Voxel (c, r, z) sits at
+// origin + c*spacing_col*row_dir + r*spacing_row*col_dir + z*spacing_slice*normal.
+struct Geometry {
+  Vec3 origin{};             // Image Position (Patient) of slice 0
+  Vec3 row_dir{1, 0, 0};     // IOP first triplet: direction of increasing column index
+  Vec3 col_dir{0, 1, 0};     // IOP second triplet: direction of increasing row index
+  Vec3 normal{0, 0, 1};      // row_dir x col_dir; slices are sorted along it
+  double spacing_col = 1.0;  // mm between adjacent columns (Pixel Spacing [1])
+  double spacing_row = 1.0;  // mm between adjacent rows (Pixel Spacing [0])
+  double spacing_slice = 1.0;  // mm between slices, from positions (2D: Slice Thickness or 1)
+  bool has_frame_of_reference = true;  // false for 2D projection images (CR, DX, SC)
+};
+
+// Descriptive attributes the profiles match on and the result builders need.
+struct SeriesInfo {
+  std::string modality, body_part, series_description, protocol_name;
+  std::string study_uid, series_uid, frame_of_reference_uid;
+  std::string units;  // "HU" for CT, "US" (unspecified) otherwise unless the header says
+  std::string photometric;  // as received; MONOCHROME1 is already inverted in the voxels
+};
+
+struct Volume {
+  SeriesInfo info;
+  Geometry geom;
+  // rows x cols each, all one type: CV_16S where every real-world value is an integer that fits
+  // int16 (CT in HU, most MR), else CV_32F. Slices may share one allocation.
+  std::vector<cv::Mat> slices;
+  std::vector<SourceFrame> sources;  // one per slice, same order
+
+  int depth() const { return static_cast<int>(slices.size()); }
+  int rows() const { return slices.empty() ? 0 : slices.front().rows; }
+  int cols() const { return slices.empty() ? 0 : slices.front().cols; }
+  double voxel_volume_mm3() const { return geom.spacing_col * geom.spacing_row * geom.spacing_slice; }
+};
+
+}  // namespace dicom

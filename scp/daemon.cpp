@@ -1,0 +1,134 @@
+#include "scp/daemon.h"
+
+#include <systemd/sd-daemon.h>
+
+#include <future>
+#include <set>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "dicom/check.h"
+#include "dicom/log.h"
+#include "scp/status.h"
+#include "scp/store_provider.h"
+#include "scp/study_assembler.h"
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+namespace scp {
+
+ReconcileReport reconcile(Spool& spool, Index& index) {
+  auto log = pacsnode::component_logger("index");
+  ReconcileReport r;
+  std::set<std::string> known_paths;
+  for (const auto& [sop, path] : index.instance_paths()) {
+    if (fs::exists(path)) known_paths.insert(path);
+    else {
+      index.remove_instance(sop);
+      ++r.forgotten;
+    }
+  }
+  for (const auto& file : spool.list_instances()) {
+    if (known_paths.count(file.string())) continue;
+    try {
+      StoredInstance in;
+      in.header = dicom::read_instance_header(file);
+      in.path = file;
+      in.size = fs::file_size(file);
+      const auto mtime = fs::last_write_time(file);
+      const auto sys = std::chrono::time_point_cast<std::chrono::milliseconds>(
+          std::chrono::file_clock::to_sys(mtime));
+      index.add_instance(in, sys.time_since_epoch().count());
+      ++r.indexed;
+    } catch (const std::exception& e) {
+      ++r.unreadable;
+      log->error("spool file {} cannot be indexed: {}", file.filename().string(), e.what());
+    }
+  }
+  r.requeued_jobs = index.requeue_running_jobs();
+  log->info("reconciled index with spool: {} file(s) indexed, {} missing file(s) forgotten, {} unreadable, {} job(s) requeued",
+            r.indexed, r.forgotten, r.unreadable, r.requeued_jobs);
+  return r;
+}
+
+int run_daemon(const config::Config& cfg) {
+  auto log = pacsnode::component_logger("daemon");
+  const fs::path root = fs::absolute(cfg.storage.root);
+  fs::create_directories(root);
+  Spool spool(root);
+  Index index(root / "index.sqlite");
+  reconcile(spool, index);
+
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  StudyAssembler assembler(io, index,
+                           {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)});
+  assembler.restore();
+  std::thread io_thread([&io] { io.run(); });
+
+  ScpContext ctx{cfg, spool, index, assembler, {}, {}};
+  StorageServer server(ctx);
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    log->critical("{}", e.what());
+    guard.reset();
+    io.stop();
+    io_thread.join();
+    return 1;
+  }
+  log->info("pacsnode {} listening on {}:{} as '{}', storage {}, quiet time {} s", PACSNODE_VERSION, cfg.node.bind,
+            server.port(), cfg.node.ae_title, root.string(), cfg.study.quiet_seconds);
+
+  StatusWriter status(io, root / "status.json", [&] {
+    return Status{server.port(), server.active(), assembler.open_studies(), ctx.counters.associations.load(),
+                  ctx.counters.rejected.load(), ctx.counters.instances_stored.load(), ctx.counters.instances_failed.load(),
+                  ctx.counters.bytes.load()};
+  });
+  status.start();
+
+  // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
+  // gets the service restarted.
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%u", cfg.node.bind.c_str(), static_cast<unsigned>(server.port()));
+  asio::steady_timer watchdog(io);
+  std::uint64_t watchdog_usec = 0;
+  std::function<void()> ping;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
+    ping = [&] {
+      sd_notify(0, "WATCHDOG=1");
+      watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+      watchdog.async_wait([&](boost::system::error_code ec) { if (!ec) ping(); });
+    };
+    asio::post(io, ping);
+  }
+
+  std::promise<int> stop_signal;
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (!ec) stop_signal.set_value(sig);
+  });
+  const int sig = stop_signal.get_future().get();
+
+  log->info("signal {}: no new associations; draining {} open association(s) for up to {} s", sig, server.active(),
+            cfg.node.drain_seconds);
+  sd_notify(0, "STOPPING=1");
+  server.stop(std::chrono::seconds(cfg.node.drain_seconds));
+  asio::post(io, [&] {
+    watchdog.cancel();
+    status.stop();
+  });
+  guard.reset();
+  io.stop();
+  io_thread.join();
+  status.write_now();
+  log->info("stopped: {} instance(s) stored, {} refused, {} study(ies) still waiting for completion (kept in the index)",
+            ctx.counters.instances_stored.load(), ctx.counters.instances_failed.load(), assembler.open_studies());
+  return 0;
+}
+
+}  // namespace scp

@@ -1,0 +1,218 @@
+#include "scp/index.h"
+
+#include <random>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+namespace scp {
+namespace {
+
+class IndexError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A prepared statement, finalized on scope exit.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK)
+      throw IndexError(fmt::format("index: prepare failed: {}", sqlite3_errmsg(db)));
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt& bind(int i, const std::string& v) { sqlite3_bind_text(s_, i, v.c_str(), -1, SQLITE_TRANSIENT); return *this; }
+  Stmt& bind(int i, std::int64_t v) { sqlite3_bind_int64(s_, i, v); return *this; }
+  Stmt& bind(int i, const std::optional<long>& v) {
+    if (v) sqlite3_bind_int64(s_, i, *v); else sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  bool step() {
+    const int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw IndexError(fmt::format("index: {}", sqlite3_errmsg(db_)));
+  }
+  std::string text(int c) { auto* p = sqlite3_column_text(s_, c); return p ? reinterpret_cast<const char*>(p) : ""; }
+  std::int64_t integer(int c) { return sqlite3_column_int64(s_, c); }
+  std::optional<long> maybe(int c) {
+    if (sqlite3_column_type(s_, c) == SQLITE_NULL) return std::nullopt;
+    return static_cast<long>(sqlite3_column_int64(s_, c));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+StudyRow study_from(Stmt& s) {
+  StudyRow r;
+  r.study_uid = s.text(0);
+  r.state = s.text(1) == "complete" ? StudyState::complete : StudyState::open;
+  r.last_instance_ms = s.integer(2);
+  r.generation = static_cast<int>(s.integer(3));
+  r.instance_count = s.integer(4);
+  return r;
+}
+
+constexpr const char* kStudyColumns =
+    "SELECT s.study_uid, s.state, s.last_instance_ms, s.generation, "
+    "(SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) FROM studies s";
+
+}  // namespace
+
+std::string study_hash(const std::string& key, const std::string& study_uid) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : key + "\x1f" + study_uid) { h ^= c; h *= 1099511628211ULL; }
+  return fmt::format("s-{:012x}", h & 0xffffffffffffULL);
+}
+
+Index::Index(const std::filesystem::path& db_file) {
+  if (sqlite3_open_v2(db_file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+    const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    throw IndexError(fmt::format("index {}: {}", db_file.string(), msg));
+  }
+  sqlite3_busy_timeout(db_, 5000);
+  // WAL with synchronous=NORMAL: the files are fsync'ed before success, the index can be rebuilt
+  // from them, so a commit need not wait for its own fsync.
+  exec("PRAGMA journal_mode=WAL");
+  exec("PRAGMA synchronous=NORMAL");
+  exec("PRAGMA foreign_keys=ON");
+  exec(R"(CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
+  study_uid TEXT PRIMARY KEY, state TEXT NOT NULL DEFAULT 'open',
+  first_instance_ms INTEGER NOT NULL, last_instance_ms INTEGER NOT NULL,
+  completed_ms INTEGER, generation INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS instances (
+  sop_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+  series_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL, modality TEXT, transfer_syntax TEXT,
+  path TEXT NOT NULL, size INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+  acquisition_number INTEGER, images_in_acquisition INTEGER, study_related_instances INTEGER);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+  generation INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'pending', created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL, error TEXT, UNIQUE(study_uid, generation));)");
+  {
+    Stmt s(db_, "SELECT value FROM meta WHERE key = 'log_key'");
+    if (s.step()) log_key_ = s.text(0);
+  }
+  if (log_key_.empty()) {
+    std::random_device rd;
+    log_key_ = fmt::format("{:08x}{:08x}{:08x}{:08x}", rd(), rd(), rd(), rd());
+    Stmt(db_, "INSERT INTO meta(key, value) VALUES('log_key', ?)").bind(1, log_key_).step();
+  }
+}
+
+Index::~Index() { sqlite3_close_v2(db_); }
+
+void Index::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    const std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    throw IndexError("index: " + msg);
+  }
+}
+
+bool Index::add_instance(const StoredInstance& in, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  const auto& h = in.header;
+  exec("BEGIN IMMEDIATE");
+  try {
+    Stmt(db_, "INSERT INTO studies(study_uid, first_instance_ms, last_instance_ms) VALUES(?1, ?2, ?2) "
+              "ON CONFLICT(study_uid) DO UPDATE SET last_instance_ms = MAX(last_instance_ms, ?2), state = 'open'")
+        .bind(1, h.study_uid).bind(2, now_ms).step();
+    bool known = false;
+    {
+      Stmt s(db_, "SELECT 1 FROM instances WHERE sop_uid = ?");
+      known = s.bind(1, h.sop_instance_uid).step();
+    }
+    Stmt(db_, "INSERT OR REPLACE INTO instances(sop_uid, study_uid, series_uid, sop_class_uid, modality, transfer_syntax, "
+              "path, size, received_ms, acquisition_number, images_in_acquisition, study_related_instances) "
+              "VALUES(?,?,?,?,?,?,?,?,?,?,?,?)")
+        .bind(1, h.sop_instance_uid).bind(2, h.study_uid).bind(3, h.series_uid).bind(4, h.sop_class_uid)
+        .bind(5, h.modality).bind(6, h.transfer_syntax_uid).bind(7, in.path.string())
+        .bind(8, static_cast<std::int64_t>(in.size)).bind(9, now_ms).bind(10, h.acquisition_number)
+        .bind(11, h.images_in_acquisition).bind(12, h.number_of_study_related_instances).step();
+    exec("COMMIT");
+    return !known;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+void Index::remove_instance(const std::string& sop_uid) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "DELETE FROM instances WHERE sop_uid = ?").bind(1, sop_uid).step();
+}
+
+void Index::mark_complete(const std::string& study_uid, int generation, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  exec("BEGIN IMMEDIATE");
+  try {
+    Stmt(db_, "UPDATE studies SET state = 'complete', completed_ms = ?2, generation = ?3 WHERE study_uid = ?1")
+        .bind(1, study_uid).bind(2, now_ms).bind(3, static_cast<std::int64_t>(generation)).step();
+    Stmt(db_, "INSERT OR IGNORE INTO jobs(study_uid, generation, created_ms, updated_ms) VALUES(?1, ?2, ?3, ?3)")
+        .bind(1, study_uid).bind(2, static_cast<std::int64_t>(generation)).bind(3, now_ms).step();
+    exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+std::optional<StudyRow> Index::study(const std::string& study_uid) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, (std::string(kStudyColumns) + " WHERE s.study_uid = ?").c_str());
+  s.bind(1, study_uid);
+  if (!s.step()) return std::nullopt;
+  return study_from(s);
+}
+
+std::vector<StudyRow> Index::studies(std::optional<StudyState> only) {
+  std::lock_guard lock(mutex_);
+  std::string sql = std::string(kStudyColumns);
+  if (only) sql += *only == StudyState::open ? " WHERE s.state = 'open'" : " WHERE s.state = 'complete'";
+  Stmt s(db_, (sql + " ORDER BY s.first_instance_ms").c_str());
+  std::vector<StudyRow> out;
+  while (s.step()) out.push_back(study_from(s));
+  return out;
+}
+
+std::vector<InstanceRow> Index::instances_of(const std::string& study_uid) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT sop_uid, study_uid, series_uid, acquisition_number, images_in_acquisition, study_related_instances "
+              "FROM instances WHERE study_uid = ?");
+  s.bind(1, study_uid);
+  std::vector<InstanceRow> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.maybe(3), s.maybe(4), s.maybe(5)});
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Index::instance_paths() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT sop_uid, path FROM instances");
+  std::vector<std::pair<std::string, std::string>> out;
+  while (s.step()) out.emplace_back(s.text(0), s.text(1));
+  return out;
+}
+
+std::vector<JobRow> Index::jobs() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT id, study_uid, generation, state FROM jobs ORDER BY id");
+  std::vector<JobRow> out;
+  while (s.step()) out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3)});
+  return out;
+}
+
+int Index::requeue_running_jobs() {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "UPDATE jobs SET state = 'pending' WHERE state = 'running'").step();
+  return sqlite3_changes(db_);
+}
+
+}  // namespace scp

@@ -1,0 +1,75 @@
+#pragma once
+// The SQLite (WAL) index under the storage root: instances, studies and analysis jobs. The files
+// stay the data: the index can always be rebuilt from the spool (see reconcile in daemon.cpp).
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "scp/spool.h"
+
+struct sqlite3;
+
+namespace scp {
+
+enum class StudyState { open, complete };
+
+struct InstanceRow {
+  std::string sop_uid, study_uid, series_uid;
+  std::optional<long> acquisition_number, images_in_acquisition, number_of_study_related_instances;
+};
+
+struct StudyRow {
+  std::string study_uid;
+  StudyState state = StudyState::open;
+  std::int64_t last_instance_ms = 0;  // wall clock, ms since the epoch
+  int generation = 0;                 // how often the study completed (reopened studies count up)
+  std::int64_t instance_count = 0;
+};
+
+struct JobRow {
+  std::int64_t id = 0;
+  std::string study_uid;
+  int generation = 0;
+  std::string state;  // pending, running, done, failed
+};
+
+class Index {
+ public:
+  explicit Index(const std::filesystem::path& db_file);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
+
+  // Inserts or replaces the instance, touches its study (reopening it if complete). Returns true
+  // when the SOP Instance UID was not known before.
+  bool add_instance(const StoredInstance& in, std::int64_t now_ms);
+  void remove_instance(const std::string& sop_uid);
+  // Marks the study complete at this generation and queues an analysis job for it.
+  void mark_complete(const std::string& study_uid, int generation, std::int64_t now_ms);
+
+  std::optional<StudyRow> study(const std::string& study_uid);
+  std::vector<StudyRow> studies(std::optional<StudyState> only = std::nullopt);
+  std::vector<InstanceRow> instances_of(const std::string& study_uid);
+  // sop uid -> path, for reconciling with the spool.
+  std::vector<std::pair<std::string, std::string>> instance_paths();
+  std::vector<JobRow> jobs();
+  // Jobs left 'running' by a crash go back to 'pending'; returns how many.
+  int requeue_running_jobs();
+
+  // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
+  const std::string& log_key() const { return log_key_; }
+
+ private:
+  void exec(const char* sql);
+  std::mutex mutex_;
+  sqlite3* db_ = nullptr;
+  std::string log_key_;
+};
+
+// "s-" + 12 hex digits: a keyed hash of a Study Instance UID, safe for info logs.
+std::string study_hash(const std::string& key, const std::string& study_uid);
+
+}  // namespace scp

@@ -1,0 +1,137 @@
+#include "scp/spool.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <random>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "dicom/check.h"
+#include "dicom/log.h"
+
+namespace fs = std::filesystem;
+
+namespace scp {
+namespace {
+
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) { h ^= c; h *= 1099511628211ULL; }
+  return h;
+}
+
+// mkdir -p that fsyncs the parent of every directory it creates, so a new study folder survives
+// a crash as well as the file in it.
+void make_dirs_durable(const fs::path& dir) {
+  if (fs::exists(dir)) return;
+  make_dirs_durable(dir.parent_path());
+  std::error_code ec;
+  if (!fs::create_directory(dir, ec) && ec) throw std::system_error(ec, "create " + dir.string());
+  fsync_path(dir.parent_path(), true);
+}
+
+}  // namespace
+
+std::string path_component(const std::string& uid) {
+  bool ok = !uid.empty() && uid.size() <= 64 && uid.front() != '.';
+  for (char c : uid) ok = ok && ((c >= '0' && c <= '9') || c == '.');
+  return ok ? uid : fmt::format("x{:016x}", fnv1a(uid));
+}
+
+void fsync_path(const fs::path& p, bool directory) {
+  const int fd = ::open(p.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + p.string());
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "fsync " + p.string());
+  }
+  ::close(fd);
+}
+
+Spool::Spool(fs::path root) : root_(std::move(root)), tmp_dir_(root_ / "incoming" / ".tmp") {
+  fs::create_directories(tmp_dir_);
+  std::size_t purged = 0;
+  for (const auto& e : fs::directory_iterator(tmp_dir_)) {
+    fs::remove_all(e.path());
+    ++purged;
+  }
+  if (purged) pacsnode::component_logger("spool")->warn("removed {} partial file(s) left by an interrupted run", purged);
+}
+
+fs::path Spool::temp_path() {
+  static std::atomic<std::uint64_t> counter{0};
+  static const std::uint64_t salt = std::random_device{}();
+  return tmp_dir_ / fmt::format("{}-{:x}-{}.part", ::getpid(), salt, counter.fetch_add(1));
+}
+
+fs::path Spool::instance_path(const dicom::InstanceHeader& h) const {
+  return incoming() / path_component(h.study_uid) / path_component(h.series_uid) / (path_component(h.sop_instance_uid) + ".dcm");
+}
+
+void Spool::discard(const fs::path& tmp) noexcept {
+  std::error_code ec;
+  fs::remove(tmp, ec);
+}
+
+bool Spool::has_free_space(std::uint64_t bytes) const {
+  struct statvfs st {};
+  if (::statvfs(root_.c_str(), &st) != 0) return true;  // cannot tell: let the write decide
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize >= bytes;
+}
+
+StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_size) {
+  using K = StoreFailure::Kind;
+  StoredInstance out;
+  try {
+    std::error_code ec;
+    out.size = fs::file_size(tmp, ec);
+    if (ec) throw StoreFailure(K::out_of_resources, "received file is missing: " + ec.message());
+    // A short file despite a good stream means the last buffered write failed (disk full).
+    if (out.size < min_expected_size)
+      throw StoreFailure(K::out_of_resources, fmt::format("only {} of {} bytes reached the disk", out.size, min_expected_size));
+    try {
+      fsync_path(tmp, false);
+    } catch (const std::system_error& e) {
+      throw StoreFailure(K::out_of_resources, e.what());
+    }
+    try {
+      out.header = dicom::read_instance_header(tmp);
+    } catch (const dicom::DicomError& e) {
+      if (!has_free_space(1 << 20)) throw StoreFailure(K::out_of_resources, std::string("disk full: ") + e.what());
+      throw StoreFailure(K::bad_data, e.what());
+    }
+    out.path = instance_path(out.header);
+    try {
+      make_dirs_durable(out.path.parent_path());
+      fs::rename(tmp, out.path);
+      fsync_path(out.path.parent_path(), true);
+    } catch (const std::system_error& e) {  // filesystem_error too: any failure here is the store's
+      throw StoreFailure(K::out_of_resources, e.what());
+    }
+  } catch (...) {
+    discard(tmp);
+    throw;
+  }
+  return out;
+}
+
+std::vector<fs::path> Spool::list_instances() const {
+  std::vector<fs::path> files;
+  const fs::path in = incoming();
+  for (auto it = fs::recursive_directory_iterator(in); it != fs::recursive_directory_iterator(); ++it) {
+    if (it->is_directory() && it->path() == tmp_dir_) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file() && it->path().extension() == ".dcm") files.push_back(it->path());
+  }
+  return files;
+}
+
+}  // namespace scp

@@ -1,0 +1,64 @@
+#pragma once
+// The on-disk spool of received instances:
+//   <root>/incoming/.tmp/<unique>                    being received
+//   <root>/incoming/<study>/<series>/<sop>.dcm       acknowledged (fsync'ed file and directory)
+// An instance is answered with success only after commit() returned.
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dicom/instance_header.h"
+
+namespace scp {
+
+// Why an instance could not be stored: the DIMSE status family follows from it.
+class StoreFailure : public std::runtime_error {
+ public:
+  enum class Kind { out_of_resources, bad_data };
+  StoreFailure(Kind k, const std::string& what) : std::runtime_error(what), kind_(k) {}
+  Kind kind() const { return kind_; }
+
+ private:
+  Kind kind_;
+};
+
+struct StoredInstance {
+  dicom::InstanceHeader header;
+  std::filesystem::path path;
+  std::uintmax_t size = 0;
+};
+
+class Spool {
+ public:
+  // Creates the folders and removes what an interrupted run left in .tmp.
+  explicit Spool(std::filesystem::path root);
+
+  const std::filesystem::path& root() const { return root_; }
+  std::filesystem::path incoming() const { return root_ / "incoming"; }
+
+  // A fresh, unique file name in .tmp (same filesystem as the final place).
+  std::filesystem::path temp_path();
+  // fsync, parse, rename to its final place, fsync the directory. On failure the temporary file
+  // is removed and StoreFailure says whether it was resources or the data.
+  StoredInstance commit(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0);
+  void discard(const std::filesystem::path& tmp) noexcept;
+
+  // Free space at the root is at least `bytes`.
+  bool has_free_space(std::uint64_t bytes) const;
+  std::filesystem::path instance_path(const dicom::InstanceHeader& h) const;
+  // Every committed instance file (for reconciling the index at start).
+  std::vector<std::filesystem::path> list_instances() const;
+
+ private:
+  std::filesystem::path root_;
+  std::filesystem::path tmp_dir_;
+};
+
+// A UID as a path component: itself when it is a well-formed UID, else a stable hex digest.
+std::string path_component(const std::string& uid);
+// fsync a file or directory; throws std::system_error.
+void fsync_path(const std::filesystem::path& p, bool directory);
+
+}  // namespace scp

@@ -1,0 +1,40 @@
+#pragma once
+// Health and metrics: <root>/status.json, rewritten atomically every few seconds, for a monitoring
+// agent or an administrator (`cat`), and the same figures as the systemd STATUS= line.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+namespace scp {
+
+struct Status {
+  std::uint16_t port = 0;
+  std::size_t open_associations = 0, open_studies = 0;
+  std::uint64_t associations = 0, rejected_associations = 0, instances_stored = 0, instances_refused = 0, bytes_received = 0;
+};
+
+std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms);
+
+class StatusWriter {
+ public:
+  StatusWriter(boost::asio::io_context& io, std::filesystem::path file, std::function<Status()> read,
+               std::chrono::seconds every = std::chrono::seconds(5));
+  void start();
+  void stop();
+  void write_now();
+
+ private:
+  void tick();
+  boost::asio::steady_timer timer_;
+  std::filesystem::path file_;
+  std::function<Status()> read_;
+  std::chrono::seconds every_;
+  std::int64_t started_ms_;
+};
+
+}  // namespace scp

@@ -1,0 +1,335 @@
+#include "scp/store_provider.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <map>
+#include <system_error>
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dcmtrans.h>
+#include <dcmtk/dcmnet/diutil.h>
+#include <dcmtk/dcmnet/dul.h>
+#include <dcmtk/dcmnet/scpcfg.h>
+#include <dcmtk/dcmnet/scpthrd.h>
+
+#include "dicom/log.h"
+
+namespace scp {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Transfer syntaxes accepted for storage, in order of preference when an SCU offers several in
+// one presentation context: uncompressed first, so nobody is asked to compress for us.
+const char* const kTransferSyntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax, UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax, UID_JPEGProcess14TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax, UID_JPEG2000LosslessOnlyTransferSyntax, UID_RLELosslessTransferSyntax,
+    UID_JPEGProcess1TransferSyntax, UID_JPEGProcess2_4TransferSyntax, UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000TransferSyntax, UID_JPEG2000Part2MulticomponentImageCompressionLosslessOnlyTransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionTransferSyntax,
+    UID_MPEG2MainProfileAtMainLevelTransferSyntax, UID_MPEG2MainProfileAtHighLevelTransferSyntax,
+    UID_MPEG4HighProfileLevel4_1TransferSyntax, UID_MPEG4BDcompatibleHighProfileLevel4_1TransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For2DVideoTransferSyntax, UID_MPEG4HighProfileLevel4_2_For3DVideoTransferSyntax,
+    UID_MPEG4StereoHighProfileLevel4_2TransferSyntax, UID_HEVCMainProfileLevel5_1TransferSyntax,
+    UID_HEVCMain10ProfileLevel5_1TransferSyntax};
+
+std::string trim(const OFString& s) {
+  std::string t(s.c_str());
+  const auto b = t.find_first_not_of(' ');
+  if (b == std::string::npos) return {};
+  return t.substr(b, t.find_last_not_of(' ') - b + 1);
+}
+
+// One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
+class StoreProvider : public DcmThreadSCP {
+ public:
+  explicit StoreProvider(ScpContext& ctx) : ctx_(ctx), log_(pacsnode::component_logger("scp")) {}
+
+ protected:
+  void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
+    started_ = Clock::now();
+    calling_ae_ = trim(params.DULparams.callingAPTitle);
+    peer_ = params.DULparams.callingPresentationAddress;
+    DcmThreadSCP::notifyAssociationRequest(params, action);
+  }
+  OFBool checkCalledAETitleAccepted(const OFString& called) override {
+    if (trim(called) == ctx_.cfg.node.ae_title) return OFTrue;
+    outcome_ = "rejected: called AE title '" + trim(called) + "' not recognized";
+    return OFFalse;
+  }
+  OFBool checkCallingAETitleAccepted(const OFString& calling) override {
+    const auto& allowed = ctx_.cfg.node.allowed_calling_ae;
+    if (allowed.empty()) return OFTrue;
+    for (const auto& ae : allowed)
+      if (ae == trim(calling)) return OFTrue;
+    outcome_ = "rejected: calling AE title not allowed";
+    return OFFalse;
+  }
+  void notifyAssociationAcknowledge() override { outcome_ = "aborted"; }
+  void notifyReleaseRequest() override { outcome_ = "released"; }
+  void notifyAbortRequest() override { outcome_ = "aborted by peer"; }
+  void notifyRECEIVEProgress(const unsigned long bytes) override { dataset_bytes_ = bytes; }
+  void notifyDIMSEError(const OFCondition& cond) override { last_error_ = cond.text(); }
+
+  void notifyAssociationTermination() override {
+    const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
+    if (outcome_.rfind("rejected", 0) == 0) ctx_.counters.rejected++;
+    else ctx_.counters.associations++;
+    std::string outcome = outcome_.empty() ? "ended" : outcome_;
+    if (outcome == "aborted" && !last_error_.empty()) outcome += " (" + last_error_ + ")";
+    auto level = outcome == "released" ? spdlog::level::info : spdlog::level::warn;
+    log_->log(level, "association from '{}' {}: {} instances stored, {} failed, {:.1f} MB in {:.2f} s, {}", calling_ae_,
+              peer_, stored_, failed_, bytes_ / 1e6, secs, outcome);
+  }
+
+  OFCondition handleIncomingCommand(T_DIMSE_Message* msg, const DcmPresentationContextInfo& pc) override {
+    if (ctx_.abort_now) {
+      outcome_ = "aborted: node shutting down";
+      return NET_EC_StopAfterAssociation;  // any bad condition makes DcmSCP abort the association
+    }
+    if (msg->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(msg, pc);
+    return handle_store(msg->msg.CStoreRQ, pc.presentationContextID);
+  }
+
+ private:
+  OFCondition handle_store(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid) {
+    const auto reserve = ctx_.cfg.storage.min_free_mb * 1024 * 1024;
+    if (reserve > 0 && !ctx_.spool.has_free_space(reserve)) {
+      // Refuse before receiving: the data set still has to be read off the wire.
+      auto c = receiveSTORERequest(rq, pcid, OFString("/dev/null"));
+      if (c.bad()) return c;
+      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, "storage below its free-space reserve");
+    }
+    const auto tmp = ctx_.spool.temp_path();
+    dataset_bytes_ = 0;
+    OFCondition c = receiveSTORERequest(rq, pcid, OFString(tmp.c_str()));
+    if (c.bad()) {
+      ctx_.spool.discard(tmp);
+      // A failed write is reported after the rest of the data set was read: the association is
+      // intact and the sender gets an out-of-resources status.
+      if (c.module() == OFM_dcmnet && c.code() == DIMSEC_OUTOFRESOURCES)
+        return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, "cannot write to storage");
+      return c;
+    }
+    bytes_ += dataset_bytes_;
+    ctx_.counters.bytes += dataset_bytes_;
+    StoredInstance in;
+    try {
+      in = ctx_.spool.commit(tmp, dataset_bytes_);
+    } catch (const StoreFailure& e) {
+      const bool resources = e.kind() == StoreFailure::Kind::out_of_resources;
+      return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand, e.what());
+    } catch (const std::exception& e) {
+      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, e.what());
+    }
+    if (in.header.sop_instance_uid != rq.AffectedSOPInstanceUID)
+      log_->warn("association from '{}': data set SOP Instance UID differs from the C-STORE request; stored under the data set's", calling_ae_);
+    bool is_new = true;
+    try {
+      is_new = ctx_.index.add_instance(in, wall_ms());
+    } catch (const std::exception& e) {
+      // The file is durable; the index is rebuilt from the spool at the next start.
+      log_->error("index: cannot record an instance ({}); it is on disk and will be indexed at the next start", e.what());
+    }
+    ctx_.assembler.on_instance(in.header, is_new);
+    ++stored_;
+    ctx_.counters.instances_stored++;
+    log_->debug("stored {} ({} bytes) for study {}", in.header.sop_instance_uid, in.size, in.header.study_uid);
+    return sendSTOREResponse(pcid, rq, STATUS_Success);
+  }
+
+  OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, const std::string& why) {
+    ++failed_;
+    ctx_.counters.instances_failed++;
+    log_->error("association from '{}': instance refused with status 0x{:04X}: {}", calling_ae_, status, why);
+    DcmDataset detail;
+    detail.putAndInsertString(DCM_ErrorComment, why.substr(0, 64).c_str());
+    return sendSTOREResponse(pcid, rq.MessageID, rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, status, &detail);
+  }
+
+  ScpContext& ctx_;
+  std::shared_ptr<spdlog::logger> log_;
+  Clock::time_point started_ = Clock::now();
+  std::string calling_ae_, peer_, outcome_, last_error_;
+  unsigned long dataset_bytes_ = 0;
+  std::uint64_t stored_ = 0, failed_ = 0, bytes_ = 0;
+};
+
+void reject(T_ASC_Association* assoc, T_ASC_RejectParametersReason reason) {
+  T_ASC_RejectParameters rej;
+  rej.result = ASC_RESULT_REJECTEDTRANSIENT;
+  rej.source = ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED;
+  rej.reason = reason;
+  ASC_rejectAssociation(assoc, &rej);
+  ASC_dropAssociation(assoc);
+  ASC_destroyAssociation(&assoc);
+}
+
+}  // namespace
+
+void disable_nagle() { ::setenv("TCP_NODELAY", "1", 1); }
+
+StorageServer::StorageServer(ScpContext& ctx) : ctx_(ctx) {}
+
+StorageServer::~StorageServer() {
+  if (acceptor_.joinable()) stop(std::chrono::seconds(0));
+  if (network_) ASC_dropNetwork(&network_);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+void StorageServer::start() {
+  const auto& n = ctx_.cfg.node;
+  disable_nagle();
+  dcmDisableGethostbyaddr.set(OFTrue);
+
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  int one = 1;
+  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(n.port);
+  if (::inet_pton(AF_INET, n.bind.c_str(), &addr.sin_addr) != 1)
+    throw std::system_error(EINVAL, std::generic_category(), "node.bind " + n.bind);
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::system_error(errno, std::generic_category(), fmt::format("cannot listen on {}:{}", n.bind, n.port));
+  if (::listen(listen_fd_, 128) != 0) throw std::system_error(errno, std::generic_category(), "listen");
+  socklen_t len = sizeof addr;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+
+  // An acceptor network without a listening socket of DCMTK's own: connections are accepted
+  // here and handed over one at a time through dcmExternalSocketHandle.
+  dcmExternalSocketHandle.set(listen_fd_);
+  OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, n.acse_timeout_seconds, &network_);
+  dcmExternalSocketHandle.set(-1);
+  dicom_check(c);
+
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+bool StorageServer::accepted_abstract_syntax(const std::string& uid) {
+  static const std::set<std::string> known = [] {
+    std::set<std::string> k{UID_VerificationSOPClass};
+    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) k.insert(dcmAllStorageSOPClassUIDs[i]);
+    return k;
+  }();
+  // Storage classes newer than this DCMTK (e.g. Label Map Segmentation) share the standard root.
+  return known.count(uid) || uid.rfind("1.2.840.10008.5.1.4.1.1.", 0) == 0;
+}
+
+// DCMTK limits an SCP profile to 128 presentation contexts, fewer than the storage classes it
+// knows; an association proposes at most 128, so each gets a config with just what it proposed.
+DcmSharedSCPConfig StorageServer::config_for(T_ASC_Association* assoc) const {
+  const auto& n = ctx_.cfg.node;
+  DcmSCPConfig cfg;
+  cfg.setAETitle(n.ae_title.c_str());
+  cfg.setMaxReceivePDULength(ASC_MAXIMUMPDUSIZE);
+  cfg.setACSETimeout(n.acse_timeout_seconds);
+  cfg.setDIMSETimeout(n.dimse_timeout_seconds);
+  cfg.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+  cfg.setHostLookupEnabled(OFFalse);
+  cfg.setProgressNotificationMode(OFTrue);
+  cfg.setRespondWithCalledAETitle(OFFalse);
+  OFList<OFString> ts;
+  for (const char* t : kTransferSyntaxes) ts.push_back(t);
+  std::set<std::string> added;
+  const int n_pc = ASC_countPresentationContexts(assoc->params);
+  for (int i = 0; i < n_pc; ++i) {
+    T_ASC_PresentationContext pc;
+    if (ASC_getPresentationContext(assoc->params, i, &pc).bad()) continue;
+    const std::string as = pc.abstractSyntax;
+    if (!accepted_abstract_syntax(as) || !added.insert(as).second) continue;
+    cfg.addPresentationContext(as.c_str(), ts);
+  }
+  return DcmSharedSCPConfig(cfg);
+}
+
+void StorageServer::dicom_check(const OFCondition& c) {
+  if (c.bad()) throw std::runtime_error(std::string("DICOM network setup: ") + c.text());
+}
+
+void StorageServer::accept_loop() {
+  auto log = pacsnode::component_logger("scp");
+  while (!stopping_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    if (stopping_) {
+      ::close(fd);
+      break;
+    }
+    T_ASC_Association* assoc = nullptr;
+    dcmExternalSocketHandle.set(fd);
+    OFCondition c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, OFFalse, DUL_NOBLOCK,
+                                           ctx_.cfg.node.acse_timeout_seconds);
+    dcmExternalSocketHandle.set(-1);
+    if (c.bad()) {
+      log->warn("connection dropped before association: {}", c.text());
+      if (assoc) {
+        ASC_dropAssociation(assoc);
+        ASC_destroyAssociation(&assoc);
+      } else {
+        ::close(fd);
+      }
+      continue;
+    }
+    std::lock_guard lock(mutex_);
+    if (active_ >= static_cast<std::size_t>(ctx_.cfg.node.max_associations)) {
+      ctx_.counters.rejected++;
+      log->warn("association from '{}' rejected: {} associations already open (node.max_associations)",
+                trim(assoc->params->DULparams.callingAPTitle), active_.load());
+      reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+      continue;
+    }
+    ++active_;
+    workers_.emplace_back([this, assoc, fd] { serve(assoc, fd); });
+  }
+}
+
+void StorageServer::serve(T_ASC_Association* assoc, int fd) {
+  {
+    std::lock_guard lock(mutex_);
+    sockets_.insert(fd);
+  }
+  {
+    StoreProvider scp(ctx_);
+    scp.setSharedConfig(config_for(assoc));
+    scp.run(assoc);  // negotiates, serves and releases/aborts; frees the association
+  }
+  std::lock_guard lock(mutex_);
+  sockets_.erase(fd);
+  --active_;
+  idle_.notify_all();
+}
+
+void StorageServer::stop(std::chrono::seconds drain) {
+  stopping_ = true;
+  if (acceptor_.joinable()) acceptor_.join();
+  {
+    std::unique_lock lock(mutex_);
+    if (!idle_.wait_for(lock, drain, [this] { return active_ == 0; })) {
+      // Drain time is over: abort what is left. Everything acknowledged is on disk already.
+      pacsnode::component_logger("scp")->warn("{} association(s) still open after {} s: aborting them", active_.load(), drain.count());
+      ctx_.abort_now = true;
+      for (int fd : sockets_)
+        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    }
+  }
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+}
+
+}  // namespace scp

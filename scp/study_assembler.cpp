@@ -1,0 +1,113 @@
+#include "scp/study_assembler.h"
+
+#include <set>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+
+#include "dicom/log.h"
+
+namespace asio = boost::asio;
+
+namespace scp {
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+StudyAssembler::StudyAssembler(asio::io_context& io, Index& index, Options opt, OnComplete on_complete)
+    : strand_(asio::make_strand(io)), index_(index), opt_(opt), on_complete_(std::move(on_complete)) {}
+
+void StudyAssembler::add(Pending& p, const std::string& series, std::optional<long> acq, std::optional<long> images,
+                         std::optional<long> study_total) {
+  auto& g = p.groups[{series, acq.value_or(-1)}];
+  ++g.count;
+  if (images && *images > 0) g.expected = *images;
+  if (study_total && *study_total > 0) p.study_expected = *study_total;
+  ++p.count;
+}
+
+void StudyAssembler::on_instance(const dicom::InstanceHeader& h, bool is_new) {
+  asio::post(strand_, [this, h, is_new]() mutable {
+    auto it = studies_.find(h.study_uid);
+    if (it == studies_.end()) {
+      auto p = std::make_unique<Pending>(strand_);
+      if (auto row = index_.study(h.study_uid); row && row->generation > 0) {
+        // Late arrival for a study that already completed: it reopens with everything it has.
+        p->completed_generation = row->generation;
+        for (const auto& in : index_.instances_of(h.study_uid))
+          add(*p, in.series_uid, in.acquisition_number, in.images_in_acquisition, in.number_of_study_related_instances);
+        pacsnode::component_logger("study")->info("study {} reopened by a late instance ({} instances)",
+                                                  study_hash(index_.log_key(), h.study_uid), p->count);
+        is_new = false;  // already counted from the index
+      }
+      it = studies_.emplace(h.study_uid, std::move(p)).first;
+      open_ = studies_.size();
+    }
+    if (is_new) add(*it->second, h.series_uid, h.acquisition_number, h.images_in_acquisition, h.number_of_study_related_instances);
+    schedule(h.study_uid, *it->second, {});
+  });
+}
+
+void StudyAssembler::restore() {
+  asio::post(strand_, [this] {
+    const auto now = wall_ms();
+    for (const auto& row : index_.studies(StudyState::open)) {
+      if (studies_.count(row.study_uid)) continue;
+      auto p = std::make_unique<Pending>(strand_);
+      p->completed_generation = row.generation;
+      for (const auto& in : index_.instances_of(row.study_uid))
+        add(*p, in.series_uid, in.acquisition_number, in.images_in_acquisition, in.number_of_study_related_instances);
+      auto& ref = *p;
+      studies_.emplace(row.study_uid, std::move(p));
+      schedule(row.study_uid, ref, std::chrono::milliseconds(std::max<std::int64_t>(0, now - row.last_instance_ms)));
+    }
+    open_ = studies_.size();
+  });
+}
+
+void StudyAssembler::schedule(const std::string& uid, Pending& p, std::chrono::steady_clock::duration since_last) {
+  const char* reason = "quiet time";
+  std::chrono::steady_clock::duration wait = opt_.quiet;
+  if (p.study_expected && p.count >= *p.study_expected) {
+    wait = {};
+    reason = "announced study count reached";
+  } else {
+    bool all = !p.groups.empty();
+    for (const auto& [key, g] : p.groups) all = all && g.expected && g.count >= *g.expected;
+    if (all) {
+      wait = opt_.expected_grace;
+      reason = "announced series counts reached";
+    }
+  }
+  wait = since_last >= wait ? std::chrono::steady_clock::duration{} : wait - since_last;
+  p.timer.expires_after(wait);
+  p.timer.async_wait(asio::bind_executor(strand_, [this, uid, tick = ++p.tick, reason](boost::system::error_code ec) {
+    auto it = studies_.find(uid);
+    if (ec || it == studies_.end() || it->second->tick != tick) return;  // superseded by a newer instance
+    complete(uid, reason);
+  }));
+}
+
+void StudyAssembler::complete(const std::string& uid, const char* reason) {
+  auto log = pacsnode::component_logger("study");
+  auto& p = *studies_.at(uid);
+  const int generation = p.completed_generation + 1;
+  try {
+    index_.mark_complete(uid, generation, wall_ms());
+  } catch (const std::exception& e) {
+    // The index could not record it (disk full?): try again after another quiet time.
+    log->error("study {}: cannot record completion: {}", study_hash(index_.log_key(), uid), e.what());
+    schedule(uid, p, {});
+    return;
+  }
+  std::set<std::string> series;
+  for (const auto& [key, g] : p.groups) series.insert(key.first);
+  log->info("study {} complete ({}): {} instances in {} series, generation {}", study_hash(index_.log_key(), uid),
+            reason, p.count, series.size(), generation);
+  studies_.erase(uid);
+  open_ = studies_.size();
+  if (on_complete_) on_complete_(uid, generation);
+}
+
+}  // namespace scp

@@ -1,0 +1,157 @@
+#pragma once
+// Starts the real pacsnode binary on a free loopback port with its own storage root, waits for
+// C-ECHO readiness, and stops it with SIGTERM (asserting a clean exit) at the end.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+
+#include <boost/test/unit_test.hpp>
+
+#include "support/paths.h"
+#include "support/process.h"
+
+namespace testsupport {
+
+inline std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+inline std::filesystem::path make_temp_dir(const std::string& tag) {
+  std::random_device rd;
+  auto dir = std::filesystem::temp_directory_path() / ("pacsnode-" + tag + "-" + std::to_string(rd()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+struct DaemonOptions {
+  int quiet_seconds = 2;
+  int max_associations = 16;
+  std::string allowed_calling_ae = "[]";
+  std::uint64_t min_free_mb = 0;
+  int drain_seconds = 10;
+  std::string extra;  // more TOML, appended
+};
+
+class Daemon {
+ public:
+  explicit Daemon(const std::filesystem::path& dir, DaemonOptions opt = {}) : dir_(dir), opt_(std::move(opt)) {
+    port_ = free_port();
+    root_ = dir_ / "storage";
+    config_ = dir_ / "pacsnode.toml";
+    std::ofstream(config_) << "[node]\nae_title = \"PACSNODE\"\nbind = \"127.0.0.1\"\nport = " << port_
+                           << "\nmax_associations = " << opt_.max_associations
+                           << "\nallowed_calling_ae = " << opt_.allowed_calling_ae
+                           << "\ndrain_seconds = " << opt_.drain_seconds << "\n[storage]\nroot = \"" << root_.string()
+                           << "\"\nmin_free_mb = " << opt_.min_free_mb << "\n[study]\nquiet_seconds = "
+                           << opt_.quiet_seconds << "\nexpected_grace_seconds = 0\n[log]\nlevel = \"info\"\n"
+                           << opt_.extra;
+    log_ = dir_ / "daemon.log";
+  }
+  ~Daemon() {
+    if (child_.running()) {
+      child_.kill(SIGTERM);
+      if (child_.wait(std::chrono::seconds(30)) < 0) child_.kill(SIGKILL);
+    }
+  }
+
+  // Starts the binary and waits until it answers C-ECHO.
+  void start() {
+    child_.start({daemon_binary().string(), "run", "--config", config_.string()}, log_);
+    const bool up = eventually([&] { return !child_.running() || echo("ECHOSCU").exit_code == 0; }, std::chrono::seconds(30), std::chrono::milliseconds(100));
+    BOOST_TEST_REQUIRE(child_.running(), "daemon exited at start:\n" << log());
+    BOOST_TEST_REQUIRE(up, "daemon did not answer C-ECHO:\n" << log());
+  }
+  // SIGTERM and the exit code (-1 if it did not exit in time).
+  int stop(std::chrono::seconds limit = std::chrono::seconds(60)) {
+    child_.kill(SIGTERM);
+    return child_.wait(limit);
+  }
+  void kill9() {
+    child_.kill(SIGKILL);
+    child_.wait(std::chrono::seconds(10));
+  }
+  bool running() { return child_.running(); }
+
+  RunResult echo(const std::string& calling_ae, const std::string& called_ae = "PACSNODE") const {
+    return run({"echoscu", "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", std::to_string(port_)});
+  }
+  // storescu with the given files or directories (scanned); -v so that responses are logged.
+  RunResult store(const std::vector<std::string>& files, const std::string& calling_ae = "STORESCU") const {
+    std::vector<std::string> argv{"storescu", "-v", "-aet", calling_ae, "-aec", "PACSNODE", "+sd", "+r", "-nh"};
+    argv.push_back("127.0.0.1");
+    argv.push_back(std::to_string(port_));
+    argv.insert(argv.end(), files.begin(), files.end());
+    return run(argv);
+  }
+  std::vector<std::string> store_argv(const std::vector<std::string>& files, const std::string& calling_ae = "STORESCU") const {
+    std::vector<std::string> argv{"storescu", "-v", "-aet", calling_ae, "-aec", "PACSNODE", "+sd", "+r", "-nh",
+                                  "127.0.0.1", std::to_string(port_)};
+    argv.insert(argv.end(), files.begin(), files.end());
+    return argv;
+  }
+
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  std::uint16_t port() const { return port_; }
+  const std::filesystem::path& root() const { return root_; }
+  const std::filesystem::path& dir() const { return dir_; }
+  std::filesystem::path incoming() const { return root_ / "incoming"; }
+
+ private:
+  std::filesystem::path dir_, root_, config_, log_;
+  DaemonOptions opt_;
+  std::uint16_t port_ = 0;
+  Child child_;
+};
+
+// Every committed instance under the spool (excludes .tmp).
+inline std::vector<std::filesystem::path> stored_files(const std::filesystem::path& incoming) {
+  std::vector<std::filesystem::path> out;
+  if (!std::filesystem::exists(incoming)) return out;
+  for (auto it = std::filesystem::recursive_directory_iterator(incoming); it != std::filesystem::recursive_directory_iterator(); ++it) {
+    if (it->is_directory() && it->path().filename() == ".tmp") {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file()) out.push_back(it->path());
+  }
+  return out;
+}
+
+inline std::size_t count_files(const std::filesystem::path& dir) {
+  std::size_t n = 0;
+  if (!std::filesystem::exists(dir)) return 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir)) n += e.is_regular_file();
+  return n;
+}
+
+// A synthetic CT series from ../shared/tools/make_ct_phantom.py (pydicom), cached per test run.
+inline std::filesystem::path ct_phantom(const std::filesystem::path& dir, int slices, int size, int seed = 1) {
+  auto out = dir / ("ct_" + std::to_string(slices) + "x" + std::to_string(size) + "_" + std::to_string(seed));
+  if (!std::filesystem::exists(out)) {
+    auto r = run({python(), (source_dir() / "../shared/tools/make_ct_phantom.py").string(), out.string(), "--slices",
+                  std::to_string(slices), "--size", std::to_string(size), "--seed", std::to_string(seed)});
+    BOOST_TEST_REQUIRE(r.exit_code == 0, "make_ct_phantom failed: " << r.output);
+  }
+  return out;
+}
+
+}  // namespace testsupport
