@@ -244,14 +244,13 @@ DcmSharedSCPConfig StorageServer::config_for(T_ASC_Association* assoc) const {
   cfg.setRespondWithCalledAETitle(OFFalse);
   OFList<OFString> ts;
   for (const char* t : kTransferSyntaxes) ts.push_back(t);
-  std::set<std::string> added;
+  // One profile entry per proposed context: an SCU often proposes a SOP class twice (uncompressed,
+  // and the file's own compressed syntax), and each entry accepts one proposed context.
   const int n_pc = ASC_countPresentationContexts(assoc->params);
   for (int i = 0; i < n_pc; ++i) {
     T_ASC_PresentationContext pc;
     if (ASC_getPresentationContext(assoc->params, i, &pc).bad()) continue;
-    const std::string as = pc.abstractSyntax;
-    if (!accepted_abstract_syntax(as) || !added.insert(as).second) continue;
-    cfg.addPresentationContext(as.c_str(), ts);
+    if (accepted_abstract_syntax(pc.abstractSyntax)) cfg.addPresentationContext(pc.abstractSyntax, ts);
   }
   return DcmSharedSCPConfig(cfg);
 }

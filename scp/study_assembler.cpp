@@ -83,8 +83,9 @@ void StudyAssembler::schedule(const std::string& uid, Pending& p, std::chrono::s
   wait = since_last >= wait ? std::chrono::steady_clock::duration{} : wait - since_last;
   p.timer.expires_after(wait);
   p.timer.async_wait(asio::bind_executor(strand_, [this, uid, tick = ++p.tick, reason](boost::system::error_code ec) {
+    if (ec) return;  // cancelled: the assembler may be gone, touch nothing
     auto it = studies_.find(uid);
-    if (ec || it == studies_.end() || it->second->tick != tick) return;  // superseded by a newer instance
+    if (it == studies_.end() || it->second->tick != tick) return;  // superseded by a newer instance
     complete(uid, reason);
   }));
 }

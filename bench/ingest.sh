@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Ingest benchmark: the same CT slices sent with storescu to pacsnode (fsync before every success)
+# and to DCMTK's storescp -od (no fsync), with 1 and 4 concurrent associations, Nagle off on both
+# sides. Prints instances/s and the ratio pacsnode/storescp measured in this same run.
+#
+# Usage: bench/ingest.sh [BUILD_DIR] [SLICES] [SIZE]     (defaults: build 300 512)
+# Note: storescp -od serves one association at a time (no --fork), as a plain storescp does.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$here/build}; slices=${2:-300}; size=${3:-512}
+bin=$build/scp/pacsnode
+work=$(mktemp -d /tmp/pacsnode-bench-ingest-XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+export TCP_NODELAY=1
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_echo() { for _ in $(seq 200); do echoscu -aec "$2" 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no C-ECHO on $1" >&2; exit 1; }
+
+echo "making $slices CT slices of ${size}x${size} ..."
+/usr/bin/python3 "$here/../shared/tools/make_ct_phantom.py" "$work/ct" --slices "$slices" --size "$size" >/dev/null
+# Split into 4 folders for the concurrent runs.
+for i in 0 1 2 3; do mkdir -p "$work/part$i"; done
+n=0; for f in "$work"/ct/*.dcm; do ln -s "$f" "$work/part$((n % 4))/"; n=$((n+1)); done
+
+# send PORT AET ASSOCIATIONS -> seconds
+send() {
+  local port=$1 aet=$2 k=$3 start end
+  start=$(date +%s.%N)
+  if [ "$k" = 1 ]; then
+    storescu -aec "$aet" +sd 127.0.0.1 "$port" "$work/ct"
+  else
+    for i in $(seq 0 $((k-1))); do storescu -aec "$aet" +sd 127.0.0.1 "$port" "$work/part$i" & done
+    wait
+  fi
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+declare -A secs
+for k in 1 4; do
+  # storescp, the reference
+  port=$(free_port); mkdir -p "$work/scp$k"
+  storescp -od "$work/scp$k" -aet STORESCP "$port" & pid=$!
+  wait_echo "$port" STORESCP
+  secs[storescp$k]=$(send "$port" STORESCP "$k")
+  kill $pid; wait $pid 2>/dev/null || true
+  got=$(find "$work/scp$k" -type f | wc -l); [ "$got" = "$slices" ] || { echo "storescp stored $got of $slices" >&2; exit 1; }
+
+  # pacsnode
+  port=$(free_port); mkdir -p "$work/pn$k"
+  cat > "$work/pn$k.toml" <<TOML
+[node]
+port = $port
+[storage]
+root = "$work/pn$k"
+min_free_mb = 0
+[log]
+level = "warn"
+TOML
+  "$bin" run --config "$work/pn$k.toml" & pid=$!
+  wait_echo "$port" PACSNODE
+  secs[pacsnode$k]=$(send "$port" PACSNODE "$k")
+  kill -TERM $pid; wait $pid || true
+  got=$(find "$work/pn$k/incoming" -name '*.dcm' | wc -l); [ "$got" = "$slices" ] || { echo "pacsnode stored $got of $slices" >&2; exit 1; }
+done
+
+printf '\n%-28s %12s %12s\n' "ingest, $slices slices ${size}x${size}" "seconds" "instances/s"
+for k in 1 4; do
+  for who in storescp pacsnode; do
+    s=${secs[$who$k]}
+    printf '%-28s %12.2f %12.1f\n' "$who, $k association(s)" "$s" "$(echo "$slices / $s" | bc -l)"
+  done
+  printf '%-28s %25.2fx  (target %s)\n' "ratio pacsnode/storescp, $k" "$(echo "${secs[storescp$k]} / ${secs[pacsnode$k]}" | bc -l)" "$([ $k = 1 ] && echo '>= 0.5' || echo '>= 1.0')"
+done

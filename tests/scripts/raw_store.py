@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+"""Minimal DICOM Upper Layer client for tests: one association, one C-STORE whose data set is
+whatever bytes we are given (garbage, or a real data set cut short), then release. storescu cannot
+do this: it re-encodes what it reads and refuses unreadable files.
+
+Usage: raw_store.py HOST PORT CALLED_AE (--garbage N | --truncate FILE FRACTION)
+Prints "status 0xNNNN" for the C-STORE response and exits 0, or exits 1 with the reason.
+"""
+import socket, struct, sys
+
+IMPLICIT_LE, EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def uid(u):
+    b = u.encode()
+    return b + (b"\0" if len(b) % 2 else b"")
+
+
+def item(t, body):
+    return struct.pack(">BBH", t, 0, len(body)) + body
+
+
+def pdu(t, body):
+    return struct.pack(">BBI", t, 0, len(body)) + body
+
+
+def elem(group, el, value):  # implicit VR little endian
+    return struct.pack("<HHI", group, el, len(value)) + value
+
+
+def command(sop_class, sop_instance):
+    body = (elem(0, 0x0002, uid(sop_class)) + elem(0, 0x0100, struct.pack("<H", 0x0001)) +
+            elem(0, 0x0110, struct.pack("<H", 1)) + elem(0, 0x0700, struct.pack("<H", 0)) +
+            elem(0, 0x0800, struct.pack("<H", 0x0000)) + elem(0, 0x1000, uid(sop_instance)))
+    return elem(0, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def recv_pdu(s):
+    head = b""
+    while len(head) < 6:
+        chunk = s.recv(6 - len(head))
+        if not chunk: raise EOFError("connection closed")
+        head += chunk
+    t, _, n = struct.unpack(">BBI", head)
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk: raise EOFError("connection closed")
+        body += chunk
+    return t, body
+
+
+def dataset_bytes(args):
+    if args[0] == "--garbage":
+        n = int(args[1]) & ~1
+        return bytes((i * 37 + 11) & 0xFF for i in range(n)), SC_STORAGE, "1.2.3.999.1"
+    import pydicom
+    path, fraction = args[1], float(args[2])
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    fp = pydicom.filebase.DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(fp, ds)
+    raw = fp.getvalue()
+    cut = int(len(raw) * fraction) & ~1
+    return raw[:cut], str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+
+
+def main():
+    host, port, called = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    data, sop_class, sop_instance = dataset_bytes(sys.argv[4:])
+    ts = EXPLICIT_LE if sys.argv[4] == "--truncate" else IMPLICIT_LE
+    s = socket.create_connection((host, port), timeout=30)
+    pc = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, sop_class.encode()) + item(0x40, ts.encode()))
+    user = item(0x50, item(0x51, struct.pack(">I", 16384)) + item(0x52, b"1.2.3.4.5.6"))
+    rq = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + b"RAWSTORE".ljust(16) + b"\0" * 32 +
+          item(0x10, b"1.2.840.10008.3.1.1.1") + pc + user)
+    s.sendall(pdu(0x01, rq))
+    t, body = recv_pdu(s)
+    if t != 0x02:
+        print(f"association not accepted (PDU type {t:#x})"); return 1
+    cmd = command(sop_class, sop_instance)
+    s.sendall(pdu(0x04, struct.pack(">IBB", len(cmd) + 2, 1, 0x03) + cmd))
+    for i in range(0, len(data), 16000):
+        chunk = data[i:i + 16000]
+        last = 0x02 if i + 16000 >= len(data) else 0x00
+        s.sendall(pdu(0x04, struct.pack(">IBB", len(chunk) + 2, 1, last) + chunk))
+    t, body = recv_pdu(s)
+    if t != 0x04:
+        print(f"no C-STORE response (PDU type {t:#x})"); return 1
+    rsp = body[6:]
+    status = None
+    pos = 0
+    while pos + 8 <= len(rsp):
+        g, e, n = struct.unpack("<HHI", rsp[pos:pos + 8])
+        if (g, e) == (0, 0x0900): status = struct.unpack("<H", rsp[pos + 8:pos + 10])[0]
+        pos += 8 + n
+    s.sendall(pdu(0x05, b"\0\0\0\0"))
+    try:
+        recv_pdu(s)
+    except EOFError:
+        pass
+    s.close()
+    print(f"status {status:#06x}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+#define BOOST_TEST_MODULE config
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <fstream>
+
+#include "config/config.h"
+#include "support/paths.h"
+
+namespace {
+
+std::vector<std::string> problems_of(const std::string& toml) {
+  try {
+    config::parse(toml, "t.toml");
+  } catch (const config::ConfigError& e) {
+    return e.problems();
+  }
+  return {};
+}
+
+bool mentions(const std::vector<std::string>& problems, const std::string& text) {
+  return std::any_of(problems.begin(), problems.end(), [&](const std::string& p) { return p.find(text) != std::string::npos; });
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(embedded_default_is_the_documented_example_and_matches_the_built_in_defaults) {
+  const config::Config c = config::load_default();
+  const config::Config d;
+  BOOST_TEST(c.node.ae_title == d.node.ae_title);
+  BOOST_TEST(c.node.bind == d.node.bind);
+  BOOST_TEST(c.node.port == d.node.port);
+  BOOST_TEST(c.node.max_associations == d.node.max_associations);
+  BOOST_TEST(c.node.allowed_calling_ae.empty());
+  BOOST_TEST(c.node.drain_seconds == d.node.drain_seconds);
+  BOOST_TEST(c.storage.root == d.storage.root);
+  BOOST_TEST(c.storage.min_free_mb == d.storage.min_free_mb);
+  BOOST_TEST(c.study.quiet_seconds == 20);
+  BOOST_TEST(c.log.level == "info");
+  // The shipped example is the same text.
+  std::ifstream in(testsupport::source_dir() / "config/pacsnode.toml");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  BOOST_TEST(ss.str() == std::string(config::default_toml()));
+}
+
+BOOST_AUTO_TEST_CASE(full_config_parses) {
+  const auto c = config::parse(R"(
+[node]
+ae_title = "NODE1"
+bind = "0.0.0.0"
+port = 104
+max_associations = 4
+allowed_calling_ae = ["CT1", "MR1"]
+[storage]
+root = "/srv/pacsnode"
+[study]
+quiet_seconds = 5
+[[destination]]
+name = "pacs"
+ae_title = "ORTHANC"
+host = "10.0.0.5"
+port = 4242
+[[destination]]
+name = "archive"
+ae_title = "ARCH"
+host = "archive.local"
+port = 11112
+[log]
+level = "debug"
+)", "t.toml");
+  BOOST_TEST(c.node.port == 104);
+  BOOST_TEST(c.node.allowed_calling_ae.size() == 2u);
+  BOOST_TEST(c.destinations.size() == 2u);
+  BOOST_TEST(c.destinations[1].host == "archive.local");
+  BOOST_TEST(c.study.quiet_seconds == 5);
+}
+
+BOOST_AUTO_TEST_CASE(unknown_keys_are_errors_naming_the_key) {
+  BOOST_TEST(mentions(problems_of("[node]\nae_tilte = \"X\"\n"), "node.ae_tilte: unknown key"));
+  BOOST_TEST(mentions(problems_of("[nodes]\n"), "nodes: unknown key"));
+  BOOST_TEST(mentions(problems_of("[[destination]]\nname=\"a\"\nae_title=\"A\"\nhost=\"h\"\nport=1\nfoo=1\n"),
+                      "destination[0].foo: unknown key"));
+}
+
+BOOST_AUTO_TEST_CASE(wrong_types_and_ranges_name_the_key) {
+  BOOST_TEST(mentions(problems_of("[node]\nport = \"11112\"\n"), "node.port: must be an integer"));
+  BOOST_TEST(mentions(problems_of("[node]\nport = 70000\n"), "node.port: 70000 is out of range 1..65535"));
+  BOOST_TEST(mentions(problems_of("[node]\nmax_associations = 0\n"), "node.max_associations"));
+  BOOST_TEST(mentions(problems_of("[node]\nallowed_calling_ae = \"CT1\"\n"), "node.allowed_calling_ae: must be an array of strings"));
+  BOOST_TEST(mentions(problems_of("[study]\nquiet_seconds = 0\n"), "study.quiet_seconds"));
+  BOOST_TEST(mentions(problems_of("[log]\nlevel = \"loud\"\n"), "log.level"));
+  BOOST_TEST(mentions(problems_of("node = 3\n"), "node: must be a table"));
+}
+
+BOOST_AUTO_TEST_CASE(bad_values_name_the_key) {
+  BOOST_TEST(mentions(problems_of("[node]\nae_title = \"THIS_TITLE_IS_TOO_LONG\"\n"), "node.ae_title"));
+  BOOST_TEST(mentions(problems_of("[node]\nae_title = \"   \"\n"), "node.ae_title"));
+  BOOST_TEST(mentions(problems_of("[node]\nbind = \"localhost:1\"\n"), "node.bind"));
+  BOOST_TEST(mentions(problems_of("[node]\nallowed_calling_ae = [\"A\\\\B\"]\n"), "node.allowed_calling_ae"));
+  BOOST_TEST(mentions(problems_of("[storage]\nroot = \"\"\n"), "storage.root: must not be empty"));
+}
+
+BOOST_AUTO_TEST_CASE(destinations_need_every_field_and_unique_names) {
+  const auto p = problems_of("[[destination]]\nname = \"a\"\n[[destination]]\nname = \"a\"\nae_title=\"X\"\nhost=\"h\"\nport=5\n");
+  BOOST_TEST(mentions(p, "destination[0].port: is required"));
+  BOOST_TEST(mentions(p, "destination[0].ae_title: is required"));
+  BOOST_TEST(mentions(p, "destination[0].host: is required"));
+  BOOST_TEST(mentions(p, "destination[1].name: \"a\" is used by another destination"));
+  BOOST_TEST(mentions(problems_of("destination = 5\n"), "destination: must be an array of tables"));
+}
+
+BOOST_AUTO_TEST_CASE(every_problem_is_reported_at_once_with_the_source) {
+  const auto p = problems_of("[node]\nport = 0\nbogus = 1\n[log]\nlevel = \"x\"\n");
+  BOOST_TEST(p.size() == 3u);
+  for (const auto& line : p) BOOST_TEST(line.rfind("t.toml: ", 0) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(syntax_errors_give_line_and_column) {
+  const auto p = problems_of("[node]\nport = = 3\n");
+  BOOST_TEST_REQUIRE(p.size() == 1u);
+  BOOST_TEST(p[0].find("t.toml:2:") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(missing_file_is_a_clear_error) {
+  BOOST_CHECK_EXCEPTION(config::load_file("/nonexistent/pacsnode.toml"), config::ConfigError,
+                        [](const config::ConfigError& e) { return std::string(e.what()).find("cannot be read") != std::string::npos; });
+}
