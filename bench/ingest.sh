@@ -64,6 +64,21 @@ TOML
   got=$(find "$work/pn$k/incoming" -name '*.dcm' | wc -l); [ "$got" = "$slices" ] || { echo "pacsnode stored $got of $slices" >&2; exit 1; }
 done
 
+# What one fsync'ed file costs on this disk: the floor under one association's C-STORE with
+# durable acknowledgement (file fsync + rename + directory fsync).
+flush_ms=$(/usr/bin/python3 - "$work" <<'PY'
+import os, statistics, sys, time
+d = os.path.join(sys.argv[1], "flush"); os.makedirs(d)
+data = os.urandom(530000); t = []
+for i in range(40):
+    s = time.perf_counter(); p = os.path.join(d, f"{i}.part")
+    with open(p, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
+    os.rename(p, p[:-5]); fd = os.open(d, os.O_RDONLY); os.fsync(fd); os.close(fd)
+    t.append(time.perf_counter() - s)
+print(f"{statistics.median(t) * 1000:.2f}")
+PY
+)
+
 printf '\n%-28s %12s %12s\n' "ingest, $slices slices ${size}x${size}" "seconds" "instances/s"
 for k in 1 4; do
   for who in storescp pacsnode; do
@@ -72,3 +87,6 @@ for k in 1 4; do
   done
   printf '%-28s %25.2fx  (target %s)\n' "ratio pacsnode/storescp, $k" "$(echo "${secs[storescp$k]} / ${secs[pacsnode$k]}" | bc -l)" "$([ $k = 1 ] && echo '>= 0.5' || echo '>= 1.0')"
 done
+printf '\ndisk: write+fsync+rename+dir fsync of one 512 KiB file: %s ms median -> at most %.0f instances/s\n' \
+  "$flush_ms" "$(echo "1000 / $flush_ms" | bc -l)"
+echo "on one association with acknowledgement after fsync (storescp -od does not fsync)."

@@ -2,6 +2,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <cstdlib>
 #include <future>
 #include <set>
 #include <thread>
@@ -58,7 +59,10 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
 
 int run_daemon(const config::Config& cfg) {
   auto log = pacsnode::component_logger("daemon");
-  const fs::path root = fs::absolute(cfg.storage.root);
+  fs::path root = cfg.storage.root;
+  // Under systemd a relative root lives in the service's state directory.
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state && root.is_relative()) root = fs::path(state) / root;
+  root = fs::absolute(root);
   fs::create_directories(root);
   Spool spool(root);
   Index index(root / "index.sqlite");

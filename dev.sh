@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The two commands of README.md, for a fresh Debian 12 machine (as root, or with sudo):
+#   ./dev.sh run    install what is missing, build, run the daemon on its embedded default config
+#                   (127.0.0.1:11112, AE title PACSNODE, storage under ./var/pacsnode)
+#   ./dev.sh test   install what is missing, build, run every test (CTest: unit and integration)
+# Also: ./dev.sh build (install and build only).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-tools libopencv-dev
+  libboost-dev libboost-test-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev libsystemd-dev)
+# What the tests drive and check with: DCMTK's tools, a real Orthanc as the PACS, dciodvfy,
+# pixelmed's validators, pydicom/NumPy/SciPy/scikit-image as independent readers.
+TEST_PKGS=(dcmtk orthanc dicom3tools pixelmed-apps python3-pydicom python3-numpy python3-scipy python3-skimage
+  curl bc)
+
+install_missing() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build -j"$(nproc)"
+}
+
+case "${1:-}" in
+  run)
+    install_missing "${BUILD_PKGS[@]}"
+    build
+    shift
+    exec build/scp/pacsnode run "$@"
+    ;;
+  test)
+    install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    build
+    ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 1200
+    ;;
+  build)
+    install_missing "${BUILD_PKGS[@]}"
+    build
+    ;;
+  *)
+    sed -n '2,7p' "$0" >&2
+    exit 2
+    ;;
+esac
