@@ -1,0 +1,399 @@
+#include "analysis/kernels/display.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <set>
+#include <stdexcept>
+#include <system_error>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "dicom/log.h"
+
+namespace analysis::kernels {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() { return pacsnode::component_logger("display"); }
+
+const cv::Scalar kCanvas(24, 24, 24);       // BGR, background around tiles and of the legend
+const cv::Scalar kText(235, 235, 235);
+const cv::Scalar kTextShadow(0, 0, 0);
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+constexpr int kMargin = 6, kGap = 4;
+
+cv::Scalar bgr(const Rgb& c) { return cv::Scalar(c.b, c.g, c.r); }
+
+std::string ascii(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) out.push_back(c >= 32 && c < 127 ? static_cast<char>(c) : '?');
+  return out;
+}
+
+std::string upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+void validate_inputs(const dicom::Volume& v, const std::vector<cv::Mat>& labels,
+                     std::span<const SegmentStyle> segments) {
+  if (v.slices.empty()) throw std::invalid_argument("preview: volume has no slices");
+  const cv::Size size = v.slices.front().size();
+  const int type = v.slices.front().type();
+  if (type != CV_16SC1 && type != CV_32FC1) {
+    throw std::invalid_argument(fmt::format("preview: slice type {} (need CV_16SC1 or CV_32FC1)", type));
+  }
+  if (size.area() == 0) throw std::invalid_argument("preview: empty slices");
+  for (int z = 0; z < v.depth(); ++z) {
+    if (v.slices[z].size() != size || v.slices[z].type() != type) {
+      throw std::invalid_argument(fmt::format("preview: slice {} differs in size or type from slice 0", z));
+    }
+  }
+  if (static_cast<int>(labels.size()) != v.depth()) {
+    throw std::invalid_argument(
+        fmt::format("preview: {} label slices for {} volume slices", labels.size(), v.depth()));
+  }
+  for (std::size_t z = 0; z < labels.size(); ++z) {
+    if (labels[z].type() != CV_8UC1 || labels[z].size() != size) {
+      throw std::invalid_argument(fmt::format("preview: label slice {} is not CV_8UC1 {}x{}", z,
+                                              size.width, size.height));
+    }
+  }
+  const auto& g = v.geom;
+  for (double s : {g.spacing_row, g.spacing_col}) {
+    if (!(std::isfinite(s) && s > 0)) throw std::invalid_argument(fmt::format("preview: pixel spacing {} <= 0", s));
+  }
+  std::set<int> seen;
+  for (const auto& s : segments) {
+    if (s.label == 0) throw std::invalid_argument(fmt::format("preview: segment '{}' has label 0 (background)", s.name));
+    if (!seen.insert(s.label).second) throw std::invalid_argument(fmt::format("preview: label {} styled twice", s.label));
+    if (s.name.empty()) throw std::invalid_argument(fmt::format("preview: segment {} has no name", s.label));
+  }
+}
+
+void validate_params(const PreviewParams& p) {
+  if (p.max_tiles < 1 || p.max_tiles > 64) throw std::invalid_argument(fmt::format("preview: max_tiles {} not in 1..64", p.max_tiles));
+  if (p.columns < 0) throw std::invalid_argument("preview: columns < 0");
+  if (p.tile_long_side < 32 || p.tile_long_side > 2048) {
+    throw std::invalid_argument(fmt::format("preview: tile_long_side {} not in 32..2048", p.tile_long_side));
+  }
+  if (!(p.fill_opacity >= 0 && p.fill_opacity <= 1)) throw std::invalid_argument("preview: fill_opacity not in [0, 1]");
+  if (p.outline_thickness < 0 || p.outline_thickness > 16) throw std::invalid_argument("preview: outline_thickness not in 0..16");
+  if (!(p.auto_low_percentile >= 0 && p.auto_low_percentile < p.auto_high_percentile && p.auto_high_percentile <= 100)) {
+    throw std::invalid_argument("preview: need 0 <= auto_low_percentile < auto_high_percentile <= 100");
+  }
+  if (p.window && !(std::isfinite(p.window->width) && p.window->width > 0 && std::isfinite(p.window->center))) {
+    throw std::invalid_argument("preview: window width must be > 0 and finite");
+  }
+}
+
+// counts[z][k]: voxels of label value k in slice z.
+std::vector<std::array<std::int64_t, 256>> label_counts(const std::vector<cv::Mat>& labels) {
+  std::vector<std::array<std::int64_t, 256>> counts(labels.size());
+  for (std::size_t z = 0; z < labels.size(); ++z) {
+    counts[z].fill(0);
+    for (int r = 0; r < labels[z].rows; ++r) {
+      const uchar* p = labels[z].ptr<uchar>(r);
+      for (int c = 0; c < labels[z].cols; ++c) ++counts[z][p[c]];
+    }
+  }
+  return counts;
+}
+
+std::vector<int> evenly_spaced(int first, int last, int max_tiles) {
+  const int len = last - first + 1, n = std::min(max_tiles, len);
+  std::vector<int> z;
+  for (int i = 0; i < n; ++i) z.push_back(first + static_cast<int>(std::floor((i + 0.5) * len / n)));
+  return z;
+}
+
+std::set<int> coverage(const std::vector<int>& picked, const std::vector<std::array<std::int64_t, 256>>& counts,
+                       std::span<const SegmentStyle> segments) {
+  std::set<int> shown;
+  for (int z : picked) {
+    for (const auto& s : segments) {
+      if (counts[z][s.label] > 0) shown.insert(s.label);
+    }
+  }
+  return shown;
+}
+
+std::vector<int> select_slices(const dicom::Volume& v, const std::vector<std::array<std::int64_t, 256>>& counts,
+                               std::span<const SegmentStyle> segments, int max_tiles) {
+  const int depth = v.depth();
+  int first = -1, last = -1;
+  for (int z = 0; z < depth; ++z) {
+    const bool any = std::any_of(segments.begin(), segments.end(), [&](const SegmentStyle& s) { return counts[z][s.label] > 0; });
+    if (any) {
+      if (first < 0) first = z;
+      last = z;
+    }
+  }
+  if (first < 0) {  // no segment: skip constant (padding) slices at both ends
+    for (int z = 0; z < depth; ++z) {
+      double lo = 0, hi = 0;
+      cv::minMaxLoc(v.slices[z], &lo, &hi);
+      if (hi > lo) {
+        if (first < 0) first = z;
+        last = z;
+      }
+    }
+    if (first < 0) first = 0, last = depth - 1;
+    return evenly_spaced(first, last, max_tiles);
+  }
+  std::vector<int> picked = evenly_spaced(first, last, max_tiles);
+  // Every present segment on at least one tile: swap its largest slice in for the nearest pick,
+  // unless that would hide a segment shown so far.
+  for (const auto& s : segments) {
+    std::int64_t best = 0;
+    int best_z = -1;
+    for (int z = 0; z < depth; ++z) {
+      if (counts[z][s.label] > best) best = counts[z][s.label], best_z = z;
+    }
+    if (best_z < 0 || coverage(picked, counts, segments).count(s.label)) continue;
+    std::vector<int> by_distance = picked;
+    std::sort(by_distance.begin(), by_distance.end(),
+              [&](int a, int b) { return std::abs(a - best_z) < std::abs(b - best_z); });
+    const auto before = coverage(picked, counts, segments);
+    for (int candidate : by_distance) {
+      std::vector<int> trial = picked;
+      *std::find(trial.begin(), trial.end(), candidate) = best_z;
+      const auto after = coverage(trial, counts, segments);
+      if (after.count(s.label) && std::includes(after.begin(), after.end(), before.begin(), before.end())) {
+        picked = trial;
+        break;
+      }
+    }
+  }
+  std::sort(picked.begin(), picked.end());
+  picked.erase(std::unique(picked.begin(), picked.end()), picked.end());
+  return picked;
+}
+
+// Patient direction letter of a unit vector in LPS: the dominant axis.
+char direction_letter(const dicom::Vec3& d) {
+  int axis = 0;
+  for (int i = 1; i < 3; ++i) {
+    if (std::abs(d[i]) > std::abs(d[axis])) axis = i;
+  }
+  static const char pos[] = {'L', 'P', 'H'}, neg[] = {'R', 'A', 'F'};
+  return d[axis] >= 0 ? pos[axis] : neg[axis];
+}
+
+void put_text(cv::Mat& img, const std::string& text, cv::Point org, double scale, const cv::Scalar& colour) {
+  cv::putText(img, text, org + cv::Point(1, 1), kFont, scale, kTextShadow, 2, cv::LINE_AA);
+  cv::putText(img, text, org, kFont, scale, colour, 1, cv::LINE_AA);
+}
+
+cv::Mat render_tile(const dicom::Volume& v, const cv::Mat& label_slice, int z, const WindowLevel& wl,
+                    cv::Size tile, std::span<const SegmentStyle> segments, const PreviewParams& p) {
+  // v' = (v - (c - w/2)) * 255 / w, saturated to 0..255
+  const double alpha = 255.0 / wl.width, beta = -(wl.center - wl.width / 2.0) * alpha;
+  cv::Mat grey;
+  v.slices[z].convertTo(grey, CV_8U, alpha, beta);
+  const bool shrinking = tile.width < grey.cols || tile.height < grey.rows;
+  cv::resize(grey, grey, tile, 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
+  cv::Mat out;
+  cv::cvtColor(grey, out, cv::COLOR_GRAY2BGR);
+  cv::Mat lab;
+  cv::resize(label_slice, lab, tile, 0, 0, cv::INTER_NEAREST);
+  for (const auto& s : segments) {
+    const cv::Mat mask = lab == s.label;
+    if (cv::countNonZero(mask) == 0) continue;
+    if (p.fill_opacity > 0) {
+      cv::Mat colour(out.size(), out.type(), bgr(s.colour)), blended;
+      cv::addWeighted(out, 1.0 - p.fill_opacity, colour, p.fill_opacity, 0.0, blended);
+      blended.copyTo(out, mask);
+    }
+    if (p.outline_thickness > 0) {
+      std::vector<std::vector<cv::Point>> contours;
+      cv::findContours(mask, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
+      cv::drawContours(out, contours, -1, bgr(s.colour), p.outline_thickness, cv::LINE_8);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+WindowLevel choose_window(const dicom::Volume& v, const PreviewParams& p) {
+  if (p.window) return *p.window;
+  if (upper(v.info.modality) == "CT") {
+    const std::string where = upper(v.info.body_part + " " + v.info.series_description + " " + v.info.protocol_name);
+    for (const char* chest : {"CHEST", "THORAX", "LUNG"}) {
+      if (where.find(chest) != std::string::npos) return kLungWindow;
+    }
+    return kSoftTissueWindow;
+  }
+  // Percentiles of an even sample of the voxels.
+  std::size_t total = 0;
+  for (const auto& s : v.slices) total += s.total();
+  const std::size_t step = std::max<std::size_t>(1, total / 1'000'000);
+  std::vector<float> sample;
+  sample.reserve(total / step + 1);
+  std::size_t i = 0;
+  for (const auto& s : v.slices) {
+    cv::Mat f;
+    s.convertTo(f, CV_32F);
+    for (int r = 0; r < f.rows; ++r) {
+      const float* row = f.ptr<float>(r);
+      for (int c = 0; c < f.cols; ++c, ++i) {
+        if (i % step == 0 && std::isfinite(row[c])) sample.push_back(row[c]);
+      }
+    }
+  }
+  if (sample.empty()) return WindowLevel{1.0, 0.0};
+  const auto at = [&](double pct) {
+    const auto k = static_cast<std::size_t>(std::llround(pct / 100.0 * static_cast<double>(sample.size() - 1)));
+    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(k), sample.end());
+    return static_cast<double>(sample[k]);
+  };
+  const double lo = at(p.auto_low_percentile), hi = at(p.auto_high_percentile);
+  if (!(hi > lo)) return WindowLevel{1.0, lo};
+  return WindowLevel{hi - lo, (hi + lo) / 2.0};
+}
+
+std::vector<int> select_preview_slices(const dicom::Volume& v, const std::vector<cv::Mat>& labels,
+                                       std::span<const SegmentStyle> segments, int max_tiles) {
+  validate_inputs(v, labels, segments);
+  if (max_tiles < 1) throw std::invalid_argument("preview: max_tiles < 1");
+  return select_slices(v, label_counts(labels), segments, max_tiles);
+}
+
+Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& labels,
+                       std::span<const SegmentStyle> segments, const PreviewParams& p) {
+  validate_inputs(v, labels, segments);
+  validate_params(p);
+  const auto counts = label_counts(labels);
+  PreviewLayout L;
+  L.window = choose_window(v, p);
+  L.slices = select_slices(v, counts, segments, p.max_tiles);
+
+  // Tile size from the physical extent.
+  const double w_mm = v.cols() * v.geom.spacing_col, h_mm = v.rows() * v.geom.spacing_row;
+  L.px_per_mm = p.tile_long_side / std::max(w_mm, h_mm);
+  L.tile_size = cv::Size(std::max(1, static_cast<int>(std::lround(w_mm * L.px_per_mm))),
+                         std::max(1, static_cast<int>(std::lround(h_mm * L.px_per_mm))));
+  const int n = static_cast<int>(L.slices.size());
+  L.columns = p.columns > 0 ? std::min(p.columns, n) : static_cast<int>(std::ceil(std::sqrt(n)));
+  L.rows = (n + L.columns - 1) / L.columns;
+
+  // Legend text, laid out before the canvas size is known.
+  const double text_scale = 0.45;
+  int baseline = 0;
+  const int line_h = cv::getTextSize("Ag", kFont, text_scale, 1, &baseline).height + baseline + 8;
+  std::string header = ascii(fmt::format("{} {}  W{:g} L{:g}  slices {}-{} of {}", v.info.modality,
+                                         v.info.series_description, L.window.width, L.window.center,
+                                         L.slices.front() + 1, L.slices.back() + 1, v.depth()));
+  struct Entry {
+    std::string text;
+    Rgb colour;
+    int width;
+  };
+  std::vector<Entry> entries;
+  const double ml_per_voxel = v.voxel_volume_mm3() / 1000.0;
+  const int swatch = line_h - 8;
+  for (const auto& s : segments) {
+    std::int64_t voxels = 0;
+    for (const auto& c : counts) voxels += c[s.label];
+    const std::string text = ascii(voxels > 0 ? fmt::format("{} {:.1f} mL", s.name, voxels * ml_per_voxel)
+                                              : fmt::format("{} (absent)", s.name));
+    entries.push_back({text, s.colour, swatch + 6 + cv::getTextSize(text, kFont, text_scale, 1, &baseline).width + 16});
+  }
+  const int tiles_w = L.columns * L.tile_size.width + (L.columns - 1) * kGap;
+  const int header_w = cv::getTextSize(header, kFont, text_scale, 1, &baseline).width;
+  int widest_entry = 0;
+  for (const auto& e : entries) widest_entry = std::max(widest_entry, e.width);
+  const int inner_w = std::max({tiles_w, 320, std::min(header_w, 1200), widest_entry});
+  // Greedy line breaking of the legend entries.
+  std::vector<std::vector<const Entry*>> lines(1);
+  int x = 0;
+  for (const auto& e : entries) {
+    if (x > 0 && x + e.width > inner_w) lines.emplace_back(), x = 0;
+    lines.back().push_back(&e);
+    x += e.width;
+  }
+  const int legend_h = line_h * (1 + static_cast<int>(entries.empty() ? 0 : lines.size())) + 6;
+
+  const int tiles_h = L.rows * L.tile_size.height + (L.rows - 1) * kGap;
+  cv::Mat canvas(kMargin + tiles_h + kGap + legend_h + kMargin, kMargin * 2 + inner_w, CV_8UC3, kCanvas);
+  L.legend = cv::Rect(kMargin, kMargin + tiles_h + kGap, inner_w, legend_h);
+
+  const char left = direction_letter({-v.geom.row_dir[0], -v.geom.row_dir[1], -v.geom.row_dir[2]});
+  const char right = direction_letter(v.geom.row_dir);
+  const char top = direction_letter({-v.geom.col_dir[0], -v.geom.col_dir[1], -v.geom.col_dir[2]});
+  const char bottom = direction_letter(v.geom.col_dir);
+  const double small = std::clamp(L.tile_size.height / 400.0, 0.3, 0.6);
+  for (int i = 0; i < n; ++i) {
+    const cv::Rect r(kMargin + (i % L.columns) * (L.tile_size.width + kGap),
+                     kMargin + (i / L.columns) * (L.tile_size.height + kGap), L.tile_size.width, L.tile_size.height);
+    L.tiles.push_back(r);
+    cv::Mat tile = render_tile(v, labels[L.slices[i]], L.slices[i], L.window, L.tile_size, segments, p);
+    if (p.annotate_slices) {
+      put_text(tile, fmt::format("z {}/{}", L.slices[i] + 1, v.depth()), {4, L.tile_size.height - 5}, small, kText);
+      if (i == 0 && v.geom.has_frame_of_reference) {
+        const int th = cv::getTextSize("H", kFont, small, 1, &baseline).height;
+        put_text(tile, std::string(1, left), {3, L.tile_size.height / 2 + th / 2}, small, kText);
+        put_text(tile, std::string(1, right), {L.tile_size.width - th - 3, L.tile_size.height / 2 + th / 2}, small, kText);
+        put_text(tile, std::string(1, top), {L.tile_size.width / 2 - th / 2, th + 3}, small, kText);
+        put_text(tile, std::string(1, bottom), {L.tile_size.width / 2 - th / 2, L.tile_size.height - 5}, small, kText);
+      }
+    }
+    tile.copyTo(canvas(r));
+  }
+
+  // Legend: header line, then the entries.
+  int y = L.legend.y + line_h - 6;
+  put_text(canvas, header, {L.legend.x, y}, text_scale, kText);
+  for (const auto& line : lines) {
+    if (line.empty()) continue;
+    y += line_h;
+    int lx = L.legend.x;
+    for (const Entry* e : line) {
+      const cv::Rect sw(lx, y - swatch + 2, swatch, swatch);
+      cv::rectangle(canvas, sw, bgr(e->colour), cv::FILLED);
+      cv::rectangle(canvas, sw, kText, 1);
+      put_text(canvas, e->text, {lx + swatch + 6, y}, text_scale, kText);
+      lx += e->width;
+    }
+  }
+  logger()->debug("preview: {} tiles of {}x{} px, W{} L{}", n, L.tile_size.width, L.tile_size.height,
+                  L.window.width, L.window.center);
+  return Preview{canvas, L};
+}
+
+PreviewLayout write_preview(const fs::path& png, const dicom::Volume& v, const std::vector<cv::Mat>& labels,
+                            std::span<const SegmentStyle> segments, const PreviewParams& p) {
+  if (png.extension() != ".png") {
+    throw std::invalid_argument(fmt::format("preview: '{}' does not end in .png", png.string()));
+  }
+  const Preview preview = render_preview(v, labels, segments, p);
+  const fs::path dir = png.has_parent_path() ? png.parent_path() : fs::path(".");
+  const fs::path tmp = dir / fmt::format(".{}.tmp{}.png", png.stem().string(), ::getpid());
+  try {
+    if (!cv::imwrite(tmp.string(), preview.bgr, {cv::IMWRITE_PNG_COMPRESSION, 6})) {
+      throw std::runtime_error(fmt::format("preview: cannot write '{}'", tmp.string()));
+    }
+    fs::rename(tmp, png);
+  } catch (const cv::Exception& e) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw std::runtime_error(fmt::format("preview: cannot write '{}': {}", png.string(), e.what()));
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  logger()->info("preview: {} tiles, {}x{} px, W{:g} L{:g}", preview.layout.slices.size(), preview.bgr.cols,
+                 preview.bgr.rows, preview.layout.window.width, preview.layout.window.center);
+  return preview.layout;
+}
+
+}  // namespace analysis::kernels

@@ -1,0 +1,107 @@
+#pragma once
+// Preview of an analysed series for people: one PNG montage of evenly spaced slices with each
+// segment's outline and semi-transparent fill in its own colour, a legend, and a window/level.
+// Pure OpenCV: takes a decoded dicom::Volume and the label map, never reads DICOM.
+//
+// What the picture shows:
+//  * Slices: if any listed segment is present, evenly spaced slices between the first and last
+//    slice holding one (bin centres, so the thin caps at either end are skipped); then every
+//    present segment that no chosen slice shows gets its largest slice swapped in for the nearest
+//    chosen one. With no segment present: evenly spaced over the non-constant slices (constant
+//    padding slices are skipped). At most max_tiles, in slice order.
+//  * Orientation as stored: row 0 at the top, column 0 at the left, no flips. The first tile
+//    carries patient-direction letters (LPS: R/L, A/P, H/F) at its edges, from the geometry.
+//  * Aspect: a tile is resized to the physical extent cols*spacing_col by rows*spacing_row, so
+//    anisotropic pixels don't look squashed; the longer side gets tile_long_side pixels.
+//  * Window: PreviewParams::window if set (the profile's), else choose_window().
+//  * Legend below the tiles: a header (modality, series description, W/L, slice range) and a
+//    colour swatch, name and volume (mL) per segment, "(absent)" when the label map lacks it.
+//    Text is ASCII (OpenCV Hershey fonts); other bytes print as '?'.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "dicom/volume.h"
+
+namespace analysis::kernels {
+
+struct Rgb {
+  std::uint8_t r = 0, g = 0, b = 0;
+  friend bool operator==(const Rgb&, const Rgb&) = default;
+};
+
+struct SegmentStyle {
+  std::uint8_t label = 1;  // its value in the label map (1..255)
+  std::string name;        // legend text
+  Rgb colour;
+};
+
+struct WindowLevel {
+  double width = 0;   // > 0
+  double center = 0;  // a.k.a. level
+};
+
+// Defaults for CT in HU when the profile gives no window.
+inline constexpr WindowLevel kLungWindow{1500.0, -600.0};         // chest CT: parenchyma, airways
+inline constexpr WindowLevel kMediastinumWindow{350.0, 40.0};     // alternative for chest soft tissue
+inline constexpr WindowLevel kSoftTissueWindow{400.0, 40.0};      // CT of other body parts
+
+struct PreviewParams {
+  std::optional<WindowLevel> window;  // the profile's window; empty: choose_window()
+  int max_tiles = 12;                 // 1..64
+  int columns = 4;                    // tiles per montage row (fewer if fewer tiles); 0 = ceil(sqrt(n))
+  int tile_long_side = 256;           // px given to a tile's longer physical side, 32..2048
+  double fill_opacity = 0.35;         // 0 = outlines only, 1 = opaque fill
+  int outline_thickness = 1;          // px, drawn on the segment's boundary pixels
+  double auto_low_percentile = 1.0;   // choose_window() for non-CT: window spans these percentiles
+  double auto_high_percentile = 99.0;
+  bool annotate_slices = true;        // "z 12/40" (1-based slice) in each tile, direction letters on the first
+};
+
+// The window used when params.window is empty:
+//  * CT (modality "CT"): chest (body part, series description or protocol mentioning CHEST,
+//    THORAX or LUNG) -> kLungWindow W1500/L-600, the usual lung window, since the ct-chest
+//    analysis is about parenchyma (emphysema); any other CT -> kSoftTissueWindow W400/L40.
+//    The mediastinum window W350/L40 is available as kMediastinumWindow for profiles.
+//  * anything else (MR, ...): from the auto_low/high percentiles of the voxel values (sampled
+//    evenly, at most ~1M voxels); a constant volume gets width 1.
+WindowLevel choose_window(const dicom::Volume& volume, const PreviewParams& params = {});
+
+// The slice indices shown, as described at the top of this file.
+std::vector<int> select_preview_slices(const dicom::Volume& volume, const std::vector<cv::Mat>& labels,
+                                       std::span<const SegmentStyle> segments, int max_tiles);
+
+struct PreviewLayout {
+  std::vector<int> slices;       // slice index of each tile, in tile order
+  std::vector<cv::Rect> tiles;   // where each tile is in the image (row-major)
+  cv::Size tile_size;            // same for all tiles
+  int columns = 0, rows = 0;
+  cv::Rect legend;               // header and segment legend, below the tiles
+  WindowLevel window;            // the one applied
+  double px_per_mm = 0;          // tile pixels per mm, both directions
+};
+
+struct Preview {
+  cv::Mat bgr;  // CV_8UC3, OpenCV channel order
+  PreviewLayout layout;
+};
+
+// Validates (throws std::invalid_argument: empty volume, slice type not CV_16S/CV_32F or sizes
+// differ, labels not one CV_8U slice of the same size per slice, non-positive spacing, segment
+// label 0 or duplicated, empty name, bad params) and renders. Label values without a style are
+// not drawn.
+Preview render_preview(const dicom::Volume& volume, const std::vector<cv::Mat>& labels,
+                       std::span<const SegmentStyle> segments, const PreviewParams& params = {});
+
+// render_preview, then cv::imwrite to `png` (must end in .png) via a temporary file in the same
+// folder and a rename. Throws std::runtime_error if it cannot be written. Returns the layout.
+PreviewLayout write_preview(const std::filesystem::path& png, const dicom::Volume& volume,
+                            const std::vector<cv::Mat>& labels, std::span<const SegmentStyle> segments,
+                            const PreviewParams& params = {});
+
+}  // namespace analysis::kernels

@@ -1,0 +1,132 @@
+#pragma once
+// Segmentation kernels on slice stacks: thresholds, Otsu, 3D connected components, component
+// selection, morphology and hole filling. Masks are analysis::Mask (CV_8U, non-zero = inside).
+//
+// Memory: components are labelled on a run-length encoding of the mask (one entry per run of
+// foreground voxels along a row), so no int32 label volume is ever allocated; filters that
+// select components rewrite the mask in place.
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "analysis/kernels/types.h"
+
+namespace analysis::kernels {
+
+// ---- thresholds ---------------------------------------------------------------------------
+
+// Closed interval [lo, hi] of real-world values (HU for CT).
+struct Window {
+  double lo = 0;
+  double hi = 0;
+};
+
+// Common CT windows in HU (inclusive), usable with threshold().
+namespace hu {
+inline constexpr Window air{-1e9, -900.0};  // air and everything below
+inline constexpr Window lung{-950.0, -500.0};
+inline constexpr Window fat{-190.0, -30.0};
+inline constexpr Window soft_tissue{-100.0, 300.0};
+inline constexpr Window body{-500.0, 1e6};           // patient body versus surrounding air
+inline constexpr Window bone{300.0, 1e6};
+}  // namespace hu
+
+// Mask of voxels with lo <= value <= hi. Slices: CV_8U, CV_16S, CV_16U or CV_32F.
+Mask threshold(const std::vector<cv::Mat>& image, Window window);
+
+// Same, writing into `out`, whose memory is reused when it already has the image's shape and
+// CV_8U type (else it is reallocated). For pipelines that threshold repeatedly.
+void threshold_into(const std::vector<cv::Mat>& image, Window window, Mask& out);
+
+// Mask of voxels with value > t (e.g. with the Otsu threshold).
+Mask threshold_above(const std::vector<cv::Mat>& image, double t);
+
+// Otsu threshold over the histogram of the whole volume (optionally only voxels inside `roi`).
+// CV_8U/CV_16S/CV_16U: exact histogram with one bin per integer value; CV_32F: `bins` equal bins
+// between the minimum and maximum. Returns t such that "foreground" = value > t, i.e. the
+// largest value of the lower class (the upper edge of its last bin for CV_32F).
+// Throws std::invalid_argument if there are no voxels.
+double otsu_threshold(const std::vector<cv::Mat>& image, const Mask* roi = nullptr, int bins = 4096);
+
+// ---- connected components -----------------------------------------------------------------
+
+// 6: faces, 18: faces and edges, 26: faces, edges and corners.
+enum class Connectivity { c6 = 6, c18 = 18, c26 = 26 };
+
+struct ComponentInfo {
+  std::int64_t voxels = 0;
+  int z0 = 0, z1 = 0, r0 = 0, r1 = 0, c0 = 0, c1 = 0;  // inclusive bounding box
+  bool touches_inplane_border = false;  // row 0, last row, column 0 or last column
+  bool touches_z_border = false;        // first or last slice
+};
+
+// Result of 3D labelling: the runs of the mask and, for each run, its component index.
+// Components are numbered 0..n-1 by decreasing voxel count (ties: first in raster order).
+struct Components {
+  struct Run {
+    std::int32_t begin, end;  // columns [begin, end)
+  };
+  int depth = 0, rows = 0, cols = 0;
+  std::vector<std::int64_t> row_offset;  // runs of row (z, r) are runs[row_offset[z*rows+r] .. [+1])
+  std::vector<Run> runs;
+  std::vector<std::int32_t> run_component;
+  std::vector<ComponentInfo> components;
+
+  std::size_t count() const { return components.size(); }
+};
+
+// Labels the 3D connected components of `mask`. O(voxels) scan plus near-linear union-find on runs.
+Components label_components(const Mask& mask, Connectivity connectivity = Connectivity::c26);
+
+// Writes `mask` so that only voxels of components with keep[i] == true remain (set to 1).
+// `mask` must have the shape the components were computed from.
+void select_components(Mask& mask, const Components& comps, const std::vector<bool>& keep);
+
+// Label map with label i+1 for component i (i < 255; larger indices are dropped), i.e. label 1
+// is the largest component.
+LabelVolume label_map(const Components& comps, int max_labels = 255);
+
+// Keeps the k largest components of `mask` (in place). k >= 1.
+void keep_largest_components(Mask& mask, int k, Connectivity connectivity = Connectivity::c26);
+
+// Removes (in place) every component touching the in-plane border of the volume (first/last row
+// or column of any slice) and, if z_border_counts, the first or last slice.
+void remove_border_components(Mask& mask, bool z_border_counts = false,
+                              Connectivity connectivity = Connectivity::c26);
+
+// Removes (in place) components smaller than min_voxels.
+void remove_small_components(Mask& mask, std::int64_t min_voxels, Connectivity connectivity = Connectivity::c26);
+
+// ---- morphology ---------------------------------------------------------------------------
+
+enum class Footprint { box, ellipse, cross };
+
+// Structuring element: in-plane footprint of (2*radius_col+1) x (2*radius_row+1) pixels, extended
+// over 2*radius_slice+1 slices (a prism: box, elliptic cylinder or cross). radius_slice = 0 is
+// a pure 2D per-slice operation. Voxels outside the volume are neutral (they never erode the
+// border and never dilate into it).
+struct StructuringElement {
+  int radius_col = 1;
+  int radius_row = 1;
+  int radius_slice = 0;
+  Footprint footprint = Footprint::ellipse;
+};
+
+// Builds an element from radii in mm (rounded to the nearest voxel count).
+StructuringElement element_mm(double radius_mm, const Spacing& spacing, bool three_d,
+                              Footprint footprint = Footprint::ellipse);
+
+void erode(Mask& mask, const StructuringElement& se);
+void dilate(Mask& mask, const StructuringElement& se);
+void open(Mask& mask, const StructuringElement& se);   // erode then dilate
+void close(Mask& mask, const StructuringElement& se);  // dilate then erode
+
+// Fills, per slice, background regions not 4-connected to the slice border (2D holes).
+void fill_holes_2d(Mask& mask);
+
+// Normalises a mask in place to 0/1.
+void binarise(Mask& mask);
+
+}  // namespace analysis::kernels

@@ -1,0 +1,55 @@
+#include "analysis/kernels/types.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace analysis::kernels {
+
+Mask make_mask(int depth, int rows, int cols) {
+  if (depth <= 0 || rows <= 0 || cols <= 0)
+    throw std::invalid_argument(fmt::format("make_mask: bad size {}x{}x{}", depth, rows, cols));
+  cv::Mat block = cv::Mat::zeros(depth * rows, cols, CV_8U);
+  Mask m;
+  m.reserve(static_cast<std::size_t>(depth));
+  for (int z = 0; z < depth; ++z) m.push_back(block.rowRange(z * rows, (z + 1) * rows));
+  return m;
+}
+
+void check_stack(const std::vector<cv::Mat>& stack, int type, std::string_view what) {
+  if (stack.empty()) throw std::invalid_argument(fmt::format("{}: empty volume", what));
+  const cv::Size size = stack.front().size();
+  if (size.width <= 0 || size.height <= 0) throw std::invalid_argument(fmt::format("{}: empty slice", what));
+  for (std::size_t z = 0; z < stack.size(); ++z) {
+    const cv::Mat& s = stack[z];
+    if (s.dims != 2 || s.size() != size)
+      throw std::invalid_argument(fmt::format("{}: slice {} is {}x{}, expected {}x{}", what, z, s.cols, s.rows,
+                                              size.width, size.height));
+    if (s.channels() != 1) throw std::invalid_argument(fmt::format("{}: slice {} is not single-channel", what, z));
+    if (type >= 0 && s.type() != type)
+      throw std::invalid_argument(fmt::format("{}: slice {} has type {}, expected {}", what, z, s.type(), type));
+    if (type < 0 && s.type() != stack.front().type())
+      throw std::invalid_argument(fmt::format("{}: slices have different types", what));
+  }
+}
+
+void check_same_shape(const std::vector<cv::Mat>& a, const std::vector<cv::Mat>& b, std::string_view what) {
+  if (a.size() != b.size() || a.empty() || a.front().size() != b.front().size())
+    throw std::invalid_argument(fmt::format("{}: volumes differ in shape", what));
+}
+
+void check_spacing(const Spacing& s, std::string_view what) {
+  for (double v : {s.col, s.row, s.slice})
+    if (!std::isfinite(v) || v <= 0)
+      throw std::invalid_argument(fmt::format("{}: spacing must be finite and > 0 (got {}, {}, {})", what, s.col,
+                                              s.row, s.slice));
+}
+
+std::size_t count_nonzero(const Mask& m) {
+  std::size_t n = 0;
+  for (const auto& s : m) n += static_cast<std::size_t>(cv::countNonZero(s));
+  return n;
+}
+
+}  // namespace analysis::kernels
