@@ -37,6 +37,12 @@ class Section {
       else out = static_cast<Int>(v);
     }
   }
+  void boolean(std::string_view k, bool& out) {
+    if (auto* n = get(k)) {
+      if (auto v = n->value<bool>()) out = *v;
+      else wrong_type(k, "true or false");
+    }
+  }
   void strings(std::string_view k, std::vector<std::string>& out) {
     if (auto* n = get(k)) {
       auto* arr = n->as_array();
@@ -121,6 +127,12 @@ void read_study(const toml::table& t, Config::Study& st, std::vector<std::string
   s.integer("expected_grace_seconds", st.expected_grace_seconds, 0, 3600);
 }
 
+void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::string>& p) {
+  Section s(t, "analysis", p);
+  s.boolean("enabled", a.enabled);
+  s.integer("workers", a.workers, 1, 64);
+}
+
 void read_destinations(const toml::node& n, std::vector<Destination>& out, std::vector<std::string>& p) {
   const auto* arr = n.as_array();
   if (!arr || !arr->is_array_of_tables()) {
@@ -178,6 +190,7 @@ Config parse(std::string_view text, std::string_view source) {
     if (name == "node") { if (auto* t = sub_table(root, name, problems)) read_node(*t, c.node, problems); }
     else if (name == "storage") { if (auto* t = sub_table(root, name, problems)) read_storage(*t, c.storage, problems); }
     else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
+    else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);
     else problems.push_back(fmt::format("{}: unknown key", name));

@@ -35,6 +35,10 @@ struct Config {
     int quiet_seconds = 20;
     int expected_grace_seconds = 2;
   } study;
+  struct Analysis {
+    bool enabled = true;
+    int workers = 1;
+  } analysis;
   std::vector<Destination> destinations;
   struct Log {
     std::string level = "info";

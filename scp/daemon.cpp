@@ -14,6 +14,8 @@
 
 #include "dicom/check.h"
 #include "dicom/log.h"
+#include "analysis/pipeline.h"
+#include "scp/job_runner.h"
 #include "scp/status.h"
 #include "scp/store_provider.h"
 #include "scp/study_assembler.h"
@@ -70,9 +72,16 @@ int run_daemon(const config::Config& cfg) {
 
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
+  std::unique_ptr<JobRunner> jobs;
+  if (cfg.analysis.enabled)
+    jobs = std::make_unique<JobRunner>(index, root, std::make_shared<const analysis::Pipeline>(), cfg.analysis.workers);
   StudyAssembler assembler(io, index,
-                           {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)});
+                           {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
+                           [&jobs](const std::string& study, int generation) {
+                             if (jobs) jobs->submit(study, generation);
+                           });
   assembler.restore();
+  if (jobs) jobs->start();
   std::thread io_thread([&io] { io.run(); });
 
   ScpContext ctx{cfg, spool, index, assembler, {}, {}};
@@ -122,6 +131,7 @@ int run_daemon(const config::Config& cfg) {
             cfg.node.drain_seconds);
   sd_notify(0, "STOPPING=1");
   server.stop(std::chrono::seconds(cfg.node.drain_seconds));
+  if (jobs) jobs->stop();  // a running analysis stops at its next series and runs again at start
   asio::post(io, [&] {
     watchdog.cancel();
     status.stop();

@@ -94,7 +94,12 @@ CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS jobs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, study_uid TEXT NOT NULL REFERENCES studies(study_uid),
   generation INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'pending', created_ms INTEGER NOT NULL,
-  updated_ms INTEGER NOT NULL, error TEXT, UNIQUE(study_uid, generation));)");
+  updated_ms INTEGER NOT NULL, error TEXT, UNIQUE(study_uid, generation));
+CREATE TABLE IF NOT EXISTS results (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
+  study_uid TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL,
+  sop_class_uid TEXT NOT NULL, sop_instance_uid TEXT NOT NULL UNIQUE, series_uid TEXT NOT NULL,
+  source_series_uid TEXT, path TEXT NOT NULL, created_ms INTEGER NOT NULL);)");
   {
     Stmt s(db_, "SELECT value FROM meta WHERE key = 'log_key'");
     if (s.step()) log_key_ = s.text(0);
@@ -201,11 +206,59 @@ std::vector<std::pair<std::string, std::string>> Index::instance_paths() {
   return out;
 }
 
-std::vector<JobRow> Index::jobs() {
+std::vector<JobRow> Index::jobs(std::optional<std::string> state) {
   std::lock_guard lock(mutex_);
-  Stmt s(db_, "SELECT id, study_uid, generation, state FROM jobs ORDER BY id");
+  Stmt s(db_, state ? "SELECT id, study_uid, generation, state, error FROM jobs WHERE state = ? ORDER BY id"
+                    : "SELECT id, study_uid, generation, state, error FROM jobs ORDER BY id");
+  if (state) s.bind(1, *state);
   std::vector<JobRow> out;
-  while (s.step()) out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3)});
+  while (s.step()) out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4)});
+  return out;
+}
+
+std::optional<JobRow> Index::job(std::int64_t id) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT id, study_uid, generation, state, error FROM jobs WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return JobRow{s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4)};
+}
+
+void Index::set_job_state(std::int64_t id, const std::string& state, const std::string& error) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "UPDATE jobs SET state = ?2, error = ?3, updated_ms = strftime('%s','now') * 1000 WHERE id = ?1")
+      .bind(1, id).bind(2, state).bind(3, error).step();
+}
+
+std::vector<std::string> Index::instance_files(const std::string& study_uid) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT path FROM instances WHERE study_uid = ? ORDER BY path");
+  s.bind(1, study_uid);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+std::int64_t Index::add_result(const ResultRow& r) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "INSERT INTO results(job_id, study_uid, generation, kind, sop_class_uid, sop_instance_uid, series_uid, "
+            "source_series_uid, path, created_ms) VALUES(?,?,?,?,?,?,?,?,?, strftime('%s','now') * 1000)")
+      .bind(1, r.job_id).bind(2, r.study_uid).bind(3, static_cast<std::int64_t>(r.generation)).bind(4, r.kind)
+      .bind(5, r.sop_class_uid).bind(6, r.sop_instance_uid).bind(7, r.series_uid).bind(8, r.source_series_uid)
+      .bind(9, r.path).step();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+std::vector<ResultRow> Index::results(std::optional<std::string> study_uid) {
+  std::lock_guard lock(mutex_);
+  const char* cols = "SELECT id, job_id, study_uid, generation, kind, sop_class_uid, sop_instance_uid, series_uid, "
+                     "source_series_uid, path FROM results";
+  Stmt s(db_, study_uid ? (std::string(cols) + " WHERE study_uid = ? ORDER BY id").c_str() : (std::string(cols) + " ORDER BY id").c_str());
+  if (study_uid) s.bind(1, *study_uid);
+  std::vector<ResultRow> out;
+  while (s.step())
+    out.push_back({s.integer(0), s.integer(1), s.text(2), static_cast<int>(s.integer(3)), s.text(4), s.text(5), s.text(6),
+                   s.text(7), s.text(8), s.text(9)});
   return out;
 }
 

@@ -34,6 +34,17 @@ struct JobRow {
   std::string study_uid;
   int generation = 0;
   std::string state;  // pending, running, done, failed
+  std::string error;
+};
+
+// A DICOM object the node produced for a job (SEG, SR, ...), waiting in outbound/.
+struct ResultRow {
+  std::int64_t id = 0, job_id = 0;
+  std::string study_uid;
+  int generation = 0;
+  std::string kind;  // "SEG", "SR"
+  std::string sop_class_uid, sop_instance_uid, series_uid, source_series_uid;
+  std::string path;
 };
 
 class Index {
@@ -55,9 +66,16 @@ class Index {
   std::vector<InstanceRow> instances_of(const std::string& study_uid);
   // sop uid -> path, for reconciling with the spool.
   std::vector<std::pair<std::string, std::string>> instance_paths();
-  std::vector<JobRow> jobs();
+  std::vector<JobRow> jobs(std::optional<std::string> state = std::nullopt);
+  std::optional<JobRow> job(std::int64_t id);
+  void set_job_state(std::int64_t id, const std::string& state, const std::string& error = {});
   // Jobs left 'running' by a crash go back to 'pending'; returns how many.
   int requeue_running_jobs();
+  // Paths of a study's instance files.
+  std::vector<std::string> instance_files(const std::string& study_uid);
+
+  std::int64_t add_result(const ResultRow& r);
+  std::vector<ResultRow> results(std::optional<std::string> study_uid = std::nullopt);
 
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }

@@ -220,7 +220,7 @@ void write_nifti(const std::filesystem::path& path, const std::vector<cv::Mat>& 
 
   std::string bytes = h + data;
   const std::string name = path.filename().string();
-  if (name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0) bytes = gzip_stored(bytes);
+  if (name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0) bytes = gzip(bytes);
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   if (!f) fail(path, "cannot create");
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

@@ -1,0 +1,146 @@
+#include "scp/job_runner.h"
+
+#include <fstream>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "analysis/pipeline.h"
+#include "analysis/results.h"
+#include "dicom/log.h"
+#include "scp/study_assembler.h"
+
+namespace fs = std::filesystem;
+
+namespace scp {
+namespace {
+
+// Read back what a builder wrote, for the index.
+ResultRow result_for(const fs::path& file, const JobRow& job, const std::string& kind, const std::string& source_series) {
+  const auto h = dicom::read_instance_header(file);
+  ResultRow r;
+  r.job_id = job.id;
+  r.study_uid = job.study_uid;
+  r.generation = job.generation;
+  r.kind = kind;
+  r.sop_class_uid = h.sop_class_uid;
+  r.sop_instance_uid = h.sop_instance_uid;
+  r.series_uid = h.series_uid;
+  r.source_series_uid = source_series;
+  r.path = file.string();
+  return r;
+}
+
+}  // namespace
+
+JobRunner::JobRunner(Index& index, fs::path root, std::shared_ptr<const analysis::Pipeline> pipeline, int workers)
+    : index_(index), root_(std::move(root)), pipeline_(std::move(pipeline)), pool_(static_cast<std::size_t>(std::max(1, workers))) {}
+
+JobRunner::~JobRunner() { stop(); }
+
+void JobRunner::start() {
+  for (const auto& job : index_.jobs("pending")) enqueue(job);
+}
+
+void JobRunner::submit(const std::string& study_uid, int generation) {
+  for (const auto& job : index_.jobs("pending"))
+    if (job.study_uid == study_uid && job.generation == generation) return enqueue(job);
+}
+
+void JobRunner::stop() {
+  stopping_ = true;
+  pool_.join();
+}
+
+void JobRunner::enqueue(const JobRow& job) {
+  if (stopping_) return;
+  ++queued_;
+  boost::asio::post(pool_, [this, job] {
+    --queued_;
+    if (stopping_) return;  // stays pending for the next start
+    auto log = pacsnode::component_logger("jobs");
+    try {
+      run(job);
+    } catch (const std::exception& e) {
+      log->error("job {} for study {}: {}", job.id, study_hash(index_.log_key(), job.study_uid), e.what());
+      try {
+        index_.set_job_state(job.id, "failed", e.what());
+      } catch (...) {
+      }
+    }
+  });
+}
+
+JobOutcome JobRunner::run(const JobRow& job) {
+  auto log = pacsnode::component_logger("jobs");
+  const std::string study = study_hash(index_.log_key(), job.study_uid);
+  const std::string tag = fmt::format("{}-g{}", study, job.generation);
+  const auto started = std::chrono::steady_clock::now();
+  index_.set_job_state(job.id, "running");
+
+  std::vector<fs::path> files;
+  for (const auto& f : index_.instance_files(job.study_uid)) files.emplace_back(f);
+  analysis::StudyContext study_ctx = analysis::decode_files(files);
+  for (const auto& r : study_ctx.rejected) {  // file names are SOP Instance UIDs: debug only
+    log->warn("study {}: input not analysed: {}", study, r.reason);
+    log->debug("study {}: not analysed: {}", study, r.path);
+  }
+
+  const fs::path outbound = root_ / "outbound" / tag;
+  const fs::path results = root_ / "results" / tag;
+  JobOutcome out;
+  std::vector<analysis::SeriesSummary> summaries;
+  for (auto& volume : study_ctx.volumes) {
+    if (stopping_) {
+      index_.set_job_state(job.id, "pending");
+      log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
+      return out;
+    }
+    const analysis::Profile* profile = pipeline_->select(volume.info);
+    if (!profile) {
+      ++out.series_skipped;
+      log->info("study {}: a {} series matches no profile; skipped", study, volume.info.modality);
+      continue;
+    }
+    analysis::SeriesContext c;
+    c.profile = profile;
+    c.volume = std::move(volume);
+    c.out_dir = results;
+    fs::create_directories(results);
+    const std::string source_series = c.volume.info.series_uid;
+    try {
+      pipeline_->run(c);
+      fs::create_directories(outbound);
+      const auto written = analysis::write_seg_and_sr(c, outbound);
+      out.results.push_back(result_for(written.seg, job, "SEG", source_series));
+      out.results.push_back(result_for(written.sr, job, "SR", source_series));
+      ++out.series_analysed;
+    } catch (const std::exception& e) {
+      // Nothing that failed its checks may leave: what was written goes to quarantine with the reason.
+      ++out.series_failed;
+      const fs::path q = root_ / "quarantine" / tag;
+      fs::create_directories(q);
+      for (const auto& name : {c.key + "_seg.dcm", c.key + "_sr.dcm"}) {
+        std::error_code ec;
+        if (fs::exists(outbound / name)) fs::rename(outbound / name, q / name, ec);
+      }
+      std::ofstream(q / (c.key + "_reason.txt")) << e.what() << "\n";
+      log->error("study {}: series {} ({}) failed: {}; quarantined in {}", study, c.key, profile->name, e.what(), q.string());
+    }
+    summaries.push_back(analysis::summarize(c));
+  }
+  if (!summaries.empty()) {
+    analysis::write_text_file(results / "features.json", analysis::features_json(summaries, study_ctx.rejected));
+    analysis::write_text_file(results / "features.csv", analysis::features_csv(summaries));
+  }
+  for (auto& r : out.results) r.id = index_.add_result(r);
+  const bool failed = out.series_failed > 0 && out.series_analysed == 0;
+  index_.set_job_state(job.id, failed ? "failed" : "done", failed ? "every analysed series failed" : "");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  log->info("study {} generation {} analysed in {:.1f} s: {} series with results, {} skipped, {} failed; {} object(s) in {}",
+            study, job.generation, secs, out.series_analysed, out.series_skipped, out.series_failed, out.results.size(),
+            outbound.string());
+  return out;
+}
+
+}  // namespace scp

@@ -1,0 +1,87 @@
+#define BOOST_TEST_MODULE scp_analysis
+// A completed study is analysed by the daemon: SEG + SR in outbound/, previews and features in
+// results/, every object valid (dciodvfy) and consistent (pydicom); a late instance reopens the
+// study and gives new objects.
+#include <boost/test/unit_test.hpp>
+
+#include <fmt/format.h>
+
+#include "support/storage_checks.h"
+
+namespace fs = std::filesystem;
+using namespace testsupport;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<fs::path> files_in(const fs::path& dir, const std::string& ext = "") {
+  std::vector<fs::path> out;
+  if (!fs::exists(dir)) return out;
+  for (auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && (ext.empty() || e.path().extension() == ext)) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void check_dciodvfy(const fs::path& f) {
+  const auto r = run({"dciodvfy", f.string()});
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);) {
+    BOOST_TEST(line.find("Error") == std::string::npos, f.filename() << ": " << line);
+    if (line.find("Warning") != std::string::npos) BOOST_TEST_MESSAGE(f.filename() << ": " << line);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(chest_ct_gives_valid_seg_and_sr_and_a_late_instance_reanalyses) {
+  const auto dir = make_temp_dir("analysis");
+  const auto ct = ct_phantom(dir, 40, 128);
+  Daemon d(dir);
+  d.start();
+  BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 1 analysed") != std::string::npos; }, 120s), d.log());
+
+  const auto outbound = files_in(d.root() / "outbound", ".dcm");
+  BOOST_TEST_REQUIRE(outbound.size() == 2u, d.log());
+  for (const auto& f : outbound) check_dciodvfy(f);
+  const auto check = run({python(), (source_dir() / "tests/scripts/check_results.py").string(),
+                          outbound.front().parent_path().string(), ct.string(), "44029006", "3341006"});  // left, right lung
+  BOOST_TEST(check.exit_code == 0, check.output);
+  BOOST_TEST_MESSAGE(check.output);
+  BOOST_TEST(files_in(d.root() / "results", ".png").size() == 1u);
+  BOOST_TEST(files_in(d.root() / "results", ".json").size() == 1u);
+  BOOST_TEST(run({python(), "-c", "import json,sys; json.load(open(sys.argv[1]))", files_in(d.root() / "results", ".json").front().string()}).exit_code == 0);
+
+  // A late series of the same study (copies of 12 slices under new series and instance UIDs)
+  // reopens it; the whole study is analysed again.
+  const auto late = dir / "late";
+  fs::create_directories(late);
+  for (int z = 10; z < 22; ++z) {
+    const auto f = late / fmt::format("ct_{:04d}.dcm", z);
+    fs::copy_file(ct / fmt::format("ct_{:04d}.dcm", z), f);
+    BOOST_TEST_REQUIRE(run({"dcmodify", "-nb", "-gin", "-m", "(0020,000e)=1.2.826.0.1.3680043.10.543.77", "-m",
+                            "(0020,0011)=3", f.string()}).exit_code == 0);
+  }
+  BOOST_TEST_REQUIRE(d.store({late.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 2 analysed") != std::string::npos; }, 120s), d.log());
+  BOOST_TEST(d.log().find("reopened by a late instance") != std::string::npos);
+  // New objects for both series; the first ones stay as they were.
+  BOOST_TEST(files_in(d.root() / "outbound", ".dcm").size() == 6u);
+  for (const auto& f : outbound) BOOST_TEST(fs::exists(f));
+  BOOST_TEST(d.stop() == 0);
+
+  scp::Index index(d.root() / "index.sqlite");
+  const auto results = index.results();
+  BOOST_TEST_REQUIRE(results.size() == 6u);
+  std::set<std::string> uids, series;
+  for (const auto& r : results) {
+    uids.insert(r.sop_instance_uid);
+    series.insert(r.series_uid);
+  }
+  BOOST_TEST(uids.size() == 6u);    // new SOP Instance UIDs
+  BOOST_TEST(series.size() == 6u);  // and a new series for each object
+  for (const auto& j : index.jobs()) BOOST_TEST(j.state == "done", "job " << j.id << ": " << j.state << " " << j.error);
+  for (const char* phi : {"PHANTOM", "PH0001", "ACC0001"}) BOOST_TEST(d.log().find(phi) == std::string::npos, phi);
+  fs::remove_all(dir);
+}
