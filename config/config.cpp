@@ -54,6 +54,39 @@ class Section {
       }
     }
   }
+  template <typename T>
+  void optional_integer(std::string_view k, std::optional<T>& out, std::int64_t lo, std::int64_t hi) {
+    if (!table_.contains(k)) { seen_.insert(std::string(k)); return; }
+    T v{};
+    integer(k, v, lo, hi);
+    out = v;
+  }
+  void optional_number(std::string_view k, std::optional<double>& out, double lo, double hi) {
+    if (auto* n = get(k)) {
+      auto v = n->value<double>();
+      if (!v) return wrong_type(k, "a number");
+      if (*v < lo || *v > hi) return problem(k, fmt::format("{} is out of range {}..{}", *v, lo, hi));
+      out = *v;
+    }
+  }
+  void optional_pair(std::string_view k, std::optional<std::array<double, 2>>& out) {
+    if (auto* n = get(k)) {
+      auto* arr = n->as_array();
+      if (!arr || arr->size() != 2 || !arr->get(0)->value<double>() || !arr->get(1)->value<double>())
+        return wrong_type(k, "an array of two numbers");
+      out = std::array<double, 2>{*arr->get(0)->value<double>(), *arr->get(1)->value<double>()};
+    }
+  }
+  void optional_string(std::string_view k, std::optional<std::string>& out) {
+    if (table_.contains(k)) { std::string v; string(k, v); out = v; }
+  }
+  void optional_strings(std::string_view k, std::optional<std::vector<std::string>>& out) {
+    if (table_.contains(k)) { std::vector<std::string> v; strings(k, v); out = v; }
+  }
+  void optional_boolean(std::string_view k, std::optional<bool>& out) {
+    if (table_.contains(k)) { bool v = false; boolean(k, v); out = v; }
+  }
+  bool has(std::string_view k) const { return table_.contains(k); }
   std::string key(std::string_view k) const { return path_.empty() ? std::string(k) : path_ + "." + std::string(k); }
   void problem(std::string_view k, const std::string& what) { problems_.push_back(fmt::format("{}: {}", key(k), what)); }
 
@@ -133,6 +166,44 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.integer("workers", a.workers, 1, 64);
 }
 
+void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::vector<std::string>& p) {
+  const auto* arr = n.as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    p.push_back("profile: must be an array of tables ([[profile]])");
+    return;
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const auto& t = *arr->get(i)->as_table();
+    Section s(t, fmt::format("profile[{}]", i), p);
+    ProfileConfig pc;
+    s.string("name", pc.name);
+    if (pc.name.empty()) s.problem("name", "is required");
+    else if (!names.insert(pc.name).second) s.problem("name", fmt::format("\"{}\" is used by another profile", pc.name));
+    s.string("base", pc.base);
+    if (pc.base != "ct-chest" && pc.base != "generic") s.problem("base", fmt::format("\"{}\" is not ct-chest or generic", pc.base));
+    s.optional_strings("modalities", pc.modalities);
+    s.optional_strings("keywords", pc.keywords);
+    s.optional_strings("tokens", pc.tokens);
+    s.optional_integer("median", pc.median, 0, 5);
+    if (pc.median && *pc.median != 0 && *pc.median != 3 && *pc.median != 5) s.problem("median", "must be 0, 3 or 5");
+    s.optional_number("gaussian_sigma_mm", pc.gaussian_sigma_mm, 0, 50);
+    s.optional_pair("threshold", pc.threshold);
+    if (pc.threshold && (*pc.threshold)[0] > (*pc.threshold)[1]) s.problem("threshold", "needs [low, high] with low <= high");
+    s.optional_integer("keep_largest", pc.keep_largest, 0, 1000);
+    s.optional_boolean("fill_holes", pc.fill_holes);
+    s.optional_string("segment_name", pc.segment_name);
+    s.optional_number("laa_threshold_hu", pc.laa_threshold_hu, -1024, 0);
+    s.optional_number("emphysema_threshold_percent", pc.emphysema_threshold_percent, 0, 100);
+    s.optional_pair("window", pc.window);
+    if (pc.window && (*pc.window)[0] <= 0) s.problem("window", "width must be positive");
+    s.optional_string("model", pc.model);
+    if (pc.base == "generic" && (pc.laa_threshold_hu || pc.emphysema_threshold_percent))
+      s.problem("laa_threshold_hu", "applies to base = \"ct-chest\" only");
+    out.push_back(std::move(pc));
+  }
+}
+
 void read_destinations(const toml::node& n, std::vector<Destination>& out, std::vector<std::string>& p) {
   const auto* arr = n.as_array();
   if (!arr || !arr->is_array_of_tables()) {
@@ -193,6 +264,7 @@ Config parse(std::string_view text, std::string_view source) {
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);
+    else if (name == "profile") read_profiles(v, c.profiles, problems);
     else problems.push_back(fmt::format("{}: unknown key", name));
   }
   if (!problems.empty()) {

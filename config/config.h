@@ -1,6 +1,8 @@
 #pragma once
 // The immutable configuration: parsed once from TOML, validated as a whole.
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -14,6 +16,24 @@ struct Destination {
   std::string ae_title;
   std::string host;
   std::uint16_t port = 0;
+};
+
+// A [[profile]] table: a built-in profile (`base`) with match rules and parameters overridden.
+// Unset fields keep the base profile's value.
+struct ProfileConfig {
+  std::string name;
+  std::string base = "generic";  // "ct-chest" or "generic"
+  std::optional<std::vector<std::string>> modalities, keywords, tokens;
+  std::optional<int> median;                    // 0, 3 or 5
+  std::optional<double> gaussian_sigma_mm;
+  std::optional<std::array<double, 2>> threshold;  // generic: [lo, hi] instead of Otsu
+  std::optional<int> keep_largest;
+  std::optional<bool> fill_holes;
+  std::optional<std::string> segment_name;
+  std::optional<double> laa_threshold_hu;             // ct-chest
+  std::optional<double> emphysema_threshold_percent;  // ct-chest rule
+  std::optional<std::array<double, 2>> window;         // preview [width, level]
+  std::optional<std::string> model;                    // trained model file (pacsnode train)
 };
 
 struct Config {
@@ -39,6 +59,7 @@ struct Config {
     bool enabled = true;
     int workers = 1;
   } analysis;
+  std::vector<ProfileConfig> profiles;  // tried before the built-in ones, in order
   std::vector<Destination> destinations;
   struct Log {
     std::string level = "info";

@@ -16,6 +16,7 @@
 #include "dicom/log.h"
 #include "analysis/pipeline.h"
 #include "scp/job_runner.h"
+#include "scp/profiles.h"
 #include "scp/status.h"
 #include "scp/store_provider.h"
 #include "scp/study_assembler.h"
@@ -74,7 +75,8 @@ int run_daemon(const config::Config& cfg) {
   auto guard = asio::make_work_guard(io);
   std::unique_ptr<JobRunner> jobs;
   if (cfg.analysis.enabled)
-    jobs = std::make_unique<JobRunner>(index, root, std::make_shared<const analysis::Pipeline>(), cfg.analysis.workers);
+    jobs = std::make_unique<JobRunner>(index, root, std::make_shared<const analysis::Pipeline>(profiles_from(cfg)),
+                                       cfg.analysis.workers);
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {

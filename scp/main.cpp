@@ -7,9 +7,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "analysis/cli.h"
 #include "config/config.h"
 #include "scp/daemon.h"
 #include "scp/logging.h"
+#include "scp/profiles.h"
 
 namespace {
 
@@ -18,6 +20,13 @@ constexpr const char* kUsage = R"(pacsnode - receives DICOM studies, analyses th
 Usage:
   pacsnode run [--config FILE]      run the node in the foreground (default: the embedded config)
   pacsnode check-config FILE        validate a config file and exit (0: valid)
+  pacsnode analyze INPUT --out DIR [--profile NAME]
+                                    analyse a folder of DICOM files (research use): features.json,
+                                    features.csv, previews, SEG and SR per series
+  pacsnode evaluate --pred A --ref B
+                                    overlap metrics of two masks as JSON
+  pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]
+                                    fit a random forest with k-fold cross-validation
   pacsnode print-default-config     print the embedded default config (documented)
   pacsnode --help | --version
 
@@ -44,6 +53,7 @@ int cmd_run(const std::vector<std::string>& args) {
   config::Config cfg;
   try {
     cfg = file.empty() ? config::load_default() : config::load_file(file);
+    scp::profiles_from(cfg);  // profile parameters are part of the config: validate them now
   } catch (const config::ConfigError& e) {
     return print_config_error(e);
   }
@@ -60,8 +70,10 @@ int cmd_check_config(const std::vector<std::string>& args) {
   if (args.size() != 1) return usage_error("check-config takes one FILE");
   try {
     const auto cfg = config::load_file(args[0]);
+    const auto profiles = scp::profiles_from(cfg);
     std::cout << args[0] << ": valid (" << cfg.destinations.size() << " destination(s), listening on " << cfg.node.bind
-              << ":" << cfg.node.port << " as " << cfg.node.ae_title << ")\n";
+              << ":" << cfg.node.port << " as " << cfg.node.ae_title << ", " << profiles.size()
+              << " analysis profile(s))\n";
     return 0;
   } catch (const config::ConfigError& e) {
     return print_config_error(e);
@@ -85,6 +97,12 @@ int main(int argc, char** argv) {
   }
   if (cmd == "run") return cmd_run(args);
   if (cmd == "check-config") return cmd_check_config(args);
+  if (cmd == "analyze" || cmd == "evaluate" || cmd == "train") {
+    scp::setup_logging("warn");  // progress goes to the terminal; details only when asked for
+    if (cmd == "analyze") return analysis::analyze_main(args);
+    if (cmd == "evaluate") return analysis::evaluate_main(args);
+    return analysis::train_main(args);
+  }
   if (cmd == "print-default-config") {
     std::cout << config::default_toml();
     return 0;

@@ -126,3 +126,37 @@ BOOST_AUTO_TEST_CASE(missing_file_is_a_clear_error) {
   BOOST_CHECK_EXCEPTION(config::load_file("/nonexistent/pacsnode.toml"), config::ConfigError,
                         [](const config::ConfigError& e) { return std::string(e.what()).find("cannot be read") != std::string::npos; });
 }
+
+BOOST_AUTO_TEST_CASE(profile_tables_are_parsed_and_checked) {
+  const auto c = config::parse(R"(
+[[profile]]
+name = "ct-lung-screening"
+base = "ct-chest"
+keywords = ["LUNG"]
+median = 3
+emphysema_threshold_percent = 6
+window = [1500, -600]
+[[profile]]
+name = "mr-brain"
+modalities = ["MR"]
+threshold = [100, 4000]
+keep_largest = 2
+)", "t.toml");
+  BOOST_TEST_REQUIRE(c.profiles.size() == 2u);
+  BOOST_TEST(c.profiles[0].base == "ct-chest");
+  BOOST_TEST(*c.profiles[0].median == 3);
+  BOOST_TEST(*c.profiles[0].emphysema_threshold_percent == 6.0);
+  BOOST_TEST(c.profiles[1].base == "generic");
+  BOOST_TEST((*c.profiles[1].threshold)[1] == 4000.0);
+  BOOST_TEST(!c.profiles[1].median.has_value());
+
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname=\"a\"\nmedian = 4\n"), "profile[0].median: must be 0, 3 or 5"));
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname=\"a\"\nbase = \"ct-head\"\n"), "profile[0].base"));
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname=\"a\"\nthreshold = [5, 1]\n"), "profile[0].threshold"));
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname=\"a\"\nwindow = \"wide\"\n"), "profile[0].window: must be an array of two numbers"));
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname=\"a\"\nlaa_threshold_hu = -900\n"), "applies to base = \"ct-chest\" only"));
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname=\"a\"\ncolour = 1\n"), "profile[0].colour: unknown key"));
+  BOOST_TEST(mentions(problems_of("[[profile]]\nbase = \"generic\"\n"), "profile[0].name: is required"));
+  BOOST_TEST(mentions(problems_of("[analysis]\nworkers = 0\n"), "analysis.workers"));
+  BOOST_TEST(mentions(problems_of("[analysis]\nenabled = \"yes\"\n"), "analysis.enabled: must be true or false"));
+}

@@ -1,0 +1,48 @@
+#include "scp/profiles.h"
+
+#include <fmt/format.h>
+
+#include "analysis/kernels/classify.h"
+
+namespace scp {
+
+std::vector<analysis::Profile> profiles_from(const config::Config& cfg) {
+  const auto builtin = analysis::builtin_profiles();
+  std::vector<analysis::Profile> out;
+  std::vector<std::string> problems;
+  for (std::size_t i = 0; i < cfg.profiles.size(); ++i) {
+    const auto& pc = cfg.profiles[i];
+    const auto* base = analysis::find_profile(builtin, pc.base);
+    if (!base) {
+      problems.push_back(fmt::format("profile[{}].base: no built-in profile \"{}\"", i, pc.base));
+      continue;
+    }
+    analysis::Profile p = *base;
+    p.name = pc.name;
+    if (pc.modalities) p.match.modalities = *pc.modalities;
+    if (pc.keywords) p.match.keywords = *pc.keywords;
+    if (pc.tokens) p.match.tokens = *pc.tokens;
+    if (pc.median) p.preprocess.median_ksize = *pc.median;
+    if (pc.gaussian_sigma_mm) p.preprocess.gaussian_sigma_mm = *pc.gaussian_sigma_mm;
+    if (pc.threshold) p.generic.window = analysis::kernels::Window{(*pc.threshold)[0], (*pc.threshold)[1]};
+    if (pc.keep_largest) p.generic.keep_largest = *pc.keep_largest;
+    if (pc.fill_holes) p.generic.fill_holes = *pc.fill_holes;
+    if (pc.segment_name) p.generic.segment_name = *pc.segment_name;
+    if (pc.laa_threshold_hu) p.chest.laa_threshold_hu = *pc.laa_threshold_hu;
+    if (pc.emphysema_threshold_percent)
+      p.rule_sets = {analysis::kernels::emphysema_rule_set(*pc.emphysema_threshold_percent)};
+    if (pc.window) p.window = analysis::kernels::WindowLevel{(*pc.window)[0], (*pc.window)[1]};
+    if (pc.model) p.model_path = *pc.model;
+    try {
+      p.validate();
+    } catch (const std::exception& e) {
+      problems.push_back(fmt::format("profile[{}] \"{}\": {}", i, pc.name, e.what()));
+    }
+    out.push_back(std::move(p));
+  }
+  if (!problems.empty()) throw config::ConfigError(problems);
+  out.insert(out.end(), builtin.begin(), builtin.end());
+  return out;
+}
+
+}  // namespace scp

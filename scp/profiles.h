@@ -1,0 +1,14 @@
+#pragma once
+// The analysis profiles a config asks for: its [[profile]] tables (each a built-in profile with
+// overrides), then the built-in ones.
+#include <vector>
+
+#include "analysis/profile.h"
+#include "config/config.h"
+
+namespace scp {
+
+// Throws config::ConfigError naming the profile when a resulting profile is inconsistent.
+std::vector<analysis::Profile> profiles_from(const config::Config& cfg);
+
+}  // namespace scp
