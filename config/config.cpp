@@ -164,6 +164,20 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   Section s(t, "analysis", p);
   s.boolean("enabled", a.enabled);
   s.integer("workers", a.workers, 1, 64);
+  s.boolean("key_images", a.key_images);
+}
+
+void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::string>& p) {
+  Section s(t, "outbound", p);
+  s.integer("max_attempts", o.max_attempts, 1, 1000);
+  s.integer("max_age_hours", o.max_age_hours, 1, 24 * 365);
+  s.integer("initial_backoff_seconds", o.initial_backoff_seconds, 1, 86400);
+  s.integer("max_backoff_seconds", o.max_backoff_seconds, 1, 86400);
+  s.integer("connect_timeout_seconds", o.connect_timeout_seconds, 1, 600);
+  s.integer("dimse_timeout_seconds", o.dimse_timeout_seconds, 1, 3600);
+  s.integer("batch", o.batch, 1, 1000);
+  if (o.max_backoff_seconds < o.initial_backoff_seconds)
+    s.problem("max_backoff_seconds", "must not be less than outbound.initial_backoff_seconds");
 }
 
 void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::vector<std::string>& p) {
@@ -261,6 +275,7 @@ Config parse(std::string_view text, std::string_view source) {
     if (name == "node") { if (auto* t = sub_table(root, name, problems)) read_node(*t, c.node, problems); }
     else if (name == "storage") { if (auto* t = sub_table(root, name, problems)) read_storage(*t, c.storage, problems); }
     else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
+    else if (name == "outbound") { if (auto* t = sub_table(root, name, problems)) read_outbound(*t, c.outbound, problems); }
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);

@@ -58,7 +58,17 @@ struct Config {
   struct Analysis {
     bool enabled = true;
     int workers = 1;
+    bool key_images = false;
   } analysis;
+  struct Outbound {
+    int max_attempts = 20;
+    int max_age_hours = 72;
+    int initial_backoff_seconds = 10;
+    int max_backoff_seconds = 900;
+    int connect_timeout_seconds = 10;
+    int dimse_timeout_seconds = 60;
+    int batch = 50;
+  } outbound;
   std::vector<ProfileConfig> profiles;  // tried before the built-in ones, in order
   std::vector<Destination> destinations;
   struct Log {

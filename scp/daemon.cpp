@@ -16,6 +16,7 @@
 #include "dicom/log.h"
 #include "analysis/pipeline.h"
 #include "scp/job_runner.h"
+#include "scp/outbound_queue.h"
 #include "scp/profiles.h"
 #include "scp/status.h"
 #include "scp/store_provider.h"
@@ -73,10 +74,14 @@ int run_daemon(const config::Config& cfg) {
 
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
+  OutboundQueue outbound(io, index, cfg);
+  std::vector<std::string> destinations;
+  for (const auto& d : cfg.destinations) destinations.push_back(d.name);
   std::unique_ptr<JobRunner> jobs;
   if (cfg.analysis.enabled)
-    jobs = std::make_unique<JobRunner>(index, root, std::make_shared<const analysis::Pipeline>(profiles_from(cfg)),
-                                       cfg.analysis.workers);
+    jobs = std::make_unique<JobRunner>(
+        index, root, std::make_shared<const analysis::Pipeline>(profiles_from(cfg)),
+        JobRunner::Options{cfg.analysis.workers, cfg.analysis.key_images, destinations, [&outbound] { outbound.notify(); }});
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {
@@ -84,6 +89,7 @@ int run_daemon(const config::Config& cfg) {
                            });
   assembler.restore();
   if (jobs) jobs->start();
+  outbound.start();
   std::thread io_thread([&io] { io.run(); });
 
   ScpContext ctx{cfg, spool, index, assembler, {}, {}};
@@ -134,6 +140,7 @@ int run_daemon(const config::Config& cfg) {
   sd_notify(0, "STOPPING=1");
   server.stop(std::chrono::seconds(cfg.node.drain_seconds));
   if (jobs) jobs->stop();  // a running analysis stops at its next series and runs again at start
+  outbound.stop();        // what is not sent stays pending in the index
   asio::post(io, [&] {
     watchdog.cancel();
     status.stop();

@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 
 #include "analysis/pipeline.h"
+#include "analysis/kernels/key_image_render.h"
 #include "analysis/results.h"
+#include "dicom/key_images.h"
 #include "dicom/log.h"
 #include "scp/study_assembler.h"
 
@@ -33,8 +35,12 @@ ResultRow result_for(const fs::path& file, const JobRow& job, const std::string&
 
 }  // namespace
 
-JobRunner::JobRunner(Index& index, fs::path root, std::shared_ptr<const analysis::Pipeline> pipeline, int workers)
-    : index_(index), root_(std::move(root)), pipeline_(std::move(pipeline)), pool_(static_cast<std::size_t>(std::max(1, workers))) {}
+JobRunner::JobRunner(Index& index, fs::path root, std::shared_ptr<const analysis::Pipeline> pipeline, Options opt)
+    : index_(index),
+      root_(std::move(root)),
+      pipeline_(std::move(pipeline)),
+      opt_(std::move(opt)),
+      pool_(static_cast<std::size_t>(std::max(1, opt_.workers))) {}
 
 JobRunner::~JobRunner() { stop(); }
 
@@ -114,16 +120,23 @@ JobOutcome JobRunner::run(const JobRow& job) {
       const auto written = analysis::write_seg_and_sr(c, outbound);
       out.results.push_back(result_for(written.seg, job, "SEG", source_series));
       out.results.push_back(result_for(written.sr, job, "SR", source_series));
+      if (opt_.key_images) {
+        std::vector<analysis::kernels::SegmentStyle> styles;
+        for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
+        auto spec = analysis::kernels::key_image_spec(c.volume, c.labels, styles, {});
+        spec.file_prefix = c.key + "_key";
+        for (const auto& k : dicom::write_key_images(spec, outbound))
+          out.results.push_back(result_for(k.path, job, "KEY", source_series));
+      }
       ++out.series_analysed;
     } catch (const std::exception& e) {
       // Nothing that failed its checks may leave: what was written goes to quarantine with the reason.
       ++out.series_failed;
       const fs::path q = root_ / "quarantine" / tag;
       fs::create_directories(q);
-      for (const auto& name : {c.key + "_seg.dcm", c.key + "_sr.dcm"}) {
-        std::error_code ec;
-        if (fs::exists(outbound / name)) fs::rename(outbound / name, q / name, ec);
-      }
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(outbound, ec))
+        if (e.path().filename().string().rfind(c.key + "_", 0) == 0) fs::rename(e.path(), q / e.path().filename(), ec);
       std::ofstream(q / (c.key + "_reason.txt")) << e.what() << "\n";
       log->error("study {}: series {} ({}) failed: {}; quarantined in {}", study, c.key, profile->name, e.what(), q.string());
     }
@@ -133,7 +146,11 @@ JobOutcome JobRunner::run(const JobRow& job) {
     analysis::write_text_file(results / "features.json", analysis::features_json(summaries, study_ctx.rejected));
     analysis::write_text_file(results / "features.csv", analysis::features_csv(summaries));
   }
-  for (auto& r : out.results) r.id = index_.add_result(r);
+  for (auto& r : out.results) {
+    r.id = index_.add_result(r);
+    index_.enqueue(r, opt_.destinations, wall_ms());
+  }
+  if (!out.results.empty() && !opt_.destinations.empty() && opt_.on_queued) opt_.on_queued();
   const bool failed = out.series_failed > 0 && out.series_analysed == 0;
   index_.set_job_state(job.id, failed ? "failed" : "done", failed ? "every analysed series failed" : "");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

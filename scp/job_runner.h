@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,7 +27,13 @@ struct JobOutcome {
 class JobRunner {
  public:
   // `root`: the storage root (outbound/, results/, quarantine/ go below it).
-  JobRunner(Index& index, std::filesystem::path root, std::shared_ptr<const analysis::Pipeline> pipeline, int workers);
+  struct Options {
+    int workers = 1;
+    bool key_images = false;                // also Secondary Capture key images with the overlay burned in
+    std::vector<std::string> destinations;  // results are queued in the outbox for each
+    std::function<void()> on_queued;        // told when new objects are queued
+  };
+  JobRunner(Index& index, std::filesystem::path root, std::shared_ptr<const analysis::Pipeline> pipeline, Options opt);
   ~JobRunner();
 
   // Queues every pending job of the index (at start).
@@ -46,6 +53,7 @@ class JobRunner {
   Index& index_;
   std::filesystem::path root_;
   std::shared_ptr<const analysis::Pipeline> pipeline_;
+  Options opt_;
   boost::asio::thread_pool pool_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> queued_{0};

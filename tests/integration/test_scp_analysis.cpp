@@ -85,3 +85,33 @@ BOOST_AUTO_TEST_CASE(chest_ct_gives_valid_seg_and_sr_and_a_late_instance_reanaly
   for (const char* phi : {"PHANTOM", "PH0001", "ACC0001"}) BOOST_TEST(d.log().find(phi) == std::string::npos, phi);
   fs::remove_all(dir);
 }
+
+BOOST_AUTO_TEST_CASE(key_images_option_adds_valid_secondary_captures) {
+  const auto dir = make_temp_dir("keyimages");
+  const auto ct = ct_phantom(dir, 30, 96, 7);
+  DaemonOptions opt;
+  opt.extra = "[analysis]\nkey_images = true\n";
+  Daemon d(dir, opt);
+  d.start();
+  BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 1 analysed") != std::string::npos; }, 120s), d.log());
+  BOOST_TEST(d.stop() == 0);
+  std::vector<fs::path> keys;
+  for (const auto& f : files_in(d.root() / "outbound", ".dcm"))
+    if (f.filename().string().find("_key") != std::string::npos) keys.push_back(f);
+  BOOST_TEST(keys.size() >= 1u);
+  BOOST_TEST(keys.size() <= 3u);
+  for (const auto& f : keys) {
+    check_dciodvfy(f);
+    const auto r = run({python(), "-c",
+                        "import pydicom,sys; d=pydicom.dcmread(sys.argv[1]); "
+                        "print(d.SOPClassUID, d.BurnedInAnnotation, d.ImageType[0], d.ImageType[1], d.PhotometricInterpretation)",
+                        f.string()});
+    BOOST_TEST(r.output.find("1.2.840.10008.5.1.4.1.1.7 YES DERIVED SECONDARY RGB") != std::string::npos, r.output);
+  }
+  scp::Index index(d.root() / "index.sqlite");
+  std::size_t key_rows = 0;
+  for (const auto& r : index.results()) key_rows += r.kind == "KEY";
+  BOOST_TEST(key_rows == keys.size());
+  fs::remove_all(dir);
+}
