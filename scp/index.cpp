@@ -99,7 +99,13 @@ CREATE TABLE IF NOT EXISTS results (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
   study_uid TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL,
   sop_class_uid TEXT NOT NULL, sop_instance_uid TEXT NOT NULL UNIQUE, series_uid TEXT NOT NULL,
-  source_series_uid TEXT, path TEXT NOT NULL, created_ms INTEGER NOT NULL);)");
+  source_series_uid TEXT, path TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, result_id INTEGER NOT NULL REFERENCES results(id),
+  destination TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, last_error TEXT,
+  UNIQUE(result_id, destination));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(destination, state, next_attempt_ms);)");
   {
     Stmt s(db_, "SELECT value FROM meta WHERE key = 'log_key'");
     if (s.step()) log_key_ = s.text(0);
@@ -265,6 +271,98 @@ std::vector<ResultRow> Index::results(std::optional<std::string> study_uid) {
 int Index::requeue_running_jobs() {
   std::lock_guard lock(mutex_);
   Stmt(db_, "UPDATE jobs SET state = 'pending' WHERE state = 'running'").step();
+  return sqlite3_changes(db_);
+}
+
+namespace {
+constexpr const char* kOutboxColumns =
+    "SELECT o.id, o.result_id, o.destination, r.path, r.sop_class_uid, r.sop_instance_uid, r.study_uid, r.kind, "
+    "o.state, o.attempts, o.next_attempt_ms, o.created_ms, o.updated_ms, o.last_error "
+    "FROM outbox o JOIN results r ON r.id = o.result_id";
+
+OutboxRow outbox_from(Stmt& s) {
+  OutboxRow o;
+  o.id = s.integer(0);
+  o.result_id = s.integer(1);
+  o.destination = s.text(2);
+  o.path = s.text(3);
+  o.sop_class_uid = s.text(4);
+  o.sop_instance_uid = s.text(5);
+  o.study_uid = s.text(6);
+  o.kind = s.text(7);
+  o.state = s.text(8);
+  o.attempts = static_cast<int>(s.integer(9));
+  o.next_attempt_ms = s.integer(10);
+  o.created_ms = s.integer(11);
+  o.updated_ms = s.integer(12);
+  o.last_error = s.text(13);
+  return o;
+}
+}  // namespace
+
+void Index::enqueue(const ResultRow& r, const std::vector<std::string>& destinations, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  for (const auto& d : destinations)
+    Stmt(db_, "INSERT OR IGNORE INTO outbox(result_id, destination, next_attempt_ms, created_ms, updated_ms) VALUES(?1, ?2, ?3, ?3, ?3)")
+        .bind(1, r.id).bind(2, d).bind(3, now_ms).step();
+}
+
+std::vector<OutboxRow> Index::outbox(std::optional<std::string> state) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, (std::string(kOutboxColumns) + (state ? " WHERE o.state = ?" : "") + " ORDER BY o.id").c_str());
+  if (state) s.bind(1, *state);
+  std::vector<OutboxRow> out;
+  while (s.step()) out.push_back(outbox_from(s));
+  return out;
+}
+
+std::vector<OutboxRow> Index::due(const std::string& destination, std::int64_t now_ms, int limit) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, (std::string(kOutboxColumns) +
+               " WHERE o.destination = ?1 AND o.state = 'pending' AND o.next_attempt_ms <= ?2 ORDER BY o.id LIMIT ?3").c_str());
+  s.bind(1, destination).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
+  std::vector<OutboxRow> out;
+  while (s.step()) out.push_back(outbox_from(s));
+  return out;
+}
+
+void Index::mark_sent(std::int64_t id, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "UPDATE outbox SET state = 'sent', attempts = attempts + 1, updated_ms = ?2, last_error = NULL WHERE id = ?1")
+      .bind(1, id).bind(2, now_ms).step();
+}
+
+void Index::mark_retry(std::int64_t id, std::int64_t next_ms, const std::string& error, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3, updated_ms = ?4 WHERE id = ?1")
+      .bind(1, id).bind(2, next_ms).bind(3, error).bind(4, now_ms).step();
+}
+
+void Index::mark_dead(std::int64_t id, const std::string& error, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2, updated_ms = ?3 WHERE id = ?1")
+      .bind(1, id).bind(2, error).bind(3, now_ms).step();
+}
+
+int Index::retry(const std::vector<std::int64_t>& ids, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  int n = 0;
+  if (ids.empty()) {
+    Stmt(db_, "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?1, updated_ms = ?1 WHERE state = 'dead'")
+        .bind(1, now_ms).step();
+    return sqlite3_changes(db_);
+  }
+  for (auto id : ids) {
+    Stmt(db_, "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2, updated_ms = ?2 WHERE id = ?1 AND state != 'sent'")
+        .bind(1, id).bind(2, now_ms).step();
+    n += sqlite3_changes(db_);
+  }
+  return n;
+}
+
+int Index::purge(const std::string& state) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "DELETE FROM outbox WHERE state = ?").bind(1, state).step();
   return sqlite3_changes(db_);
 }
 

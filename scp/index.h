@@ -47,6 +47,17 @@ struct ResultRow {
   std::string path;
 };
 
+// One object for one destination: pending until a success status, then sent; dead after a
+// permanent failure or too many attempts (the dead-letter area, see `pacsnode outbox`).
+struct OutboxRow {
+  std::int64_t id = 0, result_id = 0;
+  std::string destination, path, sop_class_uid, sop_instance_uid, study_uid, kind;
+  std::string state;  // pending, sent, dead
+  int attempts = 0;
+  std::int64_t next_attempt_ms = 0, created_ms = 0, updated_ms = 0;
+  std::string last_error;
+};
+
 class Index {
  public:
   explicit Index(const std::filesystem::path& db_file);
@@ -76,6 +87,18 @@ class Index {
 
   std::int64_t add_result(const ResultRow& r);
   std::vector<ResultRow> results(std::optional<std::string> study_uid = std::nullopt);
+
+  // Outbound queue.
+  void enqueue(const ResultRow& r, const std::vector<std::string>& destinations, std::int64_t now_ms);
+  std::vector<OutboxRow> outbox(std::optional<std::string> state = std::nullopt);
+  std::vector<OutboxRow> due(const std::string& destination, std::int64_t now_ms, int limit);
+  void mark_sent(std::int64_t id, std::int64_t now_ms);
+  void mark_retry(std::int64_t id, std::int64_t next_ms, const std::string& error, std::int64_t now_ms);
+  void mark_dead(std::int64_t id, const std::string& error, std::int64_t now_ms);
+  // Back to pending with attempts reset: every dead row, or the given ids. Returns how many.
+  int retry(const std::vector<std::int64_t>& ids, std::int64_t now_ms);
+  // Deletes rows in `state` (sent or dead). Returns how many.
+  int purge(const std::string& state);
 
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }

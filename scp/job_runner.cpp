@@ -1,6 +1,7 @@
 #include "scp/job_runner.h"
 
 #include <fstream>
+#include <map>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -96,6 +97,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
   const fs::path results = root_ / "results" / tag;
   JobOutcome out;
   std::vector<analysis::SeriesSummary> summaries;
+  std::map<std::string, int> volumes_of_series;  // a series split into volumes gets keys -2, -3, ...
   for (auto& volume : study_ctx.volumes) {
     if (stopping_) {
       index_.set_job_state(job.id, "pending");
@@ -109,6 +111,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
       continue;
     }
     analysis::SeriesContext c;
+    c.key = analysis::series_key(volume.info, ++volumes_of_series[volume.info.series_uid]);
     c.profile = profile;
     c.volume = std::move(volume);
     c.out_dir = results;
@@ -117,7 +120,12 @@ JobOutcome JobRunner::run(const JobRow& job) {
     try {
       pipeline_->run(c);
       fs::create_directories(outbound);
-      const auto written = analysis::write_seg_and_sr(c, outbound);
+      // The latest SR an earlier generation wrote for this series is the one this report replaces.
+      std::optional<dicom::DocumentRef> replaces;
+      for (const auto& r : index_.results(job.study_uid))
+        if (r.kind == "SR" && r.source_series_uid == source_series && r.generation < job.generation)
+          replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
+      const auto written = analysis::write_seg_and_sr(c, outbound, replaces);
       out.results.push_back(result_for(written.seg, job, "SEG", source_series));
       out.results.push_back(result_for(written.sr, job, "SR", source_series));
       if (opt_.key_images) {

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "scp/daemon.h"
 #include "scp/logging.h"
+#include "scp/outbox_cli.h"
 #include "scp/profiles.h"
 
 namespace {
@@ -27,6 +28,8 @@ Usage:
                                     overlap metrics of two masks as JSON
   pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]
                                     fit a random forest with k-fold cross-validation
+  pacsnode outbox list|retry|purge [--config FILE] [--state S] [--id N]...
+                                    see and act on the queue of results for the destinations
   pacsnode print-default-config     print the embedded default config (documented)
   pacsnode --help | --version
 
@@ -97,6 +100,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "run") return cmd_run(args);
   if (cmd == "check-config") return cmd_check_config(args);
+  if (cmd == "outbox") return scp::outbox_main(args);
   if (cmd == "analyze" || cmd == "evaluate" || cmd == "train") {
     scp::setup_logging("warn");  // progress goes to the terminal; details only when asked for
     if (cmd == "analyze") return analysis::analyze_main(args);

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include "analysis/kernels/classify.h"
 
 namespace scp {
 
@@ -29,8 +28,8 @@ std::vector<analysis::Profile> profiles_from(const config::Config& cfg) {
     if (pc.fill_holes) p.generic.fill_holes = *pc.fill_holes;
     if (pc.segment_name) p.generic.segment_name = *pc.segment_name;
     if (pc.laa_threshold_hu) p.chest.laa_threshold_hu = *pc.laa_threshold_hu;
-    if (pc.emphysema_threshold_percent)
-      p.rule_sets = {analysis::kernels::emphysema_rule_set(*pc.emphysema_threshold_percent)};
+    if (pc.laa_threshold_hu || pc.emphysema_threshold_percent)  // the rule reads the index it names
+      p.rule_sets = {analysis::emphysema_rules(pc.emphysema_threshold_percent.value_or(5.0), p.chest.laa_threshold_hu)};
     if (pc.window) p.window = analysis::kernels::WindowLevel{(*pc.window)[0], (*pc.window)[1]};
     if (pc.model) p.model_path = *pc.model;
     try {

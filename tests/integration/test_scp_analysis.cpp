@@ -82,6 +82,17 @@ BOOST_AUTO_TEST_CASE(chest_ct_gives_valid_seg_and_sr_and_a_late_instance_reanaly
   BOOST_TEST(uids.size() == 6u);    // new SOP Instance UIDs
   BOOST_TEST(series.size() == 6u);  // and a new series for each object
   for (const auto& j : index.jobs()) BOOST_TEST(j.state == "done", "job " << j.id << ": " << j.state << " " << j.error);
+  // The second report on the original series replaces the first (Predecessor Documents Sequence).
+  std::string first_sr, second_sr;
+  for (const auto& r : results)
+    if (r.kind == "SR" && r.source_series_uid == results.front().source_series_uid) (r.generation == 1 ? first_sr : second_sr) = r.path;
+  BOOST_TEST_REQUIRE(!second_sr.empty());
+  const auto pred = run({python(), "-c",
+                         "import pydicom,sys; a=pydicom.dcmread(sys.argv[1]); b=pydicom.dcmread(sys.argv[2]); "
+                         "refs=[i.ReferencedSOPInstanceUID for s in b.PredecessorDocumentsSequence for r in s.ReferencedSeriesSequence "
+                         "for i in r.ReferencedSOPSequence]; print('replaces' if a.SOPInstanceUID in refs else 'missing')",
+                         first_sr, second_sr});
+  BOOST_TEST(pred.output.find("replaces") != std::string::npos, pred.output);
   for (const char* phi : {"PHANTOM", "PH0001", "ACC0001"}) BOOST_TEST(d.log().find(phi) == std::string::npos, phi);
   fs::remove_all(dir);
 }

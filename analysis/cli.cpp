@@ -1,0 +1,413 @@
+#include "analysis/cli.h"
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "analysis/kernels/classify.h"
+#include "analysis/kernels/evaluate.h"
+#include "analysis/kernels/nifti.h"
+#include "analysis/pipeline.h"
+#include "analysis/results.h"
+#include "dicom/log.h"
+
+namespace fs = std::filesystem;
+
+namespace analysis {
+namespace {
+
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// --name VALUE / --name=VALUE options, flags, and positionals.
+struct Args {
+  std::map<std::string, std::string> values;
+  std::set<std::string> flags;
+  std::vector<std::string> positional;
+
+  Args(const std::vector<std::string>& args, const std::set<std::string>& with_value,
+       const std::set<std::string>& flag_names) {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      if (a.rfind("--", 0) != 0 || a == "--") {
+        positional.push_back(a);
+        continue;
+      }
+      const auto eq = a.find('=');
+      const std::string name = a.substr(0, eq);
+      if (with_value.count(name)) {
+        if (eq != std::string::npos)
+          values[name] = a.substr(eq + 1);
+        else if (i + 1 < args.size())
+          values[name] = args[++i];
+        else
+          throw UsageError(fmt::format("{} needs a value", name));
+      } else if (flag_names.count(name) && eq == std::string::npos) {
+        flags.insert(name);
+      } else {
+        throw UsageError(fmt::format("unknown option {}", a));
+      }
+    }
+  }
+  std::optional<std::string> get(const std::string& n) const {
+    const auto it = values.find(n);
+    return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);
+  }
+  std::string need(const std::string& n) const {
+    auto v = get(n);
+    if (!v || v->empty()) throw UsageError(fmt::format("{} is required", n));
+    return *v;
+  }
+};
+
+int parse_int(const std::string& s, const char* what) {
+  std::size_t used = 0;
+  int v = 0;
+  try {
+    v = std::stoi(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size()) throw UsageError(fmt::format("{}: not an integer: '{}'", what, s));
+  return v;
+}
+
+constexpr const char* kAnalyzeUsage =
+    "usage: pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom]\n"
+    "  INPUT      folder of DICOM files (any layout) or one file\n"
+    "  --out      output folder: features.json, features.csv, <series>_preview.png,\n"
+    "             <series>_seg.dcm and <series>_sr.dcm\n"
+    "  --profile  force a profile (built in: ct-chest, generic); default: matched per series\n"
+    "  --no-dicom do not write SEG and SR\n";
+
+constexpr const char* kEvaluateUsage =
+    "usage: pacsnode evaluate --pred A --ref B [--label N] [--pred-label N] [--ref-label N]\n"
+    "  A, B: masks or label maps as NIfTI-1 (.nii, .nii.gz); the reference's voxel spacing is used.\n"
+    "  --label N compares label N of both (default: every non-zero voxel).\n";
+
+constexpr const char* kTrainUsage =
+    "usage: pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]\n"
+    "                      [--label-column NAME] [--ignore COL,...] [--trees N] [--seed S]\n"
+    "  --labels     a column of CSV, or a CSV file whose --label-column (default 'label') gives each row's label\n"
+    "  --out        model file (.yml, .yml.gz, .xml, .json)\n"
+    "  --folds      cross-validation folds (default 5)\n"
+    "  --positive   the positive label (default: the larger of two numeric labels)\n"
+    "  --ignore     columns that are never features (default: segment_label,series,series_uid)\n";
+
+std::string join_timings(const std::vector<StageTiming>& t) {
+  std::string s;
+  for (const auto& x : t) s += fmt::format("{}{} {:.0f}", s.empty() ? "" : ", ", x.stage, x.ms);
+  return s + " ms";
+}
+
+int analyze(const std::vector<std::string>& argv) {
+  const Args a(argv, {"--out", "--profile"}, {"--no-dicom", "--help"});
+  if (a.flags.count("--help")) {
+    std::fputs(kAnalyzeUsage, stdout);
+    return 0;
+  }
+  if (a.positional.size() != 1) throw UsageError("exactly one INPUT is required");
+  const fs::path input = a.positional.front();
+  const fs::path out = a.need("--out");
+  const std::string forced = a.get("--profile").value_or("");
+  const bool write_dicom = !a.flags.count("--no-dicom");
+  if (!fs::exists(input)) {
+    std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
+    return 1;
+  }
+  const Pipeline pipeline;
+  if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
+  fs::create_directories(out);
+  const bool tty = ::isatty(2);
+
+  // One series at a time (headers first), so that memory holds one series' volumes.
+  const std::vector<fs::path> files = fs::is_directory(input) ? files_below(input) : std::vector<fs::path>{input};
+  const auto batches = series_batches(files);
+  std::vector<dicom::Rejected> rejected;
+  std::vector<SeriesSummary> done;
+  std::map<std::string, int> volumes_of_series;
+  int analysed = 0, failed = 0, unmatched = 0;
+  std::size_t decoded = 0;
+  for (std::size_t bi = 0; bi < batches.size(); ++bi) {
+    StudyContext study = decode_files(batches[bi]);
+    for (const auto& r : study.rejected)
+      std::fprintf(stderr, "skipped %s: %s%s\n", r.path.c_str(), r.reason.c_str(),
+                   r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()).c_str() : "");
+    for (const auto& n : study.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
+    rejected.insert(rejected.end(), study.rejected.begin(), study.rejected.end());
+    decoded += study.volumes.size();
+    bool first = true;
+    for (auto& volume : study.volumes) {
+      SeriesContext c;
+      if (first) c.timings = study.timings;  // the batch's decode, once
+      first = false;
+      c.volume = std::move(volume);  // released at the end of this iteration
+      c.key = series_key(c.volume.info, ++volumes_of_series[c.volume.info.series_uid]);
+      c.out_dir = out;
+      c.profile = pipeline.select(c.volume.info, forced);
+      if (!c.profile) {
+        ++unmatched;
+        std::fprintf(stderr, "skipped series %s (%s): no profile matches\n", c.key.c_str(),
+                     c.volume.info.modality.c_str());
+        continue;
+      }
+      SeriesSummary s;
+      try {
+        pipeline.run(c);
+        s = summarize(c);
+        c.volume.slices.clear();  // the SEG needs labels, geometry and sources only
+        c.volume.slices.shrink_to_fit();
+        if (write_dicom) {
+          try {
+            const auto written = write_seg_and_sr(c, out);
+            s.seg_file = written.seg;
+            s.sr_file = written.sr;
+            s.segments = c.segments;  // renumbered to the SEG's segment numbers
+          } catch (const std::exception& e) {
+            s.notes.push_back(fmt::format("no SEG/SR: {}", e.what()));
+            std::fprintf(stderr, "series %s: no SEG/SR: %s\n", c.key.c_str(), e.what());
+          }
+        }
+        ++analysed;
+      } catch (const std::exception& e) {
+        s = summarize(c);
+        s.error = e.what();
+        ++failed;
+        std::fprintf(stderr, "series %s failed: %s\n", c.key.c_str(), e.what());
+      }
+      if (tty)
+        std::fprintf(stderr, "[%zu/%zu] %s %s %dx%dx%d %s: %zu segments%s (%s)\n", bi + 1, batches.size(),
+                     s.key.c_str(), s.info.modality.c_str(), s.depth, s.rows, s.cols, s.profile.c_str(),
+                     s.segments.size(), s.error.empty() ? "" : " FAILED", join_timings(s.timings).c_str());
+      done.push_back(std::move(s));
+    }
+  }
+
+  write_text_file(out / "features.json", features_json(done, rejected));
+  write_text_file(out / "features.csv", features_csv(done));
+  if (analysed == 0) {
+    std::fprintf(stderr,
+                 "pacsnode analyze: no series analysed in %s (%zu volumes decoded, %d failed, %d without a "
+                 "matching profile; %zu inputs rejected)\n",
+                 input.c_str(), decoded, failed, unmatched, rejected.size());
+    return 1;
+  }
+  pacsnode::component_logger("pipeline")
+      ->info("analyze: {} series analysed, {} failed, {} rejected inputs", analysed, failed, rejected.size());
+  return 0;
+}
+
+Mask select_label(const kernels::NiftiImage& img, std::optional<int> label) {
+  Mask m = kernels::make_mask(static_cast<int>(img.slices.size()), img.slices.front().rows, img.slices.front().cols);
+  for (std::size_t z = 0; z < m.size(); ++z) {
+    cv::Mat src;
+    img.slices[z].convertTo(src, CV_32F);
+    if (label)
+      cv::compare(src, static_cast<double>(*label), m[z], cv::CMP_EQ);
+    else
+      cv::compare(src, 0.0, m[z], cv::CMP_NE);
+  }
+  kernels::binarise(m);
+  return m;
+}
+
+bool is_nifti(const fs::path& p) {
+  const std::string n = p.filename().string();
+  return n.size() > 4 && (n.ends_with(".nii") || n.ends_with(".nii.gz"));
+}
+
+// JSON string contents (without the quotes).
+std::string jstr(const std::string& s) {
+  std::string o;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\')
+      o += '\\', o += static_cast<char>(c);
+    else if (c < 0x20)
+      o += fmt::format("\\u{:04x}", c);
+    else
+      o += static_cast<char>(c);
+  }
+  return o;
+}
+
+std::string num(double v) { return std::isfinite(v) ? fmt::format("{}", v) : std::string("null"); }
+
+int evaluate(const std::vector<std::string>& argv) {
+  const Args a(argv, {"--pred", "--ref", "--label", "--pred-label", "--ref-label"}, {"--help"});
+  if (a.flags.count("--help")) {
+    std::fputs(kEvaluateUsage, stdout);
+    return 0;
+  }
+  if (!a.positional.empty()) throw UsageError("unexpected argument " + a.positional.front());
+  const fs::path pred = a.need("--pred"), ref = a.need("--ref");
+  for (const auto& p : {pred, ref}) {
+    if (!fs::exists(p)) {
+      std::fprintf(stderr, "pacsnode evaluate: %s does not exist\n", p.c_str());
+      return 1;
+    }
+    if (!is_nifti(p)) {
+      std::fprintf(stderr,
+                   "pacsnode evaluate: %s: only NIfTI masks (.nii, .nii.gz) are supported; DICOM SEG input needs a "
+                   "SEG reader, which dicom/ does not have yet\n",
+                   p.c_str());
+      return 1;
+    }
+  }
+  std::optional<int> pl, rl;
+  if (auto v = a.get("--label")) pl = rl = parse_int(*v, "--label");
+  if (auto v = a.get("--pred-label")) pl = parse_int(*v, "--pred-label");
+  if (auto v = a.get("--ref-label")) rl = parse_int(*v, "--ref-label");
+  const auto pimg = kernels::read_nifti(pred);
+  const auto rimg = kernels::read_nifti(ref);
+  if (pimg.slices.size() != rimg.slices.size() || pimg.slices.front().size() != rimg.slices.front().size()) {
+    std::fprintf(stderr, "pacsnode evaluate: shapes differ: %s is %zux%dx%d, %s is %zux%dx%d\n", pred.c_str(),
+                 pimg.slices.size(), pimg.slices.front().rows, pimg.slices.front().cols, ref.c_str(),
+                 rimg.slices.size(), rimg.slices.front().rows, rimg.slices.front().cols);
+    return 1;
+  }
+  const auto close = [](double x, double y) { return std::abs(x - y) <= 1e-3 * std::max(std::abs(x), std::abs(y)); };
+  if (!close(pimg.spacing.col, rimg.spacing.col) || !close(pimg.spacing.row, rimg.spacing.row) ||
+      !close(pimg.spacing.slice, rimg.spacing.slice))
+    std::fprintf(stderr, "warning: voxel spacings differ; the reference's is used\n");
+  const auto m = kernels::overlap_metrics(select_label(rimg, rl), select_label(pimg, pl), rimg.spacing);
+  std::printf(
+      "{\n  \"pred\": \"%s\",\n  \"ref\": \"%s\",\n  \"spacing_mm\": [%s, %s, %s],\n  \"dice\": %s,\n  \"jaccard\": "
+      "%s,\n"
+      "  \"reference_voxels\": %lld,\n  \"test_voxels\": %lld,\n  \"intersection_voxels\": %lld,\n"
+      "  \"reference_volume_mm3\": %s,\n  \"test_volume_mm3\": %s,\n  \"volume_difference_mm3\": %s,\n"
+      "  \"relative_volume_difference\": %s,\n  \"hausdorff_mm\": %s,\n  \"hausdorff95_mm\": %s,\n"
+      "  \"mean_surface_distance_mm\": %s\n}\n",
+      jstr(pred.filename().string()).c_str(), jstr(ref.filename().string()).c_str(), num(rimg.spacing.slice).c_str(),
+      num(rimg.spacing.row).c_str(), num(rimg.spacing.col).c_str(), num(m.dice).c_str(), num(m.jaccard).c_str(),
+      static_cast<long long>(m.reference_voxels), static_cast<long long>(m.test_voxels),
+      static_cast<long long>(m.intersection_voxels), num(m.reference_volume_mm3).c_str(),
+      num(m.test_volume_mm3).c_str(), num(m.volume_difference_mm3).c_str(), num(m.relative_volume_difference).c_str(),
+      num(m.hausdorff_mm).c_str(), num(m.hausdorff95_mm).c_str(), num(m.mean_surface_distance_mm).c_str());
+  return 0;
+}
+
+std::string metrics_json(const kernels::BinaryMetrics& m) {
+  return fmt::format(
+      "{{\"n\": {}, \"accuracy\": {}, \"sensitivity\": {}, \"specificity\": {}, \"roc_auc\": {}, \"threshold\": {}, "
+      "\"tp\": {}, \"fp\": {}, \"tn\": {}, \"fn\": {}}}",
+      m.counts.total(), num(m.accuracy), num(m.sensitivity), num(m.specificity), num(m.roc_auc), num(m.threshold),
+      m.counts.true_positive, m.counts.false_positive, m.counts.true_negative, m.counts.false_negative);
+}
+
+int train(const std::vector<std::string>& argv) {
+  const Args a(
+      argv,
+      {"--features", "--labels", "--out", "--folds", "--positive", "--label-column", "--ignore", "--trees", "--seed"},
+      {"--help"});
+  if (a.flags.count("--help")) {
+    std::fputs(kTrainUsage, stdout);
+    return 0;
+  }
+  if (!a.positional.empty()) throw UsageError("unexpected argument " + a.positional.front());
+  const fs::path features = a.need("--features");
+  const std::string labels = a.need("--labels");
+  const fs::path model = a.need("--out");
+  const int folds = a.get("--folds") ? parse_int(*a.get("--folds"), "--folds") : 5;
+  if (folds < 2) throw UsageError("--folds must be >= 2");
+  kernels::LabelSource src;
+  // A path to an existing file is a labels file; anything else names a column of the features CSV.
+  if (fs::is_regular_file(labels)) {
+    src.file = labels;
+    src.column = a.get("--label-column").value_or("label");
+  } else {
+    src.column = labels;
+  }
+  kernels::TrainParams params;
+  params.positive_label = a.get("--positive").value_or("");
+  params.ignore_columns = {"segment_label", "series", "series_uid"};  // ids in analyze's features.csv
+  if (auto ig = a.get("--ignore")) {
+    params.ignore_columns.clear();
+    std::string cur;
+    for (char ch : *ig + ",") {
+      if (ch == ',') {
+        if (!cur.empty()) params.ignore_columns.push_back(cur);
+        cur.clear();
+      } else {
+        cur += ch;
+      }
+    }
+  }
+  if (auto t = a.get("--trees")) params.forest.n_trees = parse_int(*t, "--trees");
+  if (auto s = a.get("--seed")) params.seed = static_cast<std::uint64_t>(std::stoull(*s));
+  if (!model.parent_path().empty()) fs::create_directories(model.parent_path());
+  const auto r = kernels::train_random_forest(features, src, folds, params, model);
+  std::fprintf(stderr, "%s\n", kernels::to_string(r).c_str());
+  std::string per_fold;
+  for (std::size_t i = 0; i < r.per_fold.size(); ++i) per_fold += (i ? ", " : "") + metrics_json(r.per_fold[i]);
+  std::string names;
+  for (std::size_t i = 0; i < r.feature_names.size(); ++i)
+    names += fmt::format("{}\"{}\"", i ? ", " : "", jstr(r.feature_names[i]));
+  std::printf(
+      "{\n  \"model\": \"%s\",\n  \"positive_label\": \"%s\",\n  \"negative_label\": \"%s\",\n  \"samples\": %zu,\n"
+      "  \"positives\": %zu,\n  \"folds\": %d,\n  \"features\": [%s],\n  \"cross_validated\": %s,\n"
+      "  \"per_fold\": [%s]\n}\n",
+      jstr(r.model_path.string()).c_str(), jstr(r.positive_label).c_str(), jstr(r.negative_label).c_str(), r.n_samples,
+      r.n_positive, r.folds, names.c_str(), metrics_json(r.cross_validated).c_str(), per_fold.c_str());
+  return 0;
+}
+
+// The offline commands print their results on stdout; log lines (spdlog's stock default logger
+// writes to stdout) are moved to stderr so that stdout stays parseable. A daemon-configured
+// logger (journald, stderr) is left alone.
+void logs_to_stderr() {
+  std::shared_ptr<spdlog::sinks::sink> err;
+  auto fix = [&](const std::shared_ptr<spdlog::logger>& l) {
+    if (!l) return;
+    for (auto& s : l->sinks()) {
+      const bool to_stdout = dynamic_cast<spdlog::sinks::ansicolor_stdout_sink_mt*>(s.get()) ||
+                             dynamic_cast<spdlog::sinks::ansicolor_stdout_sink_st*>(s.get()) ||
+                             dynamic_cast<spdlog::sinks::stdout_sink_mt*>(s.get()) ||
+                             dynamic_cast<spdlog::sinks::stdout_sink_st*>(s.get());
+      if (!to_stdout) continue;
+      if (!err) {
+        err = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+        err->set_level(s->level());
+      }
+      s = err;
+    }
+  };
+  fix(spdlog::default_logger());
+  spdlog::apply_all(fix);
+}
+
+int guarded(const char* name, const char* usage, int (*fn)(const std::vector<std::string>&),
+            const std::vector<std::string>& args) {
+  try {
+    logs_to_stderr();
+    return fn(args);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "pacsnode %s: %s\n%s", name, e.what(), usage);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pacsnode %s: %s\n", name, e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int analyze_main(const std::vector<std::string>& args) { return guarded("analyze", kAnalyzeUsage, analyze, args); }
+int evaluate_main(const std::vector<std::string>& args) { return guarded("evaluate", kEvaluateUsage, evaluate, args); }
+int train_main(const std::vector<std::string>& args) { return guarded("train", kTrainUsage, train, args); }
+
+}  // namespace analysis

@@ -1,0 +1,65 @@
+#pragma once
+// What is left of an analysed series once its volume is released, and its outputs:
+// features.json, features.csv (one row per series and segment, units in the column names),
+// and the DICOM SEG + TID 1500 SR (dicom/seg_builder.h, dicom/sr_builder.h).
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "analysis/stage.h"
+#include "dicom/sr_builder.h"
+#include "dicom/series_loader.h"
+
+namespace analysis {
+
+struct SeriesSummary {
+  std::string key;      // series_key()
+  std::string profile;  // profile name
+  dicom::SeriesInfo info;
+  int depth = 0, rows = 0, cols = 0;
+  Spacing spacing;
+  std::vector<SegmentResult> segments;
+  std::vector<StageTiming> timings;
+  std::filesystem::path preview, seg_file, sr_file;
+  std::vector<std::string> notes;
+  std::string error;  // non-empty: the series failed ("<stage>: <reason>")
+};
+
+SeriesSummary summarize(const SeriesContext& c);
+
+// features.json: {"series": [{key, series_uid, modality, body_part, series_description, profile,
+// dims, spacing_mm, timings_ms, preview, seg, sr, notes, error, segments: [{label, name,
+// features{...}, findings[...], prediction, overlap}]}], "rejected": [{path, reason}]}.
+// Non-finite numbers are written as null.
+std::string features_json(const std::vector<SeriesSummary>& series, const std::vector<dicom::Rejected>& rejected);
+
+// features.csv: header `series,series_uid,modality,profile,segment_label,segment,<features...>,
+// <rule set>_finding...,model_label,model_probability`, one row per series and segment (failed
+// series get no row). Feature columns are the union over all rows (empty where absent), volume,
+// intensity and emphysema columns first, then the rest alphabetically. Units are in the names:
+// _ml, _mm, _mm2, _mm3, _hu (Hounsfield), _au (arbitrary intensity unit), _percent, _bits.
+std::string features_csv(const std::vector<SeriesSummary>& series);
+
+// Writes `text` to `path` via a temporary file in the same folder and a rename.
+void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+struct DicomOutputs {
+  std::filesystem::path seg, sr;
+};
+
+// Writes <dir>/<key>_seg.dcm and <dir>/<key>_sr.dcm for an analysed series: one SEG segment per
+// segment with voxels (codes from dicom::codes::segment_codes, tissue codes for unknown names),
+// and a TID 1500 SR with one measurement group per segment (volume ml, mean HU for CT,
+// emphysema index for lungs, the rule findings as qualitative evaluations; the document-level
+// evaluation of a rule set is "Present" when any segment's is). Renumbers c.labels in place to
+// 1..N (the SEG's segment numbers), so run it after every stage. Throws on failure; throws
+// std::invalid_argument when the series cannot have a SEG (resampled grid, no segment).
+// Needs the label map, geometry and source frames, not the pixels: callers that are done with
+// the image may clear c.volume.slices first to lower the peak memory.
+// `replaces`: the SR of an earlier analysis of the same series, listed in the new SR's
+// Predecessor Documents Sequence (a study reopened by late instances is reported again).
+DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
+                              const std::optional<dicom::DocumentRef>& replaces = std::nullopt);
+
+}  // namespace analysis

@@ -1,0 +1,155 @@
+#pragma once
+// The common interface of the analysis stages and the state they pass along.
+//
+//   decode (StudyStage: files -> Volumes; the only stage that sees DICOM)
+//   > preprocess > segment > features > classify > evaluate > display (Stage: one series)
+//
+// Stage uses the non-virtual interface idiom: the public run() times the protected run_() (which
+// calls the pure kernels of analysis/kernels), appends the milliseconds to the context and logs
+// them at debug; a failure propagates as an exception naming the stage (caught once per series by
+// the pipeline's caller).
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "analysis/kernels/classify.h"
+#include "analysis/kernels/display.h"
+#include "analysis/kernels/evaluate.h"
+#include "analysis/kernels/types.h"
+#include "analysis/profile.h"
+#include "dicom/codes.h"
+#include "dicom/series_loader.h"
+#include "dicom/volume.h"
+
+namespace analysis {
+
+struct StageTiming {
+  std::string stage;
+  double ms = 0;
+};
+
+// One labelled segment of a series and everything measured on it.
+struct SegmentResult {
+  int label = 0;                                    // value in SeriesContext::labels
+  std::string name;                                 // e.g. "left_lung"; key of dicom::codes::segment_codes
+  std::optional<dicom::codes::SegmentCodes> codes;  // SNOMED category/type for the SEG
+  kernels::Rgb colour;
+  std::int64_t voxels = 0;
+  kernels::FeatureMap features;                    // name (unit in the name) -> value
+  std::vector<kernels::RuleOutcome> findings;      // rule sets of the profile
+  std::optional<kernels::Prediction> prediction;   // trained model of the profile
+  std::optional<kernels::OverlapMetrics> overlap;  // against the reference (Evaluate)
+};
+
+// A reference segmentation for the Evaluate stage, on the grid of the (unresampled) volume.
+struct Reference {
+  LabelVolume labels;  // CV_8U; 0 = background
+  // Segment name -> reference label. Empty: every segment is compared with "reference != 0".
+  std::map<std::string, int> label_of_segment;
+};
+
+// One bit per voxel, rows padded to whole bytes: voxel (z, r, c) is bit c % 8 of byte
+// (z * rows + r) * row_bytes() + c / 8.
+struct BitVolume {
+  int depth = 0, rows = 0, cols = 0;
+  std::vector<std::uint8_t> bytes;
+  int row_bytes() const { return (cols + 7) / 8; }
+  bool empty() const { return bytes.empty(); }
+};
+
+struct SeriesContext {
+  std::string key;  // short hash of the Series Instance UID: for logs and file names
+  const Profile* profile = nullptr;
+  dicom::Volume volume;
+  LabelVolume labels;  // CV_8U label map, one slice per volume slice (after Segment)
+  std::vector<SegmentResult> segments;
+  std::vector<StageTiming> timings;
+  std::optional<Reference> reference;  // Evaluate runs only when given
+  std::filesystem::path out_dir;       // Display writes <out_dir>/<key>_preview.png; empty: no preview
+  std::filesystem::path preview;       // written preview
+  bool resampled = false;              // Preprocess changed the grid (labels no longer match sources)
+  // Voxels <= low_attenuation_hu in the image as decoded, recorded by Preprocess before it smooths
+  // a ct-chest volume, so that the emphysema index is measured on the original HU (as in the
+  // literature) while segmentation uses the smoothed image. Empty: measure on the image as is.
+  BitVolume low_attenuation;
+  double low_attenuation_hu = 0;
+  std::vector<std::string> notes;  // what a stage chose to report (e.g. "lungs split at mid-plane")
+
+  double total_ms() const {
+    double t = 0;
+    for (const auto& s : timings) t += s.ms;
+    return t;
+  }
+  SegmentResult* segment(std::string_view name) {
+    for (auto& s : segments)
+      if (s.name == name) return &s;
+    return nullptr;
+  }
+};
+
+// Decoding of a study's files (DICOM stays inside stages/decode).
+struct StudyContext {
+  std::string key;                           // short hash of the folder or study
+  std::vector<std::filesystem::path> files;  // input, any layout
+  std::filesystem::path folder;              // alternative input: every file below it
+  std::vector<dicom::Volume> volumes;        // output of decode
+  std::vector<dicom::Rejected> rejected;     // files skipped, with the reason
+  std::vector<std::string> notes;
+  std::vector<StageTiming> timings;
+};
+
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  double ms() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+// One step on one series.
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  void run(SeriesContext& c);  // times run_(), records it in c.timings, rethrows with the stage name
+  virtual std::string_view name() const = 0;
+
+ protected:
+  virtual void run_(SeriesContext& c) = 0;
+};
+
+// One step on a whole study (decode).
+class StudyStage {
+ public:
+  virtual ~StudyStage() = default;
+  void run(StudyContext& c);
+  virtual std::string_view name() const = 0;
+
+ protected:
+  virtual void run_(StudyContext& c) = 0;
+};
+
+// Thrown by Stage::run when run_() fails: what() is "<stage>: <reason>".
+class StageError : public std::runtime_error {
+ public:
+  StageError(std::string stage, const std::string& what)
+      : std::runtime_error(stage + ": " + what), stage_(std::move(stage)) {}
+  const std::string& stage() const { return stage_; }
+
+ private:
+  std::string stage_;
+};
+
+// FNV-1a 64 of `text` as 16 hex digits: a stable, non-reversible key for logs and file names.
+std::string short_hash(std::string_view text);
+
+}  // namespace analysis

@@ -1,0 +1,148 @@
+// Benchmark of the ct-chest profile on a chest-like CT (bench/pipeline.sh makes a 300x512x512
+// series with ../shared/tools/make_ct_phantom.py and runs the SciPy peer next to this).
+//
+// usage: bench_pipeline SERIES_DIR [OUT_DIR]
+//
+// 1. Whole profile, first (so that the peak RSS is the profile's): decode, preprocess (median
+//    3x3), segment (body, lungs, bone), features (IBSI on lungs and bone), classify, display
+//    (PNG preview); then SEG + SR, reported separately.
+// 2. The peer's steps, like for like, on a fresh decode: decode, median 3x3, threshold < -400 HU,
+//    3D components (6-connected, as scipy.ndimage.label's default) with border-touching ones
+//    dropped.
+// Machine-readable lines start with "@ " (key value); pipeline.sh turns them into ratios.
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <opencv2/core.hpp>
+#include <string>
+
+#include "analysis/kernels/preprocess.h"
+#include "analysis/kernels/segment.h"
+#include "analysis/pipeline.h"
+#include "analysis/results.h"
+
+namespace fs = std::filesystem;
+using namespace analysis;
+
+namespace {
+
+double peak_rss_mb() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;  // Linux: kB
+}
+
+void emit(const std::string& key, double v) { std::printf("@ %s %.3f\n", key.c_str(), v); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: bench_pipeline SERIES_DIR [OUT_DIR]\n");
+    return 2;
+  }
+  const fs::path series = argv[1];
+  const fs::path out = argc > 2 ? fs::path(argv[2]) : fs::temp_directory_path() / "pacsnode-bench-pipeline";
+  fs::create_directories(out);
+  std::printf("OpenCV threads: %d, CPUs: %d\n", cv::getNumThreads(), cv::getNumberOfCPUs());
+
+  // ---- 1. whole ct-chest profile
+  double volume_mb = 0;
+  {
+    const Stopwatch total;
+    StudyContext study = decode_folder(series);
+    if (study.volumes.size() != 1) {
+      std::fprintf(stderr, "expected one volume in %s, got %zu\n", series.c_str(), study.volumes.size());
+      return 1;
+    }
+    const Pipeline pipeline;
+    const Profile* profile = pipeline.select({}, "ct-chest");
+    SeriesContext c;
+    c.volume = std::move(study.volumes[0]);
+    c.profile = profile;
+    c.out_dir = out;
+    const auto& v = c.volume;
+    volume_mb = static_cast<double>(v.depth()) * v.rows() * v.cols() * 2 / (1024.0 * 1024.0);
+    std::printf("volume: %d x %d x %d, type %s, int16 size %.1f MiB\n", v.depth(), v.rows(), v.cols(),
+                v.slices.front().type() == CV_16S ? "CV_16S" : "other", volume_mb);
+    pipeline.run(c);
+    const double total_ms = total.ms();
+    const double rss = peak_rss_mb();
+    std::printf("\nct-chest profile (ours):\n");
+    const double decode_ms = study.timings.front().ms;
+    std::printf("  %-12s %9.1f ms\n", "decode", decode_ms);
+    emit("profile.decode_ms", decode_ms);
+    for (const auto& t : c.timings) {
+      std::printf("  %-12s %9.1f ms\n", t.stage.c_str(), t.ms);
+      emit("profile." + t.stage + "_ms", t.ms);
+    }
+    std::printf("  %-12s %9.1f ms\n", "total", total_ms);
+    emit("profile.total_ms", total_ms);
+    for (const auto& s : c.segments) {
+      const auto get = [&](const char* k) {
+        const auto it = s.features.find(k);
+        return it == s.features.end() ? 0.0 : it->second;
+      };
+      std::printf("  segment %-10s %9.1f ml  mean %7.1f HU  LAA-950 %5.2f %%\n", s.name.c_str(), get("volume_ml"),
+                  get("mean_hu"), get("laa950_percent"));
+    }
+    std::printf("  peak RSS %.1f MiB = %.2f x the int16 volume (target <= 3.00)\n", rss, rss / volume_mb);
+    emit("profile.peak_rss_mb", rss);
+    emit("volume_int16_mb", volume_mb);
+
+    c.volume.slices.clear();  // as analyze does: the SEG needs labels, geometry and sources only
+    c.volume.slices.shrink_to_fit();
+    const Stopwatch segsr;
+    const auto files = write_seg_and_sr(c, out);
+    const double segsr_ms = segsr.ms();
+    std::printf("  SEG + SR     %9.1f ms (%s, %s), peak RSS after %.1f MiB = %.2f x\n", segsr_ms,
+                files.seg.filename().c_str(), files.sr.filename().c_str(), peak_rss_mb(), peak_rss_mb() / volume_mb);
+    emit("seg_sr_ms", segsr_ms);
+    emit("peak_rss_after_seg_sr_mb", peak_rss_mb());
+  }
+
+  // ---- 2. the peer's steps, like for like
+  {
+    std::printf("\npeer's steps (ours):\n");
+    Stopwatch sw;
+    StudyContext study = decode_folder(series);
+    const double decode_ms = sw.ms();
+    auto& slices = study.volumes.at(0).slices;
+    sw = Stopwatch();
+    kernels::median_filter(slices, 3);
+    const double median_ms = sw.ms();
+    sw = Stopwatch();
+    Mask air = kernels::threshold(slices, {-1e30, -400.5});  // < -400 on integer HU
+    const double threshold_ms = sw.ms();
+    {  // info only: the same threshold into the now-mapped buffer (no first-touch page faults)
+      Mask again = air;
+      std::vector<cv::Mat> copy;
+      for (auto& m : again) copy.push_back(m);  // shares memory with `air`; rewritten identically
+      const Stopwatch warm;
+      kernels::threshold_into(slices, {-1e30, -400.5}, copy);
+      std::printf("  (threshold into a reused, already mapped mask: %.1f ms)\n", warm.ms());
+    }
+    sw = Stopwatch();
+    const auto comps = kernels::label_components(air, kernels::Connectivity::c6);
+    std::vector<bool> keep(comps.count());
+    for (std::size_t i = 0; i < comps.count(); ++i) keep[i] = !comps.components[i].touches_inplane_border;
+    kernels::select_components(air, comps, keep);
+    const double components_ms = sw.ms();
+    const double lung_ml = kernels::count_nonzero(air) * study.volumes[0].voxel_volume_mm3() / 1000.0;
+    std::printf(
+        "  decode %.1f ms, median %.1f ms, threshold %.1f ms, components+border drop %.1f ms "
+        "(%zu components, %.1f ml kept)\n",
+        decode_ms, median_ms, threshold_ms, components_ms, comps.count(), lung_ml);
+    emit("lfl.decode_ms", decode_ms);
+    emit("lfl.median_ms", median_ms);
+    emit("lfl.threshold_ms", threshold_ms);
+    emit("lfl.components_ms", components_ms);
+    emit("lfl.segment_ms", threshold_ms + components_ms);
+    emit("lfl.total_ms", decode_ms + median_ms + threshold_ms + components_ms);
+    emit("lfl.lung_ml", lung_ml);
+    emit("lfl.components", static_cast<double>(comps.count()));
+  }
+  return 0;
+}

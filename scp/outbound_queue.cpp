@@ -1,0 +1,135 @@
+#include "scp/outbound_queue.h"
+
+#include <cmath>
+#include <random>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+
+#include "dicom/log.h"
+#include "dicom/store_scu.h"
+#include "scp/study_assembler.h"
+
+namespace asio = boost::asio;
+
+namespace scp {
+
+std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempts, double jitter) {
+  const double base = std::min<double>(o.max_backoff_seconds, o.initial_backoff_seconds * std::pow(2.0, std::min(attempts, 30)));
+  return std::chrono::milliseconds(static_cast<std::int64_t>(base * jitter * 1000.0));
+}
+
+OutboundQueue::OutboundQueue(asio::io_context& io, Index& index, const config::Config& cfg)
+    : index_(index),
+      cfg_(cfg),
+      strand_(asio::make_strand(io)),
+      timer_(strand_),
+      senders_(std::max<std::size_t>(1, cfg.destinations.size())),
+      in_flight_(new std::atomic<bool>[std::max<std::size_t>(1, cfg.destinations.size())]) {
+  for (std::size_t i = 0; i < cfg.destinations.size(); ++i) in_flight_[i] = false;
+}
+
+OutboundQueue::~OutboundQueue() { stop(); }
+
+void OutboundQueue::start() { asio::post(strand_, [this] { tick(); }); }
+
+void OutboundQueue::notify() {
+  asio::post(strand_, [this] {
+    if (!stopping_) tick();
+  });
+}
+
+void OutboundQueue::stop() {
+  if (stopping_.exchange(true)) return;
+  asio::post(strand_, [this] { timer_.cancel(); });
+  senders_.join();
+}
+
+void OutboundQueue::tick() {
+  if (stopping_) return;
+  const auto now = wall_ms();
+  for (std::size_t d = 0; d < cfg_.destinations.size(); ++d) {
+    if (in_flight_[d]) continue;
+    std::vector<OutboxRow> rows;
+    try {
+      rows = index_.due(cfg_.destinations[d].name, now, cfg_.outbound.batch);
+    } catch (const std::exception& e) {
+      pacsnode::component_logger("outbound")->error("outbox: {}", e.what());
+      continue;
+    }
+    if (rows.empty()) continue;
+    in_flight_[d] = true;
+    asio::post(senders_, [this, d, rows = std::move(rows)]() mutable { send(d, std::move(rows)); });
+  }
+  timer_.expires_after(std::chrono::seconds(1));
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+void OutboundQueue::send(std::size_t d, std::vector<OutboxRow> rows) {
+  auto log = pacsnode::component_logger("outbound");
+  const auto& dest = cfg_.destinations[d];
+  dicom::StoreTarget target;
+  target.calling_ae = cfg_.node.ae_title;
+  target.called_ae = dest.ae_title;
+  target.host = dest.host;
+  target.port = dest.port;
+  target.connect_timeout_seconds = cfg_.outbound.connect_timeout_seconds;
+  target.acse_timeout_seconds = cfg_.node.acse_timeout_seconds;
+  target.dimse_timeout_seconds = cfg_.outbound.dimse_timeout_seconds;
+  std::vector<std::filesystem::path> files;
+  for (const auto& r : rows) files.emplace_back(r.path);
+
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<dicom::SendResult> results;
+  try {
+    results = dicom::store_files(target, files);
+  } catch (const std::exception& e) {  // store_files reports per file; this is a bug guard
+    for (const auto& f : files) results.push_back({f, dicom::SendOutcome::transient_failure, std::nullopt, e.what()});
+  }
+  int sent = 0, retrying = 0, dead = 0;
+  std::string last_reason;
+  const auto now = wall_ms();
+  thread_local std::mt19937 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> jitter(0.8, 1.2);
+  for (std::size_t i = 0; i < rows.size() && i < results.size(); ++i) {
+    const auto& row = rows[i];
+    const auto& res = results[i];
+    try {
+      if (res.outcome == dicom::SendOutcome::sent) {
+        index_.mark_sent(row.id, now);
+        ++sent;
+        continue;
+      }
+      last_reason = res.detail;
+      const bool too_many = row.attempts + 1 >= cfg_.outbound.max_attempts;
+      const bool too_old = now - row.created_ms > std::int64_t(cfg_.outbound.max_age_hours) * 3600 * 1000;
+      if (res.outcome == dicom::SendOutcome::permanent_failure || too_many || too_old) {
+        const std::string why = res.outcome == dicom::SendOutcome::permanent_failure
+                                    ? res.detail
+                                    : fmt::format("gave up after {} attempt(s): {}", row.attempts + 1, res.detail);
+        index_.mark_dead(row.id, why, now);
+        ++dead;
+        log->error("destination '{}': {} (outbox #{}, study {}) dead-lettered: {}; `pacsnode outbox retry` sends it again",
+                   dest.name, row.kind, row.id, study_hash(index_.log_key(), row.study_uid), why);
+      } else {
+        index_.mark_retry(row.id, now + backoff(cfg_.outbound, row.attempts, jitter(rng)).count(), res.detail, now);
+        ++retrying;
+      }
+    } catch (const std::exception& e) {
+      log->error("outbox #{}: cannot record the outcome: {}", row.id, e.what());
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (retrying || dead)
+    log->warn("destination '{}' ({}@{}:{}): {} sent, {} to retry, {} dead-lettered in {:.2f} s; last problem: {}", dest.name,
+              dest.ae_title, dest.host, dest.port, sent, retrying, dead, secs, last_reason);
+  else
+    log->info("destination '{}' ({}@{}:{}): {} object(s) sent in {:.2f} s", dest.name, dest.ae_title, dest.host, dest.port,
+              sent, secs);
+  in_flight_[d] = false;
+  if (sent && !stopping_) notify();  // more may be due
+}
+
+}  // namespace scp

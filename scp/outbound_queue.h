@@ -1,0 +1,47 @@
+#pragma once
+// Sends result objects to every configured destination by C-STORE. The queue is the outbox table
+// of the index, so it survives restarts; an object is marked sent only after a success status
+// (after a crash it may be sent again, with the same SOP Instance UID). Each destination has one
+// association at a time on its own sender thread, so a failing destination holds up no other.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "config/config.h"
+#include "scp/index.h"
+
+namespace scp {
+
+// Delay before attempt `attempts + 1`: initial * 2^attempts, capped, times a jitter in [0.8, 1.2].
+std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempts, double jitter);
+
+class OutboundQueue {
+ public:
+  OutboundQueue(boost::asio::io_context& io, Index& index, const config::Config& cfg);
+  ~OutboundQueue();
+
+  void start();   // looks for due objects every second
+  void notify();  // new objects are queued: look now (thread-safe)
+  void stop();    // no new sends; waits for associations in flight (bounded by their timeouts)
+
+ private:
+  void tick();
+  void send(std::size_t d, std::vector<OutboxRow> rows);
+
+  Index& index_;
+  const config::Config& cfg_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::steady_timer timer_;
+  boost::asio::thread_pool senders_;
+  std::unique_ptr<std::atomic<bool>[]> in_flight_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace scp

@@ -1,0 +1,133 @@
+#define BOOST_TEST_MODULE pipeline_real
+#include <boost/test/unit_test.hpp>
+
+// The profiles on real public series (../shared/data, provenance in MANIFEST.md).
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "analysis/pipeline.h"
+#include "analysis/results.h"
+#include "analysis/stages/recipes.h"
+#include "support/paths.h"
+
+namespace fs = std::filesystem;
+using namespace analysis;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/pacsnode-pipeline-real-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+SeriesContext run_single(const StudyContext& study_in, const Pipeline& pipeline, const fs::path& out,
+                         const std::string& expected_profile) {
+  StudyContext study = study_in;
+  BOOST_TEST_REQUIRE(study.volumes.size() == 1u);
+  const Profile* p = pipeline.select(study.volumes[0].info);
+  BOOST_TEST_REQUIRE(p != nullptr);
+  BOOST_TEST(p->name == expected_profile);
+  return pipeline.run(std::move(study.volumes[0]), *p, out);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(real_chest_abdomen_ct_gives_plausible_lungs) {
+  const auto dir = testsupport::shared_data("mirp/ct_images_seg/CRLM-CT-1004/image");
+  TempDir out;
+  const Pipeline pipeline;
+  StudyContext study = decode_folder(dir);
+  BOOST_TEST_REQUIRE(study.volumes.size() == 1u);
+  BOOST_TEST(study.volumes[0].depth() == 41);
+  BOOST_TEST(study.volumes[0].info.series_description == "CT CH/AB/PEL");  // matched by the description
+  SeriesContext c = run_single(study, pipeline, out.path, "ct-chest");
+  for (const char* name : {"right_lung", "left_lung"}) {
+    SegmentResult* s = c.segment(name);
+    BOOST_TEST_REQUIRE(s != nullptr, name);
+    const double ml = s->features.at("volume_ml"), laa = s->features.at("laa950_percent");
+    BOOST_TEST_MESSAGE(name << ": " << ml << " ml, mean " << s->features.at("mean_hu") << " HU, LAA-950 " << laa
+                            << " %");
+    BOOST_TEST(ml >= 500.0);
+    BOOST_TEST(ml <= 4000.0);
+    BOOST_TEST(laa >= 0.0);
+    BOOST_TEST(laa <= 30.0);
+    BOOST_TEST(s->features.at("mean_hu") < -500);
+    BOOST_TEST_REQUIRE(s->findings.size() == 1u);
+    BOOST_TEST(s->findings[0].finding.has_value());
+  }
+  // The right lung is on the patient's right: smaller mean patient x (LPS) than the left lung.
+  auto mean_x = [&](int label) {
+    double sum = 0, n = 0;
+    for (int z = 0; z < c.volume.depth(); ++z)
+      for (int r = 0; r < c.volume.rows(); ++r)
+        for (int col = 0; col < c.volume.cols(); ++col)
+          if (c.labels[z].at<std::uint8_t>(r, col) == label) sum += recipes::patient_x(c.volume.geom, col, r, z), ++n;
+    return sum / n;
+  };
+  BOOST_TEST(mean_x(c.segment("right_lung")->label) < mean_x(c.segment("left_lung")->label));
+  BOOST_TEST(c.segment("body")->features.at("volume_ml") > 1000);
+  BOOST_TEST(fs::exists(c.preview));
+  const auto files = write_seg_and_sr(c, out.path);
+  BOOST_TEST(fs::file_size(files.seg) > 0u);
+  BOOST_TEST(fs::file_size(files.sr) > 0u);
+}
+
+BOOST_AUTO_TEST_CASE(generic_on_mr_series) {
+  const auto dir = testsupport::shared_data("mirp/adc_images_mr/SCAN_001/adc_image");
+  TempDir out;
+  const Pipeline pipeline;
+  SeriesContext c = run_single(decode_folder(dir), pipeline, out.path, "generic");
+  BOOST_TEST_REQUIRE(c.segments.size() == 1u);
+  const auto& f = c.segments[0].features;
+  BOOST_TEST(c.segments[0].name == "tissue");
+  BOOST_TEST(f.at("volume_ml") > 0);
+  BOOST_TEST(f.count("mean_au") == 1u);  // MR: arbitrary units
+  BOOST_TEST(f.count("morph_sphericity") == 1u);
+  BOOST_TEST(f.count("cm_joint_entr_bits") == 1u);
+  BOOST_TEST(fs::exists(c.preview));
+  const auto files = write_seg_and_sr(c, out.path);
+  BOOST_TEST(fs::exists(files.seg));
+  BOOST_TEST(fs::exists(files.sr));
+}
+
+BOOST_AUTO_TEST_CASE(generic_on_2d_image) {
+  const auto file = testsupport::shared_data("highdicom/data/test_files/dx_image.dcm");
+  TempDir out;
+  const Pipeline pipeline;
+  SeriesContext c = run_single(decode_files({file}), pipeline, out.path, "generic");
+  BOOST_TEST(c.volume.depth() == 1);
+  BOOST_TEST_REQUIRE(c.segments.size() == 1u);
+  const auto& f = c.segments[0].features;
+  BOOST_TEST(f.at("voxels") > 0);
+  BOOST_TEST(f.count("mean_au") == 1u);
+  BOOST_TEST(f.count("ih_entropy_bits") == 1u);
+  BOOST_TEST(fs::exists(c.preview));
+}
+
+BOOST_AUTO_TEST_CASE(series_batches_group_by_series_and_keep_unreadable_last) {
+  TempDir tmp;
+  std::ofstream(tmp.path / "junk.dcm") << "not DICOM";
+  auto files = files_below(testsupport::shared_data("mirp/adc_images_mr/SCAN_001/adc_image"));
+  const std::size_t mr_files = files.size();
+  files.insert(files.begin() + 3, tmp.path / "junk.dcm");
+  files.push_back(testsupport::shared_data("highdicom/data/test_files/dx_image.dcm"));
+  const auto batches = series_batches(files);
+  BOOST_TEST_REQUIRE(batches.size() == 3u);
+  BOOST_TEST(batches[0].size() == mr_files);
+  BOOST_TEST(batches[1].size() == 1u);
+  BOOST_TEST(batches[2].size() == 1u);
+  BOOST_TEST(batches[2].front().filename() == "junk.dcm");
+  const StudyContext junk = decode_files(batches[2]);
+  BOOST_TEST(junk.volumes.empty());
+  BOOST_TEST_REQUIRE(junk.rejected.size() == 1u);
+  BOOST_TEST(!junk.rejected[0].reason.empty());
+}
