@@ -125,7 +125,12 @@ JobOutcome JobRunner::run(const JobRow& job) {
       for (const auto& r : index_.results(job.study_uid))
         if (r.kind == "SR" && r.source_series_uid == source_series && r.generation < job.generation)
           replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
+      analysis::Stopwatch write_sw;
       const auto written = analysis::write_seg_and_sr(c, outbound, replaces);
+      std::string stages;
+      for (const auto& t : study_ctx.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
+      for (const auto& t : c.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
+      log->info("study {}: series {} ({}): {}SEG+SR {:.0f} ms", study, c.key, profile->name, stages, write_sw.ms());
       out.results.push_back(result_for(written.seg, job, "SEG", source_series));
       out.results.push_back(result_for(written.sr, job, "SR", source_series));
       if (opt_.key_images) {

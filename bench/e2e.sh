@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# End-to-end latency: from the last instance acknowledged to SEG and SR stored in a real Orthanc,
+# minus the quiet time, for a 300-slice 512x512 chest-like CT. Target: at most 2 s.
+#
+# Usage: bench/e2e.sh [BUILD_DIR] [SLICES] [SIZE]     (defaults: build 300 512)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$here/build}; slices=${2:-300}; size=${3:-512}
+work=$(mktemp -d /tmp/pacsnode-bench-e2e-XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+export TCP_NODELAY=1
+quiet=2
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+count() { curl -sf "http://127.0.0.1:$http/statistics" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'; }
+
+echo "making $slices CT slices of ${size}x${size} ..."
+/usr/bin/python3 "$here/../shared/tools/make_ct_phantom.py" "$work/ct" --slices "$slices" --size "$size" >/dev/null
+
+dicom=$(free_port); http=$(free_port); port=$(free_port)
+mkdir -p "$work/orthanc"
+cat > "$work/orthanc.json" <<JSON
+{ "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
+  "DicomAet": "ORTHANC", "DicomPort": $dicom, "HttpPort": $http, "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false, "DicomModalities": {}, "SaveJobs": false }
+JSON
+/usr/sbin/Orthanc "$work/orthanc.json" > "$work/orthanc.log" 2>&1 &
+for _ in $(seq 600); do curl -sf "http://127.0.0.1:$http/system" >/dev/null && break; sleep 0.1; done
+
+cat > "$work/pacsnode.toml" <<TOML
+[node]
+port = $port
+[storage]
+root = "$work/pn"
+min_free_mb = 0
+[study]
+quiet_seconds = $quiet
+[[destination]]
+name = "pacs"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = $dicom
+[log]
+level = "info"
+TOML
+"$build/scp/pacsnode" run --config "$work/pacsnode.toml" 2> "$work/pacsnode.log" &
+for _ in $(seq 200); do echoscu -aec PACSNODE 127.0.0.1 "$port" 2>/dev/null && break; sleep 0.05; done
+
+storescu -aec PACSNODE +sd 127.0.0.1 "$port" "$work/ct"
+acked=$(date +%s.%N)   # storescu returns after the last C-STORE-RSP
+until [ "$(count)" = 2 ]; do sleep 0.05; done
+done_at=$(date +%s.%N)
+
+total=$(echo "$done_at - $acked" | bc -l)
+latency=$(echo "$total - $quiet" | bc -l)
+printf '\nend to end, %s slices %sx%s: last ack -> SEG+SR in Orthanc %.2f s, minus quiet time %s s = %.2f s (target <= 2 s)\n' \
+  "$slices" "$size" "$size" "$total" "$quiet" "$latency"
+grep -E "analysed in|sent in|SEG.SR [0-9]" "$work/pacsnode.log" | sed "s/^/  /"
