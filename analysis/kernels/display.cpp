@@ -192,36 +192,37 @@ void put_text(cv::Mat& img, const std::string& text, cv::Point org, double scale
   cv::putText(img, text, org, kFont, scale, colour, 1, cv::LINE_AA);
 }
 
-cv::Mat render_tile(const dicom::Volume& v, const cv::Mat& label_slice, int z, const WindowLevel& wl,
-                    cv::Size tile, std::span<const SegmentStyle> segments, const PreviewParams& p) {
+
+}  // namespace
+
+cv::Mat render_overlay(const cv::Mat& slice, const cv::Mat& label_slice, const WindowLevel& wl, cv::Size size,
+                       std::span<const SegmentStyle> segments, double fill_opacity, int outline_thickness) {
   // v' = (v - (c - w/2)) * 255 / w, saturated to 0..255
   const double alpha = 255.0 / wl.width, beta = -(wl.center - wl.width / 2.0) * alpha;
   cv::Mat grey;
-  v.slices[z].convertTo(grey, CV_8U, alpha, beta);
-  const bool shrinking = tile.width < grey.cols || tile.height < grey.rows;
-  cv::resize(grey, grey, tile, 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
+  slice.convertTo(grey, CV_8U, alpha, beta);
+  const bool shrinking = size.width < grey.cols || size.height < grey.rows;
+  cv::resize(grey, grey, size, 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
   cv::Mat out;
   cv::cvtColor(grey, out, cv::COLOR_GRAY2BGR);
   cv::Mat lab;
-  cv::resize(label_slice, lab, tile, 0, 0, cv::INTER_NEAREST);
+  cv::resize(label_slice, lab, size, 0, 0, cv::INTER_NEAREST);
   for (const auto& s : segments) {
     const cv::Mat mask = lab == s.label;
     if (cv::countNonZero(mask) == 0) continue;
-    if (p.fill_opacity > 0) {
+    if (fill_opacity > 0) {
       cv::Mat colour(out.size(), out.type(), bgr(s.colour)), blended;
-      cv::addWeighted(out, 1.0 - p.fill_opacity, colour, p.fill_opacity, 0.0, blended);
+      cv::addWeighted(out, 1.0 - fill_opacity, colour, fill_opacity, 0.0, blended);
       blended.copyTo(out, mask);
     }
-    if (p.outline_thickness > 0) {
+    if (outline_thickness > 0) {
       std::vector<std::vector<cv::Point>> contours;
       cv::findContours(mask, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
-      cv::drawContours(out, contours, -1, bgr(s.colour), p.outline_thickness, cv::LINE_8);
+      cv::drawContours(out, contours, -1, bgr(s.colour), outline_thickness, cv::LINE_8);
     }
   }
   return out;
 }
-
-}  // namespace
 
 WindowLevel choose_window(const dicom::Volume& v, const PreviewParams& p) {
   if (p.window) return *p.window;
@@ -335,7 +336,8 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
     const cv::Rect r(kMargin + (i % L.columns) * (L.tile_size.width + kGap),
                      kMargin + (i / L.columns) * (L.tile_size.height + kGap), L.tile_size.width, L.tile_size.height);
     L.tiles.push_back(r);
-    cv::Mat tile = render_tile(v, labels[L.slices[i]], L.slices[i], L.window, L.tile_size, segments, p);
+    cv::Mat tile = render_overlay(v.slices[L.slices[i]], labels[L.slices[i]], L.window, L.tile_size, segments,
+                                  p.fill_opacity, p.outline_thickness);
     if (p.annotate_slices) {
       put_text(tile, fmt::format("z {}/{}", L.slices[i] + 1, v.depth()), {4, L.tile_size.height - 5}, small, kText);
       if (i == 0 && v.geom.has_frame_of_reference) {

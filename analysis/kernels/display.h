@@ -63,6 +63,12 @@ struct PreviewParams {
   bool annotate_slices = true;        // "z 12/40" (1-based slice) in each tile, direction letters on the first
 };
 
+// One slice windowed to 8 bits, resized to `size` (area for shrinking, linear for enlarging), as
+// BGR, each segment of `label_slice` (resized nearest-neighbour) filled with its colour at
+// `fill_opacity` and outlined `outline_thickness` px wide. Used by the previews and the key images.
+cv::Mat render_overlay(const cv::Mat& slice, const cv::Mat& label_slice, const WindowLevel& wl, cv::Size size,
+                       std::span<const SegmentStyle> segments, double fill_opacity, int outline_thickness);
+
 // The window used when params.window is empty:
 //  * CT (modality "CT"): chest (body part, series description or protocol mentioning CHEST,
 //    THORAX or LUNG) -> kLungWindow W1500/L-600, the usual lung window, since the ct-chest

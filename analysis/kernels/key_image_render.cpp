@@ -142,34 +142,6 @@ void put_text(cv::Mat& img, const std::string& text, cv::Point org, double scale
 }
 
 // The slice, windowed, resized to `size`, with the segments drawn.
-cv::Mat render_slice(const cv::Mat& slice, const cv::Mat& label_slice, const WindowLevel& wl, cv::Size size,
-                     std::span<const SegmentStyle> segments, const KeyImageParams& p) {
-  // v' = (v - (c - w/2)) * 255 / w, saturated to 0..255
-  const double alpha = 255.0 / wl.width, beta = -(wl.center - wl.width / 2.0) * alpha;
-  cv::Mat grey;
-  slice.convertTo(grey, CV_8U, alpha, beta);
-  const bool shrinking = size.width < grey.cols || size.height < grey.rows;
-  cv::resize(grey, grey, size, 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
-  cv::Mat out;
-  cv::cvtColor(grey, out, cv::COLOR_GRAY2BGR);
-  cv::Mat lab;
-  cv::resize(label_slice, lab, size, 0, 0, cv::INTER_NEAREST);
-  for (const auto& s : segments) {
-    const cv::Mat mask = lab == s.label;
-    if (cv::countNonZero(mask) == 0) continue;
-    if (p.fill_opacity > 0) {
-      cv::Mat colour(out.size(), out.type(), bgr(s.colour)), blended;
-      cv::addWeighted(out, 1.0 - p.fill_opacity, colour, p.fill_opacity, 0.0, blended);
-      blended.copyTo(out, mask);
-    }
-    if (p.outline_thickness > 0) {
-      std::vector<std::vector<cv::Point>> contours;
-      cv::findContours(mask, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
-      cv::drawContours(out, contours, -1, bgr(s.colour), p.outline_thickness, cv::LINE_8);
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -248,7 +220,7 @@ KeyImages render_key_images(const dicom::Volume& v, const std::vector<cv::Mat>& 
     cv::Mat canvas(size.height + legend_h, size.width, CV_8UC3, kLegendBackground);
     out.slice_area = cv::Rect(0, 0, size.width, size.height);
 
-    cv::Mat tile = render_slice(v.slices[z], labels[z], out.window, size, segments, p);
+    cv::Mat tile = render_overlay(v.slices[z], labels[z], out.window, size, segments, p.fill_opacity, p.outline_thickness);
     if (p.orientation_letters && v.geom.has_frame_of_reference) {
       const int th = cv::getTextSize("H", kFont, letter_scale, 1, &baseline).height;
       put_text(tile, std::string(1, left), {4, size.height / 2 + th / 2}, letter_scale, kText, true);
