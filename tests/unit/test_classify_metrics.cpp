@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE classify_metrics
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,18 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pacsnode_classify_metrics_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 // AUC of the scores by tests/scripts/classify_mannwhitney.py (scipy.stats.mannwhitneyu).
 double scipy_auc(const std::vector<double>& scores, const std::vector<int>& labels, const fs::path& dir) {

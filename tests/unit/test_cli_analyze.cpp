@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE cli_analyze
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 // `pacsnode analyze` end to end on a small mixed folder (in process: analysis::analyze_main).
 #include <fcntl.h>
 #include <unistd.h>
@@ -21,17 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/pacsnode-cli-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 // Runs f() with stderr captured.
 template <typename F>

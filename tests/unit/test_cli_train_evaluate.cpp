@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE cli_train_evaluate
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 // `pacsnode train` on a synthetic CSV and `pacsnode evaluate` on NIfTI masks (in process).
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -24,17 +26,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/pacsnode-cli-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 struct Captured {
   int rc;

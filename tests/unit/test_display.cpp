@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE display
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -17,18 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pacsnode_display_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 struct Sphere {
   double x_mm, y_mm, z_mm, radius_mm;

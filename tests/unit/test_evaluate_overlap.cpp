@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE evaluate_overlap
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -23,18 +25,7 @@ using analysis::Spacing;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("pacsnode_evaluate_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 Mask ellipsoid(int depth, int rows, int cols, const Spacing& sp, cv::Point3d centre_mm, cv::Point3d radii_mm) {
   Mask m = k::make_mask(depth, rows, cols);

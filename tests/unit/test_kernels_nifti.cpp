@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE kernels_nifti
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -17,14 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("pacsnode_nifti_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

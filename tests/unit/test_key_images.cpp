@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE key_images
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <stdlib.h>
 
 #include <algorithm>
@@ -32,18 +34,7 @@ namespace {
 
 constexpr const char* kSecondaryCapture = "1.2.840.10008.5.1.4.1.1.7";
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char t[] = "/tmp/pacsnode-keyimages-XXXXXX";
-    BOOST_TEST_REQUIRE(::mkdtemp(t) != nullptr);
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 std::string read_tag(const fs::path& f, const DcmTagKey& tag) {
   DcmFileFormat ff;

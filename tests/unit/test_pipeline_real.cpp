@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE pipeline_real
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 // The profiles on real public series (../shared/data, provenance in MANIFEST.md).
 #include <cstdlib>
 #include <filesystem>
@@ -17,17 +19,7 @@ using namespace analysis;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/pacsnode-pipeline-real-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 SeriesContext run_single(const StudyContext& study_in, const Pipeline& pipeline, const fs::path& out,
                          const std::string& expected_profile) {

@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE seg_builder
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -258,14 +260,7 @@ std::vector<cv::Mat> discs(const SourceSeries& src, int cx, int cy, int rad, siz
   return v;
 }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("pacsnode_seg_test_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {  // PACSNODE_KEEP_TEST_OUTPUT=1 keeps the files for inspection
-    std::error_code ec;
-    if (!std::getenv("PACSNODE_KEEP_TEST_OUTPUT")) fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 }  // namespace
 

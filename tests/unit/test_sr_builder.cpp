@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE sr_builder
 #include <boost/test/unit_test.hpp>
 
+#include "support/temp_dir.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -26,14 +28,7 @@ using testsupport::SourceSeries;
 
 namespace {
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("pacsnode_sr_test_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {  // PACSNODE_KEEP_TEST_OUTPUT=1 keeps the files for inspection
-    std::error_code ec;
-    if (!std::getenv("PACSNODE_KEEP_TEST_OUTPUT")) fs::remove_all(path, ec);
-  }
-};
+using TempDir = testsupport::TempDir;
 
 struct SrDump {
   std::map<std::string, std::vector<std::string>> facts;  // first word -> rest of line, in order
