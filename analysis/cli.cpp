@@ -22,7 +22,9 @@
 #include "analysis/kernels/nifti.h"
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
+#include "analysis/seg_masks.h"
 #include "dicom/log.h"
+#include "dicom/seg_reader.h"
 
 namespace fs = std::filesystem;
 
@@ -97,8 +99,12 @@ constexpr const char* kAnalyzeUsage =
 
 constexpr const char* kEvaluateUsage =
     "usage: pacsnode evaluate --pred A --ref B [--label N] [--pred-label N] [--ref-label N]\n"
-    "  A, B: masks or label maps as NIfTI-1 (.nii, .nii.gz); the reference's voxel spacing is used.\n"
-    "  --label N compares label N of both (default: every non-zero voxel).\n";
+    "  A, B: masks or label maps as NIfTI-1 (.nii, .nii.gz) or DICOM SEG (BINARY or FRACTIONAL, the\n"
+    "        latter thresholded at 0.5); the reference's voxel spacing is used.\n"
+    "  Two SEGs are put on one grid in patient space (same orientation and pixel spacing; slices are\n"
+    "  the union of both SEGs' frame positions). A SEG and a NIfTI mask must have the same voxel grid.\n"
+    "  --label N compares label N of both (SEG: segment number N; default: every non-zero voxel,\n"
+    "  i.e. any segment). --pred-label / --ref-label set it for one side.\n";
 
 constexpr const char* kTrainUsage =
     "usage: pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]\n"
@@ -247,6 +253,37 @@ std::string jstr(const std::string& s) {
 
 std::string num(double v) { return std::isfinite(v) ? fmt::format("{}", v) : std::string("null"); }
 
+// One evaluate input: a NIfTI mask/label map or a DICOM SEG.
+struct EvalInput {
+  fs::path path;
+  bool seg = false;
+  std::optional<kernels::NiftiImage> nifti;
+  std::optional<dicom::SegObject> dicom_seg;
+  std::string name() const { return path.filename().string(); }
+};
+
+// DICOM (preamble + "DICM", or a bare dataset of the SEG SOP class) is read as SEG; .nii/.nii.gz
+// as NIfTI. Throws with the reason when the file is neither.
+EvalInput load_eval_input(const fs::path& p) {
+  EvalInput in;
+  in.path = p;
+  if (dicom::has_dicom_preamble(p) || (!is_nifti(p) && dicom::looks_like_dicom(p))) {
+    in.seg = true;
+    in.dicom_seg = dicom::read_seg(p);
+  } else if (is_nifti(p)) {
+    in.nifti = kernels::read_nifti(p);
+  } else {
+    throw std::runtime_error(p.string() +
+                             ": neither a NIfTI mask (.nii, .nii.gz) nor a DICOM file the SEG reader accepts (no "
+                             "128-byte preamble + \"DICM\", no Segmentation Storage SOP class)");
+  }
+  return in;
+}
+
+std::string shape_of(const std::vector<cv::Mat>& m) {
+  return fmt::format("{}x{}x{}", m.size(), m.front().rows, m.front().cols);
+}
+
 int evaluate(const std::vector<std::string>& argv) {
   const Args a(argv, {"--pred", "--ref", "--label", "--pred-label", "--ref-label"}, {"--help"});
   if (a.flags.count("--help")) {
@@ -260,31 +297,53 @@ int evaluate(const std::vector<std::string>& argv) {
       std::fprintf(stderr, "pacsnode evaluate: %s does not exist\n", p.c_str());
       return 1;
     }
-    if (!is_nifti(p)) {
-      std::fprintf(stderr,
-                   "pacsnode evaluate: %s: only NIfTI masks (.nii, .nii.gz) are supported; DICOM SEG input needs a "
-                   "SEG reader, which dicom/ does not have yet\n",
-                   p.c_str());
-      return 1;
-    }
   }
   std::optional<int> pl, rl;
   if (auto v = a.get("--label")) pl = rl = parse_int(*v, "--label");
   if (auto v = a.get("--pred-label")) pl = parse_int(*v, "--pred-label");
   if (auto v = a.get("--ref-label")) rl = parse_int(*v, "--ref-label");
-  const auto pimg = kernels::read_nifti(pred);
-  const auto rimg = kernels::read_nifti(ref);
-  if (pimg.slices.size() != rimg.slices.size() || pimg.slices.front().size() != rimg.slices.front().size()) {
-    std::fprintf(stderr, "pacsnode evaluate: shapes differ: %s is %zux%dx%d, %s is %zux%dx%d\n", pred.c_str(),
-                 pimg.slices.size(), pimg.slices.front().rows, pimg.slices.front().cols, ref.c_str(),
-                 rimg.slices.size(), rimg.slices.front().rows, rimg.slices.front().cols);
-    return 1;
+  const EvalInput pin = load_eval_input(pred), rin = load_eval_input(ref);
+
+  Mask pmask, rmask;
+  Spacing pspacing, rspacing;
+  if (pin.seg && rin.seg) {
+    auto g = seg_masks_on_common_grid({{&*pin.dicom_seg, pl, pin.name()}, {&*rin.dicom_seg, rl, rin.name()}});
+    for (const auto& w : g.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    pmask = std::move(g.masks[0]);
+    rmask = std::move(g.masks[1]);
+    pspacing = rspacing = g.spacing;
+  } else {
+    // Each side on its own grid; a SEG alone spans its frames (gaps filled).
+    const auto load = [](const EvalInput& in, std::optional<int> label, Mask& m, Spacing& sp) {
+      if (in.seg) {
+        auto g = seg_masks_on_common_grid({{&*in.dicom_seg, label, in.name()}});
+        for (const auto& w : g.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        m = std::move(g.masks[0]);
+        sp = g.spacing;
+      } else {
+        m = select_label(*in.nifti, label);
+        sp = in.nifti->spacing;
+      }
+    };
+    load(pin, pl, pmask, pspacing);
+    load(rin, rl, rmask, rspacing);
+    if (pmask.size() != rmask.size() || pmask.front().size() != rmask.front().size()) {
+      if (pin.seg != rin.seg)
+        std::fprintf(stderr,
+                     "pacsnode evaluate: a SEG can only be compared with a NIfTI mask on the same voxel grid: %s is "
+                     "%s (slices x rows x cols; a SEG spans its first to last frame), %s is %s\n",
+                     pred.c_str(), shape_of(pmask).c_str(), ref.c_str(), shape_of(rmask).c_str());
+      else
+        std::fprintf(stderr, "pacsnode evaluate: shapes differ: %s is %s, %s is %s\n", pred.c_str(),
+                     shape_of(pmask).c_str(), ref.c_str(), shape_of(rmask).c_str());
+      return 1;
+    }
   }
   const auto close = [](double x, double y) { return std::abs(x - y) <= 1e-3 * std::max(std::abs(x), std::abs(y)); };
-  if (!close(pimg.spacing.col, rimg.spacing.col) || !close(pimg.spacing.row, rimg.spacing.row) ||
-      !close(pimg.spacing.slice, rimg.spacing.slice))
+  if (!close(pspacing.col, rspacing.col) || !close(pspacing.row, rspacing.row) ||
+      !close(pspacing.slice, rspacing.slice))
     std::fprintf(stderr, "warning: voxel spacings differ; the reference's is used\n");
-  const auto m = kernels::overlap_metrics(select_label(rimg, rl), select_label(pimg, pl), rimg.spacing);
+  const auto m = kernels::overlap_metrics(rmask, pmask, rspacing);
   std::printf(
       "{\n  \"pred\": \"%s\",\n  \"ref\": \"%s\",\n  \"spacing_mm\": [%s, %s, %s],\n  \"dice\": %s,\n  \"jaccard\": "
       "%s,\n"
@@ -292,8 +351,8 @@ int evaluate(const std::vector<std::string>& argv) {
       "  \"reference_volume_mm3\": %s,\n  \"test_volume_mm3\": %s,\n  \"volume_difference_mm3\": %s,\n"
       "  \"relative_volume_difference\": %s,\n  \"hausdorff_mm\": %s,\n  \"hausdorff95_mm\": %s,\n"
       "  \"mean_surface_distance_mm\": %s\n}\n",
-      jstr(pred.filename().string()).c_str(), jstr(ref.filename().string()).c_str(), num(rimg.spacing.slice).c_str(),
-      num(rimg.spacing.row).c_str(), num(rimg.spacing.col).c_str(), num(m.dice).c_str(), num(m.jaccard).c_str(),
+      jstr(pred.filename().string()).c_str(), jstr(ref.filename().string()).c_str(), num(rspacing.slice).c_str(),
+      num(rspacing.row).c_str(), num(rspacing.col).c_str(), num(m.dice).c_str(), num(m.jaccard).c_str(),
       static_cast<long long>(m.reference_voxels), static_cast<long long>(m.test_voxels),
       static_cast<long long>(m.intersection_voxels), num(m.reference_volume_mm3).c_str(),
       num(m.test_volume_mm3).c_str(), num(m.volume_difference_mm3).c_str(), num(m.relative_volume_difference).c_str(),
