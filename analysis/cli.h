@@ -10,7 +10,7 @@
 //       A progress line per series on stderr when it is a terminal. Exit 0 when at least one
 //       series was analysed.
 //   pacsnode evaluate --pred A --ref B [--label N] [--pred-label N] [--ref-label N]
-//       Overlap metrics (Dice, Jaccard, volumes, Hausdorff, HD95, ASSD) of two NIfTI masks
+//       Overlap metrics (Dice, Jaccard, volumes, Hausdorff, HD95, ASSD) of two masks (NIfTI or DICOM SEG)
 //       (.nii/.nii.gz) as JSON on stdout. --label N compares label N of both (default: non-zero).
 //   pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]
 //                  [--label-column NAME] [--ignore COL[,COL...]] [--trees N] [--seed S]
