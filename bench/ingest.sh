@@ -5,9 +5,10 @@
 #
 # Usage: bench/ingest.sh [BUILD_DIR] [SLICES] [SIZE]     (defaults: build 300 512)
 # Note: storescp -od serves one association at a time (no --fork), as a plain storescp does.
+# Each side runs RUNS times (default 3) into a fresh folder; the best run of each is compared.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$here/build}; slices=${2:-300}; size=${3:-512}
+build=${1:-$here/build}; slices=${2:-300}; size=${3:-512}; runs=${RUNS:-3}
 bin=$build/scp/pacsnode
 work=$(mktemp -d /tmp/pacsnode-bench-ingest-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -37,31 +38,38 @@ send() {
 }
 
 declare -A secs
+best() { if [ -z "${secs[$1]:-}" ] || [ "$(echo "$2 < ${secs[$1]}" | bc -l)" = 1 ]; then secs[$1]=$2; fi; }
+for run in $(seq "$runs"); do
 for k in 1 4; do
   # storescp, the reference
-  port=$(free_port); mkdir -p "$work/scp$k"
-  storescp -od "$work/scp$k" -aet STORESCP "$port" & pid=$!
+  port=$(free_port); out="$work/scp$k-$run"; mkdir -p "$out"
+  storescp -od "$out" -aet STORESCP "$port" & pid=$!
   wait_echo "$port" STORESCP
-  secs[storescp$k]=$(send "$port" STORESCP "$k")
+  best "storescp$k" "$(send "$port" STORESCP "$k")"
   kill $pid; wait $pid 2>/dev/null || true
-  got=$(find "$work/scp$k" -type f | wc -l); [ "$got" = "$slices" ] || { echo "storescp stored $got of $slices" >&2; exit 1; }
+  got=$(find "$out" -type f | wc -l); [ "$got" = "$slices" ] || { echo "storescp stored $got of $slices" >&2; exit 1; }
+  rm -rf "$out"
 
   # pacsnode
-  port=$(free_port); mkdir -p "$work/pn$k"
-  cat > "$work/pn$k.toml" <<TOML
+  port=$(free_port); root="$work/pn$k-$run"; mkdir -p "$root"
+  cat > "$work/pn.toml" <<TOML
 [node]
 port = $port
 [storage]
-root = "$work/pn$k"
+root = "$root"
 min_free_mb = 0
+[analysis]
+enabled = false
 [log]
 level = "warn"
 TOML
-  "$bin" run --config "$work/pn$k.toml" & pid=$!
+  "$bin" run --config "$work/pn.toml" & pid=$!
   wait_echo "$port" PACSNODE
-  secs[pacsnode$k]=$(send "$port" PACSNODE "$k")
+  best "pacsnode$k" "$(send "$port" PACSNODE "$k")"
   kill -TERM $pid; wait $pid || true
-  got=$(find "$work/pn$k/incoming" -name '*.dcm' | wc -l); [ "$got" = "$slices" ] || { echo "pacsnode stored $got of $slices" >&2; exit 1; }
+  got=$(find "$root/incoming" -name '*.dcm' | wc -l); [ "$got" = "$slices" ] || { echo "pacsnode stored $got of $slices" >&2; exit 1; }
+  rm -rf "$root"
+done
 done
 
 # What one fsync'ed file costs on this disk: the floor under one association's C-STORE with
@@ -79,7 +87,7 @@ print(f"{statistics.median(t) * 1000:.2f}")
 PY
 )
 
-printf '\n%-28s %12s %12s\n' "ingest, $slices slices ${size}x${size}" "seconds" "instances/s"
+printf '\n%-28s %12s %12s\n' "ingest, $slices slices ${size}x${size}, best of $runs" "seconds" "instances/s"
 for k in 1 4; do
   for who in storescp pacsnode; do
     s=${secs[$who$k]}
