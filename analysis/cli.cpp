@@ -90,12 +90,13 @@ int parse_int(const std::string& s, const char* what) {
 }
 
 constexpr const char* kAnalyzeUsage =
-    "usage: pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom]\n"
+    "usage: pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--keep-empty-frames]\n"
     "  INPUT      folder of DICOM files (any layout) or one file\n"
     "  --out      output folder: features.json, features.csv, <series>_preview.png,\n"
     "             <series>_seg.dcm and <series>_sr.dcm\n"
     "  --profile  force a profile (built in: ct-chest, generic); default: matched per series\n"
-    "  --no-dicom do not write SEG and SR\n";
+    "  --no-dicom do not write SEG and SR\n"
+    "  --keep-empty-frames  write every SEG frame, also those whose mask is empty\n";
 
 constexpr const char* kEvaluateUsage =
     "usage: pacsnode evaluate --pred A --ref B [--label N] [--pred-label N] [--ref-label N]\n"
@@ -122,7 +123,7 @@ std::string join_timings(const std::vector<StageTiming>& t) {
 }
 
 int analyze(const std::vector<std::string>& argv) {
-  const Args a(argv, {"--out", "--profile"}, {"--no-dicom", "--help"});
+  const Args a(argv, {"--out", "--profile"}, {"--no-dicom", "--keep-empty-frames", "--help"});
   if (a.flags.count("--help")) {
     std::fputs(kAnalyzeUsage, stdout);
     return 0;
@@ -132,6 +133,7 @@ int analyze(const std::vector<std::string>& argv) {
   const fs::path out = a.need("--out");
   const std::string forced = a.get("--profile").value_or("");
   const bool write_dicom = !a.flags.count("--no-dicom");
+  const bool keep_empty_frames = a.flags.count("--keep-empty-frames") > 0;
   if (!fs::exists(input)) {
     std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
     return 1;
@@ -180,7 +182,7 @@ int analyze(const std::vector<std::string>& argv) {
         c.volume.slices.shrink_to_fit();
         if (write_dicom) {
           try {
-            const auto written = write_seg_and_sr(c, out);
+            const auto written = write_seg_and_sr(c, out, std::nullopt, keep_empty_frames);
             s.seg_file = written.seg;
             s.sr_file = written.sr;
             s.segments = c.segments;  // renumbered to the SEG's segment numbers

@@ -239,7 +239,7 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
 }
 
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
-                              const std::optional<dicom::DocumentRef>& replaces) {
+                              const std::optional<dicom::DocumentRef>& replaces, bool keep_empty_frames) {
   if (c.resampled)
     throw std::invalid_argument("volume was resampled: the label map no longer matches the source frames");
   if (c.segments.empty()) throw std::invalid_argument("no segment to write");
@@ -261,6 +261,7 @@ DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir
   seg.sources = vol.sources;
   seg.label_map = c.labels;  // shallow: shares the slices
   seg.series_description = fmt::format("pacsnode {} segmentation", c.profile->name);
+  seg.keep_empty_frames = keep_empty_frames;
   seg.content_description = fmt::format("profile {}", c.profile->name);
   for (const auto& g : c.segments) {
     dicom::SegmentSpec s;

@@ -59,7 +59,9 @@ struct DicomOutputs {
 // the image may clear c.volume.slices first to lower the peak memory.
 // `replaces`: the SR of an earlier analysis of the same series, listed in the new SR's
 // Predecessor Documents Sequence (a study reopened by late instances is reported again).
+// `keep_empty_frames`: also write the SEG frames whose mask is empty (default: omitted).
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
-                              const std::optional<dicom::DocumentRef>& replaces = std::nullopt);
+                              const std::optional<dicom::DocumentRef>& replaces = std::nullopt,
+                              bool keep_empty_frames = false);
 
 }  // namespace analysis

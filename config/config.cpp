@@ -165,6 +165,7 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.boolean("enabled", a.enabled);
   s.integer("workers", a.workers, 1, 64);
   s.boolean("key_images", a.key_images);
+  s.boolean("keep_empty_frames", a.keep_empty_frames);
 }
 
 void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::string>& p) {

@@ -59,6 +59,7 @@ struct Config {
     bool enabled = true;
     int workers = 1;
     bool key_images = false;
+    bool keep_empty_frames = false;
   } analysis;
   struct Outbound {
     int max_attempts = 20;

@@ -81,7 +81,8 @@ int run_daemon(const config::Config& cfg) {
   if (cfg.analysis.enabled)
     jobs = std::make_unique<JobRunner>(
         index, root, std::make_shared<const analysis::Pipeline>(profiles_from(cfg)),
-        JobRunner::Options{cfg.analysis.workers, cfg.analysis.key_images, destinations, [&outbound] { outbound.notify(); }});
+        JobRunner::Options{cfg.analysis.workers, cfg.analysis.key_images, cfg.analysis.keep_empty_frames, destinations,
+                           [&outbound] { outbound.notify(); }});
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {

@@ -126,7 +126,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
         if (r.kind == "SR" && r.source_series_uid == source_series && r.generation < job.generation)
           replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
       analysis::Stopwatch write_sw;
-      const auto written = analysis::write_seg_and_sr(c, outbound, replaces);
+      const auto written = analysis::write_seg_and_sr(c, outbound, replaces, opt_.keep_empty_frames);
       std::string stages;
       for (const auto& t : study_ctx.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
       for (const auto& t : c.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);

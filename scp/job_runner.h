@@ -30,6 +30,7 @@ class JobRunner {
   struct Options {
     int workers = 1;
     bool key_images = false;                // also Secondary Capture key images with the overlay burned in
+    bool keep_empty_frames = false;         // SEG frames with an empty mask are written too
     std::vector<std::string> destinations;  // results are queued in the outbox for each
     std::function<void()> on_queued;        // told when new objects are queued
   };

@@ -141,3 +141,33 @@ BOOST_AUTO_TEST_CASE(forced_profile_applies_to_every_series) {
   BOOST_TEST(csv.find(",DX,generic,1,tissue,") != std::string::npos, csv);
   for (const auto& e : fs::directory_iterator(out)) BOOST_TEST(!e.path().string().ends_with(".dcm"));
 }
+
+BOOST_AUTO_TEST_CASE(keep_empty_frames_writes_a_frame_per_segment_and_slice) {
+  TempDir tmp;
+  const auto ct = tmp.path / "ct";
+  auto r = testsupport::run({testsupport::python(), (testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string(),
+                             ct.string(), "--slices", "20", "--size", "64"});
+  BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
+  auto frames_and_segments = [&](const fs::path& out) {
+    fs::path seg;
+    for (const auto& e : fs::directory_iterator(out))
+      if (e.path().string().size() > 8 && e.path().string().ends_with("_seg.dcm")) seg = e.path();
+    BOOST_TEST_REQUIRE(!seg.empty());
+    const auto q = testsupport::run({testsupport::python(), "-c",
+                                     "import pydicom,sys; d=pydicom.dcmread(sys.argv[1]); print(d.NumberOfFrames, len(d.SegmentSequence))",
+                                     seg.string()});
+    std::istringstream in(q.output);
+    int frames = 0, segments = 0;
+    in >> frames >> segments;
+    return std::pair{frames, segments};
+  };
+  BOOST_TEST_REQUIRE(capture_stderr([&] { return analysis::analyze_main({ct.string(), "--out", (tmp.path / "a").string()}); }).first == 0);
+  BOOST_TEST_REQUIRE(capture_stderr([&] {
+    return analysis::analyze_main({ct.string(), "--out", (tmp.path / "b").string(), "--keep-empty-frames"});
+  }).first == 0);
+  const auto [omitted, segments] = frames_and_segments(tmp.path / "a");
+  const auto [kept, segments_kept] = frames_and_segments(tmp.path / "b");
+  BOOST_TEST(segments == segments_kept);
+  BOOST_TEST(kept == segments * 20);  // every segment on every slice
+  BOOST_TEST(omitted < kept);         // the lungs are absent from the first and last slices
+}
