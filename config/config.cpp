@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -213,6 +214,7 @@ void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::ve
     s.optional_pair("window", pc.window);
     if (pc.window && (*pc.window)[0] <= 0) s.problem("window", "width must be positive");
     s.optional_string("model", pc.model);
+    s.optional_strings("destinations", pc.destinations);
     if (pc.base == "generic" && (pc.laa_threshold_hu || pc.emphysema_threshold_percent))
       s.problem("laa_threshold_hu", "applies to base = \"ct-chest\" only");
     out.push_back(std::move(pc));
@@ -283,6 +285,11 @@ Config parse(std::string_view text, std::string_view source) {
     else if (name == "profile") read_profiles(v, c.profiles, problems);
     else problems.push_back(fmt::format("{}: unknown key", name));
   }
+  // A profile may only name destinations that exist.
+  for (std::size_t i = 0; i < c.profiles.size(); ++i)
+    for (const auto& name : c.profiles[i].destinations.value_or(std::vector<std::string>{}))
+      if (std::none_of(c.destinations.begin(), c.destinations.end(), [&](const Destination& d) { return d.name == name; }))
+        problems.push_back(fmt::format("profile[{}].destinations: no [[destination]] named \"{}\"", i, name));
   if (!problems.empty()) {
     for (auto& p : problems) p = fmt::format("{}: {}", source, p);
     throw ConfigError(std::move(problems));

@@ -34,6 +34,7 @@ struct ProfileConfig {
   std::optional<double> emphysema_threshold_percent;  // ct-chest rule
   std::optional<std::array<double, 2>> window;         // preview [width, level]
   std::optional<std::string> model;                    // trained model file (pacsnode train)
+  std::optional<std::vector<std::string>> destinations;  // names of [[destination]]s; unset: all
 };
 
 struct Config {

@@ -77,12 +77,15 @@ int run_daemon(const config::Config& cfg) {
   OutboundQueue outbound(io, index, cfg);
   std::vector<std::string> destinations;
   for (const auto& d : cfg.destinations) destinations.push_back(d.name);
+  std::map<std::string, std::vector<std::string>> profile_destinations;
+  for (const auto& p : cfg.profiles)
+    if (p.destinations) profile_destinations[p.name] = *p.destinations;
   std::unique_ptr<JobRunner> jobs;
   if (cfg.analysis.enabled)
     jobs = std::make_unique<JobRunner>(
         index, root, std::make_shared<const analysis::Pipeline>(profiles_from(cfg)),
         JobRunner::Options{cfg.analysis.workers, cfg.analysis.key_images, cfg.analysis.keep_empty_frames, destinations,
-                           [&outbound] { outbound.notify(); }});
+                           profile_destinations, [&outbound] { outbound.notify(); }});
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {

@@ -97,7 +97,8 @@ JobOutcome JobRunner::run(const JobRow& job) {
   const fs::path results = root_ / "results" / tag;
   JobOutcome out;
   std::vector<analysis::SeriesSummary> summaries;
-  std::map<std::string, int> volumes_of_series;  // a series split into volumes gets keys -2, -3, ...
+  std::map<std::string, int> volumes_of_series;
+  std::map<std::size_t, std::string> profile_of_result;  // index in out.results -> profile  // a series split into volumes gets keys -2, -3, ...
   for (auto& volume : study_ctx.volumes) {
     if (stopping_) {
       index_.set_job_state(job.id, "pending");
@@ -133,13 +134,18 @@ JobOutcome JobRunner::run(const JobRow& job) {
       log->info("study {}: series {} ({}): {}SEG+SR {:.0f} ms", study, c.key, profile->name, stages, write_sw.ms());
       out.results.push_back(result_for(written.seg, job, "SEG", source_series));
       out.results.push_back(result_for(written.sr, job, "SR", source_series));
+      profile_of_result[out.results.size() - 2] = profile->name;
+      profile_of_result[out.results.size() - 1] = profile->name;
       if (opt_.key_images) {
         std::vector<analysis::kernels::SegmentStyle> styles;
         for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
         auto spec = analysis::kernels::key_image_spec(c.volume, c.labels, styles, {});
         spec.file_prefix = c.key + "_key";
         for (const auto& k : dicom::write_key_images(spec, outbound))
+        {
           out.results.push_back(result_for(k.path, job, "KEY", source_series));
+          profile_of_result[out.results.size() - 1] = profile->name;
+        }
       }
       ++out.series_analysed;
     } catch (const std::exception& e) {
@@ -159,11 +165,16 @@ JobOutcome JobRunner::run(const JobRow& job) {
     analysis::write_text_file(results / "features.json", analysis::features_json(summaries, study_ctx.rejected));
     analysis::write_text_file(results / "features.csv", analysis::features_csv(summaries));
   }
-  for (auto& r : out.results) {
+  bool queued = false;
+  for (std::size_t i = 0; i < out.results.size(); ++i) {
+    auto& r = out.results[i];
     r.id = index_.add_result(r);
-    index_.enqueue(r, opt_.destinations, wall_ms());
+    const auto own = opt_.profile_destinations.find(profile_of_result[i]);
+    const auto& destinations = own != opt_.profile_destinations.end() ? own->second : opt_.destinations;
+    index_.enqueue(r, destinations, wall_ms());
+    queued = queued || !destinations.empty();
   }
-  if (!out.results.empty() && !opt_.destinations.empty() && opt_.on_queued) opt_.on_queued();
+  if (queued && opt_.on_queued) opt_.on_queued();
   const bool failed = out.series_failed > 0 && out.series_analysed == 0;
   index_.set_job_state(job.id, failed ? "failed" : "done", failed ? "every analysed series failed" : "");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -32,6 +33,7 @@ class JobRunner {
     bool key_images = false;                // also Secondary Capture key images with the overlay burned in
     bool keep_empty_frames = false;         // SEG frames with an empty mask are written too
     std::vector<std::string> destinations;  // results are queued in the outbox for each
+    std::map<std::string, std::vector<std::string>> profile_destinations;  // profile name -> its own list
     std::function<void()> on_queued;        // told when new objects are queued
   };
   JobRunner(Index& index, std::filesystem::path root, std::shared_ptr<const analysis::Pipeline> pipeline, Options opt);

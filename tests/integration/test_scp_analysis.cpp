@@ -126,3 +126,26 @@ BOOST_AUTO_TEST_CASE(key_images_option_adds_valid_secondary_captures) {
   BOOST_TEST(key_rows == keys.size());
   fs::remove_all(dir);
 }
+
+BOOST_AUTO_TEST_CASE(a_profile_sends_its_results_only_to_the_destinations_it_names) {
+  const auto dir = make_temp_dir("profile-destinations");
+  const auto ct = ct_phantom(dir, 24, 64, 9);
+  DaemonOptions opt;
+  // Two destinations nobody listens on: the outbox shows where each object is queued.
+  opt.extra = "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = " +
+              std::to_string(free_port()) + "\n[[destination]]\nname = \"archive\"\nae_title = \"ARCHIVE\"\nhost = \"127.0.0.1\"\nport = " +
+              std::to_string(free_port()) +
+              "\n[[profile]]\nname = \"chest-archive\"\nbase = \"ct-chest\"\nkeywords = [\"CHEST\"]\ndestinations = [\"archive\"]\n"
+              "[outbound]\ninitial_backoff_seconds = 60\nmax_backoff_seconds = 60\n";
+  Daemon d(dir, opt);
+  d.start();
+  BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 1 analysed") != std::string::npos; }, 120s), d.log());
+  BOOST_TEST(d.log().find("(chest-archive)") != std::string::npos, d.log());
+  BOOST_TEST(d.stop() == 0);
+  scp::Index index(d.root() / "index.sqlite");
+  const auto rows = index.outbox();
+  BOOST_TEST(rows.size() == 2u);  // SEG and SR, for the archive only
+  for (const auto& r : rows) BOOST_TEST(r.destination == "archive");
+  fs::remove_all(dir);
+}

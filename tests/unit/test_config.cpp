@@ -160,3 +160,20 @@ keep_largest = 2
   BOOST_TEST(mentions(problems_of("[analysis]\nworkers = 0\n"), "analysis.workers"));
   BOOST_TEST(mentions(problems_of("[analysis]\nenabled = \"yes\"\n"), "analysis.enabled: must be true or false"));
 }
+
+BOOST_AUTO_TEST_CASE(profile_destinations_must_name_configured_destinations) {
+  const auto c = config::parse(R"(
+[[destination]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = 104
+[[profile]]
+name = "research"
+destinations = ["pacs"]
+)", "t.toml");
+  BOOST_TEST_REQUIRE(c.profiles.at(0).destinations.has_value());
+  BOOST_TEST(c.profiles[0].destinations->at(0) == "pacs");
+  BOOST_TEST(mentions(problems_of("[[profile]]\nname = \"x\"\ndestinations = [\"nowhere\"]\n"),
+                      "profile[0].destinations: no [[destination]] named \"nowhere\""));
+}
