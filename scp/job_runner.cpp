@@ -9,6 +9,7 @@
 #include "analysis/pipeline.h"
 #include "analysis/kernels/key_image_render.h"
 #include "analysis/results.h"
+#include "analysis/stages/stages.h"
 #include "dicom/key_images.h"
 #include "dicom/log.h"
 #include "scp/study_assembler.h"
@@ -97,8 +98,19 @@ JobOutcome JobRunner::run(const JobRow& job) {
   const fs::path results = root_ / "results" / tag;
   JobOutcome out;
   std::vector<analysis::SeriesSummary> summaries;
-  std::map<std::string, int> volumes_of_series;
-  std::map<std::size_t, std::string> profile_of_result;  // index in out.results -> profile  // a series split into volumes gets keys -2, -3, ...
+  std::map<std::string, int> volumes_of_series;  // a series split into volumes gets keys -2, -3, ...
+  // Records a series' objects and queues them for its profile's destinations at once, so that
+  // sending starts while the rest of the study (previews, other series) is still being done.
+  auto publish = [&](std::vector<ResultRow> rows, const std::string& profile_name) {
+    const auto own = opt_.profile_destinations.find(profile_name);
+    const auto& destinations = own != opt_.profile_destinations.end() ? own->second : opt_.destinations;
+    for (auto& r : rows) {
+      r.id = index_.add_result(r);
+      index_.enqueue(r, destinations, wall_ms());
+      out.results.push_back(r);
+    }
+    if (!rows.empty() && !destinations.empty() && opt_.on_queued) opt_.on_queued();
+  };
   for (auto& volume : study_ctx.volumes) {
     if (stopping_) {
       index_.set_job_state(job.id, "pending");
@@ -114,8 +126,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
     analysis::SeriesContext c;
     c.key = analysis::series_key(volume.info, ++volumes_of_series[volume.info.series_uid]);
     c.profile = profile;
-    c.volume = std::move(volume);
-    c.out_dir = results;
+    c.volume = std::move(volume);  // c.out_dir stays empty: the preview is drawn after the objects are queued
     fs::create_directories(results);
     const std::string source_series = c.volume.info.series_uid;
     try {
@@ -132,21 +143,16 @@ JobOutcome JobRunner::run(const JobRow& job) {
       for (const auto& t : study_ctx.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
       for (const auto& t : c.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
       log->info("study {}: series {} ({}): {}SEG+SR {:.0f} ms", study, c.key, profile->name, stages, write_sw.ms());
-      out.results.push_back(result_for(written.seg, job, "SEG", source_series));
-      out.results.push_back(result_for(written.sr, job, "SR", source_series));
-      profile_of_result[out.results.size() - 2] = profile->name;
-      profile_of_result[out.results.size() - 1] = profile->name;
+      std::vector<ResultRow> rows{result_for(written.seg, job, "SEG", source_series),
+                                  result_for(written.sr, job, "SR", source_series)};
       if (opt_.key_images) {
         std::vector<analysis::kernels::SegmentStyle> styles;
         for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
         auto spec = analysis::kernels::key_image_spec(c.volume, c.labels, styles, {});
         spec.file_prefix = c.key + "_key";
-        for (const auto& k : dicom::write_key_images(spec, outbound))
-        {
-          out.results.push_back(result_for(k.path, job, "KEY", source_series));
-          profile_of_result[out.results.size() - 1] = profile->name;
-        }
+        for (const auto& k : dicom::write_key_images(spec, outbound)) rows.push_back(result_for(k.path, job, "KEY", source_series));
       }
+      publish(std::move(rows), profile->name);
       ++out.series_analysed;
     } catch (const std::exception& e) {
       // Nothing that failed its checks may leave: what was written goes to quarantine with the reason.
@@ -159,22 +165,20 @@ JobOutcome JobRunner::run(const JobRow& job) {
       std::ofstream(q / (c.key + "_reason.txt")) << e.what() << "\n";
       log->error("study {}: series {} ({}) failed: {}; quarantined in {}", study, c.key, profile->name, e.what(), q.string());
     }
+    if (!c.segments.empty()) {  // the preview comes last: its objects are already on their way
+      c.out_dir = results;
+      try {
+        analysis::stages::DisplayStage{}.run(c);
+      } catch (const std::exception& e) {
+        log->warn("study {}: series {}: no preview: {}", study, c.key, e.what());
+      }
+    }
     summaries.push_back(analysis::summarize(c));
   }
   if (!summaries.empty()) {
     analysis::write_text_file(results / "features.json", analysis::features_json(summaries, study_ctx.rejected));
     analysis::write_text_file(results / "features.csv", analysis::features_csv(summaries));
   }
-  bool queued = false;
-  for (std::size_t i = 0; i < out.results.size(); ++i) {
-    auto& r = out.results[i];
-    r.id = index_.add_result(r);
-    const auto own = opt_.profile_destinations.find(profile_of_result[i]);
-    const auto& destinations = own != opt_.profile_destinations.end() ? own->second : opt_.destinations;
-    index_.enqueue(r, destinations, wall_ms());
-    queued = queued || !destinations.empty();
-  }
-  if (queued && opt_.on_queued) opt_.on_queued();
   const bool failed = out.series_failed > 0 && out.series_analysed == 0;
   index_.set_job_state(job.id, failed ? "failed" : "done", failed ? "every analysed series failed" : "");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
