@@ -1,4 +1,5 @@
 #include "analysis/kernels/display.h"
+#include "analysis/kernels/types.h"
 
 #include <algorithm>
 #include <array>
@@ -92,19 +93,6 @@ void validate_params(const PreviewParams& p) {
   if (p.window && !(std::isfinite(p.window->width) && p.window->width > 0 && std::isfinite(p.window->center))) {
     throw std::invalid_argument("preview: window width must be > 0 and finite");
   }
-}
-
-// counts[z][k]: voxels of label value k in slice z.
-std::vector<std::array<std::int64_t, 256>> label_counts(const std::vector<cv::Mat>& labels) {
-  std::vector<std::array<std::int64_t, 256>> counts(labels.size());
-  for (std::size_t z = 0; z < labels.size(); ++z) {
-    counts[z].fill(0);
-    for (int r = 0; r < labels[z].rows; ++r) {
-      const uchar* p = labels[z].ptr<uchar>(r);
-      for (int c = 0; c < labels[z].cols; ++c) ++counts[z][p[c]];
-    }
-  }
-  return counts;
 }
 
 std::vector<int> evenly_spaced(int first, int last, int max_tiles) {

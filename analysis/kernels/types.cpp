@@ -52,4 +52,16 @@ std::size_t count_nonzero(const Mask& m) {
   return n;
 }
 
+std::vector<std::array<std::int64_t, 256>> label_counts(const std::vector<cv::Mat>& labels) {
+  std::vector<std::array<std::int64_t, 256>> counts(labels.size());
+  for (std::size_t z = 0; z < labels.size(); ++z) {
+    counts[z].fill(0);
+    for (int r = 0; r < labels[z].rows; ++r) {
+      const uchar* p = labels[z].ptr<uchar>(r);
+      for (int c = 0; c < labels[z].cols; ++c) ++counts[z][p[c]];
+    }
+  }
+  return counts;
+}
+
 }  // namespace analysis::kernels

@@ -2,7 +2,9 @@
 // Shared vocabulary of the pure analysis kernels: masks, label maps and voxel spacing.
 // A kernel takes and returns plain cv::Mat stacks (one matrix per slice, slice index = z) and
 // never sees DICOM; the Volume geometry only enters through Spacing.
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -46,6 +48,9 @@ void check_spacing(const Spacing& s, std::string_view what);
 
 // Number of non-zero voxels of a mask.
 std::size_t count_nonzero(const Mask& m);
+
+// counts[z][k]: voxels of label value k in slice z of a CV_8U label map.
+std::vector<std::array<std::int64_t, 256>> label_counts(const std::vector<cv::Mat>& labels);
 
 }  // namespace kernels
 }  // namespace analysis

@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE cli_analyze
 #include <boost/test/unit_test.hpp>
 
+#include "support/capture.h"
+
 #include "support/temp_dir.h"
 
 // `pacsnode analyze` end to end on a small mixed folder (in process: analysis::analyze_main).
@@ -25,25 +27,7 @@ namespace {
 
 using TempDir = testsupport::TempDir;
 
-// Runs f() with stderr captured.
-template <typename F>
-std::pair<int, std::string> capture_stderr(F f) {
-  std::fflush(stderr);
-  char tmpl[] = "/tmp/pacsnode-stderr-XXXXXX";
-  const int fd = ::mkstemp(tmpl);
-  const int saved = ::dup(2);
-  ::dup2(fd, 2);
-  const int rc = f();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  ::close(fd);
-  std::ifstream in(tmpl);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  ::unlink(tmpl);
-  return {rc, ss.str()};
-}
+using testsupport::capture_stderr;
 
 std::string read(const fs::path& p) {
   std::ifstream in(p);

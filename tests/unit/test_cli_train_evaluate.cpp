@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE cli_train_evaluate
 #include <boost/test/unit_test.hpp>
 
+#include "support/capture.h"
+
 #include "support/temp_dir.h"
 
 // `pacsnode train` on a synthetic CSV and `pacsnode evaluate` on NIfTI masks (in process).
@@ -28,36 +30,9 @@ namespace {
 
 using TempDir = testsupport::TempDir;
 
-struct Captured {
-  int rc;
-  std::string out, err;
-};
 
-// Runs f() with stdout and stderr captured.
-template <typename F>
-Captured capture(F f) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  char t1[] = "/tmp/pacsnode-out-XXXXXX", t2[] = "/tmp/pacsnode-err-XXXXXX";
-  const int f1 = ::mkstemp(t1), f2 = ::mkstemp(t2);
-  const int s1 = ::dup(1), s2 = ::dup(2);
-  ::dup2(f1, 1);
-  ::dup2(f2, 2);
-  const int rc = f();
-  std::fflush(stdout);
-  std::fflush(stderr);
-  ::dup2(s1, 1);
-  ::dup2(s2, 2);
-  for (int fd : {s1, s2, f1, f2}) ::close(fd);
-  auto slurp = [](const char* p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    ::unlink(p);
-    return ss.str();
-  };
-  return {rc, slurp(t1), slurp(t2)};
-}
+using testsupport::Captured;
+using testsupport::capture;
 
 // Reads key from a JSON document on stdin-like text via the Debian python.
 std::string json_get(const std::string& json, const std::string& expr, const fs::path& tmp) {

@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE seg_reader
 #include <boost/test/unit_test.hpp>
 
+#include "support/capture.h"
+
 // dicom::read_seg against pydicom on public SEGs, round trips through dicom::write_seg, the common
 // grid of analysis/seg_masks.h, and `pacsnode evaluate` on SEG input (in process).
 #include <fcntl.h>
@@ -186,35 +188,9 @@ bool same_mask(const cv::Mat& a, const cv::Mat& b) {
 }
 
 // ---- `pacsnode evaluate` in process
-struct Captured {
-  int rc;
-  std::string out, err;
-};
 
-template <typename F>
-Captured capture(F f) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  char t1[] = "/tmp/pacsnode-segread-out-XXXXXX", t2[] = "/tmp/pacsnode-segread-err-XXXXXX";
-  const int f1 = ::mkstemp(t1), f2 = ::mkstemp(t2);
-  const int s1 = ::dup(1), s2 = ::dup(2);
-  ::dup2(f1, 1);
-  ::dup2(f2, 2);
-  const int rc = f();
-  std::fflush(stdout);
-  std::fflush(stderr);
-  ::dup2(s1, 1);
-  ::dup2(s2, 2);
-  for (int fd : {s1, s2, f1, f2}) ::close(fd);
-  auto slurp = [](const char* p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    ::unlink(p);
-    return ss.str();
-  };
-  return {rc, slurp(t1), slurp(t2)};
-}
+using testsupport::Captured;
+using testsupport::capture;
 
 // The number after "key": in the evaluate JSON (null -> NaN).
 double json_number(const std::string& json, const std::string& key) {
