@@ -238,8 +238,7 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   std::filesystem::rename(tmp, path);
 }
 
-DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
-                              const std::optional<dicom::DocumentRef>& replaces, bool keep_empty_frames) {
+dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames) {
   if (c.resampled)
     throw std::invalid_argument("volume was resampled: the label map no longer matches the source frames");
   if (c.segments.empty()) throw std::invalid_argument("no segment to write");
@@ -273,10 +272,12 @@ DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir
     s.cielab = cielab_of(g.colour);
     seg.segments.push_back(std::move(s));
   }
-  DicomOutputs out;
-  out.seg = dir / (c.key + "_seg.dcm");
-  const dicom::WrittenObject written = dicom::write_seg(seg, out.seg);
+  return seg;
+}
 
+std::filesystem::path write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
+                                   const std::filesystem::path& dir, const std::optional<dicom::DocumentRef>& replaces) {
+  const auto& vol = c.volume;
   dicom::SrSpec sr;
   sr.predecessor = replaces;
   sr.source_file = seg.source_file;
@@ -316,8 +317,18 @@ DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir
     sr.groups.push_back(std::move(grp));
   }
   for (auto& [k, q] : document) sr.qualitative.push_back(q);
-  out.sr = dir / (c.key + "_sr.dcm");
-  dicom::write_sr(sr, out.sr);
+  const auto path = dir / (c.key + "_sr.dcm");
+  dicom::write_sr(sr, path);
+  return path;
+}
+
+DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
+                              const std::optional<dicom::DocumentRef>& replaces, bool keep_empty_frames) {
+  const dicom::SegSpec seg = seg_spec_for(c, keep_empty_frames);
+  DicomOutputs out;
+  out.seg = dir / (c.key + "_seg.dcm");
+  const dicom::WrittenObject written = dicom::write_seg(seg, out.seg);
+  out.sr = write_sr_for(c, seg, written, dir, replaces);
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "analysis/stage.h"
+#include "dicom/seg_builder.h"
 #include "dicom/sr_builder.h"
 #include "dicom/series_loader.h"
 
@@ -59,6 +60,14 @@ struct DicomOutputs {
 // the image may clear c.volume.slices first to lower the peak memory.
 // `replaces`: the SR of an earlier analysis of the same series, listed in the new SR's
 // Predecessor Documents Sequence (a study reopened by late instances is reported again).
+// The two halves of write_seg_and_sr, so that the SEG can be written while the later stages run:
+// seg_spec_for needs only the segment stage's output; it renumbers c.labels and c.segments to
+// 1..N (the SEG's segment numbers) and returns the SEG spec, whose label map shares c.labels.
+// write_sr_for writes <dir>/<key>_sr.dcm from c's features and findings for a SEG already written.
+dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames = false);
+std::filesystem::path write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
+                                   const std::filesystem::path& dir,
+                                   const std::optional<dicom::DocumentRef>& replaces = std::nullopt);
 // `keep_empty_frames`: also write the SEG frames whose mask is empty (default: omitted).
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
                               const std::optional<dicom::DocumentRef>& replaces = std::nullopt,

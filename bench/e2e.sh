@@ -55,4 +55,4 @@ total=$(echo "$done_at - $acked" | bc -l)
 latency=$(echo "$total - $quiet" | bc -l)
 printf '\nend to end, %s slices %sx%s: last ack -> SEG+SR in Orthanc %.2f s, minus quiet time %s s = %.2f s (target <= 2 s)\n' \
   "$slices" "$size" "$size" "$total" "$quiet" "$latency"
-grep -E "analysed in|sent in|SEG.SR [0-9]" "$work/pacsnode.log" | sed "s/^/  /"
+grep -E "analysed in|sent in|ms .beside" "$work/pacsnode.log" | sed "s/^/  /"

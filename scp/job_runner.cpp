@@ -1,6 +1,7 @@
 #include "scp/job_runner.h"
 
 #include <fstream>
+#include <future>
 #include <map>
 
 #include <boost/asio/post.hpp>
@@ -130,21 +131,44 @@ JobOutcome JobRunner::run(const JobRow& job) {
     fs::create_directories(results);
     const std::string source_series = c.volume.info.series_uid;
     try {
-      pipeline_->run(c);
       fs::create_directories(outbound);
       // The latest SR an earlier generation wrote for this series is the one this report replaces.
       std::optional<dicom::DocumentRef> replaces;
       for (const auto& r : index_.results(job.study_uid))
         if (r.kind == "SR" && r.source_series_uid == source_series && r.generation < job.generation)
           replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
-      analysis::Stopwatch write_sw;
-      const auto written = analysis::write_seg_and_sr(c, outbound, replaces, opt_.keep_empty_frames);
-      std::string stages;
-      for (const auto& t : study_ctx.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
-      for (const auto& t : c.timings) stages += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
-      log->info("study {}: series {} ({}): {}SEG+SR {:.0f} ms", study, c.key, profile->name, stages, write_sw.ms());
-      std::vector<ResultRow> rows{result_for(written.seg, job, "SEG", source_series),
-                                  result_for(written.sr, job, "SR", source_series)};
+      // The SEG needs only the segmentation: it is written on another thread while the features
+      // and classification run; the SR, which reports those, follows.
+      auto stages = analysis::stages::series_stages();
+      std::size_t next = 0;
+      for (; next < stages.size(); ++next) {
+        stages[next]->run(c);
+        if (stages[next]->name() == "segment") break;
+      }
+      ++next;
+      if (c.resampled || c.segments.empty()) {  // no SEG possible: finish the analysis, then say why
+        for (; next < stages.size(); ++next) stages[next]->run(c);
+        analysis::seg_spec_for(c, opt_.keep_empty_frames);  // throws the reason
+      }
+      const dicom::SegSpec seg_spec = analysis::seg_spec_for(c, opt_.keep_empty_frames);
+      const fs::path seg_path = outbound / (c.key + "_seg.dcm");
+      analysis::Stopwatch seg_sw;
+      double seg_ms = 0;
+      auto seg_written = std::async(std::launch::async, [&] {
+        auto w = dicom::write_seg(seg_spec, seg_path);
+        seg_ms = seg_sw.ms();
+        return w;
+      });
+      for (; next < stages.size(); ++next) stages[next]->run(c);  // display: skipped, c.out_dir is empty
+      const dicom::WrittenObject seg = seg_written.get();
+      analysis::Stopwatch sr_sw;
+      const fs::path sr_path = analysis::write_sr_for(c, seg_spec, seg, outbound, replaces);
+      std::string timings;
+      for (const auto& t : study_ctx.timings) timings += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
+      for (const auto& t : c.timings) timings += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
+      log->info("study {}: series {} ({}): {}SEG {:.0f} ms (beside the later stages), SR {:.0f} ms", study, c.key,
+                profile->name, timings, seg_ms, sr_sw.ms());
+      std::vector<ResultRow> rows{result_for(seg_path, job, "SEG", source_series), result_for(sr_path, job, "SR", source_series)};
       if (opt_.key_images) {
         std::vector<analysis::kernels::SegmentStyle> styles;
         for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
