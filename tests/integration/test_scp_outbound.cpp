@@ -168,3 +168,28 @@ BOOST_AUTO_TEST_CASE(a_refusing_destination_dead_letters_and_retry_sends_once_it
   BOOST_TEST(outbox(d, "purge").output.find("2 sent object(s) removed") != std::string::npos);
   fs::remove_all(dir);
 }
+
+BOOST_AUTO_TEST_CASE(a_failing_destination_does_not_hold_up_the_others) {
+  const auto dir = make_temp_dir("outbound-two");
+  Orthanc pacs;
+  const auto ct = ct_phantom(dir, 30, 96, 6);
+  DaemonOptions opt = with_destination(pacs);
+  // A second destination that nobody listens on, listed first.
+  opt.extra = "[[destination]]\nname = \"down\"\nae_title = \"DOWN\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(free_port()) +
+              "\n" + opt.extra;
+  Daemon d(dir, opt);
+  d.start();
+  BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(pacs.wait_for([&] { return pacs.count_instances() == 2; }, 60s), d.log());
+  BOOST_TEST(eventually([&] { return d.log().find("destination 'down'") != std::string::npos; }, 30s), d.log());
+  BOOST_TEST(d.stop() == 0);
+  scp::Index index(d.root() / "index.sqlite");
+  std::size_t sent = 0, pending = 0;
+  for (const auto& r : index.outbox()) {
+    if (r.destination == "pacs") sent += r.state == "sent";
+    if (r.destination == "down") pending += r.state == "pending" && r.attempts >= 1 && !r.last_error.empty();
+  }
+  BOOST_TEST(sent == 2u);
+  BOOST_TEST(pending == 2u);  // still queued for the destination that is down, with the reason
+  fs::remove_all(dir);
+}
