@@ -1,6 +1,7 @@
 #pragma once
 // Test support for the SEG/SR builder tests: reads source images' geometry with DCMTK (in place
 // of the series decoder), writes small synthetic CT series, runs external validators.
+#include <boost/test/unit_test.hpp>
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -235,6 +236,15 @@ inline std::vector<std::string> lines_with(const std::string& text, const std::s
 }
 
 inline CommandResult dciodvfy(const std::filesystem::path& f) { return run_command("dciodvfy " + shell_quote(f.string())); }
+
+// dciodvfy reports no error on f; its warnings (and errors) go to the test log.
+inline void expect_dciodvfy_clean(const std::filesystem::path& f) {
+  const auto r = dciodvfy(f);
+  for (const auto& w : lines_with(r.output, "Warning")) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << w);
+  const auto errors = lines_with(r.output, "Error");
+  for (const auto& e : errors) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << e);
+  BOOST_TEST(errors.empty(), "dciodvfy reports " << errors.size() << " error(s) for " << f);
+}
 
 inline CommandResult pixelmed_sr_validator(const std::filesystem::path& f) {
   return run_command(

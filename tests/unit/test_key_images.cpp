@@ -151,13 +151,7 @@ std::vector<KeyDump> run_dump(const fs::path& source, const std::vector<std::pai
   return out;
 }
 
-void expect_dciodvfy_clean(const fs::path& f) {
-  const auto r = testsupport::dciodvfy(f);
-  for (const auto& w : testsupport::lines_with(r.output, "Warning")) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << w);
-  const auto errors = testsupport::lines_with(r.output, "Error");
-  for (const auto& e : errors) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << e);
-  BOOST_TEST(errors.empty(), "dciodvfy reports " << errors.size() << " error(s) for " << f);
-}
+using testsupport::expect_dciodvfy_clean;
 
 // Interleaved RGB of an OpenCV BGR image, as the SC must store it.
 void write_rgb(const cv::Mat& bgr, const fs::path& out) {

@@ -98,13 +98,7 @@ Dump run_dump(const fs::path& seg) {
   return d;
 }
 
-void expect_dciodvfy_clean(const fs::path& f) {
-  const auto r = testsupport::dciodvfy(f);
-  for (const auto& w : testsupport::lines_with(r.output, "Warning")) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << w);
-  const auto errors = testsupport::lines_with(r.output, "Error");
-  for (const auto& e : errors) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << e);
-  BOOST_TEST(errors.empty(), "dciodvfy reports " << errors.size() << " error(s) for " << f);
-}
+using testsupport::expect_dciodvfy_clean;
 
 std::string read_tag(const fs::path& f, const DcmTagKey& tag) {
   DcmFileFormat ff;

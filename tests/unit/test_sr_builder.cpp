@@ -66,11 +66,7 @@ SrDump run_sr_dump(const fs::path& sr, const fs::path& seg, const fs::path& sour
 }
 
 void expect_validators_clean(const fs::path& f) {
-  const auto v = testsupport::dciodvfy(f);
-  for (const auto& w : testsupport::lines_with(v.output, "Warning")) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << w);
-  const auto errors = testsupport::lines_with(v.output, "Error");
-  for (const auto& e : errors) BOOST_TEST_MESSAGE("dciodvfy " << f.filename() << ": " << e);
-  BOOST_TEST(errors.empty(), "dciodvfy reports " << errors.size() << " error(s) for " << f);
+  testsupport::expect_dciodvfy_clean(f);
 
   const auto p = testsupport::pixelmed_sr_validator(f);
   const auto perrors = testsupport::lines_with(p.output, "Error");
