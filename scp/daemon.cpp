@@ -2,7 +2,6 @@
 
 #include <systemd/sd-daemon.h>
 
-#include <cstdlib>
 #include <future>
 #include <set>
 #include <thread>
@@ -63,10 +62,7 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
 
 int run_daemon(const config::Config& cfg) {
   auto log = pacsnode::component_logger("daemon");
-  fs::path root = cfg.storage.root;
-  // Under systemd a relative root lives in the service's state directory.
-  if (const char* state = std::getenv("STATE_DIRECTORY"); state && root.is_relative()) root = fs::path(state) / root;
-  root = fs::absolute(root);
+  const fs::path root = storage_root(cfg.storage.root);
   fs::create_directories(root);
   Spool spool(root);
   Index index(root / "index.sqlite");

@@ -63,9 +63,7 @@ constexpr const char* kStudyColumns =
 }  // namespace
 
 std::string study_hash(const std::string& key, const std::string& study_uid) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : key + "\x1f" + study_uid) { h ^= c; h *= 1099511628211ULL; }
-  return fmt::format("s-{:012x}", h & 0xffffffffffffULL);
+  return fmt::format("s-{:012x}", fnv1a(key + "\x1f" + study_uid) & 0xffffffffffffULL);
 }
 
 Index::Index(const std::filesystem::path& db_file) {

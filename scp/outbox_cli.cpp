@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "scp/index.h"
+#include "scp/spool.h"
 #include "scp/study_assembler.h"
 
 namespace fs = std::filesystem;
@@ -52,9 +53,7 @@ int outbox_main(const std::vector<std::string>& args) {
     std::cerr << "pacsnode: invalid configuration:\n" << e.what() << "\n";
     return 2;
   }
-  fs::path root = cfg.storage.root;
-  if (const char* sd = std::getenv("STATE_DIRECTORY"); sd && root.is_relative()) root = fs::path(sd) / root;
-  const fs::path db = root / "index.sqlite";
+  const fs::path db = storage_root(cfg.storage.root) / "index.sqlite";
   if (!fs::exists(db)) {
     std::cerr << "pacsnode outbox: no index at " << db.string() << " (storage.root of this config)\n";
     return 1;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cerrno>
 #include <random>
 #include <system_error>
@@ -19,12 +20,6 @@ namespace fs = std::filesystem;
 namespace scp {
 namespace {
 
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) { h ^= c; h *= 1099511628211ULL; }
-  return h;
-}
-
 // mkdir -p that fsyncs the parent of every directory it creates, so a new study folder survives
 // a crash as well as the file in it.
 void make_dirs_durable(const fs::path& dir) {
@@ -36,6 +31,21 @@ void make_dirs_durable(const fs::path& dir) {
 }
 
 }  // namespace
+
+fs::path storage_root(const fs::path& configured) {
+  fs::path root = configured;
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state && root.is_relative()) root = fs::path(state) / root;
+  return fs::absolute(root);
+}
+
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
 
 std::string path_component(const std::string& uid) {
   bool ok = !uid.empty() && uid.size() <= 64 && uid.front() != '.';

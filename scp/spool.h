@@ -56,6 +56,11 @@ class Spool {
   std::filesystem::path tmp_dir_;
 };
 
+// The storage root a config names: a relative storage.root lives in the service's state
+// directory under systemd (STATE_DIRECTORY), else in the working directory. Absolute.
+std::filesystem::path storage_root(const std::filesystem::path& configured);
+// FNV-1a, 64 bits: stable across runs and builds (path components, log hashes).
+std::uint64_t fnv1a(const std::string& s);
 // A UID as a path component: itself when it is a well-formed UID, else a stable hex digest.
 std::string path_component(const std::string& uid);
 // fsync a file or directory; throws std::system_error.

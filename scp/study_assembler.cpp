@@ -27,19 +27,27 @@ void StudyAssembler::add(Pending& p, const std::string& series, std::optional<lo
   ++p.count;
 }
 
+std::unique_ptr<StudyAssembler::Pending> StudyAssembler::from_index(const std::string& uid, int completed_generation) {
+  auto p = std::make_unique<Pending>(strand_);
+  p->completed_generation = completed_generation;
+  for (const auto& in : index_.instances_of(uid))
+    add(*p, in.series_uid, in.acquisition_number, in.images_in_acquisition, in.number_of_study_related_instances);
+  return p;
+}
+
 void StudyAssembler::on_instance(const dicom::InstanceHeader& h, bool is_new) {
   asio::post(strand_, [this, h, is_new]() mutable {
     auto it = studies_.find(h.study_uid);
     if (it == studies_.end()) {
-      auto p = std::make_unique<Pending>(strand_);
+      std::unique_ptr<Pending> p;
       if (auto row = index_.study(h.study_uid); row && row->generation > 0) {
         // Late arrival for a study that already completed: it reopens with everything it has.
-        p->completed_generation = row->generation;
-        for (const auto& in : index_.instances_of(h.study_uid))
-          add(*p, in.series_uid, in.acquisition_number, in.images_in_acquisition, in.number_of_study_related_instances);
+        p = from_index(h.study_uid, row->generation);
         pacsnode::component_logger("study")->info("study {} reopened by a late instance ({} instances)",
                                                   study_hash(index_.log_key(), h.study_uid), p->count);
         is_new = false;  // already counted from the index
+      } else {
+        p = std::make_unique<Pending>(strand_);
       }
       it = studies_.emplace(h.study_uid, std::move(p)).first;
       open_ = studies_.size();
@@ -54,10 +62,7 @@ void StudyAssembler::restore() {
     const auto now = wall_ms();
     for (const auto& row : index_.studies(StudyState::open)) {
       if (studies_.count(row.study_uid)) continue;
-      auto p = std::make_unique<Pending>(strand_);
-      p->completed_generation = row.generation;
-      for (const auto& in : index_.instances_of(row.study_uid))
-        add(*p, in.series_uid, in.acquisition_number, in.images_in_acquisition, in.number_of_study_related_instances);
+      auto p = from_index(row.study_uid, row.generation);
       auto& ref = *p;
       studies_.emplace(row.study_uid, std::move(p));
       schedule(row.study_uid, ref, std::chrono::milliseconds(std::max<std::int64_t>(0, now - row.last_instance_ms)));

@@ -54,6 +54,8 @@ class StudyAssembler {
 
   void add(Pending& p, const std::string& series, std::optional<long> acq, std::optional<long> images,
            std::optional<long> study_total);
+  // A study as the index knows it: completed generation and every instance counted.
+  std::unique_ptr<Pending> from_index(const std::string& uid, int completed_generation);
   void schedule(const std::string& uid, Pending& p, std::chrono::steady_clock::duration since_last);
   void complete(const std::string& uid, const char* reason);
 
