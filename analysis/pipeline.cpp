@@ -22,12 +22,15 @@ const Profile* Pipeline::select(const dicom::SeriesInfo& info, std::string_view 
   throw std::invalid_argument(fmt::format("unknown profile '{}' (known: {})", forced, names));
 }
 
-void Pipeline::run(SeriesContext& c) const {
+void Pipeline::run(SeriesContext& c, const std::function<void(SeriesContext&)>& after_segmentation) const {
   if (!c.profile) throw std::invalid_argument("Pipeline::run: no profile");
   if (c.volume.depth() == 0) throw std::invalid_argument("Pipeline::run: empty volume");
   if (c.key.empty()) c.key = series_key(c.volume.info);
   const Stopwatch sw;
-  for (const auto& stage : stages::series_stages()) stage->run(c);
+  for (const auto& stage : stages::series_stages()) {
+    stage->run(c);
+    if (after_segmentation && stage->name() == "segment") after_segmentation(c);
+  }
   pacsnode::component_logger("pipeline")
       ->info("series {} {} profile {}: {} segments, {:.0f} ms", c.key, c.volume.info.modality, c.profile->name,
              c.segments.size(), sw.ms());

@@ -6,6 +6,7 @@
 // Pipeline is immutable after construction and run() is const, so one instance can serve the
 // daemon's bounded pool (one series per task; stages keep no state between runs).
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,7 +30,9 @@ class Pipeline {
 
   // Runs preprocess..display on `c` (c.profile must be set; c.key is derived from the series UID
   // when empty). Throws StageError naming the failed stage; c.timings holds what ran.
-  void run(SeriesContext& c) const;
+  // `after_segmentation`, when given, runs right after the segment stage (the daemon starts
+  // writing the SEG there, beside the later stages).
+  void run(SeriesContext& c, const std::function<void(SeriesContext&)>& after_segmentation = {}) const;
 
   // Convenience: a context for `volume` with `profile`, run.
   SeriesContext run(dicom::Volume volume, const Profile& profile, const std::filesystem::path& out_dir = {},

@@ -275,8 +275,8 @@ dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames) {
   return seg;
 }
 
-std::filesystem::path write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
-                                   const std::filesystem::path& dir, const std::optional<dicom::DocumentRef>& replaces) {
+dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
+                                  const std::filesystem::path& dir, const std::optional<dicom::DocumentRef>& replaces) {
   const auto& vol = c.volume;
   dicom::SrSpec sr;
   sr.predecessor = replaces;
@@ -317,9 +317,7 @@ std::filesystem::path write_sr_for(const SeriesContext& c, const dicom::SegSpec&
     sr.groups.push_back(std::move(grp));
   }
   for (auto& [k, q] : document) sr.qualitative.push_back(q);
-  const auto path = dir / (c.key + "_sr.dcm");
-  dicom::write_sr(sr, path);
-  return path;
+  return dicom::write_sr(sr, dir / (c.key + "_sr.dcm"));
 }
 
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
@@ -328,7 +326,7 @@ DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir
   DicomOutputs out;
   out.seg = dir / (c.key + "_seg.dcm");
   const dicom::WrittenObject written = dicom::write_seg(seg, out.seg);
-  out.sr = write_sr_for(c, seg, written, dir, replaces);
+  out.sr = write_sr_for(c, seg, written, dir, replaces).path;
   return out;
 }
 

@@ -65,9 +65,9 @@ struct DicomOutputs {
 // 1..N (the SEG's segment numbers) and returns the SEG spec, whose label map shares c.labels.
 // write_sr_for writes <dir>/<key>_sr.dcm from c's features and findings for a SEG already written.
 dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames = false);
-std::filesystem::path write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
-                                   const std::filesystem::path& dir,
-                                   const std::optional<dicom::DocumentRef>& replaces = std::nullopt);
+dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
+                                  const std::filesystem::path& dir,
+                                  const std::optional<dicom::DocumentRef>& replaces = std::nullopt);
 // `keep_empty_frames`: also write the SEG frames whose mask is empty (default: omitted).
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
                               const std::optional<dicom::DocumentRef>& replaces = std::nullopt,

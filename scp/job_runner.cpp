@@ -20,19 +20,18 @@ namespace fs = std::filesystem;
 namespace scp {
 namespace {
 
-// Read back what a builder wrote, for the index.
-ResultRow result_for(const fs::path& file, const JobRow& job, const std::string& kind, const std::string& source_series) {
-  const auto h = dicom::read_instance_header(file);
+// The index row of an object a builder wrote (the builders return its identity).
+ResultRow result_for(const dicom::WrittenObject& w, const JobRow& job, const std::string& kind, const std::string& source_series) {
   ResultRow r;
   r.job_id = job.id;
   r.study_uid = job.study_uid;
   r.generation = job.generation;
   r.kind = kind;
-  r.sop_class_uid = h.sop_class_uid;
-  r.sop_instance_uid = h.sop_instance_uid;
-  r.series_uid = h.series_uid;
+  r.sop_class_uid = w.sop_class_uid;
+  r.sop_instance_uid = w.sop_instance_uid;
+  r.series_uid = w.series_uid;
   r.source_series_uid = source_series;
-  r.path = file.string();
+  r.path = w.path.string();
   return r;
 }
 
@@ -139,42 +138,38 @@ JobOutcome JobRunner::run(const JobRow& job) {
           replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
       // The SEG needs only the segmentation: it is written on another thread while the features
       // and classification run; the SR, which reports those, follows.
-      auto stages = analysis::stages::series_stages();
-      std::size_t next = 0;
-      for (; next < stages.size(); ++next) {
-        stages[next]->run(c);
-        if (stages[next]->name() == "segment") break;
-      }
-      ++next;
-      if (c.resampled || c.segments.empty()) {  // no SEG possible: finish the analysis, then say why
-        for (; next < stages.size(); ++next) stages[next]->run(c);
-        analysis::seg_spec_for(c, opt_.keep_empty_frames);  // throws the reason
-      }
-      const dicom::SegSpec seg_spec = analysis::seg_spec_for(c, opt_.keep_empty_frames);
-      const fs::path seg_path = outbound / (c.key + "_seg.dcm");
-      analysis::Stopwatch seg_sw;
+      std::optional<dicom::SegSpec> seg_spec;
       double seg_ms = 0;
-      auto seg_written = std::async(std::launch::async, [&] {
-        auto w = dicom::write_seg(seg_spec, seg_path);
-        seg_ms = seg_sw.ms();
-        return w;
+      std::future<dicom::WrittenObject> seg_written;
+      pipeline_->run(c, [&](analysis::SeriesContext& sc) {
+        if (sc.resampled || sc.segments.empty()) return;  // no SEG possible: said below, after the analysis
+        seg_spec = analysis::seg_spec_for(sc, opt_.keep_empty_frames);
+        seg_written = std::async(std::launch::async, [&seg_spec, &seg_ms, path = outbound / (sc.key + "_seg.dcm")] {
+          const analysis::Stopwatch sw;
+          auto w = dicom::write_seg(*seg_spec, path);
+          seg_ms = sw.ms();
+          return w;
+        });
       });
-      for (; next < stages.size(); ++next) stages[next]->run(c);  // display: skipped, c.out_dir is empty
+      if (!seg_spec) {
+        analysis::seg_spec_for(c, opt_.keep_empty_frames);  // throws the reason
+        throw std::logic_error("no SEG was started");
+      }
       const dicom::WrittenObject seg = seg_written.get();
-      analysis::Stopwatch sr_sw;
-      const fs::path sr_path = analysis::write_sr_for(c, seg_spec, seg, outbound, replaces);
+      const analysis::Stopwatch sr_sw;
+      const dicom::WrittenObject sr = analysis::write_sr_for(c, *seg_spec, seg, outbound, replaces);
       std::string timings;
       for (const auto& t : study_ctx.timings) timings += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
       for (const auto& t : c.timings) timings += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
       log->info("study {}: series {} ({}): {}SEG {:.0f} ms (beside the later stages), SR {:.0f} ms", study, c.key,
                 profile->name, timings, seg_ms, sr_sw.ms());
-      std::vector<ResultRow> rows{result_for(seg_path, job, "SEG", source_series), result_for(sr_path, job, "SR", source_series)};
+      std::vector<ResultRow> rows{result_for(seg, job, "SEG", source_series), result_for(sr, job, "SR", source_series)};
       if (opt_.key_images) {
         std::vector<analysis::kernels::SegmentStyle> styles;
         for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
         auto spec = analysis::kernels::key_image_spec(c.volume, c.labels, styles, {});
         spec.file_prefix = c.key + "_key";
-        for (const auto& k : dicom::write_key_images(spec, outbound)) rows.push_back(result_for(k.path, job, "KEY", source_series));
+        for (const auto& k : dicom::write_key_images(spec, outbound)) rows.push_back(result_for(k, job, "KEY", source_series));
       }
       publish(std::move(rows), profile->name);
       ++out.series_analysed;
