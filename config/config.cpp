@@ -182,20 +182,31 @@ void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::s
     s.problem("max_backoff_seconds", "must not be less than outbound.initial_backoff_seconds");
 }
 
-void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::vector<std::string>& p) {
+// Reads every table of a [[key]] array whose `name` is required and unique, calling
+// read(table, section, name) for each.
+template <typename Read>
+void read_named_tables(const toml::node& n, std::string_view key, std::vector<std::string>& p, Read read) {
   const auto* arr = n.as_array();
   if (!arr || !arr->is_array_of_tables()) {
-    p.push_back("profile: must be an array of tables ([[profile]])");
+    p.push_back(fmt::format("{}: must be an array of tables ([[{}]])", key, key));
     return;
   }
   std::set<std::string> names;
   for (std::size_t i = 0; i < arr->size(); ++i) {
     const auto& t = *arr->get(i)->as_table();
-    Section s(t, fmt::format("profile[{}]", i), p);
+    Section s(t, fmt::format("{}[{}]", key, i), p);
+    std::string name;
+    s.string("name", name);
+    if (name.empty()) s.problem("name", "is required");
+    else if (!names.insert(name).second) s.problem("name", fmt::format("\"{}\" is used by another {}", name, key));
+    read(t, s, std::move(name));
+  }
+}
+
+void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::vector<std::string>& p) {
+  read_named_tables(n, "profile", p, [&](const toml::table&, Section& s, std::string name) {
     ProfileConfig pc;
-    s.string("name", pc.name);
-    if (pc.name.empty()) s.problem("name", "is required");
-    else if (!names.insert(pc.name).second) s.problem("name", fmt::format("\"{}\" is used by another profile", pc.name));
+    pc.name = std::move(name);
     s.string("base", pc.base);
     if (pc.base != "ct-chest" && pc.base != "generic") s.problem("base", fmt::format("\"{}\" is not ct-chest or generic", pc.base));
     s.optional_strings("modalities", pc.modalities);
@@ -218,31 +229,21 @@ void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::ve
     if (pc.base == "generic" && (pc.laa_threshold_hu || pc.emphysema_threshold_percent))
       s.problem("laa_threshold_hu", "applies to base = \"ct-chest\" only");
     out.push_back(std::move(pc));
-  }
+  });
 }
 
 void read_destinations(const toml::node& n, std::vector<Destination>& out, std::vector<std::string>& p) {
-  const auto* arr = n.as_array();
-  if (!arr || !arr->is_array_of_tables()) {
-    p.push_back("destination: must be an array of tables ([[destination]])");
-    return;
-  }
-  std::set<std::string> names;
-  for (std::size_t i = 0; i < arr->size(); ++i) {
-    const auto& t = *arr->get(i)->as_table();
-    Section s(t, fmt::format("destination[{}]", i), p);
+  read_named_tables(n, "destination", p, [&](const toml::table& t, Section& s, std::string name) {
     Destination d;
-    s.string("name", d.name);
+    d.name = std::move(name);
     s.string("ae_title", d.ae_title);
     s.string("host", d.host);
     if (!t.contains("port")) s.problem("port", "is required");
     s.integer("port", d.port, 1, 65535);
-    if (d.name.empty()) s.problem("name", "is required");
-    else if (!names.insert(d.name).second) s.problem("name", fmt::format("\"{}\" is used by another destination", d.name));
     if (!valid_ae_title(d.ae_title)) s.problem("ae_title", d.ae_title.empty() ? "is required" : fmt::format("\"{}\" is not an AE title", d.ae_title));
     if (d.host.empty()) s.problem("host", "is required");
     out.push_back(std::move(d));
-  }
+  });
 }
 
 void read_log(const toml::table& t, Config::Log& l, std::vector<std::string>& p) {
