@@ -15,22 +15,13 @@
 #include "analysis/kernels/features.h"
 #include "analysis/kernels/mesh.h"
 #include "analysis/kernels/nifti.h"
+#include "support/masks.h"
 #include "support/paths.h"
 
 namespace k = analysis::kernels;
 using analysis::Mask;
 
 namespace {
-
-Mask blob(int d, int r, int c, double p, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::bernoulli_distribution b(p);
-  Mask m = k::make_mask(d, r, c);
-  for (auto& s : m)
-    for (int y = 0; y < r; ++y)
-      for (int x = 0; x < c; ++x) s.at<uchar>(y, x) = b(rng) ? 1 : 0;
-  return m;
-}
 
 // Global id of the lattice edge of cube (z, r, c) (corner 0 at that voxel) and local edge e.
 std::array<int, 4> edge_key(int z, int r, int c, int e) {
@@ -60,7 +51,7 @@ BOOST_AUTO_TEST_CASE(single_voxel_is_an_octahedron) {
 BOOST_AUTO_TEST_CASE(every_configuration_gives_a_closed_oriented_mesh) {
   // On random masks, every directed mesh edge must be matched by exactly one reverse edge.
   for (unsigned seed : {1u, 2u, 3u}) {
-    const Mask m = blob(5, 6, 7, 0.5, seed);
+    const Mask m = testsupport::random_mask(5, 6, 7, 0.5, seed);
     auto at = [&](int z, int r, int c) {
       if (z < 0 || z >= 5 || r < 0 || r >= 6 || c < 0 || c >= 7) return 0;
       return m[static_cast<std::size_t>(z)].at<uchar>(r, c) ? 1 : 0;
@@ -94,7 +85,7 @@ BOOST_AUTO_TEST_CASE(diameter_candidates_contain_the_farthest_pair) {
   // Brute force over all mesh vertices (midpoints of in/out lattice edges) versus the hull candidates.
   const analysis::Spacing sp{0.9, 0.6, 1.7};
   for (unsigned seed : {4u, 5u}) {
-    const Mask m = blob(6, 9, 8, 0.3, seed);
+    const Mask m = testsupport::random_mask(6, 9, 8, 0.3, seed);
     std::vector<cv::Point3d> all;
     auto in = [&](int z, int r, int c) {
       return z >= 0 && z < 6 && r >= 0 && r < 9 && c >= 0 && c < 8 && m[static_cast<std::size_t>(z)].at<uchar>(r, c);

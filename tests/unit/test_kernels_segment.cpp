@@ -13,21 +13,12 @@
 #include "analysis/kernels/evaluate.h"
 #include "analysis/kernels/preprocess.h"
 #include "analysis/kernels/segment.h"
+#include "support/masks.h"
 
 namespace k = analysis::kernels;
 using analysis::Mask;
 
 namespace {
-
-Mask random_mask(int d, int r, int c, double p, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::bernoulli_distribution b(p);
-  Mask m = k::make_mask(d, r, c);
-  for (auto& s : m)
-    for (int y = 0; y < r; ++y)
-      for (int x = 0; x < c; ++x) s.at<uchar>(y, x) = b(rng) ? 1 : 0;
-  return m;
-}
 
 // Reference labelling: breadth-first flood fill over explicit neighbour offsets.
 std::vector<int> bfs_labels(const Mask& m, int conn, int& n) {
@@ -148,7 +139,7 @@ BOOST_AUTO_TEST_CASE(otsu_matches_exhaustive_search) {
 BOOST_AUTO_TEST_CASE(components_match_flood_fill) {
   for (int conn : {6, 18, 26})
     for (double p : {0.2, 0.35, 0.5}) {
-      const Mask m = random_mask(7, 13, 17, p, static_cast<unsigned>(conn * 100 + p * 10));
+      const Mask m = testsupport::random_mask(7, 13, 17, p, static_cast<unsigned>(conn * 100 + p * 10));
       int n_ref = 0;
       const auto ref = bfs_labels(m, conn, n_ref);
       const auto comps = k::label_components(m, static_cast<k::Connectivity>(conn));
@@ -234,7 +225,7 @@ BOOST_AUTO_TEST_CASE(keep_largest_and_border_removal) {
 }
 
 BOOST_AUTO_TEST_CASE(morphology_3d_matches_brute_force) {
-  const Mask m = random_mask(6, 12, 14, 0.6, 5);
+  const Mask m = testsupport::random_mask(6, 12, 14, 0.6, 5);
   const k::StructuringElement se{1, 2, 1, k::Footprint::box};
   Mask er = m, di = m;
   for (auto& s : er) s = s.clone();
