@@ -7,7 +7,9 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcitem.h>
+#include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcsequen.h>
 #include <dcmtk/dcmdata/dcxfer.h>
@@ -177,6 +179,22 @@ std::string read_modality_lut(DcmItem& ds, ImageHeader& h) {
   return {};
 }
 
+// Offset and length of the Pixel Data value when it is native little endian data that DCMTK left
+// in the file (longer than kMaxReadLength); else length 0.
+NativePixels native_pixels(DcmDataset& ds) {
+  const E_TransferSyntax xfer = ds.getOriginalXfer();
+  if (xfer != EXS_LittleEndianExplicit && xfer != EXS_LittleEndianImplicit) return {};
+  DcmElement* el = nullptr;
+  if (ds.findAndGetElement(DCM_PixelData, el).bad() || el == nullptr) return {};
+  const auto* pixels = dynamic_cast<DcmPixelData*>(el);
+  const DcmInputStreamFactory* stream = el->getInputStream();
+  if (pixels == nullptr || stream == nullptr || stream->ident() != DFT_DcmInputFileStreamFactory) return {};
+  const Uint32 length = el->getLength();
+  if (length == DCM_UndefinedLength) return {};
+  const auto& file = static_cast<const DcmInputFileStreamFactory&>(*stream);
+  return {static_cast<std::uint64_t>(file.getOffset()), length};
+}
+
 }  // namespace
 
 ImageHeader read_image_header(const std::filesystem::path& file) {
@@ -213,6 +231,7 @@ ImageHeader read_image_header(const std::filesystem::path& file) {
   h.high_bit = int_or(ds, DCM_HighBit, h.bits_stored - 1);
   h.is_signed = int_or(ds, DCM_PixelRepresentation, 0) == 1;
   h.has_pixel_data = ds.tagExists(DCM_PixelData);
+  h.native_pixels = native_pixels(ds);
   h.has_float_pixel_data = ds.tagExists(DCM_FloatPixelData) || ds.tagExists(DCM_DoubleFloatPixelData);
   h.has_modality_lut = ds.tagExists(DCM_ModalityLUTSequence);
   h.spacing_between_slices = num_at(ds, DCM_SpacingBetweenSlices).value_or(0.0);

@@ -47,6 +47,10 @@ struct ImageHeader {
   int number_of_frames = 1;
   bool has_pixel_data = false;        // (7FE0,0010)
   bool has_float_pixel_data = false;  // (7FE0,0008) or (7FE0,0009)
+  // Where a native (uncompressed little endian) Pixel Data value sits in the file, so that the
+  // loader reads it straight into a volume without parsing the file again; length 0 when not
+  // applicable (encapsulated, big endian or deflated syntaxes, float data, values under 4 kB).
+  NativePixels native_pixels;
   bool has_modality_lut = false;      // Modality LUT Sequence (then `modality_lut` holds it)
   std::shared_ptr<const ModalityLut> modality_lut;
   bool enhanced = false;              // per-frame functional groups present

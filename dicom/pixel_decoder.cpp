@@ -1,12 +1,18 @@
 #include "dicom/pixel_decoder.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include <opencv2/core/hal/intrin.hpp>
 
 #include <gdcmImage.h>
 #include <gdcmImageReader.h>
@@ -71,6 +77,102 @@ void convert_loop(const unsigned char* raw, unsigned char* out, std::size_t n, b
   }
 }
 
+// 16-bit samples to int16 real values by integer arithmetic, four lanes at a time:
+// out = a + b * sext((raw >> shift) & mask), with a and b folding MONOCHROME1 and the rescale (the
+// caller checks that |a| + |b| * 65535 fits int32). Returns whether every value fits int16; out may
+// be raw (same width, so in place is safe).
+bool convert_u16_to_s16(const unsigned char* raw, unsigned char* out, std::size_t n, const Unpack& u, std::int32_t a,
+                        std::int32_t b) {
+  const auto sign = static_cast<std::int32_t>(u.is_signed ? u.sign_bit : 0);
+  std::int32_t lo = std::numeric_limits<std::int32_t>::max(), hi = std::numeric_limits<std::int32_t>::min();
+  std::size_t i = 0;
+#if CV_SIMD128
+  const cv::v_uint32x4 vmask = cv::v_setall_u32(u.mask);
+  const cv::v_int32x4 vsign = cv::v_setall_s32(sign), va = cv::v_setall_s32(a), vb = cv::v_setall_s32(b);
+  cv::v_int32x4 vlo = cv::v_setall_s32(lo), vhi = cv::v_setall_s32(hi);
+  for (; i + 8 <= n; i += 8) {
+    std::uint16_t in[8];
+    std::memcpy(in, raw + 2 * i, sizeof in);  // unaligned source
+    cv::v_uint32x4 r0, r1;
+    cv::v_expand(cv::v_load(in), r0, r1);
+    const cv::v_int32x4 s0 = (cv::v_reinterpret_as_s32((r0 >> u.shift) & vmask) ^ vsign) - vsign;
+    const cv::v_int32x4 s1 = (cv::v_reinterpret_as_s32((r1 >> u.shift) & vmask) ^ vsign) - vsign;
+    const cv::v_int32x4 v0 = va + vb * s0, v1 = vb * s1 + va;
+    vlo = cv::v_min(vlo, cv::v_min(v0, v1));
+    vhi = cv::v_max(vhi, cv::v_max(v0, v1));
+    std::int16_t packed[8];
+    cv::v_store(packed, cv::v_pack(v0, v1));  // saturating; overflow is reported below
+    std::memcpy(out + 2 * i, packed, sizeof packed);
+  }
+  lo = cv::v_reduce_min(vlo);
+  hi = cv::v_reduce_max(vhi);
+#endif
+  for (; i < n; ++i) {
+    std::uint16_t r;
+    std::memcpy(&r, raw + 2 * i, sizeof r);
+    const std::int32_t s = ((static_cast<std::int32_t>((r >> u.shift) & u.mask)) ^ sign) - sign;
+    const std::int32_t v = a + b * s;
+    lo = std::min(lo, v), hi = std::max(hi, v);
+    const auto o = static_cast<std::int16_t>(std::clamp<std::int32_t>(v, INT16_MIN, INT16_MAX));
+    std::memcpy(out + 2 * i, &o, sizeof o);
+  }
+  return n == 0 || (lo >= std::numeric_limits<std::int16_t>::min() && hi <= std::numeric_limits<std::int16_t>::max());
+}
+
+// 16-bit samples to int16 real values when the map is a shift: out = a + s (or a - s when
+// `negate`, i.e. MONOCHROME1 with slope 1), s = sext((raw >> shift) & mask), eight lanes of 16 bits
+// at a time. The sum is taken modulo 2^16 and the range of s tracked, so that a value outside
+// int16 is detected exactly (if s + a fits int16 for the extreme s, it fits for every s, and the
+// modular sum is then the true one). Returns whether every value fits; out may be raw.
+bool convert_u16_to_s16_shifted(const unsigned char* raw, unsigned char* out, std::size_t n, const Unpack& u,
+                                std::int32_t a, bool negate) {
+  const auto sign = static_cast<std::uint16_t>(u.is_signed ? u.sign_bit : 0);
+  const auto mask = static_cast<std::uint16_t>(u.mask);
+  // s ordered as int16 lanes: unsigned 16-bit values are biased by 0x8000 for the comparisons.
+  const bool biased = !u.is_signed && u.mask == 0xFFFF;
+  const std::uint16_t bias = biased ? 0x8000 : 0;
+  const auto a16 = static_cast<std::uint16_t>(a);
+  std::int16_t lo = std::numeric_limits<std::int16_t>::max(), hi = std::numeric_limits<std::int16_t>::min();
+  std::size_t i = 0;
+#if CV_SIMD128
+  const cv::v_uint16x8 vmask = cv::v_setall_u16(mask), vsign = cv::v_setall_u16(sign), vbias = cv::v_setall_u16(bias),
+                       va = cv::v_setall_u16(a16);
+  cv::v_int16x8 vlo = cv::v_setall_s16(lo), vhi = cv::v_setall_s16(hi);
+  for (; i + 8 <= n; i += 8) {
+    std::uint16_t in[8];
+    std::memcpy(in, raw + 2 * i, sizeof in);  // unaligned source
+    const cv::v_uint16x8 s = cv::v_sub_wrap(((cv::v_load(in) >> u.shift) & vmask) ^ vsign, vsign);
+    const cv::v_int16x8 ordered = cv::v_reinterpret_as_s16(s ^ vbias);
+    vlo = cv::v_min(vlo, ordered);
+    vhi = cv::v_max(vhi, ordered);
+    const cv::v_uint16x8 v = negate ? cv::v_sub_wrap(va, s) : cv::v_add_wrap(va, s);
+    std::uint16_t res[8];
+    cv::v_store(res, v);
+    std::memcpy(out + 2 * i, res, sizeof res);
+  }
+  lo = cv::v_reduce_min(vlo);
+  hi = cv::v_reduce_max(vhi);
+#endif
+  for (; i < n; ++i) {
+    std::uint16_t r;
+    std::memcpy(&r, raw + 2 * i, sizeof r);
+    const auto s = static_cast<std::uint16_t>((((r >> u.shift) & mask) ^ sign) - sign);
+    const auto ordered = static_cast<std::int16_t>(s ^ bias);
+    lo = std::min(lo, ordered), hi = std::max(hi, ordered);
+    const auto v = static_cast<std::uint16_t>(negate ? a16 - s : a16 + s);
+    std::memcpy(out + 2 * i, &v, sizeof v);
+  }
+  if (n == 0) return true;
+  // The extreme stored values as integers, then the extreme results.
+  const auto value = [&](std::int16_t ordered_s) -> std::int64_t {
+    const auto bits = static_cast<std::uint16_t>(static_cast<std::uint16_t>(ordered_s) ^ bias);
+    return u.is_signed ? static_cast<std::int16_t>(bits) : static_cast<std::int64_t>(bits);
+  };
+  const std::int64_t s_lo = value(lo), s_hi = value(hi);
+  const std::int64_t r_lo = negate ? a - s_hi : a + s_lo, r_hi = negate ? a - s_lo : a + s_hi;
+  return r_lo >= std::numeric_limits<std::int16_t>::min() && r_hi <= std::numeric_limits<std::int16_t>::max();
+}
+
 template <class Raw>
 bool convert_from(const unsigned char* raw, const Unpack& u, const RealMap& m, unsigned char* out, bool out_is_float,
                   std::size_t n) {
@@ -103,6 +205,14 @@ bool convert_from(const unsigned char* raw, const Unpack& u, const RealMap& m, u
   if (std::abs(m.slope) > 65536 || std::abs(m.intercept) > 65536) return false;
   const auto slope = static_cast<std::int64_t>(m.slope);
   const auto intercept = static_cast<std::int64_t>(m.intercept);
+  if constexpr (sizeof(Raw) == 2) {  // the common case (CT, MR): integer lanes
+    const std::int64_t b = u.invert ? -slope : slope;
+    const std::int64_t a = (u.invert ? u.mirror * slope : 0) + intercept;
+    if ((b == 1 || b == -1) && std::abs(a) <= 65535)
+      return convert_u16_to_s16_shifted(raw, out, n, u, static_cast<std::int32_t>(a), b == -1);
+    if (std::abs(a) + std::abs(b) * 65535 <= std::numeric_limits<std::int32_t>::max())
+      return convert_u16_to_s16(raw, out, n, u, static_cast<std::int32_t>(a), static_cast<std::int32_t>(b));
+  }
   bool fits = true;
   convert_loop<Raw, std::int16_t>(raw, out, n, backward, [&](std::uint32_t r) {
     const std::int64_t v = u(r) * slope + intercept;
@@ -230,6 +340,31 @@ DecodedLayout decode_encapsulated(DcmDataset* ds, DcmPixelData* pixels, const De
                                   const std::function<void*(const DecodedLayout&)>& dst_for);
 
 }  // namespace
+
+DecodedLayout read_native(const std::filesystem::path& file, const NativePixels& at, const DecodedLayout& layout,
+                          const std::function<void*(const DecodedLayout&)>& dst_for) {
+  check_layout_sane(layout, "native");
+  const std::size_t bytes = layout.bytes();
+  if (at.length < bytes)
+    throw DicomError("Pixel Data holds " + std::to_string(at.length) + " bytes, " + std::to_string(bytes) +
+                     " expected (truncated)");
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw DicomError("cannot open file: " + std::string(std::strerror(errno)));
+  auto* dst = static_cast<char*>(dst_for(layout));
+  std::size_t done = 0;
+  while (done < bytes) {
+    const ssize_t n = ::pread(fd, dst + done, bytes - done, static_cast<off_t>(at.offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n < 0 ? std::strerror(errno) : "file ends inside Pixel Data (truncated)";
+      ::close(fd);
+      throw DicomError("Pixel Data not readable: " + why);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return layout;
+}
 
 DecodedLayout decode_stored(const std::filesystem::path& file,
                             const std::function<void*(const DecodedLayout&)>& dst_for) {

@@ -55,6 +55,19 @@ struct DecodedLayout {
   }
 };
 
+// The value of a native (uncompressed, little endian) Pixel Data element: its byte offset in the
+// file and its length (read_image_header records it).
+struct NativePixels {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
+// Reads the first layout.bytes() bytes of a native Pixel Data value into the buffer `dst_for`
+// returns (as decode_stored, without parsing the file again). Throws DicomError when the value is
+// shorter than the layout needs or the file cannot be read.
+DecodedLayout read_native(const std::filesystem::path& file, const NativePixels& at, const DecodedLayout& layout,
+                          const std::function<void*(const DecodedLayout&)>& dst_for);
+
 // Decodes every frame of `file` into stored values in native byte order, frame after frame:
 // DCMTK for native (incl. deflated and big endian), RLE, JPEG baseline/extended/lossless and
 // JPEG-LS, frame by frame without a second full copy; GDCM for JPEG 2000 (DCMTK has no decoder).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -60,6 +61,8 @@ RealMap real_map(const ImageHeader& h, const FrameHeader& f) {
 
 class Loader {
  public:
+  explicit Loader(ParallelFor parallel) : parallel_(std::move(parallel)) {}
+
   LoadResult run(const std::vector<fs::path>& files) {
     read_headers(files);
     std::map<std::string, std::vector<std::size_t>> series;
@@ -101,27 +104,48 @@ class Loader {
     out_.rejected.push_back(std::move(r));
   }
 
+  // body(i) for every i < n through the caller's ParallelFor, or one after another.
+  void for_each(std::size_t n, const std::function<void(std::size_t)>& body) const {
+    if (parallel_ && n > 1) {
+      parallel_(n, body);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) body(i);
+    }
+  }
+
   void read_headers(const std::vector<fs::path>& files) {
-    std::unordered_map<std::string, std::string> seen;  // SOP Instance UID -> path
-    for (const auto& file : files) {
-      const std::string path = file.string();
+    std::vector<std::optional<ImageHeader>> read(files.size());
+    std::vector<std::string> error(files.size());
+    for_each(files.size(), [&](std::size_t i) {
       try {
-        ImageHeader h = read_image_header(file);
-        if (auto why = screen_header(h); !why.empty()) {
-          reject_file(path, why);
+        read[i] = read_image_header(files[i]);
+      } catch (const std::exception& e) {
+        error[i] = e.what();
+      } catch (...) {
+        error[i] = "unexpected error while reading the header";
+      }
+    });
+    // In file order, so that which of two duplicates is kept does not depend on the threads.
+    std::unordered_map<std::string, std::string> seen;  // SOP Instance UID -> path
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      const std::string path = files[i].string();
+      if (!read[i]) {
+        reject_file(path, error[i]);
+        continue;
+      }
+      ImageHeader& h = *read[i];
+      if (auto why = screen_header(h); !why.empty()) {
+        reject_file(path, why);
+        continue;
+      }
+      if (!h.sop_instance_uid.empty()) {
+        auto [it, fresh] = seen.emplace(h.sop_instance_uid, path);
+        if (!fresh) {
+          reject_file(path, "duplicate SOP Instance UID (same instance as " + it->second + ")");
           continue;
         }
-        if (!h.sop_instance_uid.empty()) {
-          auto [it, fresh] = seen.emplace(h.sop_instance_uid, path);
-          if (!fresh) {
-            reject_file(path, "duplicate SOP Instance UID (same instance as " + it->second + ")");
-            continue;
-          }
-        }
-        headers_.push_back(std::move(h));
-      } catch (const std::exception& e) {
-        reject_file(path, e.what());
       }
+      headers_.push_back(std::move(h));
     }
   }
 
@@ -250,7 +274,7 @@ class Loader {
     const auto& h = headers_[inst];
     std::vector<unsigned char> temp;
     bool in_place = false;
-    const auto layout = decode_stored(h.path, [&](const DecodedLayout& l) -> void* {
+    const auto dst_for = [&](const DecodedLayout& l) -> void* {
       check_layout(h, l);
       if (l.bytes() <= slot.total() * slot.elemSize()) {
         in_place = true;
@@ -258,9 +282,23 @@ class Loader {
       }
       temp.resize(l.bytes());
       return temp.data();
-    });
+    };
+    // Native data that the header read located: one read, no second parse.
+    const auto layout = h.native_pixels.length > 0 && !h.has_float_pixel_data
+                            ? read_native(h.path, h.native_pixels, native_layout(h), dst_for)
+                            : decode_stored(h.path, dst_for);
     return stored_to_real(in_place ? slot.data : temp.data(), stored_format(h, layout),
                           real_map(h, h.frames.front()), slot.data, slot.type() == CV_32F, slot.total());
+  }
+
+  static DecodedLayout native_layout(const ImageHeader& h) {
+    DecodedLayout l;
+    l.rows = h.rows;
+    l.cols = h.cols;
+    l.frames = static_cast<int>(h.frames.size());
+    l.bits_allocated = h.bits_allocated;
+    l.samples_per_pixel = h.samples_per_pixel;
+    return l;
   }
 
   void check_layout(const ImageHeader& h, const DecodedLayout& l) const {
@@ -322,22 +360,42 @@ class Loader {
       v.slices.assign(frames.size(), cv::Mat());
       cv::Mat block;  // one allocation for the slices from single-frame files
       if (n_single > 0) block.create(rows * static_cast<int>(n_single), cols, as_float ? CV_32F : CV_16S);
-      int next = 0;
-      bool fits = true;
-      for (std::size_t z = 0; z < frames.size() && fits; ++z) {
+      std::vector<std::size_t> singles;  // slice index of each single-frame file, in block order
+      for (std::size_t z = 0; z < frames.size(); ++z) {
         const auto& fr = frames[z];
-        failing_inst_ = fr.inst;
         if (headers_[fr.inst].is_multiframe()) {
+          failing_inst_ = fr.inst;
           const cv::Mat& all = decode_multi(fr.inst, !as_float);
           v.slices[z] = all.rowRange(fr.frame * rows, (fr.frame + 1) * rows);
         } else {
-          cv::Mat slot = block.rowRange(next * rows, (next + 1) * rows);
-          ++next;
-          fits = decode_single(fr.inst, slot);
-          v.slices[z] = slot;
+          const int k = static_cast<int>(singles.size());
+          v.slices[z] = block.rowRange(k * rows, (k + 1) * rows);
+          singles.push_back(z);
         }
       }
-      if (!fits) continue;  // an int16 overflow: decode again as float
+      // Single-frame files, each into its own rows of `block` (in parallel when the caller allows).
+      enum class Outcome : unsigned char { ok, overflow, failed };
+      std::vector<Outcome> outcome(singles.size(), Outcome::ok);
+      std::vector<std::string> error(singles.size());
+      for_each(singles.size(), [&](std::size_t k) {
+        const std::size_t z = singles[k];
+        try {
+          if (!decode_single(frames[z].inst, v.slices[z])) outcome[k] = Outcome::overflow;
+        } catch (const std::exception& e) {
+          outcome[k] = Outcome::failed;
+          error[k] = e.what();
+        } catch (...) {
+          outcome[k] = Outcome::failed;
+          error[k] = "unexpected error while decoding";
+        }
+      });
+      for (std::size_t k = 0; k < singles.size(); ++k) {  // the first failure in slice order
+        if (outcome[k] != Outcome::failed) continue;
+        failing_inst_ = frames[singles[k]].inst;
+        throw DicomError(error[k]);
+      }
+      if (std::find(outcome.begin(), outcome.end(), Outcome::overflow) != outcome.end())
+        continue;  // an int16 overflow: decode again as float
       const bool mixed = std::any_of(v.slices.begin(), v.slices.end(),
                                      [&](const cv::Mat& m) { return m.type() != v.slices.front().type(); });
       if (mixed) {  // multi-frame sources of different types: the volume is float throughout
@@ -352,6 +410,7 @@ class Loader {
     throw DicomError("values do not fit the output type");  // unreachable
   }
 
+  ParallelFor parallel_;
   std::vector<ImageHeader> headers_;
   std::map<std::size_t, cv::Mat> multi_;
   std::size_t failing_inst_ = 0;
@@ -382,9 +441,11 @@ std::string screen_header(const ImageHeader& h) {
   return {};
 }
 
-LoadResult load_files(const std::vector<std::filesystem::path>& files) { return Loader().run(files); }
+LoadResult load_files(const std::vector<std::filesystem::path>& files, const ParallelFor& parallel) {
+  return Loader(parallel).run(files);
+}
 
-LoadResult load_folder(const std::filesystem::path& dir) {
+LoadResult load_folder(const std::filesystem::path& dir, const ParallelFor& parallel) {
   std::vector<fs::path> files;
   std::error_code ec;
   for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
@@ -397,7 +458,7 @@ LoadResult load_folder(const std::filesystem::path& dir) {
     return r;
   }
   std::sort(files.begin(), files.end());
-  return load_files(files);
+  return load_files(files, parallel);
 }
 
 }  // namespace dicom

@@ -157,10 +157,18 @@ void accumulate(const std::vector<cv::Mat>& image, const LabelVolume& labels, do
   }
 }
 
+// OpenCV's worker threads for the loader (cv::setNumThreads bounds them, as for the other stages).
+void opencv_parallel(std::size_t n, const std::function<void(std::size_t)>& body) {
+  cv::parallel_for_(cv::Range(0, static_cast<int>(n)), [&](const cv::Range& r) {
+    for (int i = r.start; i < r.end; ++i) body(static_cast<std::size_t>(i));
+  });
+}
+
 }  // namespace
 
 void DecodeStage::run_(StudyContext& c) {
-  dicom::LoadResult r = c.folder.empty() ? dicom::load_files(c.files) : dicom::load_folder(c.folder);
+  dicom::LoadResult r = c.folder.empty() ? dicom::load_files(c.files, opencv_parallel)
+                                         : dicom::load_folder(c.folder, opencv_parallel);
   c.volumes = std::move(r.volumes);
   c.rejected = std::move(r.rejected);
   c.notes = std::move(r.notes);

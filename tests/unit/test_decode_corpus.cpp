@@ -1,10 +1,12 @@
 #define BOOST_TEST_MODULE decode_corpus
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dicom/series_loader.h"
@@ -104,4 +106,42 @@ BOOST_AUTO_TEST_CASE(every_file_alone_gives_a_volume_or_a_reason) {
   }
   BOOST_TEST_MESSAGE(volumes << " volumes, " << rejected << " rejections");
   BOOST_TEST(volumes > 100);
+}
+
+BOOST_AUTO_TEST_CASE(parallel_load_gives_the_sequential_result) {
+  // Four threads pulling files from a shared counter, as a caller's pool would: the volumes (voxel
+  // for voxel), their sources, the rejections and their order must not depend on it.
+  const dicom::ParallelFor four_threads = [](std::size_t n, const std::function<void(std::size_t)>& body) {
+    std::atomic<std::size_t> next{0};
+    const auto work = [&] {
+      for (std::size_t i; (i = next++) < n;) body(i);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 3; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+  };
+  const auto seq = dicom::load_folder(testsupport::shared_data());
+  const auto par = dicom::load_folder(testsupport::shared_data(), four_threads);
+  BOOST_REQUIRE_EQUAL(par.volumes.size(), seq.volumes.size());
+  for (std::size_t i = 0; i < seq.volumes.size(); ++i) {
+    const auto& a = seq.volumes[i];
+    const auto& b = par.volumes[i];
+    BOOST_TEST_CONTEXT(a.sources.front().path) {
+      BOOST_REQUIRE_EQUAL(a.depth(), b.depth());
+      for (int z = 0; z < a.depth(); ++z) {
+        const auto k = static_cast<std::size_t>(z);
+        BOOST_TEST(a.sources[k].path == b.sources[k].path);
+        BOOST_TEST(a.sources[k].frame_number == b.sources[k].frame_number);
+        BOOST_REQUIRE_EQUAL(a.slices[k].type(), b.slices[k].type());
+        BOOST_TEST(cv::norm(a.slices[k], b.slices[k], cv::NORM_INF) == 0.0, "slice " << z);
+      }
+    }
+  }
+  BOOST_REQUIRE_EQUAL(par.rejected.size(), seq.rejected.size());
+  for (std::size_t i = 0; i < seq.rejected.size(); ++i) {
+    BOOST_TEST(par.rejected[i].path == seq.rejected[i].path);
+    BOOST_TEST(par.rejected[i].reason == seq.rejected[i].reason);
+  }
+  BOOST_TEST(par.notes == seq.notes, boost::test_tools::per_element());
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <opencv2/core.hpp>
 
 #include "dicom/check.h"
 #include "dicom/pixel_decoder.h"
@@ -148,6 +149,53 @@ BOOST_AUTO_TEST_CASE(kernel_reports_values_that_do_not_fit_int16) {
   BOOST_TEST(dicom::stored_to_real(raw, {16, 12, 11, false, false}, {1, -1024}, out, false, 2));
   BOOST_TEST(out[0] == -924);
   BOOST_TEST(out[1] == (40000 & 0xFFF) - 1024);
+}
+
+BOOST_AUTO_TEST_CASE(kernel_int16_fast_paths_equal_the_definition) {
+  // 16-bit samples into int16 take vectorised integer paths (slope +-1, other integer slopes);
+  // every value and the fits/does-not-fit answer must equal stored_value * slope + intercept.
+  cv::RNG rng(20261126);
+  int checked = 0, overflows = 0;
+  for (const int bits : {8, 10, 12, 15, 16})
+    for (const int high : {bits - 1, 15})
+      for (const bool is_signed : {false, true})
+        for (const bool mono1 : {false, true})
+          for (const double slope : {1.0, -1.0, 2.0, -3.0, 1000.0})
+            for (const double intercept : {0.0, -1024.0, 32767.0, -32768.0, 40000.0, -65535.0}) {
+              const StoredFormat f{16, bits, high, is_signed, mono1};
+              const RealMap m{slope, intercept};
+              for (const std::size_t n : {std::size_t{1}, std::size_t{8}, std::size_t{37}}) {
+                std::vector<std::uint16_t> raw(n);
+                for (auto& r : raw) r = static_cast<std::uint16_t>(rng.uniform(0, 65536));
+                if (n > 2) raw[1] = 0x0000, raw[2] = 0xFFFF;  // extremes of any format
+                bool want_fits = true;
+                std::vector<std::int64_t> want(n);
+                for (std::size_t i = 0; i < n; ++i) {
+                  want[i] = static_cast<std::int64_t>(dicom::stored_value(raw[i], f) * slope + intercept);
+                  want_fits = want_fits && want[i] >= INT16_MIN && want[i] <= INT16_MAX;
+                }
+                std::vector<std::int16_t> out(n);
+                const bool fits = dicom::stored_to_real(raw.data(), f, m, out.data(), false, n);
+                std::vector<std::uint16_t> in_place = raw;  // the loader converts in place
+                const bool fits_in_place = dicom::stored_to_real(in_place.data(), f, m, in_place.data(), false, n);
+                BOOST_TEST_CONTEXT("bits " << bits << " high " << high << " signed " << is_signed << " mono1 "
+                                           << mono1 << " slope " << slope << " intercept " << intercept << " n " << n) {
+                  BOOST_TEST(fits == want_fits);
+                  BOOST_TEST(fits_in_place == want_fits);
+                  if (want_fits) {
+                    for (std::size_t i = 0; i < n; ++i) {
+                      BOOST_TEST(out[i] == want[i], "sample " << i << " raw " << raw[i]);
+                      BOOST_TEST(static_cast<std::int16_t>(in_place[i]) == want[i], "in place, sample " << i);
+                    }
+                  }
+                }
+                ++checked;
+                overflows += want_fits ? 0 : 1;
+              }
+            }
+  BOOST_TEST_MESSAGE(checked << " conversions, " << overflows << " with values outside int16");
+  BOOST_TEST(overflows > 0);
+  BOOST_TEST(overflows < checked);
 }
 
 // ---- real files against the independent reader -----------------------------------------------

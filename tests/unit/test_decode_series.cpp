@@ -15,6 +15,7 @@
 #include "dicom/decode_header.h"
 #include "dicom/series_loader.h"
 #include "support/paths.h"
+#include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -266,6 +267,36 @@ BOOST_AUTO_TEST_CASE(colour_and_non_images_are_skipped_with_reasons) {
       BOOST_TEST(r.rejected[0].path == data(rel).string());
       BOOST_TEST(contains(r.rejected[0].reason, why), r.rejected[0].reason);
     }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(native_pixels_are_located_by_the_header_read_and_truncation_is_reported) {
+  const auto ct = data("mirp/ct_images_seg/CRLM-CT-1004/image/1-01.dcm");
+  const auto h = dicom::read_image_header(ct);
+  BOOST_TEST(h.native_pixels.length == 512u * 512u * 2u);
+  BOOST_TEST(h.native_pixels.offset + h.native_pixels.length <= fs::file_size(ct));
+  // Compressed pixel data is never read "natively".
+  BOOST_TEST(dicom::read_image_header(data("pydicom/test_files/JPEG2000.dcm")).native_pixels.length == 0u);
+  // The same file cut inside its pixel data: rejected as truncated, whichever reader notices.
+  const testsupport::TempDir dir("native-truncated");
+  const fs::path cut = dir.path / "cut.dcm";
+  fs::copy_file(ct, cut);
+  fs::resize_file(cut, h.native_pixels.offset + 1000);
+  const auto r = dicom::load_files({cut});
+  BOOST_TEST(r.volumes.empty());
+  BOOST_REQUIRE_EQUAL(r.rejected.size(), 1u);
+  BOOST_TEST(contains(r.rejected[0].reason, "truncated"), r.rejected[0].reason);
+  // A file that shrinks between the header read and the pixel read: the native reader says so.
+  dicom::DecodedLayout layout;
+  layout.rows = layout.cols = 512;
+  layout.frames = 1;
+  layout.bits_allocated = 16;
+  std::vector<char> buf(layout.bytes());
+  try {
+    dicom::read_native(cut, h.native_pixels, layout, [&](const dicom::DecodedLayout&) { return buf.data(); });
+    BOOST_ERROR("read_native read past the end of the file");
+  } catch (const dicom::DicomError& e) {
+    BOOST_TEST(contains(e.what(), "truncated"), e.what());
   }
 }
 
