@@ -359,7 +359,7 @@ class Loader {
     for (bool as_float : {!want_int, true}) {
       v.slices.assign(frames.size(), cv::Mat());
       cv::Mat block;  // one allocation for the slices from single-frame files
-      if (n_single > 0) block.create(rows * static_cast<int>(n_single), cols, as_float ? CV_32F : CV_16S);
+      if (n_single > 0) block = allocate_planes(static_cast<int>(n_single), rows, cols, as_float ? CV_32F : CV_16S);
       std::vector<std::size_t> singles;  // slice index of each single-frame file, in block order
       for (std::size_t z = 0; z < frames.size(); ++z) {
         const auto& fr = frames[z];

@@ -59,7 +59,7 @@ void threshold_into(const std::vector<cv::Mat>& image, Window window, Mask& out)
                           return s.type() == CV_8U && s.rows == rows && s.cols == cols;
                         });
   if (!reusable) {  // every voxel is written below: no need to zero
-    cv::Mat block(depth * rows, cols, CV_8U);
+    const cv::Mat block = dicom::allocate_planes(depth, rows, cols, CV_8U);
     out.assign(static_cast<std::size_t>(depth), cv::Mat());
     for (int z = 0; z < depth; ++z) out[static_cast<std::size_t>(z)] = block.rowRange(z * rows, (z + 1) * rows);
   }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -17,6 +18,7 @@
 #include "dicom/check.h"
 #include "dicom/pixel_decoder.h"
 #include "dicom/series_loader.h"
+#include "dicom/volume.h"
 #include "support/paths.h"
 
 namespace fs = std::filesystem;
@@ -196,6 +198,41 @@ BOOST_AUTO_TEST_CASE(kernel_int16_fast_paths_equal_the_definition) {
   BOOST_TEST_MESSAGE(checked << " conversions, " << overflows << " with values outside int16");
   BOOST_TEST(overflows > 0);
   BOOST_TEST(overflows < checked);
+}
+
+namespace {
+
+std::size_t virtual_pages() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  statm >> pages;
+  return pages;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(allocate_planes_gives_zeroed_aligned_blocks_that_are_returned) {
+  for (const auto& [planes, rows, cols, type] : {std::tuple{3, 5, 7, CV_8U}, std::tuple{40, 512, 512, CV_16S}}) {
+    cv::Mat block = dicom::allocate_planes(planes, rows, cols, type);
+    BOOST_TEST(block.rows == planes * rows);
+    BOOST_TEST(block.cols == cols);
+    BOOST_TEST(block.type() == type);
+    BOOST_TEST(block.isContinuous());
+    BOOST_TEST(cv::countNonZero(block.reshape(1)) == 0);  // zero-filled
+    if (block.total() * block.elemSize() >= (std::size_t{2} << 20))
+      BOOST_TEST(reinterpret_cast<std::uintptr_t>(block.data) % (std::size_t{2} << 20) == 0u);  // huge-page aligned
+    cv::Mat plane = block.rowRange(rows, 2 * rows);  // shares the block, keeps it alive
+    block.release();
+    plane.setTo(7);
+    BOOST_TEST(cv::countNonZero(plane.reshape(1)) == rows * cols * plane.channels());
+  }
+  // 40 blocks of 150 MiB one after another: each is unmapped when its last Mat goes.
+  const std::size_t before = virtual_pages();
+  for (int i = 0; i < 40; ++i) {
+    cv::Mat big = dicom::allocate_planes(300, 512, 512, CV_16S);
+    big.row(i).setTo(1);
+  }
+  BOOST_TEST(virtual_pages() <= before + 1000);
 }
 
 // ---- real files against the independent reader -----------------------------------------------
