@@ -6,9 +6,12 @@
 // 1. Whole profile, first (so that the peak RSS is the profile's): decode, preprocess (median
 //    3x3), segment (body, lungs, bone), features (IBSI on lungs and bone), classify, display
 //    (PNG preview); then SEG + SR, reported separately.
-// 2. The peer's steps, like for like, on a fresh decode: decode, median 3x3, threshold < -400 HU,
-//    3D components (6-connected, as scipy.ndimage.label's default) with border-touching ones
-//    dropped.
+// 2. The peer's steps, like for like: decode, median 3x3, threshold < -400 HU, 3D components
+//    (6-connected, as scipy.ndimage.label's default) with border-touching ones dropped. Twice:
+//    "cold" after dicom::release_cached_planes() (every block freshly mapped and faulted in, as for
+//    a study that arrives while the daemon is idle), then "reused" with the blocks the cold run
+//    freed (as for the next of several series in a row: a folder, or studies queued back to back).
+// 3. For scale: what faulting in a fresh mapping the size of the int16 volume costs here.
 // Machine-readable lines start with "@ " (key value); pipeline.sh turns them into ratios.
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -22,6 +25,7 @@
 #include "analysis/kernels/segment.h"
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
+#include "dicom/volume.h"
 
 namespace fs = std::filesystem;
 using namespace analysis;
@@ -35,6 +39,40 @@ double peak_rss_mb() {
 }
 
 void emit(const std::string& key, double v) { std::printf("@ %s %.3f\n", key.c_str(), v); }
+
+// The peer's steps on our side, each timed; keys "<prefix>.decode_ms" etc.
+void like_for_like(const fs::path& series, const std::string& prefix, const char* what) {
+  std::printf("\npeer's steps (ours), %s:\n", what);
+  Stopwatch sw;
+  StudyContext study = decode_folder(series);
+  const double decode_ms = sw.ms();
+  auto& slices = study.volumes.at(0).slices;
+  sw = Stopwatch();
+  kernels::median_filter(slices, 3);
+  const double median_ms = sw.ms();
+  sw = Stopwatch();
+  Mask air = kernels::threshold(slices, {-1e30, -400.5});  // < -400 on integer HU
+  const double threshold_ms = sw.ms();
+  sw = Stopwatch();
+  const auto comps = kernels::label_components(air, kernels::Connectivity::c6);
+  std::vector<bool> keep(comps.count());
+  for (std::size_t i = 0; i < comps.count(); ++i) keep[i] = !comps.components[i].touches_inplane_border;
+  kernels::select_components(air, comps, keep);
+  const double components_ms = sw.ms();
+  const double lung_ml = kernels::count_nonzero(air) * study.volumes[0].voxel_volume_mm3() / 1000.0;
+  std::printf(
+      "  decode %.1f ms, median %.1f ms, threshold %.1f ms, components+border drop %.1f ms "
+      "(%zu components, %.1f ml kept)\n",
+      decode_ms, median_ms, threshold_ms, components_ms, comps.count(), lung_ml);
+  emit(prefix + ".decode_ms", decode_ms);
+  emit(prefix + ".median_ms", median_ms);
+  emit(prefix + ".threshold_ms", threshold_ms);
+  emit(prefix + ".components_ms", components_ms);
+  emit(prefix + ".segment_ms", threshold_ms + components_ms);
+  emit(prefix + ".total_ms", decode_ms + median_ms + threshold_ms + components_ms);
+  emit(prefix + ".lung_ml", lung_ml);
+  emit(prefix + ".components", static_cast<double>(comps.count()));
+}
 
 }  // namespace
 
@@ -103,46 +141,21 @@ int main(int argc, char** argv) {
     emit("peak_rss_after_seg_sr_mb", peak_rss_mb());
   }
 
-  // ---- 2. the peer's steps, like for like
+  // ---- 2. the peer's steps, like for like: cold memory, then reused blocks
+  dicom::release_cached_planes();
+  like_for_like(series, "lfl_cold", "cold: every block freshly mapped");
+  like_for_like(series, "lfl", "reused: blocks freed by the cold run");
+
+  // ---- 3. page-fault cost of a fresh mapping of the volume's size, on both threads
   {
-    std::printf("\npeer's steps (ours):\n");
-    Stopwatch sw;
-    StudyContext study = decode_folder(series);
-    const double decode_ms = sw.ms();
-    auto& slices = study.volumes.at(0).slices;
-    sw = Stopwatch();
-    kernels::median_filter(slices, 3);
-    const double median_ms = sw.ms();
-    sw = Stopwatch();
-    Mask air = kernels::threshold(slices, {-1e30, -400.5});  // < -400 on integer HU
-    const double threshold_ms = sw.ms();
-    {  // info only: the same threshold into the now-mapped buffer (no first-touch page faults)
-      Mask again = air;
-      std::vector<cv::Mat> copy;
-      for (auto& m : again) copy.push_back(m);  // shares memory with `air`; rewritten identically
-      const Stopwatch warm;
-      kernels::threshold_into(slices, {-1e30, -400.5}, copy);
-      std::printf("  (threshold into a reused, already mapped mask: %.1f ms)\n", warm.ms());
-    }
-    sw = Stopwatch();
-    const auto comps = kernels::label_components(air, kernels::Connectivity::c6);
-    std::vector<bool> keep(comps.count());
-    for (std::size_t i = 0; i < comps.count(); ++i) keep[i] = !comps.components[i].touches_inplane_border;
-    kernels::select_components(air, comps, keep);
-    const double components_ms = sw.ms();
-    const double lung_ml = kernels::count_nonzero(air) * study.volumes[0].voxel_volume_mm3() / 1000.0;
-    std::printf(
-        "  decode %.1f ms, median %.1f ms, threshold %.1f ms, components+border drop %.1f ms "
-        "(%zu components, %.1f ml kept)\n",
-        decode_ms, median_ms, threshold_ms, components_ms, comps.count(), lung_ml);
-    emit("lfl.decode_ms", decode_ms);
-    emit("lfl.median_ms", median_ms);
-    emit("lfl.threshold_ms", threshold_ms);
-    emit("lfl.components_ms", components_ms);
-    emit("lfl.segment_ms", threshold_ms + components_ms);
-    emit("lfl.total_ms", decode_ms + median_ms + threshold_ms + components_ms);
-    emit("lfl.lung_ml", lung_ml);
-    emit("lfl.components", static_cast<double>(comps.count()));
+    const Stopwatch sw;
+    cv::Mat fresh(static_cast<int>(volume_mb * 8), 128 * 1024, CV_8U);  // volume_mb MiB, not yet touched
+    cv::parallel_for_(cv::Range(0, fresh.rows), [&](const cv::Range& r) {
+      for (int i = r.start; i < r.end; ++i)
+        for (int c = 0; c < fresh.cols; c += 4096) fresh.at<uchar>(i, c) = 1;
+    });
+    std::printf("\nfaulting in %.0f MiB of fresh memory (2 threads): %.1f ms\n", volume_mb, sw.ms());
+    emit("fault_volume_ms", sw.ms());
   }
   return 0;
 }

@@ -3,44 +3,124 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cstdint>
+#include <algorithm>
+#include <map>
+#include <mutex>
 #include <new>
+#include <vector>
 
 namespace dicom {
 namespace {
 
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
+constexpr std::size_t kCachedFrom = std::size_t{4} << 20;  // smaller blocks are not kept
 
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
-
-std::size_t page_size() {
-  static const auto size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  return size;
+std::size_t mapped_size(std::size_t bytes) {
+  static const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
 }
 
-// Anonymous mapping of `bytes` (rounded up to pages); from 2 MiB on, aligned to 2 MiB and advised
-// for huge pages.
-void* map_block(std::size_t bytes) {
-  const std::size_t len = round_up(bytes, page_size());
-  if (len < kHugePage) {
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    return p;
-  }
-  const std::size_t span = len + kHugePage;  // room to slide to a 2 MiB boundary
-  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) throw std::bad_alloc();
-  const auto begin = reinterpret_cast<std::uintptr_t>(raw);
-  const std::uintptr_t aligned = round_up(begin, kHugePage);
-  if (aligned > begin) ::munmap(raw, aligned - begin);
-  if (const std::uintptr_t end = begin + span, used = aligned + len; end > used)
-    ::munmap(reinterpret_cast<void*>(used), end - used);
-  auto* p = reinterpret_cast<void*>(aligned);
-  ::madvise(p, len, MADV_HUGEPAGE);  // advice only: EINVAL where THP is compiled out
+void* map_fresh(std::size_t len) {
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
   return p;
 }
 
-// cv::MatAllocator over map_block; Mats that wrap caller memory go to OpenCV's own allocator.
+// Freed large blocks by mapped size.
+class BlockCache {
+ public:
+  // A block of `len` mapped bytes or more: a cached one (`reused`), else a fresh zero mapping, after
+  // the cached blocks have been returned (none of them fits, so holding them only adds memory).
+  void* take(std::size_t len, std::size_t& capacity, bool& reused) {
+    if (len >= kCachedFrom) {
+      std::vector<std::pair<void*, std::size_t>> drop;
+      {
+        const std::lock_guard lock(mutex_);
+        limit_ = std::max(limit_, len);
+        if (auto it = free_.lower_bound(len); it != free_.end() && it->first <= 2 * len) {
+          capacity = it->first;
+          void* p = it->second;
+          bytes_ -= it->first;
+          free_.erase(it);
+          reused = true;
+          return p;
+        }
+        drop = take_all();
+      }
+      unmap(drop);
+    }
+    capacity = len;
+    reused = false;
+    return map_fresh(len);
+  }
+
+  // Keeps a freed block; beyond the limit (the largest block asked for since the last release(),
+  // i.e. about one volume) the smallest blocks go back to the system.
+  void give(void* p, std::size_t capacity) {
+    if (capacity < kCachedFrom) {
+      ::munmap(p, capacity);
+      return;
+    }
+    std::vector<std::pair<void*, std::size_t>> drop;
+    {
+      const std::lock_guard lock(mutex_);
+      free_.emplace(capacity, p);
+      bytes_ += capacity;
+      while (bytes_ > limit_ && !free_.empty()) {
+        const auto smallest = free_.begin();
+        drop.emplace_back(smallest->second, smallest->first);
+        bytes_ -= smallest->first;
+        free_.erase(smallest);
+      }
+    }
+    unmap(drop);
+  }
+
+  void release() {
+    std::vector<std::pair<void*, std::size_t>> drop;
+    {
+      const std::lock_guard lock(mutex_);
+      drop = take_all();
+      limit_ = 0;
+    }
+    unmap(drop);
+  }
+
+  std::size_t bytes() {
+    const std::lock_guard lock(mutex_);
+    return bytes_;
+  }
+
+ private:
+  std::vector<std::pair<void*, std::size_t>> take_all() {
+    std::vector<std::pair<void*, std::size_t>> all;
+    for (const auto& [capacity, p] : free_) all.emplace_back(p, capacity);
+    free_.clear();
+    bytes_ = 0;
+    return all;
+  }
+
+  static void unmap(const std::vector<std::pair<void*, std::size_t>>& blocks) {
+    for (const auto& [p, capacity] : blocks) ::munmap(p, capacity);
+  }
+
+  std::mutex mutex_;
+  std::multimap<std::size_t, void*> free_;
+  std::size_t bytes_ = 0;
+  std::size_t limit_ = 0;  // largest block asked for since the last release()
+};
+
+BlockCache& cache() {
+  static auto* c = new BlockCache;  // never destroyed: Mats may outlive static destruction
+  return *c;
+}
+
+// Marks a UMatData whose memory is a fresh mapping (all zero); reused blocks hold left-overs, and
+// OpenCV's fallback allocator (used if ours throws) gives uninitialised memory.
+char fresh_marker;
+void* const kFreshMapping = &fresh_marker;
+
+// cv::MatAllocator over the cache; Mats that wrap caller memory go to OpenCV's own allocator.
+// UMatData::size is the mapped capacity, so that deallocate returns the whole block.
 class PlaneAllocator final : public cv::MatAllocator {
  public:
   cv::UMatData* allocate(int dims, const int* sizes, int type, void* data, std::size_t* step, cv::AccessFlag flags,
@@ -51,14 +131,17 @@ class PlaneAllocator final : public cv::MatAllocator {
       if (step != nullptr) step[i] = total;
       total *= static_cast<std::size_t>(sizes[i]);
     }
-    auto* u = new cv::UMatData(this);
-    try {
-      u->data = u->origdata = static_cast<uchar*>(map_block(total));
-    } catch (...) {
-      delete u;
-      throw;
+    std::size_t capacity = 0;
+    bool reused = false;
+    auto* p = static_cast<uchar*>(cache().take(mapped_size(total), capacity, reused));
+    auto* u = new (std::nothrow) cv::UMatData(this);
+    if (u == nullptr) {
+      cache().give(p, capacity);
+      throw std::bad_alloc();
     }
-    u->size = total;
+    u->data = u->origdata = p;
+    u->size = capacity;
+    u->userdata = reused ? nullptr : kFreshMapping;
     return u;
   }
 
@@ -66,19 +149,24 @@ class PlaneAllocator final : public cv::MatAllocator {
 
   void deallocate(cv::UMatData* u) const override {
     if (u == nullptr) return;
-    ::munmap(u->origdata, round_up(u->size, page_size()));
+    cache().give(u->origdata, u->size);
     delete u;
   }
 };
 
 }  // namespace
 
-cv::Mat allocate_planes(int planes, int rows, int cols, int type) {
-  static const auto* allocator = new PlaneAllocator;  // never destroyed: outlives every Mat
+cv::Mat allocate_planes(int planes, int rows, int cols, int type, bool zeroed) {
+  static auto* allocator = new PlaneAllocator;  // never destroyed: outlives every Mat
   cv::Mat block;
-  block.allocator = const_cast<PlaneAllocator*>(allocator);
+  block.allocator = allocator;
   block.create(planes * rows, cols, type);
+  if (zeroed && (block.u == nullptr || block.u->userdata != kFreshMapping)) block.setTo(0);
   return block;
 }
+
+void release_cached_planes() { cache().release(); }
+
+std::size_t cached_plane_bytes() { return cache().bytes(); }
 
 }  // namespace dicom

@@ -56,11 +56,19 @@ struct Volume {
 };
 
 // One allocation for `planes` planes of rows x cols of `type`, as a (planes * rows) x cols Mat
-// whose row ranges are the planes, zero-filled (fresh anonymous memory: pages are only faulted in
-// when first touched, so a mask that is mostly written later costs nothing up front). Blocks of 2 MiB or more are mapped on
-// 2 MiB boundaries and advised for transparent huge pages (MADV_HUGEPAGE; a no-op where THP is
-// off), so that a 150 MiB volume costs about 75 page faults instead of 38 000, which was most of
-// the time taken to decode or threshold one.
-cv::Mat allocate_planes(int planes, int rows, int cols, int type);
+// whose row ranges are the planes; zero-filled when `zeroed`, else of unspecified content.
+// Large blocks (4 MiB and up: volumes, masks) are kept when their last Mat goes and handed to the
+// next allocation that fits (best fit, at most twice the size), so that a process analysing series
+// after series does not fault the same memory in again: first-touch page faults were most of the
+// time to decode a CT volume or threshold it. The cache holds at most the size of the largest
+// block asked for since release_cached_planes() (about one volume), and an allocation that cannot
+// reuse a cached block returns them all to the system first.
+cv::Mat allocate_planes(int planes, int rows, int cols, int type, bool zeroed = false);
+
+// Returns every cached block to the system (the daemon calls this when its job queue runs empty).
+void release_cached_planes();
+
+// Bytes held in cached blocks (for status and tests).
+std::size_t cached_plane_bytes();
 
 }  // namespace dicom

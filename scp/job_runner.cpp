@@ -13,6 +13,7 @@
 #include "analysis/stages/stages.h"
 #include "dicom/key_images.h"
 #include "dicom/log.h"
+#include "dicom/volume.h"
 #include "scp/study_assembler.h"
 
 namespace fs = std::filesystem;
@@ -67,6 +68,7 @@ void JobRunner::enqueue(const JobRow& job) {
     --queued_;
     if (stopping_) return;  // stays pending for the next start
     auto log = pacsnode::component_logger("jobs");
+    ++running_;
     try {
       run(job);
     } catch (const std::exception& e) {
@@ -76,6 +78,8 @@ void JobRunner::enqueue(const JobRow& job) {
       } catch (...) {
       }
     }
+    // Volume and mask blocks stay cached while jobs follow each other; idle, the memory goes back.
+    if (--running_ == 0 && queued_ == 0) dicom::release_cached_planes();
   });
 }
 

@@ -60,6 +60,7 @@ class JobRunner {
   boost::asio::thread_pool pool_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> queued_{0};
+  std::atomic<int> running_{0};
 };
 
 }  // namespace scp

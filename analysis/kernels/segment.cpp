@@ -75,16 +75,20 @@ void threshold_into(const std::vector<cv::Mat>& image, Window window, Mask& out)
       return;
     }
   }
-  for (std::size_t z = 0; z < image.size(); ++z) {
-    if (t == CV_16S) {
-      for (int r = 0; r < rows; ++r)
-        threshold_row_s16(image[z].ptr<int16_t>(r), out[z].ptr<uchar>(r), cols, static_cast<int16_t>(lo),
-                          static_cast<int16_t>(hi));
-    } else {
-      cv::inRange(image[z], cv::Scalar(lo), cv::Scalar(hi), out[z]);
-      cv::bitwise_and(out[z], cv::Scalar(1), out[z]);
+  // Slices on OpenCV's threads: besides the compare, a fresh mask's pages are faulted in on both.
+  cv::parallel_for_(cv::Range(0, depth), [&](const cv::Range& range) {
+    for (int zi = range.start; zi < range.end; ++zi) {
+      const auto z = static_cast<std::size_t>(zi);
+      if (t == CV_16S) {
+        for (int r = 0; r < rows; ++r)
+          threshold_row_s16(image[z].ptr<int16_t>(r), out[z].ptr<uchar>(r), cols, static_cast<int16_t>(lo),
+                            static_cast<int16_t>(hi));
+      } else {
+        cv::inRange(image[z], cv::Scalar(lo), cv::Scalar(hi), out[z]);
+        cv::bitwise_and(out[z], cv::Scalar(1), out[z]);
+      }
     }
-  }
+  });
 }
 
 Mask threshold(const std::vector<cv::Mat>& image, Window window) {

@@ -10,7 +10,7 @@ namespace analysis::kernels {
 Mask make_mask(int depth, int rows, int cols) {
   if (depth <= 0 || rows <= 0 || cols <= 0)
     throw std::invalid_argument(fmt::format("make_mask: bad size {}x{}x{}", depth, rows, cols));
-  const cv::Mat block = dicom::allocate_planes(depth, rows, cols, CV_8U);  // zero-filled
+  const cv::Mat block = dicom::allocate_planes(depth, rows, cols, CV_8U, /*zeroed=*/true);
   Mask m;
   m.reserve(static_cast<std::size_t>(depth));
   for (int z = 0; z < depth; ++z) m.push_back(block.rowRange(z * rows, (z + 1) * rows));

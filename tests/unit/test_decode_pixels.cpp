@@ -211,26 +211,62 @@ std::size_t virtual_pages() {
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(allocate_planes_gives_zeroed_aligned_blocks_that_are_returned) {
+BOOST_AUTO_TEST_CASE(allocate_planes_gives_plane_views_and_zeroes_on_request) {
+  dicom::release_cached_planes();
   for (const auto& [planes, rows, cols, type] : {std::tuple{3, 5, 7, CV_8U}, std::tuple{40, 512, 512, CV_16S}}) {
-    cv::Mat block = dicom::allocate_planes(planes, rows, cols, type);
+    cv::Mat block = dicom::allocate_planes(planes, rows, cols, type, /*zeroed=*/true);
     BOOST_TEST(block.rows == planes * rows);
     BOOST_TEST(block.cols == cols);
     BOOST_TEST(block.type() == type);
     BOOST_TEST(block.isContinuous());
-    BOOST_TEST(cv::countNonZero(block.reshape(1)) == 0);  // zero-filled
-    if (block.total() * block.elemSize() >= (std::size_t{2} << 20))
-      BOOST_TEST(reinterpret_cast<std::uintptr_t>(block.data) % (std::size_t{2} << 20) == 0u);  // huge-page aligned
+    BOOST_TEST(cv::countNonZero(block.reshape(1)) == 0);
     cv::Mat plane = block.rowRange(rows, 2 * rows);  // shares the block, keeps it alive
     block.release();
     plane.setTo(7);
     BOOST_TEST(cv::countNonZero(plane.reshape(1)) == rows * cols * plane.channels());
   }
-  // 40 blocks of 150 MiB one after another: each is unmapped when its last Mat goes.
+  // The 20 MiB block just freed (all 7 in one plane) comes back, zeroed when asked.
+  BOOST_TEST(dicom::cached_plane_bytes() >= 40u * 512 * 512 * 2);
+  const cv::Mat again = dicom::allocate_planes(40, 512, 512, CV_16S, /*zeroed=*/true);
+  BOOST_TEST(dicom::cached_plane_bytes() == 0u);
+  BOOST_TEST(cv::countNonZero(again) == 0);
+  dicom::release_cached_planes();
+}
+
+BOOST_AUTO_TEST_CASE(cached_blocks_are_reused_bounded_and_released) {
+  dicom::release_cached_planes();
+  const std::size_t volume = 300u * 512 * 512 * 2;
+  const uchar* first = nullptr;
+  {
+    const cv::Mat v = dicom::allocate_planes(300, 512, 512, CV_16S);
+    first = v.data;
+  }
+  BOOST_TEST(dicom::cached_plane_bytes() == volume);
+  {
+    // The next volume of that size gets the same memory back; a mask (half the size) then finds
+    // nothing that fits and is mapped fresh.
+    const cv::Mat v = dicom::allocate_planes(300, 512, 512, CV_16S);
+    BOOST_TEST(v.data == first);
+    BOOST_TEST(dicom::cached_plane_bytes() == 0u);
+    const cv::Mat mask = dicom::allocate_planes(300, 512, 512, CV_8U);
+    BOOST_TEST(mask.data != first);
+  }
+  // Both were freed; the cache keeps at most the largest block asked for (one volume): the mask,
+  // the smaller, went back to the system.
+  BOOST_TEST(dicom::cached_plane_bytes() == volume);
+  // A block larger than anything cached: the cache is emptied before mapping it.
+  {
+    const cv::Mat big = dicom::allocate_planes(700, 512, 512, CV_16S);
+    BOOST_TEST(dicom::cached_plane_bytes() == 0u);
+  }
+  // Released: nothing cached, and the address space shrinks back (40 rounds of 150 MiB do not add up).
+  dicom::release_cached_planes();
+  BOOST_TEST(dicom::cached_plane_bytes() == 0u);
   const std::size_t before = virtual_pages();
   for (int i = 0; i < 40; ++i) {
-    cv::Mat big = dicom::allocate_planes(300, 512, 512, CV_16S);
+    cv::Mat big = dicom::allocate_planes(300 + i, 512, 512, CV_16S);
     big.row(i).setTo(1);
+    dicom::release_cached_planes();
   }
   BOOST_TEST(virtual_pages() <= before + 1000);
 }
