@@ -97,41 +97,30 @@ void validate(const SegSpec& s, Uint16 rows, Uint16 cols) {
   require(s.series_number >= 0 && s.instance_number >= 0, "negative series/instance number");
 }
 
-// Fills buf with frame z of segment k (1-based); returns whether any pixel is set.
+// Fills buf with frame z of segment k (1-based); returns whether any pixel is set. BINARY frames
+// are "non-zero = set" (DCMTK packs them to bits), FRACTIONAL ones 0..255.
 bool fill_frame(const SegSpec& s, size_t k, size_t z, std::vector<Uint8>& buf, int rows, int cols) {
-  const bool fractional = s.type == SegmentationType::fractional;
   const cv::Mat& m = s.label_map.empty() ? s.segments[k - 1].mask[z] : s.label_map[z];
+  cv::Mat out(rows, cols, CV_8U, buf.data());
   if (m.empty()) {
-    std::fill(buf.begin(), buf.end(), Uint8{0});
+    out.setTo(0);
     return false;
   }
-  bool any = false;
-  for (int r = 0; r < rows; ++r) {
-    Uint8* out = buf.data() + static_cast<size_t>(r) * cols;
-    if (!s.label_map.empty()) {
-      if (m.depth() == CV_8U) {
-        const auto* in = m.ptr<std::uint8_t>(r);
-        for (int c = 0; c < cols; ++c) out[c] = in[c] == k ? 1 : 0;
-      } else {
-        const auto* in = m.ptr<std::uint16_t>(r);
-        for (int c = 0; c < cols; ++c) out[c] = in[c] == k ? 1 : 0;
-      }
-    } else if (m.depth() == CV_32F) {
+  if (!s.label_map.empty()) {
+    cv::compare(m, cv::Scalar(static_cast<double>(k)), out, cv::CMP_EQ);  // 255 where label k
+  } else if (m.depth() == CV_32F) {
+    for (int r = 0; r < rows; ++r) {
       const auto* in = m.ptr<float>(r);
+      Uint8* o = out.ptr<Uint8>(r);
       for (int c = 0; c < cols; ++c) {
         const float p = std::clamp(std::isfinite(in[c]) ? in[c] : 0.0f, 0.0f, 1.0f);
-        out[c] = static_cast<Uint8>(std::lround(p * 255.0f));
+        o[c] = static_cast<Uint8>(std::lround(p * 255.0f));
       }
-    } else {  // CV_8U, binary (non-zero = set) or fractional (0..255)
-      const auto* in = m.ptr<std::uint8_t>(r);
-      if (fractional)
-        std::copy(in, in + cols, out);
-      else
-        for (int c = 0; c < cols; ++c) out[c] = in[c] ? 1 : 0;
     }
-    for (int c = 0; c < cols && !any; ++c) any = out[c] != 0;
+  } else {  // CV_8U: binary (non-zero = set) or fractional (0..255), as it is
+    m.copyTo(out);
   }
-  return any;
+  return cv::countNonZero(out) > 0;
 }
 
 std::unique_ptr<DcmSegment> make_segment(const SegSpec& s, const SegmentSpec& in, const std::string& tracking_uid) {
