@@ -77,48 +77,6 @@ void convert_loop(const unsigned char* raw, unsigned char* out, std::size_t n, b
   }
 }
 
-// 16-bit samples to int16 real values by integer arithmetic, four lanes at a time:
-// out = a + b * sext((raw >> shift) & mask), with a and b folding MONOCHROME1 and the rescale (the
-// caller checks that |a| + |b| * 65535 fits int32). Returns whether every value fits int16; out may
-// be raw (same width, so in place is safe).
-bool convert_u16_to_s16(const unsigned char* raw, unsigned char* out, std::size_t n, const Unpack& u, std::int32_t a,
-                        std::int32_t b) {
-  const auto sign = static_cast<std::int32_t>(u.is_signed ? u.sign_bit : 0);
-  std::int32_t lo = std::numeric_limits<std::int32_t>::max(), hi = std::numeric_limits<std::int32_t>::min();
-  std::size_t i = 0;
-#if CV_SIMD128
-  const cv::v_uint32x4 vmask = cv::v_setall_u32(u.mask);
-  const cv::v_int32x4 vsign = cv::v_setall_s32(sign), va = cv::v_setall_s32(a), vb = cv::v_setall_s32(b);
-  cv::v_int32x4 vlo = cv::v_setall_s32(lo), vhi = cv::v_setall_s32(hi);
-  for (; i + 8 <= n; i += 8) {
-    std::uint16_t in[8];
-    std::memcpy(in, raw + 2 * i, sizeof in);  // unaligned source
-    cv::v_uint32x4 r0, r1;
-    cv::v_expand(cv::v_load(in), r0, r1);
-    const cv::v_int32x4 s0 = (cv::v_reinterpret_as_s32((r0 >> u.shift) & vmask) ^ vsign) - vsign;
-    const cv::v_int32x4 s1 = (cv::v_reinterpret_as_s32((r1 >> u.shift) & vmask) ^ vsign) - vsign;
-    const cv::v_int32x4 v0 = va + vb * s0, v1 = vb * s1 + va;
-    vlo = cv::v_min(vlo, cv::v_min(v0, v1));
-    vhi = cv::v_max(vhi, cv::v_max(v0, v1));
-    std::int16_t packed[8];
-    cv::v_store(packed, cv::v_pack(v0, v1));  // saturating; overflow is reported below
-    std::memcpy(out + 2 * i, packed, sizeof packed);
-  }
-  lo = cv::v_reduce_min(vlo);
-  hi = cv::v_reduce_max(vhi);
-#endif
-  for (; i < n; ++i) {
-    std::uint16_t r;
-    std::memcpy(&r, raw + 2 * i, sizeof r);
-    const std::int32_t s = ((static_cast<std::int32_t>((r >> u.shift) & u.mask)) ^ sign) - sign;
-    const std::int32_t v = a + b * s;
-    lo = std::min(lo, v), hi = std::max(hi, v);
-    const auto o = static_cast<std::int16_t>(std::clamp<std::int32_t>(v, INT16_MIN, INT16_MAX));
-    std::memcpy(out + 2 * i, &o, sizeof o);
-  }
-  return n == 0 || (lo >= std::numeric_limits<std::int16_t>::min() && hi <= std::numeric_limits<std::int16_t>::max());
-}
-
 // 16-bit samples to int16 real values when the map is a shift: out = a + s (or a - s when
 // `negate`, i.e. MONOCHROME1 with slope 1), s = sext((raw >> shift) & mask), eight lanes of 16 bits
 // at a time. The sum is taken modulo 2^16 and the range of s tracked, so that a value outside
@@ -205,13 +163,11 @@ bool convert_from(const unsigned char* raw, const Unpack& u, const RealMap& m, u
   if (std::abs(m.slope) > 65536 || std::abs(m.intercept) > 65536) return false;
   const auto slope = static_cast<std::int64_t>(m.slope);
   const auto intercept = static_cast<std::int64_t>(m.intercept);
-  if constexpr (sizeof(Raw) == 2) {  // the common case (CT, MR): integer lanes
+  if constexpr (sizeof(Raw) == 2) {  // the common case (CT, MR: slope 1): 16-bit lanes
     const std::int64_t b = u.invert ? -slope : slope;
     const std::int64_t a = (u.invert ? u.mirror * slope : 0) + intercept;
     if ((b == 1 || b == -1) && std::abs(a) <= 65535)
       return convert_u16_to_s16_shifted(raw, out, n, u, static_cast<std::int32_t>(a), b == -1);
-    if (std::abs(a) + std::abs(b) * 65535 <= std::numeric_limits<std::int32_t>::max())
-      return convert_u16_to_s16(raw, out, n, u, static_cast<std::int32_t>(a), static_cast<std::int32_t>(b));
   }
   bool fits = true;
   convert_loop<Raw, std::int16_t>(raw, out, n, backward, [&](std::uint32_t r) {

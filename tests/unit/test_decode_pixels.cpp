@@ -154,7 +154,7 @@ BOOST_AUTO_TEST_CASE(kernel_reports_values_that_do_not_fit_int16) {
 }
 
 BOOST_AUTO_TEST_CASE(kernel_int16_fast_paths_equal_the_definition) {
-  // 16-bit samples into int16 take vectorised integer paths (slope +-1, other integer slopes);
+  // 16-bit samples into int16 take a vectorised path for slope +-1 and the scalar one otherwise;
   // every value and the fits/does-not-fit answer must equal stored_value * slope + intercept.
   cv::RNG rng(20261126);
   int checked = 0, overflows = 0;
