@@ -10,6 +10,7 @@
 #include <exception>
 #include <limits>
 #include <map>
+#include <optional>
 #include <opencv2/core.hpp>
 #include <opencv2/core/utility.hpp>
 #include <stdexcept>
@@ -178,17 +179,22 @@ std::vector<std::vector<std::filesystem::path>> group_by_series(const std::vecto
   std::vector<std::vector<std::filesystem::path>> groups;
   std::map<std::string, std::size_t> index;  // series UID -> group
   std::vector<std::filesystem::path> unreadable;
-  for (const auto& f : files) {
-    std::string uid;
+  std::vector<std::optional<std::string>> uids(files.size());  // nullopt: unreadable
+  opencv_parallel(files.size(), [&](std::size_t i) {
     try {
-      uid = dicom::read_image_header(f).series_uid;
-    } catch (const std::exception&) {
-      unreadable.push_back(f);  // load_files gives the reason
+      uids[i] = dicom::read_image_header(files[i]).series_uid;
+    } catch (...) {
+      // load_files gives the reason
+    }
+  });
+  for (std::size_t i = 0; i < files.size(); ++i) {  // in file order: groups do not depend on threads
+    if (!uids[i]) {
+      unreadable.push_back(files[i]);
       continue;
     }
-    const auto [it, fresh] = index.try_emplace(uid, groups.size());
+    const auto [it, fresh] = index.try_emplace(*uids[i], groups.size());
     if (fresh) groups.emplace_back();
-    groups[it->second].push_back(f);
+    groups[it->second].push_back(files[i]);
   }
   if (!unreadable.empty()) groups.push_back(std::move(unreadable));
   return groups;
