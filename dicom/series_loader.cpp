@@ -380,6 +380,7 @@ class Loader {
       for_each(singles.size(), [&](std::size_t k) {
         const std::size_t z = singles[k];
         try {
+          prefault_rows(v.slices[z]);  // this thread's slot: the page faults are spread over the threads
           if (!decode_single(frames[z].inst, v.slices[z])) outcome[k] = Outcome::overflow;
         } catch (const std::exception& e) {
           outcome[k] = Outcome::failed;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <new>
@@ -163,6 +164,14 @@ cv::Mat allocate_planes(int planes, int rows, int cols, int type, bool zeroed) {
   block.create(planes * rows, cols, type);
   if (zeroed && (block.u == nullptr || block.u->userdata != kFreshMapping)) block.setTo(0);
   return block;
+}
+
+void prefault_rows(const cv::Mat& rows) {
+  if (rows.u == nullptr || rows.u->userdata != kFreshMapping || !rows.isContinuous()) return;
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(rows.data) & ~(page - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(rows.data) + rows.total() * rows.elemSize();
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);  // advice only
 }
 
 void release_cached_planes() { cache().release(); }

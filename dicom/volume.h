@@ -65,6 +65,11 @@ struct Volume {
 // reuse a cached block returns them all to the system first.
 cv::Mat allocate_planes(int planes, int rows, int cols, int type, bool zeroed = false);
 
+// Before writing all of `rows` of a block from allocate_planes: when the block is a fresh mapping,
+// faults their pages in with one call (MADV_POPULATE_WRITE), which costs less than a fault per
+// page; nothing for a reused block (already mapped) or where the kernel lacks it.
+void prefault_rows(const cv::Mat& rows);
+
 // Returns every cached block to the system (the daemon calls this when its job queue runs empty).
 void release_cached_planes();
 

@@ -79,6 +79,7 @@ void threshold_into(const std::vector<cv::Mat>& image, Window window, Mask& out)
   cv::parallel_for_(cv::Range(0, depth), [&](const cv::Range& range) {
     for (int zi = range.start; zi < range.end; ++zi) {
       const auto z = static_cast<std::size_t>(zi);
+      dicom::prefault_rows(out[z]);  // a fresh mask: its pages in one call per slice
       if (t == CV_16S) {
         for (int r = 0; r < rows; ++r)
           threshold_row_s16(image[z].ptr<int16_t>(r), out[z].ptr<uchar>(r), cols, static_cast<int16_t>(lo),

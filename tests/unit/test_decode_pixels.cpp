@@ -225,6 +225,20 @@ BOOST_AUTO_TEST_CASE(allocate_planes_gives_plane_views_and_zeroes_on_request) {
     plane.setTo(7);
     BOOST_TEST(cv::countNonZero(plane.reshape(1)) == rows * cols * plane.channels());
   }
+  // Prefaulting is advice: a fresh block stays zero, a plain Mat is left alone.
+  {
+    const cv::Mat fresh = dicom::allocate_planes(8, 512, 512, CV_16S, /*zeroed=*/true);
+    dicom::prefault_rows(fresh.rowRange(512, 1024));
+    BOOST_TEST(cv::countNonZero(fresh) == 0);
+    cv::Mat plain(4, 4, CV_8U, cv::Scalar(3));
+    dicom::prefault_rows(plain);
+    BOOST_TEST(cv::countNonZero(plain) == 16);
+  }
+  dicom::release_cached_planes();
+  {
+    cv::Mat block = dicom::allocate_planes(40, 512, 512, CV_16S);
+    block.rowRange(512, 1024).setTo(7);
+  }
   // The 20 MiB block just freed (all 7 in one plane) comes back, zeroed when asked.
   BOOST_TEST(dicom::cached_plane_bytes() >= 40u * 512 * 512 * 2);
   const cv::Mat again = dicom::allocate_planes(40, 512, 512, CV_16S, /*zeroed=*/true);
