@@ -29,15 +29,18 @@ std::string trim(std::string s) {
   return s.substr(first, last - first + 1);
 }
 
+DcmElement* find(DcmItem& item, const DcmTagKey& tag) {
+  DcmElement* el = nullptr;
+  return item.findAndGetElement(tag, el).good() ? el : nullptr;
+}
+
 // Value `pos` (or, for pos < 0, the whole value) of an element that was written with VR UN although
 // the dictionary knows it (e.g. after a conversion that lost the VRs): string VRs are the raw
 // bytes, US is little endian.
-std::optional<std::string> un_value(DcmItem& item, const DcmTagKey& tag, long pos) {
-  DcmElement* el = nullptr;
-  if (item.findAndGetElement(tag, el).bad() || el == nullptr || el->ident() != EVR_UN) return std::nullopt;
+std::string un_value(DcmElement& el, const DcmTagKey& tag, long pos) {
   Uint8* bytes = nullptr;
-  const Uint32 len = el->getLength();
-  if (len == 0 || el->getUint8Array(bytes).bad() || bytes == nullptr) return std::string();
+  const Uint32 len = el.getLength();
+  if (len == 0 || el.getUint8Array(bytes).bad() || bytes == nullptr) return std::string();
   const DcmVR vr = DcmTag(tag).getVR();
   if (vr.getEVR() == EVR_US) {
     const std::size_t at = 2 * static_cast<std::size_t>(pos < 0 ? 0 : pos);
@@ -56,18 +59,20 @@ std::optional<std::string> un_value(DcmItem& item, const DcmTagKey& tag, long po
   return trim(all.substr(start, all.find('\\', start) - start));
 }
 
-std::string str(DcmItem& item, const DcmTagKey& tag) {
-  if (auto un = un_value(item, tag, -1)) return *un;
+// Value `pos` of `el` (pos < 0: all of it) as trimmed text; empty when absent. One element lookup
+// serves every value of a multi-valued attribute.
+std::string text(DcmElement* el, const DcmTagKey& tag, long pos) {
+  if (el == nullptr) return {};
+  if (el->ident() == EVR_UN) return un_value(*el, tag, pos);
   OFString v;
-  if (item.findAndGetOFStringArray(tag, v).bad()) return {};
+  if ((pos < 0 ? el->getOFStringArray(v) : el->getOFString(v, static_cast<unsigned long>(pos))).bad()) return {};
   return trim(v.c_str());
 }
 
+std::string str(DcmItem& item, const DcmTagKey& tag) { return text(find(item, tag), tag, -1); }
+
 std::string str_at(DcmItem& item, const DcmTagKey& tag, unsigned long pos) {
-  if (auto un = un_value(item, tag, static_cast<long>(pos))) return *un;
-  OFString v;
-  if (item.findAndGetOFString(tag, v, pos).bad()) return {};
-  return trim(v.c_str());
+  return text(find(item, tag), tag, static_cast<long>(pos));
 }
 
 std::optional<double> parse_double(const std::string& s) {
@@ -85,17 +90,19 @@ std::optional<double> num_at(DcmItem& item, const DcmTagKey& tag, unsigned long 
 }
 
 int int_or(DcmItem& item, const DcmTagKey& tag, int fallback) {
+  DcmElement* el = find(item, tag);
   Uint16 u = 0;
-  if (item.findAndGetUint16(tag, u).good()) return u;
-  const auto v = num_at(item, tag);
+  if (el != nullptr && el->getUint16(u).good()) return u;
+  const auto v = parse_double(text(el, tag, 0));
   return v ? static_cast<int>(*v) : fallback;
 }
 
 template <std::size_t N>
 std::optional<std::array<double, N>> nums(DcmItem& item, const DcmTagKey& tag) {
+  DcmElement* el = find(item, tag);
   std::array<double, N> out{};
   for (std::size_t i = 0; i < N; ++i) {
-    const auto v = num_at(item, tag, i);
+    const auto v = parse_double(text(el, tag, static_cast<long>(i)));
     if (!v) return std::nullopt;
     out[i] = *v;
   }
