@@ -178,7 +178,9 @@ int analyze(const std::vector<std::string>& argv) {
       try {
         pipeline.run(c);
         s = summarize(c);
-        c.volume.slices.clear();  // the SEG needs labels, geometry and sources only
+        // The SEG needs labels, geometry and sources only; the volume's block waits in the plane
+        // cache for the next series' decode (dicom::allocate_planes).
+        c.volume.slices.clear();
         c.volume.slices.shrink_to_fit();
         if (write_dicom) {
           try {
