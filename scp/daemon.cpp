@@ -13,6 +13,7 @@
 
 #include "dicom/check.h"
 #include "dicom/log.h"
+#include "dicom/volume.h"
 #include "analysis/pipeline.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
@@ -107,9 +108,15 @@ int run_daemon(const config::Config& cfg) {
             server.port(), cfg.node.ae_title, root.string(), cfg.study.quiet_seconds);
 
   StatusWriter status(io, root / "status.json", [&] {
-    return Status{server.port(), server.active(), assembler.open_studies(), ctx.counters.associations.load(),
-                  ctx.counters.rejected.load(), ctx.counters.instances_stored.load(), ctx.counters.instances_failed.load(),
-                  ctx.counters.bytes.load()};
+    Status s{server.port(), server.active(), assembler.open_studies(), ctx.counters.associations.load(),
+             ctx.counters.rejected.load(), ctx.counters.instances_stored.load(), ctx.counters.instances_failed.load(),
+             ctx.counters.bytes.load()};
+    if (jobs) {
+      s.jobs_queued = jobs->queued();
+      s.jobs_running = jobs->running();
+    }
+    s.analysis_cache_bytes = dicom::cached_plane_bytes();
+    return s;
   });
   status.start();
 

@@ -79,7 +79,12 @@ void JobRunner::enqueue(const JobRow& job) {
       }
     }
     // Volume and mask blocks stay cached while jobs follow each other; idle, the memory goes back.
-    if (--running_ == 0 && queued_ == 0) dicom::release_cached_planes();
+    if (--running_ == 0 && queued_ == 0) {
+      if (const std::size_t held = dicom::cached_plane_bytes(); held > 0) {
+        dicom::release_cached_planes();
+        log->info("queue empty: {:.0f} MiB of analysis memory returned to the system", held / 1048576.0);
+      }
+    }
   });
 }
 

@@ -47,6 +47,7 @@ class JobRunner {
   void stop();
 
   std::size_t queued() const { return queued_.load(); }
+  std::size_t running() const { return static_cast<std::size_t>(running_.load()); }
   // Runs one job now, on the calling thread (used by the pool, and by tests).
   JobOutcome run(const JobRow& job);
 

@@ -15,9 +15,11 @@ std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_m
   return fmt::format(
       "{{\n  \"status\": \"ok\",\n  \"port\": {},\n  \"uptime_seconds\": {},\n  \"open_associations\": {},\n"
       "  \"open_studies\": {},\n  \"associations\": {},\n  \"rejected_associations\": {},\n  \"instances_stored\": {},\n"
-      "  \"instances_refused\": {},\n  \"bytes_received\": {},\n  \"updated_ms\": {}\n}}\n",
+      "  \"instances_refused\": {},\n  \"bytes_received\": {},\n  \"jobs_queued\": {},\n  \"jobs_running\": {},\n"
+      "  \"analysis_cache_bytes\": {},\n  \"updated_ms\": {}\n}}\n",
       s.port, (now_ms - started_ms) / 1000, s.open_associations, s.open_studies, s.associations, s.rejected_associations,
-      s.instances_stored, s.instances_refused, s.bytes_received, now_ms);
+      s.instances_stored, s.instances_refused, s.bytes_received, s.jobs_queued, s.jobs_running, s.analysis_cache_bytes,
+      now_ms);
 }
 
 StatusWriter::StatusWriter(boost::asio::io_context& io, std::filesystem::path file, std::function<Status()> read,

@@ -16,6 +16,8 @@ struct Status {
   std::uint16_t port = 0;
   std::size_t open_associations = 0, open_studies = 0;
   std::uint64_t associations = 0, rejected_associations = 0, instances_stored = 0, instances_refused = 0, bytes_received = 0;
+  std::size_t jobs_queued = 0, jobs_running = 0;
+  std::size_t analysis_cache_bytes = 0;  // freed volume/mask blocks kept for the next job (0 when idle)
 };
 
 std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms);

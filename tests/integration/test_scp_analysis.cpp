@@ -149,3 +149,33 @@ BOOST_AUTO_TEST_CASE(a_profile_sends_its_results_only_to_the_destinations_it_nam
   for (const auto& r : rows) BOOST_TEST(r.destination == "archive");
   fs::remove_all(dir);
 }
+
+BOOST_AUTO_TEST_CASE(status_reports_jobs_and_an_idle_daemon_holds_no_analysis_memory) {
+  // A volume of 5 MiB (over the plane cache's 4 MiB floor): its blocks are kept while jobs follow
+  // each other and returned once the queue is empty; status.json says so.
+  const auto dir = make_temp_dir("analysis-memory");
+  const auto ct = ct_phantom(dir, 40, 256);
+  Daemon d(dir);
+  d.start();
+  BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 1 analysed") != std::string::npos; }, 120s), d.log());
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("MiB of analysis memory returned") != std::string::npos; }, 30s),
+                     d.log());
+  // status.json is rewritten every 5 s: wait for a version written after the release, read with
+  // Python's json module.
+  const auto status = d.root() / "status.json";
+  std::string values;
+  const bool idle = eventually(
+      [&] {
+        const auto r = run({python(), "-c",
+                            "import json,sys; s=json.load(open(sys.argv[1])); "
+                            "print(s['jobs_queued'], s['jobs_running'], s['analysis_cache_bytes'], s['instances_stored'])",
+                            status.string()});
+        values = r.output;
+        return r.exit_code == 0 && values.rfind("0 0 0 40", 0) == 0;
+      },
+      30s);
+  BOOST_TEST(idle, "status.json: " << values);
+  BOOST_TEST(d.stop() == 0);
+  fs::remove_all(dir);
+}
