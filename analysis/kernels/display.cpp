@@ -1,4 +1,5 @@
 #include "analysis/kernels/display.h"
+#include "analysis/kernels/render_common.h"
 #include "analysis/kernels/types.h"
 
 #include <algorithm>
@@ -24,19 +25,7 @@ namespace {
 
 std::shared_ptr<spdlog::logger> logger() { return pacsnode::component_logger("display"); }
 
-const cv::Scalar kCanvas(24, 24, 24);       // BGR, background around tiles and of the legend
-const cv::Scalar kText(235, 235, 235);
-const cv::Scalar kTextShadow(0, 0, 0);
-constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
 constexpr int kMargin = 6, kGap = 4;
-
-cv::Scalar bgr(const Rgb& c) { return cv::Scalar(c.b, c.g, c.r); }
-
-std::string ascii(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) out.push_back(c >= 32 && c < 127 ? static_cast<char>(c) : '?');
-  return out;
-}
 
 std::string upper(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -45,38 +34,8 @@ std::string upper(std::string s) {
 
 void validate_inputs(const dicom::Volume& v, const std::vector<cv::Mat>& labels,
                      std::span<const SegmentStyle> segments) {
-  if (v.slices.empty()) throw std::invalid_argument("preview: volume has no slices");
-  const cv::Size size = v.slices.front().size();
-  const int type = v.slices.front().type();
-  if (type != CV_16SC1 && type != CV_32FC1) {
-    throw std::invalid_argument(fmt::format("preview: slice type {} (need CV_16SC1 or CV_32FC1)", type));
-  }
-  if (size.area() == 0) throw std::invalid_argument("preview: empty slices");
-  for (int z = 0; z < v.depth(); ++z) {
-    if (v.slices[z].size() != size || v.slices[z].type() != type) {
-      throw std::invalid_argument(fmt::format("preview: slice {} differs in size or type from slice 0", z));
-    }
-  }
-  if (static_cast<int>(labels.size()) != v.depth()) {
-    throw std::invalid_argument(
-        fmt::format("preview: {} label slices for {} volume slices", labels.size(), v.depth()));
-  }
-  for (std::size_t z = 0; z < labels.size(); ++z) {
-    if (labels[z].type() != CV_8UC1 || labels[z].size() != size) {
-      throw std::invalid_argument(fmt::format("preview: label slice {} is not CV_8UC1 {}x{}", z,
-                                              size.width, size.height));
-    }
-  }
-  const auto& g = v.geom;
-  for (double s : {g.spacing_row, g.spacing_col}) {
-    if (!(std::isfinite(s) && s > 0)) throw std::invalid_argument(fmt::format("preview: pixel spacing {} <= 0", s));
-  }
-  std::set<int> seen;
-  for (const auto& s : segments) {
-    if (s.label == 0) throw std::invalid_argument(fmt::format("preview: segment '{}' has label 0 (background)", s.name));
-    if (!seen.insert(s.label).second) throw std::invalid_argument(fmt::format("preview: label {} styled twice", s.label));
-    if (s.name.empty()) throw std::invalid_argument(fmt::format("preview: segment {} has no name", s.label));
-  }
+  validate_volume_and_labels("preview", v, labels);
+  validate_styles("preview", segments);
 }
 
 void validate_params(const PreviewParams& p) {
@@ -164,22 +123,6 @@ std::vector<int> select_slices(const dicom::Volume& v, const std::vector<std::ar
   picked.erase(std::unique(picked.begin(), picked.end()), picked.end());
   return picked;
 }
-
-// Patient direction letter of a unit vector in LPS: the dominant axis.
-char direction_letter(const dicom::Vec3& d) {
-  int axis = 0;
-  for (int i = 1; i < 3; ++i) {
-    if (std::abs(d[i]) > std::abs(d[axis])) axis = i;
-  }
-  static const char pos[] = {'L', 'P', 'H'}, neg[] = {'R', 'A', 'F'};
-  return d[axis] >= 0 ? pos[axis] : neg[axis];
-}
-
-void put_text(cv::Mat& img, const std::string& text, cv::Point org, double scale, const cv::Scalar& colour) {
-  cv::putText(img, text, org + cv::Point(1, 1), kFont, scale, kTextShadow, 2, cv::LINE_AA);
-  cv::putText(img, text, org, kFont, scale, colour, 1, cv::LINE_AA);
-}
-
 
 }  // namespace
 
@@ -275,50 +218,27 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
   L.rows = (n + L.columns - 1) / L.columns;
 
   // Legend text, laid out before the canvas size is known.
-  const double text_scale = 0.45;
-  int baseline = 0;
-  const int line_h = cv::getTextSize("Ag", kFont, text_scale, 1, &baseline).height + baseline + 8;
-  std::string header = ascii(fmt::format("{} {}  W{:g} L{:g}  slices {}-{} of {}", v.info.modality,
-                                         v.info.series_description, L.window.width, L.window.center,
-                                         L.slices.front() + 1, L.slices.back() + 1, v.depth()));
-  struct Entry {
-    std::string text;
-    Rgb colour;
-    int width;
-  };
-  std::vector<Entry> entries;
   const double ml_per_voxel = v.voxel_volume_mm3() / 1000.0;
-  const int swatch = line_h - 8;
+  std::vector<Legend::Item> items;
   for (const auto& s : segments) {
     std::int64_t voxels = 0;
     for (const auto& c : counts) voxels += c[s.label];
-    const std::string text = ascii(voxels > 0 ? fmt::format("{} {:.1f} mL", s.name, voxels * ml_per_voxel)
-                                              : fmt::format("{} (absent)", s.name));
-    entries.push_back({text, s.colour, swatch + 6 + cv::getTextSize(text, kFont, text_scale, 1, &baseline).width + 16});
+    items.push_back({ascii(voxels > 0 ? fmt::format("{} {:.1f} mL", s.name, voxels * ml_per_voxel)
+                                      : fmt::format("{} (absent)", s.name)),
+                     s.colour});
   }
+  const Legend legend(ascii(fmt::format("{} {}  W{:g} L{:g}  slices {}-{} of {}", v.info.modality,
+                                        v.info.series_description, L.window.width, L.window.center,
+                                        L.slices.front() + 1, L.slices.back() + 1, v.depth())),
+                      std::move(items), 0.45);
   const int tiles_w = L.columns * L.tile_size.width + (L.columns - 1) * kGap;
-  const int header_w = cv::getTextSize(header, kFont, text_scale, 1, &baseline).width;
-  int widest_entry = 0;
-  for (const auto& e : entries) widest_entry = std::max(widest_entry, e.width);
-  const int inner_w = std::max({tiles_w, 320, std::min(header_w, 1200), widest_entry});
-  // Greedy line breaking of the legend entries.
-  std::vector<std::vector<const Entry*>> lines(1);
-  int x = 0;
-  for (const auto& e : entries) {
-    if (x > 0 && x + e.width > inner_w) lines.emplace_back(), x = 0;
-    lines.back().push_back(&e);
-    x += e.width;
-  }
-  const int legend_h = line_h * (1 + static_cast<int>(entries.empty() ? 0 : lines.size())) + 6;
+  const int inner_w = std::max({tiles_w, 320, std::min(legend.header_width(), 1200), legend.widest_item()});
+  const int legend_h = legend.height(inner_w);
 
   const int tiles_h = L.rows * L.tile_size.height + (L.rows - 1) * kGap;
-  cv::Mat canvas(kMargin + tiles_h + kGap + legend_h + kMargin, kMargin * 2 + inner_w, CV_8UC3, kCanvas);
+  cv::Mat canvas(kMargin + tiles_h + kGap + legend_h + kMargin, kMargin * 2 + inner_w, CV_8UC3, kBackground);
   L.legend = cv::Rect(kMargin, kMargin + tiles_h + kGap, inner_w, legend_h);
 
-  const char left = direction_letter({-v.geom.row_dir[0], -v.geom.row_dir[1], -v.geom.row_dir[2]});
-  const char right = direction_letter(v.geom.row_dir);
-  const char top = direction_letter({-v.geom.col_dir[0], -v.geom.col_dir[1], -v.geom.col_dir[2]});
-  const char bottom = direction_letter(v.geom.col_dir);
   const double small = std::clamp(L.tile_size.height / 400.0, 0.3, 0.6);
   for (int i = 0; i < n; ++i) {
     const cv::Rect r(kMargin + (i % L.columns) * (L.tile_size.width + kGap),
@@ -327,33 +247,13 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
     cv::Mat tile = render_overlay(v.slices[L.slices[i]], labels[L.slices[i]], L.window, L.tile_size, segments,
                                   p.fill_opacity, p.outline_thickness);
     if (p.annotate_slices) {
-      put_text(tile, fmt::format("z {}/{}", L.slices[i] + 1, v.depth()), {4, L.tile_size.height - 5}, small, kText);
-      if (i == 0 && v.geom.has_frame_of_reference) {
-        const int th = cv::getTextSize("H", kFont, small, 1, &baseline).height;
-        put_text(tile, std::string(1, left), {3, L.tile_size.height / 2 + th / 2}, small, kText);
-        put_text(tile, std::string(1, right), {L.tile_size.width - th - 3, L.tile_size.height / 2 + th / 2}, small, kText);
-        put_text(tile, std::string(1, top), {L.tile_size.width / 2 - th / 2, th + 3}, small, kText);
-        put_text(tile, std::string(1, bottom), {L.tile_size.width / 2 - th / 2, L.tile_size.height - 5}, small, kText);
-      }
+      put_text(tile, fmt::format("z {}/{}", L.slices[i] + 1, v.depth()), {4, L.tile_size.height - 5}, small, kText,
+               true);
+      if (i == 0 && v.geom.has_frame_of_reference) put_direction_letters(tile, v.geom, small, 3);
     }
     tile.copyTo(canvas(r));
   }
-
-  // Legend: header line, then the entries.
-  int y = L.legend.y + line_h - 6;
-  put_text(canvas, header, {L.legend.x, y}, text_scale, kText);
-  for (const auto& line : lines) {
-    if (line.empty()) continue;
-    y += line_h;
-    int lx = L.legend.x;
-    for (const Entry* e : line) {
-      const cv::Rect sw(lx, y - swatch + 2, swatch, swatch);
-      cv::rectangle(canvas, sw, bgr(e->colour), cv::FILLED);
-      cv::rectangle(canvas, sw, kText, 1);
-      put_text(canvas, e->text, {lx + swatch + 6, y}, text_scale, kText);
-      lx += e->width;
-    }
-  }
+  legend.draw(canvas, L.legend.tl(), inner_w, true);
   logger()->debug("preview: {} tiles of {}x{} px, W{} L{}", n, L.tile_size.width, L.tile_size.height,
                   L.window.width, L.window.center);
   return Preview{canvas, L};

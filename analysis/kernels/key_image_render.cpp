@@ -1,4 +1,5 @@
 #include "analysis/kernels/key_image_render.h"
+#include "analysis/kernels/render_common.h"
 #include "analysis/kernels/types.h"
 
 #include <algorithm>
@@ -21,56 +22,12 @@ namespace {
 
 std::shared_ptr<spdlog::logger> logger() { return pacsnode::component_logger("keyimages"); }
 
-const cv::Scalar kLegendBackground(24, 24, 24);  // BGR
-const cv::Scalar kText(235, 235, 235);
-const cv::Scalar kTextShadow(0, 0, 0);
-constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
 constexpr int kPad = 6;
-
-cv::Scalar bgr(const Rgb& c) { return cv::Scalar(c.b, c.g, c.r); }
-
-std::string ascii(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) out.push_back(c >= 32 && c < 127 ? static_cast<char>(c) : '?');
-  return out;
-}
-
-void validate_styles(std::span<const SegmentStyle> segments) {
-  std::set<int> seen;
-  for (const auto& s : segments) {
-    if (s.label == 0) throw std::invalid_argument(fmt::format("key images: segment '{}' has label 0 (background)", s.name));
-    if (!seen.insert(s.label).second) throw std::invalid_argument(fmt::format("key images: label {} styled twice", s.label));
-    if (s.name.empty()) throw std::invalid_argument(fmt::format("key images: segment {} has no name", s.label));
-  }
-}
 
 void validate_labels(const std::vector<cv::Mat>& labels) {
   for (std::size_t z = 0; z < labels.size(); ++z) {
     if (labels[z].type() != CV_8UC1 || labels[z].empty())
       throw std::invalid_argument(fmt::format("key images: label slice {} is not a non-empty CV_8UC1", z));
-  }
-}
-
-void validate_volume(const dicom::Volume& v, const std::vector<cv::Mat>& labels) {
-  if (v.slices.empty()) throw std::invalid_argument("key images: volume has no slices");
-  const cv::Size size = v.slices.front().size();
-  const int type = v.slices.front().type();
-  if (type != CV_16SC1 && type != CV_32FC1)
-    throw std::invalid_argument(fmt::format("key images: slice type {} (need CV_16SC1 or CV_32FC1)", type));
-  if (size.area() == 0) throw std::invalid_argument("key images: empty slices");
-  for (int z = 0; z < v.depth(); ++z) {
-    if (v.slices[z].size() != size || v.slices[z].type() != type)
-      throw std::invalid_argument(fmt::format("key images: slice {} differs in size or type from slice 0", z));
-  }
-  if (static_cast<int>(labels.size()) != v.depth())
-    throw std::invalid_argument(fmt::format("key images: {} label slices for {} volume slices", labels.size(), v.depth()));
-  validate_labels(labels);
-  for (std::size_t z = 0; z < labels.size(); ++z) {
-    if (labels[z].size() != size)
-      throw std::invalid_argument(fmt::format("key images: label slice {} is not {}x{}", z, size.width, size.height));
-  }
-  for (double s : {v.geom.spacing_row, v.geom.spacing_col}) {
-    if (!(std::isfinite(s) && s > 0)) throw std::invalid_argument(fmt::format("key images: pixel spacing {} <= 0", s));
   }
 }
 
@@ -110,33 +67,12 @@ std::vector<int> select(const std::vector<std::array<std::int64_t, 256>>& counts
   return {picked.begin(), picked.end()};
 }
 
-// Letters of a direction in LPS: every axis with |cosine| >= 0.25, largest first.
-std::string direction_letters(const dicom::Vec3& d) {
-  static const char pos[] = {'L', 'P', 'H'}, neg[] = {'R', 'A', 'F'};
-  std::array<int, 3> axes{0, 1, 2};
-  std::stable_sort(axes.begin(), axes.end(), [&](int a, int b) { return std::abs(d[a]) > std::abs(d[b]); });
-  std::string out;
-  for (int axis : axes) {
-    if (std::abs(d[axis]) >= 0.25 || out.empty()) out.push_back(d[axis] >= 0 ? pos[axis] : neg[axis]);
-  }
-  return out;
-}
-
-dicom::Vec3 negate(const dicom::Vec3& d) { return {-d[0], -d[1], -d[2]}; }
-
-void put_text(cv::Mat& img, const std::string& text, cv::Point org, double scale, const cv::Scalar& colour, bool shadow) {
-  if (shadow) cv::putText(img, text, org + cv::Point(1, 1), kFont, scale, kTextShadow, 2, cv::LINE_AA);
-  cv::putText(img, text, org, kFont, scale, colour, 1, cv::LINE_AA);
-}
-
-// The slice, windowed, resized to `size`, with the segments drawn.
-
 }  // namespace
 
 std::vector<int> select_key_slices(const std::vector<cv::Mat>& labels, std::span<const SegmentStyle> segments,
                                    int max_images) {
   validate_labels(labels);
-  validate_styles(segments);
+  validate_styles("key images", segments);
   if (max_images < 1) throw std::invalid_argument("key images: max_images < 1");
   return select(label_counts(labels), segments, max_images);
 }
@@ -148,8 +84,8 @@ std::string patient_orientation(const dicom::Geometry& g) {
 
 KeyImages render_key_images(const dicom::Volume& v, const std::vector<cv::Mat>& labels,
                             std::span<const SegmentStyle> segments, const KeyImageParams& p) {
-  validate_volume(v, labels);
-  validate_styles(segments);
+  validate_volume_and_labels("key images", v, labels);
+  validate_styles("key images", segments);
   validate_params(p);
   const auto counts = label_counts(labels);
   KeyImages out;
@@ -166,72 +102,31 @@ KeyImages render_key_images(const dicom::Volume& v, const std::vector<cv::Mat>& 
   const cv::Size size(std::max(1, static_cast<int>(std::lround(w_mm * px_per_mm))),
                       std::max(1, static_cast<int>(std::lround(h_mm * px_per_mm))));
   const double text_scale = std::clamp(std::max(size.width, 320) / 1024.0, 0.4, 1.0);
-  int baseline = 0;
-  const int text_h = cv::getTextSize("Ag", kFont, text_scale, 1, &baseline).height;
-  const int line_h = text_h + baseline + 8;
-  const int swatch = text_h + baseline;
   const double cm2_per_pixel = v.geom.spacing_row * v.geom.spacing_col / 100.0;
-  const char left = direction_letters(negate(v.geom.row_dir)).front(), right = direction_letters(v.geom.row_dir).front();
-  const char top = direction_letters(negate(v.geom.col_dir)).front(), bottom = direction_letters(v.geom.col_dir).front();
   const double letter_scale = std::clamp(size.height / 600.0, 0.4, 1.0);
+  const int inner_w = std::max(size.width - 2 * kPad, 1);
 
   for (int z : out.slice_index) {
-    // Legend text first: its width decides the canvas width.
+    // Legend first: its height decides the canvas height.
     std::vector<std::string_view> parts;
     for (std::string_view part : {std::string_view(v.info.modality), std::string_view(v.info.series_description).substr(0, 32)})
       if (!part.empty()) parts.push_back(part);
-    const std::string header = ascii(fmt::format("{}{}W{:g} L{:g}  slice {}/{}", fmt::join(parts, " "),
-                                                 parts.empty() ? "" : "  ", out.window.width, out.window.center, z + 1,
-                                                 v.depth()));
-    struct Entry {
-      std::string text;
-      Rgb colour;
-      int width;
-    };
-    std::vector<Entry> entries;
+    std::vector<Legend::Item> items;
     for (const auto& s : segments) {
       const std::int64_t px = counts[z][s.label];
-      if (px == 0) continue;
-      std::string text = ascii(fmt::format("{} {:.1f} cm2", s.name, static_cast<double>(px) * cm2_per_pixel));
-      const int w = swatch + 6 + cv::getTextSize(text, kFont, text_scale, 1, &baseline).width + 16;
-      entries.push_back({std::move(text), s.colour, w});
+      if (px > 0)
+        items.push_back({ascii(fmt::format("{} {:.1f} cm2", s.name, static_cast<double>(px) * cm2_per_pixel)), s.colour});
     }
-    const int inner_w = std::max(size.width - 2 * kPad, 1);
-    std::vector<std::vector<const Entry*>> lines(1);
-    int x = 0;
-    for (const auto& e : entries) {
-      if (x > 0 && x + e.width > inner_w) lines.emplace_back(), x = 0;
-      lines.back().push_back(&e);
-      x += e.width;
-    }
-    const int legend_h = line_h * (1 + static_cast<int>(lines.size())) + kPad;
-    cv::Mat canvas(size.height + legend_h, size.width, CV_8UC3, kLegendBackground);
+    const Legend legend(ascii(fmt::format("{}{}W{:g} L{:g}  slice {}/{}", fmt::join(parts, " "), parts.empty() ? "" : "  ",
+                                          out.window.width, out.window.center, z + 1, v.depth())),
+                        std::move(items), text_scale);
+    cv::Mat canvas(size.height + legend.height(inner_w), size.width, CV_8UC3, kBackground);
     out.slice_area = cv::Rect(0, 0, size.width, size.height);
 
     cv::Mat tile = render_overlay(v.slices[z], labels[z], out.window, size, segments, p.fill_opacity, p.outline_thickness);
-    if (p.orientation_letters && v.geom.has_frame_of_reference) {
-      const int th = cv::getTextSize("H", kFont, letter_scale, 1, &baseline).height;
-      put_text(tile, std::string(1, left), {4, size.height / 2 + th / 2}, letter_scale, kText, true);
-      put_text(tile, std::string(1, right), {size.width - th - 4, size.height / 2 + th / 2}, letter_scale, kText, true);
-      put_text(tile, std::string(1, top), {size.width / 2 - th / 2, th + 4}, letter_scale, kText, true);
-      put_text(tile, std::string(1, bottom), {size.width / 2 - th / 2, size.height - 6}, letter_scale, kText, true);
-    }
+    if (p.orientation_letters && v.geom.has_frame_of_reference) put_direction_letters(tile, v.geom, letter_scale, 4);
     tile.copyTo(canvas(out.slice_area));
-
-    int y = size.height + line_h - 4;
-    put_text(canvas, header, {kPad, y}, text_scale, kText, false);
-    for (const auto& line : lines) {
-      if (line.empty()) continue;
-      y += line_h;
-      int lx = kPad;
-      for (const Entry* e : line) {
-        const cv::Rect sw(lx, y - swatch + baseline, swatch, swatch);
-        cv::rectangle(canvas, sw, bgr(e->colour), cv::FILLED);
-        cv::rectangle(canvas, sw, kText, 1);
-        put_text(canvas, e->text, {lx + swatch + 6, y}, text_scale, kText, false);
-        lx += e->width;
-      }
-    }
+    legend.draw(canvas, {kPad, size.height}, inner_w, false);
     out.images.push_back(std::move(canvas));
   }
   logger()->debug("key images: {} of {}x{} px, W{} L{}", out.images.size(), out.images.front().cols,
