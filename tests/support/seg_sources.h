@@ -19,6 +19,7 @@
 #include <dcmtk/dcmdata/dcsequen.h>
 
 #include "dicom/volume.h"
+#include "support/process.h"
 
 namespace testsupport {
 
@@ -201,25 +202,8 @@ inline std::vector<std::filesystem::path> write_synthetic_ct(const std::filesyst
   return out;
 }
 
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
-inline std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-inline CommandResult run_command(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  r.status = pclose(p);
-  return r;
-}
+// A shell command line (pipes, redirections, environment assignments), run to completion.
+inline RunResult run_command(const std::string& cmd) { return run({"/bin/sh", "-c", cmd}); }
 
 // Lines of validator output that contain needle (e.g. "Error", "Warning").
 inline std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {
@@ -235,7 +219,7 @@ inline std::vector<std::string> lines_with(const std::string& text, const std::s
   return out;
 }
 
-inline CommandResult dciodvfy(const std::filesystem::path& f) { return run_command("dciodvfy " + shell_quote(f.string())); }
+inline RunResult dciodvfy(const std::filesystem::path& f) { return run_command("dciodvfy " + shell_quote(f.string())); }
 
 // dciodvfy reports no error on f; its warnings (and errors) go to the test log.
 inline void expect_dciodvfy_clean(const std::filesystem::path& f) {
@@ -246,7 +230,7 @@ inline void expect_dciodvfy_clean(const std::filesystem::path& f) {
   BOOST_TEST(errors.empty(), "dciodvfy reports " << errors.size() << " error(s) for " << f);
 }
 
-inline CommandResult pixelmed_sr_validator(const std::filesystem::path& f) {
+inline RunResult pixelmed_sr_validator(const std::filesystem::path& f) {
   return run_command(
       "JAVA_TOOL_OPTIONS='-Djdk.xml.xpathExprOpLimit=0 -Djdk.xml.xpathExprGrpLimit=0 -Djdk.xml.xpathTotalOpLimit=0' "
       "java -cp /usr/share/java/pixelmed.jar com.pixelmed.validate.DicomSRValidator " +

@@ -110,7 +110,7 @@ std::vector<KeyDump> run_dump(const fs::path& source, const std::vector<std::pai
   for (const auto& [key, rgb] : files)
     cmd += " " + testsupport::shell_quote(key.string()) + " " + (rgb.empty() ? std::string("-") : testsupport::shell_quote(rgb.string()));
   const auto r = testsupport::run_command(cmd);
-  BOOST_TEST_REQUIRE(r.status == 0, "key_images_dump.py failed: " << r.output.substr(0, 2000));
+  BOOST_TEST_REQUIRE(r.exit_code == 0, "key_images_dump.py failed: " << r.output.substr(0, 2000));
   std::vector<KeyDump> out;
   std::istringstream in(r.output);
   std::string line;

@@ -122,8 +122,8 @@ std::vector<long> run_script(const std::string& script, const std::vector<fs::pa
   for (const auto& e : lines_starting(r.output, "ERROR")) BOOST_ERROR(what << ": " << e);
   const auto summary = lines_starting(r.output, "SUMMARY");
   BOOST_TEST_REQUIRE(summary.size() == 1u,
-                     script << " gave no summary (status " << r.status << "): " << r.output.substr(0, 3000));
-  BOOST_TEST(r.status == 0, script << " exit status " << r.status);
+                     script << " gave no summary (status " << r.exit_code << "): " << r.output.substr(0, 3000));
+  BOOST_TEST(r.exit_code == 0, script << " exit status " << r.exit_code);
   std::vector<long> fields;
   std::istringstream in(summary.front());
   for (long x; in >> x;) fields.push_back(x);
@@ -248,7 +248,7 @@ BOOST_AUTO_TEST_CASE(synthetic_chest_ct) {
       std::string(testsupport::python()) + " " +
       testsupport::shell_quote((testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string()) + " " +
       testsupport::shell_quote(dir.string()) + " --slices 24 --size 96");
-  BOOST_TEST_REQUIRE(r.status == 0, r.output);
+  BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
   SeriesContext c = analyse(decode_folder(dir), "ct-chest");
   BOOST_TEST(c.volume.depth() == 24);
   for (const char* name : {"body", "right_lung", "left_lung"}) BOOST_TEST(c.segment(name) != nullptr, name);

@@ -54,7 +54,7 @@ Dump run_dump(const fs::path& seg) {
   const auto script = testsupport::source_dir() / "tests/scripts/seg_dump.py";
   const auto r = testsupport::run_command(std::string(testsupport::python()) + " " + testsupport::shell_quote(script.string()) +
                                           " " + testsupport::shell_quote(seg.string()));
-  BOOST_TEST_REQUIRE(r.status == 0, "seg_dump.py failed: " << r.output.substr(0, 2000));
+  BOOST_TEST_REQUIRE(r.exit_code == 0, "seg_dump.py failed: " << r.output.substr(0, 2000));
   Dump d;
   std::istringstream in(r.output);
   std::string line;
@@ -265,7 +265,7 @@ BOOST_AUTO_TEST_CASE(phantom_ct_overlapping_binary_segments) {
   const auto r = testsupport::run_command(std::string(testsupport::python()) + " " +
                                           testsupport::shell_quote((testsupport::shared_data("../tools/make_ct_phantom.py")).string()) +
                                           " " + testsupport::shell_quote(dir.string()) + " --slices 8 --size 64");
-  BOOST_TEST_REQUIRE(r.status == 0, r.output);
+  BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
   const auto src = testsupport::load_series(testsupport::dicom_files(dir));
   BOOST_TEST_REQUIRE(src.frames.size() == 8u);
   auto spec = base_spec(src);

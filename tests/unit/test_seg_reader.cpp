@@ -66,7 +66,7 @@ RefSeg pydicom_reference(const fs::path& seg) {
   const auto r = testsupport::run_command(std::string(testsupport::python()) + " " +
                                           testsupport::shell_quote(script.string()) + " " +
                                           testsupport::shell_quote(seg.string()));
-  BOOST_TEST_REQUIRE(r.status == 0, "seg_reader_ref.py failed: " << r.output.substr(0, 2000));
+  BOOST_TEST_REQUIRE(r.exit_code == 0, "seg_reader_ref.py failed: " << r.output.substr(0, 2000));
   RefSeg out;
   std::istringstream in(r.output);
   std::string line;

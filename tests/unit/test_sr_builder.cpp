@@ -47,7 +47,7 @@ SrDump run_sr_dump(const fs::path& sr, const fs::path& seg, const fs::path& sour
   const auto r = testsupport::run_command(std::string(testsupport::python()) + " " + testsupport::shell_quote(script.string()) + " " +
                                           testsupport::shell_quote(sr.string()) + " " + testsupport::shell_quote(seg.string()) +
                                           " " + testsupport::shell_quote(source.string()));
-  BOOST_TEST_REQUIRE(r.status == 0, "sr_dump.py failed: " << r.output.substr(0, 3000));
+  BOOST_TEST_REQUIRE(r.exit_code == 0, "sr_dump.py failed: " << r.output.substr(0, 3000));
   SrDump d;
   d.raw = r.output;
   std::istringstream in(r.output);
