@@ -133,6 +133,13 @@ class StoreProvider : public DcmThreadSCP {
     } catch (const std::exception& e) {
       return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, e.what());
     }
+    in.calling_ae = calling_ae_;
+    in.own = is_own_result(ctx_.index, in.header);
+    try {
+      in.content_hash = content_hash(in.path);
+    } catch (const std::exception& e) {
+      log_->warn("cannot hash a stored instance ({}); it will be analysed again if re-sent", e.what());
+    }
     if (in.header.sop_instance_uid != rq.AffectedSOPInstanceUID)
       log_->warn("association from '{}': data set SOP Instance UID differs from the C-STORE request; stored under the data set's", calling_ae_);
     bool is_new = true;
@@ -142,7 +149,10 @@ class StoreProvider : public DcmThreadSCP {
       // The file is durable; the index is rebuilt from the spool at the next start.
       log_->error("index: cannot record an instance ({}); it is on disk and will be indexed at the next start", e.what());
     }
-    ctx_.assembler.on_instance(in.header, is_new);
+    if (in.own)  // our own SEG/SR sent back (a re-send, an auto-routing rule): stored, never analysed
+      log_->debug("stored our own result {} for study {}", in.header.sop_instance_uid, in.header.study_uid);
+    else
+      ctx_.assembler.on_instance(in.header, is_new);
     ++stored_;
     ctx_.counters.instances_stored++;
     log_->debug("stored {} ({} bytes) for study {}", in.header.sop_instance_uid, in.size, in.header.study_uid);

@@ -44,12 +44,13 @@ struct DaemonOptions {
   std::uint64_t min_free_mb = 0;
   int drain_seconds = 10;
   std::string extra;  // more TOML, appended
+  std::uint16_t port = 0;  // 0: a free port
 };
 
 class Daemon {
  public:
   explicit Daemon(const std::filesystem::path& dir, DaemonOptions opt = {}) : dir_(dir), opt_(std::move(opt)) {
-    port_ = free_port();
+    port_ = opt_.port ? opt_.port : free_port();
     root_ = dir_ / "storage";
     config_ = dir_ / "pacsnode.toml";
     std::ofstream(config_) << "[node]\nae_title = \"PACSNODE\"\nbind = \"127.0.0.1\"\nport = " << port_
