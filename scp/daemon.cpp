@@ -116,6 +116,9 @@ int run_daemon(const config::Config& cfg) {
       s.jobs_running = jobs->running();
     }
     s.analysis_cache_bytes = dicom::cached_plane_bytes();
+    s.pending_connections = server.pending();
+    s.rejections = ctx.counters.rejections.snapshot();
+    s.aborted_associations = ctx.counters.aborted.snapshot();
     return s;
   });
   status.start();
