@@ -55,6 +55,21 @@ std::string trim(const OFString& s) {
   return t.substr(b, t.find_last_not_of(' ') - b + 1);
 }
 
+// DCMTK's nested conditions ("outer\nmodule:code inner\n...") on one log line.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (std::size_t start = 0; start <= text.size();) {
+    auto end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string part = text.substr(start, end - start);
+    // "0006:020c DIMSE Read PDV failed": drop the module:code prefix.
+    if (part.size() > 10 && part[4] == ':' && part[9] == ' ') part = part.substr(10);
+    if (!part.empty()) out += (out.empty() ? "" : ": ") + part;
+    start = end + 1;
+  }
+  return out;
+}
+
 // One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
 class StoreProvider : public DcmThreadSCP {
  public:
@@ -103,7 +118,7 @@ class StoreProvider : public DcmThreadSCP {
   void notifyAssociationTermination() override {
     const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
     std::string outcome = outcome_.empty() ? "ended" : outcome_;
-    if (outcome == "aborted" && !last_error_.empty()) outcome += " (" + last_error_ + ")";
+    if (outcome == "aborted" && !last_error_.empty()) outcome += " (" + one_line(last_error_) + ")";
     std::string reason;
     if (refused_) {
       ctx_.counters.rejected++;
@@ -193,7 +208,8 @@ class StoreProvider : public DcmThreadSCP {
   Abort abort_reason() const {
     if (outcome_ == "aborted: node shutting down") return Abort::shutdown;
     if (outcome_ == "aborted by peer") return Abort::peer_abort;
-    const auto is = [this](const OFConditionConst& c) { return last_error_ == OFCondition(c).text(); };
+    // The cause is the innermost condition: look for it anywhere in the chain.
+    const auto is = [this](const OFConditionConst& c) { return last_error_.find(OFCondition(c).text()) != std::string::npos; };
     if (is(DIMSE_NODATAAVAILABLE) || is(DUL_READTIMEOUT)) return Abort::timeout;
     if (is(DUL_NETWORKCLOSED)) return Abort::connection_closed;
     return Abort::protocol_error;
@@ -396,7 +412,7 @@ void StorageServer::on_request(AssociateRequest rq) {
   if (c.bad()) {
     ctx_.counters.rejections.add(Rejection::associate_rq_invalid);
     peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::associate_rq_invalid)),
-                  fmt::format("connection from {} closed: its A-ASSOCIATE-RQ was not understood: {}", rq.peer, c.text()));
+                  fmt::format("connection from {} closed: its A-ASSOCIATE-RQ was not understood: {}", rq.peer, one_line(c.text())));
     if (assoc) {
       ASC_dropAssociation(assoc);  // closes the socket if DCMTK still holds it
       ASC_destroyAssociation(&assoc);
