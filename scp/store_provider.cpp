@@ -431,10 +431,19 @@ void StorageServer::on_request(AssociateRequest rq) {
     reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
     return;
   }
-  ++active_;
-  sockets_.insert(rq.fd);
   auto self = workers_.emplace(workers_.end());
-  *self = std::thread([this, assoc, fd = rq.fd, self] { serve(assoc, fd, self); });
+  try {
+    *self = std::thread([this, assoc, fd = rq.fd, self] { serve(assoc, fd, self); });
+  } catch (const std::system_error& e) {  // no thread to be had: as if the limit were reached
+    workers_.erase(self);
+    ctx_.counters.rejected++;
+    ctx_.counters.rejections.add(Rejection::association_limit);
+    pacsnode::component_logger("scp")->error("association from {} rejected: cannot start its thread: {}", rq.peer, e.what());
+    reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+    return;
+  }
+  ++active_;  // mutex_ is held: serve() cannot end before these
+  sockets_.insert(rq.fd);
 }
 
 void StorageServer::serve(T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self) {
