@@ -147,20 +147,27 @@ class Watch:
         return len(self.sel.get_map())
 
 
-def hold(a):
-    """N connections that send nothing (or, the first --partial of them, part of an A-ASSOCIATE-RQ)
-    and wait for the server to close them."""
-    rq = associate_rq("PACSNODE", "PARTIAL", CONTEXTS)
+def open_connections(a, first_bytes):
+    """--count connections, from the --sources in turn, each sent first_bytes(i) (b"": nothing),
+    watched; and how many could not be opened."""
     w, failed = Watch(), 0
     srcs = sources(a.sources)
     for i in range(a.count):
         try:
             s = connect(a.host, a.port, srcs[i % len(srcs)])
+            if first_bytes(i): s.sendall(first_bytes(i))
         except OSError:
             failed += 1
             continue
-        if i < a.partial: s.sendall(rq[:len(rq) // 2])
         w.add(s, time.monotonic())
+    return w, failed
+
+
+def hold(a):
+    """N connections that send nothing (or, the first --partial of them, part of an A-ASSOCIATE-RQ)
+    and wait for the server to close them."""
+    rq = associate_rq("PACSNODE", "PARTIAL", CONTEXTS)
+    w, failed = open_connections(a, lambda i: rq[:len(rq) // 2] if i < a.partial else b"")
     print("ready", flush=True)
     w.run(a.wait)
     closed = [r["closed"] - r["opened"] for r in w.info.values() if r["closed"] is not None]
@@ -279,16 +286,7 @@ def slow_request(a):
 def many(a):
     """N connections that each send a valid A-ASSOCIATE-RQ at once, then stay idle."""
     rq = associate_rq("PACSNODE", "MANY", CONTEXTS)
-    w, failed = Watch(), 0
-    srcs = sources(a.sources)
-    for i in range(a.count):
-        try:
-            s = connect(a.host, a.port, srcs[i % len(srcs)])
-            s.sendall(rq)
-        except OSError:
-            failed += 1
-            continue
-        w.add(s, time.monotonic())
+    w, failed = open_connections(a, lambda i: rq)
 
     def answered():
         return all(r["data"] or r["closed"] for r in w.info.values())
