@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cctype>
 
 #include <boost/asio/post.hpp>
@@ -45,6 +46,7 @@ struct Acceptor::Pending {
   std::string peer;
   std::vector<std::uint8_t> buf = std::vector<std::uint8_t>(kPduHeader);
   std::size_t received = 0;        // bytes of buf filled
+  std::size_t expected = 0;        // the whole PDU, once the header is in
   bool header_done = false;
   bool finished = false;           // completed or closed: late handlers do nothing
 };
@@ -163,7 +165,7 @@ void Acceptor::on_accepted(tcp::socket socket) {
     if (p->received == 0) {
       close_pending(p, Rejection::preassociation_timeout, fmt::format("nothing received within {:g} s", secs));
     } else {
-      const std::string of = p->header_done ? fmt::format("{}", p->buf.size()) : std::string("?");
+      const std::string of = p->header_done ? fmt::format("{}", p->expected) : std::string("?");
       close_pending(p, Rejection::preassociation_timeout,
                     fmt::format("A-ASSOCIATE-RQ incomplete after {:g} s ({} of {} bytes received)", secs, p->received, of));
     }
@@ -202,22 +204,25 @@ void Acceptor::read_header(const std::shared_ptr<Pending>& p) {
       return;
     }
     p->header_done = true;
-    p->buf.resize(kPduHeader + length);
+    p->expected = kPduHeader + length;
     read_body(p);
   });
 }
 
 void Acceptor::read_body(const std::shared_ptr<Pending>& p) {
+  // The buffer grows with what arrives (doubling), not with what the header announces: a peer
+  // that announces 256 KiB and sends nothing holds no more than a few bytes here.
+  if (p->received == p->buf.size()) p->buf.resize(std::min(p->expected, std::max<std::size_t>(2 * p->received, 4096)));
   p->socket.async_read_some(asio::buffer(p->buf.data() + p->received, p->buf.size() - p->received), [this, p](error_code ec, std::size_t n) {
     if (p->finished) return;
     if (ec) {
       close_pending(p, Rejection::closed_before_associate_rq,
                     fmt::format("{} after {} of {} bytes of its A-ASSOCIATE-RQ", peer_went_away(ec) ? "closed by the peer" : ec.message(),
-                                p->received, p->buf.size()));
+                                p->received, p->expected));
       return;
     }
     p->received += n;
-    if (p->received < p->buf.size()) return read_body(p);
+    if (p->received < p->expected) return read_body(p);
     complete(p);
   });
 }
