@@ -447,12 +447,18 @@ void StorageServer::on_request(AssociateRequest rq) {
 }
 
 void StorageServer::serve(T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self) {
+  bool handed = false;
   try {
     StoreProvider scp(ctx_, peer_log_);
     scp.setSharedConfig(config_for(assoc));
+    handed = true;
     scp.run(assoc);  // negotiates, serves and releases/aborts; frees the association
   } catch (const std::exception& e) {
     pacsnode::component_logger("scp")->error("association: {}", e.what());
+    if (!handed) {  // still ours: close it
+      ASC_dropAssociation(assoc);
+      ASC_destroyAssociation(&assoc);
+    }
   }
   std::lock_guard lock(mutex_);
   sockets_.erase(fd);
