@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "support/raw_pdu.h"
 
@@ -16,6 +17,9 @@ using namespace std::chrono_literals;
 namespace {
 
 struct Fixture {
+  // Nagle off in DCMTK's clients too (this process's DcmSCU, echoscu, storescu), as in the node:
+  // the latency measured is the node's, not a 40 ms delayed-ACK stall of the client.
+  Fixture() { ::setenv("TCP_NODELAY", "1", 1); }
   fs::path dir = make_temp_dir("accept");
   ~Fixture() { fs::remove_all(dir); }
 };
@@ -39,22 +43,24 @@ BOOST_FIXTURE_TEST_CASE(silent_and_partial_connections_never_delay_an_associatio
     Daemon d(sub, fast_timeouts(128, 128, 3));
     d.start();
     std::vector<double> idle;
-    for (int i = 0; i < 3; ++i) idle.push_back(echo_ms(d));
+    for (int i = 0; i < 3; ++i) idle.push_back(scu_echo_ms(d));
     std::sort(idle.begin(), idle.end());
     const auto held_since = std::chrono::steady_clock::now();
     RawPeer held(d, {"hold", "--count", std::to_string(load), "--partial", std::to_string(load / 2), "--wait", "15"},
                  d.dir() / "hold.log");
-    // While they are all open: C-ECHO from loopback within 1 s, every time.
+    // While they are all open: a C-ECHO association from loopback within 1 s, every time.
     std::vector<double> ms;
-    for (int i = 0; i < 5; ++i) ms.push_back(echo_ms(d));
+    for (int i = 0; i < 5; ++i) ms.push_back(scu_echo_ms(d));
     const double open_for = std::chrono::duration<double>(std::chrono::steady_clock::now() - held_since).count();
+    const double echoscu = echo_ms(d);  // and echoscu, as an operator would try it
     std::sort(ms.begin(), ms.end());
     BOOST_TEST(ms.front() >= 0.0, "a C-ECHO failed");
     BOOST_TEST(ms.back() < 1000.0);
+    BOOST_TEST(echoscu >= 0.0, "echoscu failed");
     BOOST_TEST(open_for < 2.8, "the echoes ended after the held connections may have been closed");
-    BOOST_TEST_MESSAGE("C-ECHO latency with " << load << " silent/partial connection(s) open: median " << ms[2]
-                                              << " ms, max " << ms.back() << " ms; without them: median " << idle[1]
-                                              << " ms (echoscu run, process start included)");
+    BOOST_TEST_MESSAGE("C-ECHO with " << load << " silent/partial connection(s) open: association median " << ms[2]
+                                      << " ms, max " << ms.back() << " ms (without them: median " << idle[1]
+                                      << " ms); an echoscu run " << echoscu << " ms");
     // A series, nothing acknowledged lost.
     const auto r = d.store({series.string()});
     BOOST_TEST(r.exit_code == 0, r.output);
