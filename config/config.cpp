@@ -144,6 +144,12 @@ void read_node(const toml::table& t, Config::Node& n, std::vector<std::string>& 
   s.integer("acse_timeout_seconds", n.acse_timeout_seconds, 1, 3600);
   s.integer("dimse_timeout_seconds", n.dimse_timeout_seconds, 1, 3600);
   s.integer("drain_seconds", n.drain_seconds, 0, 3600);
+  s.integer("preassociation_timeout_seconds", n.preassociation_timeout_seconds, 1, 300);
+  s.integer("max_pending_connections", n.max_pending_connections, 1, 10000);
+  s.integer("max_pending_per_source", n.max_pending_per_source, 1, 10000);
+  if (n.max_pending_per_source > n.max_pending_connections)
+    s.problem("max_pending_per_source", fmt::format("{} is more than node.max_pending_connections ({})", n.max_pending_per_source,
+                                                    n.max_pending_connections));
 }
 
 void read_storage(const toml::table& t, Config::Storage& st, std::vector<std::string>& p) {

@@ -57,6 +57,11 @@ struct Config {
     int acse_timeout_seconds = 30;
     int dimse_timeout_seconds = 60;
     int drain_seconds = 30;
+    // Before association: a connection must have sent its whole A-ASSOCIATE-RQ within this time;
+    // until then it counts against the two limits below (beyond them it is closed at once).
+    int preassociation_timeout_seconds = 5;
+    int max_pending_connections = 64;
+    int max_pending_per_source = 8;  // per source IP address
   } node;
   struct Storage {
     std::filesystem::path root = "var/pacsnode";

@@ -108,6 +108,9 @@ int run_daemon(const config::Config& cfg) {
       s.jobs_queued = jobs->queued();
       s.jobs_running = jobs->running();
     }
+    s.pending_connections = server.pending();
+    s.rejections = ctx.counters.rejections.snapshot();
+    s.aborted_associations = ctx.counters.aborted.snapshot();
     return s;
   });
   status.start();
