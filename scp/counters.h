@@ -26,6 +26,7 @@ enum class Rejection {
   calling_ae_title,            // not in node.allowed_calling_ae
   no_presentation_context,     // nothing proposed that we accept
   refused_other,               // application context name, implementation class UID, ...
+  node_failing,                // health is failing (storage or index cannot be written): try later
   count_
 };
 
@@ -43,7 +44,7 @@ constexpr std::string_view name(Rejection r) {
       "pending_limit",         "pending_per_source_limit", "preassociation_timeout", "closed_before_associate_rq",
       "not_associate_rq",      "associate_rq_too_large",   "associate_rq_too_short", "associate_rq_invalid",
       "association_limit",     "called_ae_title",          "calling_ae_title",       "no_presentation_context",
-      "refused_other"};
+      "refused_other",         "node_failing"};
   return names[static_cast<std::size_t>(r)];
 }
 

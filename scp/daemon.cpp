@@ -10,9 +10,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
 
 #include "dicom/check.h"
 #include "dicom/log.h"
+#include "scp/health.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
 #include "scp/status.h"
@@ -63,15 +65,22 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
 int run_daemon(const config::Config& cfg) {
   auto log = pacsnode::component_logger("daemon");
   const fs::path root = storage_root(cfg.storage.root);
-  fs::create_directories(root);
+  // Say what is wrong with the storage root, and where, before anything else tries it.
+  if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
   Spool spool(root);
-  Index index(root / "index.sqlite");
+  std::unique_ptr<Index> index_ptr;
+  try {
+    index_ptr = std::make_unique<Index>(root / "index.sqlite");
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("cannot open the index {}: {}", (root / "index.sqlite").string(), e.what()));
+  }
+  Index& index = *index_ptr;
   reconcile(spool, index);
 
+  config::LiveConfig live(cfg);
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
   OutboundQueue outbound(io, index, cfg);
-  config::LiveConfig live(cfg);
   std::unique_ptr<JobRunner> jobs;
   if (cfg.analysis.enabled)
     jobs = std::make_unique<JobRunner>(index, root, live,
@@ -100,10 +109,24 @@ int run_daemon(const config::Config& cfg) {
   log->info("pacsnode {} listening on {}:{} as '{}', storage {}, quiet time {} s", PACSNODE_VERSION, cfg.node.bind,
             server.port(), cfg.node.ae_title, root.string(), cfg.study.quiet_seconds);
 
+  HealthMonitor health(io, root, index, live);
+  health.on_change([&ctx](const Health& h) { ctx.failing = h.state == HealthState::failing; });
+  health.check();  // before READY=1
+  health.start();
+
   StatusWriter status(io, root / "status.json", [&] {
-    Status s{server.port(), server.active(), assembler.open_studies(), ctx.counters.associations.load(),
-             ctx.counters.rejected.load(), ctx.counters.instances_stored.load(), ctx.counters.instances_failed.load(),
-             ctx.counters.bytes.load()};
+    Status s;
+    const Health h = health.current();
+    s.health = std::string(to_string(h.state));
+    s.health_reasons = h.reasons;
+    s.port = server.port();
+    s.open_associations = server.active();
+    s.open_studies = assembler.open_studies();
+    s.associations = ctx.counters.associations.load();
+    s.rejected_associations = ctx.counters.rejected.load();
+    s.instances_stored = ctx.counters.instances_stored.load();
+    s.instances_refused = ctx.counters.instances_failed.load();
+    s.bytes_received = ctx.counters.bytes.load();
     if (jobs) {
       s.jobs_queued = jobs->queued();
       s.jobs_running = jobs->running();
@@ -116,14 +139,15 @@ int run_daemon(const config::Config& cfg) {
   status.start();
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
-  // gets the service restarted.
-  sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%u", cfg.node.bind.c_str(), static_cast<unsigned>(server.port()));
+  // gets the service restarted, and only while the node is not failing (scp/health.h).
+  sd_notifyf(0, "READY=1\nSTATUS=%s; listening on %s:%u", std::string(to_string(health.current().state)).c_str(),
+             cfg.node.bind.c_str(), static_cast<unsigned>(server.port()));
   asio::steady_timer watchdog(io);
   std::uint64_t watchdog_usec = 0;
   std::function<void()> ping;
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
     ping = [&] {
-      sd_notify(0, "WATCHDOG=1");
+      if (!health.failing()) sd_notify(0, "WATCHDOG=1");
       watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 2));
       watchdog.async_wait([&](boost::system::error_code ec) { if (!ec) ping(); });
     };
@@ -146,6 +170,7 @@ int run_daemon(const config::Config& cfg) {
   asio::post(io, [&] {
     watchdog.cancel();
     status.stop();
+    health.stop();
   });
   guard.reset();
   io.stop();

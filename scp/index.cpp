@@ -533,6 +533,43 @@ int Index::retry(const std::vector<std::int64_t>& ids, std::int64_t now_ms) {
   return n;
 }
 
+void Index::health_probe(std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES('health_probe', ?)").bind(1, std::to_string(now_ms)).step();
+}
+
+std::vector<Index::DestinationTrouble> Index::destination_trouble(std::int64_t since_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT destination, SUM(state = 'dead' AND updated_ms >= ?1), SUM(state = 'pending' AND attempts >= 3), "
+              "MIN(CASE WHEN state = 'pending' AND attempts >= 3 THEN created_ms END), "
+              "(SELECT last_error FROM outbox o2 WHERE o2.destination = o.destination AND o2.last_error IS NOT NULL "
+              " ORDER BY o2.updated_ms DESC LIMIT 1) "
+              "FROM outbox o GROUP BY destination");
+  s.bind(1, since_ms);
+  std::vector<DestinationTrouble> out;
+  while (s.step()) {
+    DestinationTrouble t{s.text(0), static_cast<int>(s.integer(1)), static_cast<int>(s.integer(2)), s.integer(3), s.text(4)};
+    if (t.dead_recently > 0 || t.pending_retried > 0) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<std::string> Index::latest_job_states(int n) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT state FROM jobs WHERE state IN ('done', 'failed') ORDER BY updated_ms DESC, id DESC LIMIT ?");
+  s.bind(1, static_cast<std::int64_t>(n));
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+int Index::crashed_series_since(std::int64_t since_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT COUNT(*) FROM series_runs WHERE state = 'crashed' AND ended_ms >= ?");
+  s.bind(1, since_ms);
+  return s.step() ? static_cast<int>(s.integer(0)) : 0;
+}
+
 int Index::purge(const std::string& state) {
   std::lock_guard lock(mutex_);
   Stmt(db_, "DELETE FROM outbox WHERE state = ?").bind(1, state).step();

@@ -143,6 +143,22 @@ class Index {
   // Deletes rows in `state` (sent or dead). Returns how many.
   int purge(const std::string& state);
 
+  // --- Health (scp/health.h) ---
+  // Writes a row (throws when the index cannot be written).
+  void health_probe(std::int64_t now_ms);
+  struct DestinationTrouble {
+    std::string destination;
+    int dead_recently = 0;     // dead-lettered since the time asked for
+    int pending_retried = 0;   // pending and already failed at least 3 times
+    std::int64_t oldest_pending_ms = 0;
+    std::string last_error;
+  };
+  std::vector<DestinationTrouble> destination_trouble(std::int64_t since_ms);
+  // States of the latest `n` finished jobs (done/failed), newest first.
+  std::vector<std::string> latest_job_states(int n);
+  // Series whose worker crashed or hit a limit since `since_ms`.
+  int crashed_series_since(std::int64_t since_ms);
+
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }
 

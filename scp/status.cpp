@@ -13,7 +13,8 @@ namespace scp {
 
 std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms) {
   nlohmann::ordered_json j;
-  j["status"] = "ok";
+  j["status"] = s.health;
+  j["reasons"] = s.health_reasons;
   j["port"] = s.port;
   j["uptime_seconds"] = (now_ms - started_ms) / 1000;
   j["open_associations"] = s.open_associations;
@@ -46,12 +47,18 @@ void StatusWriter::write_now() {
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << to_json(s, wall_ms(), started_ms_);
-    if (!out) return;  // disk full: the next tick tries again
+    if (out) {
+      out.close();
+      std::error_code ec;
+      std::filesystem::rename(tmp, file_, ec);
+    }
+    // A storage that cannot be written cannot hold the file that says so: STATUS= below still
+    // does, and so do the watchdog and the DICOM port (scp/health.h).
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file_, ec);
-  sd_notifyf(0, "STATUS=%zu open association(s), %zu open study(ies), %llu stored, %llu refused", s.open_associations,
-             s.open_studies, static_cast<unsigned long long>(s.instances_stored),
+  std::string line = s.health;
+  if (!s.health_reasons.empty()) line += ": " + s.health_reasons.front() + (s.health_reasons.size() > 1 ? " (and more)" : "");
+  sd_notifyf(0, "STATUS=%s; %zu open association(s), %zu open study(ies), %llu stored, %llu refused", line.c_str(),
+             s.open_associations, s.open_studies, static_cast<unsigned long long>(s.instances_stored),
              static_cast<unsigned long long>(s.instances_refused));
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -14,6 +15,8 @@
 namespace scp {
 
 struct Status {
+  std::string health = "ok";  // ok, degraded, failing (scp/health.h)
+  std::vector<std::string> health_reasons;
   std::uint16_t port = 0;
   std::size_t open_associations = 0, open_studies = 0;
   std::uint64_t associations = 0, rejected_associations = 0, instances_stored = 0, instances_refused = 0, bytes_received = 0;

@@ -430,6 +430,15 @@ void StorageServer::on_request(AssociateRequest rq) {
     if (!taken) ::close(rq.fd);
     return;
   }
+  if (ctx_.failing) {
+    ctx_.counters.rejected++;
+    ctx_.counters.rejections.add(Rejection::node_failing);
+    peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::node_failing)),
+                  fmt::format("association from '{}' {} rejected (transient): the node is failing, see its health",
+                              trim(assoc->params->DULparams.callingAPTitle), rq.peer));
+    reject(assoc, ASC_REASON_SP_PRES_TEMPORARYCONGESTION);
+    return;
+  }
   std::lock_guard lock(mutex_);
   reap_finished_locked();
   if (active_ >= static_cast<std::size_t>(ctx_.cfg.node.max_associations)) {

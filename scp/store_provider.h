@@ -44,6 +44,9 @@ struct ScpContext {
   ScpCounters counters;
   // Set once draining has gone on for drain_seconds: associations still open are aborted.
   std::atomic<bool> abort_now{false};
+  // Set while the health is failing (storage or index cannot be written): new associations are
+  // rejected as transient, so that C-ECHO monitors see it and senders keep their data.
+  std::atomic<bool> failing{false};
 };
 
 class ReplayLayer;

@@ -12,6 +12,7 @@ unit=$prefix/lib/systemd/system/pacsnode.service
 grep -q "^ExecStart=$prefix/bin/pacsnode run --config $prefix/etc/pacsnode/pacsnode.toml$" "$unit"
 grep -q "^Type=notify$" "$unit"
 grep -q "^WatchdogSec=" "$unit"
+grep -q '^ExecReload=/bin/kill -HUP $MAINPID$' "$unit"
 grep -q "^StateDirectory=pacsnode$" "$unit"
 grep -q "^ProtectSystem=strict$" "$unit"
 grep -q "^NoNewPrivileges=yes$" "$unit"
