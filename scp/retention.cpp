@@ -408,7 +408,8 @@ std::string summary(const RetentionReport& r, const RetentionPolicy& p) {
   for (std::size_t a = 0; a < 4; ++a) {
     const auto& d = r.deleted[a];
     const char* unit = a == idx(Area::incoming) ? (d.items == 1 ? "study" : "studies") : (d.items == 1 ? "folder" : "folders");
-    areas += fmt::format("{}{} {} {} ({} files, {})", a ? ", " : "", kAreaNames[a], d.items, unit, d.files, megabytes(d.bytes));
+    areas += fmt::format("{}{} {} {} ({} {}, {})", a ? ", " : "", kAreaNames[a], d.items, unit, d.files,
+                         d.files == 1 ? "file" : "files", megabytes(d.bytes));
   }
   const std::string use = r.use_after < 0 ? std::string("storage use unknown")
                                           : fmt::format("storage {:.1f}% used", r.use_after);
@@ -459,9 +460,14 @@ void Retention::stop() {
 }
 
 void Retention::update(RetentionPolicy policy, std::chrono::seconds interval) {
-  std::lock_guard lock(mutex_);
-  policy_ = std::move(policy);
-  interval_ = interval;
+  {
+    std::lock_guard lock(mutex_);
+    policy_ = std::move(policy);
+    interval_ = interval;
+  }
+  asio::post(strand_, [this] {
+    if (waiting_) arm();  // a new interval counts from now; a run in progress arms the timer itself
+  });
 }
 
 RetentionStats Retention::stats() const {
@@ -470,21 +476,25 @@ RetentionStats Retention::stats() const {
 }
 
 void Retention::launch() {
+  waiting_ = false;
   if (stopping_) return;
   asio::post(pool_, [this] {
     run_once();
-    asio::post(strand_, [this] {
-      if (stopping_) return;
-      std::chrono::seconds every;
-      {
-        std::lock_guard lock(mutex_);
-        every = interval_;
-      }
-      timer_.expires_after(every);
-      timer_.async_wait([this](boost::system::error_code ec) {
-        if (!ec) launch();
-      });
-    });
+    asio::post(strand_, [this] { arm(); });
+  });
+}
+
+void Retention::arm() {
+  if (stopping_) return;
+  std::chrono::seconds every;
+  {
+    std::lock_guard lock(mutex_);
+    every = interval_;
+  }
+  waiting_ = true;
+  timer_.expires_after(every);  // cancels a wait already armed
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) launch();
   });
 }
 

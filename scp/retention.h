@@ -111,7 +111,8 @@ class Retention {
   RetentionStats stats() const;
 
  private:
-  void launch();  // on strand_
+  void launch();  // on strand_: a run on the pool, then arm()
+  void arm();     // on strand_: the next run after the interval
   void run_once();
 
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
@@ -123,6 +124,7 @@ class Retention {
   std::chrono::seconds interval_;
   RetentionStats stats_;
   std::atomic<bool> stopping_{false};
+  bool waiting_ = false;  // on strand_: the timer is armed (no run in progress)
   boost::asio::thread_pool pool_{1};
 };
 

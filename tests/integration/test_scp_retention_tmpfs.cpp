@@ -153,8 +153,8 @@ struct Deleted {
 };
 Deleted deleted(const std::string& log) {
   static const std::regex line(
-      R"(retention run: deleted incoming (\d+) stud\w+ \((\d+) files, ([\d.]+) MB\), outbound (\d+) folders? \((\d+) files, ([\d.]+) MB\), )"
-      R"(results (\d+) folders? \((\d+) files, ([\d.]+) MB\), quarantine (\d+) folders? \((\d+) files, ([\d.]+) MB\))");
+      R"(retention run: deleted incoming (\d+) stud\w+ \((\d+) files?, ([\d.]+) MB\), outbound (\d+) folders? \((\d+) files?, ([\d.]+) MB\), )"
+      R"(results (\d+) folders? \((\d+) files?, ([\d.]+) MB\), quarantine (\d+) folders? \((\d+) files?, ([\d.]+) MB\))");
   Deleted d;
   for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator(); ++it) {
     ++d.runs;

@@ -7,6 +7,10 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fstream>
+#include <set>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
 
 #include "scp/retention.h"
 #include "scp/study_assembler.h"
@@ -370,4 +374,83 @@ BOOST_AUTO_TEST_CASE(summary_and_stats_name_counts_and_bytes_per_area_only) {
   BOOST_TEST(json.find("\"quarantine\": {\"items\": 1, \"files\": 4, \"bytes\": 99}") != std::string::npos, json);
   BOOST_TEST(json.find("\"last_error\": \"index: \\\"locked\\\"\"") != std::string::npos, json);
   BOOST_TEST(json.find("\"runs\": 3") != std::string::npos, json);
+}
+
+BOOST_AUTO_TEST_CASE(the_timer_runs_at_start_then_after_the_interval_a_reload_sets) {
+  Store st;
+  st.receive("6.1", 2, 1000, st.now - 20 * kDay);
+  st.outputs("6.1", 1, st.complete("6.1", 1, "done"), "sent");
+  boost::asio::io_context io;
+  auto guard = boost::asio::make_work_guard(io);
+  std::thread loop([&] { io.run(); });
+  {
+    scp::Retention retention(io, st.index, st.root, ages(10 * kDay, 10 * kDay), 3600s);
+    retention.start();
+    BOOST_TEST_REQUIRE(testsupport::eventually([&] { return retention.stats().runs == 1; }, 10s));
+    const auto s = retention.stats();
+    BOOST_TEST(s.deleted[0].items == 1u);
+    BOOST_TEST(s.deleted[0].bytes == 2000u);
+    BOOST_TEST(s.studies_forgotten == 0u);  // its folders are young
+    BOOST_TEST(s.failed_runs == 0u);
+    BOOST_TEST(s.last_run_ms >= st.now);
+    // A reload with a short interval: the armed hour-long wait is replaced.
+    retention.update(ages(10 * kDay, 1), 1s);
+    BOOST_TEST_REQUIRE(testsupport::eventually([&] { return retention.stats().runs >= 2; }, 10s));
+    BOOST_TEST(retention.stats().deleted[1].items == 1u);
+    BOOST_TEST(retention.stats().studies_forgotten == 1u);
+    retention.stop();
+  }
+  guard.reset();
+  io.stop();
+  loop.join();
+  BOOST_TEST(st.forgotten("6.1"));
+}
+
+BOOST_AUTO_TEST_CASE(instances_received_during_a_deletion_are_never_lost) {
+  // A receiver thread does what the SCP does (file renamed into the spool, then indexed, then
+  // acknowledged) into a settled study while retention deletes that study. Every acknowledged
+  // instance must be on disk and in the index afterwards, whichever side won.
+  Store st;
+  const auto policy = ages(10 * kDay, 10 * kDay);
+  std::size_t deleted_first = 0, put_back = 0;
+  for (int round = 0; round < 30; ++round) {
+    const std::string study = "7." + std::to_string(round);
+    st.receive(study, 5, 100, st.now - 20 * kDay);
+    st.complete(study, 1, "done");
+    std::vector<std::pair<std::string, fs::path>> acked;
+    std::thread receiver([&] {
+      for (int i = 0; i < 20; ++i) {
+        scp::StoredInstance in;
+        in.header.study_uid = study;
+        in.header.series_uid = study + ".1";
+        in.header.sop_instance_uid = study + ".2." + std::to_string(i);
+        in.header.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2";
+        in.path = st.study_dir(study) / scp::path_component(in.header.series_uid) / (in.header.sop_instance_uid + ".dcm");
+        in.size = 100;
+        const auto tmp = st.root / "incoming" / ".tmp" / (in.header.sop_instance_uid + ".part");
+        write_bytes(tmp, 100, 'a');
+        std::error_code ec;
+        fs::create_directories(in.path.parent_path(), ec);
+        fs::rename(tmp, in.path, ec);
+        if (ec) {  // the folder moved away under us: refused, the sender sends it again
+          fs::remove(tmp, ec);
+          continue;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(300 * (i % 4)));  // the directory fsync takes this long
+        st.index.add_instance(in, scp::wall_ms());
+        acked.emplace_back(in.header.sop_instance_uid, in.path);
+      }
+    });
+    const auto r = scp::run_retention(st.index, st.root, policy, st.now);
+    receiver.join();
+    deleted_first += r.deleted[0].items;
+    put_back += r.files_put_back;
+    std::set<std::string> indexed;
+    for (const auto& i : st.index.instances_of(study)) indexed.insert(i.sop_uid);
+    for (const auto& [sop, path] : acked) {
+      BOOST_TEST(fs::exists(path), "round " << round << ": acknowledged " << path << " is gone");
+      BOOST_TEST(indexed.count(sop) == 1u, "round " << round << ": acknowledged " << sop << " not indexed");
+    }
+  }
+  BOOST_TEST_MESSAGE(deleted_first << " of 30 studies deleted while instances arrived, " << put_back << " file(s) put back");
 }
