@@ -40,6 +40,13 @@ bool is_job_folder_name(const std::string& n) {
   return true;
 }
 
+// An error for the log: a file system error names its paths, and incoming paths are UIDs, so
+// only its cause is kept.
+std::string why(const std::exception& e) {
+  if (const auto* f = dynamic_cast<const fs::filesystem_error*>(&e)) return f->code().message();
+  return e.what();
+}
+
 std::int64_t mtime_ms(const fs::path& p) {
   struct stat st {};
   if (::lstat(p.c_str(), &st) != 0) return 0;
@@ -94,7 +101,7 @@ void make_dirs(const fs::path& dir) {
   if (fs::exists(dir)) return;
   make_dirs(dir.parent_path());
   std::error_code ec;
-  if (!fs::create_directory(dir, ec) && ec) throw std::system_error(ec, "create " + dir.string());
+  if (!fs::create_directory(dir, ec) && ec) throw std::system_error(ec, "create a spool folder");
   fsync_quietly(dir.parent_path());
 }
 
@@ -106,7 +113,7 @@ bool put_back(const fs::path& from, const fs::path& to) {
     return true;
   }
   if (errno == EEXIST) return false;
-  throw std::system_error(errno, std::generic_category(), "put back " + to.string());
+  throw std::system_error(errno, std::generic_category(), "put a file back");
 }
 
 // Takes a study's files out of the spool: its folder incoming/<study>/ moves to `trash` in one
@@ -167,7 +174,7 @@ class StudyMove {
       for (const auto& [from, row] : elsewhere_) put_back(from, row.path);
     } catch (const std::exception& e) {
       pacsnode::component_logger("retention")->error("cannot put a study's files back after a failed commit: {}; they are in {}",
-                                                     e.what(), trash_.string());
+                                                     why(e), trash_.string());
     }
   }
 
@@ -279,8 +286,7 @@ class Run {
       return it.done;
     } catch (const std::exception& e) {
       it.done = true;  // not again in this run
-      log_->error("cannot delete {} {}: {}", kAreaNames[idx(it.area)], it.study_uid.empty() ? it.path.filename().string() : label(it),
-                  e.what());
+      log_->error("cannot delete {} {}: {}", kAreaNames[idx(it.area)], label(it), why(e));
       return false;
     }
   }
@@ -351,7 +357,7 @@ class Run {
           log_->debug("study {} forgotten: nothing of it is left on disk", study_hash(index_.log_key(), s.study_uid));
         }
       } catch (const std::exception& e) {
-        log_->error("cannot forget study {}: {}", study_hash(index_.log_key(), s.study_uid), e.what());
+        log_->error("cannot forget study {}: {}", study_hash(index_.log_key(), s.study_uid), why(e));
       }
     }
   }
@@ -528,12 +534,12 @@ void Retention::run_once() {
     stats_.held_not_analysed = r.held[idx(Hold::analysing)] + r.held[idx(Hold::not_analysed)];
     stats_.held_delivering = r.held[idx(Hold::delivering)];
   } catch (const std::exception& e) {
-    log->error("retention run failed: {}", e.what());
+    log->error("retention run failed: {}", why(e));
     std::lock_guard lock(mutex_);
     ++stats_.runs;
     ++stats_.failed_runs;
     stats_.last_run_ms = wall_ms();
-    stats_.last_error = e.what();
+    stats_.last_error = why(e);
   }
 }
 
