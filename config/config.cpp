@@ -196,6 +196,18 @@ void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::s
     s.problem("max_backoff_seconds", "must not be less than outbound.initial_backoff_seconds");
 }
 
+void read_retention(const toml::table& t, Config::Retention& r, std::vector<std::string>& p) {
+  Section s(t, "retention", p);
+  for (auto [key, out] : {std::pair{"incoming_days", &r.incoming_days}, std::pair{"outbound_days", &r.outbound_days},
+                          std::pair{"results_days", &r.results_days}, std::pair{"quarantine_days", &r.quarantine_days}}) {
+    std::optional<double> v;
+    s.optional_number(key, v, 0, 36500);
+    if (v) *out = *v;
+  }
+  s.integer("high_water_percent", r.high_water_percent, 0, 99);
+  s.integer("interval_seconds", r.interval_seconds, 1, 86400);
+}
+
 // Reads every table of a [[key]] array whose `name` is required and unique, calling
 // read(table, section, name) for each.
 template <typename Read>
@@ -316,6 +328,7 @@ Config parse(std::string_view text, std::string_view source) {
     else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
     else if (name == "outbound") { if (auto* t = sub_table(root, name, problems)) read_outbound(*t, c.outbound, problems); }
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
+    else if (name == "retention") { if (auto* t = sub_table(root, name, problems)) read_retention(*t, c.retention, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);
     else if (name == "profile") read_profiles(v, c.profiles, problems);

@@ -95,6 +95,17 @@ struct Config {
     int dimse_timeout_seconds = 60;
     int batch = 50;
   } outbound;
+  // What the node deletes on its own (scp/retention.h). A study's data go only once it is settled:
+  // complete, analysed (when analysis is on) and with no delivery pending.
+  struct Retention {
+    // Days each area is kept after its study last received an instance (incoming) or its analysis
+    // ended (outbound, results, quarantine); fractions allowed; 0 keeps it regardless of age.
+    double incoming_days = 0, outbound_days = 0, results_days = 0, quarantine_days = 0;
+    // Use of the storage file system (percent, as df shows it) above which the oldest settled data
+    // go, whatever their age, until use is below it again; 0 turns it off.
+    int high_water_percent = 85;
+    int interval_seconds = 600;  // between two retention runs (the first runs at start)
+  } retention;
   std::vector<ProfileConfig> profiles;  // tried before the built-in ones, in order
   std::vector<RuleConfig> rules;        // empty: the built-in default rule (analysis/rules.h)
   std::vector<Destination> destinations;

@@ -17,6 +17,7 @@
 #include "scp/health.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
+#include "scp/retention.h"
 #include "scp/status.h"
 #include "scp/store_provider.h"
 #include "scp/study_assembler.h"
@@ -93,6 +94,9 @@ int run_daemon(const config::Config& cfg) {
   assembler.restore();
   if (jobs) jobs->start();
   outbound.start();
+  // Retention (issue 10 §4): a timer on this io_context; deleting runs on its own thread.
+  Retention retention(io, index, root, RetentionPolicy::from(cfg), std::chrono::seconds(cfg.retention.interval_seconds));
+  retention.start();
   std::thread io_thread([&io] { io.run(); });
 
   ScpContext ctx{cfg, spool, index, assembler, {}, {}};
@@ -167,6 +171,7 @@ int run_daemon(const config::Config& cfg) {
   server.stop(std::chrono::seconds(cfg.node.drain_seconds));
   if (jobs) jobs->stop();  // a running analysis stops at its next series and runs again at start
   outbound.stop();        // what is not sent stays pending in the index
+  retention.stop();       // a run in progress stops at its next deletion (retention, issue 10 §4)
   asio::post(io, [&] {
     watchdog.cancel();
     status.stop();

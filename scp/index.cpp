@@ -118,6 +118,9 @@ ALTER TABLE series_runs ADD COLUMN rule TEXT;
 ALTER TABLE results ADD COLUMN series_number INTEGER;
 ALTER TABLE results ADD COLUMN instance_number INTEGER;
 CREATE INDEX IF NOT EXISTS results_by_series ON results(series_uid);)",
+    // 4 (retention): a study's results and their outbox rows are looked up per study under the
+    // index lock while retention re-checks a study before deleting it.
+    R"(CREATE INDEX IF NOT EXISTS results_by_study ON results(study_uid, generation);)",
 };
 
 }  // namespace
@@ -574,6 +577,136 @@ int Index::purge(const std::string& state) {
   std::lock_guard lock(mutex_);
   Stmt(db_, "DELETE FROM outbox WHERE state = ?").bind(1, state).step();
   return sqlite3_changes(db_);
+}
+
+// ---- Retention (scp/retention.cpp): selection and deletion ---------------------------------------
+
+namespace {
+constexpr const char* kRetentionColumns =
+    "SELECT s.study_uid, s.state, s.last_instance_ms, s.generation, "
+    "(SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid), "
+    "(SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.study_uid = s.study_uid), "
+    "(SELECT COUNT(*) FROM jobs j WHERE j.study_uid = s.study_uid AND j.state = 'pending'), "
+    "(SELECT COUNT(*) FROM jobs j WHERE j.study_uid = s.study_uid AND j.state = 'running'), "
+    "(SELECT j.state FROM jobs j WHERE j.study_uid = s.study_uid AND j.generation = s.generation), "
+    "(SELECT COUNT(*) FROM outbox o JOIN results r ON r.id = o.result_id "
+    "  WHERE r.study_uid = s.study_uid AND o.state = 'pending') "
+    "FROM studies s";
+
+RetentionStudy retention_from(Stmt& s) {
+  RetentionStudy r;
+  r.study_uid = s.text(0);
+  r.complete = s.text(1) == "complete";
+  r.last_instance_ms = s.integer(2);
+  r.generation = static_cast<int>(s.integer(3));
+  r.instances = s.integer(4);
+  r.bytes = s.integer(5);
+  r.jobs_pending = static_cast<int>(s.integer(6));
+  r.jobs_running = static_cast<int>(s.integer(7));
+  r.latest_job_state = s.text(8);
+  r.outbox_pending = static_cast<int>(s.integer(9));
+  return r;
+}
+}  // namespace
+
+std::vector<RetentionStudy> Index::retention_studies() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, (std::string(kRetentionColumns) + " ORDER BY s.last_instance_ms").c_str());
+  std::vector<RetentionStudy> out;
+  while (s.step()) out.push_back(retention_from(s));
+  return out;
+}
+
+std::vector<RetentionJob> Index::retention_jobs() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT study_uid, generation, state, updated_ms FROM jobs ORDER BY id");
+  std::vector<RetentionJob> out;
+  while (s.step()) out.push_back({s.text(0), static_cast<int>(s.integer(1)), s.text(2), s.integer(3)});
+  return out;
+}
+
+std::optional<RetentionStudy> Index::retention_study_locked(const std::string& study_uid) {
+  Stmt s(db_, (std::string(kRetentionColumns) + " WHERE s.study_uid = ?").c_str());
+  s.bind(1, study_uid);
+  if (!s.step()) return std::nullopt;
+  return retention_from(s);
+}
+
+std::optional<std::vector<InstanceFile>> Index::forget_instances(
+    const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible,
+    const std::function<void(const std::vector<InstanceFile>&)>& move_files,
+    const std::function<void(const std::vector<InstanceFile>&)>& undo) {
+  std::lock_guard lock(mutex_);
+  exec("BEGIN IMMEDIATE");
+  std::vector<InstanceFile> rows;
+  bool moved = false;
+  try {
+    const auto study = retention_study_locked(study_uid);
+    if (!study || !eligible(*study)) {
+      exec("ROLLBACK");
+      return std::nullopt;
+    }
+    {
+      Stmt s(db_, "SELECT sop_uid, path, size, received_ms FROM instances WHERE study_uid = ? ORDER BY path");
+      s.bind(1, study_uid);
+      while (s.step()) rows.push_back({s.text(0), s.text(1), s.integer(2), s.integer(3)});
+    }
+    Stmt(db_, "DELETE FROM instances WHERE study_uid = ?").bind(1, study_uid).step();
+    moved = true;  // from here on, whatever move_files did is undone if the rows stay
+    move_files(rows);
+    exec("COMMIT");
+    return rows;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (moved) undo(rows);
+    throw;
+  }
+}
+
+std::optional<int> Index::forget_outputs(const std::string& study_uid, int generation,
+                                         const std::function<bool(const RetentionStudy&)>& eligible) {
+  std::lock_guard lock(mutex_);
+  exec("BEGIN IMMEDIATE");
+  try {
+    const auto study = retention_study_locked(study_uid);
+    if (!study || !eligible(*study)) {
+      exec("ROLLBACK");
+      return std::nullopt;
+    }
+    const auto gen = static_cast<std::int64_t>(generation);
+    Stmt(db_, "DELETE FROM outbox WHERE result_id IN (SELECT id FROM results WHERE study_uid = ?1 AND generation = ?2)")
+        .bind(1, study_uid).bind(2, gen).step();
+    Stmt(db_, "DELETE FROM results WHERE study_uid = ?1 AND generation = ?2").bind(1, study_uid).bind(2, gen).step();
+    const int n = sqlite3_changes(db_);
+    exec("COMMIT");
+    return n;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+bool Index::forget_study(const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible) {
+  std::lock_guard lock(mutex_);
+  exec("BEGIN IMMEDIATE");
+  try {
+    const auto study = retention_study_locked(study_uid);
+    if (!study || study->instances > 0 || !eligible(*study)) {
+      exec("ROLLBACK");
+      return false;
+    }
+    // Children first: the foreign keys are enforced.
+    for (const char* sql : {"DELETE FROM outbox WHERE result_id IN (SELECT id FROM results WHERE study_uid = ?1)",
+                            "DELETE FROM results WHERE study_uid = ?1",
+                            "DELETE FROM series_runs WHERE study_uid = ?1 OR job_id IN (SELECT id FROM jobs WHERE study_uid = ?1)",
+                            "DELETE FROM jobs WHERE study_uid = ?1", "DELETE FROM studies WHERE study_uid = ?1"})
+      Stmt(db_, sql).bind(1, study_uid).step();
+    exec("COMMIT");
+    return true;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 }  // namespace scp

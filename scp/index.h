@@ -3,6 +3,7 @@
 // stay the data: the index can always be rebuilt from the spool (see reconcile in daemon.cpp).
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -86,6 +87,30 @@ struct OutboxRow {
   std::string last_error;
 };
 
+// ---- Retention (scp/retention.h): what a retention run needs to know about a study. ----
+struct RetentionStudy {
+  std::string study_uid;
+  bool complete = false;
+  std::int64_t last_instance_ms = 0;
+  int generation = 0;                  // latest completed generation
+  std::int64_t instances = 0, bytes = 0;
+  int jobs_pending = 0, jobs_running = 0;
+  std::string latest_job_state;        // of the job for `generation`; empty when there is none
+  int outbox_pending = 0;              // outbox rows still pending, over every result of the study
+};
+// One analysis job (a study generation): its folders are outbound|results|quarantine/<hash>-g<generation>.
+struct RetentionJob {
+  std::string study_uid;
+  int generation = 0;
+  std::string state;
+  std::int64_t updated_ms = 0;  // when it last changed state (for an ended job: when it ended)
+};
+// An instance row forgotten by Index::forget_instances.
+struct InstanceFile {
+  std::string sop_uid, path;
+  std::int64_t size = 0, received_ms = 0;
+};
+
 class Index {
  public:
   explicit Index(const std::filesystem::path& db_file);
@@ -158,6 +183,27 @@ class Index {
   std::vector<std::string> latest_job_states(int n);
   // Series whose worker crashed or hit a limit since `since_ms`.
   int crashed_series_since(std::int64_t since_ms);
+  // ---- Retention (scp/retention.cpp): selection and deletion. Each forget_* re-reads the study in
+  // its own transaction and goes ahead only if `eligible` still holds; tables that reference
+  // studies, jobs or results must be cleared in forget_study too. ----
+  std::vector<RetentionStudy> retention_studies();
+  std::vector<RetentionJob> retention_jobs();
+  // Forgets every instance row of the study. `move_files` gets the rows and runs inside the
+  // transaction with the index lock held (no instance of any study is indexed meanwhile); it must
+  // take the files out of the spool, and the rows are forgotten only if it returns. If it throws
+  // or the commit fails, `undo` gets the rows and must put back what was moved. `eligible` and
+  // both callbacks run under the index lock: they must not call the Index. nullopt: the study is
+  // no longer eligible (nothing was moved).
+  std::optional<std::vector<InstanceFile>> forget_instances(
+      const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible,
+      const std::function<void(const std::vector<InstanceFile>&)>& move_files,
+      const std::function<void(const std::vector<InstanceFile>&)>& undo);
+  // Forgets the result and outbox rows of one generation (its outbound folder is being deleted).
+  // Returns the result rows forgotten, or nullopt when the study is no longer eligible.
+  std::optional<int> forget_outputs(const std::string& study_uid, int generation,
+                                    const std::function<bool(const RetentionStudy&)>& eligible);
+  // Forgets a study without instances: its outbox, results, series_runs, jobs and study rows.
+  bool forget_study(const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible);
 
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }
@@ -165,6 +211,7 @@ class Index {
  private:
   void exec(const char* sql);
   void migrate();  // applies the schema versions this index lacks
+  std::optional<RetentionStudy> retention_study_locked(const std::string& study_uid);
   std::mutex mutex_;
   sqlite3* db_ = nullptr;
   std::string log_key_;

@@ -201,3 +201,33 @@ destinations = ["pacs"]
   BOOST_TEST(mentions(problems_of("[[profile]]\nname = \"x\"\ndestinations = [\"nowhere\"]\n"),
                       "profile[0].destinations: no [[destination]] named \"nowhere\""));
 }
+
+BOOST_AUTO_TEST_CASE(retention_table_defaults_fractions_and_ranges) {
+  const config::Config d;
+  const config::Config c = config::load_default();  // the documented example says the same
+  BOOST_TEST(c.retention.incoming_days == d.retention.incoming_days);
+  BOOST_TEST(c.retention.outbound_days == d.retention.outbound_days);
+  BOOST_TEST(c.retention.results_days == d.retention.results_days);
+  BOOST_TEST(c.retention.quarantine_days == d.retention.quarantine_days);
+  BOOST_TEST(c.retention.high_water_percent == d.retention.high_water_percent);
+  BOOST_TEST(c.retention.interval_seconds == d.retention.interval_seconds);
+  BOOST_TEST(d.retention.incoming_days == 0.0);  // kept regardless of age unless the site says otherwise
+  BOOST_TEST(d.retention.high_water_percent == 85);
+  BOOST_TEST(d.retention.interval_seconds == 600);
+
+  const auto r = config::parse("[retention]\nincoming_days = 30\noutbound_days = 0.5\nresults_days = 90\n"
+                               "quarantine_days = 0.00002\nhigh_water_percent = 0\ninterval_seconds = 1\n", "t.toml").retention;
+  BOOST_TEST(r.incoming_days == 30.0);  // an integer is accepted as a number of days
+  BOOST_TEST(r.outbound_days == 0.5);
+  BOOST_TEST(r.results_days == 90.0);
+  BOOST_TEST(r.quarantine_days == 0.00002);
+  BOOST_TEST(r.high_water_percent == 0);
+  BOOST_TEST(r.interval_seconds == 1);
+
+  BOOST_TEST(mentions(problems_of("[retention]\nincoming_days = -1\n"), "retention.incoming_days: -1 is out of range"));
+  BOOST_TEST(mentions(problems_of("[retention]\nresults_days = \"30\"\n"), "retention.results_days: must be a number"));
+  BOOST_TEST(mentions(problems_of("[retention]\nhigh_water_percent = 100\n"), "retention.high_water_percent: 100 is out of range 0..99"));
+  BOOST_TEST(mentions(problems_of("[retention]\ninterval_seconds = 0\n"), "retention.interval_seconds"));
+  BOOST_TEST(mentions(problems_of("[retention]\nkeep_days = 3\n"), "retention.keep_days: unknown key"));
+  BOOST_TEST(mentions(problems_of("retention = 3\n"), "retention: must be a table"));
+}
