@@ -70,6 +70,19 @@ struct OutboxRow {
   std::string last_error;
 };
 
+// Which outbox rows an administrative action applies to: every criterion that is set must hold.
+// Unset: no restriction; set but empty: no row.
+struct OutboxSelection {
+  std::optional<std::vector<std::string>> states;        // pending, sent, dead
+  std::optional<std::vector<std::string>> destinations;  // destination names
+  std::optional<std::vector<std::int64_t>> ids;
+};
+
+struct OutboxCount {
+  std::string destination, state;
+  std::int64_t rows = 0;
+};
+
 class Index {
  public:
   explicit Index(const std::filesystem::path& db_file);
@@ -118,6 +131,17 @@ class Index {
   int retry(const std::vector<std::int64_t>& ids, std::int64_t now_ms);
   // Deletes rows in `state` (sent or dead). Returns how many.
   int purge(const std::string& state);
+
+  // --- Outbox administration (`pacsnode outbox`, scp/outbox_cli.cpp) ---
+  // The selected rows, in id order.
+  std::vector<OutboxRow> outbox_select(const OutboxSelection& sel);
+  // The selected rows that are pending or dead go back to pending, due now, with attempts reset
+  // (a running daemon sends them at its next look at the outbox). Returns how many.
+  int outbox_retry(const OutboxSelection& sel, std::int64_t now_ms);
+  // Deletes the selected rows. Returns how many.
+  int outbox_purge(const OutboxSelection& sel);
+  // Rows per destination and state, for every destination the outbox names.
+  std::vector<OutboxCount> outbox_counts();
 
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }
