@@ -1,13 +1,18 @@
 #include "scp/explain.h"
 
+#include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <ostream>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "analysis/profiles_config.h"
 #include "analysis/rules.h"
 #include "dicom/instance_header.h"
+#include "scp/commands.h"
 
 namespace fs = std::filesystem;
 
@@ -64,6 +69,38 @@ std::size_t explain(const fs::path& input, const config::Config& cfg, const Expl
                       : fmt::format("  -> not analysed: {}\n", d.why));
   }
   return order.size();
+}
+
+cli::Command explain_command() {
+  return {"explain", "which [[rule]] and profile each series of a file or folder would get, and why",
+          [](CLI::App& app) {
+            struct Options {
+              std::string input;
+              std::optional<fs::path> config;
+              ExplainOptions explain;
+            };
+            auto o = std::make_shared<Options>();
+            app.add_option("FILE_OR_FOLDER", o->input, "DICOM file, or folder (any layout)")->required()->type_name("");
+            app.add_option("--config", o->config, "config whose rules to apply (default: see below)")->type_name("FILE");
+            app.add_option("--calling-ae", o->explain.calling_ae, "as if sent by this AE title (rules with calling_ae)")
+                ->type_name("AE");
+            app.footer("Reads the headers only (after the bounded structural scan): nothing is decoded or analysed.\n" +
+                       std::string(kConfigNote));
+            return cli::Action([o] {
+              const AdminConfig ac = admin_config(o->config);
+              try {
+                analysis::profiles_from(ac.config);
+              } catch (const config::ConfigError& e) {
+                print_config_error(e);
+                return cli::kExitUsage;
+              }
+              if (!fs::exists(o->input)) {
+                std::cerr << "pacsnode explain: " << o->input << " does not exist\n";
+                return cli::kExitFailure;
+              }
+              return explain(o->input, ac.config, o->explain, std::cout, std::cerr) > 0 ? cli::kExitOk : cli::kExitFailure;
+            });
+          }};
 }
 
 }  // namespace scp

@@ -5,6 +5,7 @@
 #include <iosfwd>
 #include <string>
 
+#include "cli/command.h"
 #include "config/config.h"
 
 namespace scp {
@@ -17,5 +18,9 @@ struct ExplainOptions {
 // their reason to `err`. Returns the number of series.
 std::size_t explain(const std::filesystem::path& input, const config::Config& cfg, const ExplainOptions& opt,
                     std::ostream& out, std::ostream& err);
+
+// `pacsnode explain FILE_OR_FOLDER [--config FILE] [--calling-ae AE]`: exit 0 when at least one
+// series was found, 1 when none, 2 for an invalid config.
+cli::Command explain_command();
 
 }  // namespace scp

@@ -718,4 +718,87 @@ bool is_own_result(Index& index, const dicom::InstanceHeader& h) {
   return index.is_own_result(h.sop_instance_uid, h.series_uid);
 }
 
+// --- Outbox administration (`pacsnode outbox`) ------------------------------------------------
+
+namespace {
+
+// " AND <col> IN (?,...)" per criterion that is set, with the values to bind in order.
+struct Where {
+  std::string sql = " WHERE 1";
+  std::vector<std::string> texts;
+  std::vector<std::int64_t> numbers;  // bound after the texts
+};
+
+Where where_of(const OutboxSelection& sel, const std::string& prefix) {
+  Where w;
+  const auto in = [&](const std::string& column, std::size_t n) {
+    if (n == 0) {
+      w.sql += " AND 0";
+      return;
+    }
+    w.sql += " AND " + prefix + column + " IN (?";
+    for (std::size_t i = 1; i < n; ++i) w.sql += ",?";
+    w.sql += ")";
+  };
+  if (sel.states) {
+    in("state", sel.states->size());
+    w.texts.insert(w.texts.end(), sel.states->begin(), sel.states->end());
+  }
+  if (sel.destinations) {
+    in("destination", sel.destinations->size());
+    w.texts.insert(w.texts.end(), sel.destinations->begin(), sel.destinations->end());
+  }
+  if (sel.ids) {
+    in("id", sel.ids->size());
+    w.numbers = *sel.ids;
+  }
+  return w;
+}
+
+void bind_where(Stmt& s, const Where& w, int first) {
+  int i = first;
+  for (const auto& t : w.texts) s.bind(i++, t);
+  for (auto n : w.numbers) s.bind(i++, n);
+}
+
+}  // namespace
+
+std::vector<OutboxRow> Index::outbox_select(const OutboxSelection& sel) {
+  std::lock_guard lock(mutex_);
+  const Where w = where_of(sel, "o.");
+  Stmt s(db_, (std::string(kOutboxColumns) + w.sql + " ORDER BY o.id").c_str());
+  bind_where(s, w, 1);
+  std::vector<OutboxRow> out;
+  while (s.step()) out.push_back(outbox_from(s));
+  return out;
+}
+
+int Index::outbox_retry(const OutboxSelection& sel, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  const Where w = where_of(sel, "");
+  Stmt s(db_, ("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?1, updated_ms = ?1" + w.sql +
+               " AND state IN ('pending', 'dead')").c_str());
+  s.bind(1, now_ms);
+  bind_where(s, w, 2);
+  s.step();
+  return sqlite3_changes(db_);
+}
+
+int Index::outbox_purge(const OutboxSelection& sel) {
+  std::lock_guard lock(mutex_);
+  const Where w = where_of(sel, "");
+  Stmt s(db_, ("DELETE FROM outbox" + w.sql).c_str());
+  bind_where(s, w, 1);
+  s.step();
+  return sqlite3_changes(db_);
+}
+
+std::vector<OutboxCount> Index::outbox_counts() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state ORDER BY destination, state");
+  std::vector<OutboxCount> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.integer(2)});
+  return out;
+}
+
 }  // namespace scp

@@ -111,6 +111,19 @@ struct InstanceFile {
   std::int64_t size = 0, received_ms = 0;
 };
 
+// Which outbox rows an administrative action applies to: every criterion that is set must hold.
+// Unset: no restriction; set but empty: no row.
+struct OutboxSelection {
+  std::optional<std::vector<std::string>> states;        // pending, sent, dead
+  std::optional<std::vector<std::string>> destinations;  // destination names
+  std::optional<std::vector<std::int64_t>> ids;
+};
+
+struct OutboxCount {
+  std::string destination, state;
+  std::int64_t rows = 0;
+};
+
 class Index {
  public:
   explicit Index(const std::filesystem::path& db_file);
@@ -204,6 +217,16 @@ class Index {
                                     const std::function<bool(const RetentionStudy&)>& eligible);
   // Forgets a study without instances: its outbox, results, series_runs, jobs and study rows.
   bool forget_study(const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible);
+  // --- Outbox administration (`pacsnode outbox`, scp/outbox_cli.cpp) ---
+  // The selected rows, in id order.
+  std::vector<OutboxRow> outbox_select(const OutboxSelection& sel);
+  // The selected rows that are pending or dead go back to pending, due now, with attempts reset
+  // (a running daemon sends them at its next look at the outbox). Returns how many.
+  int outbox_retry(const OutboxSelection& sel, std::int64_t now_ms);
+  // Deletes the selected rows. Returns how many.
+  int outbox_purge(const OutboxSelection& sel);
+  // Rows per destination and state, for every destination the outbox names.
+  std::vector<OutboxCount> outbox_counts();
 
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 #include <random>
+#include <string_view>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -35,9 +36,14 @@ void make_dirs_durable(const fs::path& dir) {
 
 }  // namespace
 
-fs::path storage_root(const fs::path& configured) {
+fs::path storage_root(const fs::path& configured) { return storage_root(configured, std::getenv("STATE_DIRECTORY")); }
+
+fs::path storage_root(const fs::path& configured, const char* state_directory) {
   fs::path root = configured;
-  if (const char* state = std::getenv("STATE_DIRECTORY"); state && root.is_relative()) root = fs::path(state) / root;
+  if (state_directory && *state_directory && root.is_relative()) {
+    const std::string_view dirs(state_directory);
+    root = fs::path(dirs.substr(0, dirs.find(':'))) / root;  // systemd lists several with ':'
+  }
   return fs::absolute(root);
 }
 

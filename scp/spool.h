@@ -62,6 +62,8 @@ class Spool {
 // The storage root a config names: a relative storage.root lives in the service's state
 // directory under systemd (STATE_DIRECTORY), else in the working directory. Absolute.
 std::filesystem::path storage_root(const std::filesystem::path& configured);
+// The same with $STATE_DIRECTORY given (null or empty: unset; of a ':'-separated list, the first).
+std::filesystem::path storage_root(const std::filesystem::path& configured, const char* state_directory);
 // FNV-1a, 64 bits: stable across runs and builds (path components, log hashes).
 std::uint64_t fnv1a(const std::string& s);
 // A UID as a path component: itself when it is a well-formed UID, else a stable hex digest.
