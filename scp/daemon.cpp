@@ -15,6 +15,7 @@
 #include "dicom/check.h"
 #include "dicom/log.h"
 #include "scp/health.h"
+#include "scp/http_server.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
 #include "scp/retention.h"
@@ -77,6 +78,7 @@ int run_daemon(const config::Config& cfg) {
   }
   Index& index = *index_ptr;
   reconcile(spool, index);
+  HttpServer http(cfg.http);  // [http] (issue 11): binds now, so that a port in use stops the start here
 
   config::LiveConfig live(cfg);
   asio::io_context io;
@@ -141,6 +143,9 @@ int run_daemon(const config::Config& cfg) {
     return s;
   });
   status.start();
+  http.start({&index, root, &live, [&status] { return status.read(); }, [&status] { return status.json(); },
+              [&health] { return health.current(); }, [&jobs] { return jobs ? jobs->worker_crashes() : 0; },
+              [&outbound] { outbound.notify(); }});
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
   // gets the service restarted, and only while the node is not failing (scp/health.h).
@@ -168,6 +173,7 @@ int run_daemon(const config::Config& cfg) {
   log->info("signal {}: no new associations; draining {} open association(s) for up to {} s", sig, server.active(),
             cfg.node.drain_seconds);
   sd_notify(0, "STOPPING=1");
+  http.stop();
   server.stop(std::chrono::seconds(cfg.node.drain_seconds));
   if (jobs) jobs->stop();  // a running analysis stops at its next series and runs again at start
   outbound.stop();        // what is not sent stays pending in the index
