@@ -16,7 +16,7 @@ h2{font-size:1.1em}table{border-collapse:collapse;width:100%}th,td{text-align:le
 th{background:#eef1f4}.banner{padding:.7em 1em;margin-top:1em;border-radius:4px;font-weight:600}
 .ok{background:#d8f0dc}.degraded{background:#fff1c2}.failing{background:#f8c9c9}
 .state-failed,.state-crashed,.state-dead{color:#a40000;font-weight:600}.state-done,.state-sent{color:#17672b}
-.num{text-align:right}code{font-size:.9em}img.preview{max-width:100%;border:1px solid #ccc;background:#000}
+.num{text-align:right}code{font-size:.9em}img.preview{max-width:min(100%,960px);border:1px solid #ccc;background:#000}
 button{cursor:pointer}.muted{color:#687482}
 )";
 
@@ -95,6 +95,12 @@ std::string outbox_table(const std::vector<OutboxRow>& rows, const std::vector<s
                        o.state == "sent" ? "" : fmt::format("<button type=\"button\" data-retry=\"{}\">Retry</button>", o.id));
   }
   return out + "</table>\n";
+}
+
+// A string member, or "" when it is absent or not a string (features.json is read, not trusted).
+std::string text(const nlohmann::json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // A few values of a JSON object, for the measurements table (numbers and short strings).
@@ -230,18 +236,19 @@ HttpResponse study(const StudyDetail& d) {
       b += "<table id=\"segments\"><tr><th>series</th><th>profile</th><th>segment</th><th>values</th></tr>\n";
       for (const auto& s : d.features["series"]) {
         if (!s.is_object()) continue;
-        const std::string key = s.value("key", std::string()), profile = s.value("profile", std::string());
-        const auto segments = s.value("segments", nlohmann::json::array());
+        const std::string key = text(s, "key"), profile = text(s, "profile");
+        const auto it = s.find("segments");
+        const auto segments = it != s.end() && it->is_array() ? *it : nlohmann::json::array();
         if (segments.empty())
           b += fmt::format("<tr><td>{}</td><td>{}</td><td></td><td>{}</td></tr>\n", escape(key), escape(profile),
-                           s.contains("timings_ms") ? "timings (ms): " + json_values(s["timings_ms"], 12) : "");
+                           s.contains("timings_ms") && s["timings_ms"].is_object() ? "timings (ms): " + json_values(s["timings_ms"], 12) : "");
         for (const auto& g : segments) {
           if (!g.is_object()) continue;
           std::string values = json_values(g, 6);
           for (const auto& [k, v] : g.items())
             if (v.is_object()) values += json_values(v, 8);
           b += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", escape(key), escape(profile),
-                           escape(g.value("name", g.value("label", std::string()))), values);
+                           escape(text(g, "name")), values);
         }
       }
       b += "</table>\n";

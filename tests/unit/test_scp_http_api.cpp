@@ -114,3 +114,21 @@ BOOST_FIXTURE_TEST_CASE(metrics_text_has_help_type_and_every_reason, Fixture) {
     else if (line.rfind("#", 0) != 0) BOOST_TEST(line.rfind(family, 0) == 0u, line);
   }
 }
+
+BOOST_AUTO_TEST_CASE(study_page_survives_any_features_json) {
+  scp::http_page::StudyDetail d;
+  d.id = "s-0123456789ab";
+  d.results_tag = "s-0123456789ab-g1";
+  d.previews = {"a<b>.png"};
+  for (const char* text : {R"({"series": [{"key": 1, "segments": [{"label": 1, "name": "body", "features": {"volume_ml": 2.5}}]}]})",
+                           R"({"series": [{"segments": 5, "timings_ms": []}]})", R"({"series": 3})", R"([1, 2])", "null"}) {
+    d.features = nlohmann::json::parse(text);
+    const auto r = scp::http_page::study(d);
+    BOOST_TEST(r.status == 200, text);
+    BOOST_TEST(r.body.find("a&lt;b&gt;.png") != std::string::npos);
+    BOOST_TEST(r.body.find("<b>") == std::string::npos);
+  }
+  d.features = nlohmann::json::parse(R"({"series": [{"key": "k", "profile": "ct-chest", "segments": [{"label": 1, "name": "body", "features": {"volume_ml": 2.5}}]}]})");
+  const auto r = scp::http_page::study(d);
+  BOOST_TEST(r.body.find("volume_ml: 2.5") != std::string::npos, r.body);
+}
