@@ -81,6 +81,14 @@ Json result_json(const ResultRow& r) {
               {"file", fs::path(r.path).filename().string()}};
 }
 
+void add_facts(Json& j, const StudyFacts& f) {
+  j["accession_number"] = f.accession_number;
+  j["study_date"] = f.study_date;
+  j["study_description"] = f.study_description;
+  j["modalities"] = f.modalities;
+  j["series_count"] = f.series;
+}
+
 std::vector<std::string> configured_destinations(const config::LiveConfig* live) {
   std::vector<std::string> out;
   if (live)
@@ -267,9 +275,8 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
   if (path == "/api/v1/studies") {
     if (!get) return error(405, "use GET");
     for (const auto& [k, v] : query)
-      if (k != "state" && k != "since" && k != "limit")
-        return error(400, k == "accession" ? "accession: the index does not store accession numbers yet"
-                                           : "unknown query parameter: " + k.substr(0, 100));
+      if (k != "state" && k != "since" && k != "limit" && k != "accession")
+        return error(400, "unknown query parameter: " + k.substr(0, 100));
     std::optional<StudyState> only;
     if (auto it = query.find("state"); it != query.end()) {
       if (it->second == "open") only = StudyState::open;
@@ -287,6 +294,8 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
       if (!v || *v < 1) return error(400, "limit: a positive integer");
       limit = *v;
     }
+    const auto facts = index.study_facts();
+    const auto accession = query.count("accession") ? std::optional<std::string>(query.at("accession")) : std::nullopt;
     auto studies = index.studies(only);
     std::sort(studies.begin(), studies.end(),
               [](const StudyRow& a, const StudyRow& b) { return a.last_instance_ms > b.last_instance_ms; });
@@ -296,6 +305,8 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
     Json out = Json::array();
     for (const auto& s : studies) {
       if (s.last_instance_ms < since) continue;
+      const auto f = facts.find(s.study_uid);
+      if (accession && (f == facts.end() || f->second.accession_number != *accession)) continue;
       if (static_cast<std::int64_t>(out.size()) >= limit) break;
       Json j{{"id", study_hash(key, s.study_uid)},
              {"study_uid", s.study_uid},
@@ -303,6 +314,7 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
              {"generation", s.generation},
              {"instances", s.instance_count},
              {"last_instance_ms", s.last_instance_ms}};
+      add_facts(j, f == facts.end() ? StudyFacts{} : f->second);
       if (auto it = latest_job.find(s.study_uid); it != latest_job.end()) j["job"] = job_json(it->second);
       else j["job"] = nullptr;
       out.push_back(std::move(j));
@@ -320,6 +332,8 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
            {"generation", s->generation},
            {"instances", s->instance_count},
            {"last_instance_ms", s->last_instance_ms}};
+    const auto facts = index.study_facts();
+    add_facts(j, facts.count(s->study_uid) ? facts.at(s->study_uid) : StudyFacts{});
     j["jobs"] = Json::array();
     for (const auto& job : index.jobs())
       if (job.study_uid == s->study_uid) j["jobs"].push_back(job_json(job));
@@ -558,8 +572,10 @@ HttpResponse HttpApi::page(const std::string& path, const std::map<std::string, 
   std::map<std::string, JobRow> latest_job;
   for (const auto& j : index.jobs())
     if (auto& l = latest_job[j.study_uid]; l.id == 0 || j.generation > l.generation || (j.generation == l.generation && j.id > l.id)) l = j;
+  const auto facts = index.study_facts();
   for (const auto& s : studies) {
-    http_page::StudyLine line{study_hash(index.log_key(), s.study_uid), s, std::nullopt};
+    http_page::StudyLine line{study_hash(index.log_key(), s.study_uid), s, std::nullopt,
+                              facts.count(s.study_uid) ? facts.at(s.study_uid) : StudyFacts{}};
     if (auto it = latest_job.find(s.study_uid); it != latest_job.end()) line.job = it->second;
     for (const auto& r : index.series_runs(s.study_uid))
       if (r.state == "failed" || r.state == "crashed") o.quarantine.push_back({line.id, r});
@@ -582,6 +598,7 @@ HttpResponse HttpApi::study_page(const std::string& id) const {
   http_page::StudyDetail d;
   d.id = id;
   d.study = *s;
+  if (const auto facts = index.study_facts(); facts.count(s->study_uid)) d.facts = facts.at(s->study_uid);
   for (const auto& job : index.jobs())
     if (job.study_uid == s->study_uid) d.jobs.push_back(job);
   d.series = index.series_runs(s->study_uid);

@@ -7,7 +7,7 @@
 //   GET  /readyz                  the health model as JSON (state, reasons): 200 ok/degraded, 503 failing
 //   GET  /metrics                 Prometheus text exposition format 0.0.4
 //   GET  /api/v1/status           status.json as it would be written now
-//   GET  /api/v1/studies          ?state=open|complete &since=<ms since the epoch> &limit=N
+//   GET  /api/v1/studies          ?state=open|complete &since=<ms since the epoch> &accession=A &limit=N
 //   GET  /api/v1/studies/{id}     one study ({id}: the study hash "s-..." the logs show), with its
 //                                 jobs, series runs, results and outbox rows
 //   GET  /api/v1/jobs             ?state=pending|running|done|failed

@@ -53,6 +53,12 @@ std::string duration_of(std::int64_t from, std::int64_t to) {
   return fmt::format("{:.1f} s", (to - from) / 1000.0);
 }
 
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
 std::string state_cell(const std::string& state) {
   return fmt::format("<td class=\"state state-{0}\">{0}</td>", escape(state));
 }
@@ -149,15 +155,16 @@ HttpResponse overview(const Overview& o) {
   b += "<section><h2>Recent studies</h2>\n";
   if (o.studies.empty()) b += "<p class=\"muted\" id=\"no-studies\">No study received yet.</p>\n";
   else {
-    b += "<table id=\"studies\"><tr><th>study</th><th>state</th><th>generation</th><th>instances</th><th>last instance</th>"
-         "<th>analysis</th></tr>\n";
+    b += "<table id=\"studies\"><tr><th>study</th><th>date</th><th>modality</th><th>description</th><th>state</th>"
+         "<th>generation</th><th>instances</th><th>last instance</th><th>analysis</th></tr>\n";
     for (const auto& l : o.studies)
       b += fmt::format(
-          "<tr data-study=\"{0}\"><td><a href=\"/studies/{0}\">{0}</a></td>{1}<td class=\"num\">{2}</td>"
-          "<td class=\"num\">{3}</td><td>{4}</td>{5}</tr>\n",
+          "<tr data-study=\"{0}\"><td><a href=\"/studies/{0}\">{0}</a></td><td>{6}</td><td>{7}</td><td>{8}</td>{1}"
+          "<td class=\"num\">{2}</td><td class=\"num\">{3}</td><td>{4}</td>{5}</tr>\n",
           escape(l.id), state_cell(l.study.state == StudyState::open ? "open" : "complete"), l.study.generation,
           l.study.instance_count, time_of(l.study.last_instance_ms),
-          l.job ? fmt::format("<td class=\"job state-{0}\">{0}</td>", escape(l.job->state)) : "<td class=\"job\"></td>");
+          l.job ? fmt::format("<td class=\"job state-{0}\">{0}</td>", escape(l.job->state)) : "<td class=\"job\"></td>",
+          escape(l.facts.study_date), escape(join(l.facts.modalities)), escape(l.facts.study_description));
     b += "</table>\n";
   }
   b += "</section>\n<section id=\"outbox\"><h2>Outbox</h2>\n";
@@ -200,9 +207,12 @@ HttpResponse study(const StudyDetail& d) {
   std::string b = fmt::format(
       "<section id=\"study\" data-study=\"{0}\"><h2>Study {0}</h2><table><tr><th>Study Instance UID</th><td><code>{1}</code></td></tr>"
       "<tr><th>state</th>{2}</tr><tr><th>generation</th><td>{3}</td></tr><tr><th>instances</th><td>{4}</td></tr>"
-      "<tr><th>last instance</th><td>{5}</td></tr></table></section>\n",
+      "<tr><th>last instance</th><td>{5}</td></tr><tr><th>accession number</th><td>{6}</td></tr>"
+      "<tr><th>study date</th><td>{7}</td></tr><tr><th>modalities</th><td>{8}</td></tr>"
+      "<tr><th>description</th><td>{9}</td></tr></table></section>\n",
       escape(d.id), escape(d.study.study_uid), state_cell(d.study.state == StudyState::open ? "open" : "complete"),
-      d.study.generation, d.study.instance_count, time_of(d.study.last_instance_ms));
+      d.study.generation, d.study.instance_count, time_of(d.study.last_instance_ms), escape(d.facts.accession_number),
+      escape(d.facts.study_date), escape(join(d.facts.modalities)), escape(d.facts.study_description));
 
   b += "<section id=\"jobs\"><h2>Analysis jobs</h2>\n";
   if (d.jobs.empty()) b += "<p class=\"muted\">None yet.</p>\n";

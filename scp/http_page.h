@@ -19,6 +19,7 @@ struct StudyLine {
   std::string id;  // study hash
   StudyRow study;
   std::optional<JobRow> job;  // latest
+  StudyFacts facts;
 };
 struct QuarantineLine {
   std::string study;
@@ -41,6 +42,7 @@ struct Overview {
 struct StudyDetail {
   std::string id;
   StudyRow study;
+  StudyFacts facts;
   std::vector<JobRow> jobs;
   std::vector<SeriesRunRow> series;
   std::vector<ResultRow> results;

@@ -387,6 +387,24 @@ std::vector<std::pair<std::string, std::string>> Index::instance_paths() {
   return out;
 }
 
+std::map<std::string, StudyFacts> Index::study_facts() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_,
+         "SELECT study_uid, MAX(COALESCE(accession_number, '')), MAX(COALESCE(study_date, '')), "
+         "MAX(COALESCE(study_description, '')), COUNT(DISTINCT series_uid) FROM instances WHERE own = 0 GROUP BY study_uid");
+  std::map<std::string, StudyFacts> out;
+  while (s.step()) {
+    auto& f = out[s.text(0)];
+    f.accession_number = s.text(1);
+    f.study_date = s.text(2);
+    f.study_description = s.text(3);
+    f.series = s.integer(4);
+  }
+  Stmt m(db_, "SELECT DISTINCT study_uid, modality FROM instances WHERE own = 0 AND modality IS NOT NULL ORDER BY study_uid, modality");
+  while (m.step()) out[m.text(0)].modalities.push_back(m.text(1));
+  return out;
+}
+
 std::vector<JobRow> Index::jobs(std::optional<std::string> state) {
   std::lock_guard lock(mutex_);
   Stmt s(db_, state ? "SELECT id, study_uid, generation, state, error FROM jobs WHERE state = ? ORDER BY id"

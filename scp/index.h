@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -28,6 +29,15 @@ struct StudyRow {
   std::int64_t last_instance_ms = 0;  // wall clock, ms since the epoch
   int generation = 0;                 // how often the study completed (reopened studies count up)
   std::int64_t instance_count = 0;
+};
+
+// What the HTTP API shows of a study, from its instances' headers (our own results left out).
+// Accession number and study date identify a patient's visit: only the API shows them (behind
+// its token), never a log line.
+struct StudyFacts {
+  std::string accession_number, study_date, study_description;
+  std::vector<std::string> modalities;  // distinct, sorted
+  std::int64_t series = 0;
 };
 
 struct JobRow {
@@ -144,6 +154,8 @@ class Index {
   std::optional<StudyRow> study(const std::string& study_uid);
   std::vector<StudyRow> studies(std::optional<StudyState> only = std::nullopt);
   std::vector<InstanceRow> instances_of(const std::string& study_uid);
+  // Study UID -> facts, for every study with instances (scp/http_api.h).
+  std::map<std::string, StudyFacts> study_facts();
   // sop uid -> path, for reconciling with the spool.
   std::vector<std::pair<std::string, std::string>> instance_paths();
   std::vector<JobRow> jobs(std::optional<std::string> state = std::nullopt);
