@@ -145,7 +145,8 @@ int run_daemon(const config::Config& cfg) {
   status.start();
   http.start({&index, root, &live, [&status] { return status.read(); }, [&status] { return status.json(); },
               [&health] { return health.current(); }, [&jobs] { return jobs ? jobs->worker_crashes() : 0; },
-              [&outbound] { outbound.notify(); }});
+              [&outbound] { outbound.notify(); },
+              [&jobs](const std::string& study, int generation) { if (jobs) jobs->submit(study, generation); }});
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
   // gets the service restarted, and only while the node is not failing (scp/health.h).

@@ -61,7 +61,7 @@ const std::set<std::string> kOutboxStates{"pending", "sent", "dead"};
 const std::set<std::string> kJobStates{"pending", "running", "done", "failed"};
 
 Json job_json(const JobRow& j) {
-  return Json{{"id", j.id}, {"generation", j.generation}, {"state", j.state}, {"error", j.error}};
+  return Json{{"id", j.id}, {"generation", j.generation}, {"state", j.state}, {"error", j.error}, {"forced", j.force}};
 }
 
 Json series_run_json(const SeriesRunRow& r) {
@@ -320,6 +320,16 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
       out.push_back(std::move(j));
     }
     return json_response(200, Json{{"studies", out}});
+  }
+  if (path.rfind("/api/v1/studies/", 0) == 0 && path.size() > 10 && path.compare(path.size() - 10, 10, "/reanalyse") == 0) {
+    if (rq.method != "POST") return error(405, "use POST");
+    const std::string id = path.substr(16, path.size() - 16 - 10);
+    const auto s = study_by_id(id);
+    if (!s) return error(404, "no study " + id.substr(0, 40));
+    const auto generation = index.queue_reanalysis(s->study_uid, wall_ms());
+    if (!generation) return error(409, "the study is still open: it is analysed when it completes");
+    if (src_.analyse) src_.analyse(s->study_uid, *generation);
+    return json_response(202, Json{{"study", id}, {"generation", *generation}});
   }
   if (path.rfind("/api/v1/studies/", 0) == 0) {
     if (!get) return error(405, "use GET");

@@ -15,6 +15,8 @@
 //   POST /api/v1/outbox/retry     JSON {"ids":[..]} | {"destination":..} | {"state":..} | {"all":true};
 //                                 {} retries every dead row (as `pacsnode outbox retry`)
 //   POST /api/v1/outbox/purge     JSON {"state":"sent"|"dead"}; {} purges the sent rows
+//   POST /api/v1/studies/{id}/reanalyse   a complete study analysed again as its next generation,
+//                                 every series (also unchanged ones); 409 while the study is open
 //   GET  /, /studies/{id}         the status page (HTML); /files/results/<hash>-g<n>/<name>.png previews
 //   GET|POST /login, POST /logout the page's token form (an HttpOnly, SameSite=Strict cookie)
 //
@@ -60,6 +62,7 @@ struct HttpSources {
   std::function<Health()> health;
   std::function<std::uint64_t()> worker_crashes;
   std::function<void()> outbox_changed;  // rows became due: look at the outbox now
+  std::function<void(const std::string& study_uid, int generation)> analyse;  // a job was queued: run it
 };
 
 class HttpApi {

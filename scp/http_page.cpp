@@ -22,6 +22,17 @@ button{cursor:pointer}.muted{color:#687482}
 
 constexpr const char* kScript = R"(
 document.addEventListener('click', async (e) => {
+  const a = e.target.closest('button[data-reanalyse]');
+  if (a) {
+    a.disabled = true;
+    const r = await fetch('/api/v1/studies/' + a.dataset.reanalyse + '/reanalyse', {method: 'POST', credentials: 'same-origin',
+      headers: {'X-Pacsnode-Action': '1'}});
+    const j = await r.json();
+    a.textContent = r.ok ? 'queued as generation ' + j.generation : 'error: ' + j.error;
+    a.dataset.done = r.ok ? String(j.generation) : 'error';
+    setTimeout(() => location.reload(), 1500);
+    return;
+  }
   const b = e.target.closest('button[data-retry]');
   if (!b) return;
   b.disabled = true;
@@ -215,6 +226,8 @@ HttpResponse study(const StudyDetail& d) {
       escape(d.facts.study_date), escape(join(d.facts.modalities)), escape(d.facts.study_description));
 
   b += "<section id=\"jobs\"><h2>Analysis jobs</h2>\n";
+  if (d.study.state == StudyState::complete)
+    b += fmt::format("<p><button type=\"button\" id=\"reanalyse\" data-reanalyse=\"{}\">Analyse again</button></p>\n", escape(d.id));
   if (d.jobs.empty()) b += "<p class=\"muted\">None yet.</p>\n";
   else {
     b += "<table><tr><th>job</th><th>generation</th><th>state</th><th>error</th></tr>\n";

@@ -46,6 +46,7 @@ struct JobRow {
   int generation = 0;
   std::string state;  // pending, running, done, failed
   std::string error;
+  bool force = false;  // re-analysis asked for: every series again, also those whose instances did not change
 };
 
 // A DICOM object the node produced for a job (SEG, SR, ...), waiting in outbound/.
@@ -161,6 +162,10 @@ class Index {
   std::vector<JobRow> jobs(std::optional<std::string> state = std::nullopt);
   std::optional<JobRow> job(std::int64_t id);
   void set_job_state(std::int64_t id, const std::string& state, const std::string& error = {});
+  // Queues a forced analysis of a complete study as its next generation (new folders; every series
+  // analysed again, also unchanged ones). Returns the generation, or nullopt when the study is
+  // unknown or still open (it will be analysed when it completes).
+  std::optional<int> queue_reanalysis(const std::string& study_uid, std::int64_t now_ms);
   // Jobs left 'running' by a crash go back to 'pending'; returns how many.
   int requeue_running_jobs();
   // Paths of a study's instance files.

@@ -147,9 +147,14 @@ BOOST_AUTO_TEST_CASE(endpoints_token_metrics_and_api_follow_a_study) {
   BOOST_TEST(std::regex_match(id, std::regex("s-[0-9a-f]{12}")));
   BOOST_TEST(studies[0].at("instances") == 12);
   BOOST_TEST(studies[0].at("state") == "complete");
+  BOOST_TEST(studies[0].at("modalities") == Json::array({"CT"}));
+  BOOST_TEST(studies[0].at("series_count") == 1);
   // The id is the hash the logs show.
   BOOST_TEST(d.log().find(id) != std::string::npos, d.log());
   BOOST_TEST(Json::parse(http(hp, "GET", "/api/v1/studies?state=open").body).at("studies").empty());
+  const std::string accession = studies[0].at("accession_number");
+  BOOST_TEST(Json::parse(http(hp, "GET", "/api/v1/studies?accession=" + accession).body).at("studies").size() == 1u);
+  BOOST_TEST(Json::parse(http(hp, "GET", "/api/v1/studies?accession=no-such-thing").body).at("studies").empty());
   BOOST_TEST(Json::parse(http(hp, "GET", "/api/v1/studies?since=99999999999999").body).at("studies").empty());
   const auto one = http(hp, "GET", "/api/v1/studies/" + id);
   BOOST_TEST(one.status == 200);
@@ -164,7 +169,7 @@ BOOST_AUTO_TEST_CASE(endpoints_token_metrics_and_api_follow_a_study) {
   // Bad requests: 4xx with a JSON error body.
   for (const auto& [method, path, body, code] : std::vector<std::tuple<std::string, std::string, std::string, int>>{
            {"GET", "/api/v1/studies?state=bogus", "", 400},
-           {"GET", "/api/v1/studies?accession=123", "", 400},
+           {"GET", "/api/v1/studies?patient=123", "", 400},
            {"GET", "/api/v1/studies?limit=-1", "", 400},
            {"GET", "/api/v1/outbox?state=lost", "", 400},
            {"GET", "/api/v1/nothing", "", 404},
@@ -307,6 +312,24 @@ BOOST_AUTO_TEST_CASE(status_page_in_chromium_shows_the_analysed_study_and_retry_
   // The retry went through: SEG and SR are in Orthanc, and the metrics say so.
   BOOST_TEST_REQUIRE(pacs.wait_for([&] { return pacs.count_instances() == 2; }, 60s), d.log());
   BOOST_TEST(eventually([&] { return metrics(hp).at("pacsnode_outbox_objects{destination=pacs,state=sent}") == 2.0; }, 30s));
+
+  // Analyse again: a new generation, every series again although its instances did not change.
+  BOOST_TEST(http(hp, "GET", "/api/v1/studies/" + id + "/reanalyse").status == 405);
+  BOOST_TEST(http(hp, "POST", "/api/v1/studies/s-000000000000/reanalyse").status == 404);
+  const auto again = http(hp, "POST", "/api/v1/studies/" + id + "/reanalyse");
+  BOOST_TEST_REQUIRE(again.status == 202, again.body);
+  BOOST_TEST(Json::parse(again.body).at("generation") == 2);
+  BOOST_TEST_REQUIRE(eventually([&] { return metrics(hp).at("pacsnode_jobs{state=done}") == 2.0; }, 120s), d.log());
+  const Json second = Json::parse(http(hp, "GET", "/api/v1/studies/" + id).body);
+  BOOST_TEST(second.at("generation") == 2);
+  BOOST_TEST(second.at("jobs").size() == 2u);
+  BOOST_TEST(second.at("jobs")[1].at("forced") == true);
+  BOOST_TEST(second.at("results").size() == 4u, second.dump());
+  int analysed_again = 0;
+  for (const auto& r : second.at("series")) analysed_again += r.at("generation") == 2 && r.at("state") == "done";
+  BOOST_TEST(analysed_again == 1, second.dump());
+  BOOST_TEST(eventually([&] { return metrics(hp).at("pacsnode_outbox_objects{destination=pacs,state=sent}") == 4.0; }, 60s),
+             d.log());
   BOOST_TEST(d.stop() == 0, d.log());
   fs::remove_all(dir);
 }

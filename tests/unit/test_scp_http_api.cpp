@@ -83,6 +83,10 @@ BOOST_FIXTURE_TEST_CASE(token_and_status_codes, Fixture) {
   BOOST_TEST(api.handle(get("/studies/nothing")).status == 404);
   BOOST_TEST(api.handle(get("/files/results/s-0123456789ab-g1/../../index.sqlite")).status == 404);
   BOOST_TEST(api.handle(get("/nothing")).status == 404);
+  BOOST_TEST(api.handle(get("/api/v1/studies/s-0123456789ab/reanalyse")).status == 405);
+  HttpRequest again = get("/api/v1/studies/s-0123456789ab/reanalyse");
+  again.method = "POST";
+  BOOST_TEST(api.handle(again).status == 404);
   BOOST_TEST(api.handle(get("no-slash")).status == 400);
 
   HttpRequest post = get("/api/v1/outbox/retry");
