@@ -165,6 +165,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     s.pending_connections = server.pending();
     s.rejections = ctx.counters.rejections.snapshot();
     s.aborted_associations = ctx.counters.aborted.snapshot();
+    s.retention_json = to_json(retention.stats());
     return s;
   });
   status.start();
