@@ -86,6 +86,15 @@ std::vector<std::string> keep_restart_only(const config::Config& running, config
   }
   keep("analysis.enabled", next.analysis.enabled, running.analysis.enabled);
   keep("analysis.workers", next.analysis.workers, running.analysis.workers);
+  keep("http.enabled", next.http.enabled, running.http.enabled);  // the HTTP server keeps its start-up [http]
+  keep("http.bind", next.http.bind, running.http.bind);
+  keep("http.port", next.http.port, running.http.port);
+  keep("http.max_connections", next.http.max_connections, running.http.max_connections);
+  keep("http.request_timeout_seconds", next.http.request_timeout_seconds, running.http.request_timeout_seconds);
+  if (next.http.token != running.http.token) {  // a secret: never in the log
+    changed.push_back("http.token (changed)");
+    next.http.token = running.http.token;
+  }
   return changed;
 }
 
