@@ -22,6 +22,7 @@
 #include "analysis/kernels/nifti.h"
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
+#include "analysis/scan_limits.h"
 #include "analysis/seg_masks.h"
 #include "dicom/log.h"
 #include "dicom/seg_reader.h"
@@ -89,14 +90,26 @@ int parse_int(const std::string& s, const char* what) {
   return v;
 }
 
+// The structural scan's limits for every file read in this process: [limits] and
+// storage.max_instance_mb of `config_file`, else of the embedded default config.
+void use_scan_limits(const std::optional<std::string>& config_file) {
+  try {
+    dicom::set_default_scan_limits(scan_limits(config_file ? config::load_file(*config_file) : config::load_default()));
+  } catch (const config::ConfigError& e) {
+    throw UsageError(fmt::format("invalid configuration: {}", e.what()));
+  }
+}
+
 constexpr const char* kAnalyzeUsage =
-    "usage: pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--keep-empty-frames]\n"
+    "usage: pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--keep-empty-frames] [--config FILE]\n"
     "  INPUT      folder of DICOM files (any layout) or one file\n"
     "  --out      output folder: features.json, features.csv, <series>_preview.png,\n"
     "             <series>_seg.dcm and <series>_sr.dcm\n"
     "  --profile  force a profile (built in: ct-chest, generic); default: matched per series\n"
     "  --no-dicom do not write SEG and SR\n"
-    "  --keep-empty-frames  write every SEG frame, also those whose mask is empty\n";
+    "  --keep-empty-frames  write every SEG frame, also those whose mask is empty\n"
+    "  --config   take the input limits ([limits], storage.max_instance_mb) from this config file;\n"
+    "             a file beyond them, or malformed, is listed as skipped with the reason\n";
 
 constexpr const char* kEvaluateUsage =
     "usage: pacsnode evaluate --pred A --ref B [--label N] [--pred-label N] [--ref-label N]\n"
@@ -123,7 +136,7 @@ std::string join_timings(const std::vector<StageTiming>& t) {
 }
 
 int analyze(const std::vector<std::string>& argv) {
-  const Args a(argv, {"--out", "--profile"}, {"--no-dicom", "--keep-empty-frames", "--help"});
+  const Args a(argv, {"--out", "--profile", "--config"}, {"--no-dicom", "--keep-empty-frames", "--help"});
   if (a.flags.count("--help")) {
     std::fputs(kAnalyzeUsage, stdout);
     return 0;
@@ -134,6 +147,7 @@ int analyze(const std::vector<std::string>& argv) {
   const std::string forced = a.get("--profile").value_or("");
   const bool write_dicom = !a.flags.count("--no-dicom");
   const bool keep_empty_frames = a.flags.count("--keep-empty-frames") > 0;
+  use_scan_limits(a.get("--config"));
   if (!fs::exists(input)) {
     std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
     return 1;

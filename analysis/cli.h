@@ -3,7 +3,7 @@
 // sub-command. Each returns the process exit code: 0 success, 1 failure (message on stderr),
 // 2 bad usage (usage on stderr).
 //
-//   pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom]
+//   pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--config FILE]
 //       Analyses every series in INPUT (a folder, any layout, or one file): features.json,
 //       features.csv, <key>_preview.png per series, <key>_seg.dcm + <key>_sr.dcm (unless
 //       --no-dicom). Files that cannot be used are listed on stderr with the reason and skipped.

@@ -21,7 +21,7 @@ constexpr const char* kUsage = R"(pacsnode - receives DICOM studies, analyses th
 Usage:
   pacsnode run [--config FILE]      run the node in the foreground (default: the embedded config)
   pacsnode check-config FILE        validate a config file and exit (0: valid)
-  pacsnode analyze INPUT --out DIR [--profile NAME]
+  pacsnode analyze INPUT --out DIR [--profile NAME] [--config FILE]
                                     analyse a folder of DICOM files (research use): features.json,
                                     features.csv, previews, SEG and SR per series
   pacsnode evaluate --pred A --ref B
