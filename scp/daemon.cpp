@@ -15,6 +15,7 @@
 #include "dicom/log.h"
 #include "dicom/volume.h"
 #include "analysis/pipeline.h"
+#include "analysis/scan_limits.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
 #include "scp/profiles.h"
@@ -42,7 +43,9 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
     if (known_paths.count(file.string())) continue;
     try {
       StoredInstance in;
-      in.header = dicom::read_instance_header(file);
+      // Through the structural scan like every received file: a hostile file placed in the spool
+      // is logged and left where it is, it cannot take the start down.
+      in.header = dicom::read_instance_header(file, spool.options().scan);
       in.path = file;
       in.size = fs::file_size(file);
       const auto mtime = fs::last_write_time(file);
@@ -61,11 +64,24 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
   return r;
 }
 
+namespace {
+
+// The structural scan's limits for every reader in this process (the receiver passes them
+// explicitly; the analysis reads files through the process-wide default), and the spool's budget
+// for refused instances.
+SpoolOptions apply_limits(const config::Config& cfg) {
+  const dicom::ScanLimits limits = analysis::scan_limits(cfg);
+  dicom::set_default_scan_limits(limits);
+  return SpoolOptions{limits, cfg.storage.rejected_max_mb << 20, cfg.storage.rejected_max_files};
+}
+
+}  // namespace
+
 int run_daemon(const config::Config& cfg) {
   auto log = pacsnode::component_logger("daemon");
   const fs::path root = storage_root(cfg.storage.root);
   fs::create_directories(root);
-  Spool spool(root);
+  Spool spool(root, apply_limits(cfg));
   Index index(root / "index.sqlite");
   reconcile(spool, index);
 
