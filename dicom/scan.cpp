@@ -72,18 +72,28 @@ class Source {
   std::uint64_t pos_ = 0;
 };
 
-class MemorySource final : public Source {
+// A source of known size (memory, a file): skipping and seeking are arithmetic.
+class SizedSource : public Source {
  public:
-  MemorySource(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
+  explicit SizedSource(std::uint64_t size) : size_(size) {}
   std::uint64_t remaining() const override { return size_ - pos_; }
-  bool peek(std::uint8_t* out, std::size_t n) override {
-    if (n > size_ - pos_) return false;
-    std::memcpy(out, data_ + pos_, n);
-    return true;
-  }
   bool skip(std::uint64_t n) override {
     if (n > size_ - pos_) return false;
     pos_ += n;
+    return true;
+  }
+  void seek(std::uint64_t at) override { pos_ = std::min(at, size_); }
+
+ protected:
+  std::uint64_t size_;
+};
+
+class MemorySource final : public SizedSource {
+ public:
+  MemorySource(const std::uint8_t* data, std::size_t size) : SizedSource(size), data_(data) {}
+  bool peek(std::uint8_t* out, std::size_t n) override {
+    if (n > size_ - pos_) return false;
+    std::memcpy(out, data_ + pos_, n);
     return true;
   }
   std::size_t read_some(std::uint8_t* out, std::size_t max) override {
@@ -92,26 +102,20 @@ class MemorySource final : public Source {
     pos_ += n;
     return n;
   }
-  void seek(std::uint64_t at) override { pos_ = std::min<std::uint64_t>(at, size_); }
 
  private:
   const std::uint8_t* data_;
-  std::uint64_t size_;
 };
 
-class FileSource final : public Source {
+// Reads through a window: element headers come from one pread of the file's first 16 KiB; large
+// values are skipped without reading them.
+class FileSource final : public SizedSource {
  public:
-  FileSource(int fd, std::uint64_t size) : fd_(fd), size_(size), window_(kWindow) {}
-  std::uint64_t remaining() const override { return size_ - pos_; }
+  FileSource(int fd, std::uint64_t size) : SizedSource(size), fd_(fd), window_(kWindow) {}
   bool peek(std::uint8_t* out, std::size_t n) override {
     if (n > size_ - pos_) return false;
     if (pos_ < start_ || pos_ + n > start_ + filled_) fill();
     std::memcpy(out, window_.data() + (pos_ - start_), n);
-    return true;
-  }
-  bool skip(std::uint64_t n) override {
-    if (n > size_ - pos_) return false;
-    pos_ += n;
     return true;
   }
   std::size_t read_some(std::uint8_t* out, std::size_t max) override {
@@ -125,7 +129,6 @@ class FileSource final : public Source {
     pos_ += n;
     return n;
   }
-  void seek(std::uint64_t at) override { pos_ = std::min<std::uint64_t>(at, size_); }
 
  private:
   static constexpr std::size_t kWindow = 16 * 1024;
@@ -147,7 +150,6 @@ class FileSource final : public Source {
   }
 
   int fd_;
-  std::uint64_t size_;
   std::vector<std::uint8_t> window_;
   std::uint64_t start_ = 0;
   std::size_t filled_ = 0;
@@ -457,15 +459,15 @@ class Scanner {
       fail(fmt::format("element header at byte {}{} crosses the end of the item of {}", at, where_, tag_text(f.tag)));
     if (src_.at_end()) {
       switch (f.kind) {
-        case Kind::item: fail(fmt::format("data ends inside an item of {} (no item delimiter)", tag_text(f.tag)));
+        case Kind::item: fail(fmt::format("truncated: data ends inside an item of {} (no item delimiter)", tag_text(f.tag)));
         case Kind::sequence:
-          fail(fmt::format("data ends inside sequence {} begun at byte {}{} (no sequence delimiter)", tag_text(f.tag),
+          fail(fmt::format("truncated: data ends inside sequence {} begun at byte {}{} (no sequence delimiter)", tag_text(f.tag),
                            f.start, where_));
-        case Kind::fragments: fail("data ends inside the encapsulated Pixel Data (no sequence delimiter)");
+        case Kind::fragments: fail("truncated: data ends inside the encapsulated Pixel Data (no sequence delimiter)");
         case Kind::top: break;
       }
     }
-    fail(fmt::format("data ends inside the element header at byte {}{}", at, where_));
+    fail(fmt::format("truncated: data ends inside the element header at byte {}{}", at, where_));
   }
 
   // Checks that `length` bytes of value fit where they are declared.
@@ -474,9 +476,11 @@ class Scanner {
       fail_limit(fmt::format("declared length {} of {} at byte {}{} exceeds the {} inflated-size limit", length,
                        tag_text(tag), at, where_, mib(limits_.max_inflated_bytes)));
     const std::uint64_t left = room(f);
-    if (length > left)
-      fail(fmt::format("declared length {} of {} at byte {}{} exceeds the {} bytes remaining", length, tag_text(tag), at,
-                       where_, left));
+    if (length <= left) return;
+    if (left == src_.remaining())  // the data ends first: cut short, or a length that lies
+      fail(fmt::format("truncated: {} at byte {}{} needs {} bytes, {} left", tag_text(tag), at, where_, length, left));
+    fail(fmt::format("declared length {} of {} at byte {}{} exceeds the {} bytes left in its item", length,
+                     tag_text(tag), at, where_, left));
   }
 
   Header header(const Frame& f, std::uint64_t at) {
@@ -563,7 +567,7 @@ class Scanner {
       if (!meta_ && image_attribute(f, h)) return;
     }
     if (!src_.skip(h.length))
-      fail(fmt::format("data ends inside the value of {} at byte {}{}", tag_text(h.tag), at, where_));
+      fail(fmt::format("truncated: data ends inside the value of {} at byte {}{}", tag_text(h.tag), at, where_));
   }
 
   void undefined_length(const Frame& f, const Header& h, std::uint64_t at) {
@@ -644,7 +648,7 @@ class Scanner {
       fail(fmt::format("Pixel Data fragment of undefined length at byte {}{}", at, where_));
     count(at);
     check_fits(f, tag, length, at);
-    if (!src_.skip(length)) fail(fmt::format("data ends inside the Pixel Data fragment at byte {}{}", at, where_));
+    if (!src_.skip(length)) fail(fmt::format("truncated: data ends inside the Pixel Data fragment at byte {}{}", at, where_));
   }
 
   // (0002,0000) as the first meta element: where the meta header ends, as DCMTK reads it.
@@ -667,7 +671,7 @@ class Scanner {
   std::size_t value(std::uint8_t* b, std::size_t size, std::uint32_t length) {
     const std::size_t n = std::min<std::size_t>(length, size);
     if (!src_.read(b, n) || !src_.skip(length - n))
-      fail(fmt::format("data ends inside a value at byte {}{}", src_.pos(), where_));
+      fail(fmt::format("truncated: data ends inside a value at byte {}{}", src_.pos(), where_));
     return n;
   }
 

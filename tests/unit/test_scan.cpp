@@ -136,8 +136,8 @@ BOOST_AUTO_TEST_CASE(a_declared_length_beyond_the_data_is_refused) {
   BOOST_TEST_REQUIRE(file.size() < 1100u);
   const auto r = scan(file);
   BOOST_TEST(!r.ok);
-  BOOST_TEST(contains(r.reason, "declared length 4294967280 of (0009,1010)"), r.reason);
-  BOOST_TEST(contains(r.reason, "exceeds the 600 bytes remaining"), r.reason);
+  BOOST_TEST(r.reason.rfind("truncated: (0009,1010) at byte", 0) == 0u, r.reason);
+  BOOST_TEST(contains(r.reason, "needs 4294967280 bytes, 600 left"), r.reason);
 
   Writer i(false);
   identity(i, false);
@@ -145,7 +145,8 @@ BOOST_AUTO_TEST_CASE(a_declared_length_beyond_the_data_is_refused) {
   i.append(std::string(600, 'x'));
   const auto implicit = scan(part10(i.bytes, kImplicitLE));
   BOOST_TEST(!implicit.ok);
-  BOOST_TEST(contains(implicit.reason, "declared length 4294967280 of (0010,0010)"), implicit.reason);
+  BOOST_TEST(contains(implicit.reason, "(0010,0010) at byte"), implicit.reason);
+  BOOST_TEST(contains(implicit.reason, "needs 4294967280 bytes, 600 left"), implicit.reason);
 
   // A value longer than its (defined-length) item is refused although bytes follow in the file.
   Writer n;
@@ -156,7 +157,8 @@ BOOST_AUTO_TEST_CASE(a_declared_length_beyond_the_data_is_refused) {
   n.text(0x0010, 0x0020, "LO", "TRAILER");
   const auto in_item = scan(part10(n.bytes, kExplicitLE));
   BOOST_TEST(!in_item.ok);
-  BOOST_TEST((contains(in_item.reason, "crosses the end") || contains(in_item.reason, "exceeds")), in_item.reason);
+  BOOST_TEST(contains(in_item.reason, "declared length 12 of (0008,0100)"), in_item.reason);
+  BOOST_TEST(contains(in_item.reason, "exceeds the 2 bytes left in its item"), in_item.reason);
 }
 
 BOOST_AUTO_TEST_CASE(a_file_cut_anywhere_passes_only_at_a_top_level_element_boundary) {
@@ -331,7 +333,8 @@ BOOST_AUTO_TEST_CASE(encapsulated_pixel_data_with_bad_fragments_is_refused) {
     w.append(std::string("\xFF\xD8\xFF\xD9", 4));
   });
   BOOST_TEST(!too_long.ok);
-  BOOST_TEST(contains(too_long.reason, "declared length 2147483632 of (FFFE,E000)"), too_long.reason);
+  BOOST_TEST(contains(too_long.reason, "truncated: (FFFE,E000) at byte"), too_long.reason);
+  BOOST_TEST(contains(too_long.reason, "needs 2147483632 bytes"), too_long.reason);
 
   const auto unterminated = with_fragments([](Writer& w) {
     w.item(0);
@@ -527,7 +530,7 @@ BOOST_AUTO_TEST_CASE(every_test_data_file_and_every_file_dcmtk_reads_in_the_shar
   // DCMTK reads these although a declared length runs past the end of the file (it stops at the
   // end of the data); the scan refuses any declared length beyond what remains.
   const std::map<std::string, std::string> refused_on_purpose{
-      {"pydicom/test_files/dicomdirtests/DICOMDIR-nooffset", "declared length 248 of (FFFE,E000)"}};
+      {"pydicom/test_files/dicomdirtests/DICOMDIR-nooffset", "(FFFE,E000) at byte 10860 needs 248 bytes, 224 left"}};
   std::size_t read_by_dcmtk = 0, passed = 0;
   for (const auto& e : fs::recursive_directory_iterator(corpus)) {
     if (!e.is_regular_file()) continue;
