@@ -1,9 +1,11 @@
 #define BOOST_TEST_MODULE cli_analyze_scan
 // `pacsnode analyze` on a folder that holds a data set DCMTK's recursive reader cannot survive
 // (items nested 10,000 deep) beside a good series: the series is analysed, the file is listed as
-// rejected with the scan's reason. In process (analysis::analyze_main); inputs written here.
+// rejected with the scan's reason. analysis::analyze_main in process, its workers the real binary;
+// inputs written here.
 #include <boost/test/unit_test.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -17,6 +19,16 @@
 
 namespace fs = std::filesystem;
 using namespace testsupport;
+
+namespace {
+
+// analyze runs each series in `pacsnode worker`: in this test program that is the real binary.
+struct WorkerBinary {
+  WorkerBinary() { ::setenv("PACSNODE_WORKER_BINARY", daemon_binary().c_str(), 1); }
+};
+BOOST_TEST_GLOBAL_FIXTURE(WorkerBinary);
+
+}  // namespace
 
 BOOST_AUTO_TEST_CASE(a_file_failing_the_scan_is_listed_and_the_good_series_analysed) {
   TempDir tmp;
