@@ -160,7 +160,7 @@ int analyze(const std::vector<std::string>& argv) {
     return 1;
   }
   const config::Config cfg = analyze_config(a.get("--config"));
-  const Pipeline pipeline(profiles_from(cfg));
+  const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
   fs::create_directories(out);
   const bool tty = ::isatty(2);

@@ -37,6 +37,16 @@ struct ProfileConfig {
   std::optional<std::vector<std::string>> destinations;  // names of [[destination]]s; unset: all
 };
 
+// A [[rule]] table: which series are analysed, with which profile (analysis/rules.h).
+struct RuleConfig {
+  std::string name;
+  std::string action = "analyse";  // "analyse" or "ignore"
+  std::string profile = "auto";    // a profile name, or "auto": the first profile whose match accepts the series
+  std::vector<std::string> modalities, keywords, tokens, body_parts, series_descriptions, study_descriptions,
+      calling_ae, sop_classes;
+  int min_slices = 0;
+};
+
 struct Config {
   struct Node {
     std::string ae_title = "PACSNODE";
@@ -47,6 +57,11 @@ struct Config {
     int acse_timeout_seconds = 30;
     int dimse_timeout_seconds = 60;
     int drain_seconds = 30;
+    // Before association: a connection must have sent its whole A-ASSOCIATE-RQ within this time;
+    // until then it counts against the two limits below (beyond them it is closed at once).
+    int preassociation_timeout_seconds = 5;
+    int max_pending_connections = 64;
+    int max_pending_per_source = 8;  // per source IP address
   } node;
   struct Storage {
     std::filesystem::path root = "var/pacsnode";
@@ -71,6 +86,11 @@ struct Config {
     int workers = 1;
     bool key_images = false;
     bool keep_empty_frames = false;
+    // Built-in profiles the daemon may use ("ct-chest", "generic"); [[profile]] tables can start
+    // from either as their base whatever this says. `pacsnode analyze` always has both.
+    std::vector<std::string> builtin_profiles{"ct-chest"};
+    // A series that no [[rule]] matches: "ignore", "auto" or a profile name.
+    std::string unmatched = "ignore";
     // Each series is analysed in a child process (`pacsnode worker`) under these limits.
     int worker_memory_mb = 8192;       // address space (RLIMIT_AS)
     int worker_cpu_seconds = 1800;     // CPU time, all threads (RLIMIT_CPU)
@@ -86,6 +106,7 @@ struct Config {
     int batch = 50;
   } outbound;
   std::vector<ProfileConfig> profiles;  // tried before the built-in ones, in order
+  std::vector<RuleConfig> rules;        // empty: the built-in default rule (analysis/rules.h)
   std::vector<Destination> destinations;
   struct Log {
     std::string level = "info";

@@ -45,6 +45,8 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
       in.header = dicom::read_instance_header(file, spool.options().scan);
       in.path = file;
       in.size = fs::file_size(file);
+      in.own = is_own_result(index, in.header);
+      in.content_hash = content_hash(file);
       const auto mtime = fs::last_write_time(file);
       const auto sys = std::chrono::time_point_cast<std::chrono::milliseconds>(
           std::chrono::file_clock::to_sys(mtime));
@@ -85,26 +87,11 @@ int run_daemon(const config::Config& cfg) {
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
   OutboundQueue outbound(io, index, cfg);
-  std::vector<std::string> destinations;
-  for (const auto& d : cfg.destinations) destinations.push_back(d.name);
-  std::map<std::string, std::vector<std::string>> profile_destinations;
-  for (const auto& p : cfg.profiles)
-    if (p.destinations) profile_destinations[p.name] = *p.destinations;
+  config::LiveConfig live(cfg);
   std::unique_ptr<JobRunner> jobs;
-  if (cfg.analysis.enabled) {
-    JobRunner::Options opt;
-    opt.workers = cfg.analysis.workers;
-    opt.key_images = cfg.analysis.key_images;
-    opt.keep_empty_frames = cfg.analysis.keep_empty_frames;
-    opt.destinations = destinations;
-    opt.profile_destinations = profile_destinations;
-    opt.on_queued = [&outbound] { outbound.notify(); };
-    opt.config_toml = cfg.source_text;
-    opt.limits = {static_cast<std::uint64_t>(cfg.analysis.worker_memory_mb), cfg.analysis.worker_cpu_seconds,
-                  cfg.analysis.worker_timeout_seconds};
-    opt.log_level = cfg.log.level;
-    jobs = std::make_unique<JobRunner>(index, root, std::move(opt));
-  }
+  if (cfg.analysis.enabled)
+    jobs = std::make_unique<JobRunner>(index, root, live,
+                                       JobRunner::Options{cfg.analysis.workers, [&outbound] { outbound.notify(); }, {}});
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {
@@ -137,6 +124,9 @@ int run_daemon(const config::Config& cfg) {
       s.jobs_queued = jobs->queued();
       s.jobs_running = jobs->running();
     }
+    s.pending_connections = server.pending();
+    s.rejections = ctx.counters.rejections.snapshot();
+    s.aborted_associations = ctx.counters.aborted.snapshot();
     return s;
   });
   status.start();

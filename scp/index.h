@@ -45,18 +45,34 @@ struct ResultRow {
   std::string kind;  // "SEG", "SR"
   std::string sop_class_uid, sop_instance_uid, series_uid, source_series_uid;
   std::string path;
+  int series_number = 0, instance_number = 0;
+};
+
+// A series of a study as the rules see it (header values of its first instance, counts of all;
+// our own results sent back are not part of it).
+struct SeriesEntry {
+  std::string series_uid;
+  std::vector<std::string> files;
+  std::string modality, body_part, series_description, protocol_name, study_description, sop_class_uid, calling_ae;
+  std::optional<long> series_number;
+  int images = 0;           // instances x frames
+  std::string fingerprint;  // of its instances' SOP Instance UIDs and content hashes: same set, same bytes
 };
 
 // One series of one analysis job: how its worker process ended.
 struct SeriesRunRow {
   std::int64_t id = 0, job_id = 0;
   std::string study_uid, series_uid;
-  std::string state;  // running, done, failed (the analysis said why), crashed (signal or limit), skipped
+  // running, done, failed (the analysis said why), crashed (signal or limit), skipped (nothing to
+  // analyse), ignored (by a rule), unchanged (analysed before with the same instances), interrupted
+  std::string state;
   std::string profile;
   int attempts = 0;
   std::string error;
   int volumes = 0;  // volumes analysed with results
   std::int64_t started_ms = 0, ended_ms = 0;
+  std::string fingerprint, rule;
+  int generation = 0;  // of the job
 };
 
 // One object for one destination: pending until a success status, then sent; dead after a
@@ -79,7 +95,10 @@ class Index {
 
   // Inserts or replaces the instance, touches its study (reopening it if complete). Returns true
   // when the SOP Instance UID was not known before.
+  // An own instance (in.own) is recorded but neither creates an open study nor reopens one.
   bool add_instance(const StoredInstance& in, std::int64_t now_ms);
+  // The SOP instance or its series is one of the results we made.
+  bool is_own_result(const std::string& sop_uid, const std::string& series_uid);
   void remove_instance(const std::string& sop_uid);
   // Marks the study complete at this generation and queues an analysis job for it.
   void mark_complete(const std::string& study_uid, int generation, std::int64_t now_ms);
@@ -99,6 +118,11 @@ class Index {
 
   // The study's instance files grouped by series (series in UID order, files in path order).
   std::vector<std::pair<std::string, std::vector<std::string>>> series_files(const std::string& study_uid);
+  // The same with what the rules look at and the fingerprint.
+  std::vector<SeriesEntry> series_entries(const std::string& study_uid);
+  // The latest finished run of a series in a job of an earlier generation than `before_generation`.
+  std::optional<SeriesRunRow> last_series_run(const std::string& study_uid, const std::string& series_uid,
+                                              int before_generation);
   std::int64_t start_series_run(std::int64_t job_id, const std::string& study_uid, const std::string& series_uid,
                                 std::int64_t now_ms);
   void finish_series_run(std::int64_t id, const SeriesRunRow& r, std::int64_t now_ms);
@@ -129,6 +153,11 @@ class Index {
   sqlite3* db_ = nullptr;
   std::string log_key_;
 };
+
+// Our own result (SEG, SR, key image) sent back to us: its SOP instance or series is in the index's
+// results, or it says it was made by pacsnode (Manufacturer and Manufacturer's Model Name), which
+// still holds when the index was rebuilt.
+bool is_own_result(Index& index, const dicom::InstanceHeader& h);
 
 // "s-" + 12 hex digits: a keyed hash of a Study Instance UID, safe for info logs.
 std::string study_hash(const std::string& key, const std::string& study_uid);

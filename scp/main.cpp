@@ -12,6 +12,7 @@
 #include "analysis/worker.h"
 #include "config/config.h"
 #include "scp/daemon.h"
+#include "scp/explain.h"
 #include "scp/logging.h"
 #include "scp/outbox_cli.h"
 #include "analysis/profiles_config.h"
@@ -30,6 +31,8 @@ Usage:
                                     overlap metrics of two masks as JSON
   pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]
                                     fit a random forest with k-fold cross-validation
+  pacsnode explain FILE_OR_FOLDER [--config FILE] [--calling-ae AE]
+                                    which rule and profile each series would get, and why
   pacsnode outbox list|retry|purge [--config FILE] [--state S] [--id N]...
                                     see and act on the queue of results for the destinations
   pacsnode print-default-config     print the embedded default config (documented)
@@ -85,6 +88,34 @@ int cmd_check_config(const std::vector<std::string>& args) {
   }
 }
 
+int cmd_explain(const std::vector<std::string>& args) {
+  std::string input, file;
+  scp::ExplainOptions opt;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help") {
+      std::cout << "usage: pacsnode explain FILE_OR_FOLDER [--config FILE] [--calling-ae AE]\n"
+                   "  which [[rule]] and profile each series would get, and why (headers only; nothing analysed)\n";
+      return 0;
+    }
+    if (args[i] == "--config" && i + 1 < args.size()) file = args[++i];
+    else if (args[i] == "--calling-ae" && i + 1 < args.size()) opt.calling_ae = args[++i];
+    else if (input.empty() && args[i].rfind("--", 0) != 0) input = args[i];
+    else return usage_error("explain: unexpected argument '" + args[i] + "'");
+  }
+  if (input.empty()) return usage_error("explain needs FILE_OR_FOLDER");
+  try {
+    const auto cfg = file.empty() ? config::load_default() : config::load_file(file);
+    analysis::profiles_from(cfg);
+    if (!std::filesystem::exists(input)) {
+      std::cerr << "pacsnode explain: " << input << " does not exist\n";
+      return 1;
+    }
+    return scp::explain(input, cfg, opt, std::cout, std::cerr) > 0 ? 0 : 1;
+  } catch (const config::ConfigError& e) {
+    return print_config_error(e);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,6 +134,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return cmd_run(args);
   if (cmd == "check-config") return cmd_check_config(args);
   if (cmd == "outbox") return scp::outbox_main(args);
+  if (cmd == "explain") return cmd_explain(args);
   if (cmd == "worker") {  // internal: one series in a child process of the daemon or of analyze
     const char* level = std::getenv("PACSNODE_LOG_LEVEL");
     scp::setup_logging(level && *level ? level : "warn");

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -18,6 +19,9 @@ struct Status {
   std::uint64_t associations = 0, rejected_associations = 0, instances_stored = 0, instances_refused = 0, bytes_received = 0;
   std::size_t jobs_queued = 0, jobs_running = 0;
   std::size_t analysis_cache_bytes = 0;  // freed volume/mask blocks kept for the next job (0 when idle)
+  std::size_t pending_connections = 0;   // accepted, A-ASSOCIATE-RQ not complete yet
+  std::map<std::string, std::uint64_t> rejections{};          // connections/associations turned away, by reason
+  std::map<std::string, std::uint64_t> aborted_associations{};  // ended without a release, by reason
 };
 
 std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms);

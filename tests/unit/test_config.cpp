@@ -34,6 +34,12 @@ BOOST_AUTO_TEST_CASE(embedded_default_is_the_documented_example_and_matches_the_
   BOOST_TEST(c.node.max_associations == d.node.max_associations);
   BOOST_TEST(c.node.allowed_calling_ae.empty());
   BOOST_TEST(c.node.drain_seconds == d.node.drain_seconds);
+  BOOST_TEST(c.node.preassociation_timeout_seconds == 5);
+  BOOST_TEST(c.node.max_pending_connections == 64);
+  BOOST_TEST(c.node.max_pending_per_source == 8);
+  BOOST_TEST(d.node.preassociation_timeout_seconds == 5);
+  BOOST_TEST(d.node.max_pending_connections == 64);
+  BOOST_TEST(d.node.max_pending_per_source == 8);
   BOOST_TEST(c.storage.root == d.storage.root);
   BOOST_TEST(c.storage.min_free_mb == d.storage.min_free_mb);
   BOOST_TEST(c.storage.max_instance_mb == 2048u);
@@ -107,6 +113,24 @@ BOOST_AUTO_TEST_CASE(bad_values_name_the_key) {
   BOOST_TEST(mentions(problems_of("[node]\nbind = \"localhost:1\"\n"), "node.bind"));
   BOOST_TEST(mentions(problems_of("[node]\nallowed_calling_ae = [\"A\\\\B\"]\n"), "node.allowed_calling_ae"));
   BOOST_TEST(mentions(problems_of("[storage]\nroot = \"\"\n"), "storage.root: must not be empty"));
+}
+
+BOOST_AUTO_TEST_CASE(preassociation_limits_are_parsed_and_checked) {
+  const auto c = config::parse("[node]\npreassociation_timeout_seconds = 2\nmax_pending_connections = 200\n"
+                               "max_pending_per_source = 200\n", "t.toml");
+  BOOST_TEST(c.node.preassociation_timeout_seconds == 2);
+  BOOST_TEST(c.node.max_pending_connections == 200);
+  BOOST_TEST(c.node.max_pending_per_source == 200);
+  BOOST_TEST(mentions(problems_of("[node]\npreassociation_timeout_seconds = 0\n"),
+                      "node.preassociation_timeout_seconds: 0 is out of range 1..300"));
+  BOOST_TEST(mentions(problems_of("[node]\npreassociation_timeout_seconds = \"5s\"\n"),
+                      "node.preassociation_timeout_seconds: must be an integer"));
+  BOOST_TEST(mentions(problems_of("[node]\nmax_pending_connections = 0\n"), "node.max_pending_connections: 0 is out of range"));
+  BOOST_TEST(mentions(problems_of("[node]\nmax_pending_per_source = 0\n"), "node.max_pending_per_source: 0 is out of range"));
+  // The default per-source limit (8) above a lowered total is a problem too, named by the key.
+  BOOST_TEST(mentions(problems_of("[node]\nmax_pending_connections = 4\n"),
+                      "node.max_pending_per_source: 8 is more than node.max_pending_connections (4)"));
+  BOOST_TEST(problems_of("[node]\nmax_pending_connections = 4\nmax_pending_per_source = 4\n").empty());
 }
 
 BOOST_AUTO_TEST_CASE(destinations_need_every_field_and_unique_names) {
