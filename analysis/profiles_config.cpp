@@ -41,6 +41,7 @@ std::vector<Profile> profiles_from(const config::Config& cfg) {
   }
   if (!problems.empty()) throw config::ConfigError(problems);
   out.insert(out.end(), builtin.begin(), builtin.end());
+  for (auto& p : out) p.research_label = cfg.analysis.research_label;
   return out;
 }
 

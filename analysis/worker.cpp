@@ -128,10 +128,10 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
       c.timings.push_back({"sr", sr_sw.ms()});
       nlohmann::json objects = nlohmann::json::array({object_json(seg, "SEG"), object_json(sr, "SR")});
       if (job.key_images) {
-        std::vector<kernels::SegmentStyle> styles;
-        for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
-        auto spec = kernels::key_image_spec(c.volume, c.labels, styles, {});
+        auto spec = kernels::key_image_spec(c.volume, c.labels, stages::segment_styles(c), stages::key_image_params(c));
         spec.file_prefix = c.key + "_key";
+        spec.series_description =
+            labelled_description(c.profile->research_label, fmt::format("pacsnode {} key images", c.profile->name));
         for (const auto& k : dicom::write_key_images(spec, job.out_dir)) objects.push_back(object_json(k, "KEY"));
       }
       events.emit({{"event", "objects"}, {"key", c.key}, {"profile", c.profile->name}, {"objects", objects}});

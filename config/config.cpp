@@ -167,6 +167,13 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.integer("workers", a.workers, 1, 64);
   s.boolean("key_images", a.key_images);
   s.boolean("keep_empty_frames", a.keep_empty_frames);
+  s.string("research_label", a.research_label);
+  if (a.research_label.size() > 40) s.problem("research_label", "at most 40 characters");
+  for (char ch : a.research_label)
+    if (static_cast<unsigned char>(ch) < 32 || static_cast<unsigned char>(ch) > 126) {
+      s.problem("research_label", "printable ASCII only (it goes into DICOM LO values and the preview)");
+      break;
+    }
   s.integer("worker_memory_mb", a.worker_memory_mb, 256, 1 << 20);
   s.integer("worker_cpu_seconds", a.worker_cpu_seconds, 1, 7 * 86400);
   s.integer("worker_timeout_seconds", a.worker_timeout_seconds, 1, 7 * 86400);

@@ -61,6 +61,8 @@ struct Config {
     int workers = 1;
     bool key_images = false;
     bool keep_empty_frames = false;
+    // Marks findings and result series descriptions as research results (empty: no marking).
+    std::string research_label = "RESEARCH USE ONLY";
     // Each series is analysed in a child process (`pacsnode worker`) under these limits.
     int worker_memory_mb = 8192;       // address space (RLIMIT_AS)
     int worker_cpu_seconds = 1800;     // CPU time, all threads (RLIMIT_CPU)
