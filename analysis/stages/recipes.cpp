@@ -70,16 +70,6 @@ void for_each_run(const Components& comps, F&& f) {
     }
 }
 
-// labels := to where labels == from and mask != 0, within the views.
-void relabel_where(std::vector<cv::Mat>& labels, const std::vector<cv::Mat>& mask, int from, int to) {
-  cv::Mat cond;
-  for (std::size_t z = 0; z < labels.size(); ++z) {
-    cv::compare(labels[z], from, cond, cv::CMP_EQ);
-    cv::bitwise_and(cond, mask[z], cond);
-    labels[z].setTo(to, cond);
-  }
-}
-
 // Runs body(z) for z in [begin, end) on OpenCV's threads.
 template <typename F>
 void parallel_slices(int begin, int end, F&& body) {
@@ -591,6 +581,36 @@ RecipeResult segment_ct_chest(const std::vector<cv::Mat>& levels, const std::vec
       cv::dilate(labels[z], grown, open_se);
       cv::compare(levels[z], i_body, thr, cv::CMP_GT);
       cv::bitwise_and(grown, thr, labels[z]);  // 0/1
+      // Lungs and airways are holes of the threshold mask inside the chest wall. Where the wall
+      // is thinner than the opening (a thin patient, a small field of view), the opening broke
+      // the ring and the restore above cannot bridge the gap, so the lungs would no longer be
+      // enclosed by the body. A hole whose border is mostly body goes back into it, with the
+      // threshold mask within the opening's reach around it (the thin wall). Holes of the couch
+      // or of anything else outside the body border on non-body and stay out.
+      cv::Mat outside, comps, stats, centroids;
+      cv::bitwise_not(thr, outside);
+      const int n = cv::connectedComponentsWithStats(outside, comps, stats, centroids, 4, CV_32S);
+      for (int i = 1; i < n; ++i) {
+        const int x = stats.at<int>(i, cv::CC_STAT_LEFT), y = stats.at<int>(i, cv::CC_STAT_TOP);
+        const int w = stats.at<int>(i, cv::CC_STAT_WIDTH), h = stats.at<int>(i, cv::CC_STAT_HEIGHT);
+        if (x == 0 || y == 0 || x + w == full_cols || y + h == full_rows) continue;  // not a hole
+        const cv::Rect roi = cv::Rect(x - open_c - 1, y - open_r - 1, w + 2 * open_c + 2, h + 2 * open_r + 2) &
+                             cv::Rect(0, 0, full_cols, full_rows);
+        cv::Mat hole, ring, in_body, near;
+        cv::compare(comps(roi), i, hole, cv::CMP_EQ);
+        cv::dilate(hole, ring, cv::Mat());
+        ring.setTo(0, hole);
+        cv::compare(labels[z](roi), 0, in_body, cv::CMP_GT);
+        const int border = cv::countNonZero(ring);
+        cv::bitwise_and(in_body, ring, in_body);
+        const int body_border = cv::countNonZero(in_body);
+        if (body_border == border || 2 * body_border < border) continue;  // enclosed already, or not the body's
+        cv::Mat view = labels[z](roi);
+        view.setTo(1, hole);
+        cv::dilate(hole, near, open_se);
+        cv::bitwise_and(near, thr(roi), near);
+        view.setTo(1, near);
+      }
     });
     body.r0 = std::max(0, body.r0 - open_r), body.r1 = std::min(full_rows - 1, body.r1 + open_r);
     body.c0 = std::max(0, body.c0 - open_c), body.c1 = std::min(full_cols - 1, body.c1 + open_c);
