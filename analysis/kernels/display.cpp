@@ -276,8 +276,14 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
     cv::Mat tile = render_overlay(v.slices[L.slices[i]], labels[L.slices[i]], L.window, L.tile_size, segments,
                                   p.fill_opacity, p.outline_thickness, p.laa ? &*p.laa : nullptr);
     if (p.annotate_slices) {
-      put_text(tile, slice_position_text(v, L.slices[i]), {4, L.tile_size.height - 5}, small, kText, true);
-      if (i == 0 && v.geom.has_frame_of_reference) put_direction_letters(tile, v.geom, small, 3);
+      // The first tile also gets direction letters: its position goes one line up, clear of the
+      // letter at the bottom edge.
+      const bool letters = i == 0 && v.geom.has_frame_of_reference;
+      int baseline = 0;
+      const int th = cv::getTextSize("Ag", cv::FONT_HERSHEY_SIMPLEX, small, 1, &baseline).height + baseline;
+      put_text(tile, slice_position_text(v, L.slices[i]), {4, L.tile_size.height - 5 - (letters ? th + 4 : 0)}, small,
+               kText, true);
+      if (letters) put_direction_letters(tile, v.geom, small, 3);
     }
     tile.copyTo(canvas(r));
   }
