@@ -165,6 +165,45 @@ void fill_group(CMR_TID1411_in_TID1500& roi, const MeasurementGroupSpec& g, DcmI
   if (!roi.isValid()) throw DicomError("SR: " + what + " is not a valid TID 1411 measurement group");
 }
 
+// Decimal strings longer than 16 characters (some writers put e.g. "3.4722222222222223" into
+// Pixel Spacing) make DCMTK refuse an Image Library descriptor made from them. Rounds every such
+// top-level DS value of `item` (a scratch copy of a source header) to the most digits that fit.
+void fit_decimal_strings(DcmItem& item) {
+  for (unsigned long i = 0; i < item.card(); ++i) {
+    DcmElement* el = item.getElement(i);
+    if (el == nullptr || el->ident() != EVR_DS) continue;
+    OFString all;
+    if (el->getOFStringArray(all).bad()) continue;
+    std::string in(all.c_str()), out;
+    bool changed = false;
+    std::size_t start = 0;
+    while (true) {
+      const std::size_t end = in.find('\\', start);
+      std::string v = in.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (v.size() > 16) {
+        char* rest = nullptr;
+        const double x = std::strtod(v.c_str(), &rest);
+        if (rest != v.c_str() && std::isfinite(x)) {
+          for (int digits = 15; digits >= 1; --digits) {
+            char buf[40];
+            std::snprintf(buf, sizeof buf, "%.*g", digits, x);
+            if (std::strlen(buf) <= 16) {
+              v = buf;
+              changed = true;
+              break;
+            }
+          }
+        }
+      }
+      out += v;
+      if (end == std::string::npos) break;
+      out += '\\';
+      start = end + 1;
+    }
+    if (changed) el->putOFStringArray(OFString(out.c_str()));
+  }
+}
+
 // TID 1600: one image group whose descriptors come from the first source file, one entry per
 // source instance (references only: the instances are those of one series).
 void fill_image_library(TID1600_ImageLibrary& lib, DcmItem& first_source, const std::vector<SourceFrame>& sources) {
@@ -254,7 +293,10 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
     check(report.addQualitativeEvaluation(coded(t.name), OFString(t.text.c_str())), "SR: text evaluation");
   DcmFileFormat src;
   check(src.loadFile(spec.source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "SR: read " + spec.source_file.string());
-  if (spec.image_library) fill_image_library(report.getImageLibrary(), *src.getDataset(), spec.sources);
+  if (spec.image_library) {
+    fit_decimal_strings(*src.getDataset());  // `src` is this function's scratch copy
+    fill_image_library(report.getImageLibrary(), *src.getDataset(), spec.sources);
+  }
   if (!report.isValid()) throw DicomError("SR: the TID 1500 measurement report is not valid");
 
   // Document: new series in the source's study, patient/study copied from the source.
