@@ -1,5 +1,7 @@
 #include "dicom/acquisition.h"
 
+#include "dicom/scan.h"
+
 #include <algorithm>
 
 #include <dcmtk/config/osconfig.h>
@@ -38,6 +40,8 @@ AcquisitionInfo read_acquisition(const std::vector<SourceFrame>& sources) {
   bool any_read = false, all_00 = true;
   for (const auto& f : files) {
     DcmFileFormat ff;
+    // The bounded structural scan first, as before every DCMTK parse of an untrusted file.
+    if (!scan_file(f, default_scan_limits()).ok) continue;
     // Elements longer than 4 KiB (pixel data) stay on disk; the file was decoded before.
     if (ff.loadFile(f.c_str(), EXS_Unknown, EGL_noChange, 4096).bad()) continue;
     DcmDataset& d = *ff.getDataset();

@@ -17,6 +17,7 @@
 #include <dcmtk/dcmsr/dsrdoc.h>
 
 #include "dicom/check.h"
+#include "dicom/scan.h"
 #include "dicom/log.h"
 #include "dicom/results_common.h"
 
@@ -292,6 +293,7 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
   for (const auto& t : spec.text_evaluations)
     check(report.addQualitativeEvaluation(coded(t.name), OFString(t.text.c_str())), "SR: text evaluation");
   DcmFileFormat src;
+  require_scan(spec.source_file, default_scan_limits(), "SR: read " + spec.source_file.string());
   check(src.loadFile(spec.source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "SR: read " + spec.source_file.string());
   if (spec.image_library) {
     fit_decimal_strings(*src.getDataset());  // `src` is this function's scratch copy

@@ -14,6 +14,8 @@
 #include <optional>
 #include <system_error>
 
+#include <fmt/format.h>
+
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcuid.h>
@@ -73,7 +75,8 @@ std::string one_line(const std::string& text) {
 // One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
 class StoreProvider : public DcmThreadSCP {
  public:
-  StoreProvider(ScpContext& ctx, PeerLog& peer_log) : ctx_(ctx), peer_log_(peer_log), log_(pacsnode::component_logger("scp")) {}
+  StoreProvider(ScpContext& ctx, PeerLog& peer_log)
+      : ctx_(ctx), cfg_(ctx.live.get()), peer_log_(peer_log), log_(pacsnode::component_logger("scp")) {}
 
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
@@ -83,12 +86,12 @@ class StoreProvider : public DcmThreadSCP {
     DcmThreadSCP::notifyAssociationRequest(params, action);
   }
   OFBool checkCalledAETitleAccepted(const OFString& called) override {
-    if (trim(called) == ctx_.cfg.node.ae_title) return OFTrue;
+    if (trim(called) == cfg_->node.ae_title) return OFTrue;
     outcome_ = "rejected: called AE title '" + trim(called) + "' not recognized";
     return OFFalse;
   }
   OFBool checkCallingAETitleAccepted(const OFString& calling) override {
-    const auto& allowed = ctx_.cfg.node.allowed_calling_ae;
+    const auto& allowed = cfg_->node.allowed_calling_ae;
     if (allowed.empty()) return OFTrue;
     for (const auto& ae : allowed)
       if (ae == trim(calling)) return OFTrue;
@@ -112,7 +115,10 @@ class StoreProvider : public DcmThreadSCP {
   void notifyAssociationAcknowledge() override { outcome_ = "aborted"; }
   void notifyReleaseRequest() override { outcome_ = "released"; }
   void notifyAbortRequest() override { outcome_ = "aborted by peer"; }
-  void notifyRECEIVEProgress(const unsigned long bytes) override { dataset_bytes_ = bytes; }
+  void notifyRECEIVEProgress(const unsigned long bytes) override {
+    dataset_bytes_ = bytes;
+    bound_instance_size(bytes);
+  }
   void notifyDIMSEError(const OFCondition& cond) override { last_error_ = cond.text(); }
 
   void notifyAssociationTermination() override {
@@ -150,7 +156,7 @@ class StoreProvider : public DcmThreadSCP {
 
  private:
   OFCondition handle_store(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid) {
-    const auto reserve = ctx_.cfg.storage.min_free_mb * 1024 * 1024;
+    const auto reserve = cfg_->storage.min_free_mb * 1024 * 1024;
     if (reserve > 0 && !ctx_.spool.has_free_space(reserve)) {
       // Refuse before receiving: the data set still has to be read off the wire.
       auto c = receiveSTORERequest(rq, pcid, OFString("/dev/null"));
@@ -159,7 +165,10 @@ class StoreProvider : public DcmThreadSCP {
     }
     const auto tmp = ctx_.spool.temp_path();
     dataset_bytes_ = 0;
+    receiving_ = tmp;
+    too_large_ = false;
     OFCondition c = receiveSTORERequest(rq, pcid, OFString(tmp.c_str()));
+    receiving_.clear();
     if (c.bad()) {
       ctx_.spool.discard(tmp);
       // A failed write is reported after the rest of the data set was read: the association is
@@ -170,9 +179,14 @@ class StoreProvider : public DcmThreadSCP {
     }
     bytes_ += dataset_bytes_;
     ctx_.counters.bytes += dataset_bytes_;
+    if (too_large_) {
+      ctx_.spool.discard(tmp);
+      return refuse(rq, pcid, STATUS_STORE_Error_CannotUnderstand,
+                    fmt::format("instance exceeds storage.max_instance_mb ({} MB)", cfg_->storage.max_instance_mb));
+    }
     StoredInstance in;
     try {
-      in = ctx_.spool.commit(tmp, dataset_bytes_);
+      in = ctx_.spool.commit(tmp, dataset_bytes_, fmt::format("calling AE '{}' at {}", calling_ae_, peer_));
     } catch (const StoreFailure& e) {
       const bool resources = e.kind() == StoreFailure::Kind::out_of_resources;
       return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand, e.what());
@@ -205,6 +219,16 @@ class StoreProvider : public DcmThreadSCP {
     return sendSTOREResponse(pcid, rq, STATUS_Success);
   }
 
+  // storage.max_instance_mb, while receiving: once the data set is larger, the temporary file is
+  // cut to nothing at every progress notification (DCMTK writes on into a sparse file), so the
+  // disk holds at most one PDU of it; handle_store then refuses the instance.
+  void bound_instance_size(unsigned long bytes) {
+    const std::uint64_t limit = cfg_->storage.max_instance_mb << 20;
+    if (receiving_.empty() || bytes <= limit) return;
+    too_large_ = true;
+    ::truncate(receiving_.c_str(), 0);
+  }
+
   OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, const std::string& why) {
     ++failed_;
     ctx_.counters.instances_failed++;
@@ -226,12 +250,15 @@ class StoreProvider : public DcmThreadSCP {
   }
 
   ScpContext& ctx_;
+  const std::shared_ptr<const config::Config> cfg_;  // the config in force when the association started
   PeerLog& peer_log_;
   std::shared_ptr<spdlog::logger> log_;
   std::optional<Rejection> refused_;
   Clock::time_point started_ = Clock::now();
   std::string calling_ae_, peer_, outcome_, last_error_;
   unsigned long dataset_bytes_ = 0;
+  std::filesystem::path receiving_;  // the temporary file being received into, if any
+  bool too_large_ = false;           // it went over storage.max_instance_mb
   std::uint64_t stored_ = 0, failed_ = 0, bytes_ = 0;
 };
 
@@ -312,7 +339,8 @@ StorageServer::~StorageServer() {
 }
 
 void StorageServer::start() {
-  const auto& n = ctx_.cfg.node;
+  const auto cfg = ctx_.live.get();
+  const auto& n = cfg->node;
   disable_nagle();
   dcmDisableGethostbyaddr.set(OFTrue);
 
@@ -372,7 +400,8 @@ bool StorageServer::accepted_abstract_syntax(const std::string& uid) {
 // DCMTK limits an SCP profile to 128 presentation contexts, fewer than the storage classes it
 // knows; an association proposes at most 128, so each gets a config with just what it proposed.
 DcmSharedSCPConfig StorageServer::config_for(T_ASC_Association* assoc) const {
-  const auto& n = ctx_.cfg.node;
+  const auto current = ctx_.live.get();  // the config in force when the association starts
+  const auto& n = current->node;
   DcmSCPConfig cfg;
   cfg.setAETitle(n.ae_title.c_str());
   cfg.setMaxReceivePDULength(ASC_MAXIMUMPDUSIZE);
@@ -414,7 +443,7 @@ void StorageServer::on_request(AssociateRequest rq) {
     layer_->hand_over(rq.fd, std::move(rq.pdu));
     dcmExternalSocketHandle.set(rq.fd);
     c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, OFFalse, DUL_NOBLOCK,
-                               ctx_.cfg.node.acse_timeout_seconds);
+                               ctx_.live.get()->node.acse_timeout_seconds);
     dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
     taken = layer_->taken();
     layer_->hand_over(-1, {});
@@ -441,7 +470,7 @@ void StorageServer::on_request(AssociateRequest rq) {
   }
   std::lock_guard lock(mutex_);
   reap_finished_locked();
-  if (active_ >= static_cast<std::size_t>(ctx_.cfg.node.max_associations)) {
+  if (active_ >= static_cast<std::size_t>(ctx_.live.get()->node.max_associations)) {
     ctx_.counters.rejected++;
     ctx_.counters.rejections.add(Rejection::association_limit);
     peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::association_limit)),
