@@ -74,9 +74,16 @@ void Profile::validate() const {
   require(generic.keep_largest >= 0, name, "segment.keep_largest", ">= 0");
   require(generic.open_radius_mm >= 0 && generic.close_radius_mm >= 0, name, "segment.open/close_radius_mm", ">= 0");
   require(!generic.segment_name.empty(), name, "segment.name", "must not be empty");
-  require(chest.min_lung_ml >= 0 && chest.min_bone_ml >= 0, name, "chest.min_*_ml", ">= 0");
-  require(chest.lung_close_radius_mm >= 0, name, "chest.lung_close_radius_mm", ">= 0");
-  require(chest.bone_min_hu > chest.air_max_hu, name, "chest.bone_min_hu", "must be above air_max_hu");
+  require(chest.min_lung_ml >= 0 && chest.min_dense_ml >= 0, name, "chest.min_*_ml", ">= 0");
+  require(chest.lung_close_radius_mm >= 0 && chest.body_open_mm >= 0 && chest.lesion_close_mm >= 0 &&
+              chest.airway_edge_mm >= 0,
+          name, "chest.*_mm", ">= 0");
+  require(chest.dense_min_hu > chest.air_max_hu, name, "chest.dense_min_hu", "must be above air_max_hu");
+  require(chest.airway_max_hu < chest.airway_edge_hu, name, "chest.airway_max_hu", "must be below airway_edge_hu");
+  require(chest.max_lesions >= 0 && chest.max_lesions <= 20, name, "chest.max_lesions", "0..20");
+  require(chest.coverage_edge_fraction >= 0 && chest.coverage_edge_fraction < 1, name, "chest.coverage_edge_fraction",
+          "0 <= f < 1");
+  require(research_label.size() <= 40, name, "research_label", "at most 40 characters");
   require(preview_tiles >= 1 && preview_tiles <= 64, name, "preview_tiles", "1..64");
   if (window) require(window->width > 0, name, "window.width", "> 0");
   for (const auto& rs : rule_sets) {
@@ -125,7 +132,7 @@ std::vector<Profile> builtin_profiles() {
   chest.match.tokens = {"CH", "CHST", "THX", "CAP", "TAP"};
   chest.preprocess.median_ksize = 3;
   chest.recipe = Recipe::ct_chest;
-  chest.features.basic_only = {"body"};
+  chest.features.basic_only = {"body", "lungs"};
   chest.rule_sets = {kernels::emphysema_rule_set()};  // laa950_percent >= 5 % -> present
   chest.rule_segments = {"right_lung", "left_lung"};
   chest.window = kernels::kLungWindow;

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "analysis/kernels/airway.h"
 #include "analysis/kernels/classify.h"
 #include "analysis/kernels/display.h"
 #include "analysis/kernels/features.h"
@@ -48,7 +49,8 @@ enum class Recipe {
   // One foreground segment "tissue" (label 1): threshold (Otsu or window), optional border drop,
   // keep the largest k components, open/close, 2D hole filling.
   generic,
-  // CT chest: body (1), right lung (2), left lung (3), bone (4); see ChestParams.
+  // CT chest: body (1), right lung (2), left lung (3), dense (4), airways (5), lesion
+  // candidates (6..); see ChestParams and recipes::segment_ct_chest.
   ct_chest,
 };
 
@@ -68,29 +70,63 @@ struct GenericSegmentParams {
 };
 
 struct ChestParams {
-  // Body: voxels >= body_min_hu, largest 3D component, 2D holes filled (so it contains the lungs).
+  // Body: voxels >= body_min_hu; a 2D opening with a square of half-width body_open_mm cuts thin
+  // contacts (the CT couch's pad, straps) before the largest 3D component is taken; the surface
+  // the opening rounded off is restored from the threshold within that distance; 2D holes filled.
   double body_min_hu = -500;
-  // Lungs: air inside the body, value <= air_max_hu; components touching the in-plane border are
-  // dropped, components below min_lung_ml are ignored; the largest becomes one lung and the
-  // largest on the other side of the body's mid-sagittal plane the other one; a component that
-  // straddles the mid-plane (lungs joined by the airways or a junction line) is split slice by
-  // slice: 2D parts lying (>= 85 %) on one side go to that side whole, shared parts are cut at the
-  // plane. Airways are not removed: trachea and main bronchi count as lung.
+  double body_open_mm = 4;  // 0 = off
+  // Airways (trachea, main and lobar bronchi): seeded where the trachea is in the cranial slices
+  // (an air region of airway_seed_min_mm2..airway_seed_max_mm2 within airway_seed_offset_mm of
+  // the mid-sagittal plane, searched over the cranial airway_seed_search_mm), grown through voxels
+  // <= airway_max_hu with leak control, widened by airway_edge_mm into voxels < airway_edge_hu.
+  bool find_airways = true;
+  double airway_max_hu = -950;
+  double airway_edge_hu = -500;
+  double airway_edge_mm = 1.5;
+  double airway_seed_min_mm2 = 40, airway_seed_max_mm2 = 800, airway_seed_offset_mm = 30;
+  double airway_seed_search_mm = 80;
+  double airway_min_ml = 1;  // a smaller tree is ignored
+  kernels::AirwayParams airway;
+  // Lungs: air inside the body, value <= air_max_hu, airways excluded; components touching the
+  // in-plane border are dropped, components below min_lung_ml ignored; the largest becomes one
+  // lung and the largest on the other side of the body's mid-sagittal plane the other; a
+  // component holding both is split per slice (see recipes::segment_ct_chest).
   double air_max_hu = -400;
   double min_lung_ml = 20;
   kernels::Connectivity lung_connectivity = kernels::Connectivity::c6;
-  double lung_close_radius_mm = 0;  // 0 = off; in-plane closing of each lung before hole filling
+  double lung_close_radius_mm = 3;  // 0 = off; in-plane closing of each lung before hole filling
   bool fill_lung_holes = true;      // 2D hole filling of each lung (vessels belong to the lung)
-  // Bone: voxels >= bone_min_hu inside the body and outside the lungs, components below
-  // min_bone_ml dropped.
-  double bone_min_hu = 300;
-  double min_bone_ml = 1;
-  // Emphysema index: share of lung voxels <= laa_threshold_hu, in percent ("laa950_percent").
+  // ... also in the coronal and sagittal planes, for holes up to this area (vessels lying in the
+  // slice plane; larger holes, e.g. a nodule against the pleura, stay out). 0 = off.
+  double lung_plane_hole_max_mm2 = 120;
+  // Lesion candidates: solid (>= lesion_min_hu) bumps into a lung from its border (see the recipe).
+  bool find_lesions = true;
+  double lesion_close_mm = 20;
+  double lesion_min_hu = -300;
+  double lesion_min_ml = 0.1, lesion_max_ml = 250;
+  double lesion_min_thickness_mm = 3;
+  double lesion_min_lung_contact = 0.5;  // share of the candidate's border that is lung
+  // ... of which at most this share may be solid (a vessel reaching the pleura continues into the
+  // lung as solid tissue; a nodule borders aerated lung)
+  double lesion_max_solid_lung_border = 0.45;
+  int max_lesions = 5;
+  // Dense structures: voxels >= dense_min_hu inside the body and in no other segment, components
+  // below min_dense_ml dropped. Bone, calcification and iodinated or oral contrast all exceed it.
+  double dense_min_hu = 300;
+  double min_dense_ml = 1;
+  // Coverage: the apices (bases) count as inside the scan unless the lungs in the cranial
+  // (caudal) end slice still cover more than this share of their largest cross-section.
+  double coverage_edge_fraction = 0.02;
+  // Emphysema index: share of lung voxels strictly below laa_threshold_hu, in percent
+  // ("laa950_percent"), and Perc15 (15th percentile of the lung HU, "perc15_hu").
   double laa_threshold_hu = -950;
-  // Measure the emphysema index on the HU as decoded, before the Preprocess stage's median or
-  // Gaussian smoothing (smoothing removes noise voxels below -950 HU and so lowers LAA%, while
-  // the literature thresholds were set on unsmoothed images). Costs one bit per voxel.
-  bool laa_on_original_hu = true;
+  // Every number is measured on the HU as decoded; the filters of the Preprocess stage only make
+  // the masks (they go into a level map, kernels::level_map). false: filter the volume in place
+  // and measure on the filtered image (the behaviour before; said in the SR).
+  bool measure_on_original_hu = true;
+  // Protocol check (from the headers): emphysema densitometry wants thin slices (<= this),
+  // a smooth/standard reconstruction kernel and no IV contrast; otherwise the finding is qualified.
+  double densitometry_max_slice_mm = 1.5;
 };
 
 struct FeatureParams {
@@ -104,6 +140,9 @@ struct FeatureParams {
   // (cv::setNumThreads bounds them; memory: one bounding-box mask and its work arrays per thread).
   bool parallel_segments = true;
 };
+
+// Default of config analysis.research_label.
+inline constexpr std::string_view kDefaultResearchLabel = "RESEARCH USE ONLY";
 
 struct Profile {
   std::string name;
@@ -121,6 +160,9 @@ struct Profile {
   std::optional<std::filesystem::path> model_path;
   std::optional<kernels::WindowLevel> window;  // preview window; empty: kernels::choose_window()
   int preview_tiles = 12;
+  // Marks every finding and the series descriptions of the results (SEG, SR, key images) and the
+  // preview: the results are for research, not diagnosis. From config analysis.research_label.
+  std::string research_label = std::string(kDefaultResearchLabel);
 
   // Throws std::invalid_argument naming the profile and field on inconsistent parameters
   // (including a ct-chest rule set that reads an laa<N>_percent other than the one the profile
@@ -152,6 +194,9 @@ std::vector<Profile> builtin_profiles();
 // Name of the emphysema-index feature for a threshold: "laa950_percent" for -950 HU (the
 // literature's, kernels::kLaa950PercentFeature), else "laa<|t|>_percent" (e.g. "laa910_percent").
 std::string laa_feature_name(double laa_threshold_hu);
+
+// Name of the lung density 15th-percentile feature (HU).
+inline constexpr std::string_view kPerc15Feature = "perc15_hu";
 
 // kernels::emphysema_rule_set(threshold_percent) reading the feature of `laa_threshold_hu`, for
 // profiles that change ChestParams::laa_threshold_hu.

@@ -45,6 +45,7 @@ std::vector<Profile> profiles_from(const config::Config& cfg, bool all_builtins)
   const auto& enabled = cfg.analysis.builtin_profiles;
   for (const auto& b : builtin)
     if (all_builtins || std::find(enabled.begin(), enabled.end(), b.name) != enabled.end()) out.push_back(b);
+  for (auto& p : out) p.research_label = cfg.analysis.research_label;
   return out;
 }
 

@@ -30,7 +30,7 @@ std::string csv_number(double v) { return std::isfinite(v) ? fmt::format("{}", v
 
 // Column order: the headline measures first, then alphabetical.
 int column_rank(const std::string& name) {
-  static const std::vector<std::string> first{"volume_ml", "mean_hu", "mean_au", "laa950_percent", "std_hu", "std_au",
+  static const std::vector<std::string> first{"volume_ml", "mean_hu", "mean_au", "laa950_percent", "perc15_hu", "std_hu", "std_au",
                                               "min_hu",    "min_au",  "max_hu",  "max_au",         "voxels"};
   const auto it = std::find(first.begin(), first.end(), name);
   return it == first.end() ? static_cast<int>(first.size()) : static_cast<int>(it - first.begin());
@@ -64,6 +64,8 @@ SeriesSummary summarize(const SeriesContext& c) {
   s.timings = c.timings;
   s.preview = c.preview;
   s.notes = c.notes;
+  s.chest = c.chest;
+  s.measured_on_filtered = c.measured_on_filtered;
   return s;
 }
 
@@ -134,6 +136,9 @@ kernels::FeatureMap feature_map_of(const nlohmann::json& j) {
 
 Json segment_json(const SegmentResult& g) {
   Json o{{"label", g.label}, {"name", g.name}, {"voxels", g.voxels}};
+  if (!g.also_labels.empty()) o["also_labels"] = g.also_labels;
+  if (!g.display_name.empty()) o["display_name"] = g.display_name;
+  if (!g.description.empty()) o["description"] = g.description;
   if (g.codes) {
     o["type"] = code_json(g.codes->type.value, g.codes->type.scheme, g.codes->type.meaning);
     o["category"] = code_json(g.codes->category.value, g.codes->category.scheme, g.codes->category.meaning);
@@ -165,6 +170,9 @@ SegmentResult segment_of(const nlohmann::json& j) {
   g.label = j.at("label").get<int>();
   g.name = j.at("name").get<std::string>();
   g.voxels = j.value("voxels", std::int64_t{0});
+  g.also_labels = j.value("also_labels", std::vector<int>{});
+  g.display_name = text_of(j, "display_name");
+  g.description = text_of(j, "description");
   if (j.contains("type") && j.contains("category")) {
     dicom::codes::SegmentCodes c;
     c.type = code_of<dicom::Code>(j.at("type"));
@@ -191,6 +199,36 @@ SegmentResult segment_of(const nlohmann::json& j) {
   return g;
 }
 
+Json chest_json(const ChestReport& r) {
+  Json o{{"coverage", r.coverage}, {"coverage_note", r.coverage_note}, {"protocol_remarks", r.protocol_remarks},
+         {"densitometry_protocol", r.densitometry_protocol}};
+  if (r.both_lungs)
+    o["both_lungs"] = Json{{"voxels", r.both_lungs->voxels},
+                           {"volume_ml", number(r.both_lungs->volume_ml)},
+                           {"laa950_percent", number(r.both_lungs->laa_percent)},
+                           {"perc15_hu", number(r.both_lungs->perc15_hu)}};
+  Json lm = Json::object();
+  for (const auto& [k, v] : r.landmarks) lm[k] = v;
+  o["landmarks"] = std::move(lm);
+  return o;
+}
+
+ChestReport chest_of(const nlohmann::json& j) {
+  ChestReport r;
+  r.coverage = text_of(j, "coverage");
+  r.coverage_note = text_of(j, "coverage_note");
+  for (const auto& t : j.value("protocol_remarks", nlohmann::json::array()))
+    if (t.is_string()) r.protocol_remarks.push_back(t.get<std::string>());
+  r.densitometry_protocol = j.value("densitometry_protocol", true);
+  if (const auto it = j.find("both_lungs"); it != j.end() && it->is_object())
+    r.both_lungs = LungDensity{it->value("voxels", std::int64_t{0}), number_of(it->at("volume_ml")),
+                               number_of(it->at("laa950_percent")), number_of(it->at("perc15_hu"))};
+  const nlohmann::json landmarks = j.value("landmarks", nlohmann::json::object());
+  for (const auto& [k, v] : landmarks.items())
+    if (v.is_number_integer()) r.landmarks[k] = v.get<int>();
+  return r;
+}
+
 }  // namespace
 
 Json to_json(const SeriesSummary& s) {
@@ -206,7 +244,8 @@ Json to_json(const SeriesSummary& s) {
          {"photometric", s.info.photometric},
          {"profile", s.profile},
          {"dims", {s.depth, s.rows, s.cols}},
-         {"spacing_mm", {number(s.spacing.slice), number(s.spacing.row), number(s.spacing.col)}}};
+         {"spacing_mm", {number(s.spacing.slice), number(s.spacing.row), number(s.spacing.col)}},
+         {"measured_on", s.measured_on_filtered ? "filtered image" : "original values"}};
   Json timings = Json::object();
   for (const auto& t : s.timings) timings[t.stage] = number(t.ms);
   o["timings_ms"] = std::move(timings);
@@ -215,6 +254,7 @@ Json to_json(const SeriesSummary& s) {
   o["sr"] = s.sr_file.filename().string();
   o["error"] = s.error.empty() ? Json() : Json(s.error);
   o["notes"] = s.notes;
+  if (s.chest) o["chest"] = chest_json(*s.chest);
   Json segments = Json::array();
   for (const auto& g : s.segments) segments.push_back(segment_json(g));
   o["segments"] = std::move(segments);
@@ -249,6 +289,8 @@ SeriesSummary summary_from_json(const nlohmann::json& j) {
   s.error = text_of(j, "error");
   for (const auto& n : j.value("notes", nlohmann::json::array()))
     if (n.is_string()) s.notes.push_back(n.get<std::string>());
+  if (const auto it = j.find("chest"); it != j.end() && it->is_object()) s.chest = chest_of(*it);
+  s.measured_on_filtered = text_of(j, "measured_on") == "filtered image";
   for (const auto& g : j.value("segments", nlohmann::json::array())) s.segments.push_back(segment_of(g));
   return s;
 }
@@ -339,6 +381,38 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   std::filesystem::rename(tmp, path);
 }
 
+std::string labelled_description(std::string_view research_label, std::string_view text) {
+  std::string out = research_label.empty() ? std::string(text) : fmt::format("{} - {}", research_label, text);
+  if (out.size() > 64) out.resize(64);
+  return out;
+}
+
+namespace {
+
+std::string filters_text(const Profile& p) {
+  std::vector<std::string> f;
+  if (p.preprocess.median_ksize)
+    f.push_back(fmt::format("{0}x{0} median-filtered", p.preprocess.median_ksize));
+  if (p.preprocess.gaussian_sigma_mm > 0) f.push_back(fmt::format("Gaussian (sigma {:g} mm)", p.preprocess.gaussian_sigma_mm));
+  if (f.empty()) return "unfiltered";
+  std::string out = f.front();
+  for (std::size_t i = 1; i < f.size(); ++i) out += " and " + f[i];
+  return out;
+}
+
+// How the values were measured, for the SR and the SEG's algorithm parameters.
+std::string measured_on_text(const SeriesContext& c) {
+  const std::string filt = filters_text(*c.profile);
+  if (c.measured_on_filtered) return fmt::format("values measured on the {} image (as the masks)", filt);
+  if (filt == "unfiltered") return "values measured on the image as decoded (no filter)";
+  return fmt::format("masks made on the {} image; every value measured on the original, unfiltered {}", filt,
+                     c.volume.info.units == "HU" ? "HU" : "values");
+}
+
+int volume_decimals(double ml) { return ml < 10 ? 2 : ml < 1000 ? 1 : 0; }
+
+}  // namespace
+
 dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames) {
   if (c.resampled)
     throw std::invalid_argument("volume was resampled: the label map no longer matches the source frames");
@@ -346,13 +420,21 @@ dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames) {
   const auto& vol = c.volume;
   if (vol.sources.size() != c.labels.size() || vol.sources.empty())
     throw std::invalid_argument("volume has no source frames");
+  const Profile& prof = *c.profile;
 
-  // Renumber labels to the SEG's segment numbers 1..N.
+  // Renumber labels to the SEG's segment numbers 1..N (the labels a segment also covers follow).
   cv::Mat lut(1, 256, CV_8U, cv::Scalar(0));
   for (std::size_t i = 0; i < c.segments.size(); ++i)
     lut.at<std::uint8_t>(c.segments[i].label) = static_cast<std::uint8_t>(i + 1);
   for (auto& s : c.labels) cv::LUT(s, lut, s);
-  for (std::size_t i = 0; i < c.segments.size(); ++i) c.segments[i].label = static_cast<int>(i + 1);
+  for (std::size_t i = 0; i < c.segments.size(); ++i) {
+    auto& g = c.segments[i];
+    std::vector<int> also;
+    for (int l : g.also_labels)
+      if (const int n = lut.at<std::uint8_t>(l); n > 0 && n != static_cast<int>(i + 1)) also.push_back(n);
+    g.also_labels = std::move(also);
+    g.label = static_cast<int>(i + 1);
+  }
 
   dicom::SegSpec seg;
   seg.source_file = vol.sources.front().path;
@@ -360,17 +442,44 @@ dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames) {
   seg.geom = vol.geom;
   seg.sources = vol.sources;
   seg.label_map = c.labels;  // shallow: shares the slices
-  seg.series_description = fmt::format("pacsnode {} segmentation", c.profile->name);
+  seg.series_description = labelled_description(prof.research_label, fmt::format("pacsnode {} segmentation", prof.name));
   seg.keep_empty_frames = keep_empty_frames;
-  seg.content_description = fmt::format("profile {}", c.profile->name);
+  seg.content_description = labelled_description(prof.research_label, fmt::format("pacsnode profile {}", prof.name));
+  if (prof.recipe == Recipe::ct_chest) {
+    const auto& ch = prof.chest;
+    seg.algorithm_family = dicom::codes::algorithm_family_morphological_operations();
+    seg.algorithm_name = "HU thresholds, airway region growing, closing, hole filling";
+    seg.algorithm_parameters = fmt::format(
+        "pacsnode ct-chest: masks from the {} image; body >= {:g} HU (couch cut by a {:g} mm opening); airways "
+        "grown from the trachea through lumen air <= {:g} HU with leak control; lungs: air <= {:g} HU without the "
+        "airways, closed ({:g} mm) and hole-filled; lesion candidates: tissue >= {:g} HU that a {:g} mm closing adds "
+        "to a lung; dense >= {:g} HU. {}.",
+        filters_text(prof), ch.body_min_hu, ch.body_open_mm, ch.airway_max_hu, ch.air_max_hu, ch.lung_close_radius_mm,
+        ch.lesion_min_hu, ch.lesion_close_mm, ch.dense_min_hu, measured_on_text(c));
+  } else if (prof.generic.window) {
+    seg.algorithm_family = dicom::codes::algorithm_family_morphological_operations();
+    seg.algorithm_name = "Window threshold, largest component, hole filling";
+    seg.algorithm_parameters = fmt::format("pacsnode {}: window [{:g}, {:g}] on the {} image", prof.name,
+                                           prof.generic.window->lo, prof.generic.window->hi, filters_text(prof));
+  } else {
+    seg.algorithm_family = dicom::codes::algorithm_family_histogram_analysis();
+    seg.algorithm_name = "Otsu threshold, largest component, hole filling";
+    seg.algorithm_parameters = fmt::format("pacsnode {}: Otsu threshold on the {} image", prof.name, filters_text(prof));
+  }
+  seg.lossy_compression = vol.acquisition.lossy_compression;
+  seg.lossy_ratio = vol.acquisition.lossy_ratio;
+  seg.lossy_method = vol.acquisition.lossy_method;
   for (const auto& g : c.segments) {
     dicom::SegmentSpec s;
-    s.label = g.name;
+    s.label = g.display_name.empty() ? g.name : g.display_name.substr(0, 64);
+    s.tracking_id = s.label;
+    s.description = g.description;
     const auto codes = g.codes ? *g.codes : *dicom::codes::segment_codes("tissue");
     s.category = codes.category;
     s.type = codes.type;
     s.anatomic_region = codes.anatomic_region;
     s.cielab = cielab_of(g.colour);
+    s.also_labels = g.also_labels;
     seg.segments.push_back(std::move(s));
   }
   return seg;
@@ -380,6 +489,8 @@ dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& 
                                   const std::filesystem::path& dir, const std::optional<dicom::DocumentRef>& replaces,
                                   const dicom::SeriesPlacement& placement) {
   const auto& vol = c.volume;
+  const Profile& prof = *c.profile;
+  const bool chest = prof.recipe == Recipe::ct_chest && vol.info.modality == "CT";
   dicom::SrSpec sr;
   sr.series_uid = placement.series_uid;
   if (placement.series_number > 0) sr.series_number = placement.series_number;
@@ -390,38 +501,92 @@ dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& 
   sr.sources = vol.sources;
   sr.seg = written;
   sr.procedure_reported = dicom::codes::procedure_for_modality(vol.info.modality);
-  sr.series_description = fmt::format("pacsnode {} measurements", c.profile->name);
+  if (chest) sr.performed_procedure = dicom::codes::ct_chest();
+  sr.series_description = labelled_description(prof.research_label, fmt::format("pacsnode {} measurements", prof.name));
+  sr.algorithm = dicom::AlgorithmId{fmt::format("pacsnode {}", prof.name), seg.algorithm_version,
+                                    {measured_on_text(c)}};
   const bool hu = vol.info.units == "HU";
+  // Qualification of every finding: the research label, the rule that gave it and, for ct-chest,
+  // the protocol check.
+  std::string protocol_note;
+  if (c.chest) {
+    const auto& r = *c.chest;
+    std::string protocol = r.protocol_remarks.empty() ? std::string("nothing to remark") : r.protocol_remarks.front();
+    for (std::size_t i = 1; i < r.protocol_remarks.size(); ++i) protocol += "; " + r.protocol_remarks[i];
+    protocol_note = fmt::format(
+        " Protocol check: {}. {}", protocol,
+        r.densitometry_protocol
+            ? "Nothing in the headers argues against densitometry (breath hold and calibration are not recorded)."
+            : "Not a densitometry protocol: LAA%-950 and Perc15 are biased here; interpret with caution.");
+  }
+  const auto trim = [](std::string t) {
+    while (!t.empty() && t.front() == ' ') t.erase(t.begin());
+    return t;
+  };
+  const auto qualification = [&](const kernels::RuleOutcome& fd) {
+    std::string rule = fd.fired_rule.empty() ? std::string("no rule fired") : "rule " + fd.fired_rule;
+    return trim(fmt::format("{}{} {}: {}, on {}.{}", prof.research_label, prof.research_label.empty() ? "" : ".",
+                            fd.finding->name.meaning, rule, hu ? "the original HU" : "the measured values",
+                            protocol_note));
+  };
   std::map<std::string, dicom::QualitativeEvaluation> document;  // per concept: Present wins
   for (std::size_t i = 0; i < c.segments.size(); ++i) {
     const SegmentResult& g = c.segments[i];
     dicom::MeasurementGroupSpec grp;
-    grp.tracking_id = g.name;
+    grp.tracking_id = seg.segments[i].label;
     if (i < written.tracking_uids.size()) grp.tracking_uid = written.tracking_uids[i];
     grp.finding = seg.segments[i].type;
     grp.finding_site = seg.segments[i].anatomic_region;
     grp.segment_number = static_cast<int>(i + 1);
-    if (const auto it = g.features.find("volume_ml"); it != g.features.end())
-      grp.measurements.push_back({dicom::codes::volume(), it->second, dicom::codes::unit_ml(), std::nullopt,
-                                  dicom::codes::sum_of_voxel_volumes()});
+    const auto f = [&](std::string_view name) -> std::optional<double> {
+      const auto it = g.features.find(std::string(name));
+      if (it == g.features.end() || !std::isfinite(it->second)) return std::nullopt;
+      return it->second;
+    };
+    if (const auto v = f("volume_ml"))
+      grp.measurements.push_back({dicom::codes::volume(), *v, dicom::codes::unit_ml(), std::nullopt,
+                                  dicom::codes::sum_of_voxel_volumes(), volume_decimals(*v)});
     if (hu)
-      if (const auto it = g.features.find("mean_hu"); it != g.features.end())
-        grp.measurements.push_back({dicom::codes::attenuation_coefficient(), it->second, dicom::codes::unit_hu(),
-                                    dicom::codes::mean(), std::nullopt});
-    if (const auto it = g.features.find(kernels::kLaa950PercentFeature); it != g.features.end())
+      if (const auto v = f("mean_hu"))
+        grp.measurements.push_back({dicom::codes::attenuation_coefficient(), *v, dicom::codes::unit_hu(),
+                                    dicom::codes::mean(), std::nullopt, 0, true});
+    if (const auto v = f(laa_feature_name(prof.chest.laa_threshold_hu)))
       grp.measurements.push_back(
-          {dicom::codes::emphysema_index(), it->second, dicom::codes::unit_percent(), std::nullopt, std::nullopt});
-    for (const auto& f : g.findings) {
-      if (!f.finding) continue;
-      const dicom::QualitativeEvaluation q{to_dicom(f.finding->name), to_dicom(f.finding->value)};
+          {dicom::codes::emphysema_index(), *v, dicom::codes::unit_percent(), std::nullopt, std::nullopt, 1, true});
+    if (const auto v = f(kPerc15Feature))
+      grp.measurements.push_back({dicom::codes::attenuation_coefficient(), *v, dicom::codes::unit_hu(),
+                                  dicom::codes::percentile_15(), std::nullopt, 0, true});
+    if (g.name.starts_with("lesion_candidate"))
+      if (const auto v = f("morph_diam_mm"))
+        grp.measurements.push_back(
+            {dicom::codes::diameter(), *v, dicom::codes::unit_mm(), dicom::codes::maximum(), std::nullopt, 1});
+    for (const auto& fd : g.findings) {
+      if (!fd.finding) continue;
+      const dicom::QualitativeEvaluation q{to_dicom(fd.finding->name), to_dicom(fd.finding->value)};
       grp.qualitative.push_back(q);
-      auto [it, fresh] = document.try_emplace(f.finding->name.value + "^" + f.finding->name.scheme, q);
+      grp.text.push_back({dicom::codes::comment(), qualification(fd)});
+      auto [it, fresh] = document.try_emplace(fd.finding->name.value + "^" + fd.finding->name.scheme, q);
       if (!fresh && q.value == dicom::codes::present()) it->second = q;
     }
+    if (g.name.starts_with("lesion_candidate") && !g.description.empty())
+      grp.text.push_back({dicom::codes::comment(), g.description});
     if (grp.measurements.empty()) continue;
     sr.groups.push_back(std::move(grp));
   }
   for (auto& [k, q] : document) sr.qualitative.push_back(q);
+  if (c.chest) {
+    const bool complete = c.chest->coverage == "complete";
+    sr.qualitative.push_back({dicom::codes::lung_coverage(),
+                              complete ? dicom::codes::complete() : dicom::codes::incomplete()});
+    if (!complete)
+      sr.text_evaluations.push_back(
+          {dicom::codes::comment(),
+           fmt::format("Lung coverage {}{}: volumes cover the scanned part only; no emphysema conclusion.",
+                       c.chest->coverage, c.chest->coverage_note.empty() ? "" : " (" + c.chest->coverage_note + ")")});
+  }
+  sr.text_evaluations.push_back(
+      {dicom::codes::comment(),
+       trim(fmt::format("{} {}: {}.", prof.research_label, fmt::format("pacsnode {}", prof.name), measured_on_text(c)))});
   return dicom::write_sr(sr, dir / (c.key + "_sr.dcm"));
 }
 

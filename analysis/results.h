@@ -26,6 +26,8 @@ struct SeriesSummary {
   std::vector<StageTiming> timings;
   std::filesystem::path preview, seg_file, sr_file;
   std::vector<std::string> notes;
+  std::optional<ChestReport> chest;   // ct-chest: coverage, protocol, both lungs, landmarks
+  bool measured_on_filtered = false;  // the features were measured on the filtered image
   std::string error;  // non-empty: the series failed ("<stage>: <reason>")
 };
 
@@ -45,8 +47,11 @@ Json rejected_event_json(const dicom::Rejected& r);
 dicom::Rejected rejected_from_json(const nlohmann::json& j);
 
 // features.json: {"series": [{key, series_uid, modality, body_part, series_description, profile,
-// dims, spacing_mm, timings_ms, preview, seg, sr, notes, error, segments: [{label, name,
-// features{...}, findings[...], prediction, overlap}]}], "rejected": [{path, reason}]}.
+// dims, spacing_mm, measured_on, timings_ms, preview, seg, sr, notes, error, chest{coverage,
+// coverage_note, protocol_remarks, densitometry_protocol, both_lungs{voxels, volume_ml,
+// laa950_percent, perc15_hu}, landmarks{apex, carina, base}} (ct-chest), segments: [{label,
+// also_labels, name, display_name, description, features{...}, findings[...], prediction,
+// overlap}]}], "rejected": [{path, reason}]}.
 // Non-finite numbers are written as null.
 std::string features_json(const std::vector<SeriesSummary>& series, const std::vector<dicom::Rejected>& rejected);
 
@@ -65,10 +70,16 @@ struct DicomOutputs {
 };
 
 // Writes <dir>/<key>_seg.dcm and <dir>/<key>_sr.dcm for an analysed series: one SEG segment per
-// segment with voxels (codes from dicom::codes::segment_codes, tissue codes for unknown names),
-// and a TID 1500 SR with one measurement group per segment (volume ml, mean HU for CT,
-// emphysema index for lungs, the rule findings as qualitative evaluations; the document-level
-// evaluation of a rule set is "Present" when any segment's is). Renumbers c.labels in place to
+// segment with voxels (its display name as label; codes from dicom::codes::segment_codes, tissue
+// codes for unknown names; the body covering every label), an algorithm family and name that
+// say what the method is, the sources' lossy compression; and a TID 1500 SR (procedure: chest CT
+// for ct-chest, an Image Library of the sources) with one measurement group per segment (volume
+// ml, mean HU for CT; for lungs the emphysema index LAA%-950 and Perc15; for lesion candidates
+// the longest diameter; values rounded, UCUM units; the rule findings as qualitative evaluations
+// with a comment carrying the research label and the protocol check), a group for both lungs
+// together, and document-level evaluations (emphysema: "Present" when any lung's is; lung
+// coverage; a comment saying how values were measured). Series descriptions carry the profile's
+// research label. Renumbers c.labels in place to
 // 1..N (the SEG's segment numbers), so run it after every stage. Throws on failure; throws
 // std::invalid_argument when the series cannot have a SEG (resampled grid, no segment).
 // Needs the label map, geometry and source frames, not the pixels: callers that are done with
@@ -86,6 +97,9 @@ dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& 
                                   const std::optional<dicom::DocumentRef>& replaces = std::nullopt,
                                   const dicom::SeriesPlacement& placement = {});
 // `keep_empty_frames`: also write the SEG frames whose mask is empty (default: omitted).
+// `text` prefixed with the research label ("<label> - <text>"), cut to 64 characters (LO).
+std::string labelled_description(std::string_view research_label, std::string_view text);
+
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
                               const std::optional<dicom::DocumentRef>& replaces = std::nullopt,
                               bool keep_empty_frames = false);

@@ -8,6 +8,7 @@
 // calls the pure kernels of analysis/kernels), appends the milliseconds to the context and logs
 // them at debug; a failure propagates as an exception naming the stage (caught once per series by
 // the pipeline's caller).
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -38,7 +39,10 @@ struct StageTiming {
 // One labelled segment of a series and everything measured on it.
 struct SegmentResult {
   int label = 0;                                    // value in SeriesContext::labels
+  std::vector<int> also_labels;                     // further label values the segment covers (body: all)
   std::string name;                                 // e.g. "left_lung"; key of dicom::codes::segment_codes
+  std::string display_name;                         // e.g. "Left lung": SEG label, SR tracking id, legends
+  std::string description;                          // optional, e.g. what a candidate is
   std::optional<dicom::codes::SegmentCodes> codes;  // SNOMED category/type for the SEG
   kernels::Rgb colour;
   std::int64_t voxels = 0;
@@ -46,6 +50,28 @@ struct SegmentResult {
   std::vector<kernels::RuleOutcome> findings;      // rule sets of the profile
   std::optional<kernels::Prediction> prediction;   // trained model of the profile
   std::optional<kernels::OverlapMetrics> overlap;  // against the reference (Evaluate)
+  bool covers(int value) const {
+    return value == label || std::find(also_labels.begin(), also_labels.end(), value) != also_labels.end();
+  }
+};
+
+// Lung density of a lung or of both: volume, emphysema index, Perc15 (all on the original HU).
+struct LungDensity {
+  std::int64_t voxels = 0;
+  double volume_ml = 0;
+  double laa_percent = 0;  // share of voxels strictly below the LAA threshold
+  double perc15_hu = 0;    // 15th percentile (linear interpolation, as numpy.percentile)
+};
+
+// What the ct-chest profile found beyond the segments: coverage, protocol, landmarks.
+struct ChestReport {
+  std::string coverage = "not assessed";  // "complete", "incomplete" or "not assessed"
+  std::string coverage_note;              // e.g. "lung apices not in the scan"
+  std::vector<std::string> protocol_remarks;  // what argues against densitometry, e.g. "3 mm slices"
+  bool densitometry_protocol = true;          // nothing in the headers argues against it
+  std::optional<LungDensity> both_lungs;
+  std::map<std::string, int> landmarks;  // "apex", "carina", "base" -> slice index
+  bool emphysema_conclusion() const { return coverage == "complete"; }
 };
 
 // A reference segmentation for the Evaluate stage, on the grid of the (unresampled) volume.
@@ -53,15 +79,6 @@ struct Reference {
   LabelVolume labels;  // CV_8U; 0 = background
   // Segment name -> reference label. Empty: every segment is compared with "reference != 0".
   std::map<std::string, int> label_of_segment;
-};
-
-// One bit per voxel, rows padded to whole bytes: voxel (z, r, c) is bit c % 8 of byte
-// (z * rows + r) * row_bytes() + c / 8.
-struct BitVolume {
-  int depth = 0, rows = 0, cols = 0;
-  std::vector<std::uint8_t> bytes;
-  int row_bytes() const { return (cols + 7) / 8; }
-  bool empty() const { return bytes.empty(); }
 };
 
 struct SeriesContext {
@@ -75,11 +92,13 @@ struct SeriesContext {
   std::filesystem::path out_dir;       // Display writes <out_dir>/<key>_preview.png; empty: no preview
   std::filesystem::path preview;       // written preview
   bool resampled = false;              // Preprocess changed the grid (labels no longer match sources)
-  // Voxels <= low_attenuation_hu in the image as decoded, recorded by Preprocess before it smooths
-  // a ct-chest volume, so that the emphysema index is measured on the original HU (as in the
-  // literature) while segmentation uses the smoothed image. Empty: measure on the image as is.
-  BitVolume low_attenuation;
-  double low_attenuation_hu = 0;
+  // The filtered image as a level map (kernels::level_map) for the Segment stage, when the
+  // profile measures on the original HU (ct-chest): Preprocess leaves the volume as decoded and
+  // puts the median/Gaussian result here; Segment releases it. Empty: segment the volume itself.
+  LabelVolume seg_levels;
+  std::vector<double> seg_level_breaks;
+  bool measured_on_filtered = false;  // Preprocess filtered the volume itself: features see the filtered image
+  std::optional<ChestReport> chest;   // ct-chest only
   std::vector<std::string> notes;  // what a stage chose to report (e.g. "lungs split at mid-plane")
 
   double total_ms() const {
@@ -89,6 +108,11 @@ struct SeriesContext {
   }
   SegmentResult* segment(std::string_view name) {
     for (auto& s : segments)
+      if (s.name == name) return &s;
+    return nullptr;
+  }
+  const SegmentResult* segment(std::string_view name) const {
+    for (const auto& s : segments)
       if (s.name == name) return &s;
     return nullptr;
   }

@@ -146,10 +146,10 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
            object_json(sr, "SR", sr_place.series_number > 0 ? sr_place.series_number : dicom::SrSpec{}.series_number,
                        sr_place.instance_number)});
       if (job.key_images) {
-        std::vector<kernels::SegmentStyle> styles;
-        for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
-        auto spec = kernels::key_image_spec(c.volume, c.labels, styles, {});
+        auto spec = kernels::key_image_spec(c.volume, c.labels, stages::segment_styles(c), stages::key_image_params(c));
         spec.file_prefix = c.key + "_key";
+        spec.series_description =
+            labelled_description(c.profile->research_label, fmt::format("pacsnode {} key images", c.profile->name));
         spec.series_uid = job.key.series_uid;
         if (job.key.series_number > 0) spec.series_number = job.key.series_number;
         spec.first_instance_number = std::max(1, job.key.instance_number) + volume * 8;

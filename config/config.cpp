@@ -185,6 +185,13 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.integer("workers", a.workers, 1, 64);
   s.boolean("key_images", a.key_images);
   s.boolean("keep_empty_frames", a.keep_empty_frames);
+  s.string("research_label", a.research_label);
+  if (a.research_label.size() > 40) s.problem("research_label", "at most 40 characters");
+  for (char ch : a.research_label)
+    if (static_cast<unsigned char>(ch) < 32 || static_cast<unsigned char>(ch) > 126) {
+      s.problem("research_label", "printable ASCII only (it goes into DICOM LO values and the preview)");
+      break;
+    }
   s.strings("builtin_profiles", a.builtin_profiles);
   for (const auto& b : a.builtin_profiles)
     if (b != "ct-chest" && b != "generic") s.problem("builtin_profiles", fmt::format("\"{}\" is not ct-chest or generic", b));

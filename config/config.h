@@ -86,6 +86,8 @@ struct Config {
     int workers = 1;
     bool key_images = false;
     bool keep_empty_frames = false;
+    // Marks findings and result series descriptions as research results (empty: no marking).
+    std::string research_label = "RESEARCH USE ONLY";
     // Built-in profiles the daemon may use ("ct-chest", "generic"); [[profile]] tables can start
     // from either as their base whatever this says. `pacsnode analyze` always has both.
     std::vector<std::string> builtin_profiles{"ct-chest"};

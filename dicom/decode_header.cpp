@@ -241,7 +241,15 @@ ImageHeader read_image_header(const std::filesystem::path& file, const ScanLimit
   h.has_pixel_data = ds.tagExists(DCM_PixelData);
   h.native_pixels = native_pixels(ds);
   h.has_float_pixel_data = ds.tagExists(DCM_FloatPixelData) || ds.tagExists(DCM_DoubleFloatPixelData);
-  h.has_modality_lut = ds.tagExists(DCM_ModalityLUTSequence);
+  // A Modality LUT Sequence without items, or whose first item is empty (seen in vendor test
+  // files), describes no transformation: read as identity, i.e. as if it were absent (a Rescale
+  // Slope/Intercept beside it still applies).
+  {
+    DcmItem* first = nullptr;
+    h.has_modality_lut = ds.tagExists(DCM_ModalityLUTSequence) &&
+                         ds.findAndGetSequenceItem(DCM_ModalityLUTSequence, first, 0).good() && first != nullptr &&
+                         first->card() > 0;
+  }
   h.spacing_between_slices = num_at(ds, DCM_SpacingBetweenSlices).value_or(0.0);
   if (h.has_modality_lut) {
     if (auto why = read_modality_lut(ds, h); !why.empty()) {

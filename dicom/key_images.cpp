@@ -125,6 +125,8 @@ void validate(const KeyImageSpec& s) {
   }
   require(s.series_number >= 0, "negative series number");
   require(s.series_description.size() <= 64, "series description longer than 64 characters");
+  require(s.lossy_compression.empty() || s.lossy_compression == "00" || s.lossy_compression == "01",
+          "lossy compression must be empty, 00 or 01");
   require(!s.modality.empty() && s.modality.size() <= 16, "modality must have 1..16 characters");
   require(s.derivation_descriptions.empty() || s.derivation_descriptions.size() == s.images.size(),
           "derivation descriptions: give none or one per image");
@@ -218,7 +220,14 @@ std::vector<WrittenObject> write_key_images(const KeyImageSpec& spec, const std:
       put(d, DCM_ContentTime, time);
       put(d, DCM_ImageType, "DERIVED\\SECONDARY");
       put(d, DCM_BurnedInAnnotation, "YES");
-      put(d, DCM_LossyImageCompression, "00");
+      // Once lossy, always lossy (PS3.3 C.7.6.1.1.5): the sources' compression is carried over.
+      if (spec.lossy_compression == "01") {
+        put(d, DCM_LossyImageCompression, "01");
+        if (!spec.lossy_ratio.empty()) put(d, DCM_LossyImageCompressionRatio, spec.lossy_ratio);
+        if (!spec.lossy_method.empty()) put(d, DCM_LossyImageCompressionMethod, spec.lossy_method);
+      } else {
+        put(d, DCM_LossyImageCompression, "00");
+      }
       put(d, DCM_DateOfSecondaryCapture, date);
       put(d, DCM_TimeOfSecondaryCapture, time);
       const std::string description =

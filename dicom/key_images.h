@@ -16,7 +16,8 @@
 //  * SC Equipment: Conversion Type WSD (workstation) and the SC device from `device`; General
 //    Equipment from `device` as well.
 //  * General Image: Image Type DERIVED\SECONDARY, Burned In Annotation YES, Lossy Image
-//    Compression 00, Patient Orientation (type 2: empty when unknown), Derivation Description,
+//    Compression 00 (01 with the sources' Ratio and Method when they were lossy), Patient
+//    Orientation (type 2: empty when unknown), Derivation Description,
 //    and a Source Image Sequence with one item: the source SOP instance (and Referenced Frame
 //    Number when SourceFrame::frame_number > 0, i.e. only for a multi-frame source) the image shows, Purpose of Reference (121322, DCM, "Source image for
 //    image processing operation") from CID 7202, and Spatial Locations Preserved NO (the slice is
@@ -65,6 +66,8 @@ struct KeyImageSpec {
   // Files are out_dir/<file_prefix>_<instance number>.dcm; an existing file of that name is
   // replaced.
   std::string file_prefix = "key_image";
+  // Lossy Image Compression of the sources ("01": carried with its Ratio and Method; else 00).
+  std::string lossy_compression, lossy_ratio, lossy_method;
 };
 
 // Validates the whole spec first (throws std::invalid_argument naming the problem), then writes

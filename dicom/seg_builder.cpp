@@ -82,6 +82,10 @@ void validate(const SegSpec& s, Uint16 rows, Uint16 cols) {
   for (size_t i = 0; i < s.segments.size(); ++i) {
     const auto& seg = s.segments[i];
     const std::string what = "segment " + std::to_string(i + 1);
+    require(seg.also_labels.empty() || !s.label_map.empty(), what + ": also_labels need a label_map");
+    for (int l : seg.also_labels)
+      require(l >= 1 && l <= 0xFFFF && l != static_cast<int>(i + 1), what + ": also_labels must be other label values");
+    require(seg.description.size() <= 1024, what + ": description too long");
     require(!seg.label.empty() && seg.label.size() <= 64, what + ": label must have 1..64 characters");
     require_code(seg.category, what + " category");
     require_code(seg.type, what + " type");
@@ -96,6 +100,10 @@ void validate(const SegSpec& s, Uint16 rows, Uint16 cols) {
   require_code(s.algorithm_family, "algorithm family");
   require(!s.content_label.empty() && s.content_label.size() <= 16, "content label must have 1..16 characters");
   require(s.series_number >= 0 && s.instance_number >= 0, "negative series/instance number");
+  require(s.algorithm_name.size() <= 64, "algorithm name longer than 64 characters");
+  require(s.lossy_compression.empty() || s.lossy_compression == "00" || s.lossy_compression == "01",
+          "lossy compression must be empty, 00 or 01");
+  require(s.series_description.size() <= 64, "series description longer than 64 characters");
 }
 
 // Fills buf with frame z of segment k (1-based); returns whether any pixel is set. BINARY frames
@@ -109,6 +117,11 @@ bool fill_frame(const SegSpec& s, size_t k, size_t z, std::vector<Uint8>& buf, i
   }
   if (!s.label_map.empty()) {
     cv::compare(m, cv::Scalar(static_cast<double>(k)), out, cv::CMP_EQ);  // 255 where label k
+    cv::Mat other;
+    for (int l : s.segments[k - 1].also_labels) {
+      cv::compare(m, cv::Scalar(static_cast<double>(l)), other, cv::CMP_EQ);
+      cv::bitwise_or(out, other, out);
+    }
   } else if (m.depth() == CV_32F) {
     for (int r = 0; r < rows; ++r) {
       const auto* in = m.ptr<float>(r);
@@ -145,6 +158,8 @@ std::unique_ptr<DcmSegment> make_segment(const SegSpec& s, const SegmentSpec& in
         "SEG: algorithm family");
   check(algo.setAlgorithmName(s.algorithm_name.c_str()), "SEG: algorithm name");
   check(algo.setAlgorithmVersion(s.algorithm_version.c_str()), "SEG: algorithm version");
+  if (!s.algorithm_parameters.empty())
+    check(algo.setAlgorithmParameters(s.algorithm_parameters.c_str()), "SEG: algorithm parameters");
   check(seg->setSegmentationAlgorithmIdentification(algo), "SEG: algorithm identification");
   return seg;
 }
@@ -160,6 +175,29 @@ void mark_spatial_locations_preserved(DcmItem& dataset) {
       for (long i = 0; derivation->findAndGetSequenceItem(DCM_SourceImageSequence, source, i).good(); ++i)
         check(source->putAndInsertString(DCM_SpatialLocationsPreserved, "YES"), "SEG: spatial locations preserved");
     }
+  }
+}
+
+// Coding Scheme Identification Sequence for the codes whose scheme is not in PS3.16 Table 8-1.
+void declare_private_schemes(DcmDataset& ds, const SegSpec& spec) {
+  std::set<std::string> used;
+  const auto add = [&](const Code& c) { used.insert(c.scheme); };
+  add(spec.algorithm_family);
+  for (const auto& seg : spec.segments) {
+    add(seg.category);
+    add(seg.type);
+    if (seg.anatomic_region) add(*seg.anatomic_region);
+  }
+  for (const auto& designator : used) {
+    const auto known = codes::known_private_scheme(designator);
+    if (!known) continue;
+    DcmItem* item = nullptr;
+    check(ds.findOrCreateSequenceItem(DCM_CodingSchemeIdentificationSequence, item, -2), "SEG: coding scheme item");
+    check(item->putAndInsertString(DCM_CodingSchemeDesignator, known->designator.c_str()), "SEG: coding scheme");
+    check(item->putAndInsertString(DCM_CodingSchemeName, known->name.c_str()), "SEG: coding scheme name");
+    check(item->putAndInsertString(DCM_CodingSchemeResponsibleOrganization, known->responsible_organization.c_str()),
+          "SEG: coding scheme organisation");
+    if (!known->uid.empty()) check(item->putAndInsertString(DCM_CodingSchemeUID, known->uid.c_str()), "SEG: coding scheme UID");
   }
 }
 
@@ -318,7 +356,16 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
   DcmFileFormat file;
   check(seg->writeDataset(*file.getDataset()), "SEG: encode");
   seg.reset();  // frames are in the dataset now
-  mark_spatial_locations_preserved(*file.getDataset());
+  DcmDataset& ds = *file.getDataset();
+  mark_spatial_locations_preserved(ds);
+  if (spec.lossy_compression == "01") {  // dcmseg writes 00; the sources decide
+    check(ds.putAndInsertString(DCM_LossyImageCompression, "01"), "SEG: lossy image compression");
+    if (!spec.lossy_ratio.empty())
+      check(ds.putAndInsertString(DCM_LossyImageCompressionRatio, spec.lossy_ratio.c_str()), "SEG: lossy ratio");
+    if (!spec.lossy_method.empty())
+      check(ds.putAndInsertString(DCM_LossyImageCompressionMethod, spec.lossy_method.c_str()), "SEG: lossy method");
+  }
+  declare_private_schemes(ds, spec);
   results_detail::atomic_write(out_file, [&](const std::string& tmp) {
     check(file.saveFile(tmp.c_str(), EXS_LittleEndianExplicit), "SEG: write");
   });

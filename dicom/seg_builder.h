@@ -9,7 +9,9 @@
 //     Instead of per-segment masks, a caller with non-overlapping labels may leave every
 //     SegmentSpec::mask empty and give SegSpec::label_map (CV_8U or CV_16U, value k = segment k,
 //     i.e. SegSpec::segments[k-1]; 0 = background). Each frame is then derived on the fly, so no
-//     per-segment volume is ever materialised.
+//     per-segment volume is ever materialised. A segment may also cover other label values
+//     (SegmentSpec::also_labels): e.g. a "body" segment that holds the lungs and bones labelled
+//     as their own segments too (overlapping segments from one label map).
 //   * FRACTIONAL: per segment, CV_32F in [0, 1] (stored as round(p * 255)) or CV_8U 0..255
 //     (stored as is). Maximum Fractional Value is 255.
 //   Mats are only read; slices may be views into one allocation (no copy is made of a volume,
@@ -20,6 +22,9 @@
 // spacing_col, Slice Thickness and Spacing Between Slices = spacing_slice). Without a frame of reference (2D projection
 // images, geom.has_frame_of_reference == false) no plane position/orientation is written; every
 // SEG pixel maps to the same pixel of the referenced source frame.
+//
+// Codes of a coding scheme outside PS3.16 Table 8-1 (codes::known_private_scheme, e.g. 99PACSNODE)
+// are declared in the Coding Scheme Identification Sequence.
 //
 // Frames whose mask is all zero are omitted unless keep_empty_frames is set; if that leaves no
 // frame at all, one empty frame of segment 1 on slice 0 is written (a SEG needs one frame).
@@ -57,6 +62,7 @@ struct SegmentSpec {
   std::string tracking_id;   // optional; defaults to label
   std::string tracking_uid;  // optional; generated when empty (returned in WrittenObject)
   std::vector<cv::Mat> mask;  // see the header comment; empty with SegSpec::label_map
+  std::vector<int> also_labels;  // with label_map: further label values that belong to this segment
 };
 
 // Where a result object goes: a new series (empty UID), or the series of the object it supersedes,
@@ -84,9 +90,14 @@ struct SegSpec {
   std::string series_uid;  // empty: a new series; else the series of an earlier SEG this one supersedes
   std::string content_label = "SEGMENTATION";  // CS: upper case, digits, '_', space; <= 16
   std::string content_description;
-  std::string algorithm_name = "pacsnode";
+  std::string algorithm_name = "pacsnode";  // LO, <= 64 characters: what the method is
   std::string algorithm_version = "0.1.0";
-  Code algorithm_family = codes::algorithm_family_ai();
+  Code algorithm_family = codes::algorithm_family_morphological_operations();  // CID 7162
+  std::string algorithm_parameters;  // optional Algorithm Parameters (LT), e.g. thresholds
+  // General Image: Lossy Image Compression of the sources ("01" when any was lossily compressed,
+  // with their Ratio and Method, '\\'-separated), carried into the SEG (PS3.3 C.7.6.1.1.5);
+  // empty or "00": "00".
+  std::string lossy_compression, lossy_ratio, lossy_method;
   DeviceInfo device;
 };
 

@@ -1,6 +1,8 @@
 #include "dicom/sr_builder.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -10,6 +12,7 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmsr/cmr/tid1500.h>
+#include <dcmtk/dcmsr/cmr/tid1600.h>
 #include <dcmtk/dcmsr/codes/dcm.h>
 #include <dcmtk/dcmsr/dsrdoc.h>
 
@@ -38,12 +41,31 @@ DSRCodedEntryValue coded(const Code& c) {
   return v;
 }
 
+void validate_measurements(const std::vector<Measurement>& ms, const std::string& what) {
+  for (const auto& m : ms) {
+    require_code(m.name, what + " measurement name");
+    require_code(m.unit, what + " measurement unit");
+    require(std::isfinite(m.value), what + ": measurement '" + m.name.meaning + "' is not finite");
+    require(m.decimals >= -1 && m.decimals <= 6, what + ": decimals must be -1..6");
+    if (m.derivation) require_code(*m.derivation, what + " derivation");
+    if (m.method) require_code(*m.method, what + " method");
+  }
+}
+
+void validate_text(const std::vector<TextEvaluation>& ts, const std::string& what) {
+  for (const auto& t : ts) {
+    require_code(t.name, what + " text evaluation name");
+    require(!t.text.empty(), what + ": text evaluation '" + t.name.meaning + "' is empty");
+  }
+}
+
 void validate(const SrSpec& s) {
   require(!s.groups.empty(), "no measurement groups");
   require(!s.sources.empty(), "no source instances for the evidence list");
   require(!s.seg.path.empty() && !s.seg.sop_instance_uid.empty() && !s.seg.series_uid.empty(),
           "the SEG reference is incomplete");
   require_code(s.procedure_reported, "procedure reported");
+  if (s.performed_procedure) require_code(*s.performed_procedure, "performed procedure");
   for (size_t i = 0; i < s.groups.size(); ++i) {
     const auto& g = s.groups[i];
     const std::string what = "group " + std::to_string(i + 1);
@@ -52,18 +74,15 @@ void validate(const SrSpec& s) {
     require_code(g.finding, what + " finding");
     if (g.finding_site) require_code(*g.finding_site, what + " finding site");
     require(!g.measurements.empty(), what + ": at least one measurement is required");
-    for (const auto& m : g.measurements) {
-      require_code(m.name, what + " measurement name");
-      require_code(m.unit, what + " measurement unit");
-      require(std::isfinite(m.value), what + ": measurement '" + m.name.meaning + "' is not finite");
-      if (m.derivation) require_code(*m.derivation, what + " derivation");
-      if (m.method) require_code(*m.method, what + " method");
-    }
+    validate_measurements(g.measurements, what);
     for (const auto& q : g.qualitative) {
       require_code(q.name, what + " qualitative name");
       require_code(q.value, what + " qualitative value");
     }
+    validate_text(g.text, what);
   }
+  validate_text(s.text_evaluations, "document");
+  if (s.algorithm) require(!s.algorithm->name.empty() && !s.algorithm->version.empty(), "algorithm name and version");
   for (const auto& q : s.qualitative) {
     require_code(q.name, "qualitative name");
     require_code(q.value, "qualitative value");
@@ -78,6 +97,7 @@ void validate(const SrSpec& s) {
 // Every coding scheme designator used by the spec's codes.
 std::set<std::string> schemes_used(const SrSpec& s) {
   std::set<std::string> out{s.procedure_reported.scheme};
+  if (s.performed_procedure) out.insert(s.performed_procedure->scheme);
   auto add = [&](const Code& c) { out.insert(c.scheme); };
   for (const auto& g : s.groups) {
     add(g.finding);
@@ -89,13 +109,28 @@ std::set<std::string> schemes_used(const SrSpec& s) {
       if (m.method) add(*m.method);
     }
     for (const auto& q : g.qualitative) add(q.name), add(q.value);
+    for (const auto& t : g.text) add(t.name);
   }
   for (const auto& q : s.qualitative) add(q.name), add(q.value);
+  for (const auto& t : s.text_evaluations) add(t.name);
   return out;
 }
 
+// The value as stored: rounded to m.decimals (the DS text and the floating point value agree).
+std::pair<std::string, double> value_of(const Measurement& m) {
+  if (m.decimals < 0) return {ds(m.value), m.value};
+  const double scale = std::pow(10.0, m.decimals);
+  double v = std::round(m.value * scale) / scale;
+  if (v == 0) v = 0;  // no "-0.0"
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", m.decimals, v);
+  if (std::strlen(buf) > 16) return {ds(v), v};
+  return {buf, v};
+}
+
 void fill_group(CMR_TID1411_in_TID1500& roi, const MeasurementGroupSpec& g, DcmItem& seg_dataset,
-                const std::string& tracking_uid, const std::string& source_series, const std::string& what) {
+                const std::string& tracking_uid, const std::string& source_series,
+                const std::optional<AlgorithmId>& algorithm, const std::string& what) {
   check(roi.setTrackingIdentifier(g.tracking_id.c_str()), what + ": tracking identifier");
   check(roi.setTrackingUniqueIdentifier(tracking_uid.c_str()), what + ": tracking UID");
   check(roi.setFinding(coded(g.finding)), what + ": finding");
@@ -104,9 +139,10 @@ void fill_group(CMR_TID1411_in_TID1500& roi, const MeasurementGroupSpec& g, DcmI
   check(roi.setSourceSeriesForSegmentation(source_series.c_str()), what + ": source series");
   if (g.finding_site) check(roi.addFindingSite(coded(*g.finding_site)), what + ": finding site");
   for (const auto& m : g.measurements) {
-    CMR_TID1411_in_TID1500::MeasurementValue value(ds(m.value).c_str(),
+    const auto [text, number] = value_of(m);
+    CMR_TID1411_in_TID1500::MeasurementValue value(text.c_str(),
                                                   CID7181_AbstractMultiDimensionalImageModelComponentUnits(coded(m.unit)));
-    check(value.setFloatingPointRepresentation(m.value), what + ": floating point value of " + m.name.meaning);
+    check(value.setFloatingPointRepresentation(number), what + ": floating point value of " + m.name.meaning);
     check(roi.addMeasurement(CID7469_GenericIntensityAndSizeMeasurements(coded(m.name)), value),
           what + ": measurement '" + m.name.meaning + "'");
     if (m.derivation)
@@ -115,10 +151,85 @@ void fill_group(CMR_TID1411_in_TID1500& roi, const MeasurementGroupSpec& g, DcmI
     if (m.method)
       check(roi.getMeasurement().setMeasurementMethod(CID6147_ResponseCriteria(coded(*m.method))),
             what + ": method of '" + m.name.meaning + "'");
+    if (algorithm && m.with_algorithm) {
+      check(roi.getMeasurement().setAlgorithmIdentification(algorithm->name.c_str(), algorithm->version.c_str()),
+            what + ": algorithm of '" + m.name.meaning + "'");
+      for (const auto& prm : algorithm->parameters)
+        check(roi.getMeasurement().getAlgorithmIdentification().addParameter(prm.c_str()),
+              what + ": algorithm parameter of '" + m.name.meaning + "'");
+    }
   }
   for (const auto& q : g.qualitative)
     check(roi.addQualitativeEvaluation(coded(q.name), coded(q.value)), what + ": qualitative evaluation");
+  for (const auto& t : g.text)
+    check(roi.addQualitativeEvaluation(coded(t.name), OFString(t.text.c_str())), what + ": text evaluation");
   if (!roi.isValid()) throw DicomError("SR: " + what + " is not a valid TID 1411 measurement group");
+}
+
+// Decimal strings longer than 16 characters (some writers put e.g. "3.4722222222222223" into
+// Pixel Spacing) make DCMTK refuse an Image Library descriptor made from them. Rounds every such
+// top-level DS value of `item` (a scratch copy of a source header) to the most digits that fit.
+void fit_decimal_strings(DcmItem& item) {
+  for (unsigned long i = 0; i < item.card(); ++i) {
+    DcmElement* el = item.getElement(i);
+    if (el == nullptr || el->ident() != EVR_DS) continue;
+    OFString all;
+    if (el->getOFStringArray(all).bad()) continue;
+    std::string in(all.c_str()), out;
+    bool changed = false;
+    std::size_t start = 0;
+    while (true) {
+      const std::size_t end = in.find('\\', start);
+      std::string v = in.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (v.size() > 16) {
+        char* rest = nullptr;
+        const double x = std::strtod(v.c_str(), &rest);
+        if (rest != v.c_str() && std::isfinite(x)) {
+          for (int digits = 15; digits >= 1; --digits) {
+            char buf[40];
+            std::snprintf(buf, sizeof buf, "%.*g", digits, x);
+            if (std::strlen(buf) <= 16) {
+              v = buf;
+              changed = true;
+              break;
+            }
+          }
+        }
+      }
+      out += v;
+      if (end == std::string::npos) break;
+      out += '\\';
+      start = end + 1;
+    }
+    if (changed) el->putOFStringArray(OFString(out.c_str()));
+  }
+}
+
+// TID 1600: one image group whose descriptors come from the first source file, one entry per
+// source instance (references only: the instances are those of one series).
+void fill_image_library(TID1600_ImageLibrary& lib, DcmItem& first_source, const std::vector<SourceFrame>& sources) {
+  if (!lib.hasImageLibrary()) check(lib.createNewImageLibrary(), "SR: image library");
+  check(lib.addImageGroup(), "SR: image library group");
+  // Descriptors common to the series; the position differs from image to image, so it stays out.
+  // Target Region: DCMTK maps Body Part Examined to current SNOMED codes (e.g. 816094009
+  // "Chest") that validators holding an older CID 4031 reject; the finding sites say it instead.
+  TID1600_ImageLibrary::ConceptNameList per_image;
+  per_image.push_back(CODE_DCM_TargetRegion);
+  per_image.push_back(CODE_DCM_ImagePosition_Patient_X);
+  per_image.push_back(CODE_DCM_ImagePosition_Patient_Y);
+  per_image.push_back(CODE_DCM_ImagePosition_Patient_Z);
+  const OFCondition d =
+      lib.addImageGroupDescriptors(first_source, TID1600_ImageLibrary::withoutSelectedDescriptors, per_image);
+  if (d.bad() && d != CMR_EC_NoImageLibraryEntryDescriptorsToBeAdded) check(d, "SR: image library descriptors");
+  std::set<std::string> seen;
+  for (const auto& src : sources) {
+    if (!seen.insert(src.sop_instance_uid).second) continue;
+    DcmItem ref;
+    check(ref.putAndInsertString(DCM_SOPClassUID, src.sop_class_uid.c_str()), "SR: image library entry");
+    check(ref.putAndInsertString(DCM_SOPInstanceUID, src.sop_instance_uid.c_str()), "SR: image library entry");
+    const OFCondition e = lib.addImageEntry(ref, TID1600_ImageLibrary::withoutDescriptors);
+    if (e.bad() && e != CMR_EC_NoImageLibraryEntryDescriptorsToBeAdded) check(e, "SR: image library entry");
+  }
 }
 
 }  // namespace
@@ -174,11 +285,20 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
       tracking_uid = spec.seg.tracking_uids[g.segment_number - 1];  // same finding as the SEG segment
     if (tracking_uid.empty()) tracking_uid = results_detail::new_uid(SITE_INSTANCE_UID_ROOT);
     out.tracking_uids.push_back(tracking_uid);
-    fill_group(report.getVolumetricROIMeasurements(), g, seg_ds, tracking_uid, source_series,
+    fill_group(report.getVolumetricROIMeasurements(), g, seg_ds, tracking_uid, source_series, spec.algorithm,
                "group " + std::to_string(i + 1) + " ('" + g.tracking_id + "')");
   }
   for (const auto& q : spec.qualitative)
     check(report.addQualitativeEvaluation(coded(q.name), coded(q.value)), "SR: qualitative evaluation");
+  for (const auto& t : spec.text_evaluations)
+    check(report.addQualitativeEvaluation(coded(t.name), OFString(t.text.c_str())), "SR: text evaluation");
+  DcmFileFormat src;
+  require_scan(spec.source_file, default_scan_limits(), "SR: read " + spec.source_file.string());
+  check(src.loadFile(spec.source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "SR: read " + spec.source_file.string());
+  if (spec.image_library) {
+    fit_decimal_strings(*src.getDataset());  // `src` is this function's scratch copy
+    fill_image_library(report.getImageLibrary(), *src.getDataset(), spec.sources);
+  }
   if (!report.isValid()) throw DicomError("SR: the TID 1500 measurement report is not valid");
 
   // Document: new series in the source's study, patient/study copied from the source.
@@ -188,9 +308,6 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
   check(doc.changeDocumentType(spec.kind == SrKind::enhanced ? DSRTypes::DT_EnhancedSR : DSRTypes::DT_Comprehensive3DSR),
         "SR: document type");
   {
-    DcmFileFormat src;
-    require_scan(spec.source_file, default_scan_limits(), "SR: read " + spec.source_file.string());
-    check(src.loadFile(spec.source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "SR: read " + spec.source_file.string());
     DcmDataset& d = *src.getDataset();
     check(doc.readStudyData(d), "SR: patient/study from source");
     OFString charset;
@@ -243,6 +360,15 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
   check(doc.completeDocument(), "SR: complete document");
   DcmFileFormat ff;
   check(doc.write(*ff.getDataset()), "SR: encode document");
+  if (spec.performed_procedure) {
+    DcmItem* item = nullptr;
+    DcmDataset& d = *ff.getDataset();
+    check(d.findOrCreateSequenceItem(DCM_PerformedProcedureCodeSequence, item, 0), "SR: performed procedure");
+    const Code& c = *spec.performed_procedure;
+    check(item->putAndInsertString(DCM_CodeValue, c.value.c_str()), "SR: performed procedure code");
+    check(item->putAndInsertString(DCM_CodingSchemeDesignator, c.scheme.c_str()), "SR: performed procedure scheme");
+    check(item->putAndInsertString(DCM_CodeMeaning, c.meaning.c_str()), "SR: performed procedure meaning");
+  }
   // DSRDocument makes a new series; a superseding report goes into its predecessor's series.
   if (!spec.series_uid.empty())
     check(ff.getDataset()->putAndInsertString(DCM_SeriesInstanceUID, spec.series_uid.c_str()), "SR: series UID");

@@ -1,8 +1,12 @@
 #pragma once
-// Writes a TID 1500 "Imaging Measurement Report" (DCMTK dcmsr/cmr) from a plain SrSpec: one
-// Measurement Group (TID 1411 Volumetric ROI Measurements) per SEG segment, each with tracking
-// identifier/UID, finding, finding site, the referenced segment, the source series, NUM
-// measurements and CODE qualitative evaluations. The SR joins the source's study in a new series.
+// Writes a TID 1500 "Imaging Measurement Report" (DCMTK dcmsr/cmr) from a plain SrSpec: an Image
+// Library (TID 1600: one group with the descriptors of the first source, one entry per source
+// instance), one Measurement Group (TID 1411 Volumetric ROI Measurements) per SEG segment, each
+// with tracking identifier/UID, finding, finding site, the referenced segment, the source series,
+// NUM measurements (rounded as asked, UCUM units, optional algorithm identification) and CODE or
+// TEXT qualitative evaluations; document-level CODE and TEXT evaluations. The SR joins the source's
+// study in a new series. (Measurements over several segments, e.g. both lungs, go on a SEG segment
+// that covers them: pixelmed's validator reads every Measurement Group as TID 1411.)
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -20,11 +24,25 @@ struct Measurement {
   Code unit;     // UCUM, e.g. codes::unit_ml(), codes::unit_hu()
   std::optional<Code> derivation;  // CID 7464, e.g. codes::mean()
   std::optional<Code> method;      // Measurement Method, e.g. codes::sum_of_voxel_volumes()
+  int decimals = -1;               // round to this many decimals (-1: as many as fit 16 characters)
+  bool with_algorithm = false;     // add SrSpec::algorithm (how the value was measured) to it
 };
 
 struct QualitativeEvaluation {
   Code name;   // concept name, e.g. codes::emphysema()
   Code value;    // e.g. codes::present() / codes::absent()
+};
+
+// A qualitative evaluation in words (TEXT), e.g. (121106, DCM, "Comment") = "RESEARCH USE ONLY...".
+struct TextEvaluation {
+  Code name;
+  std::string text;  // UT; not empty
+};
+
+// Algorithm Identification of the TID 1411 measurements (TID 1419 row 20, TID 4019).
+struct AlgorithmId {
+  std::string name, version;
+  std::vector<std::string> parameters;  // e.g. "measured on the original HU"
 };
 
 // One TID 1411 Measurement Group, describing one segment of the SEG.
@@ -36,6 +54,7 @@ struct MeasurementGroupSpec {
   int segment_number = 1;    // 1-based segment of SrSpec::seg
   std::vector<Measurement> measurements;  // at least one
   std::vector<QualitativeEvaluation> qualitative;
+  std::vector<TextEvaluation> text;
 };
 
 // A reference to an earlier SR document (Predecessor Documents Sequence).
@@ -51,8 +70,14 @@ struct SrSpec {
   std::vector<SourceFrame> sources;   // listed in Current Requested Procedure Evidence
   WrittenObject seg;                  // the SEG written by write_seg (its file is read back)
   Code procedure_reported = codes::imaging_procedure();  // CID 100, see codes::procedure_for_modality
+  // SR Document General: Performed Procedure Code Sequence (e.g. codes::ct_chest()); empty: none.
+  // CID 100 has no code per body region, so a chest CT says so here.
+  std::optional<Code> performed_procedure;
   std::vector<MeasurementGroupSpec> groups;             // at least one
   std::vector<QualitativeEvaluation> qualitative;       // document level (TID 1500 row 12)
+  std::vector<TextEvaluation> text_evaluations;         // document level, after `qualitative`
+  std::optional<AlgorithmId> algorithm;                 // on the measurements with_algorithm
+  bool image_library = true;                            // TID 1600 with the source instances
   std::optional<DocumentRef> predecessor;               // "replaces an earlier report"
   SrKind kind = SrKind::comprehensive3d;
   std::string series_description = "pacsnode measurements";

@@ -41,8 +41,25 @@ struct SeriesInfo {
   std::string photometric;  // as received; MONOCHROME1 is already inverted in the voxels
 };
 
+// Acquisition attributes that qualify measurements (protocol check) and that results must carry
+// (lossy compression), read from a few of a volume's source files (dicom/acquisition.h).
+struct AcquisitionInfo {
+  double slice_thickness_mm = 0;  // (0018,0050); 0 when not recorded
+  std::string kernel;             // (0018,1210) Convolution Kernel, values joined by '\\'
+  std::string contrast_agent;     // (0018,0010) Contrast/Bolus Agent
+  std::string contrast_route;     // (0018,1040) Contrast/Bolus Route
+  std::string study_description;  // (0008,1030)
+  // "01" when a source was lossily compressed (Lossy Image Compression 01, or a lossy transfer
+  // syntax), "00" when every source read says 00, empty when unknown; with the sources' Lossy
+  // Image Compression Ratio and Method (multi-valued, '\\'-separated), as PS3.3 C.7.6.1.1.5 wants
+  // them carried into derived images.
+  std::string lossy_compression;
+  std::string lossy_ratio, lossy_method;
+};
+
 struct Volume {
   SeriesInfo info;
+  AcquisitionInfo acquisition;
   Geometry geom;
   // rows x cols each, all one type: CV_16S where every real-world value is an integer that fits
   // int16 (CT in HU, most MR), else CV_32F. Slices may share one allocation.

@@ -127,7 +127,8 @@ std::vector<int> select_slices(const dicom::Volume& v, const std::vector<std::ar
 }  // namespace
 
 cv::Mat render_overlay(const cv::Mat& slice, const cv::Mat& label_slice, const WindowLevel& wl, cv::Size size,
-                       std::span<const SegmentStyle> segments, double fill_opacity, int outline_thickness) {
+                       std::span<const SegmentStyle> segments, double fill_opacity, int outline_thickness,
+                       const LowAttenuationOverlay* laa) {
   // v' = (v - (c - w/2)) * 255 / w, saturated to 0..255
   const double alpha = 255.0 / wl.width, beta = -(wl.center - wl.width / 2.0) * alpha;
   cv::Mat grey;
@@ -138,19 +139,36 @@ cv::Mat render_overlay(const cv::Mat& slice, const cv::Mat& label_slice, const W
   cv::cvtColor(grey, out, cv::COLOR_GRAY2BGR);
   cv::Mat lab;
   cv::resize(label_slice, lab, size, 0, 0, cv::INTER_NEAREST);
+  const auto blend = [&](const cv::Mat& mask, const Rgb& c, double opacity) {
+    cv::Mat colour(out.size(), out.type(), bgr(c)), blended;
+    cv::addWeighted(out, 1.0 - opacity, colour, opacity, 0.0, blended);
+    blended.copyTo(out, mask);
+  };
+  std::vector<cv::Mat> masks;
   for (const auto& s : segments) {
-    const cv::Mat mask = lab == s.label;
-    if (cv::countNonZero(mask) == 0) continue;
-    if (fill_opacity > 0) {
-      cv::Mat colour(out.size(), out.type(), bgr(s.colour)), blended;
-      cv::addWeighted(out, 1.0 - fill_opacity, colour, fill_opacity, 0.0, blended);
-      blended.copyTo(out, mask);
+    masks.push_back(style_mask(lab, s));
+    const double opacity = s.fill_opacity >= 0 ? s.fill_opacity : fill_opacity;
+    if (opacity > 0 && cv::countNonZero(masks.back())) blend(masks.back(), s.colour, opacity);
+  }
+  if (laa && !laa->labels.empty()) {
+    cv::Mat low, where, in_labels = cv::Mat::zeros(label_slice.size(), CV_8U), m;
+    cv::compare(slice, laa->below, low, cv::CMP_LT);
+    for (auto l : laa->labels) {
+      cv::compare(label_slice, l, m, cv::CMP_EQ);
+      cv::bitwise_or(in_labels, m, in_labels);
     }
-    if (outline_thickness > 0) {
-      std::vector<std::vector<cv::Point>> contours;
-      cv::findContours(mask, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
-      cv::drawContours(out, contours, -1, bgr(s.colour), outline_thickness, cv::LINE_8);
+    cv::bitwise_and(low, in_labels, where);
+    if (cv::countNonZero(where)) {
+      cv::resize(where, where, size, 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_NEAREST);
+      cv::threshold(where, where, 96, 255, cv::THRESH_BINARY);  // area-shrunk: mostly low-attenuation
+      blend(where, laa->colour, laa->opacity);
     }
+  }
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    if (outline_thickness <= 0 || cv::countNonZero(masks[i]) == 0) continue;
+    std::vector<std::vector<cv::Point>> contours;
+    cv::findContours(masks[i], contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
+    cv::drawContours(out, contours, -1, bgr(segments[i].colour), outline_thickness, cv::LINE_8);
   }
   return out;
 }
@@ -222,17 +240,28 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
   std::vector<Legend::Item> items;
   for (const auto& s : segments) {
     std::int64_t voxels = 0;
-    for (const auto& c : counts) voxels += c[s.label];
-    items.push_back({ascii(voxels > 0 ? fmt::format("{} {:.1f} mL", s.name, voxels * ml_per_voxel)
-                                      : fmt::format("{} (absent)", s.name)),
-                     s.colour});
+    for (const auto& c : counts) {
+      voxels += c[s.label];
+      for (auto l : s.also) voxels += c[l];
+    }
+    std::string text = voxels <= 0 ? fmt::format("{} (absent)", s.name)
+                       : s.legend.empty() ? fmt::format("{} {:.1f} mL", s.name, voxels * ml_per_voxel)
+                                          : s.legend;
+    items.push_back({ascii(text), s.colour});
   }
-  const Legend legend(ascii(fmt::format("{} {}  W{:g} L{:g}  slices {}-{} of {}", v.info.modality,
-                                        v.info.series_description, L.window.width, L.window.center,
-                                        L.slices.front() + 1, L.slices.back() + 1, v.depth())),
-                      std::move(items), 0.45);
+  if (p.laa) items.push_back({ascii(p.laa->legend), p.laa->colour});
+  std::vector<std::string> lines;
+  for (const auto& l : p.lines) lines.push_back(ascii(l));
+  std::string what = v.info.modality;
+  for (const std::string* d : {&p.study_description, &v.info.series_description})
+    if (!d->empty()) what += (what.empty() ? "" : " | ") + *d;
+  const Legend legend(ascii(fmt::format("{}  W{:g} L{:g}  {} .. {} ({} of {} slices)", what, L.window.width,
+                                        L.window.center, slice_position_text(v, L.slices.front()),
+                                        slice_position_text(v, L.slices.back()), L.slices.size(), v.depth())),
+                      std::move(items), 0.45, std::move(lines));
   const int tiles_w = L.columns * L.tile_size.width + (L.columns - 1) * kGap;
-  const int inner_w = std::max({tiles_w, 320, std::min(legend.header_width(), 1200), legend.widest_item()});
+  const int inner_w = std::max({tiles_w, 320, std::min(legend.header_width(), 1200), legend.widest_item(),
+                                std::min(legend.widest_line(), 1200)});
   const int legend_h = legend.height(inner_w);
 
   const int tiles_h = L.rows * L.tile_size.height + (L.rows - 1) * kGap;
@@ -245,11 +274,16 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
                      kMargin + (i / L.columns) * (L.tile_size.height + kGap), L.tile_size.width, L.tile_size.height);
     L.tiles.push_back(r);
     cv::Mat tile = render_overlay(v.slices[L.slices[i]], labels[L.slices[i]], L.window, L.tile_size, segments,
-                                  p.fill_opacity, p.outline_thickness);
+                                  p.fill_opacity, p.outline_thickness, p.laa ? &*p.laa : nullptr);
     if (p.annotate_slices) {
-      put_text(tile, fmt::format("z {}/{}", L.slices[i] + 1, v.depth()), {4, L.tile_size.height - 5}, small, kText,
-               true);
-      if (i == 0 && v.geom.has_frame_of_reference) put_direction_letters(tile, v.geom, small, 3);
+      // The first tile also gets direction letters: its position goes one line up, clear of the
+      // letter at the bottom edge.
+      const bool letters = i == 0 && v.geom.has_frame_of_reference;
+      int baseline = 0;
+      const int th = cv::getTextSize("Ag", cv::FONT_HERSHEY_SIMPLEX, small, 1, &baseline).height + baseline;
+      put_text(tile, slice_position_text(v, L.slices[i]), {4, L.tile_size.height - 5 - (letters ? th + 4 : 0)}, small,
+               kText, true);
+      if (letters) put_direction_letters(tile, v.geom, small, 3);
     }
     tile.copyTo(canvas(r));
   }

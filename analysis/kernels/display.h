@@ -14,8 +14,14 @@
 //  * Aspect: a tile is resized to the physical extent cols*spacing_col by rows*spacing_row, so
 //    anisotropic pixels don't look squashed; the longer side gets tile_long_side pixels.
 //  * Window: PreviewParams::window if set (the profile's), else choose_window().
-//  * Legend below the tiles: a header (modality, series description, W/L, slice range) and a
-//    colour swatch, name and volume (mL) per segment, "(absent)" when the label map lacks it.
+//  * Each segment is filled at its own or the default opacity (0: outline only, e.g. a body drawn
+//    as its outline so that the mediastinum stays readable) and outlined; a segment may cover
+//    several labels (SegmentStyle::also). Optionally the low-attenuation voxels of some labels
+//    (LowAttenuationOverlay, e.g. lung voxels below -950 HU) are painted over the fills.
+//  * Legend below the tiles: a header (modality, study and series description, W/L, table
+//    positions of the first and last tile) and a colour swatch with name and volume (mL) or the
+//    style's legend text per segment, "(absent)" when the label map lacks it, the LAA swatch, then
+//    PreviewParams::lines (findings, coverage, protocol, research label).
 //    Text is ASCII (OpenCV Hershey fonts); other bytes print as '?'.
 #include <cstdint>
 #include <filesystem>
@@ -39,6 +45,19 @@ struct SegmentStyle {
   std::uint8_t label = 1;  // its value in the label map (1..255)
   std::string name;        // legend text
   Rgb colour;
+  std::vector<std::uint8_t> also;  // further label values the segment covers (e.g. the body: all)
+  double fill_opacity = -1;        // < 0: the params' fill_opacity; 0: outline only
+  std::string legend;              // legend text instead of "<name> <volume> mL" (preview)
+};
+
+// Voxels of some labels whose value is below a threshold, painted over the fills: e.g. the
+// low-attenuation areas (< -950 HU) of the lungs, the emphysema index's voxels.
+struct LowAttenuationOverlay {
+  double below = -950;                 // strictly below, in the volume's values
+  std::vector<std::uint8_t> labels;    // where (label values)
+  Rgb colour{255, 200, 0};
+  double opacity = 0.75;
+  std::string legend = "LAA < -950 HU";
 };
 
 struct WindowLevel {
@@ -60,14 +79,19 @@ struct PreviewParams {
   int outline_thickness = 1;          // px, drawn on the segment's boundary pixels
   double auto_low_percentile = 1.0;   // choose_window() for non-CT: window spans these percentiles
   double auto_high_percentile = 99.0;
-  bool annotate_slices = true;        // "z 12/40" (1-based slice) in each tile, direction letters on the first
+  bool annotate_slices = true;        // table position ("z -49.0 mm") in each tile, direction letters on the first
+  std::optional<LowAttenuationOverlay> laa;  // drawn over the fills when set
+  std::string study_description;             // header: after the modality
+  std::vector<std::string> lines;            // legend lines below the segments (findings, notes)
 };
 
 // One slice windowed to 8 bits, resized to `size` (area for shrinking, linear for enlarging), as
 // BGR, each segment of `label_slice` (resized nearest-neighbour) filled with its colour at
 // `fill_opacity` and outlined `outline_thickness` px wide. Used by the previews and the key images.
+// `laa`, when given, is painted after the fills and before the outlines.
 cv::Mat render_overlay(const cv::Mat& slice, const cv::Mat& label_slice, const WindowLevel& wl, cv::Size size,
-                       std::span<const SegmentStyle> segments, double fill_opacity, int outline_thickness);
+                       std::span<const SegmentStyle> segments, double fill_opacity, int outline_thickness,
+                       const LowAttenuationOverlay* laa = nullptr);
 
 // The window used when params.window is empty:
 //  * CT (modality "CT"): chest (body part, series description or protocol mentioning CHEST,

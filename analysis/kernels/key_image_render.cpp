@@ -90,7 +90,21 @@ KeyImages render_key_images(const dicom::Volume& v, const std::vector<cv::Mat>& 
   const auto counts = label_counts(labels);
   KeyImages out;
   out.window = p.window ? *p.window : choose_window(v);
-  out.slice_index = select(counts, segments, p.max_images);
+  if (p.slices.empty()) {
+    out.slice_index = select(counts, segments, p.max_images);
+    out.captions.assign(out.slice_index.size(), std::string());
+  } else {
+    std::vector<std::pair<int, std::string>> named;
+    for (const auto& [z, caption] : p.slices) {
+      if (z < 0 || z >= v.depth())
+        throw std::invalid_argument(fmt::format("key images: slice {} outside 0..{}", z, v.depth() - 1));
+      if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == z; }))
+        named.push_back({z, caption});
+    }
+    std::stable_sort(named.begin(), named.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (static_cast<int>(named.size()) > p.max_images) named.resize(static_cast<std::size_t>(p.max_images));
+    for (auto& [z, caption] : named) out.slice_index.push_back(z), out.captions.push_back(caption);
+  }
   if (out.slice_index.empty()) {
     logger()->debug("key images: no styled segment present, nothing to render");
     return out;
@@ -106,24 +120,33 @@ KeyImages render_key_images(const dicom::Volume& v, const std::vector<cv::Mat>& 
   const double letter_scale = std::clamp(size.height / 600.0, 0.4, 1.0);
   const int inner_w = std::max(size.width - 2 * kPad, 1);
 
-  for (int z : out.slice_index) {
+  for (std::size_t k = 0; k < out.slice_index.size(); ++k) {
+    const int z = out.slice_index[k];
     // Legend first: its height decides the canvas height.
     std::vector<std::string_view> parts;
-    for (std::string_view part : {std::string_view(v.info.modality), std::string_view(v.info.series_description).substr(0, 32)})
+    for (std::string_view part : {std::string_view(v.info.modality), std::string_view(p.study_description).substr(0, 32),
+                                  std::string_view(v.info.series_description).substr(0, 32)})
       if (!part.empty()) parts.push_back(part);
     std::vector<Legend::Item> items;
     for (const auto& s : segments) {
-      const std::int64_t px = counts[z][s.label];
+      std::int64_t px = counts[z][s.label];
+      for (auto l : s.also) px += counts[z][l];
       if (px > 0)
         items.push_back({ascii(fmt::format("{} {:.1f} cm2", s.name, static_cast<double>(px) * cm2_per_pixel)), s.colour});
     }
-    const Legend legend(ascii(fmt::format("{}{}W{:g} L{:g}  slice {}/{}", fmt::join(parts, " "), parts.empty() ? "" : "  ",
-                                          out.window.width, out.window.center, z + 1, v.depth())),
-                        std::move(items), text_scale);
+    if (p.laa) items.push_back({ascii(p.laa->legend), p.laa->colour});
+    std::vector<std::string> lines;
+    for (const auto& l : p.lines) lines.push_back(ascii(l));
+    const std::string caption = out.captions[k].empty() ? std::string() : out.captions[k] + ": ";
+    const Legend legend(ascii(fmt::format("{}{}{}W{:g} L{:g}  {}", caption, fmt::join(parts, " | "),
+                                          parts.empty() ? "" : "  ", out.window.width, out.window.center,
+                                          slice_position_text(v, z))),
+                        std::move(items), text_scale, std::move(lines));
     cv::Mat canvas(size.height + legend.height(inner_w), size.width, CV_8UC3, kBackground);
     out.slice_area = cv::Rect(0, 0, size.width, size.height);
 
-    cv::Mat tile = render_overlay(v.slices[z], labels[z], out.window, size, segments, p.fill_opacity, p.outline_thickness);
+    cv::Mat tile = render_overlay(v.slices[z], labels[z], out.window, size, segments, p.fill_opacity, p.outline_thickness,
+                                  p.laa ? &*p.laa : nullptr);
     if (p.orientation_letters && v.geom.has_frame_of_reference) put_direction_letters(tile, v.geom, letter_scale, 4);
     tile.copyTo(canvas(out.slice_area));
     legend.draw(canvas, {kPad, size.height}, inner_w, false);
@@ -141,6 +164,9 @@ dicom::KeyImageSpec key_image_spec(const dicom::Volume& v, const std::vector<cv:
   KeyImages k = render_key_images(v, labels, segments, p);
   dicom::KeyImageSpec spec;
   spec.sources = v.sources;
+  spec.lossy_compression = v.acquisition.lossy_compression;
+  spec.lossy_ratio = v.acquisition.lossy_ratio;
+  spec.lossy_method = v.acquisition.lossy_method;
   spec.patient_orientation = patient_orientation(v.geom);
   if (k.slice_index.empty()) {
     if (!v.sources.empty()) spec.source_file = v.sources.front().path;
@@ -150,11 +176,13 @@ dicom::KeyImageSpec key_image_spec(const dicom::Volume& v, const std::vector<cv:
   if (spec.source_file.empty()) throw std::invalid_argument("key images: the volume's sources have no file path");
   const std::string overlay =
       p.fill_opacity > 0 ? fmt::format("outline and {:.0f}% fill", p.fill_opacity * 100) : std::string("outline");
-  for (int z : k.slice_index) {
+  for (std::size_t i = 0; i < k.slice_index.size(); ++i) {
+    const int z = k.slice_index[i];
     spec.derivation_descriptions.push_back(
-        fmt::format("Key image: source slice {} of {}, window W{:g} L{:g}, segmentation overlay ({}) and legend "
+        fmt::format("Key image{}: source slice {} of {}, window W{:g} L{:g}, segmentation overlay ({}) and legend "
                     "burned in; resampled, not for measurement.",
-                    z + 1, v.depth(), k.window.width, k.window.center, overlay));
+                    k.captions[i].empty() ? "" : " (" + k.captions[i] + ")", z + 1, v.depth(), k.window.width,
+                    k.window.center, overlay));
   }
   spec.images = std::move(k.images);
   spec.slice_index = std::move(k.slice_index);

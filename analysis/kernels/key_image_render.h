@@ -20,9 +20,10 @@
 //    exactly its colour, outline_thickness px wide.
 //  * Patient-direction letters (LPS: R/L, A/P, H/F) at the slice's edges when the volume has a
 //    frame of reference.
-//  * Below the slice, a legend band: "<modality> <series description>  W<w> L<l>  slice <z+1>/<N>"
-//    and, for every styled segment present on the slice, a colour swatch, its name and its area
-//    on this slice in cm2. ASCII text (Hershey fonts); other bytes print as '?'.
+//  * Below the slice, a legend band: "[<caption>: ]<modality> | <study> | <series>  W<w> L<l>
+//    <table position>" and, for every styled segment present on the slice, a colour swatch, its
+//    name and its area on this slice in cm2, the LAA swatch when set, then params.lines.
+//    ASCII text (Hershey fonts); other bytes print as '?'.
 //    No patient identifiers are drawn.
 #include <optional>
 #include <span>
@@ -38,6 +39,12 @@
 namespace analysis::kernels {
 
 struct KeyImageParams {
+  // Explicit slices with a caption each (e.g. {apex, "Apex"}, {carina, "Carina"}): rendered instead
+  // of the area-based choice, in slice order (a slice named twice keeps its first caption).
+  std::vector<std::pair<int, std::string>> slices;
+  std::optional<LowAttenuationOverlay> laa;  // painted over the fills when set
+  std::string study_description;             // legend header: after the modality
+  std::vector<std::string> lines;            // legend lines below the segments (findings)
   int max_images = 3;                 // 1..64
   std::optional<WindowLevel> window;  // the profile's window; empty: choose_window(volume)
   int long_side = 512;                // px given to the slice's longer physical side, 64..2048
@@ -49,6 +56,7 @@ struct KeyImageParams {
 struct KeyImages {
   std::vector<cv::Mat> images;    // CV_8UC3, OpenCV (BGR) channel order, one per slice_index
   std::vector<int> slice_index;   // ascending
+  std::vector<std::string> captions;  // per image: params.slices' caption, or empty
   cv::Rect slice_area;            // where the slice is drawn in every image; the legend is below
   WindowLevel window;             // the one applied
 };

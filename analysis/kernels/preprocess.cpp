@@ -1,7 +1,9 @@
 #include "analysis/kernels/preprocess.h"
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -114,6 +116,79 @@ void resample_inplane(dicom::Volume& volume, double target_col_mm, double target
   for (int i = 0; i < 3; ++i) g.origin[i] += dc * g.row_dir[i] + dr * g.col_dir[i];
   g.spacing_col = sp.col;
   g.spacing_row = sp.row;
+}
+
+LabelVolume level_map(const std::vector<cv::Mat>& image, const std::vector<double>& breaks, int median_ksize,
+                      double gaussian_sigma_mm, const Spacing& spacing) {
+  check_stack(image, -1, "level_map");
+  const int type = image.front().type();
+  if (type != CV_8U && type != CV_16U && type != CV_16S && type != CV_32F)
+    throw std::invalid_argument("level_map: type must be CV_8U, CV_16U, CV_16S or CV_32F");
+  if (breaks.size() > 255 || !std::is_sorted(breaks.begin(), breaks.end()) ||
+      std::any_of(breaks.begin(), breaks.end(), [](double b) { return std::isnan(b); }))
+    throw std::invalid_argument("level_map: breaks must be at most 255 ascending numbers");
+  if (median_ksize != 0 && median_ksize != 3 && median_ksize != 5)
+    throw std::invalid_argument(fmt::format("level_map: median ksize {} (0, 3 or 5)", median_ksize));
+  if (!(gaussian_sigma_mm >= 0)) throw std::invalid_argument("level_map: sigma must be >= 0");
+  if (gaussian_sigma_mm > 0) check_spacing(spacing, "level_map");
+  const int depth = static_cast<int>(image.size()), rows = image.front().rows, cols = image.front().cols;
+  // Integer types: one table entry per value.
+  std::vector<std::uint8_t> lut;
+  const auto level_of = [&](double v) {
+    return static_cast<std::uint8_t>(std::upper_bound(breaks.begin(), breaks.end(), v) - breaks.begin());
+  };
+  const bool smooth = gaussian_sigma_mm > 0;  // a Gaussian gives fractions: compare in float
+  if (!smooth && type != CV_32F) {
+    const int lo = type == CV_16S ? std::numeric_limits<std::int16_t>::min() : 0;
+    const int n = type == CV_8U ? 256 : 65536;
+    lut.resize(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) lut[static_cast<std::size_t>(i)] = level_of(lo + i);
+  }
+  const cv::Mat block = dicom::allocate_planes(depth, rows, cols, CV_8U);
+  LabelVolume out(static_cast<std::size_t>(depth));
+  for (int z = 0; z < depth; ++z) out[static_cast<std::size_t>(z)] = block.rowRange(z * rows, (z + 1) * rows);
+  cv::parallel_for_(cv::Range(0, depth), [&](const cv::Range& range) {
+    std::vector<cv::Mat> one(1);
+    for (int z = range.start; z < range.end; ++z) {
+      const auto zi = static_cast<std::size_t>(z);
+      dicom::prefault_rows(out[zi]);
+      cv::Mat s = image[zi];
+      if (median_ksize || smooth) {
+        one[0] = image[zi].clone();
+        if (median_ksize) median_filter(one, median_ksize);
+        if (smooth) {
+          one[0].convertTo(one[0], CV_32F);
+          gaussian_filter(one, spacing, gaussian_sigma_mm, 0.0);
+        }
+        s = one[0];
+      }
+      for (int r = 0; r < rows; ++r) {
+        std::uint8_t* o = out[zi].ptr<std::uint8_t>(r);
+        switch (s.type()) {
+          case CV_8U: {
+            const auto* p = s.ptr<std::uint8_t>(r);
+            for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
+            break;
+          }
+          case CV_16U: {
+            const auto* p = s.ptr<std::uint16_t>(r);
+            for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
+            break;
+          }
+          case CV_16S: {
+            const auto* p = s.ptr<std::int16_t>(r);
+            for (int c = 0; c < cols; ++c) o[c] = lut[static_cast<std::size_t>(p[c] + 32768)];
+            break;
+          }
+          default: {
+            const auto* p = s.ptr<float>(r);
+            for (int c = 0; c < cols; ++c) o[c] = level_of(p[c]);
+          }
+        }
+      }
+    }
+  });
+  return out;
 }
 
 }  // namespace analysis::kernels

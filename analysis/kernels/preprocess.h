@@ -35,4 +35,14 @@ void resample_inplane(std::vector<cv::Mat>& slices, Spacing& spacing, double tar
 void resample_inplane(dicom::Volume& volume, double target_col_mm, double target_row_mm,
                       Interpolation interp = Interpolation::linear);
 
+// Level map of `image` for the ascending thresholds `breaks`: the level of a voxel is the number
+// of breaks b with value >= b (0 .. breaks.size() <= 255), so "value >= breaks[i]" is "level > i"
+// and "value < breaks[i]" is "level <= i". With median_ksize (3 or 5) or gaussian_sigma_mm > 0
+// each slice is first filtered as median_filter / gaussian_filter (in-plane) would, into a
+// scratch copy: `image` itself is not changed. This keeps a filtered view for masks at one byte
+// per voxel beside the unfiltered image that measurements use. Slices run on OpenCV's threads.
+// Types: CV_8U, CV_16S, CV_16U, CV_32F.
+LabelVolume level_map(const std::vector<cv::Mat>& image, const std::vector<double>& breaks, int median_ksize = 0,
+                      double gaussian_sigma_mm = 0, const Spacing& spacing = {});
+
 }  // namespace analysis::kernels

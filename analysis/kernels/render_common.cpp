@@ -55,8 +55,8 @@ void put_direction_letters(cv::Mat& slice, const dicom::Geometry& g, double scal
   put_text(slice, letter(g.col_dir), {w / 2 - th / 2, h - inset - 2}, scale, kText, true);
 }
 
-Legend::Legend(std::string header, std::vector<Item> items, double text_scale)
-    : header_(std::move(header)), items_(std::move(items)), scale_(text_scale) {
+Legend::Legend(std::string header, std::vector<Item> items, double text_scale, std::vector<std::string> lines)
+    : header_(std::move(header)), items_(std::move(items)), lines_(std::move(lines)), scale_(text_scale) {
   const int text_h = cv::getTextSize("Ag", kFont, scale_, 1, &baseline_).height;
   line_h_ = text_h + baseline_ + 8;
   swatch_ = text_h + baseline_;
@@ -70,6 +70,12 @@ int Legend::widest_item() const {
   return item_width_.empty() ? 0 : *std::max_element(item_width_.begin(), item_width_.end());
 }
 
+int Legend::widest_line() const {
+  int w = 0, b = 0;
+  for (const auto& l : lines_) w = std::max(w, cv::getTextSize(l, kFont, scale_, 1, &b).width);
+  return w;
+}
+
 std::vector<std::vector<Legend::Placed>> Legend::rows(int width) const {
   std::vector<std::vector<Placed>> out;
   int x = 0;
@@ -81,7 +87,9 @@ std::vector<std::vector<Legend::Placed>> Legend::rows(int width) const {
   return out;
 }
 
-int Legend::height(int width) const { return line_h_ * (1 + static_cast<int>(rows(width).size())) + 6; }
+int Legend::height(int width) const {
+  return line_h_ * (1 + static_cast<int>(rows(width).size()) + static_cast<int>(lines_.size())) + 6;
+}
 
 void Legend::draw(cv::Mat& canvas, cv::Point at, int width, bool shadow) const {
   int y = at.y + line_h_ - 6;
@@ -97,6 +105,33 @@ void Legend::draw(cv::Mat& canvas, cv::Point at, int width, bool shadow) const {
       x += p.width;
     }
   }
+  for (const auto& l : lines_) {
+    y += line_h_;
+    put_text(canvas, l, {at.x, y}, scale_, kText, shadow);
+  }
+}
+
+cv::Mat style_mask(const cv::Mat& labels, const SegmentStyle& s) {
+  cv::Mat mask;
+  if (s.also.empty()) {
+    cv::compare(labels, s.label, mask, cv::CMP_EQ);
+    return mask;
+  }
+  cv::Mat lut(1, 256, CV_8U, cv::Scalar(0));
+  lut.at<std::uint8_t>(s.label) = 255;
+  for (auto l : s.also) lut.at<std::uint8_t>(l) = 255;
+  cv::LUT(labels, lut, mask);
+  return mask;
+}
+
+std::string slice_position_text(const dicom::Volume& v, int z) {
+  const auto& g = v.geom;
+  if (g.has_frame_of_reference && std::abs(g.normal[2]) >= 0.8) {
+    const double cz = g.origin[2] + z * g.spacing_slice * g.normal[2] + 0.5 * (v.cols() - 1) * g.spacing_col * g.row_dir[2] +
+                      0.5 * (v.rows() - 1) * g.spacing_row * g.col_dir[2];
+    return fmt::format("z {:.1f} mm", cz);
+  }
+  return fmt::format("slice {}/{}", z + 1, v.depth());
 }
 
 void validate_styles(std::string_view what, std::span<const SegmentStyle> segments) {
@@ -105,6 +140,7 @@ void validate_styles(std::string_view what, std::span<const SegmentStyle> segmen
     if (s.label == 0) throw std::invalid_argument(fmt::format("{}: segment '{}' has label 0 (background)", what, s.name));
     if (!seen.insert(s.label).second) throw std::invalid_argument(fmt::format("{}: label {} styled twice", what, s.label));
     if (s.name.empty()) throw std::invalid_argument(fmt::format("{}: segment {} has no name", what, s.label));
+    if (!(s.fill_opacity <= 1)) throw std::invalid_argument(fmt::format("{}: segment '{}' fill opacity > 1", what, s.name));
   }
 }
 

@@ -26,6 +26,13 @@ std::string ascii(std::string_view s);
 void put_text(cv::Mat& img, const std::string& text, cv::Point org, double scale, const cv::Scalar& colour,
               bool shadow);
 
+// Mask (CV_8U 0/255) of the voxels of `labels` (a CV_8U slice) that belong to the style: its
+// label or one of its also_labels.
+cv::Mat style_mask(const cv::Mat& labels, const SegmentStyle& s);
+
+// "z -49.0 mm" (patient z of the slice centre, LPS: + is head) for an axial slice, else "slice 12/150".
+std::string slice_position_text(const dicom::Volume& v, int z);
+
 // Letters of a direction in LPS: every axis with |cosine| >= 0.25, largest first (at least one).
 std::string direction_letters(const dicom::Vec3& d);
 
@@ -40,11 +47,14 @@ class Legend {
     std::string text;  // ASCII
     Rgb colour;
   };
-  Legend(std::string header, std::vector<Item> items, double text_scale);
+  // `lines`: further text lines below the items (findings, qualifications), one row each.
+  Legend(std::string header, std::vector<Item> items, double text_scale, std::vector<std::string> lines = {});
 
   int header_width() const { return header_width_; }
   int widest_item() const;  // swatch, text and spacing of the widest item
-  // Height of the band (header line, then one line per row of items) wrapped to `width` px.
+  int widest_line() const;  // the widest of `lines`
+  // Height of the band (header line, one line per row of items, one per text line) wrapped to
+  // `width` px.
   int height(int width) const;
   // Draws the band with its top-left corner at `at`, wrapped to `width` px.
   void draw(cv::Mat& canvas, cv::Point at, int width, bool shadow) const;
@@ -58,13 +68,14 @@ class Legend {
 
   std::string header_;
   std::vector<Item> items_;
+  std::vector<std::string> lines_;
   std::vector<int> item_width_;
   double scale_;
   int baseline_ = 0, line_h_ = 0, swatch_ = 0, header_width_ = 0;
 };
 
 // Throws std::invalid_argument "<what>: ..." unless every segment has a non-zero label, a name,
-// and a label no other segment has.
+// a label no other segment has, and a fill opacity of at most 1.
 void validate_styles(std::string_view what, std::span<const SegmentStyle> segments);
 
 // Throws std::invalid_argument "<what>: ..." unless the volume has slices of one size and type

@@ -535,6 +535,51 @@ void fill_holes_2d(Mask& mask) {
   }
 }
 
+void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
+  check_stack(mask, CV_8U, "fill_holes_2d");
+  const int depth = static_cast<int>(mask.size()), rows = mask.front().rows, cols = mask.front().cols;
+  if (depth < 3) return;  // a plane two slices high has no inside
+  const int planes = axis == PlaneAxis::coronal ? rows : cols, width = axis == PlaneAxis::coronal ? cols : rows;
+  cv::parallel_for_(cv::Range(0, planes), [&](const cv::Range& range) {
+    std::vector<cv::Mat> one{cv::Mat(depth, width, CV_8U)};
+    cv::Mat before;
+    for (int k = range.start; k < range.end; ++k) {
+      cv::Mat& pl = one.front();
+      for (int z = 0; z < depth; ++z) {
+        std::uint8_t* o = pl.ptr<std::uint8_t>(z);
+        if (axis == PlaneAxis::coronal) {
+          std::memcpy(o, mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(k), static_cast<std::size_t>(cols));
+        } else {
+          for (int r = 0; r < rows; ++r) o[r] = mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(r)[k];
+        }
+      }
+      if (cv::countNonZero(pl) == 0) continue;
+      pl.copyTo(before);
+      fill_holes_2d(one);
+      cv::Mat holes;
+      cv::compare(pl, before, holes, cv::CMP_NE);
+      if (max_hole_px > 0 && cv::countNonZero(holes)) {  // keep the small holes only
+        cv::Mat comps, stats, centroids;
+        const int n = cv::connectedComponentsWithStats(holes, comps, stats, centroids, 4, CV_32S);
+        for (int z = 0; z < depth; ++z) {
+          const int* c = comps.ptr<int>(z);
+          std::uint8_t* h = holes.ptr<std::uint8_t>(z);
+          for (int i = 0; i < width; ++i)
+            if (c[i] && c[i] < n && stats.at<int>(c[i], cv::CC_STAT_AREA) > max_hole_px) h[i] = 0;
+        }
+      }
+      for (int z = 0; z < depth; ++z) {
+        const std::uint8_t* b = holes.ptr<std::uint8_t>(z);
+        for (int i = 0; i < width; ++i) {
+          if (!b[i]) continue;  // only (small enough) filled holes are written back
+          if (axis == PlaneAxis::coronal) mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(k)[i] = 1;
+          else mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(i)[k] = 1;
+        }
+      }
+    }
+  });
+}
+
 void binarise(Mask& mask) {
   check_stack(mask, CV_8U, "binarise");
   for (auto& s : mask) {

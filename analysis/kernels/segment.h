@@ -126,6 +126,15 @@ void close(Mask& mask, const StructuringElement& se);  // dilate then erode
 // Fills, per slice, background regions not 4-connected to the slice border (2D holes).
 void fill_holes_2d(Mask& mask);
 
+// The same in the planes across the slices: PlaneAxis::coronal fills, for every row, the plane
+// of (slice, column); PlaneAxis::sagittal, for every column, the plane of (slice, row). Catches
+// what runs within the slices, e.g. a vessel lying in the slice plane that 2D hole filling per
+// slice cannot see as enclosed. Only holes of at most max_hole_px pixels of that plane are
+// filled (0: all), so that e.g. a nodule the lung surrounds in a sagittal plane stays a hole.
+// Writes 1 into holes. Memory: one plane per thread.
+enum class PlaneAxis { coronal, sagittal };
+void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px = 0);
+
 // Normalises a mask in place to 0/1.
 void binarise(Mask& mask);
 

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -20,6 +20,7 @@
 #include "analysis/kernels/features.h"
 #include "analysis/kernels/preprocess.h"
 #include "analysis/stages/recipes.h"
+#include "dicom/acquisition.h"
 #include "dicom/decode_header.h"
 #include "dicom/series_loader.h"
 
@@ -30,18 +31,22 @@ kernels::Rgb colour_of(std::string_view name, int label) {
   if (name == "body") return {230, 180, 140};
   if (name == "right_lung") return {70, 130, 255};
   if (name == "left_lung") return {60, 220, 90};
-  if (name == "bone") return {255, 240, 80};
+  if (name == "dense") return {255, 240, 80};
+  if (name == "airways") return {0, 230, 230};
+  if (name.starts_with("lesion_candidate")) return {255, 40, 200};
   static constexpr std::array<kernels::Rgb, 6> cycle{
       {{255, 140, 0}, {0, 200, 220}, {220, 60, 200}, {160, 220, 40}, {255, 90, 90}, {120, 120, 255}}};
   return cycle[static_cast<std::size_t>(label - 1) % cycle.size()];
 }
 
-SegmentResult make_segment(int label, std::string name) {
+SegmentResult make_segment(int label, std::string name, std::string display_name, std::string description = {}) {
   SegmentResult s;
   s.label = label;
   s.codes = dicom::codes::segment_codes(name);
   s.colour = colour_of(name, label);
   s.name = std::move(name);
+  s.display_name = std::move(display_name);
+  s.description = std::move(description);
   return s;
 }
 
@@ -49,69 +54,60 @@ bool contains(const std::vector<std::string>& v, std::string_view s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
+bool is_lung(std::string_view name) { return name == "right_lung" || name == "left_lung" || name == "lungs"; }
+
 // Per-label sums over the whole label map in one pass.
 struct LabelStats {
-  std::int64_t n = 0, below = 0;  // below: value <= the LAA threshold
+  std::int64_t n = 0, below = 0;  // below: value strictly below the LAA threshold
   double sum = 0, sum2 = 0;
   double min = std::numeric_limits<double>::infinity(), max = -std::numeric_limits<double>::infinity();
   int z0 = std::numeric_limits<int>::max(), z1 = -1, r0 = std::numeric_limits<int>::max(), r1 = -1,
       c0 = std::numeric_limits<int>::max(), c1 = -1;
+  void merge(const LabelStats& o) {
+    n += o.n, below += o.below, sum += o.sum, sum2 += o.sum2;
+    min = std::min(min, o.min), max = std::max(max, o.max);
+    z0 = std::min(z0, o.z0), z1 = std::max(z1, o.z1), r0 = std::min(r0, o.r0), r1 = std::max(r1, o.r1);
+    c0 = std::min(c0, o.c0), c1 = std::max(c1, o.c1);
+  }
 };
 
-// Bit volume of image <= t (CV_16S or CV_32F; other types: every value compared as double).
-BitVolume bits_at_or_below(const std::vector<cv::Mat>& image, double t) {
-  BitVolume b;
-  b.depth = static_cast<int>(image.size());
-  b.rows = image.front().rows;
-  b.cols = image.front().cols;
-  const int rb = b.row_bytes();
-  b.bytes.assign(static_cast<std::size_t>(b.depth) * b.rows * rb, 0);
-  cv::Mat flags;  // one slice of 0/1 bytes
-  for (int z = 0; z < b.depth; ++z) {
-    cv::compare(image[z], t, flags, cv::CMP_LE);
-    cv::bitwise_and(flags, 1, flags);
-    for (int r = 0; r < b.rows; ++r) {
-      const std::uint8_t* f = flags.ptr<std::uint8_t>(r);
-      std::uint8_t* out = b.bytes.data() + (static_cast<std::size_t>(z) * b.rows + r) * rb;
-      int c = 0;
-      for (; c + 8 <= b.cols; c += 8) {  // 8 flag bytes -> 8 bits (flag i -> bit i)
-        std::uint64_t x;
-        std::memcpy(&x, f + c, 8);
-        out[c / 8] = static_cast<std::uint8_t>((x * 0x0102040810204080ull) >> 56);
-      }
-      for (; c < b.cols; ++c) out[c / 8] |= static_cast<std::uint8_t>(f[c] << (c % 8));
+// Histogram of values rounded to integers and clamped to the int16 range: bin v + 32768.
+using Histogram = std::vector<std::int64_t>;
+constexpr int kHistOffset = 32768;
+
+// The value at `q` (0..1) of the distribution in `h`, interpolated linearly between order
+// statistics at position q (N - 1) (numpy.percentile's default).
+double percentile(const Histogram& h, std::int64_t n, double q) {
+  if (n <= 0) return std::nan("");
+  const double pos = q * static_cast<double>(n - 1);
+  const auto lo = static_cast<std::int64_t>(std::floor(pos)), hi = static_cast<std::int64_t>(std::ceil(pos));
+  double v_lo = 0, v_hi = 0;
+  std::int64_t seen = 0;
+  bool got_lo = false;
+  for (std::size_t b = 0; b < h.size(); ++b) {
+    if (!h[b]) continue;
+    seen += h[b];
+    if (!got_lo && seen > lo) v_lo = static_cast<double>(b) - kHistOffset, got_lo = true;
+    if (seen > hi) {
+      v_hi = static_cast<double>(b) - kHistOffset;
+      break;
     }
   }
-  return b;
-}
-
-// Set bits among columns [begin, end) of one row.
-std::int64_t count_bits(const std::uint8_t* row, int begin, int end) {
-  std::int64_t n = 0;
-  while (begin < end && begin % 8) n += (row[begin / 8] >> (begin % 8)) & 1, ++begin;
-  while (begin + 64 <= end) {
-    std::uint64_t x;
-    std::memcpy(&x, row + begin / 8, 8);
-    n += std::popcount(x);
-    begin += 64;
-  }
-  while (begin + 8 <= end) n += std::popcount(static_cast<unsigned>(row[begin / 8])), begin += 8;
-  while (begin < end) n += (row[begin / 8] >> (begin % 8)) & 1, ++begin;
-  return n;
+  return v_lo + (pos - static_cast<double>(lo)) * (v_hi - v_lo);
 }
 
 // Run by run (a run: equal labels along a row), so the bounding box is updated once per run and
-// the inner loop is branch-free; integer images accumulate exactly in 64-bit integers.
+// the inner loop is branch-free; integer images accumulate exactly in 64-bit integers. Labels with
+// a histogram (hist[label] non-null) also count their values into it.
 template <typename T>
 void accumulate(const std::vector<cv::Mat>& image, const LabelVolume& labels, double laa_threshold,
-                const BitVolume* low, std::array<LabelStats, 256>& st) {
+                const std::array<Histogram*, 256>& hist, std::array<LabelStats, 256>& st) {
   using Acc = std::conditional_t<std::is_integral_v<T>, std::int64_t, double>;
-  const T below_max = std::is_integral_v<T> ? static_cast<T>(std::clamp(std::floor(laa_threshold),
-                                                                        double(std::numeric_limits<T>::lowest()),
-                                                                        double(std::numeric_limits<T>::max())))
-                                            : static_cast<T>(laa_threshold);
-  // Integer images: x <= t is x <= floor(t); a t below the type's range selects nothing.
-  const bool none_below = std::is_integral_v<T> && std::floor(laa_threshold) < double(std::numeric_limits<T>::lowest());
+  // "x < t": for integer images x <= ceil(t) - 1; a bound below the type's range selects nothing.
+  const double lim = std::is_integral_v<T> ? std::ceil(laa_threshold) - 1 : laa_threshold;
+  const bool none_below = std::is_integral_v<T> && lim < double(std::numeric_limits<T>::lowest());
+  const T below_max = static_cast<T>(std::clamp(lim, double(std::numeric_limits<T>::lowest()),
+                                                double(std::numeric_limits<T>::max())));
   for (std::size_t z = 0; z < image.size(); ++z) {
     const int zi = static_cast<int>(z), cols = image[z].cols;
     for (int r = 0; r < image[z].rows; ++r) {
@@ -133,19 +129,22 @@ void accumulate(const std::vector<cv::Mat>& image, const LabelVolume& labels, do
             const T x = v[k];
             sum += static_cast<Acc>(x);
             sum2 += static_cast<Acc>(x) * static_cast<Acc>(x);
-            below += x <= below_max;
+            if constexpr (std::is_integral_v<T>) below += x <= below_max;
+            else below += x < below_max;
             mn = std::min(mn, x);
             mx = std::max(mx, x);
+          }
+          if (Histogram* h = hist[lab]) {
+            for (int k = c; k < e; ++k) {
+              const double x = std::clamp(std::round(static_cast<double>(v[k])), -32768.0, 32767.0);
+              ++(*h)[static_cast<std::size_t>(static_cast<int>(x) + kHistOffset)];
+            }
           }
           LabelStats& s = st[lab];
           s.n += e - c;
           s.sum += static_cast<double>(sum);
           s.sum2 += static_cast<double>(sum2);
-          if (low)
-            s.below +=
-                count_bits(low->bytes.data() + (z * low->rows + r) * static_cast<std::size_t>(low->row_bytes()), c, e);
-          else
-            s.below += none_below ? 0 : below;
+          s.below += none_below ? 0 : below;
           s.min = std::min(s.min, static_cast<double>(mn));
           s.max = std::max(s.max, static_cast<double>(mx));
           s.z0 = std::min(s.z0, zi), s.z1 = std::max(s.z1, zi);
@@ -165,7 +164,65 @@ void opencv_parallel(std::size_t n, const std::function<void(std::size_t)>& body
   });
 }
 
+std::string upper(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return s;
+}
+
 }  // namespace
+
+KernelClass classify_kernel(std::string_view kernel) {
+  const std::string k = upper(std::string(kernel));
+  if (k.empty()) return KernelClass::unknown;
+  for (const char* sharp : {"LUNG", "BONE", "SHARP", "EDGE", "DETAIL", "HIGH", "ULTRA"})
+    if (k.find(sharp) != std::string::npos) return KernelClass::sharp;
+  for (const char* smooth : {"STANDARD", "STND", "SOFT", "SMOOTH"})
+    if (k.find(smooth) != std::string::npos) return KernelClass::smooth;
+  // Siemens (B30f, Br40d, I31f, Qr40, H45s...) and Canon/Toshiba (FC03, FC51...): letters, then
+  // the sharpness number.
+  std::size_t i = 0;
+  while (i < k.size() && std::isalpha(static_cast<unsigned char>(k[i]))) ++i;
+  if (i >= 1 && i <= 2 && i + 1 < k.size() && std::isdigit(static_cast<unsigned char>(k[i])) &&
+      std::isdigit(static_cast<unsigned char>(k[i + 1]))) {
+    const int n = (k[i] - '0') * 10 + (k[i + 1] - '0');
+    if (k.rfind("FC", 0) == 0) return n >= 50 ? KernelClass::sharp : n < 30 ? KernelClass::smooth : KernelClass::unknown;
+    return n >= 50 ? KernelClass::sharp : n <= 45 ? KernelClass::smooth : KernelClass::unknown;
+  }
+  if (k == "B" || k == "C") return KernelClass::smooth;  // Philips standard / smooth
+  if (k == "D" || k == "E" || k == "L" || k == "YA" || k == "YB" || k == "YC") return KernelClass::sharp;
+  return KernelClass::unknown;
+}
+
+std::vector<std::string> protocol_remarks(const dicom::AcquisitionInfo& a, const dicom::Geometry& g,
+                                          const ChestParams& p, bool& suitable) {
+  std::vector<std::string> out;
+  suitable = true;
+  const double thickness = a.slice_thickness_mm > 0 ? a.slice_thickness_mm : g.spacing_slice;
+  if (thickness > p.densitometry_max_slice_mm) {
+    out.push_back(fmt::format("{:g} mm slices (densitometry: <= {:g} mm)", thickness, p.densitometry_max_slice_mm));
+    suitable = false;
+  }
+  switch (classify_kernel(a.kernel)) {
+    case KernelClass::sharp:
+      out.push_back(fmt::format("sharp reconstruction kernel {} (densitometry: standard or smooth)", a.kernel));
+      suitable = false;
+      break;
+    case KernelClass::unknown:
+      out.push_back(a.kernel.empty() ? std::string("reconstruction kernel not recorded")
+                                     : fmt::format("reconstruction kernel {} of unknown sharpness", a.kernel));
+      break;
+    case KernelClass::smooth:
+      break;
+  }
+  const std::string route = upper(a.contrast_route);
+  if (!a.contrast_agent.empty() || !a.contrast_route.empty()) {
+    const bool oral = route.find("ORAL") != std::string::npos && route.find("IV") == std::string::npos &&
+                      route.find("INTRAVEN") == std::string::npos;
+    out.push_back(fmt::format("{} contrast{}", oral ? "oral" : "IV", a.contrast_agent.empty() ? "" : " (" + a.contrast_agent + ")"));
+    if (!oral) suitable = false;  // enhancement raises lung attenuation
+  }
+  return out;
+}
 
 void DecodeStage::run_(StudyContext& c) {
   dicom::LoadResult r = c.folder.empty() ? dicom::load_files(c.files, opencv_parallel)
@@ -173,6 +230,7 @@ void DecodeStage::run_(StudyContext& c) {
   c.volumes = std::move(r.volumes);
   c.rejected = std::move(r.rejected);
   c.notes = std::move(r.notes);
+  for (auto& v : c.volumes) v.acquisition = dicom::read_acquisition(v.sources);
 }
 
 std::vector<std::vector<std::filesystem::path>> group_by_series(const std::vector<std::filesystem::path>& files) {
@@ -204,15 +262,21 @@ void PreprocessStage::run_(SeriesContext& c) {
   const PreprocessParams& p = c.profile->preprocess;
   auto& slices = c.volume.slices;
   const bool smooths = p.median_ksize || p.gaussian_sigma_mm > 0 || p.gaussian_sigma_slice_mm > 0;
-  if (smooths && c.profile->recipe == Recipe::ct_chest && c.profile->chest.laa_on_original_hu &&
-      c.volume.info.units == "HU" && p.resample_mm <= 0) {
-    c.low_attenuation = bits_at_or_below(slices, c.profile->chest.laa_threshold_hu);
-    c.low_attenuation_hu = c.profile->chest.laa_threshold_hu;
+  c.seg_levels.clear();
+  c.measured_on_filtered = false;
+  // ct-chest in HU: the filters only make the masks (a level map); the volume keeps its HU.
+  if (c.profile->recipe == Recipe::ct_chest && c.profile->chest.measure_on_original_hu && c.volume.info.units == "HU" &&
+      p.resample_mm <= 0 && p.gaussian_sigma_slice_mm <= 0) {
+    c.seg_level_breaks = recipes::chest_level_breaks(c.profile->chest);
+    c.seg_levels = kernels::level_map(slices, c.seg_level_breaks, p.median_ksize, p.gaussian_sigma_mm,
+                                      spacing_of(c.volume.geom));
+    return;
   }
   if (p.median_ksize) kernels::median_filter(slices, p.median_ksize);
   if (p.gaussian_sigma_mm > 0 || p.gaussian_sigma_slice_mm > 0)
     kernels::gaussian_filter(slices, spacing_of(c.volume.geom), p.gaussian_sigma_mm,
                              c.volume.depth() > 1 ? p.gaussian_sigma_slice_mm : 0.0);
+  c.measured_on_filtered = smooths;
   if (p.resample_mm > 0) {
     kernels::resample_inplane(c.volume, p.resample_mm, p.resample_mm, kernels::Interpolation::linear);
     c.resampled = true;
@@ -222,26 +286,63 @@ void PreprocessStage::run_(SeriesContext& c) {
 void SegmentStage::run_(SeriesContext& c) {
   const Profile& p = *c.profile;
   recipes::RecipeResult r;
-  std::vector<std::pair<int, std::string>> names;
+  c.segments.clear();
   if (p.recipe == Recipe::ct_chest) {
-    r = recipes::segment_ct_chest(c.volume.slices, c.volume.geom, p.chest);
-    names = {{recipes::kBody, "body"},
-             {recipes::kRightLung, "right_lung"},
-             {recipes::kLeftLung, "left_lung"},
-             {recipes::kBone, "bone"}};
+    r = c.seg_levels.empty() ? recipes::segment_ct_chest(c.volume.slices, c.volume.geom, p.chest)
+                             : recipes::segment_ct_chest(c.seg_levels, c.seg_level_breaks, c.volume.geom, p.chest);
+    c.seg_levels.clear();  // release the level map: the masks are made
+    c.seg_levels.shrink_to_fit();
+    const auto has = [&](int l) { return std::find(r.present_labels.begin(), r.present_labels.end(), l) != r.present_labels.end(); };
+    SegmentResult body = make_segment(recipes::kBody, "body", "Body");
+    for (int l : r.present_labels)
+      if (l != recipes::kBody) body.also_labels.push_back(l);
+    c.segments.push_back(std::move(body));
+    if (has(recipes::kRightLung)) c.segments.push_back(make_segment(recipes::kRightLung, "right_lung", "Right lung"));
+    else c.notes.push_back("segment right_lung not found");
+    if (has(recipes::kLeftLung)) c.segments.push_back(make_segment(recipes::kLeftLung, "left_lung", "Left lung"));
+    else c.notes.push_back("segment left_lung not found");
+    if (has(recipes::kRightLung) && has(recipes::kLeftLung)) {
+      SegmentResult lungs = make_segment(recipes::kBothLungs, "lungs", "Lungs (both)");
+      lungs.also_labels = {recipes::kRightLung, recipes::kLeftLung};
+      c.segments.push_back(std::move(lungs));
+    }
+    if (has(recipes::kAirways))
+      c.segments.push_back(make_segment(recipes::kAirways, "airways", "Airways (trachea and bronchi)"));
+    for (int l : r.present_labels)
+      if (l >= recipes::kLesion) {
+        const int n = l - recipes::kLesion + 1;
+        c.segments.push_back(make_segment(
+            l, fmt::format("lesion_candidate_{}", n), fmt::format("Lesion candidate {} (unconfirmed)", n),
+            fmt::format("{}: automatic candidate, solid tissue against the lung border; not a diagnosis, to be "
+                        "confirmed or rejected by a reader",
+                        p.research_label)));
+      }
+    if (has(recipes::kDense))
+      c.segments.push_back(make_segment(recipes::kDense, "dense",
+                                        fmt::format("Bone, calcium or contrast (>= {:g} HU)", p.chest.dense_min_hu)));
+    ChestReport report;
+    report.landmarks = r.landmarks;
+    if (r.apices_in_scan && r.bases_in_scan) {
+      report.coverage = *r.apices_in_scan && *r.bases_in_scan ? "complete" : "incomplete";
+      if (!*r.apices_in_scan && !*r.bases_in_scan) report.coverage_note = "neither the lung apices nor the bases are in the scan";
+      else if (!*r.apices_in_scan) report.coverage_note = "the lung apices are not in the scan";
+      else if (!*r.bases_in_scan) report.coverage_note = "the lung bases are not in the scan";
+    } else {
+      report.coverage_note = c.segment("right_lung") || c.segment("left_lung") ? "not an axial series" : "no lungs found";
+    }
+    bool suitable = true;
+    report.protocol_remarks = protocol_remarks(c.volume.acquisition, c.volume.geom, p.chest, suitable);
+    report.densitometry_protocol = suitable;
+    c.chest = std::move(report);
   } else {
     r = recipes::segment_generic(c.volume.slices, spacing_of(c.volume.geom), p.generic);
-    names = {{1, p.generic.segment_name}};
+    if (std::find(r.present_labels.begin(), r.present_labels.end(), 1) != r.present_labels.end())
+      c.segments.push_back(make_segment(1, p.generic.segment_name, p.generic.segment_name));
+    else
+      c.notes.push_back(fmt::format("segment {} not found", p.generic.segment_name));
   }
   c.labels = std::move(r.labels);
   for (auto& n : r.notes) c.notes.push_back(std::move(n));
-  c.segments.clear();
-  for (const auto& [label, name] : names) {
-    if (std::find(r.present_labels.begin(), r.present_labels.end(), label) != r.present_labels.end())
-      c.segments.push_back(make_segment(label, name));
-    else
-      c.notes.push_back(fmt::format("segment {} not found", name));
-  }
 }
 
 void FeaturesStage::run_(SeriesContext& c) {
@@ -253,25 +354,31 @@ void FeaturesStage::run_(SeriesContext& c) {
   const std::string u = hu ? "hu" : "au";  // intensity unit in the names: HU or arbitrary units
   std::array<LabelStats, 256> st{};
   const double laa = p.chest.laa_threshold_hu;
-  const BitVolume* low = nullptr;  // below-threshold voxels of the unsmoothed image, if recorded
-  if (!c.low_attenuation.empty() && c.low_attenuation_hu == laa && !c.resampled &&
-      c.low_attenuation.depth == static_cast<int>(image.size()) && c.low_attenuation.rows == image.front().rows &&
-      c.low_attenuation.cols == image.front().cols)
-    low = &c.low_attenuation;
+  const bool chest = p.recipe == Recipe::ct_chest && hu;
+  std::array<Histogram*, 256> hist{};
+  std::map<int, Histogram> lung_hist;
+  if (chest)
+    for (const auto& seg : c.segments)
+      if (seg.name == "right_lung" || seg.name == "left_lung")
+        hist[seg.label] = &(lung_hist[seg.label] = Histogram(65536, 0));
   if (image.front().type() == CV_16S)
-    accumulate<std::int16_t>(image, c.labels, laa, low, st);
+    accumulate<std::int16_t>(image, c.labels, laa, hist, st);
   else if (image.front().type() == CV_32F)
-    accumulate<float>(image, c.labels, laa, low, st);
+    accumulate<float>(image, c.labels, laa, hist, st);
   else if (image.front().type() == CV_16U)
-    accumulate<std::uint16_t>(image, c.labels, laa, low, st);
+    accumulate<std::uint16_t>(image, c.labels, laa, hist, st);
   else if (image.front().type() == CV_8U)
-    accumulate<std::uint8_t>(image, c.labels, laa, low, st);
+    accumulate<std::uint8_t>(image, c.labels, laa, hist, st);
   else
     throw std::invalid_argument(fmt::format("unsupported volume type {}", image.front().type()));
 
+  std::vector<LabelStats> seg_stats(c.segments.size());
   std::vector<SegmentResult*> full;  // segments that get the IBSI features, largest first
-  for (SegmentResult& seg : c.segments) {
-    const LabelStats& s = st[seg.label];
+  for (std::size_t i = 0; i < c.segments.size(); ++i) {
+    SegmentResult& seg = c.segments[i];
+    LabelStats s = st[seg.label];
+    for (int l : seg.also_labels) s.merge(st[static_cast<std::size_t>(l)]);
+    seg_stats[i] = s;
     auto& f = seg.features;
     seg.voxels = s.n;
     if (s.n == 0) continue;
@@ -282,8 +389,16 @@ void FeaturesStage::run_(SeriesContext& c) {
     f["std_" + u] = std::sqrt(std::max(0.0, s.sum2 / s.n - mean * mean));
     f["min_" + u] = s.min;
     f["max_" + u] = s.max;
-    if (p.recipe == Recipe::ct_chest && hu && (seg.name == "left_lung" || seg.name == "right_lung"))
+    if (chest && is_lung(seg.name)) {
+      Histogram merged(65536, 0);
+      for (const auto& [label, h] : lung_hist)
+        if (seg.covers(label))
+          for (std::size_t b = 0; b < merged.size(); ++b) merged[b] += h[b];
       f[laa_feature_name(laa)] = 100.0 * static_cast<double>(s.below) / static_cast<double>(s.n);
+      f[std::string(kPerc15Feature)] = percentile(merged, s.n, 0.15);
+      if (seg.name == "lungs" && c.chest)
+        c.chest->both_lungs = LungDensity{s.n, f["volume_ml"], f[laa_feature_name(laa)], f[std::string(kPerc15Feature)]};
+    }
     if (!contains(p.features.basic_only, seg.name)) full.push_back(&seg);
   }
   std::stable_sort(full.begin(), full.end(), [](auto* a, auto* b) { return a->voxels > b->voxels; });
@@ -291,16 +406,18 @@ void FeaturesStage::run_(SeriesContext& c) {
   // IBSI features on each segment's bounding box (views of the image, a mask of the box only).
   // Segments are independent: they run on OpenCV's worker threads (cv::setNumThreads bounds them).
   const auto ibsi = [&](SegmentResult& seg) {
-    const LabelStats& s = st[seg.label];
+    const LabelStats& s = seg_stats[static_cast<std::size_t>(&seg - c.segments.data())];
     auto& f = seg.features;
     const cv::Rect box(s.c0, s.r0, s.c1 - s.c0 + 1, s.r1 - s.r0 + 1);
     std::vector<cv::Mat> views;
     Mask roi = kernels::make_mask(s.z1 - s.z0 + 1, box.height, box.width);
+    cv::Mat member(1, 256, CV_8U, cv::Scalar(0));
+    member.at<std::uint8_t>(seg.label) = 1;
+    for (int l : seg.also_labels) member.at<std::uint8_t>(l) = 1;
     for (int z = s.z0; z <= s.z1; ++z) {
       views.push_back(image[z](box));
-      cv::compare(c.labels[z](box), seg.label, roi[z - s.z0], cv::CMP_EQ);
+      cv::LUT(c.labels[z](box), member, roi[z - s.z0]);
     }
-    kernels::binarise(roi);
     if (p.features.morphology) {
       const auto m = kernels::morphology_features(roi, sp);
       f["morph_volume_mm3"] = m.volume_mesh_mm3;
@@ -360,9 +477,13 @@ void ClassifyStage::run_(SeriesContext& c) {
   const Profile& p = *c.profile;
   std::optional<kernels::ForestModel> model;
   if (p.model_path) model = kernels::load_model(*p.model_path);
+  const bool no_conclusion = c.chest && !c.chest->emphysema_conclusion();
+  if (no_conclusion && !p.rule_sets.empty())
+    c.notes.push_back(fmt::format("no emphysema conclusion: lung coverage {}{}", c.chest->coverage,
+                                  c.chest->coverage_note.empty() ? "" : " (" + c.chest->coverage_note + ")"));
   for (SegmentResult& seg : c.segments) {
     if (!p.rule_segments.empty() && !contains(p.rule_segments, seg.name)) continue;
-    if (!p.rule_sets.empty())
+    if (!p.rule_sets.empty() && !(no_conclusion && is_lung(seg.name)))
       seg.findings = kernels::evaluate(std::span<const kernels::RuleSet>(p.rule_sets), seg.features);
     if (model) seg.prediction = kernels::predict(*model, seg.features);
   }
@@ -395,15 +516,118 @@ void EvaluateStage::run_(SeriesContext& c) {
   }
 }
 
-void DisplayStage::run_(SeriesContext& c) {
-  if (c.out_dir.empty()) return;
-  std::vector<kernels::SegmentStyle> styles;
-  for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
+std::vector<kernels::SegmentStyle> segment_styles(const SeriesContext& c) {
+  std::vector<kernels::SegmentStyle> out;
+  const std::string laa = c.profile ? laa_feature_name(c.profile->chest.laa_threshold_hu) : std::string();
+  for (const auto& s : c.segments) {
+    if (s.label <= 0 || s.label > 255 || s.name == "lungs") continue;
+    kernels::SegmentStyle st;
+    st.label = static_cast<std::uint8_t>(s.label);
+    st.name = s.display_name.empty() ? s.name : s.display_name;
+    st.colour = s.colour;
+    for (int l : s.also_labels)
+      if (l > 0 && l < 256) st.also.push_back(static_cast<std::uint8_t>(l));
+    if (s.name == "body" || s.name == "dense") st.fill_opacity = 0;
+    else if (is_lung(s.name)) st.fill_opacity = 0.18;
+    else if (s.name == "airways") st.fill_opacity = 0.45;
+    else if (s.name.starts_with("lesion_candidate")) st.fill_opacity = 0.4;
+    const auto f = [&](const std::string& k) {
+      const auto it = s.features.find(k);
+      return it == s.features.end() ? std::nan("") : it->second;
+    };
+    if (const double ml = f("volume_ml"); std::isfinite(ml)) {
+      st.legend = fmt::format("{} {:.{}f} mL", st.name, ml, ml < 10 ? 2 : ml < 1000 ? 1 : 0);
+      if (std::isfinite(f(laa))) st.legend += fmt::format(", LAA {:.1f} %", f(laa));
+      if (std::isfinite(f(std::string(kPerc15Feature)))) st.legend += fmt::format(", P15 {:.0f} HU", f(std::string(kPerc15Feature)));
+      if (s.name.starts_with("lesion_candidate") && std::isfinite(f("morph_diam_mm")))
+        st.legend += fmt::format(", longest {:.1f} mm", f("morph_diam_mm"));
+    }
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+std::vector<std::string> finding_lines(const SeriesContext& c) {
+  std::vector<std::string> out;
+  if (!c.profile) return out;
+  const Profile& p = *c.profile;
+  const std::string mark = p.research_label.empty() ? std::string() : " (" + p.research_label + ")";
+  for (const auto& s : c.segments)
+    for (const auto& f : s.findings)
+      if (f.finding)
+        out.push_back(fmt::format("{}: {} {}{}", s.display_name.empty() ? s.name : s.display_name,
+                                  f.finding->name.meaning, f.finding->value.meaning, mark));
+  if (c.chest) {
+    const auto& r = *c.chest;
+    if (const SegmentResult* both = c.segment("lungs"); both && both->features.count("volume_ml")) {
+      const auto& ft = both->features;
+      const auto laa = ft.find(laa_feature_name(p.chest.laa_threshold_hu));
+      const auto p15 = ft.find(std::string(kPerc15Feature));
+      out.push_back(fmt::format("Both lungs {:.0f} mL{}{}", ft.at("volume_ml"),
+                                laa != ft.end() ? fmt::format(", LAA%-950 {:.1f} %", laa->second) : std::string(),
+                                p15 != ft.end() ? fmt::format(", Perc15 {:.0f} HU", p15->second) : std::string()));
+    }
+    out.push_back(fmt::format("Lung coverage: {}{}{}", r.coverage, r.coverage_note.empty() ? "" : " - " + r.coverage_note,
+                              r.emphysema_conclusion() ? "" : "; no emphysema conclusion"));
+    std::string protocol;
+    for (const auto& rm : r.protocol_remarks) protocol += (protocol.empty() ? "" : "; ") + rm;
+    out.push_back(fmt::format("Protocol: {}{}", protocol.empty() ? "nothing to remark" : protocol,
+                              r.densitometry_protocol ? "" : " - not a densitometry protocol"));
+  }
+  if (!c.segments.empty() && c.volume.info.units == "HU")
+    out.push_back(c.measured_on_filtered ? "Values measured on the filtered image"
+                                         : "Values on the original HU; masks from the filtered image");
+  if (!p.research_label.empty() && !out.empty()) out.push_back(p.research_label + " - not for diagnosis");
+  return out;
+}
+
+kernels::PreviewParams preview_params(const SeriesContext& c) {
   kernels::PreviewParams params;
   params.window = c.profile->window;
   params.max_tiles = c.profile->preview_tiles;
+  params.study_description = c.volume.acquisition.study_description;
+  params.lines = finding_lines(c);
+  if (c.profile->recipe == Recipe::ct_chest && c.volume.info.units == "HU") {
+    kernels::LowAttenuationOverlay laa;
+    laa.below = c.profile->chest.laa_threshold_hu;
+    laa.legend = fmt::format("LAA < {:g} HU", laa.below);
+    for (const auto& s : c.segments)
+      if (s.name == "right_lung" || s.name == "left_lung") laa.labels.push_back(static_cast<std::uint8_t>(s.label));
+    if (!laa.labels.empty()) params.laa = laa;
+  }
+  return params;
+}
+
+kernels::KeyImageParams key_image_params(const SeriesContext& c) {
+  kernels::KeyImageParams params;
+  params.window = c.profile->window;
+  params.study_description = c.volume.acquisition.study_description;
+  params.lines = finding_lines(c);
+  const kernels::PreviewParams pp = preview_params(c);
+  params.laa = pp.laa;
+  if (!c.chest) return params;
+  const auto& lm = c.chest->landmarks;
+  if (const auto it = lm.find("apex"); it != lm.end()) params.slices.push_back({it->second, "Apex"});
+  if (const auto it = lm.find("carina"); it != lm.end()) params.slices.push_back({it->second, "Carina"});
+  for (const auto& s : c.segments)
+    if (s.name == "lesion_candidate_1") {  // the largest candidate: its largest slice
+      const auto counts = kernels::label_counts(c.labels);
+      int best = -1;
+      std::int64_t area = 0;
+      for (std::size_t z = 0; z < counts.size(); ++z)
+        if (counts[z][static_cast<std::size_t>(s.label)] > area) area = counts[z][static_cast<std::size_t>(s.label)], best = static_cast<int>(z);
+      if (best >= 0) params.slices.push_back({best, s.display_name});
+    }
+  if (const auto it = lm.find("base"); it != lm.end()) params.slices.push_back({it->second, "Base"});
+  params.max_images = std::max<int>(1, static_cast<int>(params.slices.size()));
+  return params;
+}
+
+void DisplayStage::run_(SeriesContext& c) {
+  if (c.out_dir.empty()) return;
+  const auto styles = segment_styles(c);
   const auto png = c.out_dir / (c.key + "_preview.png");
-  kernels::write_preview(png, c.volume, c.labels, styles, params);
+  kernels::write_preview(png, c.volume, c.labels, styles, preview_params(c));
   c.preview = png;
 }
 

@@ -5,7 +5,7 @@ Usage: check_results.py RESULTS_DIR SOURCE_DIR [EXPECTED_SEGMENT_TYPE_CODE...]  
 For every SEG in RESULTS_DIR there must be one SR of the same study that references it (in its
 content tree and in Current Requested Procedure Evidence, together with every source instance);
 the SEG must share study, patient and frame of reference with the sources and carry the expected
-segment labels. Prints a line per object and "ok N pairs"; exits 1 on the first problem.
+segment labels; segment types are SNOMED CT or a coding scheme the SEG declares. Prints a line per object and "ok N pairs"; exits 1 on the first problem.
 """
 import os, sys
 import pydicom
@@ -48,7 +48,11 @@ def main():
         labels = [str(s.SegmentLabel) for s in seg.SegmentSequence]
         types = {str(s.SegmentedPropertyTypeCodeSequence[0].CodeValue) for s in seg.SegmentSequence}
         schemes = {str(s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator) for s in seg.SegmentSequence}
-        if schemes != {"SCT"}: fail(f"segment types not all SNOMED CT (SCT): {schemes}")
+        # SNOMED CT, or a private scheme the SEG declares (e.g. 99PACSNODE for "Bone, calcification
+        # or contrast", which no SCT concept names).
+        declared = {str(c.CodingSchemeDesignator) for c in seg.get("CodingSchemeIdentificationSequence", [])}
+        if "SCT" not in schemes or not schemes <= {"SCT"} | declared:
+            fail(f"segment types not SNOMED CT (SCT) or a declared scheme: {schemes} (declared {sorted(declared)})")
         for e in expected:
             if e not in types: fail(f"segment type {e} missing from {sorted(types)} ({labels})")
         mine = [sr for sr in srs if any(getattr(i, "ReferencedSOPInstanceUID", None) == seg.SOPInstanceUID

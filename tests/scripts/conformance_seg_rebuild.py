@@ -6,10 +6,14 @@ Usage: conformance_seg_rebuild.py SEG DUMP LABELS
   DUMP   tab-separated lines written by the test:
            VOLUME depth rows cols has_frame_of_reference(1/0)
            SERIES source_series_uid
-           SEGMENT number name                 (SEG segment numbers 1..N, in order)
+           SEGMENT number label [covered]      (SEG segment numbers 1..N, in order; label: the SEG's
+                                                Segment Label; covered: further label values the
+                                                segment covers, comma-separated, e.g. a body that
+                                                holds the lungs; overlaps are allowed only so)
            SLICE z sop_class sop_instance frame_number x y z path
                  (frame_number 0 for a single-frame source; x y z '-' without frame of reference)
-  LABELS raw uint8 label map, z-major (depth x rows x cols), value k = segment k, 0 = background
+  LABELS raw uint8 label map, z-major (depth x rows x cols), value k = segment k, 0 = background;
+         segment k's frames are the voxels whose value is k or one of its covered values
 
 What is read from the SEG: Segment Sequence, Referenced Series Sequence, Shared Functional Groups
 (Plane Orientation, Pixel Measures), and per frame Segment Identification -> Referenced Segment
@@ -49,6 +53,8 @@ def read_dump(path):
                 dump["series"] = p[1]
             elif p[0] == "SEGMENT":
                 dump["segments"][int(p[1])] = p[2]
+                dump.setdefault("covers", {})[int(p[1])] = (
+                    {int(p[1])} | {int(v) for v in p[3].split(",") if v} if len(p) > 3 else {int(p[1])})
             elif p[0] == "SLICE":
                 pos = None if p[5] == "-" else np.array([float(v) for v in p[5:8]])
                 dump["slices"].append({"z": int(p[1]), "cls": p[2], "uid": p[3], "frame": int(p[4]),
@@ -211,12 +217,18 @@ def main(seg_path, dump_path, labels_path):
     if frames is None:
         return 1
 
-    # Rebuild the label map frame by frame from the functional groups.
+    # Rebuild the label map frame by frame from the functional groups. A segment covering further
+    # labels (the body) is written first so that the more specific segments overwrite it; each
+    # frame must equal the pipeline's voxels of the labels its segment covers.
+    covers = dump.get("covers", {})
+    cover = lambda k: sorted(covers.get(k, {k}))
+    order = sorted(range(len(pffg)), key=lambda i: -len(cover(int(pffg[i].SegmentIdentificationSequence[0].ReferencedSegmentNumber))))
     rebuilt = np.zeros_like(labels)
     seen = set()
     per_segment = {k: [0, 0] for k in seg_numbers}
     empty_frames = []
-    for i, pf in enumerate(pffg):
+    for i in order:
+        pf = pffg[i]
         k = int(pf.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         if k not in per_segment:
             error(f"frame {i + 1} references segment {k}, not in the Segment Sequence")
@@ -252,10 +264,11 @@ def main(seg_path, dump_path, labels_path):
         if not mask.any():
             empty_frames.append(i)
         plane = rebuilt[z]  # a view: writes go to the volume
-        clash = mask & (plane != 0)
-        if clash.any():
-            error(f"frame {i + 1}: segment {k} overlaps segment(s) {sorted(set(plane[clash].tolist()))} on slice {z}")
-        plane[mask & (plane == 0)] = k
+        want = np.isin(labels[z], cover(k))
+        if (mask != want).any():
+            error(f"frame {i + 1}: segment {k} has {int((mask != want).sum())} voxels on slice {z} that are not "
+                  f"those of the labels it covers {cover(k)} (an undeclared overlap or a wrong mask)")
+        plane[mask] = k
         per_segment[k][0] += 1
         per_segment[k][1] += int(mask.sum())
     # Empty frames are allowed only as the single placeholder of an all-empty SEG.
@@ -265,8 +278,8 @@ def main(seg_path, dump_path, labels_path):
     # Every non-empty (segment, slice) of the pipeline has a frame; every omitted one is empty.
     for k in seg_numbers:
         for z in range(depth):
-            if (k, z) not in seen and np.any(labels[z] == k):
-                error(f"segment {k} has {int(np.sum(labels[z] == k))} voxels on slice {z} but no frame")
+            if (k, z) not in seen and np.any(np.isin(labels[z], cover(k))):
+                error(f"segment {k} has {int(np.sum(np.isin(labels[z], cover(k))))} voxels on slice {z} but no frame")
     stray = set(np.unique(labels).tolist()) - {0} - set(seg_numbers)
     if stray:
         error(f"pipeline label map holds values {sorted(stray)} that are no SEG segment")

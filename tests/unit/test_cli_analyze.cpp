@@ -70,7 +70,8 @@ BOOST_AUTO_TEST_CASE(analyze_mixed_folder) {
   BOOST_TEST(check.exit_code == 0, check.output);
   BOOST_TEST(check.output.find("2 ['ct-chest', 'generic'] True") != std::string::npos, check.output);
 
-  // CSV: units in the header, a row per series and segment (ct-chest: 4, generic: 1).
+  // CSV: units in the header, a row per series and segment (ct-chest: body, both lungs, the lungs
+  // together, dense; generic: 1).
   const std::string csv = read(out / "features.csv");
   const std::string header = csv.substr(0, csv.find('\n'));
   for (const char* col :
@@ -78,7 +79,7 @@ BOOST_AUTO_TEST_CASE(analyze_mixed_folder) {
     BOOST_TEST(header.find(col) != std::string::npos, col << " in " << header);
   int rows = 0;
   for (char ch : csv) rows += ch == '\n';
-  BOOST_TEST(rows == 1 + 4 + 1);
+  BOOST_TEST(rows == 1 + 5 + 1);
 
   int png = 0, seg = 0, sr = 0;
   for (const auto& e : fs::directory_iterator(out)) {

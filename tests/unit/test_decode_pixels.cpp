@@ -12,6 +12,10 @@
 #include <tuple>
 #include <vector>
 
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcsequen.h>
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
 
@@ -451,6 +455,30 @@ BOOST_AUTO_TEST_CASE(modality_lut_is_applied) {
   BOOST_TEST(max_difference(v, python_reference(path)) == 0.0);
   // The LUT maps to 0..65520 here: beyond int16, so float.
   BOOST_TEST(v.slices[0].type() == CV_32F);
+}
+
+BOOST_AUTO_TEST_CASE(empty_modality_lut_item_is_identity) {
+  // An empty Modality LUT Sequence item (vendor test files have one) is read as no LUT: the
+  // values are those of the same file without the sequence (its Rescale Slope/Intercept apply).
+  const auto src = data("pydicom/test_files/CT_small.dcm");
+  const fs::path dir = fs::temp_directory_path() / fmt::format("empty_mlut_{}", ::getpid());
+  fs::create_directories(dir);
+  for (const bool with_item : {true, false}) {
+    DcmFileFormat ff;
+    BOOST_REQUIRE(ff.loadFile(src.c_str()).good());
+    auto* seq = new DcmSequenceOfItems(DCM_ModalityLUTSequence);
+    if (with_item) seq->append(new DcmItem());
+    BOOST_REQUIRE(ff.getDataset()->insert(seq, true).good());
+    const fs::path out = dir / (with_item ? "empty_item.dcm" : "no_item.dcm");
+    BOOST_REQUIRE(ff.saveFile(out.c_str(), EXS_LittleEndianExplicit).good());
+    BOOST_TEST_CONTEXT(out.filename()) {
+      const auto v = load_one(out);
+      const auto plain = load_one(src);
+      BOOST_TEST(v.info.units == plain.info.units);
+      BOOST_TEST(cv::norm(v.slices[0], plain.slices[0], cv::NORM_INF) == 0.0);
+    }
+  }
+  fs::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_CASE(float_pixel_data_is_loaded_as_float) {

@@ -44,13 +44,13 @@ dicom::Volume chest(double lung_hu, double noise, int depth = 12, int rows = 70,
   return v;
 }
 
-// Share (%) of `label` voxels of `labels` whose value in `original` is <= -950.
+// Share (%) of `label` voxels of `labels` whose value in `original` is below -950.
 double laa_percent(const std::vector<cv::Mat>& original, const LabelVolume& labels, int label) {
   double n = 0, below = 0;
   for (std::size_t z = 0; z < original.size(); ++z) {
     const cv::Mat in = labels[z] == label;
     n += cv::countNonZero(in);
-    below += cv::countNonZero(in & (original[z] <= -950));
+    below += cv::countNonZero(in & (original[z] < -950));  // LAA: strictly below
   }
   return 100.0 * below / n;
 }
@@ -77,7 +77,7 @@ BOOST_AUTO_TEST_CASE(emphysema_index_uses_original_hu) {
 
   // Opting out measures on the smoothed image: the median removes most isolated low voxels.
   Profile smoothed = p;
-  smoothed.chest.laa_on_original_hu = false;
+  smoothed.chest.measure_on_original_hu = false;
   const Pipeline p2({smoothed});
   SeriesContext c2 = p2.run(chest(-900, 60), p2.profiles()[0]);
   BOOST_TEST(c2.segment("left_lung")->features.at("laa950_percent") <
@@ -177,7 +177,7 @@ BOOST_AUTO_TEST_CASE(other_laa_threshold_gives_its_own_feature) {
   for (std::size_t z = 0; z < original.size(); ++z) {
     const cv::Mat in = c.labels[z] == s->label;
     n += cv::countNonZero(in);
-    below += cv::countNonZero(in & (original[z] <= -910));
+    below += cv::countNonZero(in & (original[z] < -910));
   }
   BOOST_TEST(s->features.at("laa910_percent") == 100.0 * below / n, boost::test_tools::tolerance(1e-9));
   BOOST_TEST(s->findings.at(0).finding->value.meaning == "Present");
