@@ -82,6 +82,7 @@ echo "run.sh: $target: ${elapsed}s x $jobs job(s), ${execs:-?} executions, cov $
 
 # Sort the findings: replay each input and look at its stack.
 ours=0 theirs=0
+rm -f "$work/sites.txt"
 shopt -s nullglob
 for a in "$work"/artifacts/{crash,leak,timeout,oom,slow-unit}-*; do
   kind="$(basename "$a")"; kind="${kind%%-*}"
@@ -94,8 +95,13 @@ for a in "$work"/artifacts/{crash,leak,timeout,oom,slow-unit}-*; do
     none*) ;;  # no longer reproduces (fixed, or a timeout/OOM that depended on the load)
     pacsnode*)
       ours=$((ours + 1))
-      echo "run.sh: $kind in pacsnode code: $a"
-      echo "        $verdict"
+      # One line per site: the same bug with other values (numbers) is not listed again.
+      site="$(sed -E 's/[-+]?[0-9][0-9a-fx.e+-]*/N/g' <<<"$verdict")"
+      if ! grep -qxF "$site" "$work/sites.txt" 2>/dev/null; then
+        echo "$site" >>"$work/sites.txt"
+        echo "run.sh: $kind in pacsnode code: $a"
+        echo "        $verdict"
+      fi
       ;;
     *)
       theirs=$((theirs + 1))
@@ -109,5 +115,6 @@ for a in "$work"/artifacts/{crash,leak,timeout,oom,slow-unit}-*; do
   esac
 done
 sites=("$work"/library/*.site)
-echo "run.sh: $target: $ours finding(s) in pacsnode code, $theirs in libraries (distinct library sites so far: ${#sites[@]})"
+echo "run.sh: $target: $ours finding(s) in pacsnode code ($(cat "$work/sites.txt" 2>/dev/null | wc -l) site(s)), $theirs in" \
+  "libraries (distinct library sites so far: ${#sites[@]})"
 [ "$ours" -eq 0 ]
