@@ -33,6 +33,7 @@ class Bytes {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fuzz::quiet();
+  cv::setNumThreads(0);  // no worker threads: one input at a time, as libFuzzer measures it
   return 0;
 }
 

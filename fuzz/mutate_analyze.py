@@ -8,7 +8,7 @@ the mutant with a timeout, and buckets the runs that die on a signal or time out
 stack frames (from a second run under gdb). Mutants that crash are kept per bucket.
 
   fuzz/mutate_analyze.py --pacsnode build/scp/pacsnode --minutes 30 --out var/mutate
-        [--data ../shared/data] [--files LIST] [--timeout 60] [--seed N] [--keep 3]
+        [--data ../shared/data] [--files LIST] [--timeout 60] [--seed N] [--keep 3] [--batch 6]
 
 Writes OUT/report.md (buckets, counts, first example) and OUT/buckets/<id>/ (mutants, gdb
 backtrace). Exit status 0; it reports, it does not judge (see README "Fuzzing and sanitizers").
@@ -31,22 +31,23 @@ import time
 DEFAULT_FILES = [
     "pylibjpeg-data/ljdata/ds/JPEGBaseline/JPEGBaseline_1s_1f_u_08_08.dcm",  # JPEG baseline
     "pydicom/test_files/JPEG-lossy.dcm",                      # JPEG extended 12-bit
+    "pylibjpeg-data/ljdata/ds/JPEGExtended/RG2_JPLY.dcm",     # JPEG extended, real CR
     "pydicom-data/data_store/data/JPEG-LL.dcm",               # JPEG lossless SV1
+    "pydicom-data/data_store/data/JPGLosslessP14SV1_1s_1f_8b.dcm",  # JPEG lossless 8-bit
     "pydicom/test_files/MR_small_jpeg_ls_lossless.dcm",       # JPEG-LS lossless
     "pydicom/test_files/JPEGLSNearLossless_16.dcm",           # JPEG-LS near-lossless
-    "pydicom-data/data_store/data/JLSL_08_07_0_1F.dcm",       # JPEG-LS 7-bit (GDCM fallback)
+    "pylibjpeg-data/ljdata/ds/JPEGLS/CT1_JLSN.dcm",           # JPEG-LS near-lossless CT
     "pydicom/test_files/MR_small_jp2klossless.dcm",           # JPEG 2000 lossless
     "pydicom/test_files/693_J2KI.dcm",                        # JPEG 2000 lossy
+    "pylibjpeg-data/ljdata/ds/JPEG2000/MAROTECH_CT_JP2Lossy.dcm",  # JPEG 2000 in a JP2 wrapper
     "pydicom/test_files/MR_small_RLE.dcm",                    # RLE
     "pydicom/test_files/image_dfl.dcm",                       # deflate
     "pydicom/test_files/MR_small_bigendian.dcm",              # big endian
-    "pydicom-data/data_store/data/emri_small_RLE.dcm",        # multi-frame RLE
-    "pydicom-data/data_store/data/emri_small_jpeg_ls_lossless.dcm",  # multi-frame JPEG-LS
-    "pydicom-data/data_store/data/emri_small_jpeg_2k_lossless.dcm",  # multi-frame JPEG 2000
-    "pydicom-data/data_store/data/emri_small_big_endian.dcm",        # multi-frame big endian
-    "pydicom-data/data_store/data/emri_small.dcm",                   # multi-frame native
-    "dcmqi/data/segmentations/23x38x3/multiframe/mf.dcm",            # enhanced multi-frame
-    "pydicom-data/data_store/data/parametric_map_float.dcm",         # float pixel data
+    "pydicom/test_files/rtdose_rle.dcm",                      # multi-frame RLE (15 frames, offsets)
+    "pydicom/test_files/rtdose_expb.dcm",                     # multi-frame big endian
+    "pydicom/test_files/rtdose.dcm",                          # multi-frame native
+    "dcmqi/data/segmentations/23x38x3/multiframe/mf.dcm",     # enhanced multi-frame
+    "pydicom-data/data_store/data/parametric_map_float.dcm",  # float pixel data
 ]
 
 # Image pixel module tags (group, element) whose US values get boundary values.
@@ -215,6 +216,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--keep", type=int, default=3, help="mutants kept per bucket")
+    ap.add_argument("--batch", type=int, default=6, help="mutants (of different files) per analyze run")
     a = ap.parse_args()
 
     names = DEFAULT_FILES if not a.files else [l.strip() for l in open(a.files) if l.strip()]
@@ -228,45 +230,57 @@ def main():
     deadline = time.time() + a.minutes * 60
     started = time.time()
     work = tempfile.mkdtemp(prefix="mutate-analyze-")
+
+    def run(mutants):
+        """analyze on a folder holding `mutants` [(name, bytes)]: (return code or None on timeout, stderr)."""
+        case = os.path.join(work, "in")
+        shutil.rmtree(case, ignore_errors=True)
+        os.makedirs(case)
+        for i, (name, data) in enumerate(mutants):
+            with open(os.path.join(case, f"{i}-{os.path.basename(name)}"), "wb") as f:
+                f.write(data)
+        out = os.path.join(work, "out")
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [a.pacsnode, "analyze", case, "--out", out, "--no-dicom"]
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=a.timeout, env=env)
+            return p.returncode, p.stderr.decode(errors="replace"), cmd
+        except subprocess.TimeoutExpired:
+            return None, "", cmd
+
     try:
         while time.time() < deadline:
-            name, original = rng.choice(inputs)
-            mutant, how = mutate(original, rng)
-            case = os.path.join(work, "in")
-            shutil.rmtree(case, ignore_errors=True)
-            os.makedirs(case)
-            with open(os.path.join(case, "mutant.dcm"), "wb") as f:
-                f.write(mutant)
-            out = os.path.join(work, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            cmd = [a.pacsnode, "analyze", case, "--out", out, "--no-dicom"]
-            state["runs"] += 1
-            state["per_file"][name] = state["per_file"].get(name, 0) + 1
-            try:
-                p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=a.timeout, env=env)
-                rc, err = p.returncode, p.stderr.decode(errors="replace")
-            except subprocess.TimeoutExpired:
-                rc, err = None, ""
+            # A batch of mutants of different files (different UIDs: one series each) per run; when
+            # the run dies, each mutant of the batch is run alone to find which one(s) did it.
+            batch = [(name, *mutate(original, rng)) for name, original in rng.sample(inputs, min(a.batch, len(inputs)))]
+            for name, _, _ in batch:
+                state["per_file"][name] = state["per_file"].get(name, 0) + 1
+            state["runs"] += len(batch)
+            rc, err, batch_cmd = run([(n, m) for n, m, _ in batch])
             if rc is not None and rc >= 0:
-                continue  # analysed or rejected: exit 0/1 with the reason on stderr
-            sig = "TIMEOUT" if rc is None else signame(rc)
-            text, frames = backtrace(cmd, a.timeout) if rc is not None else ("", [])
-            bucket = bucket_of(sig, frames)
-            bid = hashlib.sha1(bucket.encode()).hexdigest()[:10]
-            b = state["buckets"].setdefault(bid, {"bucket": bucket, "count": 0, "files": {}, "examples": []})
-            b["count"] += 1
-            b["files"][name] = b["files"].get(name, 0) + 1
-            if len(b["examples"]) < a.keep:
-                d = os.path.join(a.out, "buckets", bid)
-                os.makedirs(d, exist_ok=True)
-                ex = f"{len(b['examples'])}-{os.path.basename(name)}"
-                with open(os.path.join(d, ex), "wb") as f:
-                    f.write(mutant)
-                with open(os.path.join(d, ex + ".gdb.txt"), "w") as f:
-                    f.write(text + "\n--- stderr of the run ---\n" + err[-4000:])
-                b["examples"].append({"file": ex, "source": name, "mutation": how})
-                print(f"[{state['runs']}] new {'bucket' if b['count'] == 1 else 'example'} {bid}: {bucket} "
-                      f"({name}: {how})", flush=True)
+                continue  # analysed or rejected: exit 0/1 with the reasons on stderr
+            for name, mutant, how in batch:
+                rc, err, cmd = run([(name, mutant)]) if len(batch) > 1 else (rc, err, batch_cmd)
+                if rc is not None and rc >= 0:
+                    continue
+                sig = "TIMEOUT" if rc is None else signame(rc)
+                text, frames = backtrace(cmd, a.timeout) if rc is not None else ("", [])
+                bucket = bucket_of(sig, frames)
+                bid = hashlib.sha1(bucket.encode()).hexdigest()[:10]
+                b = state["buckets"].setdefault(bid, {"bucket": bucket, "count": 0, "files": {}, "examples": []})
+                b["count"] += 1
+                b["files"][name] = b["files"].get(name, 0) + 1
+                if len(b["examples"]) < a.keep:
+                    d = os.path.join(a.out, "buckets", bid)
+                    os.makedirs(d, exist_ok=True)
+                    ex = f"{len(b['examples'])}-{os.path.basename(name)}"
+                    with open(os.path.join(d, ex), "wb") as f:
+                        f.write(mutant)
+                    with open(os.path.join(d, ex + ".gdb.txt"), "w") as f:
+                        f.write(text + "\n--- stderr of the run ---\n" + err[-4000:])
+                    b["examples"].append({"file": ex, "source": name, "mutation": how})
+                    print(f"[{state['runs']}] new {'bucket' if b['count'] == 1 else 'example'} {bid}: {bucket} "
+                          f"({name}: {how})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         state["seconds"] += time.time() - started
@@ -277,7 +291,7 @@ def main():
 
 def write_report(out, state):
     lines = [f"# pacsnode analyze mutation campaign", "",
-             f"{state['runs']} runs in {state['seconds'] / 60:.1f} min; {len(state['buckets'])} distinct crash buckets.", "",
+             f"{state['runs']} mutants analysed in {state['seconds'] / 60:.1f} min; {len(state['buckets'])} distinct crash buckets.", "",
              "| bucket | count | inputs | first mutation |", "| --- | --- | --- | --- |"]
     for bid, b in sorted(state["buckets"].items(), key=lambda kv: -kv[1]["count"]):
         ex = b["examples"][0] if b["examples"] else {}

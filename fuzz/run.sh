@@ -68,7 +68,8 @@ args+=("${extra[@]}")
 echo "run.sh: $target for ${seconds}s, $jobs job(s); log $log" >&2
 started=$(date +%s)
 set +e
-(cd "$work" && nice -n 10 "$bin" "${args[@]}" "$work/corpus" "${seeds[@]}") >"$log" 2>&1
+(cd "$work" && /usr/bin/time -f "%U %S" -o "$work/cpu" nice -n 10 "$bin" "${args[@]}" "$work/corpus" "${seeds[@]}") \
+  >"$log" 2>&1
 status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))
@@ -78,7 +79,9 @@ stats="$(grep -E '^#[0-9]+: cov: ' "$log" | tail -1 || true)"
 execs="$(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$stats")"
 cov="$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$stats")"
 ft="$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$stats")"
-echo "run.sh: $target: ${elapsed}s x $jobs job(s), ${execs:-?} executions, cov ${cov:-?}, ft ${ft:-?}, corpus $(ls "$work/corpus" | wc -l) (libFuzzer exit $status)"
+cpu="$(awk '{printf "%.0f", $1 + $2}' "$work/cpu" 2>/dev/null || echo "?")"  # user + system, all jobs
+echo "run.sh: $target: ${elapsed}s x $jobs job(s), ${cpu}s CPU, ${execs:-?} executions, cov ${cov:-?}, ft ${ft:-?}," \
+  "corpus $(ls "$work/corpus" | wc -l) (libFuzzer exit $status)"
 
 # Sort the findings: replay each input and look at its stack.
 ours=0 theirs=0
