@@ -22,7 +22,11 @@
 #include "analysis/kernels/nifti.h"
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
+#include "analysis/profiles_config.h"
 #include "analysis/seg_masks.h"
+#include "analysis/worker.h"
+#include "analysis/worker_client.h"
+#include "config/config.h"
 #include "dicom/log.h"
 #include "dicom/seg_reader.h"
 
@@ -138,73 +142,89 @@ int analyze(const std::vector<std::string>& argv) {
     std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
     return 1;
   }
-  const Pipeline pipeline;
+  const config::Config cfg = config::load_default();
+  const Pipeline pipeline(profiles_from(cfg));
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
   fs::create_directories(out);
   const bool tty = ::isatty(2);
+  const WorkerLimits limits{static_cast<std::uint64_t>(cfg.analysis.worker_memory_mb), cfg.analysis.worker_cpu_seconds,
+                            cfg.analysis.worker_timeout_seconds};
+  const fs::path self = self_executable();
 
-  // One series at a time (headers first), so that memory holds one series' volumes.
+  // One series at a time, each decoded and analysed in a worker process: a decoder that crashes on
+  // a broken file costs that series, not the run.
   const std::vector<fs::path> files = fs::is_directory(input) ? files_below(input) : std::vector<fs::path>{input};
   const auto batches = series_batches(files);
   std::vector<dicom::Rejected> rejected;
   std::vector<SeriesSummary> done;
-  std::map<std::string, int> volumes_of_series;
   int analysed = 0, failed = 0, unmatched = 0;
   std::size_t decoded = 0;
   for (std::size_t bi = 0; bi < batches.size(); ++bi) {
-    StudyContext study = decode_files(batches[bi]);
-    for (const auto& r : study.rejected)
-      std::fprintf(stderr, "skipped %s: %s%s\n", r.path.c_str(), r.reason.c_str(),
-                   r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()).c_str() : "");
-    for (const auto& n : study.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
-    rejected.insert(rejected.end(), study.rejected.begin(), study.rejected.end());
-    decoded += study.volumes.size();
-    bool first = true;
-    for (auto& volume : study.volumes) {
-      SeriesContext c;
-      if (first) c.timings = study.timings;  // the batch's decode, once
-      first = false;
-      c.volume = std::move(volume);  // released at the end of this iteration
-      c.key = series_key(c.volume.info, ++volumes_of_series[c.volume.info.series_uid]);
-      c.out_dir = out;
-      c.profile = pipeline.select(c.volume.info, forced);
-      if (!c.profile) {
-        ++unmatched;
-        std::fprintf(stderr, "skipped series %s (%s): no profile matches\n", c.key.c_str(),
-                     c.volume.info.modality.c_str());
-        continue;
-      }
-      SeriesSummary s;
-      try {
-        pipeline.run(c);
-        s = summarize(c);
-        // The SEG needs labels, geometry and sources only; the volume's block waits in the plane
-        // cache for the next series' decode (dicom::allocate_planes).
-        c.volume.slices.clear();
-        c.volume.slices.shrink_to_fit();
-        if (write_dicom) {
-          try {
-            const auto written = write_seg_and_sr(c, out, std::nullopt, keep_empty_frames);
-            s.seg_file = written.seg;
-            s.sr_file = written.sr;
-            s.segments = c.segments;  // renumbered to the SEG's segment numbers
-          } catch (const std::exception& e) {
-            s.notes.push_back(fmt::format("no SEG/SR: {}", e.what()));
-            std::fprintf(stderr, "series %s: no SEG/SR: %s\n", c.key.c_str(), e.what());
+    worker::Job job;
+    job.files = batches[bi];
+    job.profile = forced;
+    job.out_dir = out;
+    job.preview_dir = out;
+    job.write_dicom = write_dicom;
+    job.keep_empty_frames = keep_empty_frames;
+    std::optional<std::pair<std::string, std::string>> in_flight;  // key, profile of the volume being analysed
+    WorkerExit exit;
+    for (int attempt = 1; attempt <= 2; ++attempt) {
+      exit = run_worker(self, worker::to_json(job), limits, [&](const nlohmann::json& e) {
+        const std::string kind = e.value("event", "");
+        if (kind == "rejected") {
+          const auto r = rejected_from_json(e);
+          std::fprintf(stderr, "skipped %s: %s%s\n", r.path.c_str(), r.reason.c_str(),
+                       r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()).c_str() : "");
+          if (attempt == 1) rejected.push_back(r);
+        } else if (kind == "note") {
+          if (attempt == 1) std::fprintf(stderr, "note: %s\n", e.value("text", "").c_str());
+        } else if (kind == "volume") {
+          in_flight = std::make_pair(e.value("key", ""), e.value("profile", ""));
+        } else if (kind == "series") {
+          SeriesSummary s = summary_from_json(e.at("summary"));
+          in_flight.reset();
+          job.skip_keys.push_back(s.key);
+          if (s.error.empty()) ++analysed;
+          else {
+            ++failed;
+            std::fprintf(stderr, "series %s failed: %s\n", s.key.c_str(), s.error.c_str());
           }
+          for (const auto& n : s.notes)
+            if (n.rfind("no SEG/SR", 0) == 0) std::fprintf(stderr, "series %s: %s\n", s.key.c_str(), n.c_str());
+          if (tty)
+            std::fprintf(stderr, "[%zu/%zu] %s %s %dx%dx%d %s: %zu segments%s (%s)\n", bi + 1, batches.size(),
+                         s.key.c_str(), s.info.modality.c_str(), s.depth, s.rows, s.cols, s.profile.c_str(),
+                         s.segments.size(), s.error.empty() ? "" : " FAILED", join_timings(s.timings).c_str());
+          done.push_back(std::move(s));
+        } else if (kind == "done") {
+          unmatched += e.value("unmatched", 0);
+          decoded += e.value("volumes", std::size_t{0});
         }
-        ++analysed;
-      } catch (const std::exception& e) {
-        s = summarize(c);
-        s.error = e.what();
-        ++failed;
-        std::fprintf(stderr, "series %s failed: %s\n", c.key.c_str(), e.what());
-      }
-      if (tty)
-        std::fprintf(stderr, "[%zu/%zu] %s %s %dx%dx%d %s: %zu segments%s (%s)\n", bi + 1, batches.size(),
-                     s.key.c_str(), s.info.modality.c_str(), s.depth, s.rows, s.cols, s.profile.c_str(),
-                     s.segments.size(), s.error.empty() ? "" : " FAILED", join_timings(s.timings).c_str());
+      });
+      if (exit.ok() || !exit.retryable()) break;
+      std::fprintf(stderr, "%s: analysis %s (%s)%s\n", job.files.front().c_str(), std::string(to_string(exit.kind)).c_str(),
+                   exit.reason.c_str(), attempt == 1 ? "; trying once more" : "");
+      if (attempt == 1) in_flight.reset();
+    }
+    if (exit.ok()) continue;
+    // What the worker could not finish: the volume it was on fails with the reason; if it had not
+    // got that far, the batch's files are listed as rejected.
+    const std::string why = fmt::format("analysis {}: {}", to_string(exit.kind), exit.reason);
+    if (in_flight) {
+      SeriesSummary s;
+      s.key = in_flight->first;
+      s.profile = in_flight->second;
+      s.error = why;
+      ++failed;
+      std::fprintf(stderr, "series %s failed: %s\n", s.key.c_str(), why.c_str());
       done.push_back(std::move(s));
+    } else if (job.skip_keys.empty()) {
+      dicom::Rejected r{job.files.front().string(), why, {}};
+      for (const auto& f : job.files) r.files.push_back(f.string());
+      std::fprintf(stderr, "skipped %s: %s%s\n", r.path.c_str(), why.c_str(),
+                   r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()).c_str() : "");
+      rejected.push_back(std::move(r));
     }
   }
 

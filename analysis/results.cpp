@@ -1,6 +1,7 @@
 #include "analysis/results.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -17,57 +18,6 @@
 
 namespace analysis {
 namespace {
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20)
-          out += fmt::format("\\u{:04x}", c);
-        else
-          out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  return fmt::format("{}", v);  // shortest round-trip representation
-}
-
-std::string json_code(const kernels::Code& c) {
-  return fmt::format("{{\"value\": {}, \"scheme\": {}, \"meaning\": {}}}", json_string(c.value), json_string(c.scheme),
-                     json_string(c.meaning));
-}
-
-std::string json_overlap(const kernels::OverlapMetrics& m) {
-  return fmt::format(
-      "{{\"dice\": {}, \"jaccard\": {}, \"reference_voxels\": {}, \"test_voxels\": {}, \"intersection_voxels\": {}, "
-      "\"reference_volume_mm3\": {}, \"test_volume_mm3\": {}, \"volume_difference_mm3\": {}, "
-      "\"relative_volume_difference\": {}, \"hausdorff_mm\": {}, \"hausdorff95_mm\": {}, "
-      "\"mean_surface_distance_mm\": {}}}",
-      json_number(m.dice), json_number(m.jaccard), m.reference_voxels, m.test_voxels, m.intersection_voxels,
-      json_number(m.reference_volume_mm3), json_number(m.test_volume_mm3), json_number(m.volume_difference_mm3),
-      json_number(m.relative_volume_difference), json_number(m.hausdorff_mm), json_number(m.hausdorff95_mm),
-      json_number(m.mean_surface_distance_mm));
-}
 
 std::string csv_field(std::string_view s) {
   if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
@@ -117,65 +67,216 @@ SeriesSummary summarize(const SeriesContext& c) {
   return s;
 }
 
-std::string features_json(const std::vector<SeriesSummary>& series, const std::vector<dicom::Rejected>& rejected) {
-  std::string o = "{\n  \"series\": [";
-  for (std::size_t i = 0; i < series.size(); ++i) {
-    const SeriesSummary& s = series[i];
-    o += i ? ",\n    {" : "\n    {";
-    o += fmt::format(
-        "\"key\": {}, \"series_uid\": {}, \"modality\": {}, \"body_part\": {}, \"series_description\": {}, "
-        "\"profile\": {}, \"dims\": [{}, {}, {}], \"spacing_mm\": [{}, {}, {}], ",
-        json_string(s.key), json_string(s.info.series_uid), json_string(s.info.modality), json_string(s.info.body_part),
-        json_string(s.info.series_description), json_string(s.profile), s.depth, s.rows, s.cols,
-        json_number(s.spacing.slice), json_number(s.spacing.row), json_number(s.spacing.col));
-    o += "\"timings_ms\": {";
-    for (std::size_t t = 0; t < s.timings.size(); ++t)
-      o += fmt::format("{}{}: {}", t ? ", " : "", json_string(s.timings[t].stage), json_number(s.timings[t].ms));
-    o += "}, ";
-    o += fmt::format("\"preview\": {}, \"seg\": {}, \"sr\": {}, \"error\": {}, \"notes\": [",
-                     json_string(s.preview.filename().string()), json_string(s.seg_file.filename().string()),
-                     json_string(s.sr_file.filename().string()), s.error.empty() ? "null" : json_string(s.error));
-    for (std::size_t n = 0; n < s.notes.size(); ++n) o += (n ? ", " : "") + json_string(s.notes[n]);
-    o += "],\n     \"segments\": [";
-    for (std::size_t k = 0; k < s.segments.size(); ++k) {
-      const SegmentResult& g = s.segments[k];
-      o += k ? ",\n       {" : "\n       {";
-      o += fmt::format("\"label\": {}, \"name\": {}, \"voxels\": {}, ", g.label, json_string(g.name), g.voxels);
-      if (g.codes)
-        o += fmt::format("\"type\": {}, ",
-                         json_code({g.codes->type.value, g.codes->type.scheme, g.codes->type.meaning}));
-      o += "\"features\": {";
-      bool first = true;
-      for (const auto& [name, v] : g.features) {
-        o += fmt::format("{}{}: {}", first ? "" : ", ", json_string(name), json_number(v));
-        first = false;
-      }
-      o += "}, \"findings\": [";
-      for (std::size_t f = 0; f < g.findings.size(); ++f) {
-        const auto& r = g.findings[f];
-        o += fmt::format("{}{{\"rule_set\": {}, \"fired_rule\": {}, ", f ? ", " : "", json_string(r.rule_set),
-                         json_string(r.fired_rule));
-        if (r.finding)
-          o += fmt::format("\"name\": {}, \"value\": {}}}", json_code(r.finding->name), json_code(r.finding->value));
-        else
-          o += "\"name\": null, \"value\": null}";
-      }
-      o += "]";
-      if (g.prediction)
-        o += fmt::format(", \"prediction\": {{\"label\": {}, \"probability\": {}, \"positive_probability\": {}}}",
-                         json_string(g.prediction->label), json_number(g.prediction->probability),
-                         json_number(g.prediction->positive_probability));
-      if (g.overlap) o += ", \"overlap\": " + json_overlap(*g.overlap);
-      o += "}";
-    }
-    o += "]}";
-  }
-  o += "\n  ],\n  \"rejected\": [";
-  for (std::size_t i = 0; i < rejected.size(); ++i)
-    o += fmt::format("{}\n    {{\"path\": {}, \"reason\": {}, \"files\": {}}}", i ? "," : "",
-                     json_string(rejected[i].path), json_string(rejected[i].reason), rejected[i].files.size());
-  o += "\n  ]\n}\n";
+namespace {
+
+// JSON numbers: non-finite values are null (and read back as NaN).
+Json number(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
+double number_of(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : std::nan(""); }
+std::string text_of(const nlohmann::json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+Json code_json(const std::string& value, const std::string& scheme, const std::string& meaning) {
+  return Json{{"value", value}, {"scheme", scheme}, {"meaning", meaning}};
+}
+template <typename C>
+C code_of(const nlohmann::json& j) {
+  return C{text_of(j, "value"), text_of(j, "scheme"), text_of(j, "meaning")};
+}
+
+Json overlap_json(const kernels::OverlapMetrics& m) {
+  return Json{{"dice", number(m.dice)},
+              {"jaccard", number(m.jaccard)},
+              {"reference_voxels", m.reference_voxels},
+              {"test_voxels", m.test_voxels},
+              {"intersection_voxels", m.intersection_voxels},
+              {"reference_surface_voxels", m.reference_surface_voxels},
+              {"test_surface_voxels", m.test_surface_voxels},
+              {"reference_volume_mm3", number(m.reference_volume_mm3)},
+              {"test_volume_mm3", number(m.test_volume_mm3)},
+              {"volume_difference_mm3", number(m.volume_difference_mm3)},
+              {"relative_volume_difference", number(m.relative_volume_difference)},
+              {"hausdorff_mm", number(m.hausdorff_mm)},
+              {"hausdorff95_mm", number(m.hausdorff95_mm)},
+              {"mean_surface_distance_mm", number(m.mean_surface_distance_mm)}};
+}
+
+kernels::OverlapMetrics overlap_of(const nlohmann::json& j) {
+  kernels::OverlapMetrics m;
+  m.dice = number_of(j.at("dice"));
+  m.jaccard = number_of(j.at("jaccard"));
+  m.reference_voxels = j.value("reference_voxels", std::int64_t{0});
+  m.test_voxels = j.value("test_voxels", std::int64_t{0});
+  m.intersection_voxels = j.value("intersection_voxels", std::int64_t{0});
+  m.reference_surface_voxels = j.value("reference_surface_voxels", std::int64_t{0});
+  m.test_surface_voxels = j.value("test_surface_voxels", std::int64_t{0});
+  m.reference_volume_mm3 = number_of(j.at("reference_volume_mm3"));
+  m.test_volume_mm3 = number_of(j.at("test_volume_mm3"));
+  m.volume_difference_mm3 = number_of(j.at("volume_difference_mm3"));
+  m.relative_volume_difference = number_of(j.at("relative_volume_difference"));
+  m.hausdorff_mm = number_of(j.at("hausdorff_mm"));
+  m.hausdorff95_mm = number_of(j.at("hausdorff95_mm"));
+  m.mean_surface_distance_mm = number_of(j.at("mean_surface_distance_mm"));
+  return m;
+}
+
+Json features_of_json(const kernels::FeatureMap& f) {
+  Json o = Json::object();
+  for (const auto& [name, v] : f) o[name] = number(v);
   return o;
+}
+kernels::FeatureMap feature_map_of(const nlohmann::json& j) {
+  kernels::FeatureMap f;
+  for (const auto& [name, v] : j.items()) f[name] = number_of(v);
+  return f;
+}
+
+Json segment_json(const SegmentResult& g) {
+  Json o{{"label", g.label}, {"name", g.name}, {"voxels", g.voxels}};
+  if (g.codes) {
+    o["type"] = code_json(g.codes->type.value, g.codes->type.scheme, g.codes->type.meaning);
+    o["category"] = code_json(g.codes->category.value, g.codes->category.scheme, g.codes->category.meaning);
+    if (g.codes->anatomic_region)
+      o["anatomic_region"] = code_json(g.codes->anatomic_region->value, g.codes->anatomic_region->scheme,
+                                       g.codes->anatomic_region->meaning);
+  }
+  o["colour"] = {g.colour.r, g.colour.g, g.colour.b};
+  o["features"] = features_of_json(g.features);
+  Json findings = Json::array();
+  for (const auto& r : g.findings) {
+    Json f{{"rule_set", r.rule_set}, {"fired_rule", r.fired_rule}};
+    f["name"] = r.finding ? code_json(r.finding->name.value, r.finding->name.scheme, r.finding->name.meaning) : Json();
+    f["value"] = r.finding ? code_json(r.finding->value.value, r.finding->value.scheme, r.finding->value.meaning) : Json();
+    f["evidence"] = features_of_json(r.evidence);
+    findings.push_back(std::move(f));
+  }
+  o["findings"] = std::move(findings);
+  if (g.prediction)
+    o["prediction"] = Json{{"label", g.prediction->label},
+                           {"probability", number(g.prediction->probability)},
+                           {"positive_probability", number(g.prediction->positive_probability)}};
+  if (g.overlap) o["overlap"] = overlap_json(*g.overlap);
+  return o;
+}
+
+SegmentResult segment_of(const nlohmann::json& j) {
+  SegmentResult g;
+  g.label = j.at("label").get<int>();
+  g.name = j.at("name").get<std::string>();
+  g.voxels = j.value("voxels", std::int64_t{0});
+  if (j.contains("type") && j.contains("category")) {
+    dicom::codes::SegmentCodes c;
+    c.type = code_of<dicom::Code>(j.at("type"));
+    c.category = code_of<dicom::Code>(j.at("category"));
+    if (j.contains("anatomic_region")) c.anatomic_region = code_of<dicom::Code>(j.at("anatomic_region"));
+    g.codes = c;
+  }
+  if (const auto it = j.find("colour"); it != j.end() && it->is_array() && it->size() == 3)
+    g.colour = {(*it)[0].get<std::uint8_t>(), (*it)[1].get<std::uint8_t>(), (*it)[2].get<std::uint8_t>()};
+  if (j.contains("features")) g.features = feature_map_of(j.at("features"));
+  for (const auto& f : j.value("findings", nlohmann::json::array())) {
+    kernels::RuleOutcome r;
+    r.rule_set = text_of(f, "rule_set");
+    r.fired_rule = text_of(f, "fired_rule");
+    if (f.contains("name") && f.at("name").is_object() && f.contains("value") && f.at("value").is_object())
+      r.finding = kernels::Finding{code_of<kernels::Code>(f.at("name")), code_of<kernels::Code>(f.at("value"))};
+    if (f.contains("evidence")) r.evidence = feature_map_of(f.at("evidence"));
+    g.findings.push_back(std::move(r));
+  }
+  if (const auto it = j.find("prediction"); it != j.end() && it->is_object())
+    g.prediction = kernels::Prediction{text_of(*it, "label"), number_of(it->at("probability")),
+                                       number_of(it->at("positive_probability"))};
+  if (const auto it = j.find("overlap"); it != j.end() && it->is_object()) g.overlap = overlap_of(*it);
+  return g;
+}
+
+}  // namespace
+
+Json to_json(const SeriesSummary& s) {
+  Json o{{"key", s.key},
+         {"series_uid", s.info.series_uid},
+         {"study_uid", s.info.study_uid},
+         {"modality", s.info.modality},
+         {"body_part", s.info.body_part},
+         {"series_description", s.info.series_description},
+         {"protocol_name", s.info.protocol_name},
+         {"frame_of_reference_uid", s.info.frame_of_reference_uid},
+         {"units", s.info.units},
+         {"photometric", s.info.photometric},
+         {"profile", s.profile},
+         {"dims", {s.depth, s.rows, s.cols}},
+         {"spacing_mm", {number(s.spacing.slice), number(s.spacing.row), number(s.spacing.col)}}};
+  Json timings = Json::object();
+  for (const auto& t : s.timings) timings[t.stage] = number(t.ms);
+  o["timings_ms"] = std::move(timings);
+  o["preview"] = s.preview.filename().string();
+  o["seg"] = s.seg_file.filename().string();
+  o["sr"] = s.sr_file.filename().string();
+  o["error"] = s.error.empty() ? Json() : Json(s.error);
+  o["notes"] = s.notes;
+  Json segments = Json::array();
+  for (const auto& g : s.segments) segments.push_back(segment_json(g));
+  o["segments"] = std::move(segments);
+  return o;
+}
+
+SeriesSummary summary_from_json(const nlohmann::json& j) {
+  SeriesSummary s;
+  s.key = j.at("key").get<std::string>();
+  s.info.series_uid = text_of(j, "series_uid");
+  s.info.study_uid = text_of(j, "study_uid");
+  s.info.modality = text_of(j, "modality");
+  s.info.body_part = text_of(j, "body_part");
+  s.info.series_description = text_of(j, "series_description");
+  s.info.protocol_name = text_of(j, "protocol_name");
+  s.info.frame_of_reference_uid = text_of(j, "frame_of_reference_uid");
+  s.info.units = text_of(j, "units");
+  s.info.photometric = text_of(j, "photometric");
+  s.profile = text_of(j, "profile");
+  if (const auto& d = j.at("dims"); d.is_array() && d.size() == 3) {
+    s.depth = d[0].get<int>();
+    s.rows = d[1].get<int>();
+    s.cols = d[2].get<int>();
+  }
+  if (const auto& sp = j.at("spacing_mm"); sp.is_array() && sp.size() == 3)
+    s.spacing = Spacing{number_of(sp[2]), number_of(sp[1]), number_of(sp[0])};
+  const nlohmann::json timings = j.value("timings_ms", nlohmann::json::object());
+  for (const auto& [stage, ms] : timings.items()) s.timings.push_back({stage, number_of(ms)});
+  s.preview = text_of(j, "preview");
+  s.seg_file = text_of(j, "seg");
+  s.sr_file = text_of(j, "sr");
+  s.error = text_of(j, "error");
+  for (const auto& n : j.value("notes", nlohmann::json::array()))
+    if (n.is_string()) s.notes.push_back(n.get<std::string>());
+  for (const auto& g : j.value("segments", nlohmann::json::array())) s.segments.push_back(segment_of(g));
+  return s;
+}
+
+Json to_json(const dicom::Rejected& r) {
+  return Json{{"path", r.path}, {"reason", r.reason}, {"files", r.files.size()}};
+}
+
+Json rejected_event_json(const dicom::Rejected& r) {
+  return Json{{"path", r.path}, {"reason", r.reason}, {"files", r.files}};
+}
+
+dicom::Rejected rejected_from_json(const nlohmann::json& j) {
+  dicom::Rejected r;
+  r.path = text_of(j, "path");
+  r.reason = text_of(j, "reason");
+  if (const auto it = j.find("files"); it != j.end() && it->is_array())
+    for (const auto& f : *it)
+      if (f.is_string()) r.files.push_back(f.get<std::string>());
+  if (r.files.empty()) r.files.push_back(r.path);
+  return r;
+}
+
+std::string features_json(const std::vector<SeriesSummary>& series, const std::vector<dicom::Rejected>& rejected) {
+  Json o{{"series", Json::array()}, {"rejected", Json::array()}};
+  for (const auto& s : series) o["series"].push_back(to_json(s));
+  for (const auto& r : rejected) o["rejected"].push_back(to_json(r));
+  return o.dump(2) + "\n";
 }
 
 std::string features_csv(const std::vector<SeriesSummary>& series) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "analysis/stage.h"
 #include "dicom/seg_builder.h"
 #include "dicom/sr_builder.h"
@@ -28,6 +30,19 @@ struct SeriesSummary {
 };
 
 SeriesSummary summarize(const SeriesContext& c);
+
+// JSON objects keep their keys in insertion order (features.json reads top to bottom).
+using Json = nlohmann::ordered_json;
+
+// One series of features.json (file names only for preview/seg/sr; non-finite numbers as null),
+// and its inverse: analysis workers hand their summaries to the parent this way.
+Json to_json(const SeriesSummary& s);
+SeriesSummary summary_from_json(const nlohmann::json& j);
+// A rejected input as features.json lists it (with the number of files), and as a worker
+// reports it (with the files), and back.
+Json to_json(const dicom::Rejected& r);
+Json rejected_event_json(const dicom::Rejected& r);
+dicom::Rejected rejected_from_json(const nlohmann::json& j);
 
 // features.json: {"series": [{key, series_uid, modality, body_part, series_description, profile,
 // dims, spacing_mm, timings_ms, preview, seg, sr, notes, error, segments: [{label, name,

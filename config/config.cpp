@@ -167,6 +167,9 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.integer("workers", a.workers, 1, 64);
   s.boolean("key_images", a.key_images);
   s.boolean("keep_empty_frames", a.keep_empty_frames);
+  s.integer("worker_memory_mb", a.worker_memory_mb, 256, 1 << 20);
+  s.integer("worker_cpu_seconds", a.worker_cpu_seconds, 1, 7 * 86400);
+  s.integer("worker_timeout_seconds", a.worker_timeout_seconds, 1, 7 * 86400);
 }
 
 void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::string>& p) {
@@ -295,6 +298,8 @@ Config parse(std::string_view text, std::string_view source) {
     for (auto& p : problems) p = fmt::format("{}: {}", source, p);
     throw ConfigError(std::move(problems));
   }
+  c.source_text = std::string(text);
+  c.source_name = std::string(source);
   return c;
 }
 

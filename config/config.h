@@ -61,6 +61,10 @@ struct Config {
     int workers = 1;
     bool key_images = false;
     bool keep_empty_frames = false;
+    // Each series is analysed in a child process (`pacsnode worker`) under these limits.
+    int worker_memory_mb = 8192;       // address space (RLIMIT_AS)
+    int worker_cpu_seconds = 1800;     // CPU time, all threads (RLIMIT_CPU)
+    int worker_timeout_seconds = 900;  // wall clock, then SIGKILL
   } analysis;
   struct Outbound {
     int max_attempts = 20;
@@ -76,6 +80,10 @@ struct Config {
   struct Log {
     std::string level = "info";
   } log;
+  // The TOML text this config was parsed from and where it came from (a file, or the embedded
+  // default): analysis workers get the text and parse it themselves.
+  std::string source_text;
+  std::string source_name;
 };
 
 // Every problem found in a config, one line each: "<source>: <key>: <what is wrong>".

@@ -13,11 +13,8 @@
 
 #include "dicom/check.h"
 #include "dicom/log.h"
-#include "dicom/volume.h"
-#include "analysis/pipeline.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
-#include "scp/profiles.h"
 #include "scp/status.h"
 #include "scp/store_provider.h"
 #include "scp/study_assembler.h"
@@ -78,11 +75,20 @@ int run_daemon(const config::Config& cfg) {
   for (const auto& p : cfg.profiles)
     if (p.destinations) profile_destinations[p.name] = *p.destinations;
   std::unique_ptr<JobRunner> jobs;
-  if (cfg.analysis.enabled)
-    jobs = std::make_unique<JobRunner>(
-        index, root, std::make_shared<const analysis::Pipeline>(profiles_from(cfg)),
-        JobRunner::Options{cfg.analysis.workers, cfg.analysis.key_images, cfg.analysis.keep_empty_frames, destinations,
-                           profile_destinations, [&outbound] { outbound.notify(); }});
+  if (cfg.analysis.enabled) {
+    JobRunner::Options opt;
+    opt.workers = cfg.analysis.workers;
+    opt.key_images = cfg.analysis.key_images;
+    opt.keep_empty_frames = cfg.analysis.keep_empty_frames;
+    opt.destinations = destinations;
+    opt.profile_destinations = profile_destinations;
+    opt.on_queued = [&outbound] { outbound.notify(); };
+    opt.config_toml = cfg.source_text;
+    opt.limits = {static_cast<std::uint64_t>(cfg.analysis.worker_memory_mb), cfg.analysis.worker_cpu_seconds,
+                  cfg.analysis.worker_timeout_seconds};
+    opt.log_level = cfg.log.level;
+    jobs = std::make_unique<JobRunner>(index, root, std::move(opt));
+  }
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {
@@ -115,7 +121,6 @@ int run_daemon(const config::Config& cfg) {
       s.jobs_queued = jobs->queued();
       s.jobs_running = jobs->running();
     }
-    s.analysis_cache_bytes = dicom::cached_plane_bytes();
     return s;
   });
   status.start();

@@ -60,25 +60,11 @@ constexpr const char* kStudyColumns =
     "SELECT s.study_uid, s.state, s.last_instance_ms, s.generation, "
     "(SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) FROM studies s";
 
-}  // namespace
-
-std::string study_hash(const std::string& key, const std::string& study_uid) {
-  return fmt::format("s-{:012x}", fnv1a(key + "\x1f" + study_uid) & 0xffffffffffffULL);
-}
-
-Index::Index(const std::filesystem::path& db_file) {
-  if (sqlite3_open_v2(db_file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
-    const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-    sqlite3_close(db_);
-    throw IndexError(fmt::format("index {}: {}", db_file.string(), msg));
-  }
-  sqlite3_busy_timeout(db_, 5000);
-  // WAL with synchronous=NORMAL: the files are fsync'ed before success, the index can be rebuilt
-  // from them, so a commit need not wait for its own fsync.
-  exec("PRAGMA journal_mode=WAL");
-  exec("PRAGMA synchronous=NORMAL");
-  exec("PRAGMA foreign_keys=ON");
-  exec(R"(CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+// Schema versions, applied in order when the index is opened; PRAGMA user_version records the
+// last one applied. Never edit a released step: add one.
+const char* const kMigrations[] = {
+    // 1: instances, studies, jobs, results, outbox.
+    R"(CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS studies (
   study_uid TEXT PRIMARY KEY, state TEXT NOT NULL DEFAULT 'open',
   first_instance_ms INTEGER NOT NULL, last_instance_ms INTEGER NOT NULL,
@@ -103,7 +89,35 @@ CREATE TABLE IF NOT EXISTS outbox (
   destination TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
   next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, last_error TEXT,
   UNIQUE(result_id, destination));
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(destination, state, next_attempt_ms);)");
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(destination, state, next_attempt_ms);)",
+    // 2: one row per series and analysis job: what the worker process made of it.
+    R"(CREATE TABLE IF NOT EXISTS series_runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
+  study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'running',
+  profile TEXT, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, volumes INTEGER NOT NULL DEFAULT 0,
+  started_ms INTEGER NOT NULL, ended_ms INTEGER);
+CREATE INDEX IF NOT EXISTS series_runs_by_study ON series_runs(study_uid);)",
+};
+
+}  // namespace
+
+std::string study_hash(const std::string& key, const std::string& study_uid) {
+  return fmt::format("s-{:012x}", fnv1a(key + "\x1f" + study_uid) & 0xffffffffffffULL);
+}
+
+Index::Index(const std::filesystem::path& db_file) {
+  if (sqlite3_open_v2(db_file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+    const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    throw IndexError(fmt::format("index {}: {}", db_file.string(), msg));
+  }
+  sqlite3_busy_timeout(db_, 5000);
+  // WAL with synchronous=NORMAL: the files are fsync'ed before success, the index can be rebuilt
+  // from them, so a commit need not wait for its own fsync.
+  exec("PRAGMA journal_mode=WAL");
+  exec("PRAGMA synchronous=NORMAL");
+  exec("PRAGMA foreign_keys=ON");
+  migrate();
   {
     Stmt s(db_, "SELECT value FROM meta WHERE key = 'log_key'");
     if (s.step()) log_key_ = s.text(0);
@@ -116,6 +130,68 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(destination, state, next_attempt
 }
 
 Index::~Index() { sqlite3_close_v2(db_); }
+
+void Index::migrate() {
+  int version = 0;
+  {
+    Stmt s(db_, "PRAGMA user_version");
+    if (s.step()) version = static_cast<int>(s.integer(0));
+  }
+  const int latest = static_cast<int>(std::size(kMigrations));
+  if (version > latest)
+    throw IndexError(fmt::format("index schema version {} is newer than this pacsnode knows ({}): downgrade not supported",
+                                 version, latest));
+  for (int v = version; v < latest; ++v) {
+    exec("BEGIN IMMEDIATE");
+    try {
+      exec(kMigrations[v]);
+      exec(fmt::format("PRAGMA user_version = {}", v + 1).c_str());
+      exec("COMMIT");
+    } catch (...) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+}
+
+std::int64_t Index::start_series_run(std::int64_t job_id, const std::string& study_uid, const std::string& series_uid,
+                                     std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "INSERT INTO series_runs(job_id, study_uid, series_uid, started_ms) VALUES(?,?,?,?)")
+      .bind(1, job_id).bind(2, study_uid).bind(3, series_uid).bind(4, now_ms).step();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+void Index::finish_series_run(std::int64_t id, const SeriesRunRow& r, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Stmt(db_, "UPDATE series_runs SET state = ?2, profile = ?3, attempts = ?4, error = ?5, volumes = ?6, ended_ms = ?7 WHERE id = ?1")
+      .bind(1, id).bind(2, r.state).bind(3, r.profile).bind(4, static_cast<std::int64_t>(r.attempts)).bind(5, r.error)
+      .bind(6, static_cast<std::int64_t>(r.volumes)).bind(7, now_ms).step();
+}
+
+std::vector<SeriesRunRow> Index::series_runs(const std::string& study_uid) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT id, job_id, study_uid, series_uid, state, profile, attempts, error, volumes, started_ms, "
+              "COALESCE(ended_ms, 0) FROM series_runs WHERE study_uid = ? ORDER BY id");
+  s.bind(1, study_uid);
+  std::vector<SeriesRunRow> out;
+  while (s.step())
+    out.push_back({s.integer(0), s.integer(1), s.text(2), s.text(3), s.text(4), s.text(5), static_cast<int>(s.integer(6)),
+                   s.text(7), static_cast<int>(s.integer(8)), s.integer(9), s.integer(10)});
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<std::string>>> Index::series_files(const std::string& study_uid) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, "SELECT series_uid, path FROM instances WHERE study_uid = ? ORDER BY series_uid, path");
+  s.bind(1, study_uid);
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  while (s.step()) {
+    if (out.empty() || out.back().first != s.text(0)) out.emplace_back(s.text(0), std::vector<std::string>{});
+    out.back().second.push_back(s.text(1));
+  }
+  return out;
+}
 
 void Index::exec(const char* sql) {
   char* err = nullptr;

@@ -47,6 +47,18 @@ struct ResultRow {
   std::string path;
 };
 
+// One series of one analysis job: how its worker process ended.
+struct SeriesRunRow {
+  std::int64_t id = 0, job_id = 0;
+  std::string study_uid, series_uid;
+  std::string state;  // running, done, failed (the analysis said why), crashed (signal or limit), skipped
+  std::string profile;
+  int attempts = 0;
+  std::string error;
+  int volumes = 0;  // volumes analysed with results
+  std::int64_t started_ms = 0, ended_ms = 0;
+};
+
 // One object for one destination: pending until a success status, then sent; dead after a
 // permanent failure or too many attempts (the dead-letter area, see `pacsnode outbox`).
 struct OutboxRow {
@@ -85,6 +97,13 @@ class Index {
   // Paths of a study's instance files.
   std::vector<std::string> instance_files(const std::string& study_uid);
 
+  // The study's instance files grouped by series (series in UID order, files in path order).
+  std::vector<std::pair<std::string, std::vector<std::string>>> series_files(const std::string& study_uid);
+  std::int64_t start_series_run(std::int64_t job_id, const std::string& study_uid, const std::string& series_uid,
+                                std::int64_t now_ms);
+  void finish_series_run(std::int64_t id, const SeriesRunRow& r, std::int64_t now_ms);
+  std::vector<SeriesRunRow> series_runs(const std::string& study_uid);
+
   std::int64_t add_result(const ResultRow& r);
   std::vector<ResultRow> results(std::optional<std::string> study_uid = std::nullopt);
 
@@ -105,6 +124,7 @@ class Index {
 
  private:
   void exec(const char* sql);
+  void migrate();  // applies the schema versions this index lacks
   std::mutex mutex_;
   sqlite3* db_ = nullptr;
   std::string log_key_;

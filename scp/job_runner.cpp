@@ -1,19 +1,15 @@
 #include "scp/job_runner.h"
 
 #include <fstream>
-#include <future>
-#include <map>
+#include <set>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
-#include "analysis/pipeline.h"
-#include "analysis/kernels/key_image_render.h"
 #include "analysis/results.h"
-#include "analysis/stages/stages.h"
-#include "dicom/key_images.h"
+#include "analysis/stage.h"
+#include "analysis/worker.h"
 #include "dicom/log.h"
-#include "dicom/volume.h"
 #include "scp/study_assembler.h"
 
 namespace fs = std::filesystem;
@@ -21,29 +17,62 @@ namespace fs = std::filesystem;
 namespace scp {
 namespace {
 
-// The index row of an object a builder wrote (the builders return its identity).
-ResultRow result_for(const dicom::WrittenObject& w, const JobRow& job, const std::string& kind, const std::string& source_series) {
+// An object a worker says it wrote: accepted only inside the job's outbound folder, as a regular
+// file, of a kind we make. The worker handles hostile input, so its word is checked too.
+std::optional<ResultRow> result_from_event(const nlohmann::json& o, const JobRow& job, const fs::path& outbound,
+                                           const std::string& source_series, std::string& why) {
+  const std::string kind = o.value("kind", "");
+  if (kind != "SEG" && kind != "SR" && kind != "KEY") {
+    why = "unknown object kind";
+    return std::nullopt;
+  }
+  std::error_code ec;
+  const fs::path path = fs::weakly_canonical(fs::path(o.value("path", "")), ec);
+  if (ec || path.parent_path() != fs::weakly_canonical(outbound, ec) || !fs::is_regular_file(fs::symlink_status(path))) {
+    why = "object path outside the job's outbound folder or not a regular file";
+    return std::nullopt;
+  }
   ResultRow r;
   r.job_id = job.id;
   r.study_uid = job.study_uid;
   r.generation = job.generation;
   r.kind = kind;
-  r.sop_class_uid = w.sop_class_uid;
-  r.sop_instance_uid = w.sop_instance_uid;
-  r.series_uid = w.series_uid;
+  r.sop_class_uid = o.value("sop_class_uid", "");
+  r.sop_instance_uid = o.value("sop_instance_uid", "");
+  r.series_uid = o.value("series_uid", "");
   r.source_series_uid = source_series;
-  r.path = w.path.string();
+  r.path = path.string();
+  if (r.sop_class_uid.empty() || r.sop_instance_uid.empty() || r.series_uid.empty()) {
+    why = "object without SOP class, SOP instance or series UID";
+    return std::nullopt;
+  }
   return r;
+}
+
+// Moves what a failed series or volume left in outbound/ (files named "<key>_..." or, for a whole
+// series, "<key>-<n>_..."; not delivered) to the quarantine folder and writes the reason beside
+// them as <key>_reason.txt.
+void quarantine(const fs::path& outbound, const fs::path& q, const std::string& key, const std::set<std::string>& delivered,
+                const std::string& reason) {
+  fs::create_directories(q);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(outbound, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool ours = name.rfind(key + "_", 0) == 0 || name.rfind(key + "-", 0) == 0;
+    if (ours && !delivered.count(e.path().string())) fs::rename(e.path(), q / name, ec);
+  }
+  analysis::write_text_file(q / (key + "_reason.txt"), reason + "\n");
 }
 
 }  // namespace
 
-JobRunner::JobRunner(Index& index, fs::path root, std::shared_ptr<const analysis::Pipeline> pipeline, Options opt)
+JobRunner::JobRunner(Index& index, fs::path root, Options opt)
     : index_(index),
       root_(std::move(root)),
-      pipeline_(std::move(pipeline)),
       opt_(std::move(opt)),
-      pool_(static_cast<std::size_t>(std::max(1, opt_.workers))) {}
+      pool_(static_cast<std::size_t>(std::max(1, opt_.workers))) {
+  if (opt_.executable.empty()) opt_.executable = analysis::self_executable();
+}
 
 JobRunner::~JobRunner() { stop(); }
 
@@ -67,24 +96,18 @@ void JobRunner::enqueue(const JobRow& job) {
   boost::asio::post(pool_, [this, job] {
     --queued_;
     if (stopping_) return;  // stays pending for the next start
-    auto log = pacsnode::component_logger("jobs");
     ++running_;
     try {
       run(job);
     } catch (const std::exception& e) {
-      log->error("job {} for study {}: {}", job.id, study_hash(index_.log_key(), job.study_uid), e.what());
+      pacsnode::component_logger("jobs")->error("job {} for study {}: {}", job.id, study_hash(index_.log_key(), job.study_uid),
+                                                e.what());
       try {
         index_.set_job_state(job.id, "failed", e.what());
       } catch (...) {
       }
     }
-    // Volume and mask blocks stay cached while jobs follow each other; idle, the memory goes back.
-    if (--running_ == 0 && queued_ == 0) {
-      if (const std::size_t held = dicom::cached_plane_bytes(); held > 0) {
-        dicom::release_cached_planes();
-        log->info("queue empty: {:.0f} MiB of analysis memory returned to the system", held / 1048576.0);
-      }
-    }
+    --running_;
   });
 }
 
@@ -95,124 +118,148 @@ JobOutcome JobRunner::run(const JobRow& job) {
   const auto started = std::chrono::steady_clock::now();
   index_.set_job_state(job.id, "running");
 
-  std::vector<fs::path> files;
-  for (const auto& f : index_.instance_files(job.study_uid)) files.emplace_back(f);
-  analysis::StudyContext study_ctx = analysis::decode_files(files);
-  for (const auto& r : study_ctx.rejected) {  // file names are SOP Instance UIDs: debug only
-    log->warn("study {}: input not analysed: {}", study, r.reason);
-    log->debug("study {}: not analysed: {}", study, r.path);
-  }
-
   const fs::path outbound = root_ / "outbound" / tag;
   const fs::path results = root_ / "results" / tag;
+  const fs::path quarantined = root_ / "quarantine" / tag;
+  fs::create_directories(outbound);
   JobOutcome out;
   std::vector<analysis::SeriesSummary> summaries;
-  std::map<std::string, int> volumes_of_series;  // a series split into volumes gets keys -2, -3, ...
-  // Records a series' objects and queues them for its profile's destinations at once, so that
-  // sending starts while the rest of the study (previews, other series) is still being done.
-  auto publish = [&](std::vector<ResultRow> rows, const std::string& profile_name) {
-    const auto own = opt_.profile_destinations.find(profile_name);
-    const auto& destinations = own != opt_.profile_destinations.end() ? own->second : opt_.destinations;
-    for (auto& r : rows) {
-      r.id = index_.add_result(r);
-      index_.enqueue(r, destinations, wall_ms());
-      out.results.push_back(r);
-    }
-    if (!rows.empty() && !destinations.empty() && opt_.on_queued) opt_.on_queued();
-  };
-  for (auto& volume : study_ctx.volumes) {
+  std::vector<dicom::Rejected> rejected;
+  const std::vector<ResultRow> earlier = index_.results(job.study_uid);
+
+  for (const auto& [series_uid, files] : index_.series_files(job.study_uid)) {
     if (stopping_) {
       index_.set_job_state(job.id, "pending");
       log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
       return out;
     }
-    const analysis::Profile* profile = pipeline_->select(volume.info);
-    if (!profile) {
-      ++out.series_skipped;
-      log->info("study {}: a {} series matches no profile; skipped", study, volume.info.modality);
-      continue;
+    const std::string series = analysis::short_hash(series_uid);
+    analysis::worker::Job wj;
+    wj.files.assign(files.begin(), files.end());
+    wj.config_toml = opt_.config_toml;
+    wj.out_dir = outbound;
+    wj.preview_dir = results;
+    wj.keep_empty_frames = opt_.keep_empty_frames;
+    wj.key_images = opt_.key_images;
+    wj.require_dicom = true;
+    // The latest SR an earlier generation wrote for this series is the one this report replaces.
+    for (const auto& r : earlier)
+      if (r.kind == "SR" && r.source_series_uid == series_uid && r.generation < job.generation)
+        wj.replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
+
+    const std::int64_t run_id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
+    SeriesRunRow row;
+    std::string in_flight;  // key of the volume the worker is on
+    std::set<std::string> delivered;
+    int volumes_failed = 0;
+    std::vector<std::string> rejections;
+    auto on_event = [&](const nlohmann::json& e) {
+      const std::string kind = e.value("event", "");
+      if (kind == "volume") {
+        in_flight = e.value("key", "");
+        row.profile = e.value("profile", "");
+      } else if (kind == "objects") {
+        const std::string profile = e.value("profile", "");
+        std::vector<ResultRow> rows;
+        for (const auto& o : e.value("objects", nlohmann::json::array())) {
+          std::string why;
+          if (auto r = result_from_event(o, job, outbound, series_uid, why)) rows.push_back(std::move(*r));
+          else log->error("study {}: series {}: worker reported an object that is not accepted: {}", study, series, why);
+        }
+        const auto own = opt_.profile_destinations.find(profile);
+        const auto& destinations = own != opt_.profile_destinations.end() ? own->second : opt_.destinations;
+        for (auto& r : rows) {
+          r.id = index_.add_result(r);
+          index_.enqueue(r, destinations, wall_ms());
+          delivered.insert(r.path);
+          out.results.push_back(r);
+        }
+        if (!rows.empty() && !destinations.empty() && opt_.on_queued) opt_.on_queued();
+        wj.skip_keys.push_back(e.value("key", ""));
+      } else if (kind == "series") {
+        analysis::SeriesSummary s = analysis::summary_from_json(e.at("summary"));
+        in_flight.clear();
+        std::string timings;
+        for (const auto& t : s.timings) timings += fmt::format("{}{} {:.0f} ms", timings.empty() ? "" : ", ", t.stage, t.ms);
+        if (s.error.empty()) {
+          ++row.volumes;
+          log->info("study {}: series {} ({}): {}", study, s.key, s.profile, timings);
+        } else {
+          ++volumes_failed;
+          // Nothing that failed its checks may leave: what was written goes to quarantine with the reason.
+          quarantine(outbound, quarantined, s.key, delivered, s.error);
+          log->error("study {}: series {} ({}) failed: {}; quarantined in {}", study, s.key, s.profile, s.error,
+                     quarantined.string());
+        }
+        summaries.push_back(std::move(s));
+      } else if (kind == "rejected") {
+        auto r = analysis::rejected_from_json(e);
+        log->warn("study {}: series {}: input not analysed: {}", study, series, r.reason);
+        log->debug("study {}: not analysed: {}", study, r.path);  // file names are SOP Instance UIDs: debug only
+        rejections.push_back(r.reason);
+        rejected.push_back(std::move(r));
+      }
+    };
+
+    analysis::WorkerExit exit;
+    for (row.attempts = 1; row.attempts <= 2; ++row.attempts) {
+      exit = analysis::run_worker(opt_.executable, analysis::worker::to_json(wj), opt_.limits, on_event, &stopping_,
+                                  {{"PACSNODE_LOG_LEVEL", opt_.log_level}});
+      if (exit.ok() || !exit.retryable()) break;
+      ++crashes_;
+      log->error("study {}: series {}: analysis worker {} ({}) after {:.1f} s{}", study, in_flight.empty() ? series : in_flight,
+                 analysis::to_string(exit.kind), exit.reason, exit.seconds,
+                 row.attempts == 1 ? "; trying once more" : "; giving up");
+      if (row.attempts == 2) break;
+      in_flight.clear();
     }
-    analysis::SeriesContext c;
-    c.key = analysis::series_key(volume.info, ++volumes_of_series[volume.info.series_uid]);
-    c.profile = profile;
-    c.volume = std::move(volume);  // c.out_dir stays empty: the preview is drawn after the objects are queued
-    fs::create_directories(results);
-    const std::string source_series = c.volume.info.series_uid;
-    try {
-      fs::create_directories(outbound);
-      // The latest SR an earlier generation wrote for this series is the one this report replaces.
-      std::optional<dicom::DocumentRef> replaces;
-      for (const auto& r : index_.results(job.study_uid))
-        if (r.kind == "SR" && r.source_series_uid == source_series && r.generation < job.generation)
-          replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
-      // The SEG needs only the segmentation: it is written on another thread while the features
-      // and classification run; the SR, which reports those, follows.
-      std::optional<dicom::SegSpec> seg_spec;
-      double seg_ms = 0;
-      std::future<dicom::WrittenObject> seg_written;
-      pipeline_->run(c, [&](analysis::SeriesContext& sc) {
-        if (sc.resampled || sc.segments.empty()) return;  // no SEG possible: said below, after the analysis
-        seg_spec = analysis::seg_spec_for(sc, opt_.keep_empty_frames);
-        seg_written = std::async(std::launch::async, [&seg_spec, &seg_ms, path = outbound / (sc.key + "_seg.dcm")] {
-          const analysis::Stopwatch sw;
-          auto w = dicom::write_seg(*seg_spec, path);
-          seg_ms = sw.ms();
-          return w;
-        });
-      });
-      if (!seg_spec) {
-        analysis::seg_spec_for(c, opt_.keep_empty_frames);  // throws the reason
-        throw std::logic_error("no SEG was started");
-      }
-      const dicom::WrittenObject seg = seg_written.get();
-      const analysis::Stopwatch sr_sw;
-      const dicom::WrittenObject sr = analysis::write_sr_for(c, *seg_spec, seg, outbound, replaces);
-      std::string timings;
-      for (const auto& t : study_ctx.timings) timings += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
-      for (const auto& t : c.timings) timings += fmt::format("{} {:.0f} ms, ", t.stage, t.ms);
-      log->info("study {}: series {} ({}): {}SEG {:.0f} ms (beside the later stages), SR {:.0f} ms", study, c.key,
-                profile->name, timings, seg_ms, sr_sw.ms());
-      std::vector<ResultRow> rows{result_for(seg, job, "SEG", source_series), result_for(sr, job, "SR", source_series)};
-      if (opt_.key_images) {
-        std::vector<analysis::kernels::SegmentStyle> styles;
-        for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
-        auto spec = analysis::kernels::key_image_spec(c.volume, c.labels, styles, {});
-        spec.file_prefix = c.key + "_key";
-        for (const auto& k : dicom::write_key_images(spec, outbound)) rows.push_back(result_for(k, job, "KEY", source_series));
-      }
-      publish(std::move(rows), profile->name);
-      ++out.series_analysed;
-    } catch (const std::exception& e) {
-      // Nothing that failed its checks may leave: what was written goes to quarantine with the reason.
+    row.attempts = std::min(row.attempts, 2);
+    if (exit.kind == analysis::WorkerExit::Kind::cancelled) {
+      row.state = "interrupted";
+      row.error = exit.reason;
+      index_.finish_series_run(run_id, row, wall_ms());
+      index_.set_job_state(job.id, "pending");
+      log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
+      return out;
+    }
+    if (!exit.ok()) {
+      // The series goes to quarantine with how its worker ended; the job goes on.
+      const std::string key = in_flight.empty() ? series : in_flight;
+      row.state = exit.retryable() ? "crashed" : "failed";
+      row.error = fmt::format("analysis worker {}: {}", analysis::to_string(exit.kind), exit.reason);
+      quarantine(outbound, quarantined, key, delivered,
+                 fmt::format("{} ({} attempt(s), {} file(s) of the series)", row.error, row.attempts, files.size()));
+      log->error("study {}: series {} quarantined in {}: {}", study, key, quarantined.string(), row.error);
+      if (exit.retryable()) ++out.series_crashed;
+      else ++out.series_failed;
+    } else if (volumes_failed > 0) {
+      row.state = "failed";
+      row.error = fmt::format("{} volume(s) failed", volumes_failed);
       ++out.series_failed;
-      const fs::path q = root_ / "quarantine" / tag;
-      fs::create_directories(q);
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(outbound, ec))
-        if (e.path().filename().string().rfind(c.key + "_", 0) == 0) fs::rename(e.path(), q / e.path().filename(), ec);
-      std::ofstream(q / (c.key + "_reason.txt")) << e.what() << "\n";
-      log->error("study {}: series {} ({}) failed: {}; quarantined in {}", study, c.key, profile->name, e.what(), q.string());
+    } else if (row.volumes > 0) {
+      row.state = "done";
+      ++out.series_analysed;
+    } else {
+      row.state = "skipped";
+      row.error = rejections.empty() ? "no profile matches the series" : rejections.front();
+      ++out.series_skipped;
+      log->info("study {}: series {} skipped: {}", study, series, row.error);
     }
-    if (!c.segments.empty()) {  // the preview comes last: its objects are already on their way
-      c.out_dir = results;
-      try {
-        analysis::stages::DisplayStage{}.run(c);
-      } catch (const std::exception& e) {
-        log->warn("study {}: series {}: no preview: {}", study, c.key, e.what());
-      }
-    }
-    summaries.push_back(analysis::summarize(c));
+    index_.finish_series_run(run_id, row, wall_ms());
   }
   if (!summaries.empty()) {
-    analysis::write_text_file(results / "features.json", analysis::features_json(summaries, study_ctx.rejected));
+    fs::create_directories(results);
+    analysis::write_text_file(results / "features.json", analysis::features_json(summaries, rejected));
     analysis::write_text_file(results / "features.csv", analysis::features_csv(summaries));
   }
-  const bool failed = out.series_failed > 0 && out.series_analysed == 0;
-  index_.set_job_state(job.id, failed ? "failed" : "done", failed ? "every analysed series failed" : "");
+  const int failed = out.series_failed + out.series_crashed;
+  const bool job_failed = failed > 0 && out.series_analysed == 0;
+  index_.set_job_state(job.id, job_failed ? "failed" : "done",
+                       failed ? fmt::format("{} series failed or crashed", failed) : std::string());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  log->info("study {} generation {} analysed in {:.1f} s: {} series with results, {} skipped, {} failed; {} object(s) in {}",
-            study, job.generation, secs, out.series_analysed, out.series_skipped, out.series_failed, out.results.size(),
-            outbound.string());
+  log->info("study {} generation {} analysed in {:.1f} s: {} series with results, {} skipped, {} failed, {} crashed; {} object(s) in {}",
+            study, job.generation, secs, out.series_analysed, out.series_skipped, out.series_failed, out.series_crashed,
+            out.results.size(), outbound.string());
   return out;
 }
 

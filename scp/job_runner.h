@@ -1,7 +1,13 @@
 #pragma once
-// Analyses completed studies: each job (study, generation) runs the matching profile on every
-// series of the study, writes SEG + SR into outbound/ (and previews and features into results/),
-// and records the objects in the index. CPU work runs on its own bounded thread pool.
+// Analyses completed studies. A job (study, generation) runs every series of the study in its own
+// worker process (`pacsnode worker`, analysis/worker.h) under the configured limits: the daemon
+// never decodes pixels. As each series' SEG and SR are on disk the runner records them in the
+// index and queues them for the destinations; previews and features go to results/.
+//
+// A worker that crashes, runs out of memory or CPU time, or hangs past its deadline is tried once
+// more (skipping volumes it had already delivered); if it fails again the series is quarantined
+// with the reason (quarantine/<study hash>-g<generation>/<series key>_reason.txt, with any objects
+// it had begun), recorded in the index (series_runs), and the job goes on with the next series.
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -9,19 +15,17 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/thread_pool.hpp>
 
+#include "analysis/worker_client.h"
 #include "scp/index.h"
-
-namespace analysis {
-class Pipeline;
-}
 
 namespace scp {
 
 struct JobOutcome {
-  int series_analysed = 0, series_skipped = 0, series_failed = 0;
+  int series_analysed = 0, series_skipped = 0, series_failed = 0, series_crashed = 0;
   std::vector<ResultRow> results;
 };
 
@@ -29,25 +33,30 @@ class JobRunner {
  public:
   // `root`: the storage root (outbound/, results/, quarantine/ go below it).
   struct Options {
-    int workers = 1;
+    int workers = 1;                        // jobs at once
     bool key_images = false;                // also Secondary Capture key images with the overlay burned in
     bool keep_empty_frames = false;         // SEG frames with an empty mask are written too
     std::vector<std::string> destinations;  // results are queued in the outbox for each
     std::map<std::string, std::vector<std::string>> profile_destinations;  // profile name -> its own list
     std::function<void()> on_queued;        // told when new objects are queued
+    std::string config_toml;                // the config in force, handed to each worker
+    analysis::WorkerLimits limits;
+    std::filesystem::path executable;       // pacsnode itself (default: /proc/self/exe)
+    std::string log_level = "info";         // the workers' log level
   };
-  JobRunner(Index& index, std::filesystem::path root, std::shared_ptr<const analysis::Pipeline> pipeline, Options opt);
+  JobRunner(Index& index, std::filesystem::path root, Options opt);
   ~JobRunner();
 
   // Queues every pending job of the index (at start).
   void start();
   // Queues the job of a study that just completed (thread-safe).
   void submit(const std::string& study_uid, int generation);
-  // No new jobs; a running job stops at its next series and goes back to pending. Waits for it.
+  // No new jobs; a running worker is killed and its job goes back to pending. Waits for it.
   void stop();
 
   std::size_t queued() const { return queued_.load(); }
   std::size_t running() const { return static_cast<std::size_t>(running_.load()); }
+  std::uint64_t worker_crashes() const { return crashes_.load(); }
   // Runs one job now, on the calling thread (used by the pool, and by tests).
   JobOutcome run(const JobRow& job);
 
@@ -56,12 +65,12 @@ class JobRunner {
 
   Index& index_;
   std::filesystem::path root_;
-  std::shared_ptr<const analysis::Pipeline> pipeline_;
   Options opt_;
   boost::asio::thread_pool pool_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> queued_{0};
   std::atomic<int> running_{0};
+  std::atomic<std::uint64_t> crashes_{0};
 };
 
 }  // namespace scp

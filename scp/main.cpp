@@ -1,5 +1,6 @@
 // pacsnode: a PACS-integrated DICOM node. Command line entry point.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -8,11 +9,12 @@
 #include <spdlog/spdlog.h>
 
 #include "analysis/cli.h"
+#include "analysis/worker.h"
 #include "config/config.h"
 #include "scp/daemon.h"
 #include "scp/logging.h"
 #include "scp/outbox_cli.h"
-#include "scp/profiles.h"
+#include "analysis/profiles_config.h"
 
 namespace {
 
@@ -56,7 +58,7 @@ int cmd_run(const std::vector<std::string>& args) {
   config::Config cfg;
   try {
     cfg = file.empty() ? config::load_default() : config::load_file(file);
-    scp::profiles_from(cfg);  // profile parameters are part of the config: validate them now
+    analysis::profiles_from(cfg);  // profile parameters are part of the config: validate them now
   } catch (const config::ConfigError& e) {
     return print_config_error(e);
   }
@@ -73,7 +75,7 @@ int cmd_check_config(const std::vector<std::string>& args) {
   if (args.size() != 1) return usage_error("check-config takes one FILE");
   try {
     const auto cfg = config::load_file(args[0]);
-    const auto profiles = scp::profiles_from(cfg);
+    const auto profiles = analysis::profiles_from(cfg);
     std::cout << args[0] << ": valid (" << cfg.destinations.size() << " destination(s), listening on " << cfg.node.bind
               << ":" << cfg.node.port << " as " << cfg.node.ae_title << ", " << profiles.size()
               << " analysis profile(s))\n";
@@ -101,6 +103,11 @@ int main(int argc, char** argv) {
   if (cmd == "run") return cmd_run(args);
   if (cmd == "check-config") return cmd_check_config(args);
   if (cmd == "outbox") return scp::outbox_main(args);
+  if (cmd == "worker") {  // internal: one series in a child process of the daemon or of analyze
+    const char* level = std::getenv("PACSNODE_LOG_LEVEL");
+    scp::setup_logging(level && *level ? level : "warn");
+    return analysis::worker::worker_main(args);
+  }
   if (cmd == "analyze" || cmd == "evaluate" || cmd == "train") {
     scp::setup_logging("warn");  // progress goes to the terminal; details only when asked for
     if (cmd == "analyze") return analysis::analyze_main(args);

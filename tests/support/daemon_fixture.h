@@ -85,6 +85,7 @@ class Daemon {
     child_.wait(std::chrono::seconds(10));
   }
   bool running() { return child_.running(); }
+  pid_t pid() const { return child_.pid(); }
 
   RunResult echo(const std::string& calling_ae, const std::string& called_ae = "PACSNODE") const {
     return run({"echoscu", "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", std::to_string(port_)});

@@ -36,6 +36,12 @@ std::string read(const fs::path& p) {
   return ss.str();
 }
 
+// analyze runs each series in `pacsnode worker`: in this test program that is the real binary.
+struct WorkerBinary {
+  WorkerBinary() { ::setenv("PACSNODE_WORKER_BINARY", testsupport::daemon_binary().c_str(), 1); }
+};
+BOOST_TEST_GLOBAL_FIXTURE(WorkerBinary);
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(analyze_mixed_folder) {

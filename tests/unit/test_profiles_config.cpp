@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE scp_profiles
 #include <boost/test/unit_test.hpp>
 
-#include "scp/profiles.h"
+#include "analysis/profiles_config.h"
 
 BOOST_AUTO_TEST_CASE(config_profiles_come_first_and_override_their_base) {
   const auto cfg = config::parse(R"(
@@ -19,7 +19,7 @@ modalities = ["MR"]
 threshold = [100, 4000]
 keep_largest = 0
 )", "t.toml");
-  const auto profiles = scp::profiles_from(cfg);
+  const auto profiles = analysis::profiles_from(cfg);
   BOOST_TEST_REQUIRE(profiles.size() == 4u);
   BOOST_TEST(profiles[0].name == "ct-lung-screening");
   BOOST_TEST(profiles[1].name == "mr-any");
@@ -47,7 +47,7 @@ keep_largest = 0
 }
 
 BOOST_AUTO_TEST_CASE(no_profiles_in_the_config_gives_the_built_in_ones) {
-  const auto profiles = scp::profiles_from(config::Config{});
+  const auto profiles = analysis::profiles_from(config::Config{});
   BOOST_TEST_REQUIRE(profiles.size() == 2u);
   BOOST_TEST(profiles[0].name == "ct-chest");
   BOOST_TEST(profiles[1].name == "generic");

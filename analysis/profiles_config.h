@@ -6,9 +6,9 @@
 #include "analysis/profile.h"
 #include "config/config.h"
 
-namespace scp {
+namespace analysis {
 
 // Throws config::ConfigError naming the profile when a resulting profile is inconsistent.
 std::vector<analysis::Profile> profiles_from(const config::Config& cfg);
 
-}  // namespace scp
+}  // namespace analysis

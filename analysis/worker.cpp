@@ -1,0 +1,277 @@
+#include "analysis/worker.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <new>
+#include <thread>
+
+#include <fmt/format.h>
+#include <opencv2/core.hpp>
+
+#include "analysis/kernels/key_image_render.h"
+#include "analysis/pipeline.h"
+#include "analysis/profiles_config.h"
+#include "analysis/results.h"
+#include "analysis/stages/stages.h"
+#include "config/config.h"
+#include "dicom/key_images.h"
+#include "dicom/log.h"
+
+namespace fs = std::filesystem;
+
+namespace analysis::worker {
+namespace {
+
+// Events go to fd 3, one line each, written whole so that the parent never sees half a line.
+class Events {
+ public:
+  Events() : fd_(::fcntl(3, F_GETFD) != -1 ? 3 : 1) {}
+  void emit(const nlohmann::json& e) const { write(e.dump() + "\n"); }
+
+ private:
+  void write(const std::string& line) const {
+    std::size_t off = 0;
+    while (off < line.size()) {
+      const ssize_t n = ::write(fd_, line.data() + off, line.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) std::_Exit(1);  // the parent is gone
+      off += static_cast<std::size_t>(n);
+    }
+  }
+  int fd_;
+};
+
+nlohmann::json object_json(const dicom::WrittenObject& w, const std::string& kind) {
+  return {{"kind", kind},
+          {"path", w.path.string()},
+          {"sop_class_uid", w.sop_class_uid},
+          {"sop_instance_uid", w.sop_instance_uid},
+          {"series_uid", w.series_uid},
+          {"study_uid", w.study_uid}};
+}
+
+// Test-only fault injection (PACSNODE_WORKER_FAULT): lets the integration tests show that a
+// worker that crashes, loops or allocates without bound costs one series and never the node.
+void inject_fault() {
+  const char* f = std::getenv("PACSNODE_WORKER_FAULT");
+  if (!f || !*f) return;
+  const std::string fault(f);
+  if (fault == "segv") std::raise(SIGSEGV);
+  if (fault == "abort") std::abort();
+  if (fault == "loop") {
+    volatile std::uint64_t x = 0;
+    for (;;) x = x + 1;
+  }
+  if (fault == "sleep") {
+    for (;;) ::pause();
+  }
+  if (fault == "alloc") {
+    std::vector<std::unique_ptr<char[]>> hoard;
+    for (;;) {
+      hoard.emplace_back(new char[64 << 20]);
+      std::memset(hoard.back().get(), 1, 64 << 20);
+    }
+  }
+}
+
+bool is_out_of_memory(const cv::Exception& e) { return e.code == cv::Error::StsNoMem; }
+
+// Analyses one volume: the SEG is written on a second thread once the segmentation is there, the
+// SR after the later stages, key images if asked; "objects" as soon as they are all on disk, then
+// the preview. Returns the summary; its error is set when the volume failed.
+SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesContext& c, const Events& events) {
+  std::optional<dicom::SegSpec> seg_spec;
+  std::future<dicom::WrittenObject> seg_written;
+  double seg_ms = 0;
+  std::string error;
+  std::vector<std::string> notes;
+  std::filesystem::path seg_file, sr_file;
+  try {
+    pipeline.run(c, [&](SeriesContext& sc) {
+      if (!job.write_dicom || sc.resampled || sc.segments.empty()) return;  // no SEG possible: said below
+      seg_spec = seg_spec_for(sc, job.keep_empty_frames);
+      seg_written = std::async(std::launch::async, [&seg_spec, &seg_ms, path = job.out_dir / (sc.key + "_seg.dcm")] {
+        const Stopwatch sw;
+        auto w = dicom::write_seg(*seg_spec, path);
+        seg_ms = sw.ms();
+        return w;
+      });
+    });
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const cv::Exception& e) {
+    if (is_out_of_memory(e)) throw std::bad_alloc();
+    error = e.what();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (error.empty() && job.write_dicom) {
+    try {
+      if (!seg_spec) {
+        seg_spec_for(c, job.keep_empty_frames);  // throws the reason
+        throw std::logic_error("no SEG was started");
+      }
+      const dicom::WrittenObject seg = seg_written.get();
+      const Stopwatch sr_sw;
+      const dicom::WrittenObject sr = write_sr_for(c, *seg_spec, seg, job.out_dir, job.replaces);
+      c.timings.push_back({"seg", seg_ms});
+      c.timings.push_back({"sr", sr_sw.ms()});
+      nlohmann::json objects = nlohmann::json::array({object_json(seg, "SEG"), object_json(sr, "SR")});
+      if (job.key_images) {
+        std::vector<kernels::SegmentStyle> styles;
+        for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
+        auto spec = kernels::key_image_spec(c.volume, c.labels, styles, {});
+        spec.file_prefix = c.key + "_key";
+        for (const auto& k : dicom::write_key_images(spec, job.out_dir)) objects.push_back(object_json(k, "KEY"));
+      }
+      events.emit({{"event", "objects"}, {"key", c.key}, {"profile", c.profile->name}, {"objects", objects}});
+      seg_file = seg.path;
+      sr_file = sr.path;
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      if (job.require_dicom) error = e.what();
+      else notes.push_back(fmt::format("no SEG/SR: {}", e.what()));
+    }
+  } else if (seg_written.valid()) {
+    seg_written.wait();  // it refers to this context
+  }
+  if (error.empty() && !job.preview_dir.empty() && !c.segments.empty()) {  // last: the objects are on their way
+    c.out_dir = job.preview_dir;
+    try {
+      stages::DisplayStage{}.run(c);
+    } catch (const std::exception& e) {
+      notes.push_back(fmt::format("no preview: {}", e.what()));
+    }
+  }
+  SeriesSummary summary = summarize(c);
+  summary.error = error;
+  summary.seg_file = seg_file;
+  summary.sr_file = sr_file;
+  summary.notes.insert(summary.notes.end(), notes.begin(), notes.end());
+  return summary;
+}
+
+int run(const Job& job, const Events& events) {
+  auto log = pacsnode::component_logger("worker");
+  events.emit({{"event", "started"}, {"pid", ::getpid()}});
+  const config::Config cfg = job.config_toml.empty() ? config::load_default() : config::parse(job.config_toml, "job");
+  const Pipeline pipeline(profiles_from(cfg));
+  if (!job.profile.empty()) pipeline.select({}, job.profile);  // an unknown name fails before decoding
+  if (!job.out_dir.empty()) fs::create_directories(job.out_dir);
+  if (!job.preview_dir.empty()) fs::create_directories(job.preview_dir);
+  inject_fault();
+
+  StudyContext study = decode_files(job.files);
+  for (const auto& r : study.rejected) {
+    Json e{{"event", "rejected"}};
+    e.update(rejected_event_json(r));
+    events.emit(nlohmann::json(e));
+  }
+  for (const auto& n : study.notes) events.emit({{"event", "note"}, {"text", n}});
+  int analysed = 0, failed = 0, unmatched = 0;
+  std::map<std::string, int> volumes_of_series;
+  bool first = true;
+  const std::size_t volumes = study.volumes.size();
+  for (auto& volume : study.volumes) {
+    SeriesContext c;
+    if (first) c.timings = study.timings;  // the decode, once
+    first = false;
+    c.key = series_key(volume.info, ++volumes_of_series[volume.info.series_uid]);
+    c.profile = pipeline.select(volume.info, job.profile);
+    if (!c.profile) {
+      ++unmatched;
+      log->info("series {} ({}): no profile matches", c.key, volume.info.modality);
+      continue;
+    }
+    if (std::find(job.skip_keys.begin(), job.skip_keys.end(), c.key) != job.skip_keys.end()) continue;
+    c.volume = std::move(volume);
+    events.emit({{"event", "volume"}, {"key", c.key}, {"profile", c.profile->name}});
+    SeriesSummary s = analyse_volume(pipeline, job, c, events);
+    if (s.error.empty()) {
+      ++analysed;
+    } else {
+      ++failed;
+      log->error("series {} ({}) failed: {}", c.key, c.profile->name, s.error);
+    }
+    events.emit(nlohmann::json{{"event", "series"}, {"summary", nlohmann::json(to_json(s))}});
+  }
+  events.emit({{"event", "done"}, {"volumes", volumes}, {"analysed", analysed}, {"failed", failed}, {"unmatched", unmatched}});
+  return 0;
+}
+
+}  // namespace
+
+nlohmann::json to_json(const Job& job) {
+  nlohmann::json j{{"profile", job.profile},
+                   {"config_toml", job.config_toml},
+                   {"out_dir", job.out_dir.string()},
+                   {"preview_dir", job.preview_dir.string()},
+                   {"write_dicom", job.write_dicom},
+                   {"keep_empty_frames", job.keep_empty_frames},
+                   {"key_images", job.key_images},
+                   {"require_dicom", job.require_dicom},
+                   {"skip_keys", job.skip_keys}};
+  j["files"] = nlohmann::json::array();
+  for (const auto& f : job.files) j["files"].push_back(f.string());
+  if (job.replaces)
+    j["replaces"] = {{"sop_class_uid", job.replaces->sop_class_uid},
+                     {"sop_instance_uid", job.replaces->sop_instance_uid},
+                     {"series_uid", job.replaces->series_uid},
+                     {"study_uid", job.replaces->study_uid}};
+  return j;
+}
+
+Job job_from_json(const nlohmann::json& j) {
+  Job job;
+  for (const auto& f : j.at("files")) job.files.emplace_back(f.get<std::string>());
+  job.profile = j.value("profile", "");
+  job.config_toml = j.value("config_toml", "");
+  job.out_dir = j.value("out_dir", "");
+  job.preview_dir = j.value("preview_dir", "");
+  job.write_dicom = j.value("write_dicom", true);
+  job.keep_empty_frames = j.value("keep_empty_frames", false);
+  job.key_images = j.value("key_images", false);
+  job.require_dicom = j.value("require_dicom", false);
+  job.skip_keys = j.value("skip_keys", std::vector<std::string>{});
+  if (const auto it = j.find("replaces"); it != j.end() && it->is_object())
+    job.replaces = dicom::DocumentRef{it->at("sop_class_uid").get<std::string>(),
+                                      it->at("sop_instance_uid").get<std::string>(),
+                                      it->at("series_uid").get<std::string>(), it->at("study_uid").get<std::string>()};
+  return job;
+}
+
+int worker_main(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    std::fputs(
+        "usage: pacsnode worker < JOB.json\n"
+        "  Internal: analyses one series in a child process of the daemon or of `pacsnode analyze`.\n"
+        "  Reads the job (JSON) on stdin, writes events (JSON lines) to fd 3, or stdout if fd 3 is closed.\n",
+        args.front() == "--help" ? stdout : stderr);
+    return args.front() == "--help" ? 0 : 2;
+  }
+  const Events events;
+  try {
+    const std::string text{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+    return run(job_from_json(nlohmann::json::parse(text)), events);
+  } catch (const std::bad_alloc&) {
+    // The address space limit: release what we can and say so; the parent records the limit.
+    events.emit({{"event", "fatal"}, {"reason", "out of memory"}, {"limit", "memory"}});
+    return kExitMemoryLimit;
+  } catch (const std::exception& e) {
+    events.emit({{"event", "fatal"}, {"reason", e.what()}, {"limit", ""}});
+    return 1;
+  }
+}
+
+}  // namespace analysis::worker
