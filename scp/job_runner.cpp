@@ -148,6 +148,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
         wj.replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
 
     const std::int64_t run_id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
+    const std::string& source_series_uid = series_uid;  // a lambda may not capture a structured binding (clang 14)
     SeriesRunRow row;
     std::string in_flight;  // key of the volume the worker is on
     std::set<std::string> delivered;
@@ -163,7 +164,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
         std::vector<ResultRow> rows;
         for (const auto& o : e.value("objects", nlohmann::json::array())) {
           std::string why;
-          if (auto r = result_from_event(o, job, outbound, series_uid, why)) rows.push_back(std::move(*r));
+          if (auto r = result_from_event(o, job, outbound, source_series_uid, why)) rows.push_back(std::move(*r));
           else log->error("study {}: series {}: worker reported an object that is not accepted: {}", study, series, why);
         }
         const auto own = opt_.profile_destinations.find(profile);
