@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-tools libopencv-dev
   libboost-dev libboost-test-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev libsystemd-dev
-  nlohmann-json3-dev)
+  nlohmann-json3-dev libxxhash-dev libcli11-dev)
 # What the tests drive and check with: DCMTK's tools, a real Orthanc as the PACS, dciodvfy,
 # pixelmed's validators, pydicom/NumPy/SciPy/scikit-image as independent readers.
 TEST_PKGS=(dcmtk orthanc dicom3tools pixelmed-apps python3-pydicom python3-numpy python3-scipy python3-skimage

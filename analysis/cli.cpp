@@ -1,5 +1,6 @@
 #include "analysis/cli.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -10,9 +11,8 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <map>
+#include <memory>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -35,90 +35,26 @@ namespace fs = std::filesystem;
 namespace analysis {
 namespace {
 
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
+struct AnalyzeOptions {
+  fs::path input, out;
+  std::string profile;
+  bool no_dicom = false, keep_empty_frames = false;
 };
 
-// --name VALUE / --name=VALUE options, flags, and positionals.
-struct Args {
-  std::map<std::string, std::string> values;
-  std::set<std::string> flags;
-  std::vector<std::string> positional;
-
-  Args(const std::vector<std::string>& args, const std::set<std::string>& with_value,
-       const std::set<std::string>& flag_names) {
-    for (std::size_t i = 0; i < args.size(); ++i) {
-      const std::string& a = args[i];
-      if (a.rfind("--", 0) != 0 || a == "--") {
-        positional.push_back(a);
-        continue;
-      }
-      const auto eq = a.find('=');
-      const std::string name = a.substr(0, eq);
-      if (with_value.count(name)) {
-        if (eq != std::string::npos)
-          values[name] = a.substr(eq + 1);
-        else if (i + 1 < args.size())
-          values[name] = args[++i];
-        else
-          throw UsageError(fmt::format("{} needs a value", name));
-      } else if (flag_names.count(name) && eq == std::string::npos) {
-        flags.insert(name);
-      } else {
-        throw UsageError(fmt::format("unknown option {}", a));
-      }
-    }
-  }
-  std::optional<std::string> get(const std::string& n) const {
-    const auto it = values.find(n);
-    return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);
-  }
-  std::string need(const std::string& n) const {
-    auto v = get(n);
-    if (!v || v->empty()) throw UsageError(fmt::format("{} is required", n));
-    return *v;
-  }
+struct EvaluateOptions {
+  fs::path pred, ref;
+  int label = 0, pred_label = 0, ref_label = 0;
+  const CLI::Option *label_given = nullptr, *pred_label_given = nullptr, *ref_label_given = nullptr;
 };
 
-int parse_int(const std::string& s, const char* what) {
-  std::size_t used = 0;
-  int v = 0;
-  try {
-    v = std::stoi(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size()) throw UsageError(fmt::format("{}: not an integer: '{}'", what, s));
-  return v;
-}
-
-constexpr const char* kAnalyzeUsage =
-    "usage: pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--keep-empty-frames]\n"
-    "  INPUT      folder of DICOM files (any layout) or one file\n"
-    "  --out      output folder: features.json, features.csv, <series>_preview.png,\n"
-    "             <series>_seg.dcm and <series>_sr.dcm\n"
-    "  --profile  force a profile (built in: ct-chest, generic); default: matched per series\n"
-    "  --no-dicom do not write SEG and SR\n"
-    "  --keep-empty-frames  write every SEG frame, also those whose mask is empty\n";
-
-constexpr const char* kEvaluateUsage =
-    "usage: pacsnode evaluate --pred A --ref B [--label N] [--pred-label N] [--ref-label N]\n"
-    "  A, B: masks or label maps as NIfTI-1 (.nii, .nii.gz) or DICOM SEG (BINARY or FRACTIONAL, the\n"
-    "        latter thresholded at 0.5); the reference's voxel spacing is used.\n"
-    "  Two SEGs are put on one grid in patient space (same orientation and pixel spacing; slices are\n"
-    "  the union of both SEGs' frame positions). A SEG and a NIfTI mask must have the same voxel grid.\n"
-    "  --label N compares label N of both (SEG: segment number N; default: every non-zero voxel,\n"
-    "  i.e. any segment). --pred-label / --ref-label set it for one side.\n";
-
-constexpr const char* kTrainUsage =
-    "usage: pacsnode train --features CSV --labels COLUMN_OR_FILE --out MODEL [--folds K] [--positive LABEL]\n"
-    "                      [--label-column NAME] [--ignore COL,...] [--trees N] [--seed S]\n"
-    "  --labels     a column of CSV, or a CSV file whose --label-column (default 'label') gives each row's label\n"
-    "  --out        model file (.yml, .yml.gz, .xml, .json)\n"
-    "  --folds      cross-validation folds (default 5)\n"
-    "  --positive   the positive label (default: the larger of two numeric labels)\n"
-    "  --ignore     columns that are never features (default: segment_label,series,series_uid)\n";
+struct TrainOptions {
+  fs::path features, model;
+  std::string labels, positive, label_column = "label", ignore;
+  int folds = 5;
+  int trees = 0;
+  std::uint64_t seed = 0;
+  const CLI::Option *trees_given = nullptr, *seed_given = nullptr, *ignore_given = nullptr;
+};
 
 std::string join_timings(const std::vector<StageTiming>& t) {
   std::string s;
@@ -126,24 +62,18 @@ std::string join_timings(const std::vector<StageTiming>& t) {
   return s + " ms";
 }
 
-int analyze(const std::vector<std::string>& argv) {
-  const Args a(argv, {"--out", "--profile"}, {"--no-dicom", "--keep-empty-frames", "--help"});
-  if (a.flags.count("--help")) {
-    std::fputs(kAnalyzeUsage, stdout);
-    return 0;
-  }
-  if (a.positional.size() != 1) throw UsageError("exactly one INPUT is required");
-  const fs::path input = a.positional.front();
-  const fs::path out = a.need("--out");
-  const std::string forced = a.get("--profile").value_or("");
-  const bool write_dicom = !a.flags.count("--no-dicom");
-  const bool keep_empty_frames = a.flags.count("--keep-empty-frames") > 0;
+int analyze(const AnalyzeOptions& o) {
+  const fs::path& input = o.input;
+  const fs::path& out = o.out;
+  const std::string& forced = o.profile;
+  const bool write_dicom = !o.no_dicom;
+  const bool keep_empty_frames = o.keep_empty_frames;
   if (!fs::exists(input)) {
     std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
     return 1;
   }
   const config::Config cfg = config::load_default();
-  const Pipeline pipeline(profiles_from(cfg));
+  const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
   fs::create_directories(out);
   const bool tty = ::isatty(2);
@@ -308,14 +238,8 @@ std::string shape_of(const std::vector<cv::Mat>& m) {
   return fmt::format("{}x{}x{}", m.size(), m.front().rows, m.front().cols);
 }
 
-int evaluate(const std::vector<std::string>& argv) {
-  const Args a(argv, {"--pred", "--ref", "--label", "--pred-label", "--ref-label"}, {"--help"});
-  if (a.flags.count("--help")) {
-    std::fputs(kEvaluateUsage, stdout);
-    return 0;
-  }
-  if (!a.positional.empty()) throw UsageError("unexpected argument " + a.positional.front());
-  const fs::path pred = a.need("--pred"), ref = a.need("--ref");
+int evaluate(const EvaluateOptions& o) {
+  const fs::path &pred = o.pred, &ref = o.ref;
   for (const auto& p : {pred, ref}) {
     if (!fs::exists(p)) {
       std::fprintf(stderr, "pacsnode evaluate: %s does not exist\n", p.c_str());
@@ -323,9 +247,9 @@ int evaluate(const std::vector<std::string>& argv) {
     }
   }
   std::optional<int> pl, rl;
-  if (auto v = a.get("--label")) pl = rl = parse_int(*v, "--label");
-  if (auto v = a.get("--pred-label")) pl = parse_int(*v, "--pred-label");
-  if (auto v = a.get("--ref-label")) rl = parse_int(*v, "--ref-label");
+  if (o.label_given->count()) pl = rl = o.label;
+  if (o.pred_label_given->count()) pl = o.pred_label;
+  if (o.ref_label_given->count()) rl = o.ref_label;
   const EvalInput pin = load_eval_input(pred), rin = load_eval_input(ref);
 
   Mask pmask, rmask;
@@ -392,36 +316,26 @@ std::string metrics_json(const kernels::BinaryMetrics& m) {
       m.counts.true_positive, m.counts.false_positive, m.counts.true_negative, m.counts.false_negative);
 }
 
-int train(const std::vector<std::string>& argv) {
-  const Args a(
-      argv,
-      {"--features", "--labels", "--out", "--folds", "--positive", "--label-column", "--ignore", "--trees", "--seed"},
-      {"--help"});
-  if (a.flags.count("--help")) {
-    std::fputs(kTrainUsage, stdout);
-    return 0;
-  }
-  if (!a.positional.empty()) throw UsageError("unexpected argument " + a.positional.front());
-  const fs::path features = a.need("--features");
-  const std::string labels = a.need("--labels");
-  const fs::path model = a.need("--out");
-  const int folds = a.get("--folds") ? parse_int(*a.get("--folds"), "--folds") : 5;
-  if (folds < 2) throw UsageError("--folds must be >= 2");
+int train(const TrainOptions& o) {
+  const fs::path& features = o.features;
+  const std::string& labels = o.labels;
+  const fs::path& model = o.model;
+  const int folds = o.folds;
   kernels::LabelSource src;
   // A path to an existing file is a labels file; anything else names a column of the features CSV.
   if (fs::is_regular_file(labels)) {
     src.file = labels;
-    src.column = a.get("--label-column").value_or("label");
+    src.column = o.label_column;
   } else {
     src.column = labels;
   }
   kernels::TrainParams params;
-  params.positive_label = a.get("--positive").value_or("");
+  params.positive_label = o.positive;
   params.ignore_columns = {"segment_label", "series", "series_uid"};  // ids in analyze's features.csv
-  if (auto ig = a.get("--ignore")) {
+  if (o.ignore_given->count()) {
     params.ignore_columns.clear();
     std::string cur;
-    for (char ch : *ig + ",") {
+    for (char ch : o.ignore + ",") {
       if (ch == ',') {
         if (!cur.empty()) params.ignore_columns.push_back(cur);
         cur.clear();
@@ -430,8 +344,8 @@ int train(const std::vector<std::string>& argv) {
       }
     }
   }
-  if (auto t = a.get("--trees")) params.forest.n_trees = parse_int(*t, "--trees");
-  if (auto s = a.get("--seed")) params.seed = static_cast<std::uint64_t>(std::stoull(*s));
+  if (o.trees_given->count()) params.forest.n_trees = o.trees;
+  if (o.seed_given->count()) params.seed = o.seed;
   if (!model.parent_path().empty()) fs::create_directories(model.parent_path());
   const auto r = kernels::train_random_forest(features, src, folds, params, model);
   std::fprintf(stderr, "%s\n", kernels::to_string(r).c_str());
@@ -473,24 +387,83 @@ void logs_to_stderr() {
   spdlog::apply_all(fix);
 }
 
-int guarded(const char* name, const char* usage, int (*fn)(const std::vector<std::string>&),
-            const std::vector<std::string>& args) {
-  try {
+// The action of an offline command: results on stdout, log lines moved to stderr.
+template <typename Options>
+cli::Action offline(std::shared_ptr<Options> o, int (*run)(const Options&)) {
+  return [o, run] {
     logs_to_stderr();
-    return fn(args);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "pacsnode %s: %s\n%s", name, e.what(), usage);
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "pacsnode %s: %s\n", name, e.what());
-    return 1;
-  }
+    return run(*o);
+  };
+}
+
+cli::Action setup_analyze(CLI::App& app) {
+  auto o = std::make_shared<AnalyzeOptions>();
+  app.add_option("INPUT", o->input, "folder of DICOM files (any layout) or one file")->required()->type_name("");
+  app.add_option("--out", o->out,
+                 "output folder: features.json, features.csv, <series>_preview.png, <series>_seg.dcm and "
+                 "<series>_sr.dcm")
+      ->required()
+      ->type_name("DIR");
+  app.add_option("--profile", o->profile, "force a profile (built in: ct-chest, generic); default: matched per series")
+      ->type_name("NAME");
+  app.add_flag("--no-dicom", o->no_dicom, "do not write SEG and SR");
+  app.add_flag("--keep-empty-frames", o->keep_empty_frames, "write every SEG frame, also those whose mask is empty");
+  app.footer("Every series is decoded and analysed in a `pacsnode worker` child process; files that cannot be used\n"
+             "are listed on stderr with the reason. Exit 0 when at least one series was analysed.");
+  return offline(o, analyze);
+}
+
+cli::Action setup_evaluate(CLI::App& app) {
+  auto o = std::make_shared<EvaluateOptions>();
+  app.add_option("--pred", o->pred, "the mask under test: NIfTI-1 (.nii, .nii.gz) or DICOM SEG")->required()->type_name("A");
+  app.add_option("--ref", o->ref, "the reference mask (its voxel spacing is used)")->required()->type_name("B");
+  o->label_given = app.add_option("--label", o->label, "compare label N of both (SEG: segment number N); default: "
+                                                       "every non-zero voxel")->type_name("N");
+  o->pred_label_given = app.add_option("--pred-label", o->pred_label, "label N of A only")->type_name("N");
+  o->ref_label_given = app.add_option("--ref-label", o->ref_label, "label N of B only")->type_name("N");
+  app.footer("SEGs may be BINARY or FRACTIONAL (thresholded at 0.5). Two SEGs are put on one grid in patient space\n"
+             "(same orientation and pixel spacing; slices are the union of both SEGs' frame positions). A SEG and a\n"
+             "NIfTI mask must have the same voxel grid. Prints Dice, Jaccard, volumes, Hausdorff, HD95, ASSD as JSON.");
+  return offline(o, evaluate);
+}
+
+cli::Action setup_train(CLI::App& app) {
+  auto o = std::make_shared<TrainOptions>();
+  app.add_option("--features", o->features, "features CSV (e.g. analyze's features.csv)")->required()->type_name("CSV");
+  app.add_option("--labels", o->labels,
+                 "a column of CSV, or a CSV file whose --label-column gives each row's label")
+      ->required()
+      ->type_name("COLUMN_OR_FILE");
+  app.add_option("--out", o->model, "model file (.yml, .yml.gz, .xml, .json)")->required()->type_name("MODEL");
+  app.add_option("--folds", o->folds, "cross-validation folds")->capture_default_str()->check(CLI::Range(2, 1000))->type_name("K");
+  app.add_option("--positive", o->positive, "the positive label (default: the larger of two numeric labels)")
+      ->type_name("LABEL");
+  app.add_option("--label-column", o->label_column, "label column of a labels file")->capture_default_str()->type_name("NAME");
+  o->ignore_given = app.add_option("--ignore", o->ignore,
+                                   "columns that are never features (default: segment_label,series,series_uid)")
+                        ->type_name("COL,...");
+  o->trees_given = app.add_option("--trees", o->trees, "trees in the forest")->check(CLI::PositiveNumber)->type_name("N");
+  o->seed_given = app.add_option("--seed", o->seed, "random seed")->type_name("S");
+  app.footer("Stratified k-fold cross-validated random forest (OpenCV RTrees): the metrics as text on stderr and as\n"
+             "JSON on stdout; the model is trained on all rows.");
+  return offline(o, train);
 }
 
 }  // namespace
 
-int analyze_main(const std::vector<std::string>& args) { return guarded("analyze", kAnalyzeUsage, analyze, args); }
-int evaluate_main(const std::vector<std::string>& args) { return guarded("evaluate", kEvaluateUsage, evaluate, args); }
-int train_main(const std::vector<std::string>& args) { return guarded("train", kTrainUsage, train, args); }
+cli::Command analyze_command() {
+  return {"analyze", "analyse DICOM files for research: features, previews, SEG and SR per series",
+          setup_analyze};
+}
+cli::Command evaluate_command() {
+  return {"evaluate", "overlap metrics of two masks (DICOM SEG or NIfTI) as JSON", setup_evaluate};
+}
+cli::Command train_command() {
+  return {"train", "random forest with stratified k-fold cross-validation on a features CSV", setup_train};
+}
+
+int analyze_main(const std::vector<std::string>& args) { return cli::run_one("pacsnode", analyze_command(), args); }
+int evaluate_main(const std::vector<std::string>& args) { return cli::run_one("pacsnode", evaluate_command(), args); }
+int train_main(const std::vector<std::string>& args) { return cli::run_one("pacsnode", train_command(), args); }
 
 }  // namespace analysis

@@ -31,27 +31,28 @@ std::vector<std::string> words(const std::string& upper_text) {
   return out;
 }
 
-bool text_matches(const SeriesMatch& m, const dicom::SeriesInfo& info) {
-  if (m.keywords.empty() && m.tokens.empty()) return true;
-  for (const std::string* field : {&info.body_part, &info.series_description, &info.protocol_name}) {
-    const std::string text = upper(*field);
-    if (text.empty()) continue;
-    for (const auto& k : m.keywords)
-      if (!k.empty() && text.find(upper(k)) != std::string::npos) return true;
-    if (!m.tokens.empty()) {
-      const auto ws = words(text);
-      for (const auto& t : m.tokens)
-        if (std::find(ws.begin(), ws.end(), upper(t)) != ws.end()) return true;
-    }
-  }
-  return false;
-}
-
 void require(bool ok, const std::string& profile, std::string_view field, std::string_view why) {
   if (!ok) throw std::invalid_argument(fmt::format("profile '{}': {}: {}", profile, field, why));
 }
 
 }  // namespace
+
+bool text_matches(const std::vector<std::string>& keywords, const std::vector<std::string>& tokens,
+                  std::initializer_list<std::string_view> fields) {
+  if (keywords.empty() && tokens.empty()) return true;
+  for (const std::string_view field : fields) {
+    const std::string text = upper(field);
+    if (text.empty()) continue;
+    for (const auto& k : keywords)
+      if (!k.empty() && text.find(upper(k)) != std::string::npos) return true;
+    if (!tokens.empty()) {
+      const auto ws = words(text);
+      for (const auto& t : tokens)
+        if (std::find(ws.begin(), ws.end(), upper(t)) != ws.end()) return true;
+    }
+  }
+  return false;
+}
 
 std::string_view to_string(Recipe r) { return r == Recipe::ct_chest ? "ct-chest" : "generic"; }
 
@@ -147,7 +148,7 @@ bool matches(const Profile& p, const dicom::SeriesInfo& info) {
                      [&](const std::string& m) { return upper(m) == mod; }))
       return false;
   }
-  return text_matches(p.match, info);
+  return text_matches(p.match.keywords, p.match.tokens, {info.body_part, info.series_description, info.protocol_name});
 }
 
 const Profile* match_profile(const std::vector<Profile>& profiles, const dicom::SeriesInfo& info) {

@@ -13,6 +13,7 @@
 //     "THORAX" and "THORACIC"), a token only as a whole word, words being split at anything that
 //     is not a letter or digit ("CH" matches "CT CH/AB/PEL" but not "CHOLANGIO" or "CHEST").
 #include <filesystem>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -158,6 +159,11 @@ kernels::RuleSet emphysema_rules(double threshold_percent, double laa_threshold_
 
 // True iff the profile's match rules accept the series.
 bool matches(const Profile& p, const dicom::SeriesInfo& info);
+
+// True when there are no keywords and tokens, or one keyword occurs in one of `fields` as a
+// substring, or one token as a whole word (case-insensitive; words split at non-alphanumerics).
+bool text_matches(const std::vector<std::string>& keywords, const std::vector<std::string>& tokens,
+                  std::initializer_list<std::string_view> fields);
 
 // First profile in `profiles` that matches, or nullptr.
 const Profile* match_profile(const std::vector<Profile>& profiles, const dicom::SeriesInfo& info);

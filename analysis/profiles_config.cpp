@@ -1,11 +1,13 @@
 #include "analysis/profiles_config.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 
 namespace analysis {
 
-std::vector<Profile> profiles_from(const config::Config& cfg) {
+std::vector<Profile> profiles_from(const config::Config& cfg, bool all_builtins) {
   const auto builtin = builtin_profiles();
   std::vector<Profile> out;
   std::vector<std::string> problems;
@@ -40,7 +42,9 @@ std::vector<Profile> profiles_from(const config::Config& cfg) {
     out.push_back(std::move(p));
   }
   if (!problems.empty()) throw config::ConfigError(problems);
-  out.insert(out.end(), builtin.begin(), builtin.end());
+  const auto& enabled = cfg.analysis.builtin_profiles;
+  for (const auto& b : builtin)
+    if (all_builtins || std::find(enabled.begin(), enabled.end(), b.name) != enabled.end()) out.push_back(b);
   return out;
 }
 

@@ -8,7 +8,9 @@
 
 namespace analysis {
 
+// The config's [[profile]] tables (in order), then the built-in profiles [analysis]
+// builtin_profiles enables (every built-in when `all_builtins`, as `pacsnode analyze` uses them).
 // Throws config::ConfigError naming the profile when a resulting profile is inconsistent.
-std::vector<analysis::Profile> profiles_from(const config::Config& cfg);
+std::vector<analysis::Profile> profiles_from(const config::Config& cfg, bool all_builtins = false);
 
 }  // namespace analysis

@@ -377,9 +377,13 @@ dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames) {
 }
 
 dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
-                                  const std::filesystem::path& dir, const std::optional<dicom::DocumentRef>& replaces) {
+                                  const std::filesystem::path& dir, const std::optional<dicom::DocumentRef>& replaces,
+                                  const dicom::SeriesPlacement& placement) {
   const auto& vol = c.volume;
   dicom::SrSpec sr;
+  sr.series_uid = placement.series_uid;
+  if (placement.series_number > 0) sr.series_number = placement.series_number;
+  if (placement.instance_number > 0) sr.instance_number = placement.instance_number;
   sr.predecessor = replaces;
   sr.source_file = seg.source_file;
   sr.source_series_uid = vol.info.series_uid;

@@ -80,9 +80,11 @@ struct DicomOutputs {
 // 1..N (the SEG's segment numbers) and returns the SEG spec, whose label map shares c.labels.
 // write_sr_for writes <dir>/<key>_sr.dcm from c's features and findings for a SEG already written.
 dicom::SegSpec seg_spec_for(SeriesContext& c, bool keep_empty_frames = false);
+// `placement`: the SR's series (empty UID: a new one), series and instance number (0: defaults).
 dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& seg, const dicom::WrittenObject& written,
                                   const std::filesystem::path& dir,
-                                  const std::optional<dicom::DocumentRef>& replaces = std::nullopt);
+                                  const std::optional<dicom::DocumentRef>& replaces = std::nullopt,
+                                  const dicom::SeriesPlacement& placement = {});
 // `keep_empty_frames`: also write the SEG frames whose mask is empty (default: omitted).
 DicomOutputs write_seg_and_sr(SeriesContext& c, const std::filesystem::path& dir,
                               const std::optional<dicom::DocumentRef>& replaces = std::nullopt,

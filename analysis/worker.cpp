@@ -51,8 +51,10 @@ class Events {
   int fd_;
 };
 
-nlohmann::json object_json(const dicom::WrittenObject& w, const std::string& kind) {
+nlohmann::json object_json(const dicom::WrittenObject& w, const std::string& kind, int series_number, int instance_number) {
   return {{"kind", kind},
+          {"series_number", series_number},
+          {"instance_number", instance_number},
           {"path", w.path.string()},
           {"sop_class_uid", w.sop_class_uid},
           {"sop_instance_uid", w.sop_instance_uid},
@@ -89,7 +91,14 @@ bool is_out_of_memory(const cv::Exception& e) { return e.code == cv::Error::StsN
 // Analyses one volume: the SEG is written on a second thread once the segmentation is there, the
 // SR after the later stages, key images if asked; "objects" as soon as they are all on disk, then
 // the preview. Returns the summary; its error is set when the volume failed.
-SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesContext& c, const Events& events) {
+// `p` placed for the n-th (0-based) volume of the series.
+dicom::SeriesPlacement nth(const dicom::SeriesPlacement& p, int n) {
+  dicom::SeriesPlacement out = p;
+  out.instance_number = std::max(1, p.instance_number) + n;
+  return out;
+}
+
+SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesContext& c, const Events& events, int volume) {
   std::optional<dicom::SegSpec> seg_spec;
   std::future<dicom::WrittenObject> seg_written;
   double seg_ms = 0;
@@ -100,6 +109,10 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
     pipeline.run(c, [&](SeriesContext& sc) {
       if (!job.write_dicom || sc.resampled || sc.segments.empty()) return;  // no SEG possible: said below
       seg_spec = seg_spec_for(sc, job.keep_empty_frames);
+      const auto place = nth(job.seg, volume);
+      seg_spec->series_uid = place.series_uid;
+      if (place.series_number > 0) seg_spec->series_number = place.series_number;
+      seg_spec->instance_number = place.instance_number;
       seg_written = std::async(std::launch::async, [&seg_spec, &seg_ms, path = job.out_dir / (sc.key + "_seg.dcm")] {
         const Stopwatch sw;
         auto w = dicom::write_seg(*seg_spec, path);
@@ -123,16 +136,25 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
       }
       const dicom::WrittenObject seg = seg_written.get();
       const Stopwatch sr_sw;
-      const dicom::WrittenObject sr = write_sr_for(c, *seg_spec, seg, job.out_dir, job.replaces);
+      const dicom::WrittenObject sr = write_sr_for(c, *seg_spec, seg, job.out_dir, job.replaces, nth(job.sr, volume));
       c.timings.push_back({"seg", seg_ms});
       c.timings.push_back({"sr", sr_sw.ms()});
-      nlohmann::json objects = nlohmann::json::array({object_json(seg, "SEG"), object_json(sr, "SR")});
+      const auto sr_place = nth(job.sr, volume);
+      nlohmann::json objects = nlohmann::json::array(
+          {object_json(seg, "SEG", seg_spec->series_number, seg_spec->instance_number),
+           object_json(sr, "SR", sr_place.series_number > 0 ? sr_place.series_number : dicom::SrSpec{}.series_number,
+                       sr_place.instance_number)});
       if (job.key_images) {
         std::vector<kernels::SegmentStyle> styles;
         for (const auto& s : c.segments) styles.push_back({static_cast<std::uint8_t>(s.label), s.name, s.colour});
         auto spec = kernels::key_image_spec(c.volume, c.labels, styles, {});
         spec.file_prefix = c.key + "_key";
-        for (const auto& k : dicom::write_key_images(spec, job.out_dir)) objects.push_back(object_json(k, "KEY"));
+        spec.series_uid = job.key.series_uid;
+        if (job.key.series_number > 0) spec.series_number = job.key.series_number;
+        spec.first_instance_number = std::max(1, job.key.instance_number) + volume * 8;
+        int instance = spec.first_instance_number;
+        for (const auto& k : dicom::write_key_images(spec, job.out_dir))
+          objects.push_back(object_json(k, "KEY", spec.series_number, instance++));
       }
       events.emit({{"event", "objects"}, {"key", c.key}, {"profile", c.profile->name}, {"objects", objects}});
       seg_file = seg.path;
@@ -166,7 +188,7 @@ int run(const Job& job, const Events& events) {
   auto log = pacsnode::component_logger("worker");
   events.emit({{"event", "started"}, {"pid", ::getpid()}});
   const config::Config cfg = job.config_toml.empty() ? config::load_default() : config::parse(job.config_toml, "job");
-  const Pipeline pipeline(profiles_from(cfg));
+  const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!job.profile.empty()) pipeline.select({}, job.profile);  // an unknown name fails before decoding
   if (!job.out_dir.empty()) fs::create_directories(job.out_dir);
   if (!job.preview_dir.empty()) fs::create_directories(job.preview_dir);
@@ -197,7 +219,7 @@ int run(const Job& job, const Events& events) {
     if (std::find(job.skip_keys.begin(), job.skip_keys.end(), c.key) != job.skip_keys.end()) continue;
     c.volume = std::move(volume);
     events.emit({{"event", "volume"}, {"key", c.key}, {"profile", c.profile->name}});
-    SeriesSummary s = analyse_volume(pipeline, job, c, events);
+    SeriesSummary s = analyse_volume(pipeline, job, c, events, volumes_of_series[c.volume.info.series_uid] - 1);
     if (s.error.empty()) {
       ++analysed;
     } else {
@@ -222,6 +244,8 @@ nlohmann::json to_json(const Job& job) {
                    {"key_images", job.key_images},
                    {"require_dicom", job.require_dicom},
                    {"skip_keys", job.skip_keys}};
+  for (const auto& [name, p] : {std::pair<const char*, const dicom::SeriesPlacement*>{"seg", &job.seg}, {"sr", &job.sr}, {"key", &job.key}})
+    j["placement"][name] = {{"series_uid", p->series_uid}, {"series_number", p->series_number}, {"instance_number", p->instance_number}};
   j["files"] = nlohmann::json::array();
   for (const auto& f : job.files) j["files"].push_back(f.string());
   if (job.replaces)
@@ -244,6 +268,10 @@ Job job_from_json(const nlohmann::json& j) {
   job.key_images = j.value("key_images", false);
   job.require_dicom = j.value("require_dicom", false);
   job.skip_keys = j.value("skip_keys", std::vector<std::string>{});
+  if (const auto it = j.find("placement"); it != j.end() && it->is_object())
+    for (auto [name, p] : {std::pair<const char*, dicom::SeriesPlacement*>{"seg", &job.seg}, {"sr", &job.sr}, {"key", &job.key}})
+      if (const auto q = it->find(name); q != it->end() && q->is_object())
+        *p = {q->value("series_uid", ""), q->value("series_number", 0), q->value("instance_number", 0)};
   if (const auto it = j.find("replaces"); it != j.end() && it->is_object())
     job.replaces = dicom::DocumentRef{it->at("sop_class_uid").get<std::string>(),
                                       it->at("sop_instance_uid").get<std::string>(),

@@ -47,6 +47,10 @@ struct Job {
   bool require_dicom = false;  // a volume whose SEG/SR cannot be written failed (daemon); else a note (analyze)
   std::optional<dicom::DocumentRef> replaces;  // the SR an earlier analysis wrote for this series
   std::vector<std::string> skip_keys;          // volumes whose objects an earlier attempt delivered
+  // Where the SEG, SR and key images go: the series of the objects they supersede (a re-analysis
+  // of a changed series), or new series; numbers from the parent. The n-th volume of the series
+  // (split by phase, orientation, ...) takes instance_number + n - 1.
+  dicom::SeriesPlacement seg, sr, key;
 };
 
 nlohmann::json to_json(const Job& job);

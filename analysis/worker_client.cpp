@@ -93,7 +93,9 @@ std::string_view to_string(WorkerExit::Kind k) {
 
 std::filesystem::path self_executable() {
   if (const char* exe = std::getenv("PACSNODE_WORKER_BINARY"); exe && *exe) return exe;
-  return std::filesystem::read_symlink("/proc/self/exe");
+  // Not resolved: exec of /proc/self/exe starts the very binary this process runs, also after a
+  // package upgrade replaced the file (the worker must speak the daemon's protocol version).
+  return "/proc/self/exe";
 }
 
 WorkerExit run_worker(const std::filesystem::path& executable, const nlohmann::json& job, const WorkerLimits& limits,

@@ -50,7 +50,8 @@ struct WorkerExit {
 
 std::string_view to_string(WorkerExit::Kind k);
 
-// The executable that runs `pacsnode worker`: our own (/proc/self/exe), or PACSNODE_WORKER_BINARY
+// The executable that runs `pacsnode worker`: our own (/proc/self/exe, the running binary even after
+// an upgrade replaced its file), or PACSNODE_WORKER_BINARY
 // when set (for test programs that call the analysis commands in process).
 std::filesystem::path self_executable();
 

@@ -144,6 +144,12 @@ void read_node(const toml::table& t, Config::Node& n, std::vector<std::string>& 
   s.integer("acse_timeout_seconds", n.acse_timeout_seconds, 1, 3600);
   s.integer("dimse_timeout_seconds", n.dimse_timeout_seconds, 1, 3600);
   s.integer("drain_seconds", n.drain_seconds, 0, 3600);
+  s.integer("preassociation_timeout_seconds", n.preassociation_timeout_seconds, 1, 300);
+  s.integer("max_pending_connections", n.max_pending_connections, 1, 10000);
+  s.integer("max_pending_per_source", n.max_pending_per_source, 1, 10000);
+  if (n.max_pending_per_source > n.max_pending_connections)
+    s.problem("max_pending_per_source", fmt::format("{} is more than node.max_pending_connections ({})", n.max_pending_per_source,
+                                                    n.max_pending_connections));
 }
 
 void read_storage(const toml::table& t, Config::Storage& st, std::vector<std::string>& p) {
@@ -167,6 +173,11 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.integer("workers", a.workers, 1, 64);
   s.boolean("key_images", a.key_images);
   s.boolean("keep_empty_frames", a.keep_empty_frames);
+  s.strings("builtin_profiles", a.builtin_profiles);
+  for (const auto& b : a.builtin_profiles)
+    if (b != "ct-chest" && b != "generic") s.problem("builtin_profiles", fmt::format("\"{}\" is not ct-chest or generic", b));
+  s.string("unmatched", a.unmatched);
+  if (a.unmatched.empty()) s.problem("unmatched", "must be \"ignore\", \"auto\" or a profile name");
   s.integer("worker_memory_mb", a.worker_memory_mb, 256, 1 << 20);
   s.integer("worker_cpu_seconds", a.worker_cpu_seconds, 1, 7 * 86400);
   s.integer("worker_timeout_seconds", a.worker_timeout_seconds, 1, 7 * 86400);
@@ -183,6 +194,18 @@ void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::s
   s.integer("batch", o.batch, 1, 1000);
   if (o.max_backoff_seconds < o.initial_backoff_seconds)
     s.problem("max_backoff_seconds", "must not be less than outbound.initial_backoff_seconds");
+}
+
+void read_retention(const toml::table& t, Config::Retention& r, std::vector<std::string>& p) {
+  Section s(t, "retention", p);
+  for (auto [key, out] : {std::pair{"incoming_days", &r.incoming_days}, std::pair{"outbound_days", &r.outbound_days},
+                          std::pair{"results_days", &r.results_days}, std::pair{"quarantine_days", &r.quarantine_days}}) {
+    std::optional<double> v;
+    s.optional_number(key, v, 0, 36500);
+    if (v) *out = *v;
+  }
+  s.integer("high_water_percent", r.high_water_percent, 0, 99);
+  s.integer("interval_seconds", r.interval_seconds, 1, 86400);
 }
 
 // Reads every table of a [[key]] array whose `name` is required and unique, calling
@@ -235,6 +258,27 @@ void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::ve
   });
 }
 
+void read_rules(const toml::node& n, std::vector<RuleConfig>& out, std::vector<std::string>& p) {
+  read_named_tables(n, "rule", p, [&](const toml::table&, Section& s, std::string name) {
+    RuleConfig r;
+    r.name = std::move(name);
+    s.string("action", r.action);
+    if (r.action != "analyse" && r.action != "ignore") s.problem("action", fmt::format("\"{}\" is not analyse or ignore", r.action));
+    s.string("profile", r.profile);
+    if (r.profile.empty()) s.problem("profile", "must be a profile name or \"auto\"");
+    s.strings("modalities", r.modalities);
+    s.strings("keywords", r.keywords);
+    s.strings("tokens", r.tokens);
+    s.strings("body_parts", r.body_parts);
+    s.strings("series_descriptions", r.series_descriptions);
+    s.strings("study_descriptions", r.study_descriptions);
+    s.strings("calling_ae", r.calling_ae);
+    s.strings("sop_classes", r.sop_classes);
+    s.integer("min_slices", r.min_slices, 0, 1000000);
+    out.push_back(std::move(r));
+  });
+}
+
 void read_destinations(const toml::node& n, std::vector<Destination>& out, std::vector<std::string>& p) {
   read_named_tables(n, "destination", p, [&](const toml::table& t, Section& s, std::string name) {
     Destination d;
@@ -284,9 +328,11 @@ Config parse(std::string_view text, std::string_view source) {
     else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
     else if (name == "outbound") { if (auto* t = sub_table(root, name, problems)) read_outbound(*t, c.outbound, problems); }
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
+    else if (name == "retention") { if (auto* t = sub_table(root, name, problems)) read_retention(*t, c.retention, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);
     else if (name == "profile") read_profiles(v, c.profiles, problems);
+    else if (name == "rule") read_rules(v, c.rules, problems);
     else problems.push_back(fmt::format("{}: unknown key", name));
   }
   // A profile may only name destinations that exist.
@@ -294,6 +340,20 @@ Config parse(std::string_view text, std::string_view source) {
     for (const auto& name : c.profiles[i].destinations.value_or(std::vector<std::string>{}))
       if (std::none_of(c.destinations.begin(), c.destinations.end(), [&](const Destination& d) { return d.name == name; }))
         problems.push_back(fmt::format("profile[{}].destinations: no [[destination]] named \"{}\"", i, name));
+  // Rules and [analysis] unmatched name profiles that exist: a [[profile]] or an enabled built-in.
+  auto profile_exists = [&](const std::string& name) {
+    return name == "auto" ||
+           std::any_of(c.profiles.begin(), c.profiles.end(), [&](const ProfileConfig& pc) { return pc.name == name; }) ||
+           std::find(c.analysis.builtin_profiles.begin(), c.analysis.builtin_profiles.end(), name) !=
+               c.analysis.builtin_profiles.end();
+  };
+  for (std::size_t i = 0; i < c.rules.size(); ++i)
+    if (c.rules[i].action == "analyse" && !profile_exists(c.rules[i].profile))
+      problems.push_back(fmt::format("rule[{}].profile: no [[profile]] or enabled built-in profile named \"{}\"", i,
+                                     c.rules[i].profile));
+  if (c.analysis.unmatched != "ignore" && !profile_exists(c.analysis.unmatched))
+    problems.push_back(fmt::format("analysis.unmatched: \"{}\" is not ignore, auto, a [[profile]] or an enabled built-in profile",
+                                   c.analysis.unmatched));
   if (!problems.empty()) {
     for (auto& p : problems) p = fmt::format("{}: {}", source, p);
     throw ConfigError(std::move(problems));

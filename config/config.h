@@ -37,6 +37,16 @@ struct ProfileConfig {
   std::optional<std::vector<std::string>> destinations;  // names of [[destination]]s; unset: all
 };
 
+// A [[rule]] table: which series are analysed, with which profile (analysis/rules.h).
+struct RuleConfig {
+  std::string name;
+  std::string action = "analyse";  // "analyse" or "ignore"
+  std::string profile = "auto";    // a profile name, or "auto": the first profile whose match accepts the series
+  std::vector<std::string> modalities, keywords, tokens, body_parts, series_descriptions, study_descriptions,
+      calling_ae, sop_classes;
+  int min_slices = 0;
+};
+
 struct Config {
   struct Node {
     std::string ae_title = "PACSNODE";
@@ -47,6 +57,11 @@ struct Config {
     int acse_timeout_seconds = 30;
     int dimse_timeout_seconds = 60;
     int drain_seconds = 30;
+    // Before association: a connection must have sent its whole A-ASSOCIATE-RQ within this time;
+    // until then it counts against the two limits below (beyond them it is closed at once).
+    int preassociation_timeout_seconds = 5;
+    int max_pending_connections = 64;
+    int max_pending_per_source = 8;  // per source IP address
   } node;
   struct Storage {
     std::filesystem::path root = "var/pacsnode";
@@ -61,6 +76,11 @@ struct Config {
     int workers = 1;
     bool key_images = false;
     bool keep_empty_frames = false;
+    // Built-in profiles the daemon may use ("ct-chest", "generic"); [[profile]] tables can start
+    // from either as their base whatever this says. `pacsnode analyze` always has both.
+    std::vector<std::string> builtin_profiles{"ct-chest"};
+    // A series that no [[rule]] matches: "ignore", "auto" or a profile name.
+    std::string unmatched = "ignore";
     // Each series is analysed in a child process (`pacsnode worker`) under these limits.
     int worker_memory_mb = 8192;       // address space (RLIMIT_AS)
     int worker_cpu_seconds = 1800;     // CPU time, all threads (RLIMIT_CPU)
@@ -75,7 +95,19 @@ struct Config {
     int dimse_timeout_seconds = 60;
     int batch = 50;
   } outbound;
+  // What the node deletes on its own (scp/retention.h). A study's data go only once it is settled:
+  // complete, analysed (when analysis is on) and with no delivery pending.
+  struct Retention {
+    // Days each area is kept after its study last received an instance (incoming) or its analysis
+    // ended (outbound, results, quarantine); fractions allowed; 0 keeps it regardless of age.
+    double incoming_days = 0, outbound_days = 0, results_days = 0, quarantine_days = 0;
+    // Use of the storage file system (percent, as df shows it) above which the oldest settled data
+    // go, whatever their age, until use is below it again; 0 turns it off.
+    int high_water_percent = 85;
+    int interval_seconds = 600;  // between two retention runs (the first runs at start)
+  } retention;
   std::vector<ProfileConfig> profiles;  // tried before the built-in ones, in order
+  std::vector<RuleConfig> rules;        // empty: the built-in default rule (analysis/rules.h)
   std::vector<Destination> destinations;
   struct Log {
     std::string level = "info";

@@ -49,6 +49,16 @@ InstanceHeader read_instance_header(const std::filesystem::path& file) {
   h.acquisition_number = get_long(ds, DCM_AcquisitionNumber);
   h.images_in_acquisition = get_long(ds, DCM_ImagesInAcquisition);
   h.number_of_study_related_instances = get_long(ds, DCM_NumberOfStudyRelatedInstances);
+  h.body_part = get_string(ds, DCM_BodyPartExamined);
+  h.series_description = get_string(ds, DCM_SeriesDescription);
+  h.protocol_name = get_string(ds, DCM_ProtocolName);
+  h.study_description = get_string(ds, DCM_StudyDescription);
+  h.study_date = get_string(ds, DCM_StudyDate);
+  h.accession_number = get_string(ds, DCM_AccessionNumber);
+  h.manufacturer = get_string(ds, DCM_Manufacturer);
+  h.manufacturer_model_name = get_string(ds, DCM_ManufacturerModelName);
+  h.series_number = get_long(ds, DCM_SeriesNumber);
+  if (const auto frames = get_long(ds, DCM_NumberOfFrames); frames && *frames > 0) h.frames = *frames;
   return h;
 }
 

@@ -17,6 +17,11 @@ struct InstanceHeader {
   std::optional<long> acquisition_number;
   std::optional<long> images_in_acquisition;           // (0020,1002)
   std::optional<long> number_of_study_related_instances;  // (0020,1208)
+  // What rules, the API and result-loop detection look at (never logged above debug).
+  std::string body_part, series_description, protocol_name, study_description, study_date, accession_number;
+  std::string manufacturer, manufacturer_model_name;
+  std::optional<long> series_number;
+  long frames = 1;  // Number of Frames, 1 when absent
 };
 
 // Parses the whole file structure without loading large values. Throws DicomError when the file

@@ -168,7 +168,7 @@ std::vector<WrittenObject> write_key_images(const KeyImageSpec& spec, const std:
   const auto common = patient_study_attributes(spec.source_file);
   std::filesystem::create_directories(out_dir);
 
-  const std::string series_uid = new_uid(SITE_SERIES_UID_ROOT);
+  const std::string series_uid = spec.series_uid.empty() ? new_uid(SITE_SERIES_UID_ROOT) : spec.series_uid;
   const auto [date, time] = results_detail::now_da_tm();
   std::vector<WrittenObject> written;
   try {
@@ -210,7 +210,7 @@ std::vector<WrittenObject> write_key_images(const KeyImageSpec& spec, const std:
       put(d, DCM_SecondaryCaptureDeviceManufacturerModelName, ascii(spec.device.model_name));
       put(d, DCM_SecondaryCaptureDeviceSoftwareVersions, ascii(spec.device.software_versions));
       // General Image and SC Image.
-      put(d, DCM_InstanceNumber, std::to_string(i + 1));
+      put(d, DCM_InstanceNumber, std::to_string(spec.first_instance_number + static_cast<int>(i)));
       put(d, DCM_PatientOrientation, ascii(spec.patient_orientation));
       put(d, DCM_ContentDate, date);
       put(d, DCM_ContentTime, time);

@@ -47,6 +47,8 @@ struct KeyImageSpec {
   std::vector<int> slice_index;       // images[i] shows sources[slice_index[i]]; same size as images
   std::string series_description = "pacsnode key images";  // LO, <= 64 characters
   int series_number = 9003;
+  int first_instance_number = 1;
+  std::string series_uid;  // empty: a new series; else that of the key images these supersede
   DeviceInfo device;
   // General Series Modality. PS3.3 C.8.6.1 lets an SC carry the modality of the equipment whose
   // image was captured ("CT"); "OT" keeps key images out of PACS routing and hanging protocols

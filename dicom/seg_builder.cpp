@@ -211,7 +211,7 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
   WrittenObject out;
   out.sop_class_uid = UID_SegmentationStorage;
   out.sop_instance_uid = new_uid(SITE_INSTANCE_UID_ROOT);
-  out.series_uid = new_uid(SITE_SERIES_UID_ROOT);
+  out.series_uid = spec.series_uid.empty() ? new_uid(SITE_SERIES_UID_ROOT) : spec.series_uid;
   out.study_uid = hdr.study_uid;
   const auto now = results_detail::now_da_tm();
   check(seg->getSeries().setSeriesInstanceUID(out.series_uid.c_str()), "SEG: series UID");

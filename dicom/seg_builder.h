@@ -59,6 +59,14 @@ struct SegmentSpec {
   std::vector<cv::Mat> mask;  // see the header comment; empty with SegSpec::label_map
 };
 
+// Where a result object goes: a new series (empty UID), or the series of the object it supersedes,
+// with a series number (0: the builder's default) and an instance number (0: 1).
+struct SeriesPlacement {
+  std::string series_uid;
+  int series_number = 0;
+  int instance_number = 0;
+};
+
 enum class SegmentationType { binary, fractional };
 
 struct SegSpec {
@@ -73,6 +81,7 @@ struct SegSpec {
   std::string series_description = "pacsnode segmentation";
   int series_number = 9001;
   int instance_number = 1;
+  std::string series_uid;  // empty: a new series; else the series of an earlier SEG this one supersedes
   std::string content_label = "SEGMENTATION";  // CS: upper case, digits, '_', space; <= 16
   std::string content_description;
   std::string algorithm_name = "pacsnode";

@@ -241,6 +241,9 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
   check(doc.completeDocument(), "SR: complete document");
   DcmFileFormat ff;
   check(doc.write(*ff.getDataset()), "SR: encode document");
+  // DSRDocument makes a new series; a superseding report goes into its predecessor's series.
+  if (!spec.series_uid.empty())
+    check(ff.getDataset()->putAndInsertString(DCM_SeriesInstanceUID, spec.series_uid.c_str()), "SR: series UID");
   results_detail::atomic_write(out_file, [&](const std::string& tmp) {
     check(ff.saveFile(tmp.c_str(), EXS_LittleEndianExplicit), "SR: write");
   });
@@ -249,7 +252,7 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
   out.path = out_file;
   out.sop_class_uid = doc.getSOPClassUID(v).good() ? v.c_str() : "";
   out.sop_instance_uid = doc.getSOPInstanceUID(v).good() ? v.c_str() : "";
-  out.series_uid = doc.getSeriesInstanceUID(v).good() ? v.c_str() : "";
+  out.series_uid = !spec.series_uid.empty() ? spec.series_uid : doc.getSeriesInstanceUID(v).good() ? v.c_str() : "";
   out.study_uid = doc.getStudyInstanceUID(v).good() ? v.c_str() : "";
   log->debug("SR written: {} measurement groups, series {}", spec.groups.size(), out.series_uid);
   return out;

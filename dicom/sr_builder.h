@@ -58,6 +58,7 @@ struct SrSpec {
   std::string series_description = "pacsnode measurements";
   int series_number = 9002;
   int instance_number = 1;
+  std::string series_uid;  // empty: a new series; else the series of the report this one supersedes
   DeviceInfo device;
   std::vector<CodingScheme> coding_schemes;  // declared in addition to the known private ones
 };

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -203,6 +204,60 @@ std::pair<const AcceptedContext*, std::string> pick_context(const std::vector<Ac
                        "; compressed data is not converted)"};
 }
 
+// Why an association could not be opened: the outcome for the files it was for, and the reason
+// (an A-ASSOCIATE-RJ's result, source and reason when the peer rejected it).
+struct AssociationFailure {
+  SendOutcome outcome = SendOutcome::transient_failure;
+  bool rejected = false;
+  std::string detail;
+};
+
+// Network, parameters, the proposed contexts, A-ASSOCIATE-RQ. Nagle off, connect/ACSE timeouts
+// from the target. On success `a` holds the established association.
+std::optional<AssociationFailure> open_association(const StoreTarget& t, const std::vector<ProposedContext>& contexts,
+                                                   Association& a) {
+  const std::string peer = fmt::format("{}@{}:{}", t.called_ae, t.host, t.port);
+  disable_nagle_once();
+  OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, t.acse_timeout_seconds, &a.net_);
+  if (c.bad())
+    return AssociationFailure{SendOutcome::transient_failure, false,
+                              std::string("cannot initialise the network: ") + c.text()};
+  c = ASC_createAssociationParameters(&a.params_, ASC_DEFAULTMAXPDU);
+  if (c.bad())
+    return AssociationFailure{SendOutcome::transient_failure, false,
+                              std::string("cannot create association parameters: ") + c.text()};
+  ASC_setAPTitles(a.params_, t.calling_ae.c_str(), t.called_ae.c_str(), nullptr);
+  const std::string address = fmt::format("{}:{}", t.host, t.port);
+  ASC_setPresentationAddresses(a.params_, "localhost", address.c_str());
+  for (std::size_t k = 0; k < contexts.size(); ++k) {
+    std::vector<const char*> ts;
+    for (const auto& s : contexts[k].syntaxes) ts.push_back(s.c_str());
+    c = ASC_addPresentationContext(a.params_, static_cast<T_ASC_PresentationContextID>(2 * k + 1),
+                                   contexts[k].sop_class.c_str(), ts.data(), static_cast<int>(ts.size()));
+    if (c.bad())
+      return AssociationFailure{SendOutcome::permanent_failure, false,
+                                std::string("cannot propose a presentation context: ") + c.text()};
+  }
+
+  dcmConnectionTimeout.set(t.connect_timeout_seconds);
+  c = ASC_requestAssociation(a.net_, a.params_, &a.assoc_, nullptr, nullptr, DUL_NOBLOCK, t.acse_timeout_seconds);
+  if (c.bad()) {
+    if (c == DUL_ASSOCIATIONREJECTED) {
+      T_ASC_RejectParameters rej;
+      ASC_getRejectParameters(a.params_, &rej);
+      OFString text;
+      ASC_printRejectParameters(text, &rej);
+      const bool permanent = rej.result == ASC_RESULT_REJECTEDPERMANENT;
+      return AssociationFailure{permanent ? SendOutcome::permanent_failure : SendOutcome::transient_failure, true,
+                                fmt::format("association rejected by {}: {}", peer, one_line(text.c_str()))};
+    }
+    return AssociationFailure{SendOutcome::transient_failure, false,
+                              fmt::format("cannot associate with {}: {}", peer, one_line(c.text()))};
+  }
+  a.established_ = true;
+  return std::nullopt;
+}
+
 }  // namespace
 
 SendOutcome classify_store_status(std::uint16_t st) {
@@ -271,53 +326,15 @@ std::vector<SendResult> store_files(const StoreTarget& t, const std::vector<std:
   const auto contexts = plan_contexts(scanned);
   if (contexts.empty()) return summary();  // nothing readable: no association
 
-  disable_nagle_once();
   Association a;
-  OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, t.acse_timeout_seconds, &a.net_);
-  if (c.bad()) {
-    fail_rest(SendOutcome::transient_failure, std::string("cannot initialise the network: ") + c.text());
-    return summary();
-  }
-  c = ASC_createAssociationParameters(&a.params_, ASC_DEFAULTMAXPDU);
-  if (c.bad()) {
-    fail_rest(SendOutcome::transient_failure, std::string("cannot create association parameters: ") + c.text());
-    return summary();
-  }
-  ASC_setAPTitles(a.params_, t.calling_ae.c_str(), t.called_ae.c_str(), nullptr);
-  const std::string address = fmt::format("{}:{}", t.host, t.port);
-  ASC_setPresentationAddresses(a.params_, "localhost", address.c_str());
   const std::size_t proposed = std::min<std::size_t>(contexts.size(), kMaxPresentationContexts);
-  for (std::size_t k = 0; k < proposed; ++k) {
-    std::vector<const char*> ts;
-    for (const auto& s : contexts[k].syntaxes) ts.push_back(s.c_str());
-    c = ASC_addPresentationContext(a.params_, static_cast<T_ASC_PresentationContextID>(2 * k + 1),
-                                   contexts[k].sop_class.c_str(), ts.data(), static_cast<int>(ts.size()));
-    if (c.bad()) {
-      fail_rest(SendOutcome::permanent_failure, std::string("cannot propose a presentation context: ") + c.text());
-      return summary();
-    }
-  }
-
-  dcmConnectionTimeout.set(t.connect_timeout_seconds);
-  c = ASC_requestAssociation(a.net_, a.params_, &a.assoc_, nullptr, nullptr, DUL_NOBLOCK, t.acse_timeout_seconds);
-  if (c.bad()) {
-    if (c == DUL_ASSOCIATIONREJECTED) {
-      T_ASC_RejectParameters rej;
-      ASC_getRejectParameters(a.params_, &rej);
-      OFString text;
-      ASC_printRejectParameters(text, &rej);
-      const bool permanent = rej.result == ASC_RESULT_REJECTEDPERMANENT;
-      fail_rest(permanent ? SendOutcome::permanent_failure : SendOutcome::transient_failure,
-                fmt::format("association rejected by {}: {}", peer, one_line(text.c_str())));
-    } else {
-      fail_rest(SendOutcome::transient_failure,
-                fmt::format("cannot associate with {}: {}", peer, one_line(c.text())));
-    }
+  if (auto failed = open_association(t, {contexts.begin(), contexts.begin() + proposed}, a)) {
+    fail_rest(failed->outcome, failed->detail);
     return summary();
   }
-  a.established_ = true;
   const auto accepted = accepted_contexts(a.params_);
   log->debug("association with {}: {} of {} presentation contexts accepted", peer, accepted.size(), proposed);
+  OFCondition c;
 
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (done[i]) continue;
@@ -390,6 +407,56 @@ std::vector<SendResult> store_files(const StoreTarget& t, const std::vector<std:
   }
   a.release();
   return summary();
+}
+
+EchoResult echo(const StoreTarget& t) {
+  using Clock = std::chrono::steady_clock;
+  const auto ms_since = [](Clock::time_point from) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - from).count();
+  };
+  EchoResult r;
+  const auto started = Clock::now();
+  Association a;
+  const std::vector<ProposedContext> contexts{
+      {UID_VerificationSOPClass, {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}}};
+  const auto failed = open_association(t, contexts, a);
+  r.associate_ms = ms_since(started);
+  if (failed) {
+    r.rejected = failed->rejected;
+    r.rejected_permanent = failed->rejected && failed->outcome == SendOutcome::permanent_failure;
+    r.detail = failed->detail;
+    r.total_ms = ms_since(started);
+    return r;
+  }
+  r.associated = true;
+  const auto accepted = accepted_contexts(a.params_);
+  if (accepted.empty()) {
+    r.detail = "the peer accepted the association but not the Verification SOP class";
+    a.release();
+    r.total_ms = ms_since(started);
+    return r;
+  }
+  const auto echo_started = Clock::now();
+  DIC_US status = 0;
+  DcmDataset* status_detail = nullptr;
+  const OFCondition c =
+      DIMSE_echoUser(a.assoc_, a.assoc_->nextMsgID++, DIMSE_NONBLOCKING, t.dimse_timeout_seconds, &status, &status_detail);
+  std::unique_ptr<DcmDataset> detail_owner(status_detail);
+  r.echo_ms = ms_since(echo_started);
+  if (c.bad()) {
+    if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_PEERREQUESTEDRELEASE || c == DUL_NETWORKCLOSED)
+      a.dropped();
+    else
+      a.abort();
+    r.detail = c == DIMSE_NODATAAVAILABLE ? fmt::format("no C-ECHO-RSP within {} s (DIMSE timeout)", t.dimse_timeout_seconds)
+                                          : "C-ECHO failed: " + one_line(c.text());
+  } else {
+    r.status = status;
+    r.detail = status == STATUS_Success ? "Success" : fmt::format("failure status 0x{:04X}", status);
+    a.release();
+  }
+  r.total_ms = ms_since(started);
+  return r;
 }
 
 }  // namespace dicom

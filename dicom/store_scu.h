@@ -1,5 +1,5 @@
 #pragma once
-// C-STORE SCU: sends result files (SEG, SR, ...) to the PACS over one association and classifies
+// C-STORE SCU (and a C-ECHO, see echo() below): sends result files (SEG, SR, ...) to the PACS over one association and classifies
 // every file as sent, transient failure (retry later) or permanent failure (dead letter).
 //
 // Association (DCMTK ASC_* / DIMSE_* directly, because DcmSCU 3.6.7 does not expose the
@@ -81,5 +81,23 @@ SendOutcome classify_store_status(std::uint16_t status);
 
 // "sent", "transient_failure", "permanent_failure".
 const char* to_string(SendOutcome outcome);
+
+// A C-ECHO: what happened and how long each step took (`pacsnode echo`).
+struct EchoResult {
+  bool associated = false;               // A-ASSOCIATE-AC received
+  bool rejected = false;                 // A-ASSOCIATE-RJ received (detail: result, source, reason)
+  bool rejected_permanent = false;       //   ... with result "rejected-permanent"
+  std::optional<std::uint16_t> status;   // C-ECHO-RSP status when one came
+  std::string detail;                    // what went wrong, or the status text
+  double associate_ms = 0;               // TCP connect and association negotiation
+  double echo_ms = 0;                    // C-ECHO-RQ to C-ECHO-RSP
+  double total_ms = 0;                   // everything, release included
+  bool ok() const { return status && *status == 0x0000; }
+};
+
+// One association proposing the Verification SOP class (explicit and implicit VR little endian),
+// one C-ECHO, A-RELEASE. Same timeouts (connect, ACSE, DIMSE from `target`) and Nagle handling as
+// store_files. Never throws for network or peer problems.
+EchoResult echo(const StoreTarget& target);
 
 }  // namespace dicom

@@ -10,11 +10,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
 
 #include "dicom/check.h"
 #include "dicom/log.h"
+#include "scp/health.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
+#include "scp/retention.h"
 #include "scp/status.h"
 #include "scp/store_provider.h"
 #include "scp/study_assembler.h"
@@ -42,6 +45,8 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
       in.header = dicom::read_instance_header(file);
       in.path = file;
       in.size = fs::file_size(file);
+      in.own = is_own_result(index, in.header);
+      in.content_hash = content_hash(file);
       const auto mtime = fs::last_write_time(file);
       const auto sys = std::chrono::time_point_cast<std::chrono::milliseconds>(
           std::chrono::file_clock::to_sys(mtime));
@@ -61,34 +66,26 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
 int run_daemon(const config::Config& cfg) {
   auto log = pacsnode::component_logger("daemon");
   const fs::path root = storage_root(cfg.storage.root);
-  fs::create_directories(root);
+  // Say what is wrong with the storage root, and where, before anything else tries it.
+  if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
   Spool spool(root);
-  Index index(root / "index.sqlite");
+  std::unique_ptr<Index> index_ptr;
+  try {
+    index_ptr = std::make_unique<Index>(root / "index.sqlite");
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("cannot open the index {}: {}", (root / "index.sqlite").string(), e.what()));
+  }
+  Index& index = *index_ptr;
   reconcile(spool, index);
 
+  config::LiveConfig live(cfg);
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
   OutboundQueue outbound(io, index, cfg);
-  std::vector<std::string> destinations;
-  for (const auto& d : cfg.destinations) destinations.push_back(d.name);
-  std::map<std::string, std::vector<std::string>> profile_destinations;
-  for (const auto& p : cfg.profiles)
-    if (p.destinations) profile_destinations[p.name] = *p.destinations;
   std::unique_ptr<JobRunner> jobs;
-  if (cfg.analysis.enabled) {
-    JobRunner::Options opt;
-    opt.workers = cfg.analysis.workers;
-    opt.key_images = cfg.analysis.key_images;
-    opt.keep_empty_frames = cfg.analysis.keep_empty_frames;
-    opt.destinations = destinations;
-    opt.profile_destinations = profile_destinations;
-    opt.on_queued = [&outbound] { outbound.notify(); };
-    opt.config_toml = cfg.source_text;
-    opt.limits = {static_cast<std::uint64_t>(cfg.analysis.worker_memory_mb), cfg.analysis.worker_cpu_seconds,
-                  cfg.analysis.worker_timeout_seconds};
-    opt.log_level = cfg.log.level;
-    jobs = std::make_unique<JobRunner>(index, root, std::move(opt));
-  }
+  if (cfg.analysis.enabled)
+    jobs = std::make_unique<JobRunner>(index, root, live,
+                                       JobRunner::Options{cfg.analysis.workers, [&outbound] { outbound.notify(); }, {}});
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {
@@ -97,6 +94,9 @@ int run_daemon(const config::Config& cfg) {
   assembler.restore();
   if (jobs) jobs->start();
   outbound.start();
+  // Retention (issue 10 §4): a timer on this io_context; deleting runs on its own thread.
+  Retention retention(io, index, root, RetentionPolicy::from(cfg), std::chrono::seconds(cfg.retention.interval_seconds));
+  retention.start();
   std::thread io_thread([&io] { io.run(); });
 
   ScpContext ctx{cfg, spool, index, assembler, {}, {}};
@@ -113,27 +113,45 @@ int run_daemon(const config::Config& cfg) {
   log->info("pacsnode {} listening on {}:{} as '{}', storage {}, quiet time {} s", PACSNODE_VERSION, cfg.node.bind,
             server.port(), cfg.node.ae_title, root.string(), cfg.study.quiet_seconds);
 
+  HealthMonitor health(io, root, index, live);
+  health.on_change([&ctx](const Health& h) { ctx.failing = h.state == HealthState::failing; });
+  health.check();  // before READY=1
+  health.start();
+
   StatusWriter status(io, root / "status.json", [&] {
-    Status s{server.port(), server.active(), assembler.open_studies(), ctx.counters.associations.load(),
-             ctx.counters.rejected.load(), ctx.counters.instances_stored.load(), ctx.counters.instances_failed.load(),
-             ctx.counters.bytes.load()};
+    Status s;
+    const Health h = health.current();
+    s.health = std::string(to_string(h.state));
+    s.health_reasons = h.reasons;
+    s.port = server.port();
+    s.open_associations = server.active();
+    s.open_studies = assembler.open_studies();
+    s.associations = ctx.counters.associations.load();
+    s.rejected_associations = ctx.counters.rejected.load();
+    s.instances_stored = ctx.counters.instances_stored.load();
+    s.instances_refused = ctx.counters.instances_failed.load();
+    s.bytes_received = ctx.counters.bytes.load();
     if (jobs) {
       s.jobs_queued = jobs->queued();
       s.jobs_running = jobs->running();
     }
+    s.pending_connections = server.pending();
+    s.rejections = ctx.counters.rejections.snapshot();
+    s.aborted_associations = ctx.counters.aborted.snapshot();
     return s;
   });
   status.start();
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
-  // gets the service restarted.
-  sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%u", cfg.node.bind.c_str(), static_cast<unsigned>(server.port()));
+  // gets the service restarted, and only while the node is not failing (scp/health.h).
+  sd_notifyf(0, "READY=1\nSTATUS=%s; listening on %s:%u", std::string(to_string(health.current().state)).c_str(),
+             cfg.node.bind.c_str(), static_cast<unsigned>(server.port()));
   asio::steady_timer watchdog(io);
   std::uint64_t watchdog_usec = 0;
   std::function<void()> ping;
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
     ping = [&] {
-      sd_notify(0, "WATCHDOG=1");
+      if (!health.failing()) sd_notify(0, "WATCHDOG=1");
       watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 2));
       watchdog.async_wait([&](boost::system::error_code ec) { if (!ec) ping(); });
     };
@@ -153,9 +171,11 @@ int run_daemon(const config::Config& cfg) {
   server.stop(std::chrono::seconds(cfg.node.drain_seconds));
   if (jobs) jobs->stop();  // a running analysis stops at its next series and runs again at start
   outbound.stop();        // what is not sent stays pending in the index
+  retention.stop();       // a run in progress stops at its next deletion (retention, issue 10 §4)
   asio::post(io, [&] {
     watchdog.cancel();
     status.stop();
+    health.stop();
   });
   guard.reset();
   io.stop();

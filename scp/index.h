@@ -3,6 +3,7 @@
 // stay the data: the index can always be rebuilt from the spool (see reconcile in daemon.cpp).
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -45,18 +46,34 @@ struct ResultRow {
   std::string kind;  // "SEG", "SR"
   std::string sop_class_uid, sop_instance_uid, series_uid, source_series_uid;
   std::string path;
+  int series_number = 0, instance_number = 0;
+};
+
+// A series of a study as the rules see it (header values of its first instance, counts of all;
+// our own results sent back are not part of it).
+struct SeriesEntry {
+  std::string series_uid;
+  std::vector<std::string> files;
+  std::string modality, body_part, series_description, protocol_name, study_description, sop_class_uid, calling_ae;
+  std::optional<long> series_number;
+  int images = 0;           // instances x frames
+  std::string fingerprint;  // of its instances' SOP Instance UIDs and content hashes: same set, same bytes
 };
 
 // One series of one analysis job: how its worker process ended.
 struct SeriesRunRow {
   std::int64_t id = 0, job_id = 0;
   std::string study_uid, series_uid;
-  std::string state;  // running, done, failed (the analysis said why), crashed (signal or limit), skipped
+  // running, done, failed (the analysis said why), crashed (signal or limit), skipped (nothing to
+  // analyse), ignored (by a rule), unchanged (analysed before with the same instances), interrupted
+  std::string state;
   std::string profile;
   int attempts = 0;
   std::string error;
   int volumes = 0;  // volumes analysed with results
   std::int64_t started_ms = 0, ended_ms = 0;
+  std::string fingerprint, rule;
+  int generation = 0;  // of the job
 };
 
 // One object for one destination: pending until a success status, then sent; dead after a
@@ -70,6 +87,43 @@ struct OutboxRow {
   std::string last_error;
 };
 
+// ---- Retention (scp/retention.h): what a retention run needs to know about a study. ----
+struct RetentionStudy {
+  std::string study_uid;
+  bool complete = false;
+  std::int64_t last_instance_ms = 0;
+  int generation = 0;                  // latest completed generation
+  std::int64_t instances = 0, bytes = 0;
+  int jobs_pending = 0, jobs_running = 0;
+  std::string latest_job_state;        // of the job for `generation`; empty when there is none
+  int outbox_pending = 0;              // outbox rows still pending, over every result of the study
+};
+// One analysis job (a study generation): its folders are outbound|results|quarantine/<hash>-g<generation>.
+struct RetentionJob {
+  std::string study_uid;
+  int generation = 0;
+  std::string state;
+  std::int64_t updated_ms = 0;  // when it last changed state (for an ended job: when it ended)
+};
+// An instance row forgotten by Index::forget_instances.
+struct InstanceFile {
+  std::string sop_uid, path;
+  std::int64_t size = 0, received_ms = 0;
+};
+
+// Which outbox rows an administrative action applies to: every criterion that is set must hold.
+// Unset: no restriction; set but empty: no row.
+struct OutboxSelection {
+  std::optional<std::vector<std::string>> states;        // pending, sent, dead
+  std::optional<std::vector<std::string>> destinations;  // destination names
+  std::optional<std::vector<std::int64_t>> ids;
+};
+
+struct OutboxCount {
+  std::string destination, state;
+  std::int64_t rows = 0;
+};
+
 class Index {
  public:
   explicit Index(const std::filesystem::path& db_file);
@@ -79,7 +133,10 @@ class Index {
 
   // Inserts or replaces the instance, touches its study (reopening it if complete). Returns true
   // when the SOP Instance UID was not known before.
+  // An own instance (in.own) is recorded but neither creates an open study nor reopens one.
   bool add_instance(const StoredInstance& in, std::int64_t now_ms);
+  // The SOP instance or its series is one of the results we made.
+  bool is_own_result(const std::string& sop_uid, const std::string& series_uid);
   void remove_instance(const std::string& sop_uid);
   // Marks the study complete at this generation and queues an analysis job for it.
   void mark_complete(const std::string& study_uid, int generation, std::int64_t now_ms);
@@ -99,6 +156,11 @@ class Index {
 
   // The study's instance files grouped by series (series in UID order, files in path order).
   std::vector<std::pair<std::string, std::vector<std::string>>> series_files(const std::string& study_uid);
+  // The same with what the rules look at and the fingerprint.
+  std::vector<SeriesEntry> series_entries(const std::string& study_uid);
+  // The latest finished run of a series in a job of an earlier generation than `before_generation`.
+  std::optional<SeriesRunRow> last_series_run(const std::string& study_uid, const std::string& series_uid,
+                                              int before_generation);
   std::int64_t start_series_run(std::int64_t job_id, const std::string& study_uid, const std::string& series_uid,
                                 std::int64_t now_ms);
   void finish_series_run(std::int64_t id, const SeriesRunRow& r, std::int64_t now_ms);
@@ -119,16 +181,69 @@ class Index {
   // Deletes rows in `state` (sent or dead). Returns how many.
   int purge(const std::string& state);
 
+  // --- Health (scp/health.h) ---
+  // Writes a row (throws when the index cannot be written).
+  void health_probe(std::int64_t now_ms);
+  struct DestinationTrouble {
+    std::string destination;
+    int dead_recently = 0;     // dead-lettered since the time asked for
+    int pending_retried = 0;   // pending and already failed at least 3 times
+    std::int64_t oldest_pending_ms = 0;
+    std::string last_error;
+  };
+  std::vector<DestinationTrouble> destination_trouble(std::int64_t since_ms);
+  // States of the latest `n` finished jobs (done/failed), newest first.
+  std::vector<std::string> latest_job_states(int n);
+  // Series whose worker crashed or hit a limit since `since_ms`.
+  int crashed_series_since(std::int64_t since_ms);
+  // ---- Retention (scp/retention.cpp): selection and deletion. Each forget_* re-reads the study in
+  // its own transaction and goes ahead only if `eligible` still holds; tables that reference
+  // studies, jobs or results must be cleared in forget_study too. ----
+  std::vector<RetentionStudy> retention_studies();
+  std::vector<RetentionJob> retention_jobs();
+  // Forgets every instance row of the study. `move_files` gets the rows and runs inside the
+  // transaction with the index lock held (no instance of any study is indexed meanwhile); it must
+  // take the files out of the spool, and the rows are forgotten only if it returns. If it throws
+  // or the commit fails, `undo` gets the rows and must put back what was moved. `eligible` and
+  // both callbacks run under the index lock: they must not call the Index. nullopt: the study is
+  // no longer eligible (nothing was moved).
+  std::optional<std::vector<InstanceFile>> forget_instances(
+      const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible,
+      const std::function<void(const std::vector<InstanceFile>&)>& move_files,
+      const std::function<void(const std::vector<InstanceFile>&)>& undo);
+  // Forgets the result and outbox rows of one generation (its outbound folder is being deleted).
+  // Returns the result rows forgotten, or nullopt when the study is no longer eligible.
+  std::optional<int> forget_outputs(const std::string& study_uid, int generation,
+                                    const std::function<bool(const RetentionStudy&)>& eligible);
+  // Forgets a study without instances: its outbox, results, series_runs, jobs and study rows.
+  bool forget_study(const std::string& study_uid, const std::function<bool(const RetentionStudy&)>& eligible);
+  // --- Outbox administration (`pacsnode outbox`, scp/outbox_cli.cpp) ---
+  // The selected rows, in id order.
+  std::vector<OutboxRow> outbox_select(const OutboxSelection& sel);
+  // The selected rows that are pending or dead go back to pending, due now, with attempts reset
+  // (a running daemon sends them at its next look at the outbox). Returns how many.
+  int outbox_retry(const OutboxSelection& sel, std::int64_t now_ms);
+  // Deletes the selected rows. Returns how many.
+  int outbox_purge(const OutboxSelection& sel);
+  // Rows per destination and state, for every destination the outbox names.
+  std::vector<OutboxCount> outbox_counts();
+
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }
 
  private:
   void exec(const char* sql);
   void migrate();  // applies the schema versions this index lacks
+  std::optional<RetentionStudy> retention_study_locked(const std::string& study_uid);
   std::mutex mutex_;
   sqlite3* db_ = nullptr;
   std::string log_key_;
 };
+
+// Our own result (SEG, SR, key image) sent back to us: its SOP instance or series is in the index's
+// results, or it says it was made by pacsnode (Manufacturer and Manufacturer's Model Name), which
+// still holds when the index was rebuilt.
+bool is_own_result(Index& index, const dicom::InstanceHeader& h);
 
 // "s-" + 12 hex digits: a keyed hash of a Study Instance UID, safe for info logs.
 std::string study_hash(const std::string& key, const std::string& study_uid);

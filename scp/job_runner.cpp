@@ -6,7 +6,9 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include "analysis/profiles_config.h"
 #include "analysis/results.h"
+#include "analysis/rules.h"
 #include "analysis/stage.h"
 #include "analysis/worker.h"
 #include "dicom/log.h"
@@ -64,11 +66,47 @@ void quarantine(const fs::path& outbound, const fs::path& q, const std::string& 
   analysis::write_text_file(q / (key + "_reason.txt"), reason + "\n");
 }
 
+// Where the results of a source series go. A series analysed before keeps its result series:
+// the new objects supersede the old ones there with the next instance numbers (the SR also lists
+// its predecessor). A series analysed for the first time gets new series, numbered from 9001 on
+// in pairs (SEG, SR; key images 9501 on) with numbers no other result series of the study uses.
+struct Placements {
+  dicom::SeriesPlacement seg, sr, key;
+};
+
+Placements place(const std::vector<ResultRow>& earlier, const std::string& source_series) {
+  Placements p;
+  std::set<int> used;
+  for (const auto& r : earlier) used.insert(r.series_number);
+  bool seen = false;
+  for (const auto& r : earlier) {
+    if (r.source_series_uid != source_series) continue;
+    dicom::SeriesPlacement& q = r.kind == "SEG" ? p.seg : r.kind == "SR" ? p.sr : p.key;
+    q.series_uid = r.series_uid;
+    q.series_number = r.series_number;
+    q.instance_number = std::max(q.instance_number, r.instance_number + 1);
+    seen = true;
+  }
+  if (!seen || p.seg.series_uid.empty() || p.sr.series_uid.empty()) {
+    int k = 0;
+    while (used.count(9001 + 2 * k) || used.count(9002 + 2 * k) || used.count(9501 + k)) ++k;
+    if (p.seg.series_uid.empty()) p.seg = {"", 9001 + 2 * k, 1};
+    if (p.sr.series_uid.empty()) p.sr = {"", 9002 + 2 * k, 1};
+  }
+  if (p.key.series_uid.empty()) {
+    int k = 0;
+    while (used.count(9501 + k)) ++k;
+    p.key = {"", 9501 + k, 1};
+  }
+  return p;
+}
+
 }  // namespace
 
-JobRunner::JobRunner(Index& index, fs::path root, Options opt)
+JobRunner::JobRunner(Index& index, fs::path root, const config::LiveConfig& config, Options opt)
     : index_(index),
       root_(std::move(root)),
+      config_(config),
       opt_(std::move(opt)),
       pool_(static_cast<std::size_t>(std::max(1, opt_.workers))) {
   if (opt_.executable.empty()) opt_.executable = analysis::self_executable();
@@ -127,29 +165,74 @@ JobOutcome JobRunner::run(const JobRow& job) {
   std::vector<dicom::Rejected> rejected;
   const std::vector<ResultRow> earlier = index_.results(job.study_uid);
 
-  for (const auto& [series_uid, files] : index_.series_files(job.study_uid)) {
+  const std::shared_ptr<const config::Config> cfg = config_.get();  // one config for the whole job
+  const auto profiles = analysis::profiles_from(*cfg);
+  const analysis::WorkerLimits limits{static_cast<std::uint64_t>(cfg->analysis.worker_memory_mb),
+                                      cfg->analysis.worker_cpu_seconds, cfg->analysis.worker_timeout_seconds};
+  std::vector<std::string> all_destinations;
+  for (const auto& d : cfg->destinations) all_destinations.push_back(d.name);
+
+  for (const auto& entry : index_.series_entries(job.study_uid)) {
     if (stopping_) {
       index_.set_job_state(job.id, "pending");
       log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
       return out;
     }
+    const std::string& series_uid = entry.series_uid;
+    const auto& files = entry.files;
     const std::string series = analysis::short_hash(series_uid);
+    SeriesRunRow row;
+    row.fingerprint = entry.fingerprint;
+
+    // The rules decide from the headers whether and how the series is analysed.
+    const analysis::RuleDecision decision = analysis::decide(
+        *cfg, profiles,
+        {entry.modality, entry.body_part, entry.series_description, entry.protocol_name, entry.study_description,
+         entry.sop_class_uid, entry.calling_ae, entry.images});
+    row.rule = decision.rule;
+    row.profile = decision.profile;
+    if (!decision.analyse) {
+      const std::int64_t id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
+      row.state = "ignored";
+      row.error = decision.why;
+      index_.finish_series_run(id, row, wall_ms());
+      ++out.series_ignored;
+      log->info("study {}: series {} ({}, {} image(s)) not analysed: {}", study, series, entry.modality, entry.images,
+                decision.why);
+      continue;
+    }
+    // The same instances, byte for byte, analysed before with the same profile: nothing new to say.
+    if (const auto last = index_.last_series_run(job.study_uid, series_uid, job.generation);
+        last && last->fingerprint == entry.fingerprint && last->profile == decision.profile) {
+      const std::int64_t id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
+      row.state = "unchanged";
+      row.error = fmt::format("instances unchanged since generation {} ({}): no new objects", last->generation,
+                              last->state == "unchanged" ? "unchanged" : last->state);
+      index_.finish_series_run(id, row, wall_ms());
+      ++out.series_unchanged;
+      log->info("study {}: series {} {}", study, series, row.error);
+      continue;
+    }
+
     analysis::worker::Job wj;
     wj.files.assign(files.begin(), files.end());
-    wj.config_toml = opt_.config_toml;
+    wj.profile = decision.profile;
+    wj.config_toml = cfg->source_text;
     wj.out_dir = outbound;
     wj.preview_dir = results;
-    wj.keep_empty_frames = opt_.keep_empty_frames;
-    wj.key_images = opt_.key_images;
+    wj.keep_empty_frames = cfg->analysis.keep_empty_frames;
+    wj.key_images = cfg->analysis.key_images;
     wj.require_dicom = true;
     // The latest SR an earlier generation wrote for this series is the one this report replaces.
     for (const auto& r : earlier)
       if (r.kind == "SR" && r.source_series_uid == series_uid && r.generation < job.generation)
         wj.replaces = dicom::DocumentRef{r.sop_class_uid, r.sop_instance_uid, r.series_uid, r.study_uid};
+    const Placements placement = place(earlier, series_uid);
+    wj.seg = placement.seg;
+    wj.sr = placement.sr;
+    wj.key = placement.key;
 
     const std::int64_t run_id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
-    const std::string& source_series_uid = series_uid;  // a lambda may not capture a structured binding (clang 14)
-    SeriesRunRow row;
     std::string in_flight;  // key of the volume the worker is on
     std::set<std::string> delivered;
     int volumes_failed = 0;
@@ -158,24 +241,28 @@ JobOutcome JobRunner::run(const JobRow& job) {
       const std::string kind = e.value("event", "");
       if (kind == "volume") {
         in_flight = e.value("key", "");
-        row.profile = e.value("profile", "");
       } else if (kind == "objects") {
         const std::string profile = e.value("profile", "");
         std::vector<ResultRow> rows;
         for (const auto& o : e.value("objects", nlohmann::json::array())) {
           std::string why;
-          if (auto r = result_from_event(o, job, outbound, source_series_uid, why)) rows.push_back(std::move(*r));
+          if (auto r = result_from_event(o, job, outbound, series_uid, why)) {
+            r->series_number = o.value("series_number", 0);
+            r->instance_number = o.value("instance_number", 0);
+            rows.push_back(std::move(*r));
+          }
           else log->error("study {}: series {}: worker reported an object that is not accepted: {}", study, series, why);
         }
-        const auto own = opt_.profile_destinations.find(profile);
-        const auto& destinations = own != opt_.profile_destinations.end() ? own->second : opt_.destinations;
+        const std::vector<std::string>* destinations = &all_destinations;
+        for (const auto& p : cfg->profiles)
+          if (p.name == profile && p.destinations) destinations = &*p.destinations;
         for (auto& r : rows) {
           r.id = index_.add_result(r);
-          index_.enqueue(r, destinations, wall_ms());
+          index_.enqueue(r, *destinations, wall_ms());
           delivered.insert(r.path);
           out.results.push_back(r);
         }
-        if (!rows.empty() && !destinations.empty() && opt_.on_queued) opt_.on_queued();
+        if (!rows.empty() && !destinations->empty() && opt_.on_queued) opt_.on_queued();
         wj.skip_keys.push_back(e.value("key", ""));
       } else if (kind == "series") {
         analysis::SeriesSummary s = analysis::summary_from_json(e.at("summary"));
@@ -204,8 +291,8 @@ JobOutcome JobRunner::run(const JobRow& job) {
 
     analysis::WorkerExit exit;
     for (row.attempts = 1; row.attempts <= 2; ++row.attempts) {
-      exit = analysis::run_worker(opt_.executable, analysis::worker::to_json(wj), opt_.limits, on_event, &stopping_,
-                                  {{"PACSNODE_LOG_LEVEL", opt_.log_level}});
+      exit = analysis::run_worker(opt_.executable, analysis::worker::to_json(wj), limits, on_event, &stopping_,
+                                  {{"PACSNODE_LOG_LEVEL", cfg->log.level}});
       if (exit.ok() || !exit.retryable()) break;
       ++crashes_;
       log->error("study {}: series {}: analysis worker {} ({}) after {:.1f} s{}", study, in_flight.empty() ? series : in_flight,
@@ -258,9 +345,10 @@ JobOutcome JobRunner::run(const JobRow& job) {
   index_.set_job_state(job.id, job_failed ? "failed" : "done",
                        failed ? fmt::format("{} series failed or crashed", failed) : std::string());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  log->info("study {} generation {} analysed in {:.1f} s: {} series with results, {} skipped, {} failed, {} crashed; {} object(s) in {}",
-            study, job.generation, secs, out.series_analysed, out.series_skipped, out.series_failed, out.series_crashed,
-            out.results.size(), outbound.string());
+  log->info("study {} generation {} analysed in {:.1f} s: {} series with results, {} unchanged, {} not analysed by the "
+            "rules, {} skipped, {} failed, {} crashed; {} object(s) in {}",
+            study, job.generation, secs, out.series_analysed, out.series_unchanged, out.series_ignored, out.series_skipped,
+            out.series_failed, out.series_crashed, out.results.size(), outbound.string());
   return out;
 }
 

@@ -20,31 +20,27 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "analysis/worker_client.h"
+#include "config/live.h"
 #include "scp/index.h"
 
 namespace scp {
 
 struct JobOutcome {
   int series_analysed = 0, series_skipped = 0, series_failed = 0, series_crashed = 0;
+  int series_ignored = 0, series_unchanged = 0;
   std::vector<ResultRow> results;
 };
 
 class JobRunner {
  public:
-  // `root`: the storage root (outbound/, results/, quarantine/ go below it).
+  // `root`: the storage root (outbound/, results/, quarantine/ go below it). Each job reads the
+  // config in force when it starts (rules, profiles, destinations, worker limits, analysis options).
   struct Options {
-    int workers = 1;                        // jobs at once
-    bool key_images = false;                // also Secondary Capture key images with the overlay burned in
-    bool keep_empty_frames = false;         // SEG frames with an empty mask are written too
-    std::vector<std::string> destinations;  // results are queued in the outbox for each
-    std::map<std::string, std::vector<std::string>> profile_destinations;  // profile name -> its own list
-    std::function<void()> on_queued;        // told when new objects are queued
-    std::string config_toml;                // the config in force, handed to each worker
-    analysis::WorkerLimits limits;
-    std::filesystem::path executable;       // pacsnode itself (default: /proc/self/exe)
-    std::string log_level = "info";         // the workers' log level
+    int workers = 1;                   // jobs at once
+    std::function<void()> on_queued;   // told when new objects are queued
+    std::filesystem::path executable;  // pacsnode itself (default: /proc/self/exe)
   };
-  JobRunner(Index& index, std::filesystem::path root, Options opt);
+  JobRunner(Index& index, std::filesystem::path root, const config::LiveConfig& config, Options opt);
   ~JobRunner();
 
   // Queues every pending job of the index (at start).
@@ -65,6 +61,7 @@ class JobRunner {
 
   Index& index_;
   std::filesystem::path root_;
+  const config::LiveConfig& config_;
   Options opt_;
   boost::asio::thread_pool pool_;
   std::atomic<bool> stopping_{false};

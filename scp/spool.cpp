@@ -7,10 +7,14 @@
 #include <atomic>
 #include <cstdlib>
 #include <cerrno>
+#include <cstring>
+#include <vector>
 #include <random>
+#include <string_view>
 #include <system_error>
 
 #include <fmt/format.h>
+#include <xxhash.h>
 
 #include "dicom/check.h"
 #include "dicom/log.h"
@@ -32,9 +36,14 @@ void make_dirs_durable(const fs::path& dir) {
 
 }  // namespace
 
-fs::path storage_root(const fs::path& configured) {
+fs::path storage_root(const fs::path& configured) { return storage_root(configured, std::getenv("STATE_DIRECTORY")); }
+
+fs::path storage_root(const fs::path& configured, const char* state_directory) {
   fs::path root = configured;
-  if (const char* state = std::getenv("STATE_DIRECTORY"); state && root.is_relative()) root = fs::path(state) / root;
+  if (state_directory && *state_directory && root.is_relative()) {
+    const std::string_view dirs(state_directory);
+    root = fs::path(dirs.substr(0, dirs.find(':'))) / root;  // systemd lists several with ':'
+  }
   return fs::absolute(root);
 }
 
@@ -51,6 +60,40 @@ std::string path_component(const std::string& uid) {
   bool ok = !uid.empty() && uid.size() <= 64 && uid.front() != '.';
   for (char c : uid) ok = ok && ((c >= '0' && c <= '9') || c == '.');
   return ok ? uid : fmt::format("x{:016x}", fnv1a(uid));
+}
+
+std::string content_hash(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + file.string());
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  // The data set starts after the preamble, "DICM" and the meta group, whose length is the value
+  // of its first element (0002,0000) UL: bytes 140..143. Without a preamble: the whole file.
+  std::uint64_t skip = 0;
+  unsigned char head[144];
+  if (::pread(fd, head, sizeof head, 0) == static_cast<ssize_t>(sizeof head) && std::memcmp(head + 128, "DICM", 4) == 0 &&
+      head[132] == 0x02 && head[133] == 0 && head[134] == 0 && head[135] == 0 && head[136] == 'U' && head[137] == 'L')
+    skip = 144 + (std::uint64_t(head[140]) | std::uint64_t(head[141]) << 8 | std::uint64_t(head[142]) << 16 |
+                  std::uint64_t(head[143]) << 24);
+  std::vector<char> buf(1 << 20);
+  off_t off = static_cast<off_t>(skip);
+  for (;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      XXH3_freeState(state);
+      ::close(fd);
+      throw std::system_error(err, std::generic_category(), "read " + file.string());
+    }
+    if (n == 0) break;
+    XXH3_128bits_update(state, buf.data(), static_cast<std::size_t>(n));
+    off += n;
+  }
+  const XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  ::close(fd);
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
 }
 
 void fsync_path(const fs::path& p, bool directory) {

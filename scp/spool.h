@@ -28,6 +28,9 @@ struct StoredInstance {
   dicom::InstanceHeader header;
   std::filesystem::path path;
   std::uintmax_t size = 0;
+  std::string calling_ae;    // who sent it (empty: found on disk)
+  std::string content_hash;  // content_hash(path): its data set, not the meta header we wrote
+  bool own = false;          // one of our own results, sent back to us
 };
 
 class Spool {
@@ -59,10 +62,16 @@ class Spool {
 // The storage root a config names: a relative storage.root lives in the service's state
 // directory under systemd (STATE_DIRECTORY), else in the working directory. Absolute.
 std::filesystem::path storage_root(const std::filesystem::path& configured);
+// The same with $STATE_DIRECTORY given (null or empty: unset; of a ':'-separated list, the first).
+std::filesystem::path storage_root(const std::filesystem::path& configured, const char* state_directory);
 // FNV-1a, 64 bits: stable across runs and builds (path components, log hashes).
 std::uint64_t fnv1a(const std::string& s);
 // A UID as a path component: itself when it is a well-formed UID, else a stable hex digest.
 std::string path_component(const std::string& uid);
+// A hash of a Part 10 file's data set (everything after the File Meta Information, whose
+// Source AE and implementation fields differ between senders of the same instance): XXH3-128 as
+// 32 hex digits. Throws std::system_error when the file cannot be read.
+std::string content_hash(const std::filesystem::path& file);
 // fsync a file or directory; throws std::system_error.
 void fsync_path(const std::filesystem::path& p, bool directory);
 

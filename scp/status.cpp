@@ -4,7 +4,7 @@
 
 #include <fstream>
 
-#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "dicom/log.h"
 #include "scp/study_assembler.h"
@@ -12,14 +12,26 @@
 namespace scp {
 
 std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms) {
-  return fmt::format(
-      "{{\n  \"status\": \"ok\",\n  \"port\": {},\n  \"uptime_seconds\": {},\n  \"open_associations\": {},\n"
-      "  \"open_studies\": {},\n  \"associations\": {},\n  \"rejected_associations\": {},\n  \"instances_stored\": {},\n"
-      "  \"instances_refused\": {},\n  \"bytes_received\": {},\n  \"jobs_queued\": {},\n  \"jobs_running\": {},\n"
-      "  \"analysis_cache_bytes\": {},\n  \"updated_ms\": {}\n}}\n",
-      s.port, (now_ms - started_ms) / 1000, s.open_associations, s.open_studies, s.associations, s.rejected_associations,
-      s.instances_stored, s.instances_refused, s.bytes_received, s.jobs_queued, s.jobs_running, s.analysis_cache_bytes,
-      now_ms);
+  nlohmann::ordered_json j;
+  j["status"] = s.health;
+  j["reasons"] = s.health_reasons;
+  j["port"] = s.port;
+  j["uptime_seconds"] = (now_ms - started_ms) / 1000;
+  j["open_associations"] = s.open_associations;
+  j["pending_connections"] = s.pending_connections;
+  j["open_studies"] = s.open_studies;
+  j["associations"] = s.associations;
+  j["rejected_associations"] = s.rejected_associations;
+  j["rejections"] = s.rejections;
+  j["aborted_associations"] = s.aborted_associations;
+  j["instances_stored"] = s.instances_stored;
+  j["instances_refused"] = s.instances_refused;
+  j["bytes_received"] = s.bytes_received;
+  j["jobs_queued"] = s.jobs_queued;
+  j["jobs_running"] = s.jobs_running;
+  j["analysis_cache_bytes"] = s.analysis_cache_bytes;
+  j["updated_ms"] = now_ms;
+  return j.dump(2) + "\n";
 }
 
 StatusWriter::StatusWriter(boost::asio::io_context& io, std::filesystem::path file, std::function<Status()> read,
@@ -35,12 +47,18 @@ void StatusWriter::write_now() {
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << to_json(s, wall_ms(), started_ms_);
-    if (!out) return;  // disk full: the next tick tries again
+    if (out) {
+      out.close();
+      std::error_code ec;
+      std::filesystem::rename(tmp, file_, ec);
+    }
+    // A storage that cannot be written cannot hold the file that says so: STATUS= below still
+    // does, and so do the watchdog and the DICOM port (scp/health.h).
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file_, ec);
-  sd_notifyf(0, "STATUS=%zu open association(s), %zu open study(ies), %llu stored, %llu refused", s.open_associations,
-             s.open_studies, static_cast<unsigned long long>(s.instances_stored),
+  std::string line = s.health;
+  if (!s.health_reasons.empty()) line += ": " + s.health_reasons.front() + (s.health_reasons.size() > 1 ? " (and more)" : "");
+  sd_notifyf(0, "STATUS=%s; %zu open association(s), %zu open study(ies), %llu stored, %llu refused", line.c_str(),
+             s.open_associations, s.open_studies, static_cast<unsigned long long>(s.instances_stored),
              static_cast<unsigned long long>(s.instances_refused));
 }
 

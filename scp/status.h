@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -13,11 +15,16 @@
 namespace scp {
 
 struct Status {
+  std::string health = "ok";  // ok, degraded, failing (scp/health.h)
+  std::vector<std::string> health_reasons;
   std::uint16_t port = 0;
   std::size_t open_associations = 0, open_studies = 0;
   std::uint64_t associations = 0, rejected_associations = 0, instances_stored = 0, instances_refused = 0, bytes_received = 0;
   std::size_t jobs_queued = 0, jobs_running = 0;
   std::size_t analysis_cache_bytes = 0;  // freed volume/mask blocks kept for the next job (0 when idle)
+  std::size_t pending_connections = 0;   // accepted, A-ASSOCIATE-RQ not complete yet
+  std::map<std::string, std::uint64_t> rejections{};          // connections/associations turned away, by reason
+  std::map<std::string, std::uint64_t> aborted_associations{};  // ended without a release, by reason
 };
 
 std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms);

@@ -6,15 +6,19 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <system_error>
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dcmlayer.h>
 #include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/dul.h>
@@ -51,10 +55,25 @@ std::string trim(const OFString& s) {
   return t.substr(b, t.find_last_not_of(' ') - b + 1);
 }
 
+// DCMTK's nested conditions ("outer\nmodule:code inner\n...") on one log line.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (std::size_t start = 0; start <= text.size();) {
+    auto end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string part = text.substr(start, end - start);
+    // "0006:020c DIMSE Read PDV failed": drop the module:code prefix.
+    if (part.size() > 10 && part[4] == ':' && part[9] == ' ') part = part.substr(10);
+    if (!part.empty()) out += (out.empty() ? "" : ": ") + part;
+    start = end + 1;
+  }
+  return out;
+}
+
 // One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
 class StoreProvider : public DcmThreadSCP {
  public:
-  explicit StoreProvider(ScpContext& ctx) : ctx_(ctx), log_(pacsnode::component_logger("scp")) {}
+  StoreProvider(ScpContext& ctx, PeerLog& peer_log) : ctx_(ctx), peer_log_(peer_log), log_(pacsnode::component_logger("scp")) {}
 
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
@@ -76,6 +95,20 @@ class StoreProvider : public DcmThreadSCP {
     outcome_ = "rejected: calling AE title not allowed";
     return OFFalse;
   }
+  void refuseAssociation(const DcmRefuseReasonType reason) override {
+    switch (reason) {
+      case DCMSCP_CALLED_AE_TITLE_NOT_RECOGNIZED: refused_ = Rejection::called_ae_title; break;
+      case DCMSCP_CALLING_AE_TITLE_NOT_RECOGNIZED: refused_ = Rejection::calling_ae_title; break;
+      case DCMSCP_NO_PRESENTATION_CONTEXTS:
+        refused_ = Rejection::no_presentation_context;
+        outcome_ = "rejected: no acceptable presentation context";
+        break;
+      default:
+        refused_ = Rejection::refused_other;
+        if (outcome_.empty()) outcome_ = "rejected";
+    }
+    DcmThreadSCP::refuseAssociation(reason);
+  }
   void notifyAssociationAcknowledge() override { outcome_ = "aborted"; }
   void notifyReleaseRequest() override { outcome_ = "released"; }
   void notifyAbortRequest() override { outcome_ = "aborted by peer"; }
@@ -84,13 +117,26 @@ class StoreProvider : public DcmThreadSCP {
 
   void notifyAssociationTermination() override {
     const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
-    if (outcome_.rfind("rejected", 0) == 0) ctx_.counters.rejected++;
-    else ctx_.counters.associations++;
     std::string outcome = outcome_.empty() ? "ended" : outcome_;
-    if (outcome == "aborted" && !last_error_.empty()) outcome += " (" + last_error_ + ")";
-    auto level = outcome == "released" ? spdlog::level::info : spdlog::level::warn;
-    log_->log(level, "association from '{}' {}: {} instances stored, {} failed, {:.1f} MB in {:.2f} s, {}", calling_ae_,
-              peer_, stored_, failed_, bytes_ / 1e6, secs, outcome);
+    if (outcome == "aborted" && !last_error_.empty()) outcome += " (" + one_line(last_error_) + ")";
+    std::string reason;
+    if (refused_) {
+      ctx_.counters.rejected++;
+      ctx_.counters.rejections.add(*refused_);
+      reason = name(*refused_);
+    } else {
+      ctx_.counters.associations++;
+      if (outcome_ != "released") {
+        const Abort why = abort_reason();
+        ctx_.counters.aborted.add(why);
+        reason = name(why);
+      }
+    }
+    const auto line = fmt::format("association from '{}' {}: {} instances stored, {} failed, {:.1f} MB in {:.2f} s, {}", calling_ae_,
+                                  peer_, stored_, failed_, bytes_ / 1e6, secs, outcome);
+    if (outcome_ == "released") log_->info("{}", line);
+    else if (stored_ || failed_) log_->warn("{}", line);  // says what became of instances: always
+    else peer_log_.log(spdlog::level::warn, peer_, "association " + reason, line);  // did nothing: at most one a peer per 10 s
   }
 
   OFCondition handleIncomingCommand(T_DIMSE_Message* msg, const DcmPresentationContextInfo& pc) override {
@@ -133,6 +179,13 @@ class StoreProvider : public DcmThreadSCP {
     } catch (const std::exception& e) {
       return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, e.what());
     }
+    in.calling_ae = calling_ae_;
+    in.own = is_own_result(ctx_.index, in.header);
+    try {
+      in.content_hash = content_hash(in.path);
+    } catch (const std::exception& e) {
+      log_->warn("cannot hash a stored instance ({}); it will be analysed again if re-sent", e.what());
+    }
     if (in.header.sop_instance_uid != rq.AffectedSOPInstanceUID)
       log_->warn("association from '{}': data set SOP Instance UID differs from the C-STORE request; stored under the data set's", calling_ae_);
     bool is_new = true;
@@ -142,7 +195,10 @@ class StoreProvider : public DcmThreadSCP {
       // The file is durable; the index is rebuilt from the spool at the next start.
       log_->error("index: cannot record an instance ({}); it is on disk and will be indexed at the next start", e.what());
     }
-    ctx_.assembler.on_instance(in.header, is_new);
+    if (in.own)  // our own SEG/SR sent back (a re-send, an auto-routing rule): stored, never analysed
+      log_->debug("stored our own result {} for study {}", in.header.sop_instance_uid, in.header.study_uid);
+    else
+      ctx_.assembler.on_instance(in.header, is_new);
     ++stored_;
     ctx_.counters.instances_stored++;
     log_->debug("stored {} ({} bytes) for study {}", in.header.sop_instance_uid, in.size, in.header.study_uid);
@@ -158,8 +214,21 @@ class StoreProvider : public DcmThreadSCP {
     return sendSTOREResponse(pcid, rq.MessageID, rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, status, &detail);
   }
 
+  // Why an association that ended without a release did so, from DCMTK's last condition.
+  Abort abort_reason() const {
+    if (outcome_ == "aborted: node shutting down") return Abort::shutdown;
+    if (outcome_ == "aborted by peer") return Abort::peer_abort;
+    // The cause is the innermost condition: look for it anywhere in the chain.
+    const auto is = [this](const OFConditionConst& c) { return last_error_.find(OFCondition(c).text()) != std::string::npos; };
+    if (is(DIMSE_NODATAAVAILABLE) || is(DUL_READTIMEOUT)) return Abort::timeout;
+    if (is(DUL_NETWORKCLOSED)) return Abort::connection_closed;
+    return Abort::protocol_error;
+  }
+
   ScpContext& ctx_;
+  PeerLog& peer_log_;
   std::shared_ptr<spdlog::logger> log_;
+  std::optional<Rejection> refused_;
   Clock::time_point started_ = Clock::now();
   std::string calling_ae_, peer_, outcome_, last_error_;
   unsigned long dataset_bytes_ = 0;
@@ -178,14 +247,68 @@ void reject(T_ASC_Association* assoc, T_ASC_RejectParametersReason reason) {
 
 }  // namespace
 
+// A transparent TCP connection whose first bytes come from memory: the A-ASSOCIATE-RQ that the
+// acceptor has read off the socket already. DCMTK reads the request from here, which cannot
+// block, and everything after it from the socket, as usual.
+class ReplayConnection : public DcmTCPConnection {
+ public:
+  ReplayConnection(DcmNativeSocketType fd, std::vector<std::uint8_t> prefix) : DcmTCPConnection(fd), prefix_(std::move(prefix)) {}
+
+  ssize_t read(void* buf, size_t nbyte) override {
+    if (pos_ >= prefix_.size()) return DcmTCPConnection::read(buf, nbyte);
+    const std::size_t n = std::min(nbyte, prefix_.size() - pos_);
+    std::memcpy(buf, prefix_.data() + pos_, n);
+    pos_ += n;
+    if (pos_ == prefix_.size()) {
+      prefix_ = {};
+      pos_ = 0;
+    }
+    return static_cast<ssize_t>(n);
+  }
+  OFBool networkDataAvailable(int timeout) override {
+    return pos_ < prefix_.size() ? OFTrue : DcmTCPConnection::networkDataAvailable(timeout);
+  }
+  // While bytes are buffered here, a select() on the socket would not see them.
+  OFBool isTransparentConnection() override { return pos_ < prefix_.size() ? OFFalse : OFTrue; }
+
+ private:
+  std::vector<std::uint8_t> prefix_;
+  std::size_t pos_ = 0;
+};
+
+// Hands the connection DCMTK is about to take (through dcmExternalSocketHandle) its buffered
+// request. One slot: used only inside StorageServer's hand-off critical section.
+class ReplayLayer : public DcmTransportLayer {
+ public:
+  void hand_over(int fd, std::vector<std::uint8_t> pdu) {
+    fd_ = fd;
+    pdu_ = std::move(pdu);
+    taken_ = false;
+  }
+  // DCMTK created the connection, which now owns the socket.
+  bool taken() const { return taken_; }
+
+  DcmTransportConnection* createConnection(DcmNativeSocketType fd, OFBool secure) override {
+    if (secure) return nullptr;  // no TLS here
+    if (fd != fd_ || taken_) return new DcmTCPConnection(fd);
+    taken_ = true;
+    return new ReplayConnection(fd, std::move(pdu_));
+  }
+
+ private:
+  int fd_ = -1;
+  std::vector<std::uint8_t> pdu_;
+  bool taken_ = false;
+};
+
 void disable_nagle() { ::setenv("TCP_NODELAY", "1", 1); }
 
-StorageServer::StorageServer(ScpContext& ctx) : ctx_(ctx) {}
+StorageServer::StorageServer(ScpContext& ctx)
+    : ctx_(ctx), peer_log_(pacsnode::component_logger("scp")), layer_(std::make_unique<ReplayLayer>()) {}
 
 StorageServer::~StorageServer() {
-  if (acceptor_.joinable()) stop(std::chrono::seconds(0));
+  if (acceptor_) stop(std::chrono::seconds(0));
   if (network_) ASC_dropNetwork(&network_);
-  if (listen_fd_ >= 0) ::close(listen_fd_);
 }
 
 void StorageServer::start() {
@@ -193,30 +316,47 @@ void StorageServer::start() {
   disable_nagle();
   dcmDisableGethostbyaddr.set(OFTrue);
 
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  const int listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  struct Closer {
+    int fd;
+    ~Closer() { if (fd >= 0) ::close(fd); }
+  } guard{listen_fd};
   int one = 1;
-  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(n.port);
   if (::inet_pton(AF_INET, n.bind.c_str(), &addr.sin_addr) != 1)
     throw std::system_error(EINVAL, std::generic_category(), "node.bind " + n.bind);
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+  if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     throw std::system_error(errno, std::generic_category(), fmt::format("cannot listen on {}:{}", n.bind, n.port));
-  if (::listen(listen_fd_, 128) != 0) throw std::system_error(errno, std::generic_category(), "listen");
+  // The backlog holds connections only while the acceptor is busy for a moment: it accepts at once.
+  if (::listen(listen_fd, 256) != 0) throw std::system_error(errno, std::generic_category(), "listen");
   socklen_t len = sizeof addr;
-  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len);
   port_ = ntohs(addr.sin_port);
 
-  // An acceptor network without a listening socket of DCMTK's own: connections are accepted
-  // here and handed over one at a time through dcmExternalSocketHandle.
-  dcmExternalSocketHandle.set(listen_fd_);
-  OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, n.acse_timeout_seconds, &network_);
-  dcmExternalSocketHandle.set(-1);
-  dicom_check(c);
+  // An acceptor network without a listening socket of DCMTK's own (a valid handle at this moment
+  // stops it from opening one): connections are accepted by the Acceptor and handed over one at a
+  // time through dcmExternalSocketHandle.
+  {
+    std::lock_guard lock(handoff_mutex_);
+    dcmExternalSocketHandle.set(listen_fd);
+    OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, n.acse_timeout_seconds, &network_);
+    dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
+    dicom_check(c);
+    dicom_check(ASC_setTransportLayer(network_, layer_.get(), 0));
+  }
 
-  acceptor_ = std::thread([this] { accept_loop(); });
+  AcceptorLimits limits;
+  limits.timeout = std::chrono::seconds(n.preassociation_timeout_seconds);
+  limits.max_pending = static_cast<std::size_t>(n.max_pending_connections);
+  limits.max_pending_per_source = static_cast<std::size_t>(n.max_pending_per_source);
+  acceptor_ = std::make_unique<Acceptor>(listen_fd, limits, ctx_.counters.rejections, peer_log_,
+                                         [this](AssociateRequest rq) { on_request(std::move(rq)); });
+  guard.fd = -1;  // the acceptor owns it now
+  acceptor_->start();
 }
 
 bool StorageServer::accepted_abstract_syntax(const std::string& uid) {
@@ -259,64 +399,105 @@ void StorageServer::dicom_check(const OFCondition& c) {
   if (c.bad()) throw std::runtime_error(std::string("DICOM network setup: ") + c.text());
 }
 
-void StorageServer::accept_loop() {
-  auto log = pacsnode::component_logger("scp");
-  while (!stopping_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (::poll(&p, 1, 200) <= 0) continue;
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    if (stopping_) {
-      ::close(fd);
-      break;
-    }
-    T_ASC_Association* assoc = nullptr;
-    dcmExternalSocketHandle.set(fd);
-    OFCondition c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, OFFalse, DUL_NOBLOCK,
-                                           ctx_.cfg.node.acse_timeout_seconds);
-    dcmExternalSocketHandle.set(-1);
-    if (c.bad()) {
-      log->warn("connection dropped before association: {}", c.text());
-      if (assoc) {
-        ASC_dropAssociation(assoc);
-        ASC_destroyAssociation(&assoc);
-      } else {
-        ::close(fd);
-      }
-      continue;
-    }
-    std::lock_guard lock(mutex_);
-    if (active_ >= static_cast<std::size_t>(ctx_.cfg.node.max_associations)) {
-      ctx_.counters.rejected++;
-      log->warn("association from '{}' rejected: {} associations already open (node.max_associations)",
-                trim(assoc->params->DULparams.callingAPTitle), active_.load());
-      reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
-      continue;
-    }
-    ++active_;
-    workers_.emplace_back([this, assoc, fd] { serve(assoc, fd); });
+void StorageServer::on_request(AssociateRequest rq) {
+  if (stopping_) {
+    ::close(rq.fd);
+    return;
   }
+  // The critical section: DCMTK takes the socket from the process-global handle and parses the
+  // request from memory, so nothing in here waits for the peer.
+  T_ASC_Association* assoc = nullptr;
+  OFCondition c;
+  bool taken = false;
+  {
+    std::lock_guard lock(handoff_mutex_);
+    layer_->hand_over(rq.fd, std::move(rq.pdu));
+    dcmExternalSocketHandle.set(rq.fd);
+    c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, OFFalse, DUL_NOBLOCK,
+                               ctx_.cfg.node.acse_timeout_seconds);
+    dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
+    taken = layer_->taken();
+    layer_->hand_over(-1, {});
+  }
+  if (c.bad()) {
+    ctx_.counters.rejections.add(Rejection::associate_rq_invalid);
+    peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::associate_rq_invalid)),
+                  fmt::format("connection from {} closed: its A-ASSOCIATE-RQ was not understood: {}", rq.peer, one_line(c.text())));
+    if (assoc) {
+      ASC_dropAssociation(assoc);  // closes the socket if DCMTK still holds it
+      ASC_destroyAssociation(&assoc);
+    }
+    if (!taken) ::close(rq.fd);
+    return;
+  }
+  if (ctx_.failing) {
+    ctx_.counters.rejected++;
+    ctx_.counters.rejections.add(Rejection::node_failing);
+    peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::node_failing)),
+                  fmt::format("association from '{}' {} rejected (transient): the node is failing, see its health",
+                              trim(assoc->params->DULparams.callingAPTitle), rq.peer));
+    reject(assoc, ASC_REASON_SP_PRES_TEMPORARYCONGESTION);
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  reap_finished_locked();
+  if (active_ >= static_cast<std::size_t>(ctx_.cfg.node.max_associations)) {
+    ctx_.counters.rejected++;
+    ctx_.counters.rejections.add(Rejection::association_limit);
+    peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::association_limit)),
+                  fmt::format("association from '{}' {} rejected: {} associations already open (node.max_associations)",
+                              trim(assoc->params->DULparams.callingAPTitle), rq.peer, active_.load()));
+    reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+    return;
+  }
+  auto self = workers_.emplace(workers_.end());
+  try {
+    *self = std::thread([this, assoc, fd = rq.fd, self] { serve(assoc, fd, self); });
+  } catch (const std::system_error& e) {  // no thread to be had: as if the limit were reached
+    workers_.erase(self);
+    ctx_.counters.rejected++;
+    ctx_.counters.rejections.add(Rejection::association_limit);
+    pacsnode::component_logger("scp")->error("association from {} rejected: cannot start its thread: {}", rq.peer, e.what());
+    reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+    return;
+  }
+  ++active_;  // mutex_ is held: serve() cannot end before these
+  sockets_.insert(rq.fd);
 }
 
-void StorageServer::serve(T_ASC_Association* assoc, int fd) {
-  {
-    std::lock_guard lock(mutex_);
-    sockets_.insert(fd);
-  }
-  {
-    StoreProvider scp(ctx_);
+void StorageServer::serve(T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self) {
+  bool handed = false;
+  try {
+    StoreProvider scp(ctx_, peer_log_);
     scp.setSharedConfig(config_for(assoc));
+    handed = true;
     scp.run(assoc);  // negotiates, serves and releases/aborts; frees the association
+  } catch (const std::exception& e) {
+    pacsnode::component_logger("scp")->error("association: {}", e.what());
+    if (!handed) {  // still ours: close it
+      ASC_dropAssociation(assoc);
+      ASC_destroyAssociation(&assoc);
+    }
   }
   std::lock_guard lock(mutex_);
   sockets_.erase(fd);
   --active_;
+  finished_.push_back(self);  // joined by the next association or by stop()
   idle_.notify_all();
+}
+
+void StorageServer::reap_finished_locked() {
+  // A thread listed here has nothing left to do but return: joining it is immediate.
+  for (auto it : finished_) {
+    if (it->joinable()) it->join();
+    workers_.erase(it);
+  }
+  finished_.clear();
 }
 
 void StorageServer::stop(std::chrono::seconds drain) {
   stopping_ = true;
-  if (acceptor_.joinable()) acceptor_.join();
+  if (acceptor_) acceptor_->stop();  // no new association from here on
   {
     std::unique_lock lock(mutex_);
     if (!idle_.wait_for(lock, drain, [this] { return active_ == 0; })) {
@@ -327,8 +508,13 @@ void StorageServer::stop(std::chrono::seconds drain) {
         if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
     }
   }
-  for (auto& t : workers_) t.join();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  std::lock_guard lock(mutex_);
   workers_.clear();
+  finished_.clear();
+  acceptor_.reset();
+  peer_log_.flush_all();
 }
 
 }  // namespace scp

@@ -1,6 +1,8 @@
 #pragma once
-// The DICOM Storage SCP: a listening socket of ours (so `bind` is honoured), one DCMTK
-// DcmThreadSCP per association on its own thread, at most max_associations at once.
+// The DICOM Storage SCP: a listening socket of ours (so `bind` is honoured); an Acceptor reads
+// each connection's A-ASSOCIATE-RQ concurrently and with a deadline; DCMTK then negotiates from
+// that request and serves the association as a DcmThreadSCP on a thread of its own, at most
+// max_associations at once.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -10,13 +12,17 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/ofstd/ofcond.h>
 #include <dcmtk/dcmnet/scpcfg.h>
 
 #include "config/config.h"
+#include "scp/acceptor.h"
+#include "scp/counters.h"
 #include "scp/index.h"
+#include "scp/peer_log.h"
 #include "scp/spool.h"
 #include "scp/study_assembler.h"
 
@@ -25,6 +31,8 @@ namespace scp {
 // Counters the daemon reports (health/metrics); updated by the SCP threads.
 struct ScpCounters {
   std::atomic<std::uint64_t> associations{0}, rejected{0}, instances_stored{0}, instances_failed{0}, bytes{0};
+  ReasonCounters<Rejection> rejections;  // connections and associations turned away, by reason
+  ReasonCounters<Abort> aborted;         // associations that ended without a release, by reason
 };
 
 // What every association needs; owned by the daemon, outlives the server.
@@ -36,7 +44,12 @@ struct ScpContext {
   ScpCounters counters;
   // Set once draining has gone on for drain_seconds: associations still open are aborted.
   std::atomic<bool> abort_now{false};
+  // Set while the health is failing (storage or index cannot be written): new associations are
+  // rejected as transient, so that C-ECHO monitors see it and senders keep their data.
+  std::atomic<bool> failing{false};
 };
+
+class ReplayLayer;
 
 class StorageServer {
  public:
@@ -49,27 +62,37 @@ class StorageServer {
   void start();
   std::uint16_t port() const { return port_; }
   std::size_t active() const { return active_.load(); }
+  // Connections still waiting for their A-ASSOCIATE-RQ.
+  std::size_t pending() const { return acceptor_ ? acceptor_->pending() : 0; }
   // Stops accepting; lets associations in flight finish for up to `drain`, aborts the rest at
   // their next message, and returns once every association thread has ended.
   void stop(std::chrono::seconds drain);
 
  private:
-  void accept_loop();
-  void serve(struct T_ASC_Association* assoc, int fd);  // fd: its socket, accepted here
+  // On the acceptor's thread: DCMTK parses the request (from memory), then the association is
+  // rejected at once or served on a thread of its own.
+  void on_request(AssociateRequest rq);
+  void serve(struct T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self);
+  void reap_finished_locked();  // joins the association threads that have ended; mutex_ held
   static void dicom_check(const OFCondition& c);
   static bool accepted_abstract_syntax(const std::string& uid);
   DcmSharedSCPConfig config_for(struct T_ASC_Association* assoc) const;
 
   ScpContext& ctx_;
-  int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   struct T_ASC_Network* network_ = nullptr;
-  std::thread acceptor_;
+  PeerLog peer_log_;
+  // DCMTK takes an accepted socket only through the process-global dcmExternalSocketHandle, and
+  // reads the request through this transport layer, which replays what the acceptor read.
+  std::unique_ptr<ReplayLayer> layer_;
+  std::mutex handoff_mutex_;  // around the global handle and the layer's one slot
+  std::unique_ptr<Acceptor> acceptor_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> active_{0};
   std::mutex mutex_;
   std::condition_variable idle_;
   std::list<std::thread> workers_;
+  std::vector<std::list<std::thread>::iterator> finished_;  // workers_ whose thread is ending
   std::set<int> sockets_;  // of the associations in flight, to cut them off after the drain time
 };
 

@@ -5,6 +5,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fstream>
+#include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -48,7 +50,7 @@ BOOST_AUTO_TEST_CASE(chest_ct_gives_valid_seg_and_sr_and_a_late_instance_reanaly
   BOOST_TEST(run({python(), "-c", "import json,sys; json.load(open(sys.argv[1]))", files_in(d.root() / "results", ".json").front().string()}).exit_code == 0);
 
   // A late series of the same study (copies of 12 slices under new series and instance UIDs)
-  // reopens it; the whole study is analysed again.
+  // reopens it; only the new series is analysed: the first one has not changed.
   const auto late = dir / "late";
   fs::create_directories(late);
   for (int z = 10; z < 22; ++z) {
@@ -60,33 +62,62 @@ BOOST_AUTO_TEST_CASE(chest_ct_gives_valid_seg_and_sr_and_a_late_instance_reanaly
   BOOST_TEST_REQUIRE(d.store({late.string()}).exit_code == 0);
   BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 2 analysed") != std::string::npos; }, 120s), d.log());
   BOOST_TEST(d.log().find("reopened by a late instance") != std::string::npos);
-  // New objects for both series; the first ones stay as they were.
-  BOOST_TEST(files_in(d.root() / "outbound", ".dcm").size() == 6u);
+  BOOST_TEST(d.log().find("instances unchanged since generation 1") != std::string::npos, d.log());
+  BOOST_TEST(files_in(d.root() / "outbound", ".dcm").size() == 4u);
   for (const auto& f : outbound) BOOST_TEST(fs::exists(f));
+
+  // One instance of the first series is sent again with other content: that series changed, and
+  // its new SEG and SR supersede the first ones in the same series, with the next instance number.
+  const auto changed = dir / "changed.dcm";
+  fs::copy_file(ct / "ct_0005.dcm", changed);
+  BOOST_TEST_REQUIRE(run({"dcmodify", "-nb", "-i", "(0008,103e)=REPROCESSED", changed.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(d.store({changed.string()}).exit_code == 0);
+  BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 3 analysed") != std::string::npos; }, 120s), d.log());
+  BOOST_TEST(files_in(d.root() / "outbound", ".dcm").size() == 6u);
   BOOST_TEST(d.stop() == 0);
 
   scp::Index index(d.root() / "index.sqlite");
   const auto results = index.results();
   BOOST_TEST_REQUIRE(results.size() == 6u);
   std::set<std::string> uids, series;
+  std::set<int> numbers;
   for (const auto& r : results) {
     uids.insert(r.sop_instance_uid);
     series.insert(r.series_uid);
+    numbers.insert(r.series_number);
   }
-  BOOST_TEST(uids.size() == 6u);    // new SOP Instance UIDs
-  BOOST_TEST(series.size() == 6u);  // and a new series for each object
+  BOOST_TEST(uids.size() == 6u);    // every object is a new instance
+  BOOST_TEST(series.size() == 4u);  // SEG and SR series per source series; the superseding ones reuse theirs
+  BOOST_TEST(numbers.size() == 4u);  // no two result series share a number
   for (const auto& j : index.jobs()) BOOST_TEST(j.state == "done", "job " << j.id << ": " << j.state << " " << j.error);
-  // The second report on the original series replaces the first (Predecessor Documents Sequence).
-  std::string first_sr, second_sr;
+  const std::string first_series = results.front().source_series_uid;
+  std::map<std::string, std::vector<scp::ResultRow>> by_kind;  // of the first source series, in generation order
   for (const auto& r : results)
-    if (r.kind == "SR" && r.source_series_uid == results.front().source_series_uid) (r.generation == 1 ? first_sr : second_sr) = r.path;
-  BOOST_TEST_REQUIRE(!second_sr.empty());
+    if (r.source_series_uid == first_series) by_kind[r.kind].push_back(r);
+  for (const char* kind : {"SEG", "SR"}) {
+    BOOST_TEST_CONTEXT(kind) {
+      const auto& rows = by_kind[kind];
+      BOOST_TEST_REQUIRE(rows.size() == 2u);
+      BOOST_TEST(rows[0].generation == 1);
+      BOOST_TEST(rows[1].generation == 3);
+      BOOST_TEST(rows[1].series_uid == rows[0].series_uid);
+      BOOST_TEST(rows[1].series_number == rows[0].series_number);
+      BOOST_TEST(rows[0].instance_number == 1);
+      BOOST_TEST(rows[1].instance_number == 2);
+      const auto read = run({python(), "-c",
+                             "import pydicom,sys; d=pydicom.dcmread(sys.argv[1]); print(d.SeriesInstanceUID, d.InstanceNumber)",
+                             rows[1].path});
+      BOOST_TEST(read.output.find(rows[0].series_uid + " 2") != std::string::npos, read.output);
+    }
+  }
+  // The superseding report lists the first in its Predecessor Documents Sequence.
   const auto pred = run({python(), "-c",
                          "import pydicom,sys; a=pydicom.dcmread(sys.argv[1]); b=pydicom.dcmread(sys.argv[2]); "
                          "refs=[i.ReferencedSOPInstanceUID for s in b.PredecessorDocumentsSequence for r in s.ReferencedSeriesSequence "
                          "for i in r.ReferencedSOPSequence]; print('replaces' if a.SOPInstanceUID in refs else 'missing')",
-                         first_sr, second_sr});
+                         by_kind["SR"][0].path, by_kind["SR"][1].path});
   BOOST_TEST(pred.output.find("replaces") != std::string::npos, pred.output);
+  for (const auto& f : files_in(d.root() / "outbound", ".dcm")) expect_dciodvfy_clean(f);
   for (const char* phi : {"PHANTOM", "PH0001", "ACC0001"}) BOOST_TEST(d.log().find(phi) == std::string::npos, phi);
   fs::remove_all(dir);
 }

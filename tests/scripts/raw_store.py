@@ -51,6 +51,26 @@ def recv_pdu(s):
     return t, body
 
 
+def associate_rq(called, calling, contexts, max_pdu=16384):
+    """A-ASSOCIATE-RQ PDU; contexts: (id, abstract syntax, transfer syntax) triples."""
+    pcs = b"".join(item(0x20, bytes([pcid, 0, 0, 0]) + item(0x30, a.encode()) + item(0x40, ts.encode()))
+                   for pcid, a, ts in contexts)
+    user = item(0x50, item(0x51, struct.pack(">I", max_pdu)) + item(0x52, b"1.2.3.4.5.6"))
+    return pdu(0x01, struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + b"\0" * 32 +
+               item(0x10, b"1.2.840.10008.3.1.1.1") + pcs + user)
+
+
+def response_status(body):
+    """Status (0000,0900) of the DIMSE response command in a P-DATA-TF PDU body, or None."""
+    rsp = body[6:]
+    pos = 0
+    while pos + 8 <= len(rsp):
+        g, e, n = struct.unpack("<HHI", rsp[pos:pos + 8])
+        if (g, e) == (0, 0x0900): return struct.unpack("<H", rsp[pos + 8:pos + 10])[0]
+        pos += 8 + n
+    return None
+
+
 def dataset_bytes(args):
     if args[0] == "--garbage":
         n = int(args[1]) & ~1
@@ -73,11 +93,7 @@ def main():
     data, sop_class, sop_instance = dataset_bytes(sys.argv[4:])
     ts = EXPLICIT_LE if sys.argv[4] == "--truncate" else IMPLICIT_LE
     s = socket.create_connection((host, port), timeout=30)
-    pc = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, sop_class.encode()) + item(0x40, ts.encode()))
-    user = item(0x50, item(0x51, struct.pack(">I", 16384)) + item(0x52, b"1.2.3.4.5.6"))
-    rq = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + b"RAWSTORE".ljust(16) + b"\0" * 32 +
-          item(0x10, b"1.2.840.10008.3.1.1.1") + pc + user)
-    s.sendall(pdu(0x01, rq))
+    s.sendall(associate_rq(called, "RAWSTORE", [(1, sop_class, ts)]))
     t, body = recv_pdu(s)
     if t != 0x02:
         print(f"association not accepted (PDU type {t:#x})"); return 1
@@ -90,13 +106,7 @@ def main():
     t, body = recv_pdu(s)
     if t != 0x04:
         print(f"no C-STORE response (PDU type {t:#x})"); return 1
-    rsp = body[6:]
-    status = None
-    pos = 0
-    while pos + 8 <= len(rsp):
-        g, e, n = struct.unpack("<HHI", rsp[pos:pos + 8])
-        if (g, e) == (0, 0x0900): status = struct.unpack("<H", rsp[pos + 8:pos + 10])[0]
-        pos += 8 + n
+    status = response_status(body)
     s.sendall(pdu(0x05, b"\0\0\0\0"))
     try:
         recv_pdu(s)

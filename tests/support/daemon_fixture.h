@@ -43,19 +43,22 @@ struct DaemonOptions {
   std::string allowed_calling_ae = "[]";
   std::uint64_t min_free_mb = 0;
   int drain_seconds = 10;
-  std::string extra;  // more TOML, appended
+  std::string node_extra;  // more [node] keys
+  std::string extra;       // more TOML, appended
+  std::uint16_t port = 0;  // 0: a free port
 };
 
 class Daemon {
  public:
   explicit Daemon(const std::filesystem::path& dir, DaemonOptions opt = {}) : dir_(dir), opt_(std::move(opt)) {
-    port_ = free_port();
+    port_ = opt_.port ? opt_.port : free_port();
     root_ = dir_ / "storage";
     config_ = dir_ / "pacsnode.toml";
     std::ofstream(config_) << "[node]\nae_title = \"PACSNODE\"\nbind = \"127.0.0.1\"\nport = " << port_
                            << "\nmax_associations = " << opt_.max_associations
                            << "\nallowed_calling_ae = " << opt_.allowed_calling_ae
-                           << "\ndrain_seconds = " << opt_.drain_seconds << "\n[storage]\nroot = \"" << root_.string()
+                           << "\ndrain_seconds = " << opt_.drain_seconds << "\n" << opt_.node_extra
+                           << "\n[storage]\nroot = \"" << root_.string()
                            << "\"\nmin_free_mb = " << opt_.min_free_mb << "\n[study]\nquiet_seconds = "
                            << opt_.quiet_seconds << "\nexpected_grace_seconds = 0\n[log]\nlevel = \"info\"\n"
                            << opt_.extra;

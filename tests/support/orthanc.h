@@ -34,6 +34,8 @@ struct OrthancOptions {
   std::string extra_json;
   // A Lua script (LuaScripts), e.g. tests/scripts/orthanc_refuse_all.lua; empty for none.
   std::filesystem::path lua_script;
+  // The DicomModalities object, e.g. {"pacsnode": ["PACSNODE", "127.0.0.1", 11112]}.
+  std::string modalities_json = "{}";
 };
 
 class Orthanc {
@@ -60,7 +62,7 @@ class Orthanc {
         << "  \"RemoteAccessAllowed\": false,\n"
         << "  \"AuthenticationEnabled\": false,\n"
         << "  \"DicomCheckCalledAet\": true,\n"
-        << "  \"DicomModalities\": {},\n"
+        << "  \"DicomModalities\": " << opt_.modalities_json << ",\n"
         << "  \"SaveJobs\": false";
     if (!opt_.lua_script.empty()) out << ",\n  \"LuaScripts\": [" << quote(opt_.lua_script.string()) << "]";
     if (!opt_.extra_json.empty()) out << ",\n  " << opt_.extra_json;

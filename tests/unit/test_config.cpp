@@ -33,6 +33,12 @@ BOOST_AUTO_TEST_CASE(embedded_default_is_the_documented_example_and_matches_the_
   BOOST_TEST(c.node.max_associations == d.node.max_associations);
   BOOST_TEST(c.node.allowed_calling_ae.empty());
   BOOST_TEST(c.node.drain_seconds == d.node.drain_seconds);
+  BOOST_TEST(c.node.preassociation_timeout_seconds == 5);
+  BOOST_TEST(c.node.max_pending_connections == 64);
+  BOOST_TEST(c.node.max_pending_per_source == 8);
+  BOOST_TEST(d.node.preassociation_timeout_seconds == 5);
+  BOOST_TEST(d.node.max_pending_connections == 64);
+  BOOST_TEST(d.node.max_pending_per_source == 8);
   BOOST_TEST(c.storage.root == d.storage.root);
   BOOST_TEST(c.storage.min_free_mb == d.storage.min_free_mb);
   BOOST_TEST(c.study.quiet_seconds == 20);
@@ -99,6 +105,24 @@ BOOST_AUTO_TEST_CASE(bad_values_name_the_key) {
   BOOST_TEST(mentions(problems_of("[node]\nbind = \"localhost:1\"\n"), "node.bind"));
   BOOST_TEST(mentions(problems_of("[node]\nallowed_calling_ae = [\"A\\\\B\"]\n"), "node.allowed_calling_ae"));
   BOOST_TEST(mentions(problems_of("[storage]\nroot = \"\"\n"), "storage.root: must not be empty"));
+}
+
+BOOST_AUTO_TEST_CASE(preassociation_limits_are_parsed_and_checked) {
+  const auto c = config::parse("[node]\npreassociation_timeout_seconds = 2\nmax_pending_connections = 200\n"
+                               "max_pending_per_source = 200\n", "t.toml");
+  BOOST_TEST(c.node.preassociation_timeout_seconds == 2);
+  BOOST_TEST(c.node.max_pending_connections == 200);
+  BOOST_TEST(c.node.max_pending_per_source == 200);
+  BOOST_TEST(mentions(problems_of("[node]\npreassociation_timeout_seconds = 0\n"),
+                      "node.preassociation_timeout_seconds: 0 is out of range 1..300"));
+  BOOST_TEST(mentions(problems_of("[node]\npreassociation_timeout_seconds = \"5s\"\n"),
+                      "node.preassociation_timeout_seconds: must be an integer"));
+  BOOST_TEST(mentions(problems_of("[node]\nmax_pending_connections = 0\n"), "node.max_pending_connections: 0 is out of range"));
+  BOOST_TEST(mentions(problems_of("[node]\nmax_pending_per_source = 0\n"), "node.max_pending_per_source: 0 is out of range"));
+  // The default per-source limit (8) above a lowered total is a problem too, named by the key.
+  BOOST_TEST(mentions(problems_of("[node]\nmax_pending_connections = 4\n"),
+                      "node.max_pending_per_source: 8 is more than node.max_pending_connections (4)"));
+  BOOST_TEST(problems_of("[node]\nmax_pending_connections = 4\nmax_pending_per_source = 4\n").empty());
 }
 
 BOOST_AUTO_TEST_CASE(destinations_need_every_field_and_unique_names) {
@@ -176,4 +200,34 @@ destinations = ["pacs"]
   BOOST_TEST(c.profiles[0].destinations->at(0) == "pacs");
   BOOST_TEST(mentions(problems_of("[[profile]]\nname = \"x\"\ndestinations = [\"nowhere\"]\n"),
                       "profile[0].destinations: no [[destination]] named \"nowhere\""));
+}
+
+BOOST_AUTO_TEST_CASE(retention_table_defaults_fractions_and_ranges) {
+  const config::Config d;
+  const config::Config c = config::load_default();  // the documented example says the same
+  BOOST_TEST(c.retention.incoming_days == d.retention.incoming_days);
+  BOOST_TEST(c.retention.outbound_days == d.retention.outbound_days);
+  BOOST_TEST(c.retention.results_days == d.retention.results_days);
+  BOOST_TEST(c.retention.quarantine_days == d.retention.quarantine_days);
+  BOOST_TEST(c.retention.high_water_percent == d.retention.high_water_percent);
+  BOOST_TEST(c.retention.interval_seconds == d.retention.interval_seconds);
+  BOOST_TEST(d.retention.incoming_days == 0.0);  // kept regardless of age unless the site says otherwise
+  BOOST_TEST(d.retention.high_water_percent == 85);
+  BOOST_TEST(d.retention.interval_seconds == 600);
+
+  const auto r = config::parse("[retention]\nincoming_days = 30\noutbound_days = 0.5\nresults_days = 90\n"
+                               "quarantine_days = 0.00002\nhigh_water_percent = 0\ninterval_seconds = 1\n", "t.toml").retention;
+  BOOST_TEST(r.incoming_days == 30.0);  // an integer is accepted as a number of days
+  BOOST_TEST(r.outbound_days == 0.5);
+  BOOST_TEST(r.results_days == 90.0);
+  BOOST_TEST(r.quarantine_days == 0.00002);
+  BOOST_TEST(r.high_water_percent == 0);
+  BOOST_TEST(r.interval_seconds == 1);
+
+  BOOST_TEST(mentions(problems_of("[retention]\nincoming_days = -1\n"), "retention.incoming_days: -1 is out of range"));
+  BOOST_TEST(mentions(problems_of("[retention]\nresults_days = \"30\"\n"), "retention.results_days: must be a number"));
+  BOOST_TEST(mentions(problems_of("[retention]\nhigh_water_percent = 100\n"), "retention.high_water_percent: 100 is out of range 0..99"));
+  BOOST_TEST(mentions(problems_of("[retention]\ninterval_seconds = 0\n"), "retention.interval_seconds"));
+  BOOST_TEST(mentions(problems_of("[retention]\nkeep_days = 3\n"), "retention.keep_days: unknown key"));
+  BOOST_TEST(mentions(problems_of("retention = 3\n"), "retention: must be a table"));
 }

@@ -19,7 +19,7 @@ modalities = ["MR"]
 threshold = [100, 4000]
 keep_largest = 0
 )", "t.toml");
-  const auto profiles = analysis::profiles_from(cfg);
+  const auto profiles = analysis::profiles_from(cfg, /*all_builtins=*/true);
   BOOST_TEST_REQUIRE(profiles.size() == 4u);
   BOOST_TEST(profiles[0].name == "ct-lung-screening");
   BOOST_TEST(profiles[1].name == "mr-any");
@@ -46,9 +46,18 @@ keep_largest = 0
   BOOST_TEST(analysis::match_profile(profiles, chest)->name == "ct-chest");
 }
 
-BOOST_AUTO_TEST_CASE(no_profiles_in_the_config_gives_the_built_in_ones) {
-  const auto profiles = analysis::profiles_from(config::Config{});
-  BOOST_TEST_REQUIRE(profiles.size() == 2u);
-  BOOST_TEST(profiles[0].name == "ct-chest");
-  BOOST_TEST(profiles[1].name == "generic");
+BOOST_AUTO_TEST_CASE(no_profiles_in_the_config_gives_the_enabled_built_in_ones) {
+  // The daemon's default enables ct-chest only: a series no profile matches is not analysed.
+  const auto daemon = analysis::profiles_from(config::Config{});
+  BOOST_TEST_REQUIRE(daemon.size() == 1u);
+  BOOST_TEST(daemon[0].name == "ct-chest");
+  // analyze (research use) has every built-in.
+  const auto all = analysis::profiles_from(config::Config{}, true);
+  BOOST_TEST_REQUIRE(all.size() == 2u);
+  BOOST_TEST(all[0].name == "ct-chest");
+  BOOST_TEST(all[1].name == "generic");
+  // Both can be enabled, or none.
+  const auto both = analysis::profiles_from(config::parse("[analysis]\nbuiltin_profiles = [\"generic\", \"ct-chest\"]\n", "t"));
+  BOOST_TEST(both.size() == 2u);
+  BOOST_TEST(analysis::profiles_from(config::parse("[analysis]\nbuiltin_profiles = []\n", "t")).empty());
 }
