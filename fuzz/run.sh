@@ -68,7 +68,7 @@ args+=("${extra[@]}")
 echo "run.sh: $target for ${seconds}s, $jobs job(s); log $log" >&2
 started=$(date +%s)
 set +e
-(cd "$work" && /usr/bin/time -f "%U %S" -o "$work/cpu" nice -n 10 "$bin" "${args[@]}" "$work/corpus" "${seeds[@]}") \
+(cd "$work" && /usr/bin/time -f "%U %S" -o "$work/cpu" nice -n "${PACSNODE_FUZZ_NICE:-19}" "$bin" "${args[@]}" "$work/corpus" "${seeds[@]}") \
   >"$log" 2>&1
 status=$?
 set -e
