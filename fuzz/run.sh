@@ -88,6 +88,7 @@ ours=0 theirs=0
 rm -f "$work/sites.txt"
 shopt -s nullglob
 for a in "$work"/artifacts/{crash,leak,timeout,oom,slow-unit}-*; do
+  case "$a" in *.txt) continue ;; esac  # a replay report, not an input
   kind="$(basename "$a")"; kind="${kind%%-*}"
   report="$a.txt"
   if [ ! -s "$report" ] || [ "$bin" -nt "$report" ]; then  # replayed again after a rebuild
