@@ -47,7 +47,7 @@ cli::Action setup_run(CLI::App& app) {
     }
     setup_logging(cfg.log.level);
     try {
-      return run_daemon(cfg);
+      return run_daemon(cfg, file->empty() ? std::nullopt : std::optional<std::filesystem::path>(*file));
     } catch (const std::exception& e) {
       spdlog::critical("cannot run: {}", e.what());
       return cli::kExitFailure;

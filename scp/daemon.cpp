@@ -2,6 +2,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <csignal>
 #include <future>
 #include <set>
 #include <thread>
@@ -14,6 +15,7 @@
 
 #include "dicom/check.h"
 #include "dicom/log.h"
+#include "analysis/profiles_config.h"
 #include "scp/health.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
@@ -63,8 +65,33 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
   return r;
 }
 
-int run_daemon(const config::Config& cfg) {
+std::vector<std::string> keep_restart_only(const config::Config& running, config::Config& next) {
+  std::vector<std::string> changed;
+  auto keep = [&](const char* key, auto& value, const auto& old) {
+    if (value != old) {
+      changed.push_back(fmt::format("{} {} -> {}", key, old, value));
+      value = old;
+    }
+  };
+  keep("node.port", next.node.port, running.node.port);
+  keep("node.bind", next.node.bind, running.node.bind);
+  keep("node.preassociation_timeout_seconds", next.node.preassociation_timeout_seconds,
+       running.node.preassociation_timeout_seconds);
+  keep("node.max_pending_connections", next.node.max_pending_connections, running.node.max_pending_connections);
+  keep("node.max_pending_per_source", next.node.max_pending_per_source, running.node.max_pending_per_source);
+  if (next.storage.root != running.storage.root) {
+    changed.push_back(fmt::format("storage.root {} -> {}", running.storage.root.string(), next.storage.root.string()));
+    next.storage.root = running.storage.root;
+  }
+  keep("analysis.enabled", next.analysis.enabled, running.analysis.enabled);
+  keep("analysis.workers", next.analysis.workers, running.analysis.workers);
+  return changed;
+}
+
+int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_file) {
   auto log = pacsnode::component_logger("daemon");
+  // Until the reload handler is installed, a SIGHUP must not end the process (its default).
+  std::signal(SIGHUP, SIG_IGN);
   const fs::path root = storage_root(cfg.storage.root);
   // Say what is wrong with the storage root, and where, before anything else tries it.
   if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
@@ -81,7 +108,7 @@ int run_daemon(const config::Config& cfg) {
   config::LiveConfig live(cfg);
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
-  OutboundQueue outbound(io, index, cfg);
+  OutboundQueue outbound(io, index, live);
   std::unique_ptr<JobRunner> jobs;
   if (cfg.analysis.enabled)
     jobs = std::make_unique<JobRunner>(index, root, live,
@@ -99,7 +126,7 @@ int run_daemon(const config::Config& cfg) {
   retention.start();
   std::thread io_thread([&io] { io.run(); });
 
-  ScpContext ctx{cfg, spool, index, assembler, {}, {}};
+  ScpContext ctx{live, spool, index, assembler, {}, {}};
   StorageServer server(ctx);
   try {
     server.start();
@@ -138,6 +165,7 @@ int run_daemon(const config::Config& cfg) {
     s.pending_connections = server.pending();
     s.rejections = ctx.counters.rejections.snapshot();
     s.aborted_associations = ctx.counters.aborted.snapshot();
+    s.retention_json = to_json(retention.stats());
     return s;
   });
   status.start();
@@ -158,6 +186,49 @@ int run_daemon(const config::Config& cfg) {
     asio::post(io, ping);
   }
 
+  // SIGHUP: re-read the config file; what can change while running applies to the next
+  // association, job and send; nothing in flight is dropped.
+  asio::signal_set hup(io, SIGHUP);
+  std::function<void()> wait_for_hup = [&] {
+    hup.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      auto clog = pacsnode::component_logger("config");
+      if (!config_file) {
+        clog->warn("SIGHUP: running on the embedded default config, nothing to re-read (start with --config FILE)");
+        return wait_for_hup();
+      }
+      sd_notify(0, "RELOADING=1");
+      config::Config next;
+      try {
+        next = config::load_file(*config_file);
+        analysis::profiles_from(next);
+      } catch (const config::ConfigError& e) {
+        clog->error("SIGHUP: {} is invalid; the running config stays:", config_file->string());
+        for (const auto& p : e.problems()) clog->error("  {}", p);
+        sd_notify(0, "READY=1");
+        return wait_for_hup();
+      }
+      const auto running = live.get();
+      for (const auto& change : keep_restart_only(*running, next))
+        clog->warn("SIGHUP: {} needs a restart; the running value stays until then", change);
+      spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& l) { l->set_level(spdlog::level::from_str(next.log.level)); });
+      retention.update(RetentionPolicy::from(next), std::chrono::seconds(next.retention.interval_seconds));
+      const auto destinations = next.destinations.size();
+      const auto rules = next.rules.size();
+      const auto profiles = next.profiles.size();
+      const auto allowed = next.node.allowed_calling_ae.size();
+      const std::string level = next.log.level;
+      live.replace(std::move(next));
+      clog->info("SIGHUP: reloaded {}: {} destination(s), {} rule(s), {} profile table(s), {} allowed calling AE title(s){}, "
+                 "log level {}",
+                 config_file->string(), destinations, rules, profiles, allowed, allowed ? "" : " (any)", level);
+      outbound.notify();
+      sd_notify(0, "READY=1");
+      wait_for_hup();
+    });
+  };
+  wait_for_hup();
+
   std::promise<int> stop_signal;
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code ec, int sig) {
@@ -176,6 +247,7 @@ int run_daemon(const config::Config& cfg) {
     watchdog.cancel();
     status.stop();
     health.stop();
+    hup.cancel();
   });
   guard.reset();
   io.stop();

@@ -2,6 +2,10 @@
 // The service: owns spool, index, assembler and SCP; starts them in order, reconciles the index
 // with the files on disk, talks to systemd, and drains on SIGTERM.
 #include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "scp/index.h"
@@ -18,7 +22,13 @@ struct ReconcileReport {
 // Brings the index in line with the spool: the files are the data.
 ReconcileReport reconcile(Spool& spool, Index& index);
 
-// Runs until SIGTERM or SIGINT; returns the process exit code.
-int run_daemon(const config::Config& cfg);
+// Runs until SIGTERM or SIGINT; returns the process exit code. SIGHUP re-reads `config_file`
+// (when the node runs on a file) and applies what can change while running (see reload_config).
+int run_daemon(const config::Config& cfg, const std::optional<std::filesystem::path>& config_file = std::nullopt);
+
+// What a reload does with `next` against the config in force: the keys that need a restart keep
+// their running values (returned, one line each: "node.port 11112 -> 11113"), everything else is
+// taken from `next`.
+std::vector<std::string> keep_restart_only(const config::Config& running, config::Config& next);
 
 }  // namespace scp

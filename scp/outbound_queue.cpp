@@ -19,15 +19,14 @@ std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempt
   return std::chrono::milliseconds(static_cast<std::int64_t>(base * jitter * 1000.0));
 }
 
-OutboundQueue::OutboundQueue(asio::io_context& io, Index& index, const config::Config& cfg)
+// One sender thread per destination configured at start, at least 4: destinations added by a
+// reload share them (a slow one can then delay another's next send, never lose it).
+OutboundQueue::OutboundQueue(asio::io_context& io, Index& index, const config::LiveConfig& cfg)
     : index_(index),
       cfg_(cfg),
       strand_(asio::make_strand(io)),
       timer_(strand_),
-      senders_(std::max<std::size_t>(1, cfg.destinations.size())),
-      in_flight_(new std::atomic<bool>[std::max<std::size_t>(1, cfg.destinations.size())]) {
-  for (std::size_t i = 0; i < cfg.destinations.size(); ++i) in_flight_[i] = false;
-}
+      senders_(std::max<std::size_t>(4, cfg.get()->destinations.size())) {}
 
 OutboundQueue::~OutboundQueue() { stop(); }
 
@@ -48,18 +47,19 @@ void OutboundQueue::stop() {
 void OutboundQueue::tick() {
   if (stopping_) return;
   const auto now = wall_ms();
-  for (std::size_t d = 0; d < cfg_.destinations.size(); ++d) {
-    if (in_flight_[d]) continue;
+  const auto cfg = cfg_.get();
+  for (const auto& dest : cfg->destinations) {
+    if (in_flight_.count(dest.name)) continue;
     std::vector<OutboxRow> rows;
     try {
-      rows = index_.due(cfg_.destinations[d].name, now, cfg_.outbound.batch);
+      rows = index_.due(dest.name, now, cfg->outbound.batch);
     } catch (const std::exception& e) {
       pacsnode::component_logger("outbound")->error("outbox: {}", e.what());
       continue;
     }
     if (rows.empty()) continue;
-    in_flight_[d] = true;
-    asio::post(senders_, [this, d, rows = std::move(rows)]() mutable { send(d, std::move(rows)); });
+    in_flight_.insert(dest.name);
+    asio::post(senders_, [this, cfg, dest, rows = std::move(rows)]() mutable { send(cfg, dest, std::move(rows)); });
   }
   timer_.expires_after(std::chrono::seconds(1));
   timer_.async_wait([this](boost::system::error_code ec) {
@@ -67,17 +67,17 @@ void OutboundQueue::tick() {
   });
 }
 
-void OutboundQueue::send(std::size_t d, std::vector<OutboxRow> rows) {
+void OutboundQueue::send(std::shared_ptr<const config::Config> cfg, config::Destination dest, std::vector<OutboxRow> rows) {
   auto log = pacsnode::component_logger("outbound");
-  const auto& dest = cfg_.destinations[d];
+  const config::Config& c = *cfg;  // the config in force when this batch was taken
   dicom::StoreTarget target;
-  target.calling_ae = cfg_.node.ae_title;
+  target.calling_ae = c.node.ae_title;
   target.called_ae = dest.ae_title;
   target.host = dest.host;
   target.port = dest.port;
-  target.connect_timeout_seconds = cfg_.outbound.connect_timeout_seconds;
-  target.acse_timeout_seconds = cfg_.node.acse_timeout_seconds;
-  target.dimse_timeout_seconds = cfg_.outbound.dimse_timeout_seconds;
+  target.connect_timeout_seconds = c.outbound.connect_timeout_seconds;
+  target.acse_timeout_seconds = c.node.acse_timeout_seconds;
+  target.dimse_timeout_seconds = c.outbound.dimse_timeout_seconds;
   std::vector<std::filesystem::path> files;
   for (const auto& r : rows) files.emplace_back(r.path);
 
@@ -103,8 +103,8 @@ void OutboundQueue::send(std::size_t d, std::vector<OutboxRow> rows) {
         continue;
       }
       last_reason = res.detail;
-      const bool too_many = row.attempts + 1 >= cfg_.outbound.max_attempts;
-      const bool too_old = now - row.created_ms > std::int64_t(cfg_.outbound.max_age_hours) * 3600 * 1000;
+      const bool too_many = row.attempts + 1 >= c.outbound.max_attempts;
+      const bool too_old = now - row.created_ms > std::int64_t(c.outbound.max_age_hours) * 3600 * 1000;
       if (res.outcome == dicom::SendOutcome::permanent_failure || too_many || too_old) {
         const std::string why = res.outcome == dicom::SendOutcome::permanent_failure
                                     ? res.detail
@@ -114,7 +114,7 @@ void OutboundQueue::send(std::size_t d, std::vector<OutboxRow> rows) {
         log->error("destination '{}': {} (outbox #{}, study {}) dead-lettered: {}; `pacsnode outbox retry` sends it again",
                    dest.name, row.kind, row.id, study_hash(index_.log_key(), row.study_uid), why);
       } else {
-        index_.mark_retry(row.id, now + backoff(cfg_.outbound, row.attempts, jitter(rng)).count(), res.detail, now);
+        index_.mark_retry(row.id, now + backoff(c.outbound, row.attempts, jitter(rng)).count(), res.detail, now);
         ++retrying;
       }
     } catch (const std::exception& e) {
@@ -128,8 +128,10 @@ void OutboundQueue::send(std::size_t d, std::vector<OutboxRow> rows) {
   else
     log->info("destination '{}' ({}@{}:{}): {} object(s) sent in {:.2f} s", dest.name, dest.ae_title, dest.host, dest.port,
               sent, secs);
-  in_flight_[d] = false;
-  if (sent && !stopping_) notify();  // more may be due
+  asio::post(strand_, [this, name = dest.name, more = sent > 0] {
+    in_flight_.erase(name);
+    if (more && !stopping_) tick();  // more may be due
+  });
 }
 
 }  // namespace scp

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -15,6 +17,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "config/config.h"
+#include "config/live.h"
 #include "scp/index.h"
 
 namespace scp {
@@ -24,7 +27,8 @@ std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempt
 
 class OutboundQueue {
  public:
-  OutboundQueue(boost::asio::io_context& io, Index& index, const config::Config& cfg);
+  // Each look at the queue reads the config in force (a reload may add or remove destinations).
+  OutboundQueue(boost::asio::io_context& io, Index& index, const config::LiveConfig& cfg);
   ~OutboundQueue();
 
   void start();   // looks for due objects every second
@@ -33,14 +37,14 @@ class OutboundQueue {
 
  private:
   void tick();
-  void send(std::size_t d, std::vector<OutboxRow> rows);
+  void send(std::shared_ptr<const config::Config> cfg, config::Destination dest, std::vector<OutboxRow> rows);
 
   Index& index_;
-  const config::Config& cfg_;
+  const config::LiveConfig& cfg_;
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   boost::asio::steady_timer timer_;
   boost::asio::thread_pool senders_;
-  std::unique_ptr<std::atomic<bool>[]> in_flight_;
+  std::set<std::string> in_flight_;  // destinations with an association open (on strand_)
   std::atomic<bool> stopping_{false};
 };
 

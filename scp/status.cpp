@@ -30,6 +30,7 @@ std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_m
   j["jobs_queued"] = s.jobs_queued;
   j["jobs_running"] = s.jobs_running;
   j["analysis_cache_bytes"] = s.analysis_cache_bytes;
+  if (!s.retention_json.empty()) j["retention"] = nlohmann::ordered_json::parse(s.retention_json);
   j["updated_ms"] = now_ms;
   return j.dump(2) + "\n";
 }

@@ -73,7 +73,8 @@ std::string one_line(const std::string& text) {
 // One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
 class StoreProvider : public DcmThreadSCP {
  public:
-  StoreProvider(ScpContext& ctx, PeerLog& peer_log) : ctx_(ctx), peer_log_(peer_log), log_(pacsnode::component_logger("scp")) {}
+  StoreProvider(ScpContext& ctx, PeerLog& peer_log)
+      : ctx_(ctx), cfg_(ctx.live.get()), peer_log_(peer_log), log_(pacsnode::component_logger("scp")) {}
 
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
@@ -83,12 +84,12 @@ class StoreProvider : public DcmThreadSCP {
     DcmThreadSCP::notifyAssociationRequest(params, action);
   }
   OFBool checkCalledAETitleAccepted(const OFString& called) override {
-    if (trim(called) == ctx_.cfg.node.ae_title) return OFTrue;
+    if (trim(called) == cfg_->node.ae_title) return OFTrue;
     outcome_ = "rejected: called AE title '" + trim(called) + "' not recognized";
     return OFFalse;
   }
   OFBool checkCallingAETitleAccepted(const OFString& calling) override {
-    const auto& allowed = ctx_.cfg.node.allowed_calling_ae;
+    const auto& allowed = cfg_->node.allowed_calling_ae;
     if (allowed.empty()) return OFTrue;
     for (const auto& ae : allowed)
       if (ae == trim(calling)) return OFTrue;
@@ -150,7 +151,7 @@ class StoreProvider : public DcmThreadSCP {
 
  private:
   OFCondition handle_store(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid) {
-    const auto reserve = ctx_.cfg.storage.min_free_mb * 1024 * 1024;
+    const auto reserve = cfg_->storage.min_free_mb * 1024 * 1024;
     if (reserve > 0 && !ctx_.spool.has_free_space(reserve)) {
       // Refuse before receiving: the data set still has to be read off the wire.
       auto c = receiveSTORERequest(rq, pcid, OFString("/dev/null"));
@@ -226,6 +227,7 @@ class StoreProvider : public DcmThreadSCP {
   }
 
   ScpContext& ctx_;
+  const std::shared_ptr<const config::Config> cfg_;  // the config in force when the association started
   PeerLog& peer_log_;
   std::shared_ptr<spdlog::logger> log_;
   std::optional<Rejection> refused_;
@@ -312,7 +314,8 @@ StorageServer::~StorageServer() {
 }
 
 void StorageServer::start() {
-  const auto& n = ctx_.cfg.node;
+  const auto cfg = ctx_.live.get();
+  const auto& n = cfg->node;
   disable_nagle();
   dcmDisableGethostbyaddr.set(OFTrue);
 
@@ -372,7 +375,8 @@ bool StorageServer::accepted_abstract_syntax(const std::string& uid) {
 // DCMTK limits an SCP profile to 128 presentation contexts, fewer than the storage classes it
 // knows; an association proposes at most 128, so each gets a config with just what it proposed.
 DcmSharedSCPConfig StorageServer::config_for(T_ASC_Association* assoc) const {
-  const auto& n = ctx_.cfg.node;
+  const auto current = ctx_.live.get();  // the config in force when the association starts
+  const auto& n = current->node;
   DcmSCPConfig cfg;
   cfg.setAETitle(n.ae_title.c_str());
   cfg.setMaxReceivePDULength(ASC_MAXIMUMPDUSIZE);
@@ -414,7 +418,7 @@ void StorageServer::on_request(AssociateRequest rq) {
     layer_->hand_over(rq.fd, std::move(rq.pdu));
     dcmExternalSocketHandle.set(rq.fd);
     c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, OFFalse, DUL_NOBLOCK,
-                               ctx_.cfg.node.acse_timeout_seconds);
+                               ctx_.live.get()->node.acse_timeout_seconds);
     dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
     taken = layer_->taken();
     layer_->hand_over(-1, {});
@@ -441,7 +445,7 @@ void StorageServer::on_request(AssociateRequest rq) {
   }
   std::lock_guard lock(mutex_);
   reap_finished_locked();
-  if (active_ >= static_cast<std::size_t>(ctx_.cfg.node.max_associations)) {
+  if (active_ >= static_cast<std::size_t>(ctx_.live.get()->node.max_associations)) {
     ctx_.counters.rejected++;
     ctx_.counters.rejections.add(Rejection::association_limit);
     peer_log_.log(spdlog::level::warn, rq.peer, std::string(name(Rejection::association_limit)),

@@ -19,6 +19,7 @@
 #include <dcmtk/dcmnet/scpcfg.h>
 
 #include "config/config.h"
+#include "config/live.h"
 #include "scp/acceptor.h"
 #include "scp/counters.h"
 #include "scp/index.h"
@@ -37,7 +38,7 @@ struct ScpCounters {
 
 // What every association needs; owned by the daemon, outlives the server.
 struct ScpContext {
-  const config::Config& cfg;
+  const config::LiveConfig& live;  // each association takes the config in force when it starts
   Spool& spool;
   Index& index;
   StudyAssembler& assembler;

@@ -10,7 +10,10 @@
 
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "dicom/instance_header.h"
+#include "support/files.h"
 #include "support/storage_checks.h"
 
 namespace fs = std::filesystem;
@@ -227,6 +230,17 @@ BOOST_AUTO_TEST_CASE(by_age_only_analysed_and_delivered_studies_go_and_the_index
     BOOST_TEST(v.studies() == std::vector<std::string>{b});
     BOOST_TEST(v.index.outbox().empty());
   }
+  // status.json says the same as the log: two studies' instances deleted since the start.
+  const auto status_says = [&] {
+    try {
+      const auto j = nlohmann::json::parse(read_text(d.root() / "status.json"));
+      return j.at("retention").at("deleted").at("incoming").at("items").get<int>() == 2 &&
+             j.at("retention").at("deleted").at("incoming").at("files").get<int>() == 80;
+    } catch (const std::exception&) {
+      return false;  // not written yet, or mid-rename
+    }
+  };
+  BOOST_TEST(eventually(status_says, 30s), read_text(d.root() / "status.json"));
   BOOST_TEST(d.stop() == 0);
   const auto del = deleted(d.log());
   report("age", del);
