@@ -23,6 +23,7 @@
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
 #include "analysis/profiles_config.h"
+#include "analysis/scan_limits.h"
 #include "analysis/seg_masks.h"
 #include "analysis/worker.h"
 #include "analysis/worker_client.h"
@@ -39,6 +40,7 @@ struct AnalyzeOptions {
   fs::path input, out;
   std::string profile;
   bool no_dicom = false, keep_empty_frames = false;
+  fs::path config;  // empty: the embedded default
 };
 
 struct EvaluateOptions {
@@ -56,6 +58,20 @@ struct TrainOptions {
   const CLI::Option *trees_given = nullptr, *seed_given = nullptr, *ignore_given = nullptr;
 };
 
+// The config `analyze` runs with: `config_file`, else the embedded default. Its [limits] and
+// storage.max_instance_mb become the structural scan's limits for every file this process reads
+// (the workers get the same config with their job).
+config::Config analyze_config(const fs::path& config_file) {
+  try {
+    config::Config cfg = !config_file.empty() ? config::load_file(config_file) : config::load_default();
+    dicom::set_default_scan_limits(scan_limits(cfg));
+    return cfg;
+  } catch (const config::ConfigError& e) {
+    std::fprintf(stderr, "pacsnode analyze: invalid configuration: %s\n", e.what());
+    throw cli::Exit{2};
+  }
+}
+
 std::string join_timings(const std::vector<StageTiming>& t) {
   std::string s;
   for (const auto& x : t) s += fmt::format("{}{} {:.0f}", s.empty() ? "" : ", ", x.stage, x.ms);
@@ -72,7 +88,7 @@ int analyze(const AnalyzeOptions& o) {
     std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
     return 1;
   }
-  const config::Config cfg = config::load_default();
+  const config::Config cfg = analyze_config(o.config);
   const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
   fs::create_directories(out);
@@ -92,6 +108,7 @@ int analyze(const AnalyzeOptions& o) {
   for (std::size_t bi = 0; bi < batches.size(); ++bi) {
     worker::Job job;
     job.files = batches[bi];
+    job.config_toml = cfg.source_text;
     job.profile = forced;
     job.out_dir = out;
     job.preview_dir = out;
@@ -408,6 +425,10 @@ cli::Action setup_analyze(CLI::App& app) {
       ->type_name("NAME");
   app.add_flag("--no-dicom", o->no_dicom, "do not write SEG and SR");
   app.add_flag("--keep-empty-frames", o->keep_empty_frames, "write every SEG frame, also those whose mask is empty");
+  app.add_option("--config", o->config,
+                 "the node's config file: profiles, worker limits and input limits ([limits], storage.max_instance_mb; a "
+                 "file beyond them, or malformed, is listed as skipped with the reason); default: the embedded config")
+      ->type_name("FILE");
   app.footer("Every series is decoded and analysed in a `pacsnode worker` child process; files that cannot be used\n"
              "are listed on stderr with the reason. Exit 0 when at least one series was analysed.");
   return offline(o, analyze);

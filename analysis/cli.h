@@ -3,7 +3,7 @@
 // cli/command.h). Each runs a command; exit codes 0 success, 1 failure (message on stderr),
 // 2 bad usage (the command's help on stderr). `pacsnode CMD --help` lists every option.
 //
-//   pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--keep-empty-frames]
+//   pacsnode analyze INPUT --out DIR [--profile NAME] [--no-dicom] [--keep-empty-frames] [--config FILE]
 //       Analyses every series in INPUT (a folder, any layout, or one file): features.json,
 //       features.csv, <key>_preview.png per series, <key>_seg.dcm + <key>_sr.dcm (unless
 //       --no-dicom). Files that cannot be used are listed on stderr with the reason and skipped.

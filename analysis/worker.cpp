@@ -21,6 +21,7 @@
 #include "analysis/kernels/key_image_render.h"
 #include "analysis/pipeline.h"
 #include "analysis/profiles_config.h"
+#include "analysis/scan_limits.h"
 #include "analysis/results.h"
 #include "analysis/stages/stages.h"
 #include "config/config.h"
@@ -188,6 +189,7 @@ int run(const Job& job, const Events& events) {
   auto log = pacsnode::component_logger("worker");
   events.emit({{"event", "started"}, {"pid", ::getpid()}});
   const config::Config cfg = job.config_toml.empty() ? config::load_default() : config::parse(job.config_toml, "job");
+  dicom::set_default_scan_limits(scan_limits(cfg));  // every file this worker opens is scanned with them
   const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!job.profile.empty()) pipeline.select({}, job.profile);  // an unknown name fails before decoding
   if (!job.out_dir.empty()) fs::create_directories(job.out_dir);

@@ -159,6 +159,17 @@ void read_storage(const toml::table& t, Config::Storage& st, std::vector<std::st
   if (root.empty()) s.problem("root", "must not be empty");
   st.root = root;
   s.integer("min_free_mb", st.min_free_mb, 0, 1 << 30);
+  s.integer("max_instance_mb", st.max_instance_mb, 1, 1 << 20);
+  s.integer("rejected_max_mb", st.rejected_max_mb, 0, 1 << 30);
+  s.integer("rejected_max_files", st.rejected_max_files, 0, 10'000'000);
+}
+
+void read_limits(const toml::table& t, Config::Limits& l, std::vector<std::string>& p) {
+  Section s(t, "limits", p);
+  s.integer("max_depth", l.max_depth, 1, 256);
+  s.integer("max_elements", l.max_elements, 100, 100'000'000);
+  s.integer("max_pixel_mb", l.max_pixel_mb, 1, 1 << 20);
+  s.integer("max_inflated_mb", l.max_inflated_mb, 1, 1 << 20);
 }
 
 void read_study(const toml::table& t, Config::Study& st, std::vector<std::string>& p) {
@@ -325,6 +336,7 @@ Config parse(std::string_view text, std::string_view source) {
     const std::string name(k.str());
     if (name == "node") { if (auto* t = sub_table(root, name, problems)) read_node(*t, c.node, problems); }
     else if (name == "storage") { if (auto* t = sub_table(root, name, problems)) read_storage(*t, c.storage, problems); }
+    else if (name == "limits") { if (auto* t = sub_table(root, name, problems)) read_limits(*t, c.limits, problems); }
     else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
     else if (name == "outbound") { if (auto* t = sub_table(root, name, problems)) read_outbound(*t, c.outbound, problems); }
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }

@@ -66,7 +66,17 @@ struct Config {
   struct Storage {
     std::filesystem::path root = "var/pacsnode";
     std::uint64_t min_free_mb = 256;
+    std::uint64_t max_instance_mb = 2048;     // one received (or analysed) instance file
+    std::uint64_t rejected_max_mb = 512;      // budget of quarantine/rejected/
+    std::uint64_t rejected_max_files = 1000;
   } storage;
+  // What the structural scan (dicom/scan.h) allows in a file before DCMTK or GDCM parses it.
+  struct Limits {
+    int max_depth = 64;                  // sequence nesting
+    std::uint64_t max_elements = 1000000;  // data elements in one data set, all levels
+    std::uint64_t max_pixel_mb = 4096;     // Rows x Columns x Frames x Samples x Bits Allocated / 8
+    std::uint64_t max_inflated_mb = 1024;  // deflated transfer syntax: the inflated data set
+  } limits;
   struct Study {
     int quiet_seconds = 20;
     int expected_grace_seconds = 2;

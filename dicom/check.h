@@ -1,17 +1,13 @@
 #pragma once
 // The one place an OFCondition becomes an exception (STYLE.md: only dicom::check converts).
-#include <stdexcept>
 #include <string>
 #include <string_view>
 
 #include <dcmtk/ofstd/ofcond.h>
 
-namespace dicom {
+#include "dicom/error.h"
 
-class DicomError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace dicom {
 
 // Throws DicomError "<what>: <condition text>" when cond is bad.
 inline void check(const OFCondition& cond, std::string_view what) {

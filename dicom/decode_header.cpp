@@ -205,7 +205,8 @@ NativePixels native_pixels(DcmDataset& ds) {
 
 }  // namespace
 
-ImageHeader read_image_header(const std::filesystem::path& file) {
+ImageHeader read_image_header(const std::filesystem::path& file, const ScanLimits& limits) {
+  require_scan(file, limits);  // before DCMTK's recursive reader sees the bytes
   DcmFileFormat ff;
   check(ff.loadFile(file.c_str(), EXS_Unknown, EGL_noChange, kMaxReadLength, ERM_autoDetect),
         "not a readable DICOM file (not DICOM, truncated or malformed)");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dicom/pixel_decoder.h"
+#include "dicom/scan.h"
 #include "dicom/volume.h"
 
 namespace dicom {
@@ -61,9 +62,10 @@ struct ImageHeader {
   bool is_multiframe() const { return number_of_frames > 1 || enhanced; }
 };
 
-// Reads the header of `file` without its pixel data. Throws DicomError when the file is not
-// DICOM or cannot be parsed; a malformed image attribute (e.g. Number of Frames) is reported in
-// `problem` instead, so that the caller can still see what the object is.
-ImageHeader read_image_header(const std::filesystem::path& file);
+// Reads the header of `file` without its pixel data, after the structural scan (dicom/scan.h).
+// Throws DicomError when the file fails the scan (with its reason), is not DICOM or cannot be
+// parsed; a malformed image attribute (e.g. Number of Frames) is reported in `problem` instead,
+// so that the caller can still see what the object is.
+ImageHeader read_image_header(const std::filesystem::path& file, const ScanLimits& limits = default_scan_limits());
 
 }  // namespace dicom

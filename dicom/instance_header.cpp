@@ -32,7 +32,8 @@ std::string required(DcmItem& item, const DcmTagKey& tag, const char* name) {
 
 }  // namespace
 
-InstanceHeader read_instance_header(const std::filesystem::path& file) {
+InstanceHeader read_instance_header(const std::filesystem::path& file, const ScanLimits& limits) {
+  require_scan(file, limits);  // before DCMTK's recursive reader sees the bytes
   DcmFileFormat ff;
   // Values longer than 4 KiB (pixel data) stay on disk; the structure is parsed to the end, so a
   // truncated file fails here.

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include "dicom/scan.h"
+
 namespace dicom {
 
 struct InstanceHeader {
@@ -24,8 +26,10 @@ struct InstanceHeader {
   long frames = 1;  // Number of Frames, 1 when absent
 };
 
-// Parses the whole file structure without loading large values. Throws DicomError when the file
-// is not DICOM, is truncated, or lacks SOP Class/Instance, Study or Series Instance UID.
-InstanceHeader read_instance_header(const std::filesystem::path& file);
+// Scans the file (dicom/scan.h: structure and limits; DicomError with the scan's reason when it
+// fails), then parses it without loading large values. Throws DicomError when the file is not
+// DICOM, is truncated, or lacks SOP Class/Instance, Study or Series Instance UID.
+InstanceHeader read_instance_header(const std::filesystem::path& file,
+                                    const ScanLimits& limits = default_scan_limits());
 
 }  // namespace dicom

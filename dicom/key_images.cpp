@@ -12,6 +12,7 @@
 #include <dcmtk/dcmdata/dcuid.h>
 
 #include "dicom/check.h"
+#include "dicom/scan.h"
 #include "dicom/log.h"
 #include "dicom/results_common.h"
 
@@ -70,6 +71,7 @@ const DcmTagKey kType2[] = {DCM_PatientName, DCM_PatientID,   DCM_PatientBirthDa
 // The source's patient/study attributes (and character set), read once for all key images.
 std::unique_ptr<DcmItem> patient_study_attributes(const std::filesystem::path& source_file) {
   DcmFileFormat ff;
+  require_scan(source_file, default_scan_limits(), "key images: read " + source_file.string());
   check(ff.loadFile(source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "key images: read " + source_file.string());
   DcmDataset& src = *ff.getDataset();
   auto out = std::make_unique<DcmItem>();

@@ -449,7 +449,8 @@ DecodedLayout read_native(const std::filesystem::path& file, const NativePixels&
 }
 
 DecodedLayout decode_stored(const std::filesystem::path& file,
-                            const std::function<void*(const DecodedLayout&)>& dst_for) {
+                            const std::function<void*(const DecodedLayout&)>& dst_for, const ScanLimits& limits) {
+  require_scan(file, limits);  // before DCMTK (and GDCM for JPEG 2000) parse the file
   register_dcmtk_codecs();
   DcmFileFormat ff;
   // Values above 4 kB stay on disk until a frame asks for them.

@@ -7,6 +7,8 @@
 #include <functional>
 #include <vector>
 
+#include "dicom/scan.h"
+
 class DcmDataset;
 
 namespace dicom {
@@ -75,9 +77,11 @@ DecodedLayout read_native(const std::filesystem::path& file, const NativePixels&
 // JPEG-LS, frame by frame without a second full copy; GDCM for JPEG 2000 (DCMTK has no decoder).
 // Float and Double Float Pixel Data (parametric maps) come out as IEEE samples (layout.is_float).
 // DCMTK goes first because Debian's GDCM aborts on assertions with some malformed files. `dst_for(layout)` is called once the layout is known and returns a buffer of at
-// least layout.bytes() bytes. Throws DicomError with the reason when the file cannot be decoded.
+// least layout.bytes() bytes. Throws DicomError with the reason when the file cannot be decoded
+// or fails the structural scan (dicom/scan.h), which runs before either toolkit parses it.
 DecodedLayout decode_stored(const std::filesystem::path& file,
-                            const std::function<void*(const DecodedLayout&)>& dst_for);
+                            const std::function<void*(const DecodedLayout&)>& dst_for,
+                            const ScanLimits& limits = default_scan_limits());
 
 // For readers that let DCMTK decompress a whole data set (the SEG reader): the checks decode_stored
 // makes before a codec sees encapsulated Pixel Data (fragments vs Number of Frames, each frame's

@@ -12,11 +12,13 @@
 #include <dcmtk/dcmdata/dcuid.h>
 
 #include "dicom/check.h"
+#include "dicom/scan.h"
 
 namespace dicom::results_detail {
 
 SourceHeader read_source_header(const std::filesystem::path& file) {
   DcmFileFormat ff;
+  require_scan(file, default_scan_limits(), "read " + file.string());
   // Elements longer than 4 KiB (pixel data) stay on disk.
   check(ff.loadFile(file.c_str(), EXS_Unknown, EGL_noChange, 4096), "read " + file.string());
   DcmDataset& d = *ff.getDataset();

@@ -21,6 +21,7 @@
 #include <dcmtk/dcmseg/segment.h>
 
 #include "dicom/check.h"
+#include "dicom/scan.h"
 #include "dicom/log.h"
 #include "dicom/results_common.h"
 
@@ -194,6 +195,7 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
   // Patient, study and (when present) frame of reference from the source; then a new series.
   {
     DcmFileFormat ff;
+    require_scan(spec.source_file, default_scan_limits(), "SEG: read " + spec.source_file.string());
     check(ff.loadFile(spec.source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "SEG: read " + spec.source_file.string());
     check(seg->importFromSourceImage(*ff.getDataset(), OFTrue), "SEG: import patient/study from source");
   }

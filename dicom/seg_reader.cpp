@@ -94,7 +94,7 @@ bool has_dicom_preamble(const std::filesystem::path& path) {
   return std::memcmp(buf + 128, "DICM", 4) == 0;
 }
 
-bool looks_like_dicom(const std::filesystem::path& path) {
+bool looks_like_dicom(const std::filesystem::path& path, const ScanLimits& limits) {
   if (has_dicom_preamble(path)) return true;
   {  // A bare dataset starts with a group 0002 or 0008 tag; anything else is not tried with DCMTK,
      // which would log parse errors for arbitrary files.
@@ -104,15 +104,18 @@ bool looks_like_dicom(const std::filesystem::path& path) {
     const bool le = b[1] == 0 && (b[0] == 0x02 || b[0] == 0x08), be = b[0] == 0 && (b[1] == 0x02 || b[1] == 0x08);
     if (!le && !be) return false;
   }
+  if (!scan_file(path, limits).ok) return true;  // DICOM-like but malformed: read_seg says why
   DcmFileFormat ff;
-  // Only the header matters: values longer than 64 bytes (pixel data) stay on disk.
-  if (ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 64, ERM_dataset).bad()) return false;
+  // Only the header matters: values longer than 64 bytes (pixel data) stay on disk. Read as the
+  // scan read it (a meta header, if any, names the transfer syntax).
+  if (ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 64, ERM_autoDetect).bad()) return false;
   OFString cls;
   return ff.getDataset()->findAndGetOFString(DCM_SOPClassUID, cls).good() && cls == UID_SegmentationStorage;
 }
 
-SegObject read_seg(const std::filesystem::path& path) {
+SegObject read_seg(const std::filesystem::path& path, const ScanLimits& limits) {
   const Reader rd(path);
+  if (const ScanResult scan = scan_file(path, limits); !scan.ok) rd.fail(scan.reason);
   DcmFileFormat ff;
   if (const OFCondition c = ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange); c.bad())
     rd.fail(std::string("cannot read as DICOM: ") + c.text());

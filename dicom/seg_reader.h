@@ -20,6 +20,7 @@
 #include <opencv2/core.hpp>
 
 #include "dicom/codes.h"
+#include "dicom/scan.h"
 #include "dicom/volume.h"
 
 namespace dicom {
@@ -61,11 +62,13 @@ struct SegObject {
 bool has_dicom_preamble(const std::filesystem::path& path);
 
 // True when the file has the DICOM preamble, or (a bare dataset without preamble and meta
-// header) DCMTK reads its SOP Class UID as Segmentation Storage. Never throws.
-bool looks_like_dicom(const std::filesystem::path& path);
+// header) DCMTK reads its SOP Class UID as Segmentation Storage, or it starts like a bare data
+// set but fails the structural scan (so that read_seg reports why). Never throws.
+bool looks_like_dicom(const std::filesystem::path& path, const ScanLimits& limits = default_scan_limits());
 
-// Reads the SEG; throws DicomError naming the file and the reason (unreadable, not a SEG,
-// unsupported type or bit depth, missing or inconsistent functional groups, short pixel data).
-SegObject read_seg(const std::filesystem::path& path);
+// Reads the SEG after the structural scan (dicom/scan.h); throws DicomError naming the file and
+// the reason (fails the scan, unreadable, not a SEG, unsupported type or bit depth, missing or
+// inconsistent functional groups, short pixel data).
+SegObject read_seg(const std::filesystem::path& path, const ScanLimits& limits = default_scan_limits());
 
 }  // namespace dicom

@@ -14,6 +14,7 @@
 #include <dcmtk/dcmsr/dsrdoc.h>
 
 #include "dicom/check.h"
+#include "dicom/scan.h"
 #include "dicom/log.h"
 #include "dicom/results_common.h"
 
@@ -188,6 +189,7 @@ WrittenObject write_sr(const SrSpec& spec, const std::filesystem::path& out_file
         "SR: document type");
   {
     DcmFileFormat src;
+    require_scan(spec.source_file, default_scan_limits(), "SR: read " + spec.source_file.string());
     check(src.loadFile(spec.source_file.c_str(), EXS_Unknown, EGL_noChange, 4096), "SR: read " + spec.source_file.string());
     DcmDataset& d = *src.getDataset();
     check(doc.readStudyData(d), "SR: patient/study from source");

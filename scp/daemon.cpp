@@ -17,6 +17,7 @@
 #include "dicom/log.h"
 #include "analysis/profiles_config.h"
 #include "scp/health.h"
+#include "analysis/scan_limits.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
 #include "scp/retention.h"
@@ -44,7 +45,9 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
     if (known_paths.count(file.string())) continue;
     try {
       StoredInstance in;
-      in.header = dicom::read_instance_header(file);
+      // Through the structural scan like every received file: a hostile file placed in the spool
+      // is logged and left where it is, it cannot take the start down.
+      in.header = dicom::read_instance_header(file, spool.options().scan);
       in.path = file;
       in.size = fs::file_size(file);
       in.own = is_own_result(index, in.header);
@@ -65,6 +68,19 @@ ReconcileReport reconcile(Spool& spool, Index& index) {
   return r;
 }
 
+namespace {
+
+// The structural scan's limits for every reader in this process (the receiver passes them
+// explicitly; the analysis reads files through the process-wide default), and the spool's budget
+// for refused instances.
+SpoolOptions apply_limits(const config::Config& cfg) {
+  const dicom::ScanLimits limits = analysis::scan_limits(cfg);
+  dicom::set_default_scan_limits(limits);
+  return SpoolOptions{limits, cfg.storage.rejected_max_mb << 20, cfg.storage.rejected_max_files};
+}
+
+}  // namespace
+
 std::vector<std::string> keep_restart_only(const config::Config& running, config::Config& next) {
   std::vector<std::string> changed;
   auto keep = [&](const char* key, auto& value, const auto& old) {
@@ -83,6 +99,14 @@ std::vector<std::string> keep_restart_only(const config::Config& running, config
     changed.push_back(fmt::format("storage.root {} -> {}", running.storage.root.string(), next.storage.root.string()));
     next.storage.root = running.storage.root;
   }
+  // The structural scan's limits and the refused-instance budget are the spool's, fixed at start.
+  keep("storage.max_instance_mb", next.storage.max_instance_mb, running.storage.max_instance_mb);
+  keep("storage.rejected_max_mb", next.storage.rejected_max_mb, running.storage.rejected_max_mb);
+  keep("storage.rejected_max_files", next.storage.rejected_max_files, running.storage.rejected_max_files);
+  keep("limits.max_depth", next.limits.max_depth, running.limits.max_depth);
+  keep("limits.max_elements", next.limits.max_elements, running.limits.max_elements);
+  keep("limits.max_pixel_mb", next.limits.max_pixel_mb, running.limits.max_pixel_mb);
+  keep("limits.max_inflated_mb", next.limits.max_inflated_mb, running.limits.max_inflated_mb);
   keep("analysis.enabled", next.analysis.enabled, running.analysis.enabled);
   keep("analysis.workers", next.analysis.workers, running.analysis.workers);
   return changed;
@@ -95,7 +119,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   const fs::path root = storage_root(cfg.storage.root);
   // Say what is wrong with the storage root, and where, before anything else tries it.
   if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
-  Spool spool(root);
+  Spool spool(root, apply_limits(cfg));
   std::unique_ptr<Index> index_ptr;
   try {
     index_ptr = std::make_unique<Index>(root / "index.sqlite");

@@ -4,10 +4,14 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <ctime>
+#include <chrono>
 #include <cstdlib>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <vector>
 #include <random>
 #include <string_view>
@@ -107,7 +111,8 @@ void fsync_path(const fs::path& p, bool directory) {
   ::close(fd);
 }
 
-Spool::Spool(fs::path root) : root_(std::move(root)), tmp_dir_(root_ / "incoming" / ".tmp") {
+Spool::Spool(fs::path root, SpoolOptions options)
+    : root_(std::move(root)), tmp_dir_(root_ / "incoming" / ".tmp"), options_(options) {
   fs::create_directories(tmp_dir_);
   std::size_t purged = 0;
   for (const auto& e : fs::directory_iterator(tmp_dir_)) {
@@ -138,7 +143,7 @@ bool Spool::has_free_space(std::uint64_t bytes) const {
   return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize >= bytes;
 }
 
-StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_size) {
+StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_size, const std::string& origin) {
   using K = StoreFailure::Kind;
   StoredInstance out;
   try {
@@ -154,9 +159,12 @@ StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_si
       throw StoreFailure(K::out_of_resources, e.what());
     }
     try {
-      out.header = dicom::read_instance_header(tmp);
+      // The structural scan first (inside read_instance_header): nothing reaches DCMTK's
+      // recursive reader that could overflow its stack or make it allocate without bound.
+      out.header = dicom::read_instance_header(tmp, options_.scan);
     } catch (const dicom::DicomError& e) {
       if (!has_free_space(1 << 20)) throw StoreFailure(K::out_of_resources, std::string("disk full: ") + e.what());
+      reject(tmp, e.what(), origin);
       throw StoreFailure(K::bad_data, e.what());
     }
     out.path = instance_path(out.header);
@@ -172,6 +180,88 @@ StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_si
     throw;
   }
   return out;
+}
+
+namespace {
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+void Spool::load_rejected() {
+  if (rejected_loaded_) return;
+  rejected_loaded_ = true;
+  std::error_code ec;
+  fs::create_directories(rejected_dir(), ec);
+  std::vector<RejectedEntry> found;
+  for (fs::directory_iterator it(rejected_dir(), ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() != ".dcm") continue;
+    std::error_code size_ec;
+    const auto bytes = fs::file_size(it->path(), size_ec);
+    found.push_back({it->path().stem().string(), size_ec ? 0 : static_cast<std::uint64_t>(bytes)});
+  }
+  // Names start with the time in milliseconds, zero-padded: name order is age order.
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.stem < b.stem; });
+  for (auto& e : found) {
+    rejected_bytes_ += e.bytes;
+    rejected_.push_back(std::move(e));
+  }
+}
+
+void Spool::evict_rejected() {
+  std::size_t removed = 0;
+  std::uint64_t removed_bytes = 0;
+  while (!rejected_.empty() &&
+         (rejected_.size() > options_.rejected_max_files || rejected_bytes_ > options_.rejected_max_bytes)) {
+    const RejectedEntry& e = rejected_.front();
+    std::error_code ec;
+    fs::remove(rejected_dir() / (e.stem + ".dcm"), ec);
+    fs::remove(rejected_dir() / (e.stem + ".reason.txt"), ec);
+    rejected_bytes_ -= e.bytes;
+    removed_bytes += e.bytes;
+    ++removed;
+    rejected_.pop_front();
+  }
+  if (removed > 0)
+    pacsnode::component_logger("spool")
+        ->warn("quarantine/rejected: removed the {} oldest file(s) ({:.1f} MB) to stay within {} files and {} MB "
+               "(storage.rejected_max_files, rejected_max_mb)",
+               removed, removed_bytes / 1e6, options_.rejected_max_files, options_.rejected_max_bytes >> 20);
+}
+
+void Spool::reject(const fs::path& file, const std::string& reason, const std::string& origin) noexcept {
+  std::error_code ec;
+  try {
+    std::lock_guard lock(rejected_mutex_);
+    load_rejected();
+    const auto bytes = fs::file_size(file, ec);
+    if (ec || options_.rejected_max_files == 0 || bytes > options_.rejected_max_bytes) {
+      fs::remove(file, ec);  // cannot be kept within the budget
+    } else {
+      static std::atomic<std::uint64_t> counter{0};
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+      // Zero-padded time, then a counter: name order is arrival order.
+      const std::string stem = fmt::format("{:013d}-{:010d}-{}", ms, counter.fetch_add(1), ::getpid());
+      fs::rename(file, rejected_dir() / (stem + ".dcm"));
+      std::ofstream(rejected_dir() / (stem + ".reason.txt"))
+          << "reason: " << reason << "\nreceived: " << utc_now() << "\nfrom: " << (origin.empty() ? "-" : origin)
+          << "\nbytes: " << bytes << "\n";
+      rejected_.push_back({stem, static_cast<std::uint64_t>(bytes)});
+      rejected_bytes_ += bytes;
+    }
+    evict_rejected();
+  } catch (const std::exception& e) {
+    pacsnode::component_logger("spool")->error("cannot keep a refused instance in quarantine/rejected: {}", e.what());
+    fs::remove(file, ec);
+  }
 }
 
 std::vector<fs::path> Spool::list_instances() const {

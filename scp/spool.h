@@ -2,14 +2,18 @@
 // The on-disk spool of received instances:
 //   <root>/incoming/.tmp/<unique>                    being received
 //   <root>/incoming/<study>/<series>/<sop>.dcm       acknowledged (fsync'ed file and directory)
+//   <root>/quarantine/rejected/<time>-<n>.dcm        refused as malformed, beside <same>.reason.txt
 // An instance is answered with success only after commit() returned.
 #include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "dicom/instance_header.h"
+#include "dicom/scan.h"
 
 namespace scp {
 
@@ -33,20 +37,35 @@ struct StoredInstance {
   bool own = false;          // one of our own results, sent back to us
 };
 
+struct SpoolOptions {
+  dicom::ScanLimits scan;  // what a received file must pass before DCMTK parses it
+  // Budget of quarantine/rejected/ (storage.rejected_max_mb, rejected_max_files).
+  std::uint64_t rejected_max_bytes = 512ull << 20;
+  std::uint64_t rejected_max_files = 1000;
+};
+
 class Spool {
  public:
   // Creates the folders and removes what an interrupted run left in .tmp.
-  explicit Spool(std::filesystem::path root);
+  explicit Spool(std::filesystem::path root, SpoolOptions options = {});
 
   const std::filesystem::path& root() const { return root_; }
+  const SpoolOptions& options() const { return options_; }
   std::filesystem::path incoming() const { return root_ / "incoming"; }
+  std::filesystem::path rejected_dir() const { return root_ / "quarantine" / "rejected"; }
 
   // A fresh, unique file name in .tmp (same filesystem as the final place).
   std::filesystem::path temp_path();
-  // fsync, parse, rename to its final place, fsync the directory. On failure the temporary file
-  // is removed and StoreFailure says whether it was resources or the data.
-  StoredInstance commit(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0);
+  // fsync, scan and parse (dicom::read_instance_header with options().scan), rename to its final
+  // place, fsync the directory. On failure StoreFailure says whether it was resources or the
+  // data; malformed data (it fails the scan or cannot be parsed) moves to quarantine/rejected/
+  // with the reason and `origin` (who sent it), anything else is removed.
+  StoredInstance commit(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0,
+                        const std::string& origin = {});
   void discard(const std::filesystem::path& tmp) noexcept;
+  // Moves `file` into quarantine/rejected/ beside a .reason.txt, then removes the oldest entries
+  // beyond the budget (one log line per removal run). Removes `file` when it cannot be kept.
+  void reject(const std::filesystem::path& file, const std::string& reason, const std::string& origin) noexcept;
 
   // Free space at the root is at least `bytes`.
   bool has_free_space(std::uint64_t bytes) const;
@@ -55,8 +74,20 @@ class Spool {
   std::vector<std::filesystem::path> list_instances() const;
 
  private:
+  struct RejectedEntry {
+    std::string stem;  // <stem>.dcm and <stem>.reason.txt
+    std::uint64_t bytes = 0;
+  };
+  void load_rejected();     // rejected_mutex_ held
+  void evict_rejected();    // rejected_mutex_ held
+
   std::filesystem::path root_;
   std::filesystem::path tmp_dir_;
+  SpoolOptions options_;
+  std::mutex rejected_mutex_;
+  bool rejected_loaded_ = false;
+  std::deque<RejectedEntry> rejected_;  // oldest first
+  std::uint64_t rejected_bytes_ = 0;
 };
 
 // The storage root a config names: a relative storage.root lives in the service's state

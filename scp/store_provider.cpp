@@ -14,6 +14,8 @@
 #include <optional>
 #include <system_error>
 
+#include <fmt/format.h>
+
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcuid.h>
@@ -113,7 +115,10 @@ class StoreProvider : public DcmThreadSCP {
   void notifyAssociationAcknowledge() override { outcome_ = "aborted"; }
   void notifyReleaseRequest() override { outcome_ = "released"; }
   void notifyAbortRequest() override { outcome_ = "aborted by peer"; }
-  void notifyRECEIVEProgress(const unsigned long bytes) override { dataset_bytes_ = bytes; }
+  void notifyRECEIVEProgress(const unsigned long bytes) override {
+    dataset_bytes_ = bytes;
+    bound_instance_size(bytes);
+  }
   void notifyDIMSEError(const OFCondition& cond) override { last_error_ = cond.text(); }
 
   void notifyAssociationTermination() override {
@@ -160,7 +165,10 @@ class StoreProvider : public DcmThreadSCP {
     }
     const auto tmp = ctx_.spool.temp_path();
     dataset_bytes_ = 0;
+    receiving_ = tmp;
+    too_large_ = false;
     OFCondition c = receiveSTORERequest(rq, pcid, OFString(tmp.c_str()));
+    receiving_.clear();
     if (c.bad()) {
       ctx_.spool.discard(tmp);
       // A failed write is reported after the rest of the data set was read: the association is
@@ -171,9 +179,14 @@ class StoreProvider : public DcmThreadSCP {
     }
     bytes_ += dataset_bytes_;
     ctx_.counters.bytes += dataset_bytes_;
+    if (too_large_) {
+      ctx_.spool.discard(tmp);
+      return refuse(rq, pcid, STATUS_STORE_Error_CannotUnderstand,
+                    fmt::format("instance exceeds storage.max_instance_mb ({} MB)", cfg_->storage.max_instance_mb));
+    }
     StoredInstance in;
     try {
-      in = ctx_.spool.commit(tmp, dataset_bytes_);
+      in = ctx_.spool.commit(tmp, dataset_bytes_, fmt::format("calling AE '{}' at {}", calling_ae_, peer_));
     } catch (const StoreFailure& e) {
       const bool resources = e.kind() == StoreFailure::Kind::out_of_resources;
       return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand, e.what());
@@ -206,6 +219,16 @@ class StoreProvider : public DcmThreadSCP {
     return sendSTOREResponse(pcid, rq, STATUS_Success);
   }
 
+  // storage.max_instance_mb, while receiving: once the data set is larger, the temporary file is
+  // cut to nothing at every progress notification (DCMTK writes on into a sparse file), so the
+  // disk holds at most one PDU of it; handle_store then refuses the instance.
+  void bound_instance_size(unsigned long bytes) {
+    const std::uint64_t limit = cfg_->storage.max_instance_mb << 20;
+    if (receiving_.empty() || bytes <= limit) return;
+    too_large_ = true;
+    ::truncate(receiving_.c_str(), 0);
+  }
+
   OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, const std::string& why) {
     ++failed_;
     ctx_.counters.instances_failed++;
@@ -234,6 +257,8 @@ class StoreProvider : public DcmThreadSCP {
   Clock::time_point started_ = Clock::now();
   std::string calling_ae_, peer_, outcome_, last_error_;
   unsigned long dataset_bytes_ = 0;
+  std::filesystem::path receiving_;  // the temporary file being received into, if any
+  bool too_large_ = false;           // it went over storage.max_instance_mb
   std::uint64_t stored_ = 0, failed_ = 0, bytes_ = 0;
 };
 

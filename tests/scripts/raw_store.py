@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""Minimal DICOM Upper Layer client for tests: one association, one C-STORE whose data set is
-whatever bytes we are given (garbage, or a real data set cut short), then release. storescu cannot
-do this: it re-encodes what it reads and refuses unreadable files.
+"""Minimal DICOM Upper Layer client for tests: one association, C-STOREs whose data sets are
+whatever bytes we are given (garbage, a real data set cut short, or files of raw data set bytes),
+then release. storescu cannot do this: it re-encodes what it reads and refuses unreadable files.
 
-Usage: raw_store.py HOST PORT CALLED_AE (--garbage N | --truncate FILE FRACTION)
-Prints "status 0xNNNN" for the C-STORE response and exits 0, or exits 1 with the reason.
+Usage: raw_store.py HOST PORT CALLED_AE (--garbage N | --truncate FILE FRACTION | --datasets FILE...)
+  --datasets: each FILE holds the bytes of one Secondary Capture data set in explicit VR little
+              endian, sent as they are, one C-STORE each, all in the same association.
+Prints "status 0xNNNN" (and " comment '...'" when the response has an Error Comment) for each
+C-STORE response and exits 0, or exits 1 with the reason.
 """
 import socket, struct, sys
 
@@ -29,9 +32,9 @@ def elem(group, el, value):  # implicit VR little endian
     return struct.pack("<HHI", group, el, len(value)) + value
 
 
-def command(sop_class, sop_instance):
+def command(sop_class, sop_instance, message_id=1):
     body = (elem(0, 0x0002, uid(sop_class)) + elem(0, 0x0100, struct.pack("<H", 0x0001)) +
-            elem(0, 0x0110, struct.pack("<H", 1)) + elem(0, 0x0700, struct.pack("<H", 0)) +
+            elem(0, 0x0110, struct.pack("<H", message_id)) + elem(0, 0x0700, struct.pack("<H", 0)) +
             elem(0, 0x0800, struct.pack("<H", 0x0000)) + elem(0, 0x1000, uid(sop_instance)))
     return elem(0, 0x0000, struct.pack("<I", len(body))) + body
 
@@ -60,15 +63,21 @@ def associate_rq(called, calling, contexts, max_pdu=16384):
                item(0x10, b"1.2.840.10008.3.1.1.1") + pcs + user)
 
 
-def response_status(body):
-    """Status (0000,0900) of the DIMSE response command in a P-DATA-TF PDU body, or None."""
+def response_elements(body):
+    """{(group, element): value} of the DIMSE response command in a P-DATA-TF PDU body."""
     rsp = body[6:]
-    pos = 0
+    out, pos = {}, 0
     while pos + 8 <= len(rsp):
         g, e, n = struct.unpack("<HHI", rsp[pos:pos + 8])
-        if (g, e) == (0, 0x0900): return struct.unpack("<H", rsp[pos + 8:pos + 10])[0]
+        out[(g, e)] = rsp[pos + 8:pos + 8 + n]
         pos += 8 + n
-    return None
+    return out
+
+
+def response_status(body):
+    """Status (0000,0900) of the DIMSE response command in a P-DATA-TF PDU body, or None."""
+    v = response_elements(body).get((0, 0x0900))
+    return struct.unpack("<H", v[:2])[0] if v and len(v) >= 2 else None
 
 
 def dataset_bytes(args):
@@ -88,16 +97,20 @@ def dataset_bytes(args):
     return raw[:cut], str(ds.SOPClassUID), str(ds.SOPInstanceUID)
 
 
-def main():
-    host, port, called = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    data, sop_class, sop_instance = dataset_bytes(sys.argv[4:])
-    ts = EXPLICIT_LE if sys.argv[4] == "--truncate" else IMPLICIT_LE
-    s = socket.create_connection((host, port), timeout=30)
-    s.sendall(associate_rq(called, "RAWSTORE", [(1, sop_class, ts)]))
-    t, body = recv_pdu(s)
-    if t != 0x02:
-        print(f"association not accepted (PDU type {t:#x})"); return 1
-    cmd = command(sop_class, sop_instance)
+def datasets_of(args):
+    """(data, SOP class, SOP instance) for each C-STORE, and the transfer syntax to propose."""
+    if args[0] == "--datasets":
+        out = []
+        for n, path in enumerate(args[1:]):
+            with open(path, "rb") as f:
+                out.append((f.read(), SC_STORAGE, f"1.2.826.0.1.3680043.10.543.99.{n + 1}"))
+        return out, EXPLICIT_LE
+    return [dataset_bytes(args)], EXPLICIT_LE if args[0] == "--truncate" else IMPLICIT_LE
+
+
+def store(s, message_id, data, sop_class, sop_instance):
+    """One C-STORE; returns the response's status and Error Comment (or None)."""
+    cmd = command(sop_class, sop_instance, message_id)
     s.sendall(pdu(0x04, struct.pack(">IBB", len(cmd) + 2, 1, 0x03) + cmd))
     for i in range(0, len(data), 16000):
         chunk = data[i:i + 16000]
@@ -105,15 +118,32 @@ def main():
         s.sendall(pdu(0x04, struct.pack(">IBB", len(chunk) + 2, 1, last) + chunk))
     t, body = recv_pdu(s)
     if t != 0x04:
-        print(f"no C-STORE response (PDU type {t:#x})"); return 1
-    status = response_status(body)
+        raise EOFError(f"no C-STORE response (PDU type {t:#x})")
+    comment = response_elements(body).get((0, 0x0902))
+    return response_status(body), comment.decode("latin-1").rstrip(" \0") if comment else None
+
+
+def main():
+    host, port, called = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    stores, ts = datasets_of(sys.argv[4:])
+    sop_class = stores[0][1]
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(associate_rq(called, "RAWSTORE", [(1, sop_class, ts)]))
+    t, body = recv_pdu(s)
+    if t != 0x02:
+        print(f"association not accepted (PDU type {t:#x})"); return 1
+    for n, (data, cls, inst) in enumerate(stores):
+        try:
+            status, comment = store(s, n + 1, data, cls, inst)
+        except EOFError as e:
+            print(e); return 1
+        print(f"status {status:#06x}" + (f" comment '{comment}'" if comment else ""), flush=True)
     s.sendall(pdu(0x05, b"\0\0\0\0"))
     try:
         recv_pdu(s)
     except EOFError:
         pass
     s.close()
-    print(f"status {status:#06x}")
     return 0
 
 

@@ -42,6 +42,7 @@ struct DaemonOptions {
   int max_associations = 16;
   std::string allowed_calling_ae = "[]";
   std::uint64_t min_free_mb = 0;
+  std::uint64_t max_instance_mb = 0;  // 0: the default
   int drain_seconds = 10;
   std::string node_extra;  // more [node] keys
   std::string extra;       // more TOML, appended
@@ -59,7 +60,9 @@ class Daemon {
                            << "\nallowed_calling_ae = " << opt_.allowed_calling_ae
                            << "\ndrain_seconds = " << opt_.drain_seconds << "\n" << opt_.node_extra
                            << "\n[storage]\nroot = \"" << root_.string()
-                           << "\"\nmin_free_mb = " << opt_.min_free_mb << "\n[study]\nquiet_seconds = "
+                           << "\"\nmin_free_mb = " << opt_.min_free_mb
+                           << (opt_.max_instance_mb ? "\nmax_instance_mb = " + std::to_string(opt_.max_instance_mb) : "")
+                           << "\n[study]\nquiet_seconds = "
                            << opt_.quiet_seconds << "\nexpected_grace_seconds = 0\n[log]\nlevel = \"info\"\n"
                            << opt_.extra;
     log_ = dir_ / "daemon.log";

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "analysis/scan_limits.h"
 #include "config/config.h"
 #include "support/paths.h"
 
@@ -41,6 +42,13 @@ BOOST_AUTO_TEST_CASE(embedded_default_is_the_documented_example_and_matches_the_
   BOOST_TEST(d.node.max_pending_per_source == 8);
   BOOST_TEST(c.storage.root == d.storage.root);
   BOOST_TEST(c.storage.min_free_mb == d.storage.min_free_mb);
+  BOOST_TEST(c.storage.max_instance_mb == 2048u);
+  BOOST_TEST(c.storage.rejected_max_mb == 512u);
+  BOOST_TEST(c.storage.rejected_max_files == 1000u);
+  BOOST_TEST(c.limits.max_depth == 64);
+  BOOST_TEST(c.limits.max_elements == 1000000u);
+  BOOST_TEST(c.limits.max_pixel_mb == 4096u);
+  BOOST_TEST(c.limits.max_inflated_mb == 1024u);
   BOOST_TEST(c.study.quiet_seconds == 20);
   BOOST_TEST(c.log.level == "info");
   // The shipped example is the same text.
@@ -230,4 +238,46 @@ BOOST_AUTO_TEST_CASE(retention_table_defaults_fractions_and_ranges) {
   BOOST_TEST(mentions(problems_of("[retention]\ninterval_seconds = 0\n"), "retention.interval_seconds"));
   BOOST_TEST(mentions(problems_of("[retention]\nkeep_days = 3\n"), "retention.keep_days: unknown key"));
   BOOST_TEST(mentions(problems_of("retention = 3\n"), "retention: must be a table"));
+}
+
+BOOST_AUTO_TEST_CASE(limits_are_parsed_checked_and_reach_the_scan) {
+  const auto c = config::parse(R"(
+[storage]
+max_instance_mb = 100
+rejected_max_mb = 0
+rejected_max_files = 10
+[limits]
+max_depth = 20
+max_elements = 5000
+max_pixel_mb = 64
+max_inflated_mb = 32
+)", "t.toml");
+  BOOST_TEST(c.storage.max_instance_mb == 100u);
+  BOOST_TEST(c.storage.rejected_max_mb == 0u);
+  BOOST_TEST(c.storage.rejected_max_files == 10u);
+  const dicom::ScanLimits l = analysis::scan_limits(c);
+  BOOST_TEST(l.max_depth == 20);
+  BOOST_TEST(l.max_elements == 5000u);
+  BOOST_TEST(l.max_file_bytes == 100ull << 20);
+  BOOST_TEST(l.max_pixel_bytes == 64ull << 20);
+  BOOST_TEST(l.max_inflated_bytes == 32ull << 20);
+
+  BOOST_TEST(mentions(problems_of("[limits]\nmax_depth = 0\n"), "limits.max_depth: 0 is out of range 1..256"));
+  BOOST_TEST(mentions(problems_of("[limits]\nmax_depth = 10000\n"), "limits.max_depth"));
+  BOOST_TEST(mentions(problems_of("[limits]\nmax_elements = 10\n"), "limits.max_elements"));
+  BOOST_TEST(mentions(problems_of("[limits]\nmax_pixel_mb = 0\n"), "limits.max_pixel_mb"));
+  BOOST_TEST(mentions(problems_of("[limits]\nmax_inflated_mb = \"1G\"\n"), "limits.max_inflated_mb: must be an integer"));
+  BOOST_TEST(mentions(problems_of("[limits]\nmax_nesting = 3\n"), "limits.max_nesting: unknown key"));
+  BOOST_TEST(mentions(problems_of("[storage]\nmax_instance_mb = 0\n"), "storage.max_instance_mb"));
+  BOOST_TEST(mentions(problems_of("[storage]\nrejected_max_files = -1\n"), "storage.rejected_max_files"));
+}
+
+BOOST_AUTO_TEST_CASE(default_limits_are_the_scans_built_in_defaults) {
+  const dicom::ScanLimits from_config = analysis::scan_limits(config::load_default());
+  const dicom::ScanLimits built_in;
+  BOOST_TEST(from_config.max_depth == built_in.max_depth);
+  BOOST_TEST(from_config.max_elements == built_in.max_elements);
+  BOOST_TEST(from_config.max_file_bytes == built_in.max_file_bytes);
+  BOOST_TEST(from_config.max_pixel_bytes == built_in.max_pixel_bytes);
+  BOOST_TEST(from_config.max_inflated_bytes == built_in.max_inflated_bytes);
 }

@@ -254,7 +254,7 @@ BOOST_AUTO_TEST_CASE(colour_and_non_images_are_skipped_with_reasons) {
       {"pydicom/test_files/rtstruct.dcm", "no pixel data (RTSTRUCT)"},
       {"highdicom/data/test_files/sr_document.dcm", "no pixel data (SR)"},
       {"fo-dicom/TestData/HasFragmentSequence.dcm", "without a position for every frame"},
-      {"pydicom/test_files/MR_truncated.dcm", "DICOM"},
+      {"pydicom/test_files/MR_truncated.dcm", "truncated"},
       {"pydicom/test_files/badVR.dcm", "Number of Frames"},
       {"fo-dicom/TestData/GH1146.dcm", "truncated"},
       {"pydicom/test_files/zipMR.gz", "DICOM"},

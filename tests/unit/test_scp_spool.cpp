@@ -8,8 +8,11 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
 
+#include "scp/daemon.h"
+#include "scp/index.h"
 #include "scp/spool.h"
 #include "support/daemon_fixture.h"
+#include "support/dicom_bytes.h"
 
 namespace fs = std::filesystem;
 using scp::Spool;
@@ -36,6 +39,23 @@ struct TempSpool {
   fs::path dir = testsupport::make_temp_dir("spool");
   ~TempSpool() { fs::remove_all(dir); }
 };
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The files in quarantine/rejected/ with the given extension, oldest first.
+std::vector<fs::path> rejected(const Spool& spool, const std::string& ext) {
+  std::vector<fs::path> out;
+  if (!fs::exists(spool.rejected_dir())) return out;
+  for (const auto& e : fs::directory_iterator(spool.rejected_dir()))
+    if (e.path().extension() == ext) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 }  // namespace
 
@@ -118,4 +138,92 @@ BOOST_AUTO_TEST_CASE(path_components_cannot_escape_the_spool) {
     BOOST_TEST(c.front() == 'x');
   }
   BOOST_TEST(scp::path_component("a/b") == scp::path_component("a/b"));  // stable
+}
+
+BOOST_FIXTURE_TEST_CASE(a_file_failing_the_scan_is_bad_data_kept_in_quarantine_with_its_reason, TempSpool) {
+  Spool spool(dir);
+  const auto tmp = spool.temp_path();
+  const auto bytes = testsupport::part10(testsupport::nested_sq(10000), testsupport::kExplicitLE);
+  testsupport::write_bytes(tmp, bytes);
+  BOOST_CHECK_EXCEPTION(spool.commit(tmp, 0, "calling AE 'EVIL' at 10.0.0.9"), StoreFailure, [](const StoreFailure& e) {
+    return e.kind() == StoreFailure::Kind::bad_data &&
+           std::string(e.what()).find("sequence nesting deeper than 64") != std::string::npos;
+  });
+  BOOST_TEST(!fs::exists(tmp));
+  BOOST_TEST(spool.list_instances().empty());
+  const auto dcm = rejected(spool, ".dcm");
+  const auto txt = rejected(spool, ".txt");
+  BOOST_TEST_REQUIRE(dcm.size() == 1u);
+  BOOST_TEST_REQUIRE(txt.size() == 1u);
+  BOOST_TEST(slurp(dcm[0]) == std::string(bytes.begin(), bytes.end()));
+  BOOST_TEST(txt[0].filename().string() == dcm[0].stem().string() + ".reason.txt");
+  const std::string reason = slurp(txt[0]);
+  BOOST_TEST(reason.find("reason: sequence nesting deeper than 64 at byte") != std::string::npos, reason);
+  BOOST_TEST(reason.find("from: calling AE 'EVIL' at 10.0.0.9") != std::string::npos, reason);
+  BOOST_TEST(reason.find("bytes: " + std::to_string(bytes.size())) != std::string::npos, reason);
+}
+
+BOOST_FIXTURE_TEST_CASE(the_spool_applies_its_scan_limits, TempSpool) {
+  scp::SpoolOptions opt;
+  opt.scan.max_elements = 10;
+  Spool spool(dir, opt);
+  const auto tmp = spool.temp_path();
+  write_instance(tmp, "1.2.3", "1.2.3.4", "1.2.3.4.5");
+  BOOST_CHECK_EXCEPTION(spool.commit(tmp), StoreFailure, [](const StoreFailure& e) {
+    return std::string(e.what()).find("more than 10 data elements") != std::string::npos;
+  });
+}
+
+BOOST_FIXTURE_TEST_CASE(quarantine_rejected_stays_within_its_budget_oldest_out_first, TempSpool) {
+  scp::SpoolOptions opt;
+  opt.rejected_max_files = 3;
+  {
+    Spool spool(dir, opt);
+    for (int i = 0; i < 5; ++i) {
+      const auto tmp = spool.temp_path();
+      std::ofstream(tmp) << "garbage number " << i;
+      BOOST_CHECK_THROW(spool.commit(tmp), StoreFailure);
+    }
+    const auto dcm = rejected(spool, ".dcm");
+    BOOST_TEST_REQUIRE(dcm.size() == 3u);
+    BOOST_TEST(rejected(spool, ".txt").size() == 3u);
+    for (int i = 0; i < 3; ++i) BOOST_TEST(slurp(dcm[static_cast<std::size_t>(i)]) == "garbage number " + std::to_string(i + 2));
+  }
+  {  // a restart knows what is there; a byte budget of 40 keeps two 16-byte files
+    opt.rejected_max_files = 1000;
+    opt.rejected_max_bytes = 40;
+    Spool spool(dir, opt);
+    const auto tmp = spool.temp_path();
+    std::ofstream(tmp) << "garbage number 5";
+    BOOST_CHECK_THROW(spool.commit(tmp), StoreFailure);
+    const auto dcm = rejected(spool, ".dcm");
+    BOOST_TEST_REQUIRE(dcm.size() == 2u);
+    BOOST_TEST(slurp(dcm[1]) == "garbage number 5");
+  }
+  {  // a file larger than the budget is not kept
+    opt.rejected_max_bytes = 10;
+    Spool spool(dir, opt);
+    const auto tmp = spool.temp_path();
+    std::ofstream(tmp) << "garbage number 6";
+    BOOST_CHECK_THROW(spool.commit(tmp), StoreFailure);
+    BOOST_TEST(!fs::exists(tmp));
+    BOOST_TEST(rejected(spool, ".dcm").empty());  // and the older ones no longer fit either
+    BOOST_TEST(rejected(spool, ".txt").empty());
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(reconcile_leaves_a_hostile_spool_file_alone_and_indexes_the_rest, TempSpool) {
+  Spool spool(dir);
+  const auto good = spool.temp_path();
+  write_instance(good, "1.2.3", "1.2.3.4", "1.2.3.4.5");
+  spool.commit(good);
+  // A file placed in the spool behind the receiver's back.
+  const fs::path hostile = dir / "incoming" / "1.2.3" / "1.2.3.4" / "1.2.3.4.6.dcm";
+  testsupport::write_bytes(hostile, testsupport::part10(testsupport::nested_sq(10000), testsupport::kExplicitLE));
+  scp::Index index(dir / "index.sqlite");
+  const auto r = scp::reconcile(spool, index);
+  BOOST_TEST(r.indexed == 1u);
+  BOOST_TEST(r.unreadable == 1u);
+  BOOST_TEST(fs::exists(hostile));  // acknowledged files are never moved or removed
+  BOOST_TEST(index.instance_paths().size() == 1u);
 }
