@@ -31,7 +31,11 @@ std::string read_file(const fs::path& p) {
 
 BOOST_FIXTURE_TEST_CASE(sigkill_mid_series_loses_nothing_acknowledged, Fixture) {
   const auto ct = ct_phantom(dir, 150, 256);
-  Daemon d(dir);
+  // A quiet time longer than the restart takes even on a loaded machine: with a shorter one the
+  // partial study would (rightly) complete at the restart and reopen with the re-sent instances.
+  DaemonOptions opt;
+  opt.quiet_seconds = 10;
+  Daemon d(dir, opt);
   d.start();
   const auto sender_log = dir / "storescu.log";
   Child sender(d.store_argv({ct.string()}), sender_log);
@@ -54,7 +58,7 @@ BOOST_FIXTURE_TEST_CASE(sigkill_mid_series_loses_nothing_acknowledged, Fixture) 
   const auto again = d.store({ct.string()});
   BOOST_TEST(again.exit_code == 0, again.output);
   BOOST_TEST(stored_files(d.incoming()).size() == 150u);
-  BOOST_TEST(eventually([&] { return d.log().find("complete (quiet time): 150 instances") != std::string::npos; }, 30s), d.log());
+  BOOST_TEST(eventually([&] { return d.log().find("complete (quiet time): 150 instances") != std::string::npos; }, 60s), d.log());
   BOOST_TEST(d.stop() == 0);
   BOOST_TEST(completed_jobs(d.root()) == 1u);
 }
