@@ -116,6 +116,13 @@ bool valid_ae_title(const std::string& ae) {
   return any;
 }
 
+bool valid_ipv4(const std::string& text) {
+  std::istringstream is(text);
+  int a, b, c, d; char d1, d2, d3; std::string rest;
+  return (is >> a >> d1 >> b >> d2 >> c >> d3 >> d) && d1 == '.' && d2 == '.' && d3 == '.' && !(is >> rest) && a >= 0 &&
+         a < 256 && b >= 0 && b < 256 && c >= 0 && c < 256 && d >= 0 && d < 256;
+}
+
 const toml::table* sub_table(const toml::table& root, std::string_view name, std::vector<std::string>& problems) {
   const toml::node* n = root.get(name);
   if (!n) return nullptr;
@@ -129,13 +136,7 @@ void read_node(const toml::table& t, Config::Node& n, std::vector<std::string>& 
   s.string("ae_title", n.ae_title);
   if (!valid_ae_title(n.ae_title)) s.problem("ae_title", fmt::format("\"{}\" is not an AE title (1-16 printable characters, no backslash)", n.ae_title));
   s.string("bind", n.bind);
-  {
-    std::istringstream is(n.bind);
-    int a, b, c, d; char d1, d2, d3; std::string rest;
-    const bool ok = (is >> a >> d1 >> b >> d2 >> c >> d3 >> d) && d1 == '.' && d2 == '.' && d3 == '.' &&
-                    !(is >> rest) && a >= 0 && a < 256 && b >= 0 && b < 256 && c >= 0 && c < 256 && d >= 0 && d < 256;
-    if (!ok) s.problem("bind", fmt::format("\"{}\" is not an IPv4 address", n.bind));
-  }
+  if (!valid_ipv4(n.bind)) s.problem("bind", fmt::format("\"{}\" is not an IPv4 address", n.bind));
   s.integer("port", n.port, 1, 65535);
   s.integer("max_associations", n.max_associations, 1, 1000);
   s.strings("allowed_calling_ae", n.allowed_calling_ae);
@@ -304,6 +305,23 @@ void read_destinations(const toml::node& n, std::vector<Destination>& out, std::
   });
 }
 
+void read_http(const toml::table& t, Config::Http& h, std::vector<std::string>& p) {
+  Section s(t, "http", p);
+  s.boolean("enabled", h.enabled);
+  s.string("bind", h.bind);
+  if (!valid_ipv4(h.bind)) s.problem("bind", fmt::format("\"{}\" is not an IPv4 address", h.bind));
+  s.integer("port", h.port, 1, 65535);
+  s.string("token", h.token);
+  if (h.enabled && h.token.size() < 16)
+    s.problem("token", h.token.empty() ? "required when http.enabled (a secret of at least 16 characters)"
+                                       : "must have at least 16 characters");
+  // It also travels in the status page's cookie: letters, digits and - . _ ~ + / = only.
+  if (h.token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=") != std::string::npos)
+    s.problem("token", "only letters, digits and - . _ ~ + / = (e.g. `openssl rand -hex 24`)");
+  s.integer("max_connections", h.max_connections, 1, 10000);
+  s.integer("request_timeout_seconds", h.request_timeout_seconds, 1, 3600);
+}
+
 void read_log(const toml::table& t, Config::Log& l, std::vector<std::string>& p) {
   Section s(t, "log", p);
   s.string("level", l.level);
@@ -341,6 +359,7 @@ Config parse(std::string_view text, std::string_view source) {
     else if (name == "outbound") { if (auto* t = sub_table(root, name, problems)) read_outbound(*t, c.outbound, problems); }
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
     else if (name == "retention") { if (auto* t = sub_table(root, name, problems)) read_retention(*t, c.retention, problems); }
+    else if (name == "http") { if (auto* t = sub_table(root, name, problems)) read_http(*t, c.http, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);
     else if (name == "profile") read_profiles(v, c.profiles, problems);

@@ -116,6 +116,16 @@ struct Config {
     int high_water_percent = 85;
     int interval_seconds = 600;  // between two retention runs (the first runs at start)
   } retention;
+  // The embedded HTTP server (scp/http_server.h): health, Prometheus metrics, the JSON API and the
+  // status page. Everything but /healthz needs the bearer token: the API shows identifiers.
+  struct Http {
+    bool enabled = false;
+    std::string bind = "127.0.0.1";
+    std::uint16_t port = 8180;
+    std::string token;              // required when enabled; at least 16 characters
+    int max_connections = 32;       // connections served at once; more are closed at once
+    int request_timeout_seconds = 10;  // to receive a whole request (slow clients are cut off)
+  } http;
   std::vector<ProfileConfig> profiles;  // tried before the built-in ones, in order
   std::vector<RuleConfig> rules;        // empty: the built-in default rule (analysis/rules.h)
   std::vector<Destination> destinations;

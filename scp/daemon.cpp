@@ -18,6 +18,7 @@
 #include "analysis/profiles_config.h"
 #include "scp/health.h"
 #include "analysis/scan_limits.h"
+#include "scp/http_server.h"
 #include "scp/job_runner.h"
 #include "scp/outbound_queue.h"
 #include "scp/retention.h"
@@ -109,6 +110,15 @@ std::vector<std::string> keep_restart_only(const config::Config& running, config
   keep("limits.max_inflated_mb", next.limits.max_inflated_mb, running.limits.max_inflated_mb);
   keep("analysis.enabled", next.analysis.enabled, running.analysis.enabled);
   keep("analysis.workers", next.analysis.workers, running.analysis.workers);
+  keep("http.enabled", next.http.enabled, running.http.enabled);  // the HTTP server keeps its start-up [http]
+  keep("http.bind", next.http.bind, running.http.bind);
+  keep("http.port", next.http.port, running.http.port);
+  keep("http.max_connections", next.http.max_connections, running.http.max_connections);
+  keep("http.request_timeout_seconds", next.http.request_timeout_seconds, running.http.request_timeout_seconds);
+  if (next.http.token != running.http.token) {  // a secret: never in the log
+    changed.push_back("http.token (changed)");
+    next.http.token = running.http.token;
+  }
   return changed;
 }
 
@@ -128,6 +138,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   }
   Index& index = *index_ptr;
   reconcile(spool, index);
+  HttpServer http(cfg.http);  // [http] (issue 11): binds now, so that a port in use stops the start here
 
   config::LiveConfig live(cfg);
   asio::io_context io;
@@ -193,6 +204,10 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     return s;
   });
   status.start();
+  http.start({&index, root, &live, [&status] { return status.read(); }, [&status] { return status.json(); },
+              [&health] { return health.current(); }, [&jobs] { return jobs ? jobs->worker_crashes() : 0; },
+              [&outbound] { outbound.notify(); },
+              [&jobs](const std::string& study, int generation) { if (jobs) jobs->submit(study, generation); }});
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
   // gets the service restarted, and only while the node is not failing (scp/health.h).
@@ -263,6 +278,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   log->info("signal {}: no new associations; draining {} open association(s) for up to {} s", sig, server.active(),
             cfg.node.drain_seconds);
   sd_notify(0, "STOPPING=1");
+  http.stop();
   server.stop(std::chrono::seconds(cfg.node.drain_seconds));
   if (jobs) jobs->stop();  // a running analysis stops at its next series and runs again at start
   outbound.stop();        // what is not sent stays pending in the index

@@ -121,6 +121,8 @@ CREATE INDEX IF NOT EXISTS results_by_series ON results(series_uid);)",
     // 4 (retention): a study's results and their outbox rows are looked up per study under the
     // index lock while retention re-checks a study before deleting it.
     R"(CREATE INDEX IF NOT EXISTS results_by_study ON results(study_uid, generation);)",
+    // 5 (http): a re-analysis asked for by an administrator runs every series again.
+    R"(ALTER TABLE jobs ADD COLUMN force INTEGER NOT NULL DEFAULT 0;)",
 };
 
 }  // namespace
@@ -351,6 +353,29 @@ void Index::mark_complete(const std::string& study_uid, int generation, std::int
   }
 }
 
+std::optional<int> Index::queue_reanalysis(const std::string& study_uid, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  exec("BEGIN IMMEDIATE");
+  try {
+    Stmt q(db_, "SELECT state, generation FROM studies WHERE study_uid = ?");
+    q.bind(1, study_uid);
+    if (!q.step() || q.text(0) != "complete") {
+      exec("ROLLBACK");
+      return std::nullopt;
+    }
+    const std::int64_t generation = q.integer(1) + 1;
+    Stmt(db_, "UPDATE studies SET completed_ms = ?2, generation = ?3 WHERE study_uid = ?1")
+        .bind(1, study_uid).bind(2, now_ms).bind(3, generation).step();
+    Stmt(db_, "INSERT OR IGNORE INTO jobs(study_uid, generation, created_ms, updated_ms, force) VALUES(?1, ?2, ?3, ?3, 1)")
+        .bind(1, study_uid).bind(2, generation).bind(3, now_ms).step();
+    exec("COMMIT");
+    return static_cast<int>(generation);
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
 std::optional<StudyRow> Index::study(const std::string& study_uid) {
   std::lock_guard lock(mutex_);
   Stmt s(db_, (std::string(kStudyColumns) + " WHERE s.study_uid = ?").c_str());
@@ -387,22 +412,41 @@ std::vector<std::pair<std::string, std::string>> Index::instance_paths() {
   return out;
 }
 
+std::map<std::string, StudyFacts> Index::study_facts() {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_,
+         "SELECT study_uid, MAX(COALESCE(accession_number, '')), MAX(COALESCE(study_date, '')), "
+         "MAX(COALESCE(study_description, '')), COUNT(DISTINCT series_uid) FROM instances WHERE own = 0 GROUP BY study_uid");
+  std::map<std::string, StudyFacts> out;
+  while (s.step()) {
+    auto& f = out[s.text(0)];
+    f.accession_number = s.text(1);
+    f.study_date = s.text(2);
+    f.study_description = s.text(3);
+    f.series = s.integer(4);
+  }
+  Stmt m(db_, "SELECT DISTINCT study_uid, modality FROM instances WHERE own = 0 AND modality IS NOT NULL ORDER BY study_uid, modality");
+  while (m.step()) out[m.text(0)].modalities.push_back(m.text(1));
+  return out;
+}
+
 std::vector<JobRow> Index::jobs(std::optional<std::string> state) {
   std::lock_guard lock(mutex_);
-  Stmt s(db_, state ? "SELECT id, study_uid, generation, state, error FROM jobs WHERE state = ? ORDER BY id"
-                    : "SELECT id, study_uid, generation, state, error FROM jobs ORDER BY id");
+  Stmt s(db_, state ? "SELECT id, study_uid, generation, state, error, force FROM jobs WHERE state = ? ORDER BY id"
+                    : "SELECT id, study_uid, generation, state, error, force FROM jobs ORDER BY id");
   if (state) s.bind(1, *state);
   std::vector<JobRow> out;
-  while (s.step()) out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4)});
+  while (s.step())
+    out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.integer(5) != 0});
   return out;
 }
 
 std::optional<JobRow> Index::job(std::int64_t id) {
   std::lock_guard lock(mutex_);
-  Stmt s(db_, "SELECT id, study_uid, generation, state, error FROM jobs WHERE id = ?");
+  Stmt s(db_, "SELECT id, study_uid, generation, state, error, force FROM jobs WHERE id = ?");
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
-  return JobRow{s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4)};
+  return JobRow{s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.integer(5) != 0};
 }
 
 void Index::set_job_state(std::int64_t id, const std::string& state, const std::string& error) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -30,12 +31,22 @@ struct StudyRow {
   std::int64_t instance_count = 0;
 };
 
+// What the HTTP API shows of a study, from its instances' headers (our own results left out).
+// Accession number and study date identify a patient's visit: only the API shows them (behind
+// its token), never a log line.
+struct StudyFacts {
+  std::string accession_number, study_date, study_description;
+  std::vector<std::string> modalities;  // distinct, sorted
+  std::int64_t series = 0;
+};
+
 struct JobRow {
   std::int64_t id = 0;
   std::string study_uid;
   int generation = 0;
   std::string state;  // pending, running, done, failed
   std::string error;
+  bool force = false;  // re-analysis asked for: every series again, also those whose instances did not change
 };
 
 // A DICOM object the node produced for a job (SEG, SR, ...), waiting in outbound/.
@@ -144,11 +155,17 @@ class Index {
   std::optional<StudyRow> study(const std::string& study_uid);
   std::vector<StudyRow> studies(std::optional<StudyState> only = std::nullopt);
   std::vector<InstanceRow> instances_of(const std::string& study_uid);
+  // Study UID -> facts, for every study with instances (scp/http_api.h).
+  std::map<std::string, StudyFacts> study_facts();
   // sop uid -> path, for reconciling with the spool.
   std::vector<std::pair<std::string, std::string>> instance_paths();
   std::vector<JobRow> jobs(std::optional<std::string> state = std::nullopt);
   std::optional<JobRow> job(std::int64_t id);
   void set_job_state(std::int64_t id, const std::string& state, const std::string& error = {});
+  // Queues a forced analysis of a complete study as its next generation (new folders; every series
+  // analysed again, also unchanged ones). Returns the generation, or nullopt when the study is
+  // unknown or still open (it will be analysed when it completes).
+  std::optional<int> queue_reanalysis(const std::string& study_uid, std::int64_t now_ms);
   // Jobs left 'running' by a crash go back to 'pending'; returns how many.
   int requeue_running_jobs();
   // Paths of a study's instance files.

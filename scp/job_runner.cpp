@@ -203,7 +203,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
     }
     // The same instances, byte for byte, analysed before with the same profile: nothing new to say.
     if (const auto last = index_.last_series_run(job.study_uid, series_uid, job.generation);
-        last && last->fingerprint == entry.fingerprint && last->profile == decision.profile) {
+        !job.force && last && last->fingerprint == entry.fingerprint && last->profile == decision.profile) {
       const std::int64_t id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
       row.state = "unchanged";
       row.error = fmt::format("instances unchanged since generation {} ({}): no new objects", last->generation,

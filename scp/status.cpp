@@ -40,6 +40,7 @@ StatusWriter::StatusWriter(boost::asio::io_context& io, std::filesystem::path fi
     : timer_(io), file_(std::move(file)), read_(std::move(read)), every_(every), started_ms_(wall_ms()) {}
 
 void StatusWriter::start() { tick(); }
+std::string StatusWriter::json() const { return to_json(read_(), wall_ms(), started_ms_); }
 void StatusWriter::stop() { timer_.cancel(); }
 
 void StatusWriter::write_now() {

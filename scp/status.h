@@ -37,6 +37,9 @@ class StatusWriter {
   void start();
   void stop();
   void write_now();
+  // What status.json holds right now (thread-safe as far as `read` is: the HTTP API calls it).
+  Status read() const { return read_(); }
+  std::string json() const;
 
  private:
   void tick();

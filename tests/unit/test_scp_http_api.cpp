@@ -1,0 +1,138 @@
+#define BOOST_TEST_MODULE scp_http_api
+// The HTTP API without sockets (scp/http_api.h): decoding, escaping, the token, the routes' status
+// codes and the metrics text on an empty index.
+#include <boost/test/unit_test.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "scp/http_api.h"
+#include "scp/http_page.h"
+#include "support/daemon_fixture.h"
+
+namespace fs = std::filesystem;
+using scp::HttpRequest;
+
+namespace {
+
+const std::string kToken = "unit-token-0123456789";
+
+struct Fixture {
+  Fixture()
+      : dir(testsupport::make_temp_dir("http-api-unit")),
+        index(dir / "index.sqlite"),
+        live(config::load_default()),
+        api(kToken, scp::HttpSources{&index, dir, &live, [this] { return status; }, [] { return std::string("{}\n"); },
+                                     [this] { return health; }, [] { return std::uint64_t{3}; }, {}}) {}
+  ~Fixture() { fs::remove_all(dir); }
+  HttpRequest get(const std::string& target, bool token = true) const {
+    HttpRequest r;
+    r.method = "GET";
+    r.target = target;
+    if (token) r.authorization = "Bearer " + kToken;
+    return r;
+  }
+  fs::path dir;
+  scp::Index index;
+  config::LiveConfig live;
+  scp::Status status;
+  scp::Health health;
+  scp::HttpApi api;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(url_decoding_and_queries) {
+  BOOST_TEST(scp::url_decode("a%20b+c", true).value() == "a b c");
+  BOOST_TEST(scp::url_decode("a+b", false).value() == "a+b");
+  BOOST_TEST(!scp::url_decode("%zz", false).has_value());
+  BOOST_TEST(!scp::url_decode("abc%2", false).has_value());
+  BOOST_TEST(!scp::url_decode("%", false).has_value());
+  const auto q = scp::parse_query("state=open&since=5&x");
+  BOOST_TEST_REQUIRE(q.has_value());
+  BOOST_TEST(q->at("state") == "open");
+  BOOST_TEST(q->at("since") == "5");
+  BOOST_TEST(q->at("x") == "");
+  BOOST_TEST(!scp::parse_query("a=%G0").has_value());
+}
+
+BOOST_AUTO_TEST_CASE(escaping) {
+  BOOST_TEST(scp::prometheus_label("a\"b\\c\nd") == "a\\\"b\\\\c\\nd");
+  BOOST_TEST(scp::http_page::escape("<a href='x'>&\"</a>") == "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+}
+
+BOOST_FIXTURE_TEST_CASE(token_and_status_codes, Fixture) {
+  BOOST_TEST(api.handle(get("/healthz", false)).status == 200);
+  health.state = scp::HealthState::failing;
+  BOOST_TEST(api.handle(get("/healthz", false)).status == 503);
+  BOOST_TEST(api.handle(get("/readyz")).status == 503);
+  health.state = scp::HealthState::degraded;
+  BOOST_TEST(api.handle(get("/healthz", false)).body == "degraded\n");
+  BOOST_TEST(api.handle(get("/readyz")).status == 200);
+
+  BOOST_TEST(api.handle(get("/metrics", false)).status == 401);
+  auto wrong = get("/metrics", false);
+  wrong.authorization = "Bearer " + kToken + "x";
+  BOOST_TEST(api.handle(wrong).status == 401);
+  wrong.authorization = "Bearer " + kToken.substr(0, kToken.size() - 1);
+  BOOST_TEST(api.handle(wrong).status == 401);
+  BOOST_TEST(api.handle(get("/", false)).status == 303);
+  BOOST_TEST(api.handle(get("/")).status == 200);
+  BOOST_TEST(api.handle(get("/api/v1/studies")).status == 200);
+  BOOST_TEST(api.handle(get("/api/v1/studies/s-0123456789ab")).status == 404);
+  BOOST_TEST(api.handle(get("/api/v1/studies/../x")).status == 404);
+  BOOST_TEST(api.handle(get("/studies/nothing")).status == 404);
+  BOOST_TEST(api.handle(get("/files/results/s-0123456789ab-g1/../../index.sqlite")).status == 404);
+  BOOST_TEST(api.handle(get("/nothing")).status == 404);
+  BOOST_TEST(api.handle(get("/api/v1/studies/s-0123456789ab/reanalyse")).status == 405);
+  HttpRequest again = get("/api/v1/studies/s-0123456789ab/reanalyse");
+  again.method = "POST";
+  BOOST_TEST(api.handle(again).status == 404);
+  BOOST_TEST(api.handle(get("no-slash")).status == 400);
+
+  HttpRequest post = get("/api/v1/outbox/retry");
+  post.method = "POST";
+  post.body = "{}";
+  const auto r = api.handle(post);
+  BOOST_TEST(r.status == 200);
+  BOOST_TEST(nlohmann::json::parse(r.body).at("retried") == 0);
+  post.authorization.clear();
+  post.cookie = "other=1; pacsnode_token=" + kToken;
+  BOOST_TEST(api.handle(post).status == 403);  // the cookie alone cannot change anything
+  post.action_header = "1";
+  BOOST_TEST(api.handle(post).status == 200);
+}
+
+BOOST_FIXTURE_TEST_CASE(metrics_text_has_help_type_and_every_reason, Fixture) {
+  status.instances_stored = 7;
+  status.rejections = {{"called_ae_title", 2}, {"pending_limit", 0}};
+  const std::string m = api.metrics();
+  BOOST_TEST(m.find("# TYPE pacsnode_instances_stored_total counter\npacsnode_instances_stored_total 7\n") != std::string::npos, m);
+  BOOST_TEST(m.find("pacsnode_rejections_total{reason=\"called_ae_title\"} 2\n") != std::string::npos, m);
+  BOOST_TEST(m.find("pacsnode_worker_crashes_total 3\n") != std::string::npos, m);
+  BOOST_TEST(m.find("pacsnode_jobs{state=\"failed\"} 0\n") != std::string::npos, m);
+  // Every sample line belongs to a family announced by # TYPE just before.
+  std::istringstream in(m);
+  std::string line, family;
+  while (std::getline(in, line)) {
+    if (line.rfind("# TYPE ", 0) == 0) family = line.substr(7, line.find(' ', 7) - 7);
+    else if (line.rfind("#", 0) != 0) BOOST_TEST(line.rfind(family, 0) == 0u, line);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(study_page_survives_any_features_json) {
+  scp::http_page::StudyDetail d;
+  d.id = "s-0123456789ab";
+  d.results_tag = "s-0123456789ab-g1";
+  d.previews = {"a<b>.png"};
+  for (const char* text : {R"({"series": [{"key": 1, "segments": [{"label": 1, "name": "body", "features": {"volume_ml": 2.5}}]}]})",
+                           R"({"series": [{"segments": 5, "timings_ms": []}]})", R"({"series": 3})", R"([1, 2])", "null"}) {
+    d.features = nlohmann::json::parse(text);
+    const auto r = scp::http_page::study(d);
+    BOOST_TEST(r.status == 200, text);
+    BOOST_TEST(r.body.find("a&lt;b&gt;.png") != std::string::npos);
+    BOOST_TEST(r.body.find("<b>") == std::string::npos);
+  }
+  d.features = nlohmann::json::parse(R"({"series": [{"key": "k", "profile": "ct-chest", "segments": [{"label": 1, "name": "body", "features": {"volume_ml": 2.5}}]}]})");
+  const auto r = scp::http_page::study(d);
+  BOOST_TEST(r.body.find("volume_ml: 2.5") != std::string::npos, r.body);
+}
