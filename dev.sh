@@ -2,7 +2,9 @@
 # The two commands of README.md, for a fresh Debian 12 machine (as root, or with sudo):
 #   ./dev.sh run    install what is missing, build, run the daemon on its embedded default config
 #                   (127.0.0.1:11112, AE title PACSNODE, storage under ./var/pacsnode)
-#   ./dev.sh test   install what is missing, build, run every test (CTest: unit and integration)
+#   ./dev.sh test   install what is missing, build, run every test (CTest: unit and integration),
+#                   then the sanitizer build (build-fuzz: clang, ASan+UBSan, libFuzzer): the unit tests
+#                   again under the sanitizers, every saved fuzz reproducer, each fuzz harness briefly
 # Also: ./dev.sh build (install and build only).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,6 +18,8 @@ BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-too
 TEST_PKGS=(dcmtk orthanc dicom3tools pixelmed-apps python3-pydicom python3-numpy python3-scipy python3-skimage
   curl bc
   chromium chromium-driver python3-selenium python3-prometheus-client)
+# The sanitizer and fuzzing build of the test command (clang, its libFuzzer/ASan runtimes, llvm-symbolizer).
+SANITIZE_PKGS=(clang-14 libclang-rt-14-dev llvm-14 time)
 
 install_missing() {
   local missing=()
@@ -34,6 +38,15 @@ build() {
   cmake --build build -j"$(nproc)"
 }
 
+# Unit tests and fuzz harnesses with AddressSanitizer + UndefinedBehaviorSanitizer (clang, libFuzzer
+# coverage), in their own build dir; ctest -L unit runs the unit tests, -L fuzz the reproducers of
+# fuzz/regressions/ and a brief run of each harness (PACSNODE_FUZZ_SECONDS each, default 30).
+build_sanitized() {
+  cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 -DPACSNODE_FUZZ=ON \
+    -DPACSNODE_FUZZ_SECONDS="${PACSNODE_FUZZ_SECONDS:-30}" >/dev/null
+  cmake --build build-fuzz -j"$(nproc)" --target unit_tests fuzzers
+}
+
 case "${1:-}" in
   run)
     install_missing "${BUILD_PKGS[@]}"
@@ -42,9 +55,13 @@ case "${1:-}" in
     exec build/scp/pacsnode run "$@"
     ;;
   test)
-    install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}" "${SANITIZE_PKGS[@]}"
     build
-    ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 1200
+    status=0
+    ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 1200 || status=1
+    build_sanitized
+    ctest --test-dir build-fuzz -L 'unit|fuzz' --output-on-failure -j"$(nproc)" --timeout 1800 || status=1
+    exit $status
     ;;
   build)
     install_missing "${BUILD_PKGS[@]}"

@@ -27,6 +27,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// AddressSanitizer reserves terabytes of shadow address space at start, so an instrumented worker
+// cannot run under RLIMIT_AS at all. The sanitizer build (PACSNODE_SANITIZE, tests only) leaves the
+// address space unlimited; CPU, core and the other limits stay. The binary that ships has it.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
 std::string signal_name(int sig) {
   const char* abbrev = ::sigabbrev_np(sig);
   const char* text = ::strsignal(sig);
@@ -128,7 +143,7 @@ WorkerExit run_worker(const std::filesystem::path& executable, const nlohmann::j
   envp.push_back(nullptr);
   std::string arg0 = "pacsnode", arg1 = "worker";
   char* argv[] = {arg0.data(), arg1.data(), nullptr};
-  const rlim_t as = static_cast<rlim_t>(limits.memory_mb) << 20;
+  const rlim_t as = kAddressSanitizer ? RLIM_INFINITY : static_cast<rlim_t>(limits.memory_mb) << 20;
   const rlimit as_limit{as, as};
   const rlimit cpu_limit{static_cast<rlim_t>(limits.cpu_seconds), static_cast<rlim_t>(limits.cpu_seconds) + 5};
   const pid_t parent = ::getpid();

@@ -1,5 +1,6 @@
 #include "dicom/decode_header.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -306,8 +307,11 @@ ImageHeader read_image_header(const std::filesystem::path& file, const ScanLimit
                   " items for " + std::to_string(h.number_of_frames) + " frames";
       return h;
     }
+    // Items in order by walking the list (getItem(i) walks from the start each time: quadratic).
+    DcmObject* next = nullptr;
     for (int i = 0; i < h.number_of_frames; ++i) {
-      DcmItem* pf = per_frame_seq->getItem(static_cast<unsigned long>(i));
+      next = per_frame_seq->nextInContainer(next);
+      DcmItem* pf = dynamic_cast<DcmItem*>(next);
       FrameHeader f = base;
       f.frame_number = i + 1;
       f.position.reset();
@@ -325,16 +329,19 @@ ImageHeader read_image_header(const std::filesystem::path& file, const ScanLimit
     }
   } else {
     // Classic multi-frame: RT Dose and NM-like objects place frame i at position + offset[i]*normal.
+    // The whole value split once (value i on its own walks the string from the start: quadratic).
     std::vector<double> offsets;
     if (h.number_of_frames > 1) {
-      for (int i = 0; i < h.number_of_frames; ++i) {
-        const auto v = num_at(ds, DCM_GridFrameOffsetVector, static_cast<unsigned long>(i));
-        if (!v) {
-          offsets.clear();
-          break;
-        }
+      const std::string all = str(ds, DCM_GridFrameOffsetVector);
+      std::size_t start = 0;
+      for (int i = 0; i < h.number_of_frames && start <= all.size(); ++i) {
+        const std::size_t end = std::min(all.find('\\', start), all.size());
+        const auto v = parse_double(trim(all.substr(start, end - start)));
+        if (!v) break;
         offsets.push_back(*v);
+        start = end + 1;
       }
+      if (offsets.size() != static_cast<std::size_t>(h.number_of_frames)) offsets.clear();
     }
     for (int i = 0; i < h.number_of_frames; ++i) {
       FrameHeader f = base;

@@ -9,6 +9,8 @@
 
 #include "dicom/scan.h"
 
+class DcmDataset;
+
 namespace dicom {
 
 // How stored values sit in a decoded (native byte order) buffer.
@@ -80,5 +82,11 @@ DecodedLayout read_native(const std::filesystem::path& file, const NativePixels&
 DecodedLayout decode_stored(const std::filesystem::path& file,
                             const std::function<void*(const DecodedLayout&)>& dst_for,
                             const ScanLimits& limits = default_scan_limits());
+
+// For readers that let DCMTK decompress a whole data set (the SEG reader): the checks decode_stored
+// makes before a codec sees encapsulated Pixel Data (fragments vs Number of Frames, each frame's
+// codestream header vs Rows/Columns/Samples/Bits Allocated; dicom/codestream_check.h). Throws
+// DicomError with the reason; does nothing for native data.
+void check_encapsulated_pixels(DcmDataset& ds);
 
 }  // namespace dicom

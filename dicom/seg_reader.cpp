@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,12 +14,14 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcsequen.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
 
 #include "dicom/check.h"
+#include "dicom/pixel_decoder.h"
 
 namespace dicom {
 namespace {
@@ -149,10 +152,15 @@ SegObject read_seg(const std::filesystem::path& path, const ScanLimits& limits) 
   if (ds.findAndGetSint32(DCM_NumberOfFrames, nframes).bad()) nframes = 1;
   if (nframes < 1) rd.fail("Number of Frames " + std::to_string(nframes));
 
-  // Segments.
-  for (unsigned long i = 0;; ++i) {
-    DcmItem* it = nullptr;
-    if (ds.findAndGetSequenceItem(DCM_SegmentSequence, it, static_cast<signed long>(i)).bad() || !it) break;
+  // Segments (items in order by walking the list; the numbers defined in a set: a file with many
+  // segments and frames must not cost segments x frames lookups).
+  std::set<int> defined;
+  DcmSequenceOfItems* segment_seq = nullptr;
+  if (ds.findAndGetSequence(DCM_SegmentSequence, segment_seq).bad()) segment_seq = nullptr;
+  for (DcmObject* next = segment_seq ? segment_seq->nextInContainer(nullptr) : nullptr; next != nullptr;
+       next = segment_seq->nextInContainer(next)) {
+    auto* it = dynamic_cast<DcmItem*>(next);
+    if (!it) break;
     SegSegment s;
     Uint16 no = 0;
     if (it->findAndGetUint16(DCM_SegmentNumber, no).bad()) rd.fail("Segment Sequence item without a Segment Number");
@@ -160,7 +168,7 @@ SegObject read_seg(const std::filesystem::path& path, const ScanLimits& limits) 
     s.label = rd.str(*it, DCM_SegmentLabel);
     s.category = rd.code(*it, DCM_SegmentedPropertyCategoryCodeSequence);
     s.type = rd.code(*it, DCM_SegmentedPropertyTypeCodeSequence);
-    if (seg.segment(s.number)) rd.fail("Segment Number " + std::to_string(s.number) + " defined twice");
+    if (!defined.insert(s.number).second) rd.fail("Segment Number " + std::to_string(s.number) + " defined twice");
     seg.segments.push_back(std::move(s));
   }
   if (seg.segments.empty()) rd.fail("empty or missing Segment Sequence");
@@ -170,19 +178,29 @@ SegObject read_seg(const std::filesystem::path& path, const ScanLimits& limits) 
   ds.findAndGetSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0);
   seg.frame_of_reference_uid = rd.str(ds, DCM_FrameOfReferenceUID);
   bool have_iop = false, all_positions = true;
+  // One Per-frame Functional Groups item per frame, checked before anything is sized by Number of
+  // Frames (a 12-byte element asking for 2^31 frames must not allocate for them).
+  DcmSequenceOfItems* per_frame_seq = nullptr;
+  const unsigned long items = ds.findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame_seq).good() &&
+                                      per_frame_seq
+                                  ? per_frame_seq->card()
+                                  : 0;
+  if (items < static_cast<unsigned long>(nframes))
+    rd.fail("Per-frame Functional Groups Sequence has " + std::to_string(items) + " items for " +
+            std::to_string(nframes) + " frames");
   seg.frames.resize(static_cast<std::size_t>(nframes));
+  DcmObject* next = nullptr;  // items in order by walking the list (getItem(i) would be quadratic)
   for (Sint32 i = 0; i < nframes; ++i) {
-    DcmItem* pf = nullptr;
-    if (ds.findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, pf, i).bad() || !pf)
-      rd.fail("Per-frame Functional Groups Sequence has no item for frame " + std::to_string(i + 1) + " of " +
-              std::to_string(nframes));
+    next = per_frame_seq->nextInContainer(next);
+    DcmItem* pf = dynamic_cast<DcmItem*>(next);
+    if (!pf) rd.fail("Per-frame Functional Groups Sequence item " + std::to_string(i + 1) + " is not readable");
     SegFrame& f = seg.frames[static_cast<std::size_t>(i)];
     const std::string where = "frame " + std::to_string(i + 1) + ": ";
     DcmItem* sid = Reader::macro(pf, shared, DCM_SegmentIdentificationSequence);
     Uint16 segno = 0;
     if (!sid || sid->findAndGetUint16(DCM_ReferencedSegmentNumber, segno).bad())
       rd.fail(where + "no Segment Identification (Referenced Segment Number)");
-    if (!seg.segment(segno)) rd.fail(where + "refers to segment " + std::to_string(segno) + ", which is not defined");
+    if (!defined.count(segno)) rd.fail(where + "refers to segment " + std::to_string(segno) + ", which is not defined");
     f.segment = segno;
 
     if (DcmItem* pos = Reader::macro(pf, shared, DCM_PlanePositionSequence))
@@ -234,6 +252,11 @@ SegObject read_seg(const std::filesystem::path& path, const ScanLimits& limits) 
 
   // Pixel data: decompress when encapsulated, then unpack frame by frame.
   if (DcmXfer(ds.getOriginalXfer()).isEncapsulated()) {
+    try {
+      check_encapsulated_pixels(ds);  // the codestream checks decode_stored makes
+    } catch (const DicomError& e) {
+      rd.fail(std::string("encapsulated pixel data: ") + e.what());
+    }
     register_decoders();
     if (const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr); c.bad())
       rd.fail(std::string("cannot decompress the pixel data (") + DcmXfer(ds.getOriginalXfer()).getXferName() +

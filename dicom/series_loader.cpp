@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -306,6 +307,9 @@ class Loader {
         l.samples_per_pixel != 1)
       throw DicomError(fmt::format("decoded {}x{}x{} ({} samples) differs from header {}x{}x{}", l.rows, l.cols, l.frames,
                                    l.samples_per_pixel, h.rows, h.cols, h.frames.size()));
+    // All frames of a file are stacked into one matrix of rows x frames rows (an int).
+    if (static_cast<std::int64_t>(l.rows) * l.frames > std::numeric_limits<int>::max())
+      throw DicomError(fmt::format("{} frames of {} rows are too many for one volume", l.frames, l.rows));
   }
 
   // All frames of multi-frame instance `inst`, converted, as (frames*rows) x cols; cached.

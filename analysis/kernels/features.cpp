@@ -167,24 +167,39 @@ IntensityStatistics intensity_statistics(const std::vector<cv::Mat>& image, cons
 
 namespace {
 
-// Maps a value to its grey level (>= 1) given ROI extremes.
+// Highest grey level any discretisation may give (the "none" method's bound too). A level beyond
+// it means a bin width far too small for the ROI's range; the histogram and GLCM would not fit.
+constexpr double kMaxLevel = 1e6;
+
+// Maps a value to its grey level (1 .. kMaxLevel) given ROI extremes. Throws std::invalid_argument
+// for a value without one: not finite (NaN, inf from a decoded float image or an overflowing
+// rescale), or a level outside that range. The level is computed in double and range-checked
+// before it becomes an int (a cast of an out-of-range double is undefined behaviour, and the
+// INT_MIN it gives on x86 indexed far outside the histogram).
 struct Discretiser {
   Discretisation d;
   double xmin = 0, xmax = 0;
   int operator()(double x) const {
+    if (!std::isfinite(x)) throw std::invalid_argument(fmt::format("discretisation: value {} in the ROI", x));
+    double level = 1;
     switch (d.method) {
-      case Discretisation::Method::none: {
-        if (x != std::floor(x) || x < 1 || x > 1e6)
+      case Discretisation::Method::none:
+        if (x != std::floor(x) || x < 1 || x > kMaxLevel)
           throw std::invalid_argument(fmt::format("discretisation none: value {} is not a grey level >= 1", x));
         return static_cast<int>(x);
-      }
       case Discretisation::Method::fixed_bin_size:
-        return static_cast<int>(std::floor((x - xmin) / d.bin_width)) + 1;
+        level = std::floor((x - xmin) / d.bin_width) + 1;
+        break;
       case Discretisation::Method::fixed_bin_number:
         if (xmax == xmin) return 1;
-        return x >= xmax ? d.bins : static_cast<int>(std::floor(d.bins * (x - xmin) / (xmax - xmin))) + 1;
+        level = x >= xmax ? d.bins : std::floor(d.bins * (x - xmin) / (xmax - xmin)) + 1;
+        break;
     }
-    return 1;
+    if (!(level >= 1 && level <= kMaxLevel))
+      throw std::invalid_argument(fmt::format("discretisation: value {} gives grey level {} (1..{}); bin width "
+                                              "too small for the ROI's range?",
+                                              x, level, kMaxLevel));
+    return static_cast<int>(level);
   }
 };
 
@@ -194,12 +209,16 @@ Discretiser make_discretiser(const std::vector<cv::Mat>& image, const Mask& roi,
     throw std::invalid_argument("discretisation: bin width must be > 0");
   if (d.method == Discretisation::Method::fixed_bin_number && d.bins < 1)
     throw std::invalid_argument("discretisation: bins must be >= 1");
+  if (d.method == Discretisation::Method::fixed_bin_size && d.lower_bound && !std::isfinite(*d.lower_bound))
+    throw std::invalid_argument("discretisation: the FBS lower bound must be finite");
   Discretiser out{d};
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   for_each_roi(image, roi, b, [&](int, int, int, double v) {
     lo = std::min(lo, v);
     hi = std::max(hi, v);
   });
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    throw std::invalid_argument(fmt::format("discretisation: ROI values range from {} to {}", lo, hi));
   out.xmin = lo;
   out.xmax = hi;
   if (d.method == Discretisation::Method::fixed_bin_size && d.lower_bound) {

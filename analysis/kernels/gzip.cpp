@@ -25,14 +25,16 @@ struct Pump {
   std::size_t produced() const { return z.next_out ? reinterpret_cast<char*>(z.next_out) - out.data() : 0; }
 
   // Hands zlib the unread input (avail_in is 32 bits, so at most 4 GiB at a time) and the free
-  // space at the end of `out`, doubling it when full.
-  void prepare() {
+  // space at the end of `out`, doubling it when full, up to `max_out` (one byte more, so that an
+  // output beyond the limit is noticed).
+  void prepare(std::size_t max_out = std::numeric_limits<std::size_t>::max() - 1) {
     const std::size_t pos = consumed(), used = produced();
     if (z.avail_in == 0) {
       z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
       z.avail_in = static_cast<uInt>(std::min(in.size() - pos, kMaxAvail));
     }
-    if (used == out.size()) out.resize(std::max<std::size_t>(2 * out.size(), 1 << 18));
+    if (used == out.size())
+      out.resize(std::min(std::max<std::size_t>(2 * out.size(), 1 << 18), std::max(max_out + 1, used + 1)));
     z.next_out = reinterpret_cast<Bytef*>(out.data() + used);
     z.avail_out = static_cast<uInt>(std::min(out.size() - used, kMaxAvail));
   }
@@ -49,15 +51,17 @@ bool is_gzip(std::string_view d) {
   return d.size() >= 2 && static_cast<unsigned char>(d[0]) == 0x1f && static_cast<unsigned char>(d[1]) == 0x8b;
 }
 
-std::string gunzip(std::string_view data) {
+std::string gunzip(std::string_view data, std::size_t max_output) {
   if (!is_gzip(data)) fail("not a gzip stream");
   Pump p;
   p.in = data;
   if (inflateInit2(&p.z, kGzipWindow) != Z_OK) fail("inflateInit2 failed");
   const std::unique_ptr<z_stream, int (*)(z_streamp)> end(&p.z, inflateEnd);
   while (true) {
-    p.prepare();
+    p.prepare(max_output);
     const int rc = inflate(&p.z, Z_NO_FLUSH);
+    if (p.produced() > max_output)
+      throw std::runtime_error("gzip: inflates to more than " + std::to_string(max_output) + " bytes");
     if (rc == Z_STREAM_END) {  // CRC and length verified; continue if another member follows
       if (!is_gzip(data.substr(p.consumed()))) break;
       inflateReset(&p.z);

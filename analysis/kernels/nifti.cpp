@@ -104,9 +104,13 @@ NiftiImage read_nifti(const std::filesystem::path& path) {
     default: fail(path, fmt::format("unsupported datatype {}", datatype));
   }
   if (bitpix != 8 * bytes) fail(path, fmt::format("bitpix {} does not match datatype {}", bitpix, datatype));
-  const std::size_t offset = static_cast<std::size_t>(vox_offset);
-  const std::size_t count = static_cast<std::size_t>(nx) * ny * nz;
-  if (offset < kHeaderSize || b.size() < offset + count * bytes) fail(path, "truncated voxel data");
+  // vox_offset is a float: checked against the file before it becomes an offset (a cast of NaN or
+  // of a value beyond size_t is undefined; a huge one made offset + size wrap past the check).
+  if (!(vox_offset >= kHeaderSize && vox_offset <= static_cast<float>(b.size())))
+    fail(path, fmt::format("vox_offset {} outside the file ({} bytes)", vox_offset, b.size()));
+  const auto offset = static_cast<std::size_t>(vox_offset);
+  const std::size_t count = static_cast<std::size_t>(nx) * ny * nz;  // < 2^45: no overflow below
+  if (offset > b.size() || (b.size() - offset) / bytes < count) fail(path, "truncated voxel data");
 
   // Units: 1 = m, 2 = mm, 3 = um; 0 (unknown) is taken as mm.
   double unit = 1.0;

@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "analysis/kernels/features.h"
 
@@ -136,4 +137,42 @@ BOOST_AUTO_TEST_CASE(statistics_of_float_and_integer_images_agree) {
           ++n;
         }
   BOOST_TEST(a.variance == sum2 / n - (sum / n) * (sum / n), boost::test_tools::tolerance(1e-9));
+}
+
+// Regression (issue 9, mutation fuzzing of `analyze`): an infinite value in the ROI (a float image
+// whose rescale overflowed) made the FBS level floor(inf) + 1, cast to int (INT_MIN on x86), and
+// intensity_histogram_features indexed its histogram with it: a segfault. Now every kernel that
+// discretises refuses such a ROI with std::invalid_argument, and valid values around it still work.
+BOOST_AUTO_TEST_CASE(non_finite_values_are_refused_not_discretised) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& values : {std::vector<float>{-1000, inf, -950}, std::vector<float>{-inf, -1000, -950},
+                             std::vector<float>{-1000, nan, -950}}) {
+    const auto img = row_image(values);
+    for (const auto& d : {k::Discretisation{Method::fixed_bin_size, 25.0, std::nullopt, 0},
+                          k::Discretisation{Method::fixed_bin_size, 25.0, -1000.0, 0},
+                          k::Discretisation{Method::fixed_bin_number, 0, std::nullopt, 32},
+                          k::Discretisation{Method::none, 0, std::nullopt, 0}}) {
+      BOOST_CHECK_THROW(k::intensity_histogram_features(img, full_roi(img), d), std::invalid_argument);
+      BOOST_CHECK_THROW(k::glcm_features_3d_merged(img, full_roi(img), d), std::invalid_argument);
+      BOOST_CHECK_THROW(k::discretise_roi(img, full_roi(img), d), std::invalid_argument);
+    }
+  }
+  // Outside the ROI a non-finite value is irrelevant.
+  const auto img = row_image({-1000, inf, -950});
+  analysis::Mask roi = full_roi(img);
+  roi[0].at<uchar>(0, 1) = 0;
+  const auto h = k::intensity_histogram_features(img, roi, {Method::fixed_bin_size, 25.0, std::nullopt, 0});
+  BOOST_TEST(h.grey_levels == 3);
+  BOOST_TEST(h.entropy == 1.0);  // two voxels, two levels
+}
+
+// Levels beyond the int range (a bin width tiny for the range) are refused too, instead of being
+// cast to int: FBS with w = 1e-300 over [0, 1e6] asks for 1e306 levels.
+BOOST_AUTO_TEST_CASE(levels_beyond_the_limit_are_refused) {
+  const auto img = row_image({0, 1e6f});
+  const k::Discretisation tiny{Method::fixed_bin_size, 1e-300, std::nullopt, 0};
+  BOOST_CHECK_THROW(k::intensity_histogram_features(img, full_roi(img), tiny), std::invalid_argument);
+  BOOST_CHECK_THROW(k::glcm_features_3d_merged(img, full_roi(img), tiny), std::invalid_argument);
+  const k::Discretisation nan_bound{Method::fixed_bin_size, 25.0, std::numeric_limits<double>::quiet_NaN(), 0};
+  BOOST_CHECK_THROW(k::discretise_roi(img, full_roi(img), nan_bound), std::invalid_argument);
 }

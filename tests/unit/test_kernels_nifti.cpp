@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -112,6 +114,37 @@ BOOST_AUTO_TEST_CASE(rejects_malformed_files) {
   BOOST_CHECK_THROW(k::read_nifti(tmp.path / "t.nii"), std::runtime_error);
   std::vector<cv::Mat> bad{cv::Mat::zeros(2, 2, CV_64F)};
   BOOST_CHECK_THROW(k::write_nifti(tmp.path / "x.nii", bad, {}), std::invalid_argument);
+}
+
+// Regression (issue 9, fuzz_nifti): vox_offset is a float; NaN, negative and huge values were cast
+// to size_t (undefined; a huge one wrapped offset + size past the truncation check). The fuzzer's
+// inputs are in fuzz/regressions/fuzz_nifti; here each class of value on a valid file.
+BOOST_AUTO_TEST_CASE(vox_offset_outside_the_file_is_refused) {
+  TempDir tmp;
+  std::vector<cv::Mat> in{cv::Mat::ones(4, 4, CV_16S)};
+  k::write_nifti(tmp.path / "t.nii", in, {});
+  const std::string good = slurp(tmp.path / "t.nii");
+  BOOST_TEST(k::read_nifti(tmp.path / "t.nii").slices.size() == 1u);
+  for (const float v : {std::numeric_limits<float>::quiet_NaN(), -2.0f, 347.0f, 1e20f, 3.4e38f,
+                        std::numeric_limits<float>::infinity(), static_cast<float>(good.size()) + 4096.0f}) {
+    std::string b = good;
+    std::memcpy(b.data() + 108, &v, sizeof v);
+    { std::ofstream(tmp.path / "bad.nii", std::ios::binary | std::ios::trunc) << b; }
+    BOOST_CHECK_EXCEPTION(k::read_nifti(tmp.path / "bad.nii"), std::runtime_error, [](const std::runtime_error& e) {
+      return std::string(e.what()).find("vox_offset") != std::string::npos;
+    });
+  }
+}
+
+// A gzip stream is not inflated beyond the limit asked for (a .nii.gz bomb).
+BOOST_AUTO_TEST_CASE(gunzip_stops_at_its_output_limit) {
+  const std::string zeros(1 << 20, '\0');
+  const std::string packed = k::gzip(zeros);
+  BOOST_TEST(packed.size() < 2000u);
+  BOOST_TEST(k::gunzip(packed, 1 << 20) == zeros);  // exactly the limit
+  BOOST_CHECK_EXCEPTION(k::gunzip(packed, (1 << 20) - 1), std::runtime_error, [](const std::runtime_error& e) {
+    return std::string(e.what()).find("inflates to more than") != std::string::npos;
+  });
 }
 
 BOOST_AUTO_TEST_CASE(reads_ibsi_phantom) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -525,3 +526,26 @@ BOOST_AUTO_TEST_CASE(different_pixel_spacing_is_a_clear_error) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// Regression (issue 9, fuzz_seg): Number of Frames 2147483647 in a 3-frame SEG (highdicom's
+// seg_image_ct_binary.dcm, the value changed with dcmodify) sized the frame list before anything
+// else was checked: a 377 GB allocation. The Per-frame Functional Groups items are counted first.
+// The structural scan's pixel limit now refuses this file earlier (64 GiB of pixels); with a pixel
+// limit that lets it through, the reader's own check must still refuse it.
+BOOST_AUTO_TEST_CASE(number_of_frames_beyond_the_per_frame_items_is_refused_before_allocating) {
+  const fs::path file = testsupport::source_dir() / "fuzz/regressions/fuzz_seg/number-of-frames-2147483647";
+  BOOST_CHECK_EXCEPTION(dicom::read_seg(file), dicom::DicomError, [](const dicom::DicomError& e) {
+    const std::string what = e.what();
+    BOOST_TEST_INFO(what);
+    return what.find("exceeds the 4096 MiB pixel limit") != std::string::npos;
+  });
+  dicom::ScanLimits no_pixel_limit;
+  no_pixel_limit.max_pixel_bytes = std::uint64_t{1} << 40;
+  BOOST_CHECK_EXCEPTION(dicom::read_seg(file, no_pixel_limit), dicom::DicomError, [](const dicom::DicomError& e) {
+    const std::string what = e.what();
+    BOOST_TEST_INFO(what);
+    return what.find("Per-frame Functional Groups Sequence has 3 items for 2147483647 frames") != std::string::npos;
+  });
+  // The unmodified file reads (3 frames).
+  BOOST_TEST(dicom::read_seg(testsupport::source_dir() / "fuzz/corpus/seg/seg_image_ct_binary.dcm").frames.size() == 3u);
+}
