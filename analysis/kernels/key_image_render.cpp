@@ -98,7 +98,8 @@ KeyImages render_key_images(const dicom::Volume& v, const std::vector<cv::Mat>& 
     for (const auto& [z, caption] : p.slices) {
       if (z < 0 || z >= v.depth())
         throw std::invalid_argument(fmt::format("key images: slice {} outside 0..{}", z, v.depth() - 1));
-      if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == z; }))
+      const int slice = z;  // clang 14 cannot capture a structured binding
+      if (std::none_of(named.begin(), named.end(), [slice](const auto& n) { return n.first == slice; }))
         named.push_back({z, caption});
     }
     std::stable_sort(named.begin(), named.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
