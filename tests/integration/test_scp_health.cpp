@@ -12,7 +12,10 @@
 #include <mutex>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "support/daemon_fixture.h"
+#include "support/files.h"
 
 namespace fs = std::filesystem;
 using namespace testsupport;
@@ -166,4 +169,59 @@ BOOST_AUTO_TEST_CASE(start_up_on_an_unusable_storage_root_names_the_path_and_the
   BOOST_TEST(r.exit_code == 1);
   BOOST_TEST(r.output.find("cannot be created") != std::string::npos, r.output);
   BOOST_TEST(r.output.find(file.string()) != std::string::npos, r.output);
+}
+
+namespace {
+
+// status.json's "status" and its reasons, once it says `state` (empty when it never did in time).
+std::string status_when(const Daemon& d, const std::string& state, std::chrono::seconds limit) {
+  std::string seen;
+  eventually(
+      [&] {
+        try {
+          const auto j = nlohmann::json::parse(read_text(d.root() / "status.json"));
+          if (j.at("status") != state) return false;
+          seen = j.at("reasons").dump();
+          return true;
+        } catch (const std::exception&) {
+          return false;  // not written yet, or mid-rename
+        }
+      },
+      limit);
+  return seen;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(free_space_below_the_reserve_is_degraded_not_failing) {
+  const auto dir = make_temp_dir("health-space");
+  DaemonOptions opt;
+  opt.min_free_mb = 1ull << 30;  // a petabyte in reserve: never there
+  Daemon d(dir, opt);
+  d.start();
+  const std::string reasons = status_when(d, "degraded", 30s);
+  BOOST_TEST(reasons.find("below storage.min_free_mb") != std::string::npos, reasons << "\n" << read_text(d.root() / "status.json"));
+  // Degraded still serves: C-ECHO answers, a C-STORE is refused for resources (0xA700), not rejected.
+  BOOST_TEST(d.echo("ECHOSCU").exit_code == 0);
+  BOOST_TEST(d.stop() == 0);
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(a_destination_that_dead_letters_makes_the_node_degraded) {
+  const auto dir = make_temp_dir("health-dead");
+  const auto ct = ct_phantom(dir, 24, 64);
+  DaemonOptions opt;
+  opt.extra = "[[destination]]\nname = \"down\"\nae_title = \"DOWN\"\nhost = \"127.0.0.1\"\nport = " +
+              std::to_string(free_port()) + "\n[outbound]\nmax_attempts = 1\nconnect_timeout_seconds = 2\n";
+  Daemon d(dir, opt);
+  d.start();
+  BOOST_TEST(status_when(d, "ok", 30s).size() > 0u);
+  BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
+  const std::string reasons = status_when(d, "degraded", 120s);
+  BOOST_TEST(reasons.find("destination 'down'") != std::string::npos, reasons << "\n" << d.log());
+  BOOST_TEST(reasons.find("dead-lettered") != std::string::npos, reasons);
+  BOOST_TEST(d.log().find("health: degraded") != std::string::npos, d.log());
+  BOOST_TEST(d.echo("ECHOSCU").exit_code == 0);  // degraded: still accepting
+  BOOST_TEST(d.stop() == 0);
+  fs::remove_all(dir);
 }
