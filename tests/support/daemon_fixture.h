@@ -150,11 +150,11 @@ inline std::size_t count_files(const std::filesystem::path& dir) {
   return n;
 }
 
-// A synthetic CT series from ../shared/tools/make_ct_phantom.py (pydicom), cached per test run.
+// A synthetic CT series from tests/scripts/make_ct_phantom.py (pydicom), cached per test run.
 inline std::filesystem::path ct_phantom(const std::filesystem::path& dir, int slices, int size, int seed = 1) {
   auto out = dir / ("ct_" + std::to_string(slices) + "x" + std::to_string(size) + "_" + std::to_string(seed));
   if (!std::filesystem::exists(out)) {
-    auto r = run({python(), (source_dir() / "../shared/tools/make_ct_phantom.py").string(), out.string(), "--slices",
+    auto r = run({python(), phantom_script().string(), out.string(), "--slices",
                   std::to_string(slices), "--size", std::to_string(size), "--seed", std::to_string(seed)});
     BOOST_TEST_REQUIRE(r.exit_code == 0, "make_ct_phantom failed: " << r.output);
   }

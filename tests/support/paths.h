@@ -10,6 +10,9 @@ inline std::filesystem::path shared_data(const std::string& rel = {}) {
   return std::filesystem::path(PACSNODE_SHARED_DATA) / rel;
 }
 inline std::filesystem::path daemon_binary() { return PACSNODE_BINARY; }
+// The synthetic CT generator, kept in the repository (a copy of ../shared/tools/make_ct_phantom.py)
+// so that the tests that make phantoms need nothing beside the checkout.
+inline std::filesystem::path phantom_script() { return source_dir() / "tests/scripts/make_ct_phantom.py"; }
 // The Debian interpreter (has python3-pydicom, numpy, scipy), never a user's pyenv.
 inline const char* python() { return "/usr/bin/python3"; }
 }  // namespace testsupport

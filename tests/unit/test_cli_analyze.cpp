@@ -49,7 +49,7 @@ BOOST_AUTO_TEST_CASE(analyze_mixed_folder) {
   const fs::path in = tmp.path / "in", out = tmp.path / "out";
   fs::create_directories(in / "deep" / "er");
   const auto r = testsupport::run({testsupport::python(),
-                                   (testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string(),
+                                   testsupport::phantom_script().string(),
                                    (in / "deep" / "er").string(), "--slices", "24", "--size", "96"});
   BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
   fs::copy_file(testsupport::shared_data("highdicom/data/test_files/dx_image.dcm"), in / "dx.dcm");
@@ -136,7 +136,7 @@ BOOST_AUTO_TEST_CASE(forced_profile_applies_to_every_series) {
 BOOST_AUTO_TEST_CASE(keep_empty_frames_writes_a_frame_per_segment_and_slice) {
   TempDir tmp;
   const auto ct = tmp.path / "ct";
-  auto r = testsupport::run({testsupport::python(), (testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string(),
+  auto r = testsupport::run({testsupport::python(), testsupport::phantom_script().string(),
                              ct.string(), "--slices", "20", "--size", "64"});
   BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
   auto frames_and_segments = [&](const fs::path& out) {

@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE pipeline_chest
 #include <boost/test/unit_test.hpp>
 
-// ct-chest on the realistic phantom of ../shared/tools/make_ct_phantom.py (--anatomy realistic:
+// ct-chest on the realistic phantom of tests/scripts/make_ct_phantom.py (--anatomy realistic:
 // trachea and bronchi joined to the lungs, vessels, a pleural nodule, emphysema in the right upper
 // zone, heart, mediastinum, a CT couch), checked against its truth labels and truth JSON.
 // Truth labels: 0 air, 1 body, 2 right lung, 3 left lung, 4 spine, 5 airway lumen, 6 nodule,
@@ -47,7 +47,7 @@ Phantom make_phantom(const std::string& coverage) {
   made_dirs.push_back(ph.dir);
   ph.series = ph.dir / "series";
   const auto r = testsupport::run({testsupport::python(),
-                                   (testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string(),
+                                   testsupport::phantom_script().string(),
                                    ph.series.string(), "--anatomy", "realistic", "--coverage", coverage, "--slices", "90",
                                    "--size", "256", "--seed", "7", "--truth", (ph.dir / "truth.npz").string(),
                                    "--truth-json", (ph.dir / "truth.json").string()});

@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE pipeline_phantom
 #include <boost/test/unit_test.hpp>
 
-// ct-chest on the synthetic chest CT of ../shared/tools/make_ct_phantom.py, whose true labels are
+// ct-chest on the synthetic chest CT of tests/scripts/make_ct_phantom.py, whose true labels are
 // known (0 air, 1 body, 2 right lung, 3 left lung, 4 spine; z in file order). The realistic
 // phantom (airways, vessels, nodule, emphysema, couch) is in test_pipeline_chest.
 #include <cstdlib>
@@ -41,7 +41,7 @@ const Phantom& phantom() {
     made_dir = &dir;
     ph.series = ph.dir / "series";
     const auto r = testsupport::run(
-        {testsupport::python(), (testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string(),
+        {testsupport::python(), testsupport::phantom_script().string(),
          ph.series.string(), "--slices", "40", "--size", "128", "--truth", (ph.dir / "truth.npz").string()});
     BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
     const auto c = testsupport::run({testsupport::python(),

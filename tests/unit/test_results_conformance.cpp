@@ -258,7 +258,7 @@ BOOST_AUTO_TEST_CASE(synthetic_chest_ct) {
   const auto dir = path / "phantom";
   const auto r = testsupport::run_command(
       std::string(testsupport::python()) + " " +
-      testsupport::shell_quote((testsupport::source_dir() / "../shared/tools/make_ct_phantom.py").string()) + " " +
+      testsupport::shell_quote(testsupport::phantom_script().string()) + " " +
       testsupport::shell_quote(dir.string()) + " --slices 24 --size 96");
   BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
   SeriesContext c = analyse(decode_folder(dir), "ct-chest");

@@ -263,7 +263,7 @@ BOOST_FIXTURE_TEST_SUITE(seg, TempDir)
 BOOST_AUTO_TEST_CASE(phantom_ct_overlapping_binary_segments) {
   const auto dir = path / "phantom";
   const auto r = testsupport::run_command(std::string(testsupport::python()) + " " +
-                                          testsupport::shell_quote((testsupport::shared_data("../tools/make_ct_phantom.py")).string()) +
+                                          testsupport::shell_quote((testsupport::phantom_script()).string()) +
                                           " " + testsupport::shell_quote(dir.string()) + " --slices 8 --size 64");
   BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
   const auto src = testsupport::load_series(testsupport::dicom_files(dir));
