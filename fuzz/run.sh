@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer harness for a while and sorts what it found.
 #
-#   fuzz/run.sh TARGET SECONDS [--jobs N] [--ci] [-- LIBFUZZER_ARGS...]
+#   fuzz/run.sh TARGET SECONDS [--jobs N] [--cpu] [--ci] [-- LIBFUZZER_ARGS...]
 #
-# TARGET is a harness of fuzz/ (fuzz_header, fuzz_decode, ...), SECONDS the wall time. The run is
+# TARGET is a harness of fuzz/ (fuzz_header, fuzz_decode, ...), SECONDS the wall time, or with
+# --cpu the CPU time of all its processes (a campaign on a shared machine: it runs until it has had
+# that much CPU, however long that takes). The run is
 # nice'd and uses libFuzzer's fork mode (-fork=N -ignore_crashes=1): a crash inside DCMTK, GDCM or
 # OpenJPEG does not end the campaign. Afterwards every crash/leak/timeout/OOM input is replayed
 # and attributed by its stack: the first frame that is neither the sanitizer runtime, libc nor the
@@ -21,12 +23,13 @@ usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 target="$1" seconds="$2"
 shift 2
-jobs=1 ci=0
+jobs=1 ci=0 cpu_budget=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --jobs) jobs="$2"; shift 2 ;;
     --ci) ci=1; shift ;;
+    --cpu) cpu_budget=1; shift ;;
     --) shift; extra=("$@"); break ;;
     *) usage ;;
   esac
@@ -59,27 +62,47 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 symbolizer="$(command -v llvm-symbolizer-14 || command -v llvm-symbolizer || true)"
 [ -n "$symbolizer" ] && export ASAN_SYMBOLIZER_PATH="$symbolizer"
 
-args=(-fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$seconds"
+args=(-fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1
   -timeout=20 -rss_limit_mb=2048 -malloc_limit_mb=2048 -artifact_prefix="$work/artifacts/"
   -print_final_stats=1 -print_funcs=0)
 [ -n "$dict" ] && args+=(-dict="$dict")
 args+=("${extra[@]}")
 
-echo "run.sh: $target for ${seconds}s, $jobs job(s); log $log" >&2
-started=$(date +%s)
-set +e
-(cd "$work" && /usr/bin/time -f "%U %S" -o "$work/cpu" nice -n "${PACSNODE_FUZZ_NICE:-19}" "$bin" "${args[@]}" "$work/corpus" "${seeds[@]}") \
-  >"$log" 2>&1
-status=$?
-set -e
-elapsed=$(( $(date +%s) - started ))
+# One libFuzzer run of $1 wall seconds on the campaign's corpus; its CPU seconds (user + system,
+# all its processes) are added to $cpu_total, its executions to $execs_total.
+cpu_total=0 execs_total=0 status=0
+segment() {
+  local segment_log="$work/segment.log"
+  set +e
+  (cd "$work" && /usr/bin/time -f "%U %S" -o "$work/cpu" nice -n "${PACSNODE_FUZZ_NICE:-19}" \
+    "$bin" "${args[@]}" -max_total_time="$1" "$work/corpus" "${seeds[@]}") >"$segment_log" 2>&1
+  status=$?
+  set -e
+  cat "$segment_log" >>"$log"
+  cpu_total=$(awk -v t="$cpu_total" '{printf "%.0f", t + $1 + $2}' "$work/cpu")
+  # The last status line of fork mode: "#N: cov: C ft: F corp: K exec/s E oom/timeout/crash: a/b/c ..."
+  stats="$(grep -E '^#[0-9]+: cov: ' "$segment_log" | tail -1 || true)"
+  execs_total=$(( execs_total + $(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$stats" | grep . || echo 0) ))
+}
 
-# The last status line of fork mode: "#N: cov: C ft: F corp: K exec/s E oom/timeout/crash: a/b/c ..."
-stats="$(grep -E '^#[0-9]+: cov: ' "$log" | tail -1 || true)"
-execs="$(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$stats")"
+echo "run.sh: $target for ${seconds}s$([ "$cpu_budget" = 1 ] && echo " of CPU"), $jobs job(s); log $log" >&2
+started=$(date +%s)
+if [ "$cpu_budget" = 1 ]; then
+  # A campaign measured in CPU time on a shared machine: segments of at most 5 minutes (the corpus
+  # carries over) until the budget is spent.
+  while [ "$cpu_total" -lt "$seconds" ]; do
+    left=$(( (seconds - cpu_total + jobs - 1) / jobs ))
+    before="$cpu_total"
+    segment $(( left < 300 ? (left < 30 ? 30 : left) : 300 ))
+    [ "$cpu_total" -gt "$before" ] || { echo "run.sh: $target used no CPU in a segment; see $log" >&2; break; }
+  done
+else
+  segment "$seconds"
+fi
+elapsed=$(( $(date +%s) - started ))
+execs="$execs_total" cpu="$cpu_total"
 cov="$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$stats")"
 ft="$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$stats")"
-cpu="$(awk '{printf "%.0f", $1 + $2}' "$work/cpu" 2>/dev/null || echo "?")"  # user + system, all jobs
 echo "run.sh: $target: ${elapsed}s x $jobs job(s), ${cpu}s CPU, ${execs:-?} executions, cov ${cov:-?}, ft ${ft:-?}," \
   "corpus $(ls "$work/corpus" | wc -l) (libFuzzer exit $status)"
 
