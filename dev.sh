@@ -3,10 +3,10 @@
 #   ./dev.sh run    install what is missing, build, run the daemon on its embedded default config
 #                   (127.0.0.1:11112, AE title PACSNODE, storage under ./var/pacsnode)
 #   ./dev.sh test   install what is missing, build, run every test (CTest: unit and integration),
-#                   then the fuzz harnesses (build-fuzz: clang, ASan+UBSan, libFuzzer): every saved
-#                   fuzz reproducer and each harness briefly
-# Also: ./dev.sh build (install and build only); ./dev.sh sanitize (the unit tests under
-# ASan+UBSan in build-fuzz, about 25 more minutes on 2 cores: not yet part of `test`).
+#                   then build-fuzz (clang, ASan+UBSan, libFuzzer): the unit tests once more under
+#                   the sanitizers, every saved fuzz reproducer and each fuzz harness briefly
+# Also: ./dev.sh build (install and build only); ./dev.sh sanitize (the build-fuzz part of `test`
+# alone).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -60,8 +60,8 @@ case "${1:-}" in
     build
     status=0
     ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 1200 || status=1
-    build_sanitized fuzzers
-    ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$(nproc)" --timeout 1800 || status=1
+    build_sanitized unit_tests fuzzers
+    ctest --test-dir build-fuzz -L 'unit|fuzz' --output-on-failure -j"$(nproc)" --timeout 1800 || status=1
     exit $status
     ;;
   sanitize)
