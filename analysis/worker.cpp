@@ -15,6 +15,8 @@
 #include <new>
 #include <thread>
 
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdict.h>
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
 
@@ -291,6 +293,9 @@ int worker_main(const std::vector<std::string>& args) {
     return args.front() == "--help" ? 0 : 2;
   }
   const Events events;
+  // What every job needs, done before the job is read: a worker started ahead (WorkerSpare) does
+  // it while it waits. DCMTK's data dictionary is otherwise loaded at the first data set.
+  (void)dcmDataDict.isDictionaryLoaded();
   try {
     const std::string text{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
     return run(job_from_json(nlohmann::json::parse(text)), events);

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -113,24 +114,26 @@ std::filesystem::path self_executable() {
   return "/proc/self/exe";
 }
 
-WorkerExit run_worker(const std::filesystem::path& executable, const nlohmann::json& job, const WorkerLimits& limits,
-                      const std::function<void(const nlohmann::json&)>& on_event, const std::atomic<bool>* cancel,
-                      const std::vector<std::pair<std::string, std::string>>& environment) {
-  auto log = pacsnode::component_logger("worker");
-  WorkerExit out;
-  const auto t0 = Clock::now();
+StartedWorker start_worker(const std::filesystem::path& executable, const WorkerLimits& limits,
+                           const std::vector<std::pair<std::string, std::string>>& environment) {
+  StartedWorker w;
+  w.executable_ = executable;
+  w.memory_mb_ = limits.memory_mb;
+  w.cpu_seconds_ = limits.cpu_seconds;
+  w.environment_ = environment;
+  w.forked_ = Clock::now();
   // Sockets rather than pipes: send() with MSG_NOSIGNAL cannot raise SIGPIPE in the daemon when a
   // worker dies before it has read its job.
   int job_sock[2], event_sock[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, job_sock) != 0) {
-    out.reason = fmt::format("socketpair: {}", std::strerror(errno));
-    return out;
+    w.error_ = fmt::format("socketpair: {}", std::strerror(errno));
+    return w;
   }
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, event_sock) != 0) {
-    out.reason = fmt::format("socketpair: {}", std::strerror(errno));
+    w.error_ = fmt::format("socketpair: {}", std::strerror(errno));
     ::close(job_sock[0]);
     ::close(job_sock[1]);
-    return out;
+    return w;
   }
   auto env = child_environment(
       [&] {
@@ -154,19 +157,127 @@ WorkerExit run_worker(const std::filesystem::path& executable, const nlohmann::j
   ::close(job_sock[1]);
   ::close(event_sock[1]);
   if (pid < 0) {
-    out.reason = fmt::format("fork: {}", std::strerror(errno));
+    w.error_ = fmt::format("fork: {}", std::strerror(errno));
     ::close(job_sock[0]);
     ::close(event_sock[0]);
-    return out;
+    return w;
   }
   ::setpgid(pid, pid);  // also in the child: whichever runs first
   ::fcntl(job_sock[0], F_SETFL, O_NONBLOCK);
   ::fcntl(event_sock[0], F_SETFL, O_NONBLOCK);
+  w.pid_ = pid;
+  w.job_fd_ = job_sock[0];
+  w.event_fd_ = event_sock[0];
+  return w;
+}
 
+StartedWorker::StartedWorker(StartedWorker&& o) noexcept { *this = std::move(o); }
+
+StartedWorker& StartedWorker::operator=(StartedWorker&& o) noexcept {
+  if (this != &o) {
+    discard();
+    pid_ = std::exchange(o.pid_, -1);
+    job_fd_ = std::exchange(o.job_fd_, -1);
+    event_fd_ = std::exchange(o.event_fd_, -1);
+    forked_ = o.forked_;
+    executable_ = std::move(o.executable_);
+    memory_mb_ = o.memory_mb_;
+    cpu_seconds_ = o.cpu_seconds_;
+    environment_ = std::move(o.environment_);
+    error_ = std::move(o.error_);
+  }
+  return *this;
+}
+
+StartedWorker::~StartedWorker() { discard(); }
+
+void StartedWorker::discard() {
+  if (job_fd_ >= 0) ::close(std::exchange(job_fd_, -1));
+  if (event_fd_ >= 0) ::close(std::exchange(event_fd_, -1));
+  if (pid_ > 0) {
+    ::kill(-pid_, SIGKILL);
+    ::kill(pid_, SIGKILL);
+    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+  }
+}
+
+bool StartedWorker::waiting() const {
+  if (pid_ <= 0) return false;
+  // Still running (it has not read a job, so it waits for one), not exited or killed meanwhile.
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0;
+}
+
+bool StartedWorker::started_with(const std::filesystem::path& executable, const WorkerLimits& limits,
+                                 const std::vector<std::pair<std::string, std::string>>& environment) const {
+  return executable_ == executable && memory_mb_ == limits.memory_mb && cpu_seconds_ == limits.cpu_seconds &&
+         environment_ == environment;
+}
+
+StartedWorker WorkerSpare::take(const std::filesystem::path& executable, const WorkerLimits& limits,
+                                const WorkerEnvironment& environment) {
+  std::lock_guard lock(mutex_);
+  StartedWorker w;
+  if (spare_.valid() && spare_.started_with(executable, limits, environment) && spare_.waiting()) w = std::move(spare_);
+  spare_ = StartedWorker{};  // a spare for other settings, or one that died meanwhile, is gone
+  if (!w.valid()) w = start_worker(executable, limits, environment);
+  // The next one loads its libraries while this one works (fork + exec here: a few ms).
+  if (enabled_) spare_ = start_worker(executable, limits, environment);
+  return w;
+}
+
+void WorkerSpare::prepare(const std::filesystem::path& executable, const WorkerLimits& limits,
+                          const WorkerEnvironment& environment) {
+  std::lock_guard lock(mutex_);
+  if (!enabled_ || (spare_.valid() && spare_.started_with(executable, limits, environment) && spare_.waiting())) return;
+  spare_ = start_worker(executable, limits, environment);
+}
+
+void WorkerSpare::clear() {
+  std::lock_guard lock(mutex_);
+  spare_ = StartedWorker{};
+}
+
+void WorkerSpare::set_enabled(bool enabled) {
+  std::lock_guard lock(mutex_);
+  enabled_ = enabled;
+  if (!enabled_) spare_ = StartedWorker{};
+}
+
+bool WorkerSpare::holding() const {
+  std::lock_guard lock(mutex_);
+  return spare_.valid();
+}
+
+int WorkerSpare::spare_pid() const {
+  std::lock_guard lock(mutex_);
+  return spare_.pid();
+}
+
+WorkerExit run_worker(const std::filesystem::path& executable, const nlohmann::json& job, const WorkerLimits& limits,
+                      const std::function<void(const nlohmann::json&)>& on_event, const std::atomic<bool>* cancel,
+                      const std::vector<std::pair<std::string, std::string>>& environment) {
+  return run_worker(start_worker(executable, limits, environment), job, limits, on_event, cancel);
+}
+
+WorkerExit run_worker(StartedWorker worker, const nlohmann::json& job, const WorkerLimits& limits,
+                      const std::function<void(const nlohmann::json&)>& on_event, const std::atomic<bool>* cancel) {
+  auto log = pacsnode::component_logger("worker");
+  WorkerExit out;
+  if (!worker.valid()) {
+    out.reason = worker.error_.empty() ? std::string("no worker") : worker.error_;
+    return out;
+  }
+  const std::filesystem::path executable = worker.executable_;
+  // The job's clock starts now: a worker started ahead waited for it without using its time.
+  const auto t0 = Clock::now();
+  const pid_t pid = std::exchange(worker.pid_, -1);
   const std::string job_text = job.dump();
   std::size_t job_sent = 0;
-  int job_fd = job_sock[0];
-  const int event_fd = event_sock[0];
+  int job_fd = std::exchange(worker.job_fd_, -1);
+  const int event_fd = std::exchange(worker.event_fd_, -1);
   std::string pending, fatal_reason;
   bool done_seen = false, killed_for_timeout = false, killed_for_cancel = false, started = false;
   const auto deadline = t0 + std::chrono::seconds(limits.timeout_seconds);

@@ -9,10 +9,14 @@
 // 3 (events), MALLOC_ARENA_MAX=2 (glibc reserves 64 MiB of address space per arena). After
 // timeout_seconds of wall-clock time, or when `cancel` becomes true, its process group is killed.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -40,7 +44,8 @@ struct WorkerExit {
   int signal = 0;
   std::string reason;  // one line for logs, reason files and the index: "killed by SIGSEGV (Segmentation fault)"
   double seconds = 0;
-  double spawn_ms = 0;  // fork to the "started" event
+  double spawn_ms = 0;  // from handing over the job to the "started" event (for a worker started
+                        // ahead, WorkerSpare, only the job's reading: its start was off the job's path)
   bool ok() const { return kind == Kind::finished; }
   // Crashes and limits are worth one more try; a clean failure is not.
   bool retryable() const {
@@ -54,6 +59,76 @@ std::string_view to_string(WorkerExit::Kind k);
 // an upgrade replaced its file), or PACSNODE_WORKER_BINARY
 // when set (for test programs that call the analysis commands in process).
 std::filesystem::path self_executable();
+
+using WorkerEnvironment = std::vector<std::pair<std::string, std::string>>;
+
+// A worker process started ahead of its job: exec'd, its libraries loaded, waiting on its stdin.
+// Destroying one that was never run kills it (and reaps it).
+class StartedWorker {
+ public:
+  StartedWorker() = default;
+  StartedWorker(StartedWorker&& o) noexcept;
+  StartedWorker& operator=(StartedWorker&& o) noexcept;
+  StartedWorker(const StartedWorker&) = delete;
+  StartedWorker& operator=(const StartedWorker&) = delete;
+  ~StartedWorker();
+
+  bool valid() const { return pid_ > 0; }
+  int pid() const { return pid_; }
+  const std::string& error() const { return error_; }  // why it could not be started
+  // Started and still waiting for its job (not exited or killed meanwhile).
+  bool waiting() const;
+  // Started for this executable, address space and CPU limits and environment.
+  bool started_with(const std::filesystem::path& executable, const WorkerLimits& limits,
+                    const WorkerEnvironment& environment) const;
+
+ private:
+  void discard();
+  friend StartedWorker start_worker(const std::filesystem::path&, const WorkerLimits&, const WorkerEnvironment&);
+  friend WorkerExit run_worker(StartedWorker, const nlohmann::json&, const WorkerLimits&,
+                               const std::function<void(const nlohmann::json&)>&, const std::atomic<bool>*);
+  int pid_ = -1, job_fd_ = -1, event_fd_ = -1;
+  std::chrono::steady_clock::time_point forked_{};
+  std::filesystem::path executable_;
+  std::uint64_t memory_mb_ = 0;
+  int cpu_seconds_ = 0;
+  WorkerEnvironment environment_;
+  std::string error_;
+};
+
+// Starts a worker (fork + exec under the limits) that waits for its job. Never throws; an invalid
+// StartedWorker with error() when it cannot be started.
+StartedWorker start_worker(const std::filesystem::path& executable, const WorkerLimits& limits,
+                           const WorkerEnvironment& environment = {});
+
+// Hands `job` to a started worker and runs it to its end (see run_worker below). The wall-clock
+// deadline (limits.timeout_seconds) counts from here, not from the worker's start.
+WorkerExit run_worker(StartedWorker worker, const nlohmann::json& job, const WorkerLimits& limits,
+                      const std::function<void(const nlohmann::json&)>& on_event,
+                      const std::atomic<bool>* cancel = nullptr);
+
+// Keeps one worker started ahead, so that a job does not wait for a worker to load its libraries
+// (~0.25 s, analysis.prestart_worker). Thread-safe.
+class WorkerSpare {
+ public:
+  explicit WorkerSpare(bool enabled = true) : enabled_(enabled) {}
+  // A worker for these settings: the spare when it was started with the same ones and still waits,
+  // else a new one; then, when enabled, the next spare is started.
+  StartedWorker take(const std::filesystem::path& executable, const WorkerLimits& limits,
+                     const WorkerEnvironment& environment);
+  // Starts the spare for these settings unless one waits already (when enabled).
+  void prepare(const std::filesystem::path& executable, const WorkerLimits& limits, const WorkerEnvironment& environment);
+  // Kills the spare (shutdown, or settings that will not be used again).
+  void clear();
+  void set_enabled(bool enabled);
+  bool holding() const;
+  int spare_pid() const;  // -1 when none
+
+ private:
+  mutable std::mutex mutex_;
+  bool enabled_;
+  StartedWorker spare_;
+};
 
 // Runs one worker to its end. `on_event` gets every event line as parsed JSON, on the calling
 // thread; lines that are not JSON are ignored (and logged). Never throws for anything the child

@@ -200,6 +200,7 @@ void read_analysis(const toml::table& t, Config::Analysis& a, std::vector<std::s
   s.integer("worker_memory_mb", a.worker_memory_mb, 256, 1 << 20);
   s.integer("worker_cpu_seconds", a.worker_cpu_seconds, 1, 7 * 86400);
   s.integer("worker_timeout_seconds", a.worker_timeout_seconds, 1, 7 * 86400);
+  s.boolean("prestart_worker", a.prestart_worker);
 }
 
 void read_outbound(const toml::table& t, Config::Outbound& o, std::vector<std::string>& p) {

@@ -97,6 +97,9 @@ struct Config {
     int worker_memory_mb = 8192;       // address space (RLIMIT_AS)
     int worker_cpu_seconds = 1800;     // CPU time, all threads (RLIMIT_CPU)
     int worker_timeout_seconds = 900;  // wall clock, then SIGKILL
+    // One worker is kept started ahead (libraries loaded, waiting for its job), so that a job does
+    // not wait the ~0.25 s of a worker's start.
+    bool prestart_worker = true;
   } analysis;
   struct Outbound {
     int max_attempts = 20;

@@ -1,5 +1,6 @@
 #include "scp/job_runner.h"
 
+#include <cstring>
 #include <fstream>
 #include <set>
 
@@ -18,6 +19,13 @@ namespace fs = std::filesystem;
 
 namespace scp {
 namespace {
+
+// "SIGSEGV" for a metric label; "" for none.
+std::string signal_abbrev(int sig) {
+  if (sig <= 0) return {};
+  const char* a = ::sigabbrev_np(sig);
+  return a ? std::string("SIG") + a : std::to_string(sig);
+}
 
 // An object a worker says it wrote: accepted only inside the job's outbound folder, as a regular
 // file, of a kind we make. The worker handles hostile input, so its word is checked too.
@@ -115,6 +123,14 @@ JobRunner::JobRunner(Index& index, fs::path root, const config::LiveConfig& conf
 JobRunner::~JobRunner() { stop(); }
 
 void JobRunner::start() {
+  const auto cfg = config_.get();
+  if (cfg->analysis.prestart_worker) {
+    // The first study's worker starts now, not when the study is complete.
+    spare_.set_enabled(true);
+    const analysis::WorkerLimits limits{static_cast<std::uint64_t>(cfg->analysis.worker_memory_mb),
+                                        cfg->analysis.worker_cpu_seconds, cfg->analysis.worker_timeout_seconds};
+    spare_.prepare(opt_.executable, limits, {{"PACSNODE_LOG_LEVEL", cfg->log.level}});
+  }
   for (const auto& job : index_.jobs("pending")) enqueue(job);
 }
 
@@ -126,6 +142,7 @@ void JobRunner::submit(const std::string& study_uid, int generation) {
 void JobRunner::stop() {
   stopping_ = true;
   pool_.join();
+  spare_.clear();
 }
 
 void JobRunner::enqueue(const JobRow& job) {
@@ -169,6 +186,8 @@ JobOutcome JobRunner::run(const JobRow& job) {
   const auto profiles = analysis::profiles_from(*cfg);
   const analysis::WorkerLimits limits{static_cast<std::uint64_t>(cfg->analysis.worker_memory_mb),
                                       cfg->analysis.worker_cpu_seconds, cfg->analysis.worker_timeout_seconds};
+  const analysis::WorkerEnvironment worker_env{{"PACSNODE_LOG_LEVEL", cfg->log.level}};
+  spare_.set_enabled(cfg->analysis.prestart_worker);
   std::vector<std::string> all_destinations;
   for (const auto& d : cfg->destinations) all_destinations.push_back(d.name);
 
@@ -268,7 +287,10 @@ JobOutcome JobRunner::run(const JobRow& job) {
         analysis::SeriesSummary s = analysis::summary_from_json(e.at("summary"));
         in_flight.clear();
         std::string timings;
-        for (const auto& t : s.timings) timings += fmt::format("{}{} {:.0f} ms", timings.empty() ? "" : ", ", t.stage, t.ms);
+        for (const auto& t : s.timings) {
+          timings += fmt::format("{}{} {:.0f} ms", timings.empty() ? "" : ", ", t.stage, t.ms);
+          if (opt_.metrics) opt_.metrics->stage_seconds.observe(t.stage, t.ms / 1000.0);
+        }
         if (s.error.empty()) {
           ++row.volumes;
           log->info("study {}: series {} ({}): {}", study, s.key, s.profile, timings);
@@ -291,8 +313,10 @@ JobOutcome JobRunner::run(const JobRow& job) {
 
     analysis::WorkerExit exit;
     for (row.attempts = 1; row.attempts <= 2; ++row.attempts) {
-      exit = analysis::run_worker(opt_.executable, analysis::worker::to_json(wj), limits, on_event, &stopping_,
-                                  {{"PACSNODE_LOG_LEVEL", cfg->log.level}});
+      exit = analysis::run_worker(spare_.take(opt_.executable, limits, worker_env), analysis::worker::to_json(wj), limits,
+                                  on_event, &stopping_);
+      if (!exit.ok() && exit.kind != analysis::WorkerExit::Kind::cancelled && opt_.metrics)
+        opt_.metrics->worker_failures.add({std::string(analysis::to_string(exit.kind)), signal_abbrev(exit.signal)});
       if (exit.ok() || !exit.retryable()) break;
       ++crashes_;
       log->error("study {}: series {}: analysis worker {} ({}) after {:.1f} s{}", study, in_flight.empty() ? series : in_flight,
@@ -345,6 +369,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
   index_.set_job_state(job.id, job_failed ? "failed" : "done",
                        failed ? fmt::format("{} series failed or crashed", failed) : std::string());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (opt_.metrics) opt_.metrics->job_seconds.observe(secs);
   log->info("study {} generation {} analysed in {:.1f} s: {} series with results, {} unchanged, {} not analysed by the "
             "rules, {} skipped, {} failed, {} crashed; {} object(s) in {}",
             study, job.generation, secs, out.series_analysed, out.series_unchanged, out.series_ignored, out.series_skipped,

@@ -4,6 +4,8 @@
 // never decodes pixels. As each series' SEG and SR are on disk the runner records them in the
 // index and queues them for the destinations; previews and features go to results/.
 //
+// With analysis.prestart_worker one worker is kept started ahead, waiting for the next series.
+//
 // A worker that crashes, runs out of memory or CPU time, or hangs past its deadline is tried once
 // more (skipping volumes it had already delivered); if it fails again the series is quarantined
 // with the reason (quarantine/<study hash>-g<generation>/<series key>_reason.txt, with any objects
@@ -22,6 +24,7 @@
 #include "analysis/worker_client.h"
 #include "config/live.h"
 #include "scp/index.h"
+#include "scp/metrics.h"
 
 namespace scp {
 
@@ -39,6 +42,7 @@ class JobRunner {
     int workers = 1;                   // jobs at once
     std::function<void()> on_queued;   // told when new objects are queued
     std::filesystem::path executable;  // pacsnode itself (default: /proc/self/exe)
+    NodeMetrics* metrics = nullptr;    // job and stage durations, worker failures
   };
   JobRunner(Index& index, std::filesystem::path root, const config::LiveConfig& config, Options opt);
   ~JobRunner();
@@ -68,6 +72,7 @@ class JobRunner {
   std::atomic<std::size_t> queued_{0};
   std::atomic<int> running_{0};
   std::atomic<std::uint64_t> crashes_{0};
+  analysis::WorkerSpare spare_{false};  // analysis.prestart_worker
 };
 
 }  // namespace scp
