@@ -39,6 +39,21 @@ enum class Abort {
   count_
 };
 
+// Why a C-STORE was answered with a failure status (the instance was not stored).
+enum class Refusal {
+  free_space_reserve,  // storage.min_free_mb reached: 0xA700
+  storage_error,       // the file could not be written or synced: 0xA700
+  too_large,           // above storage.max_instance_mb: 0xC000
+  malformed,           // failed the structural scan or the header read: 0xC000
+  count_
+};
+
+constexpr std::string_view name(Refusal r) {
+  constexpr std::array<std::string_view, static_cast<std::size_t>(Refusal::count_)> names{
+      "free_space_reserve", "storage_error", "too_large", "malformed"};
+  return names[static_cast<std::size_t>(r)];
+}
+
 constexpr std::string_view name(Rejection r) {
   constexpr std::array<std::string_view, static_cast<std::size_t>(Rejection::count_)> names{
       "pending_limit",         "pending_per_source_limit", "preassociation_timeout", "closed_before_associate_rq",

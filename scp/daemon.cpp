@@ -143,11 +143,12 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   config::LiveConfig live(cfg);
   asio::io_context io;
   auto guard = asio::make_work_guard(io);
-  OutboundQueue outbound(io, index, live);
+  NodeMetrics metrics;
+  OutboundQueue outbound(io, index, live, &metrics);
   std::unique_ptr<JobRunner> jobs;
   if (cfg.analysis.enabled)
     jobs = std::make_unique<JobRunner>(index, root, live,
-                                       JobRunner::Options{cfg.analysis.workers, [&outbound] { outbound.notify(); }, {}});
+                                       JobRunner::Options{cfg.analysis.workers, [&outbound] { outbound.notify(); }, {}, &metrics});
   StudyAssembler assembler(io, index,
                            {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
                            [&jobs](const std::string& study, int generation) {
@@ -200,6 +201,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     s.pending_connections = server.pending();
     s.rejections = ctx.counters.rejections.snapshot();
     s.aborted_associations = ctx.counters.aborted.snapshot();
+    s.refusals = ctx.counters.refusals.snapshot();
     s.retention_json = to_json(retention.stats());
     return s;
   });
@@ -207,7 +209,8 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   http.start({&index, root, &live, [&status] { return status.read(); }, [&status] { return status.json(); },
               [&health] { return health.current(); }, [&jobs] { return jobs ? jobs->worker_crashes() : 0; },
               [&outbound] { outbound.notify(); },
-              [&jobs](const std::string& study, int generation) { if (jobs) jobs->submit(study, generation); }});
+              [&jobs](const std::string& study, int generation) { if (jobs) jobs->submit(study, generation); },
+              &metrics, [&retention] { return retention.stats(); }});
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
   // gets the service restarted, and only while the node is not failing (scp/health.h).

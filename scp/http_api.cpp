@@ -497,8 +497,8 @@ std::string HttpApi::metrics() const {
     sample("pacsnode_aborted_associations_total", label("reason", reason), n);
   family("pacsnode_instances_stored_total", "counter", "Instances stored (C-STORE success)");
   sample("pacsnode_instances_stored_total", "", s.instances_stored);
-  family("pacsnode_instances_refused_total", "counter", "Instances refused (C-STORE failure status)");
-  sample("pacsnode_instances_refused_total", "", s.instances_refused);
+  family("pacsnode_instances_refused_total", "counter", "Instances refused (C-STORE failure status), by reason");
+  for (const auto& [reason, n] : s.refusals) sample("pacsnode_instances_refused_total", label("reason", reason), n);
   family("pacsnode_received_bytes_total", "counter", "Bytes of instances received");
   sample("pacsnode_received_bytes_total", "", s.bytes_received);
 
@@ -518,6 +518,41 @@ std::string HttpApi::metrics() const {
   sample("pacsnode_jobs_queued", "", s.jobs_queued);
   family("pacsnode_worker_crashes_total", "counter", "Analysis worker processes that crashed or hit a limit");
   sample("pacsnode_worker_crashes_total", "", src_.worker_crashes ? src_.worker_crashes() : 0);
+  auto histogram = [&](const std::string& name, const std::string& labels, const Histogram::Snapshot& h) {
+    const std::string sep = labels.empty() ? "" : labels + ",";
+    for (const auto& [bound, n] : h.buckets) sample(name + "_bucket", sep + label("le", fmt::format("{}", bound)), n);
+    sample(name + "_bucket", sep + label("le", "+Inf"), h.count);
+    sample(name + "_sum", labels, h.sum);
+    sample(name + "_count", labels, h.count);
+  };
+  if (src_.metrics) {
+    const NodeMetrics& m = *src_.metrics;
+    family("pacsnode_worker_failures_total", "counter",
+           "Analysis worker processes that did not finish, by outcome and signal (each attempt)");
+    for (const auto& [key, n] : m.worker_failures.snapshot())
+      sample("pacsnode_worker_failures_total", label("outcome", key.at(0)) + "," + label("signal", key.at(1)), n);
+    family("pacsnode_job_duration_seconds", "histogram", "Analysis jobs (a study, every series) from start to results queued");
+    histogram("pacsnode_job_duration_seconds", "", m.job_seconds.snapshot());
+    family("pacsnode_stage_duration_seconds", "histogram", "Pipeline stages of each analysed volume, by stage");
+    for (const auto& [stage, h] : m.stage_seconds.snapshot())
+      histogram("pacsnode_stage_duration_seconds", label("stage", stage), h);
+    family("pacsnode_deliveries_total", "counter",
+           "Attempts to send a result object, by destination and outcome (sent, retry, dead)");
+    for (const auto& [key, n] : m.deliveries.snapshot())
+      sample("pacsnode_deliveries_total", label("destination", key.at(0)) + "," + label("outcome", key.at(1)), n);
+  }
+  if (src_.retention) {
+    const RetentionStats r = src_.retention();
+    family("pacsnode_retention_deleted_total", "counter",
+           "What retention deleted since the start, by area (items: studies in incoming, folders elsewhere)");
+    for (std::size_t a = 0; a < kAreaNames.size(); ++a)
+      sample("pacsnode_retention_deleted_total", label("area", kAreaNames[a]), r.deleted[a].items);
+    family("pacsnode_retention_deleted_bytes_total", "counter", "Bytes retention deleted since the start, by area");
+    for (std::size_t a = 0; a < kAreaNames.size(); ++a)
+      sample("pacsnode_retention_deleted_bytes_total", label("area", kAreaNames[a]), r.deleted[a].bytes);
+    family("pacsnode_retention_runs_total", "counter", "Retention runs since the start");
+    sample("pacsnode_retention_runs_total", "", r.runs);
+  }
   family("pacsnode_analysis_cache_bytes", "gauge", "Freed volume and mask memory kept for the next job");
   sample("pacsnode_analysis_cache_bytes", "", s.analysis_cache_bytes);
 

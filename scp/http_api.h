@@ -34,6 +34,8 @@
 #include "config/live.h"
 #include "scp/health.h"
 #include "scp/index.h"
+#include "scp/metrics.h"
+#include "scp/retention.h"
 #include "scp/status.h"
 
 namespace scp {
@@ -63,6 +65,8 @@ struct HttpSources {
   std::function<std::uint64_t()> worker_crashes;
   std::function<void()> outbox_changed;  // rows became due: look at the outbox now
   std::function<void(const std::string& study_uid, int generation)> analyse;  // a job was queued: run it
+  const NodeMetrics* metrics = nullptr;                     // durations and event counts
+  std::function<RetentionStats()> retention;                // deletions since the start
 };
 
 class HttpApi {

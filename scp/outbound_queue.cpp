@@ -21,12 +21,13 @@ std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempt
 
 // One sender thread per destination configured at start, at least 4: destinations added by a
 // reload share them (a slow one can then delay another's next send, never lose it).
-OutboundQueue::OutboundQueue(asio::io_context& io, Index& index, const config::LiveConfig& cfg)
+OutboundQueue::OutboundQueue(asio::io_context& io, Index& index, const config::LiveConfig& cfg, NodeMetrics* metrics)
     : index_(index),
       cfg_(cfg),
       strand_(asio::make_strand(io)),
       timer_(strand_),
-      senders_(std::max<std::size_t>(4, cfg.get()->destinations.size())) {}
+      senders_(std::max<std::size_t>(4, cfg.get()->destinations.size())),
+      metrics_(metrics) {}
 
 OutboundQueue::~OutboundQueue() { stop(); }
 
@@ -122,6 +123,11 @@ void OutboundQueue::send(std::shared_ptr<const config::Config> cfg, config::Dest
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (metrics_) {
+    if (sent) metrics_->deliveries.add({dest.name, "sent"}, static_cast<std::uint64_t>(sent));
+    if (retrying) metrics_->deliveries.add({dest.name, "retry"}, static_cast<std::uint64_t>(retrying));
+    if (dead) metrics_->deliveries.add({dest.name, "dead"}, static_cast<std::uint64_t>(dead));
+  }
   if (retrying || dead)
     log->warn("destination '{}' ({}@{}:{}): {} sent, {} to retry, {} dead-lettered in {:.2f} s; last problem: {}", dest.name,
               dest.ae_title, dest.host, dest.port, sent, retrying, dead, secs, last_reason);

@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "config/live.h"
 #include "scp/index.h"
+#include "scp/metrics.h"
 
 namespace scp {
 
@@ -28,7 +29,8 @@ std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempt
 class OutboundQueue {
  public:
   // Each look at the queue reads the config in force (a reload may add or remove destinations).
-  OutboundQueue(boost::asio::io_context& io, Index& index, const config::LiveConfig& cfg);
+  // `metrics`, when given, counts every attempt by destination and outcome.
+  OutboundQueue(boost::asio::io_context& io, Index& index, const config::LiveConfig& cfg, NodeMetrics* metrics = nullptr);
   ~OutboundQueue();
 
   void start();   // looks for due objects every second
@@ -46,6 +48,7 @@ class OutboundQueue {
   boost::asio::thread_pool senders_;
   std::set<std::string> in_flight_;  // destinations with an association open (on strand_)
   std::atomic<bool> stopping_{false};
+  NodeMetrics* metrics_;
 };
 
 }  // namespace scp

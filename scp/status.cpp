@@ -26,6 +26,7 @@ std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_m
   j["aborted_associations"] = s.aborted_associations;
   j["instances_stored"] = s.instances_stored;
   j["instances_refused"] = s.instances_refused;
+  j["refusals"] = s.refusals;
   j["bytes_received"] = s.bytes_received;
   j["jobs_queued"] = s.jobs_queued;
   j["jobs_running"] = s.jobs_running;

@@ -25,6 +25,7 @@ struct Status {
   std::size_t pending_connections = 0;   // accepted, A-ASSOCIATE-RQ not complete yet
   std::map<std::string, std::uint64_t> rejections{};          // connections/associations turned away, by reason
   std::map<std::string, std::uint64_t> aborted_associations{};  // ended without a release, by reason
+  std::map<std::string, std::uint64_t> refusals{};              // instances refused, by reason
   std::string retention_json;  // a JSON object (scp/retention.h to_json(RetentionStats)); empty: none
 };
 

@@ -161,7 +161,8 @@ class StoreProvider : public DcmThreadSCP {
       // Refuse before receiving: the data set still has to be read off the wire.
       auto c = receiveSTORERequest(rq, pcid, OFString("/dev/null"));
       if (c.bad()) return c;
-      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, "storage below its free-space reserve");
+      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::free_space_reserve,
+                    "storage below its free-space reserve");
     }
     const auto tmp = ctx_.spool.temp_path();
     dataset_bytes_ = 0;
@@ -174,14 +175,14 @@ class StoreProvider : public DcmThreadSCP {
       // A failed write is reported after the rest of the data set was read: the association is
       // intact and the sender gets an out-of-resources status.
       if (c.module() == OFM_dcmnet && c.code() == DIMSEC_OUTOFRESOURCES)
-        return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, "cannot write to storage");
+        return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, "cannot write to storage");
       return c;
     }
     bytes_ += dataset_bytes_;
     ctx_.counters.bytes += dataset_bytes_;
     if (too_large_) {
       ctx_.spool.discard(tmp);
-      return refuse(rq, pcid, STATUS_STORE_Error_CannotUnderstand,
+      return refuse(rq, pcid, STATUS_STORE_Error_CannotUnderstand, Refusal::too_large,
                     fmt::format("instance exceeds storage.max_instance_mb ({} MB)", cfg_->storage.max_instance_mb));
     }
     StoredInstance in;
@@ -189,9 +190,10 @@ class StoreProvider : public DcmThreadSCP {
       in = ctx_.spool.commit(tmp, dataset_bytes_, fmt::format("calling AE '{}' at {}", calling_ae_, peer_));
     } catch (const StoreFailure& e) {
       const bool resources = e.kind() == StoreFailure::Kind::out_of_resources;
-      return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand, e.what());
+      return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand,
+                    resources ? Refusal::storage_error : Refusal::malformed, e.what());
     } catch (const std::exception& e) {
-      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, e.what());
+      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, e.what());
     }
     in.calling_ae = calling_ae_;
     in.own = is_own_result(ctx_.index, in.header);
@@ -229,9 +231,11 @@ class StoreProvider : public DcmThreadSCP {
     ::truncate(receiving_.c_str(), 0);
   }
 
-  OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, const std::string& why) {
+  OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, Refusal reason,
+                     const std::string& why) {
     ++failed_;
     ctx_.counters.instances_failed++;
+    ctx_.counters.refusals.add(reason);
     log_->error("association from '{}': instance refused with status 0x{:04X}: {}", calling_ae_, status, why);
     DcmDataset detail;
     detail.putAndInsertString(DCM_ErrorComment, why.substr(0, 64).c_str());

@@ -34,6 +34,7 @@ struct ScpCounters {
   std::atomic<std::uint64_t> associations{0}, rejected{0}, instances_stored{0}, instances_failed{0}, bytes{0};
   ReasonCounters<Rejection> rejections;  // connections and associations turned away, by reason
   ReasonCounters<Abort> aborted;         // associations that ended without a release, by reason
+  ReasonCounters<Refusal> refusals;      // instances answered with a failure status, by reason
 };
 
 // What every association needs; owned by the daemon, outlives the server.

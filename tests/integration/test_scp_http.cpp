@@ -127,6 +127,8 @@ BOOST_AUTO_TEST_CASE(endpoints_token_metrics_and_api_follow_a_study) {
   BOOST_TEST(before.at("pacsnode_health{state=ok}") == 1.0);
   BOOST_TEST(before.at("pacsnode_rejections_total{reason=called_ae_title}") == 0.0);
   BOOST_TEST(before.at("pacsnode_studies{state=open}") == 0.0);
+  BOOST_TEST(before.at("pacsnode_instances_refused_total{reason=malformed}") == 0.0);
+  BOOST_TEST(before.at("pacsnode_retention_runs_total").get<double>() >= 0);
   BOOST_TEST(before.at("pacsnode_storage_free_bytes").get<double>() > 0);
 
   // A study arrives, and one association is rejected (wrong called AE title).
@@ -272,6 +274,14 @@ BOOST_AUTO_TEST_CASE(status_page_in_chromium_shows_the_analysed_study_and_retry_
   BOOST_TEST_REQUIRE(eventually([&] { return metrics(hp).at("pacsnode_jobs{state=done}") == 1.0; }, 60s), d.log());
   const Json m = metrics(hp);
   BOOST_TEST(m.at("pacsnode_outbox_objects{destination=pacs,state=dead}") == 2.0);
+  BOOST_TEST(m.at("pacsnode_deliveries_total{destination=pacs,outcome=dead}") == 2.0);
+  BOOST_TEST(m.at("pacsnode_job_duration_seconds_count") == 1.0);
+  BOOST_TEST(m.at("pacsnode_job_duration_seconds_sum").get<double>() > 0);
+  BOOST_TEST(m.at("pacsnode_job_duration_seconds_bucket{le=+Inf}") == 1.0);
+  int stages = 0;
+  for (const auto& [name, value] : m.items())
+    if (name.rfind("pacsnode_stage_duration_seconds_count{stage=", 0) == 0 && value.get<double>() >= 1) ++stages;
+  BOOST_TEST(stages >= 3, m.dump());  // decode, segment, features, ... each timed
   const std::string id = Json::parse(http(hp, "GET", "/api/v1/studies").body).at("studies")[0].at("id");
   const Json detail = Json::parse(http(hp, "GET", "/api/v1/studies/" + id).body);
   BOOST_TEST(detail.at("results").size() == 2u);
@@ -312,6 +322,7 @@ BOOST_AUTO_TEST_CASE(status_page_in_chromium_shows_the_analysed_study_and_retry_
   // The retry went through: SEG and SR are in Orthanc, and the metrics say so.
   BOOST_TEST_REQUIRE(pacs.wait_for([&] { return pacs.count_instances() == 2; }, 60s), d.log());
   BOOST_TEST(eventually([&] { return metrics(hp).at("pacsnode_outbox_objects{destination=pacs,state=sent}") == 2.0; }, 30s));
+  BOOST_TEST(metrics(hp).at("pacsnode_deliveries_total{destination=pacs,outcome=sent}") == 2.0);
 
   // Analyse again: a new generation, every series again although its instances did not change.
   BOOST_TEST(http(hp, "GET", "/api/v1/studies/" + id + "/reanalyse").status == 405);

@@ -119,6 +119,55 @@ BOOST_FIXTURE_TEST_CASE(metrics_text_has_help_type_and_every_reason, Fixture) {
   }
 }
 
+BOOST_FIXTURE_TEST_CASE(metrics_durations_failures_deliveries_refusals_and_retention, Fixture) {
+  scp::NodeMetrics nm;
+  nm.job_seconds.observe(3.0);
+  nm.job_seconds.observe(45.0);
+  nm.stage_seconds.observe("segment", 0.2);
+  nm.stage_seconds.observe("decode", 0.5);
+  nm.worker_failures.add({"crashed", "SIGSEGV"});
+  nm.worker_failures.add({"memory limit", ""});
+  nm.deliveries.add({"pacs", "sent"}, 2);
+  nm.deliveries.add({"pacs", "dead"});
+  scp::RetentionStats rs;
+  rs.runs = 4;
+  rs.deleted[0].items = 3;
+  rs.deleted[0].bytes = 1000;
+  status.refusals = {{"malformed", 2}, {"too_large", 0}};
+  const scp::HttpApi with(kToken, scp::HttpSources{&index, dir, &live, [this] { return status; },
+                                                   [] { return std::string("{}\n"); }, [this] { return health; },
+                                                   [] { return std::uint64_t{0}; }, {}, {}, &nm, [&rs] { return rs; }});
+  const std::string m = with.metrics();
+  for (const char* expected : {
+           "# TYPE pacsnode_job_duration_seconds histogram\n",
+           "pacsnode_job_duration_seconds_bucket{le=\"2\"} 0\n",
+           "pacsnode_job_duration_seconds_bucket{le=\"5\"} 1\n",
+           "pacsnode_job_duration_seconds_bucket{le=\"60\"} 2\n",
+           "pacsnode_job_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+           "pacsnode_job_duration_seconds_sum 48\n",
+           "pacsnode_job_duration_seconds_count 2\n",
+           "pacsnode_stage_duration_seconds_bucket{stage=\"segment\",le=\"0.1\"} 0\n",
+           "pacsnode_stage_duration_seconds_bucket{stage=\"segment\",le=\"0.25\"} 1\n",
+           "pacsnode_stage_duration_seconds_count{stage=\"decode\"} 1\n",
+           "pacsnode_worker_failures_total{outcome=\"crashed\",signal=\"SIGSEGV\"} 1\n",
+           "pacsnode_worker_failures_total{outcome=\"memory limit\",signal=\"\"} 1\n",
+           "pacsnode_deliveries_total{destination=\"pacs\",outcome=\"sent\"} 2\n",
+           "pacsnode_deliveries_total{destination=\"pacs\",outcome=\"dead\"} 1\n",
+           "pacsnode_instances_refused_total{reason=\"malformed\"} 2\n",
+           "pacsnode_instances_refused_total{reason=\"too_large\"} 0\n",
+           "pacsnode_retention_deleted_total{area=\"incoming\"} 3\n",
+           "pacsnode_retention_deleted_total{area=\"quarantine\"} 0\n",
+           "pacsnode_retention_deleted_bytes_total{area=\"incoming\"} 1000\n",
+           "pacsnode_retention_runs_total 4\n"})
+    BOOST_TEST(m.find(expected) != std::string::npos, expected);
+  std::istringstream in(m);
+  std::string line, family;
+  while (std::getline(in, line)) {
+    if (line.rfind("# TYPE ", 0) == 0) family = line.substr(7, line.find(' ', 7) - 7);
+    else if (line.rfind("#", 0) != 0) BOOST_TEST(line.rfind(family, 0) == 0u, line);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(study_page_survives_any_features_json) {
   scp::http_page::StudyDetail d;
   d.id = "s-0123456789ab";
