@@ -1,5 +1,7 @@
 #include "analysis/cli.h"
 
+#include <sys/ioctl.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -30,6 +32,7 @@
 #include "config/config.h"
 #include "dicom/log.h"
 #include "dicom/seg_reader.h"
+#include "analysis/analyze_report.h"
 
 namespace fs = std::filesystem;
 
@@ -39,7 +42,7 @@ namespace {
 struct AnalyzeOptions {
   fs::path input, out;
   std::string profile;
-  bool no_dicom = false, keep_empty_frames = false;
+  bool no_dicom = false, keep_empty_frames = false, quiet = false;
   fs::path config;  // empty: the embedded default
 };
 
@@ -96,16 +99,23 @@ int analyze(const AnalyzeOptions& o) {
   const WorkerLimits limits{static_cast<std::uint64_t>(cfg.analysis.worker_memory_mb), cfg.analysis.worker_cpu_seconds,
                             cfg.analysis.worker_timeout_seconds};
   const fs::path self = self_executable();
+  // The next series' worker starts (loads its libraries) while this one works; none after the last.
+  WorkerSpare spare(cfg.analysis.prestart_worker);
 
   // One series at a time, each decoded and analysed in a worker process: a decoder that crashes on
   // a broken file costs that series, not the run.
   const std::vector<fs::path> files = fs::is_directory(input) ? files_below(input) : std::vector<fs::path>{input};
   const auto batches = series_batches(files);
+  winsize ws{};
+  const int width = ::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+  AnalyzeProgress progress(tty && !o.quiet, batches.size(), files.size(), stderr, width);
   std::vector<dicom::Rejected> rejected;
   std::vector<SeriesSummary> done;
   int analysed = 0, failed = 0, unmatched = 0;
   std::size_t decoded = 0;
   for (std::size_t bi = 0; bi < batches.size(); ++bi) {
+    if (bi + 1 == batches.size()) spare.set_enabled(false);
+    progress.begin_series(batches[bi].front().parent_path().filename().string(), batches[bi].size());
     worker::Job job;
     job.files = batches[bi];
     job.config_toml = cfg.source_text;
@@ -117,15 +127,15 @@ int analyze(const AnalyzeOptions& o) {
     std::optional<std::pair<std::string, std::string>> in_flight;  // key, profile of the volume being analysed
     WorkerExit exit;
     for (int attempt = 1; attempt <= 2; ++attempt) {
-      exit = run_worker(self, worker::to_json(job), limits, [&](const nlohmann::json& e) {
+      exit = run_worker(spare.take(self, limits, {}), worker::to_json(job), limits, [&](const nlohmann::json& e) {
         const std::string kind = e.value("event", "");
         if (kind == "rejected") {
           const auto r = rejected_from_json(e);
-          std::fprintf(stderr, "skipped %s: %s%s\n", r.path.c_str(), r.reason.c_str(),
-                       r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()).c_str() : "");
+          progress.line(fmt::format("skipped {}: {}{}", r.path, r.reason,
+                                    r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()) : std::string()));
           if (attempt == 1) rejected.push_back(r);
         } else if (kind == "note") {
-          if (attempt == 1) std::fprintf(stderr, "note: %s\n", e.value("text", "").c_str());
+          if (attempt == 1) progress.line("note: " + e.value("text", ""));
         } else if (kind == "volume") {
           in_flight = std::make_pair(e.value("key", ""), e.value("profile", ""));
         } else if (kind == "series") {
@@ -135,14 +145,11 @@ int analyze(const AnalyzeOptions& o) {
           if (s.error.empty()) ++analysed;
           else {
             ++failed;
-            std::fprintf(stderr, "series %s failed: %s\n", s.key.c_str(), s.error.c_str());
+            progress.line(fmt::format("series {} failed: {}", s.key, s.error));
           }
           for (const auto& n : s.notes)
-            if (n.rfind("no SEG/SR", 0) == 0) std::fprintf(stderr, "series %s: %s\n", s.key.c_str(), n.c_str());
-          if (tty)
-            std::fprintf(stderr, "[%zu/%zu] %s %s %dx%dx%d %s: %zu segments%s (%s)\n", bi + 1, batches.size(),
-                         s.key.c_str(), s.info.modality.c_str(), s.depth, s.rows, s.cols, s.profile.c_str(),
-                         s.segments.size(), s.error.empty() ? "" : " FAILED", join_timings(s.timings).c_str());
+            if (n.rfind("no SEG/SR", 0) == 0) progress.line(fmt::format("series {}: {}", s.key, n));
+          pacsnode::component_logger("pipeline")->debug("series {}: {}", s.key, join_timings(s.timings));
           done.push_back(std::move(s));
         } else if (kind == "done") {
           unmatched += e.value("unmatched", 0);
@@ -150,11 +157,14 @@ int analyze(const AnalyzeOptions& o) {
         }
       });
       if (exit.ok() || !exit.retryable()) break;
-      std::fprintf(stderr, "%s: analysis %s (%s)%s\n", job.files.front().c_str(), std::string(to_string(exit.kind)).c_str(),
-                   exit.reason.c_str(), attempt == 1 ? "; trying once more" : "");
+      progress.line(fmt::format("{}: analysis {} ({}){}", job.files.front().string(), to_string(exit.kind), exit.reason,
+                                attempt == 1 ? "; trying once more" : ""));
       if (attempt == 1) in_flight.reset();
     }
-    if (exit.ok()) continue;
+    if (exit.ok()) {
+      progress.end_series();
+      continue;
+    }
     // What the worker could not finish: the volume it was on fails with the reason; if it had not
     // got that far, the batch's files are listed as rejected.
     const std::string why = fmt::format("analysis {}: {}", to_string(exit.kind), exit.reason);
@@ -164,19 +174,21 @@ int analyze(const AnalyzeOptions& o) {
       s.profile = in_flight->second;
       s.error = why;
       ++failed;
-      std::fprintf(stderr, "series %s failed: %s\n", s.key.c_str(), why.c_str());
+      progress.line(fmt::format("series {} failed: {}", s.key, why));
       done.push_back(std::move(s));
     } else if (job.skip_keys.empty()) {
       dicom::Rejected r{job.files.front().string(), why, {}};
       for (const auto& f : job.files) r.files.push_back(f.string());
-      std::fprintf(stderr, "skipped %s: %s%s\n", r.path.c_str(), why.c_str(),
-                   r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()).c_str() : "");
+      progress.line(fmt::format("skipped {}: {}{}", r.path, why,
+                                r.files.size() > 1 ? fmt::format(" ({} files)", r.files.size()) : std::string()));
       rejected.push_back(std::move(r));
     }
+    progress.end_series();
   }
-
+  progress.finish();
   write_text_file(out / "features.json", features_json(done, rejected));
   write_text_file(out / "features.csv", features_csv(done));
+  if (tty && !o.quiet) std::fputs(summary_table(done, out, rejected.size(), write_dicom).c_str(), stderr);
   if (analysed == 0) {
     std::fprintf(stderr,
                  "pacsnode analyze: no series analysed in %s (%zu volumes decoded, %d failed, %d without a "
@@ -425,12 +437,14 @@ cli::Action setup_analyze(CLI::App& app) {
       ->type_name("NAME");
   app.add_flag("--no-dicom", o->no_dicom, "do not write SEG and SR");
   app.add_flag("--keep-empty-frames", o->keep_empty_frames, "write every SEG frame, also those whose mask is empty");
+  app.add_flag("-q,--quiet", o->quiet, "no progress line and no summary table (errors and skipped inputs only)");
   app.add_option("--config", o->config,
                  "the node's config file: profiles, worker limits and input limits ([limits], storage.max_instance_mb; a "
                  "file beyond them, or malformed, is listed as skipped with the reason); default: the embedded config")
       ->type_name("FILE");
   app.footer("Every series is decoded and analysed in a `pacsnode worker` child process; files that cannot be used\n"
-             "are listed on stderr with the reason. Exit 0 when at least one series was analysed.");
+             "are listed on stderr with the reason. On a terminal a progress line and, at the end, a table of the\n"
+             "series are shown too. Exit 0 when at least one series was analysed.");
   return offline(o, analyze);
 }
 
