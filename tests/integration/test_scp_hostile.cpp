@@ -20,7 +20,7 @@ struct Fixture {
 };
 
 const fs::path& good_instance() {
-  static const fs::path p = shared_data("dcmqi/data/segmentations/ct-3slice/01.dcm");
+  static const fs::path p = test_data("dcmqi/data/segmentations/ct-3slice/01.dcm");
   return p;
 }
 

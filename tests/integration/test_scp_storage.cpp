@@ -57,7 +57,7 @@ BOOST_FIXTURE_TEST_CASE(calling_ae_allow_list, Fixture) {
   BOOST_TEST(denied.exit_code != 0);
   BOOST_TEST(denied.output.find("Rejected Permanent") != std::string::npos, denied.output);
   BOOST_TEST(denied.output.find("Calling AE Title Not Recognized") != std::string::npos, denied.output);
-  const auto store = d.store({(shared_data("dcmqi/data/segmentations/ct-3slice/01.dcm")).string()}, "INTRUDER");
+  const auto store = d.store({(test_data("dcmqi/data/segmentations/ct-3slice/01.dcm")).string()}, "INTRUDER");
   BOOST_TEST(store.exit_code != 0);
   BOOST_TEST(stored_files(d.incoming()).empty());
   BOOST_TEST(d.stop() == 0);
@@ -65,7 +65,7 @@ BOOST_FIXTURE_TEST_CASE(calling_ae_allow_list, Fixture) {
 }
 
 BOOST_FIXTURE_TEST_CASE(every_transfer_syntax_sample_is_accepted_as_received, Fixture) {
-  // One file of every transfer syntax in ../shared/data that storescu can propose.
+  // One file of every transfer syntax in tests/data that storescu can propose.
   const std::vector<std::string> samples{
       "dcm_qa_ts/In/1.dcm", "dcm_qa_ts/In/2.dcm", "dcm_qa_ts/In/3.dcm", "dcm_qa_ts/In/4.dcm", "dcm_qa_ts/In/5.dcm",
       "dcm_qa_ts/In/7.dcm", "dcm_qa_ts/In/9.dcm", "pydicom/test_files/image_dfl.dcm",
@@ -82,7 +82,7 @@ BOOST_FIXTURE_TEST_CASE(every_transfer_syntax_sample_is_accepted_as_received, Fi
     // A copy; samples stripped of their Study Instance UID get one (pixels and syntax untouched),
     // since an instance without it cannot be filed (that refusal is tested below).
     const auto f = dir / "ts" / (std::to_string(n++) + ".dcm");
-    fs::copy_file(shared_data(rel), f);
+    fs::copy_file(test_data(rel), f);
     for (const std::string tag : {"0020,000d", "0020,000e"})
       if (run({"dcmdump", "-s", "+P", tag, f.string()}).output.find("(" + tag + ")") == std::string::npos)
         BOOST_TEST_REQUIRE(run({"dcmodify", "-nb", "-i", "(" + tag + ")=1.2.826.0.1.3680043.10.543." + std::to_string(n),
@@ -113,7 +113,7 @@ BOOST_FIXTURE_TEST_CASE(garbage_and_truncated_data_sets_get_failure_and_the_node
   const auto garbage = run({python(), raw, "127.0.0.1", port, "PACSNODE", "--garbage", "20000"});
   BOOST_TEST(garbage.exit_code == 0, garbage.output);
   BOOST_TEST(garbage.output.find("status 0xc000") != std::string::npos, garbage.output);
-  const auto src = shared_data("dcmqi/data/segmentations/ct-3slice/01.dcm").string();
+  const auto src = test_data("dcmqi/data/segmentations/ct-3slice/01.dcm").string();
   const auto truncated = run({python(), raw, "127.0.0.1", port, "PACSNODE", "--truncate", src, "0.6"});
   BOOST_TEST(truncated.output.find("status 0xc000") != std::string::npos, truncated.output);
   // A data set without Study Instance UID cannot be filed: also "cannot understand".
@@ -138,7 +138,7 @@ BOOST_FIXTURE_TEST_CASE(below_the_free_space_reserve_stores_are_refused_before_r
   opt.min_free_mb = 1ull << 29;  // 512 TiB: more than any disk here has
   Daemon d(dir, opt);
   d.start();
-  const auto r = d.store({shared_data("dcmqi/data/segmentations/ct-3slice/01.dcm").string()});
+  const auto r = d.store({test_data("dcmqi/data/segmentations/ct-3slice/01.dcm").string()});
   BOOST_TEST(r.output.find("Refused: OutOfResources") != std::string::npos, r.output);
   BOOST_TEST(stored_files(d.incoming()).empty());
   BOOST_TEST(d.stop() == 0);

@@ -45,7 +45,7 @@ using dicom::SendOutcome;
 
 namespace {
 
-fs::path data(const std::string& rel) { return shared_data(rel); }
+fs::path data(const std::string& rel) { return test_data(rel); }
 
 std::vector<fs::path> ct3() {
   return {data("dcmqi/data/segmentations/ct-3slice/01.dcm"), data("dcmqi/data/segmentations/ct-3slice/02.dcm"),

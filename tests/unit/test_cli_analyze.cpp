@@ -52,7 +52,7 @@ BOOST_AUTO_TEST_CASE(analyze_mixed_folder) {
                                    testsupport::phantom_script().string(),
                                    (in / "deep" / "er").string(), "--slices", "24", "--size", "96"});
   BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
-  fs::copy_file(testsupport::shared_data("highdicom/data/test_files/dx_image.dcm"), in / "dx.dcm");
+  fs::copy_file(testsupport::test_data("highdicom/data/test_files/dx_image.dcm"), in / "dx.dcm");
   std::ofstream(in / "junk.dcm") << "this is not a DICOM file\n";
 
   const auto [rc, err] = capture_stderr([&] { return analysis::analyze_main({in.string(), "--out", out.string()}); });
@@ -124,7 +124,7 @@ BOOST_AUTO_TEST_CASE(forced_profile_applies_to_every_series) {
   TempDir tmp;
   const fs::path out = tmp.path / "out";
   const auto [rc, err] = capture_stderr([&] {
-    return analysis::analyze_main({testsupport::shared_data("highdicom/data/test_files/dx_image.dcm").string(), "--out",
+    return analysis::analyze_main({testsupport::test_data("highdicom/data/test_files/dx_image.dcm").string(), "--out",
                                    out.string(), "--profile", "generic", "--no-dicom"});
   });
   BOOST_TEST(rc == 0, err);

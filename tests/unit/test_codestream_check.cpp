@@ -15,8 +15,8 @@
 #include "support/temp_dir.h"
 
 // The checks of encapsulated frame headers that run before DCMTK, GDCM or OpenJPEG see them
-// (issue 9): synthetic streams for each rule, then real files of fuzz/corpus/ (copied from
-// ../shared/data, provenance in fuzz/corpus/MANIFEST.md) decoded as they are and with one header
+// (issue 9): synthetic streams for each rule, then real files of fuzz/corpus/ (real public files,
+// provenance in fuzz/corpus/MANIFEST.md) decoded as they are and with one header
 // field changed.
 
 using dicom::Codec;

@@ -12,9 +12,11 @@
 #include "dicom/series_loader.h"
 #include "support/paths.h"
 
-// The loader over every file of ../shared/data (real DICOM from many tools, malformed ones
-// included): nothing crashes, every file ends up in a volume or with a reason, and every volume
-// is self-consistent.
+// The loader over every file of tests/data (real DICOM from many tools, malformed ones included,
+// beside licences, NIfTI and CSV files): nothing crashes, every file ends up in a volume or with a
+// reason, and every volume is self-consistent. tests/data holds what the other tests read, parts
+// of the big real series, and every small file (<= 64 KiB) of the DICOM-tool sources
+// (tests/data/README.md).
 
 namespace fs = std::filesystem;
 
@@ -22,7 +24,7 @@ namespace {
 
 std::vector<fs::path> all_files() {
   std::vector<fs::path> out;
-  for (const auto& e : fs::recursive_directory_iterator(testsupport::shared_data()))
+  for (const auto& e : fs::recursive_directory_iterator(testsupport::test_data()))
     if (e.is_regular_file()) out.push_back(e.path());
   std::sort(out.begin(), out.end());
   return out;
@@ -69,8 +71,8 @@ void check_volume(const dicom::Volume& v) {
 
 BOOST_AUTO_TEST_CASE(whole_folder_loads_without_crash_and_accounts_for_every_file) {
   const auto files = all_files();
-  BOOST_REQUIRE(files.size() > 500);
-  const auto r = dicom::load_folder(testsupport::shared_data());
+  BOOST_REQUIRE(files.size() > 400);  // 483 files in tests/data
+  const auto r = dicom::load_folder(testsupport::test_data());
   std::set<std::string> seen;
   for (const auto& v : r.volumes) {
     check_volume(v);
@@ -82,13 +84,17 @@ BOOST_AUTO_TEST_CASE(whole_folder_loads_without_crash_and_accounts_for_every_fil
     for (const auto& f : j.files) seen.insert(fs::path(f).lexically_normal().string());
   }
   for (const auto& f : files) BOOST_TEST(seen.count(f.lexically_normal().string()) == 1u, f);
-  // The real series of the data set are among the volumes.
+  // The real series of the data set are among the volumes, each in one piece (counts of files per
+  // series from pydicom): the CRLM CT part (18 slices), the ADC map part and the STS_001 MR part
+  // (8 each; the DCE part is 3 phases of 4), the STS_001 PET (all 59).
   std::map<std::string, int> depth_by_modality;
   for (const auto& v : r.volumes) depth_by_modality[v.info.modality] = std::max(depth_by_modality[v.info.modality], v.depth());
-  BOOST_TEST(depth_by_modality["CT"] >= 41);
-  BOOST_TEST(depth_by_modality["MR"] >= 60);
+  BOOST_TEST(depth_by_modality["CT"] >= 18);
+  BOOST_TEST(depth_by_modality["MR"] >= 8);
   BOOST_TEST(depth_by_modality["PT"] >= 59);
-  BOOST_TEST(r.volumes.size() > 50u);
+  // pydicom finds 50 series of decodable greyscale images in tests/data (distinct SOP instances, SEG
+  // aside); in the whole shared set it found 68, where this bound was 50: the same proportion.
+  BOOST_TEST(r.volumes.size() > 36u);
 }
 
 BOOST_AUTO_TEST_CASE(every_file_alone_gives_a_volume_or_a_reason) {
@@ -121,8 +127,8 @@ BOOST_AUTO_TEST_CASE(parallel_load_gives_the_sequential_result) {
     work();
     for (auto& t : pool) t.join();
   };
-  const auto seq = dicom::load_folder(testsupport::shared_data());
-  const auto par = dicom::load_folder(testsupport::shared_data(), four_threads);
+  const auto seq = dicom::load_folder(testsupport::test_data());
+  const auto par = dicom::load_folder(testsupport::test_data(), four_threads);
   BOOST_REQUIRE_EQUAL(par.volumes.size(), seq.volumes.size());
   for (std::size_t i = 0; i < seq.volumes.size(); ++i) {
     const auto& a = seq.volumes[i];

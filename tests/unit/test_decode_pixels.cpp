@@ -104,7 +104,7 @@ bool same_voxels(const dicom::Volume& a, const dicom::Volume& b) {
   return true;
 }
 
-fs::path data(const std::string& rel) { return testsupport::shared_data(rel); }
+fs::path data(const std::string& rel) { return testsupport::test_data(rel); }
 
 }  // namespace
 

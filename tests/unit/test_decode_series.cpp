@@ -19,9 +19,18 @@
 
 namespace fs = std::filesystem;
 
+// The real series in tests/data are the parts of the public series kept there (tests/data/README.md):
+// CRLM-CT-1004 slices 1-01..1-18 of 41 (the top of the series, the whole lung part), the ADC map
+// slices 1-15..1-22 of 36, the DCE series at 4 of its 60 positions in all 3 phases (12 of 180 files).
+// Each subset is contiguous along the normal, so each is one stack, as the whole series is.
+constexpr int kCtSlices = 18;
+constexpr int kAdcSlices = 8;
+constexpr int kDcePositions = 4;
+constexpr std::size_t kDceFiles = 3 * kDcePositions;
+
 namespace {
 
-fs::path data(const std::string& rel) { return testsupport::shared_data(rel); }
+fs::path data(const std::string& rel) { return testsupport::test_data(rel); }
 
 std::vector<fs::path> files_in(const fs::path& dir) {
   std::vector<fs::path> out;
@@ -92,7 +101,7 @@ BOOST_AUTO_TEST_CASE(ct_series_geometry_matches_reference_and_shares_one_allocat
   BOOST_REQUIRE_EQUAL(r.volumes.size(), 1u);
   BOOST_TEST(r.rejected.empty());
   const auto& v = r.volumes.front();
-  BOOST_TEST(v.depth() == 41);
+  BOOST_TEST(v.depth() == kCtSlices);
   BOOST_TEST(v.rows() == 512);
   BOOST_TEST(v.cols() == 512);
   const auto ref = python_stack(files);
@@ -129,19 +138,19 @@ BOOST_AUTO_TEST_CASE(series_info_and_sources_are_filled) {
   const auto mr = dicom::load_files(files_in(data("mirp/adc_images_mr/SCAN_001/adc_image")));
   BOOST_REQUIRE_EQUAL(mr.volumes.size(), 1u);
   BOOST_TEST(mr.volumes[0].info.units == "US");
-  BOOST_TEST(mr.volumes[0].depth() == 36);
+  BOOST_TEST(mr.volumes[0].depth() == kAdcSlices);
 }
 
 BOOST_AUTO_TEST_CASE(dce_phases_become_three_volumes) {
   const auto files = files_in(data("mirp/dce_images_mr/UCSF-BR-06/image_dce_3dfgre_orig"));
-  BOOST_REQUIRE_EQUAL(files.size(), 180u);
+  BOOST_REQUIRE_EQUAL(files.size(), kDceFiles);
   const auto r = dicom::load_files(files);
   BOOST_TEST(r.rejected.empty());
   BOOST_REQUIRE_EQUAL(r.volumes.size(), 3u);
   std::set<std::string> all;
   double last_instance = 0;
   for (const auto& v : r.volumes) {
-    BOOST_TEST(v.depth() == 60);
+    BOOST_TEST(v.depth() == kDcePositions);
     // Each phase is a proper stack: the reference sorts its files the same way, same spacing.
     std::vector<fs::path> phase_files(v.sources.size());
     std::transform(v.sources.begin(), v.sources.end(), phase_files.begin(), [](const auto& s) { return s.path; });
@@ -159,17 +168,19 @@ BOOST_AUTO_TEST_CASE(dce_phases_become_three_volumes) {
     BOOST_TEST(lo > last_instance);
     last_instance = hi;
   }
-  BOOST_TEST(all.size() == 180u);
+  BOOST_TEST(all.size() == kDceFiles);
   BOOST_TEST(contains(r.notes.at(0), "3 temporal phases"));
 }
 
 BOOST_AUTO_TEST_CASE(missing_slice_splits_the_series) {
   auto files = python_stack(files_in(data("mirp/ct_images_seg/CRLM-CT-1004/image"))).order;
-  files.erase(files.begin() + 20);  // the 21st slice along the normal
+  BOOST_REQUIRE_EQUAL(files.size(), static_cast<std::size_t>(kCtSlices));
+  const int gap = kCtSlices / 2;  // an inner slice along the normal
+  files.erase(files.begin() + gap);
   const auto r = dicom::load_files(std::vector<fs::path>(files.begin(), files.end()));
   BOOST_REQUIRE_EQUAL(r.volumes.size(), 2u);
-  BOOST_TEST(r.volumes[0].depth() == 20);
-  BOOST_TEST(r.volumes[1].depth() == 20);
+  BOOST_TEST(r.volumes[0].depth() == gap);
+  BOOST_TEST(r.volumes[1].depth() == kCtSlices - 1 - gap);
   BOOST_TEST(r.volumes[0].geom.spacing_slice == 5.0, boost::test_tools::tolerance(1e-6));
   BOOST_REQUIRE_EQUAL(r.notes.size(), 1u);
   BOOST_TEST(contains(r.notes[0], "gap of 1 missing slice"));
@@ -339,7 +350,7 @@ BOOST_AUTO_TEST_CASE(concurrent_loads_agree) {
   for (auto& t : threads) t.join();
   for (const auto& r : results) {
     BOOST_REQUIRE_EQUAL(r.volumes.size(), results[0].volumes.size());
-    BOOST_TEST(r.volumes.size() == 3u);  // CT, MR, PET; the RTSTRUCTs rejected
+    BOOST_TEST(r.volumes.size() == 3u);  // CT, MR, PET; the RTSTRUCT (CT/mask/RS.dcm) rejected
     for (std::size_t i = 0; i < r.volumes.size(); ++i) {
       BOOST_REQUIRE_EQUAL(r.volumes[i].depth(), results[0].volumes[i].depth());
       for (int z = 0; z < r.volumes[i].depth(); ++z)

@@ -91,10 +91,10 @@ struct Phantom {
   analysis::Spacing spacing;
   std::map<std::string, Reference> ref;
   Phantom() {
-    const auto dir = testsupport::shared_data("ibsi-data_sets/ibsi_1_digital_phantom/nifti");
+    const auto dir = testsupport::test_data("ibsi-data_sets/ibsi_1_digital_phantom/nifti");
     image = k::read_nifti(dir / "image/phantom.nii.gz");
     mask = k::read_nifti_mask(dir / "mask/mask.nii.gz", &spacing);
-    ref = read_mirp_csv(testsupport::shared_data("mirp/ibsi_1_reference_values/ibsi_1_dig_phantom.csv"));
+    ref = read_mirp_csv(testsupport::test_data("mirp/ibsi_1_reference_values/ibsi_1_dig_phantom.csv"));
   }
   void check(const std::string& tag, double x) const {
     const auto it = ref.find(tag);
@@ -125,7 +125,7 @@ BOOST_AUTO_TEST_CASE(phantom_geometry_is_as_published) {
 
 BOOST_AUTO_TEST_CASE(reference_tables_agree) {
   const auto zrad = read_zrad_csv(
-      testsupport::shared_data("z-rad/tests/data/ibsi_1_reference_values_digital_phantom.csv"));
+      testsupport::test_data("z-rad/tests/data/ibsi_1_reference_values_digital_phantom.csv"));
   int compared = 0;
   for (const auto& [tag, r] : ref) {
     const auto it = zrad.find(tag);

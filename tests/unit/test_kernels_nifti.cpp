@@ -148,7 +148,7 @@ BOOST_AUTO_TEST_CASE(gunzip_stops_at_its_output_limit) {
 }
 
 BOOST_AUTO_TEST_CASE(reads_ibsi_phantom) {
-  const auto img = k::read_nifti(testsupport::shared_data("ibsi-data_sets/ibsi_1_digital_phantom/nifti/image/phantom.nii.gz"));
+  const auto img = k::read_nifti(testsupport::test_data("ibsi-data_sets/ibsi_1_digital_phantom/nifti/image/phantom.nii.gz"));
   BOOST_TEST_REQUIRE(img.slices.size() == 4u);
   BOOST_TEST(img.datatype == 4);
   // First row of slice 0 as stored (i fastest): 1 4 4 1 1; the masked-out 9 sits in slice 2.

@@ -446,7 +446,7 @@ BOOST_AUTO_TEST_CASE(synthetic_ct_key_images_are_valid_sc) {
 }
 
 BOOST_AUTO_TEST_CASE(real_ct_3slice_key_images_are_valid_sc) {
-  const auto dir = testsupport::shared_data("dcmqi/data/segmentations/ct-3slice");
+  const auto dir = testsupport::test_data("dcmqi/data/segmentations/ct-3slice");
   BOOST_TEST_REQUIRE(fs::is_directory(dir), "missing " << dir);
   const auto files = testsupport::dicom_files(dir);
   const dicom::Volume v = read_volume(files);

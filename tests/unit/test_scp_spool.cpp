@@ -105,7 +105,7 @@ BOOST_FIXTURE_TEST_CASE(missing_study_uid_is_bad_data, TempSpool) {
 BOOST_FIXTURE_TEST_CASE(truncated_file_is_refused, TempSpool) {
   Spool spool(dir);
   const auto tmp = spool.temp_path();
-  const auto src = testsupport::shared_data("dcmqi/data/segmentations/ct-3slice/01.dcm");
+  const auto src = testsupport::test_data("dcmqi/data/segmentations/ct-3slice/01.dcm");
   BOOST_TEST_REQUIRE(fs::exists(src));
   fs::copy_file(src, tmp);
   fs::resize_file(tmp, fs::file_size(tmp) / 2);

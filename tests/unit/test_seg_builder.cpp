@@ -328,7 +328,7 @@ BOOST_AUTO_TEST_CASE(all_empty_still_writes_one_frame) {
 }
 
 BOOST_AUTO_TEST_CASE(dcmqi_single_frame_38x23) {
-  const auto src = testsupport::load_series(testsupport::dicom_files(testsupport::shared_data("dcmqi/data/segmentations/23x38x3/image")));
+  const auto src = testsupport::load_series(testsupport::dicom_files(testsupport::test_data("dcmqi/data/segmentations/23x38x3/image")));
   BOOST_TEST_REQUIRE(src.frames.size() == 3u);
   BOOST_TEST_REQUIRE(src.rows == 38);
   BOOST_TEST_REQUIRE(src.cols == 23);
@@ -346,7 +346,7 @@ BOOST_AUTO_TEST_CASE(dcmqi_single_frame_38x23) {
 }
 
 BOOST_AUTO_TEST_CASE(dcmqi_multiframe_source_references_frames) {
-  const auto src = testsupport::load_series({testsupport::shared_data("dcmqi/data/segmentations/23x38x3/multiframe/mf.dcm")});
+  const auto src = testsupport::load_series({testsupport::test_data("dcmqi/data/segmentations/23x38x3/multiframe/mf.dcm")});
   BOOST_TEST_REQUIRE(src.frames.size() == 3u);
   BOOST_TEST(src.frames[0].frame_number >= 1);
   auto spec = base_spec(src);
@@ -358,7 +358,7 @@ BOOST_AUTO_TEST_CASE(dcmqi_multiframe_source_references_frames) {
 }
 
 BOOST_AUTO_TEST_CASE(projection_image_without_frame_of_reference) {
-  const auto src = testsupport::load_series({testsupport::shared_data("highdicom/data/test_files/dx_image.dcm")});
+  const auto src = testsupport::load_series({testsupport::test_data("highdicom/data/test_files/dx_image.dcm")});
   BOOST_TEST_REQUIRE(!src.geom.has_frame_of_reference);
   auto spec = base_spec(src);
   spec.segments.push_back(segment("lung", "Lung"));

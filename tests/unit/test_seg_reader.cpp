@@ -211,28 +211,28 @@ Captured evaluate(const std::vector<std::string>& args) {
 BOOST_AUTO_TEST_SUITE(reference_files)
 
 BOOST_AUTO_TEST_CASE(dcmqi_liver_matches_pydicom) {
-  expect_matches_pydicom(testsupport::shared_data("dcmqi/data/segmentations/liver.dcm"));
-  const auto seg = dicom::read_seg(testsupport::shared_data("dcmqi/data/segmentations/liver.dcm"));
+  expect_matches_pydicom(testsupport::test_data("dcmqi/data/segmentations/liver.dcm"));
+  const auto seg = dicom::read_seg(testsupport::test_data("dcmqi/data/segmentations/liver.dcm"));
   BOOST_TEST(seg.segments.at(0).label == "Liver");
   BOOST_TEST(std::abs(seg.spacing_row - 0.810547) < 1e-6);
 }
 
 BOOST_AUTO_TEST_CASE(dcmqi_partial_overlaps_matches_pydicom) {
-  expect_matches_pydicom(testsupport::shared_data("dcmqi/data/segmentations/partial_overlaps.dcm"));
+  expect_matches_pydicom(testsupport::test_data("dcmqi/data/segmentations/partial_overlaps.dcm"));
 }
 
 BOOST_AUTO_TEST_CASE(highdicom_ct_binary_matches_pydicom) {
-  expect_matches_pydicom(testsupport::shared_data("highdicom/data/test_files/seg_image_ct_binary.dcm"));
+  expect_matches_pydicom(testsupport::test_data("highdicom/data/test_files/seg_image_ct_binary.dcm"));
 }
 
 BOOST_AUTO_TEST_CASE(highdicom_ct_true_fractional_matches_pydicom) {
-  const auto f = testsupport::shared_data("highdicom/data/test_files/seg_image_ct_true_fractional.dcm");
+  const auto f = testsupport::test_data("highdicom/data/test_files/seg_image_ct_true_fractional.dcm");
   expect_matches_pydicom(f);
   BOOST_TEST(dicom::read_seg(f).max_fractional_value == 255);
 }
 
 BOOST_AUTO_TEST_CASE(partial_overlaps_on_a_grid_and_segment_selection) {
-  const auto seg = dicom::read_seg(testsupport::shared_data("dcmqi/data/segmentations/partial_overlaps.dcm"));
+  const auto seg = dicom::read_seg(testsupport::test_data("dcmqi/data/segmentations/partial_overlaps.dcm"));
   const auto all = analysis::seg_masks_on_common_grid({{&seg, std::nullopt, "all"}});
   const auto three = analysis::seg_masks_on_common_grid({{&seg, 3, "three"}});
   BOOST_TEST(all.depth() == three.depth());
@@ -247,7 +247,7 @@ BOOST_AUTO_TEST_CASE(partial_overlaps_on_a_grid_and_segment_selection) {
 }
 
 BOOST_AUTO_TEST_CASE(non_seg_dicom_is_refused_with_a_reason) {
-  const auto ct = testsupport::shared_data("highdicom/data/test_files/ct_image.dcm");
+  const auto ct = testsupport::test_data("highdicom/data/test_files/ct_image.dcm");
   BOOST_TEST(dicom::has_dicom_preamble(ct));
   BOOST_CHECK_EXCEPTION(dicom::read_seg(ct), dicom::DicomError, [](const dicom::DicomError& e) {
     return std::string(e.what()).find("not a Segmentation Storage object") != std::string::npos;
@@ -343,7 +343,7 @@ BOOST_AUTO_TEST_CASE(fractional_is_thresholded_at_one_half) {
 }
 
 BOOST_AUTO_TEST_CASE(projection_image_maps_by_source_frame) {
-  const auto src = testsupport::load_series({testsupport::shared_data("highdicom/data/test_files/dx_image.dcm")});
+  const auto src = testsupport::load_series({testsupport::test_data("highdicom/data/test_files/dx_image.dcm")});
   BOOST_TEST_REQUIRE(!src.geom.has_frame_of_reference);
   std::vector<std::vector<cv::Mat>> masks(1, std::vector<cv::Mat>(1));
   masks[0][0] = cv::Mat(src.rows, src.cols, CV_8U, cv::Scalar(0));

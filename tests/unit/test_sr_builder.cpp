@@ -235,7 +235,7 @@ BOOST_AUTO_TEST_CASE(bad_specs_are_refused_with_a_reason) {
 
 BOOST_AUTO_TEST_CASE(report_over_real_dcmqi_series) {
   // Real source headers (dcmqi's 38 rows x 23 columns CT), one segment.
-  auto real = testsupport::load_series(testsupport::dicom_files(testsupport::shared_data("dcmqi/data/segmentations/23x38x3/image")));
+  auto real = testsupport::load_series(testsupport::dicom_files(testsupport::test_data("dcmqi/data/segmentations/23x38x3/image")));
   SegSpec s;
   s.source_file = real.first_file;
   s.geom = real.geom;
