@@ -19,6 +19,7 @@
 #include <dcmtk/dcmdata/dcdict.h>
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "analysis/kernels/key_image_render.h"
 #include "analysis/pipeline.h"
@@ -158,6 +159,11 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
         int instance = spec.first_instance_number;
         for (const auto& k : dicom::write_key_images(spec, job.out_dir))
           objects.push_back(object_json(k, "KEY", spec.series_number, instance++));
+        // The same images as PNG beside the preview, for the status page (a person, not a PACS).
+        if (!job.preview_dir.empty())
+          for (std::size_t i = 0; i < spec.images.size(); ++i)
+            if (!cv::imwrite((job.preview_dir / fmt::format("{}_key_{:02}.png", c.key, i + 1)).string(), spec.images[i]))
+              notes.push_back("a key image PNG could not be written");
       }
       events.emit({{"event", "objects"}, {"key", c.key}, {"profile", c.profile->name}, {"objects", objects}});
       seg_file = seg.path;

@@ -3,6 +3,7 @@
 # minus the quiet time, for a 300-slice 512x512 chest-like CT. Target: at most 2 s.
 #
 # Usage: bench/e2e.sh [BUILD_DIR] [SLICES] [SIZE]     (defaults: build 300 512)
+#        PRESTART=false bench/e2e.sh ...               without a worker started ahead (the reference)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}; slices=${2:-300}; size=${3:-512}
@@ -35,6 +36,8 @@ root = "$work/pn"
 min_free_mb = 0
 [study]
 quiet_seconds = $quiet
+[analysis]
+prestart_worker = ${PRESTART:-true}
 [[destination]]
 name = "pacs"
 ae_title = "ORTHANC"

@@ -2,6 +2,8 @@
 
 #include <ctime>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace scp::http_page {
@@ -251,10 +253,22 @@ HttpResponse study(const StudyDetail& d) {
   b += "</section>\n<section id=\"measurements\"><h2>Measurements</h2>\n";
   if (d.results_tag.empty()) b += "<p class=\"muted\">No results yet.</p>\n";
   else {
+    // <series>_key_NN.png are the key images (analysis.key_images), the rest previews.
+    const auto is_key = [](const std::string& p) { return p.find("_key_") != std::string::npos; };
     for (const auto& p : d.previews)
-      b += fmt::format("<figure><img class=\"preview\" src=\"/files/results/{0}/{1}\" alt=\"preview {1}\"><figcaption>{1}"
-                       "</figcaption></figure>\n",
-                       escape(d.results_tag), escape(p));
+      if (!is_key(p))
+        b += fmt::format("<figure><img class=\"preview\" src=\"/files/results/{0}/{1}\" alt=\"preview {1}\"><figcaption>{1}"
+                         "</figcaption></figure>\n",
+                         escape(d.results_tag), escape(p));
+    if (std::any_of(d.previews.begin(), d.previews.end(), is_key)) {
+      b += "<h3>Key images</h3>\n<div id=\"key-images\">\n";
+      for (const auto& p : d.previews)
+        if (is_key(p))
+          b += fmt::format("<figure><img class=\"key-image\" src=\"/files/results/{0}/{1}\" alt=\"key image {1}\">"
+                           "<figcaption>{1}</figcaption></figure>\n",
+                           escape(d.results_tag), escape(p));
+      b += "</div>\n";
+    }
     if (d.features.is_object() && d.features.contains("series") && d.features["series"].is_array()) {
       b += "<table id=\"segments\"><tr><th>series</th><th>profile</th><th>segment</th><th>values</th></tr>\n";
       for (const auto& s : d.features["series"]) {

@@ -149,6 +149,15 @@ BOOST_AUTO_TEST_CASE(key_images_option_adds_valid_secondary_captures) {
   std::size_t key_rows = 0;
   for (const auto& r : index.results()) key_rows += r.kind == "KEY";
   BOOST_TEST(key_rows == keys.size());
+  // The same images as PNG in results/, for the status page: one per key image object.
+  std::size_t pngs = 0;
+  for (const auto& f : files_in(d.root() / "results", ".png"))
+    if (f.filename().string().find("_key_") != std::string::npos) {
+      ++pngs;
+      const auto r = run({python(), "-c", "import sys; print(open(sys.argv[1],'rb').read(8) == b'\\x89PNG\\r\\n\\x1a\\n')", f.string()});
+      BOOST_TEST(r.output.find("True") != std::string::npos, f.string() << ": " << r.output);
+    }
+  BOOST_TEST(pngs == keys.size());
   fs::remove_all(dir);
 }
 

@@ -184,4 +184,15 @@ BOOST_AUTO_TEST_CASE(study_page_survives_any_features_json) {
   d.features = nlohmann::json::parse(R"({"series": [{"key": "k", "profile": "ct-chest", "segments": [{"label": 1, "name": "body", "features": {"volume_ml": 2.5}}]}]})");
   const auto r = scp::http_page::study(d);
   BOOST_TEST(r.body.find("volume_ml: 2.5") != std::string::npos, r.body);
+  BOOST_TEST(r.body.find("Key images") == std::string::npos);  // none written
+
+  // Key images (analysis.key_images) get their own section, after the previews.
+  d.previews = {"k_key_01.png", "k_key_02.png", "k_preview.png"};
+  const auto with_keys = scp::http_page::study(d).body;
+  const auto section = with_keys.find("<h3>Key images</h3>");
+  BOOST_TEST_REQUIRE(section != std::string::npos, with_keys);
+  BOOST_TEST(with_keys.find("class=\"preview\" src=\"/files/results/s-0123456789ab-g1/k_preview.png\"") < section);
+  BOOST_TEST(with_keys.find("class=\"key-image\" src=\"/files/results/s-0123456789ab-g1/k_key_01.png\"") > section);
+  BOOST_TEST(with_keys.find("class=\"key-image\" src=\"/files/results/s-0123456789ab-g1/k_key_02.png\"") > section);
+  BOOST_TEST(with_keys.find("class=\"preview\" src=\"/files/results/s-0123456789ab-g1/k_key_01.png\"") == std::string::npos);
 }
