@@ -416,16 +416,42 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
     if (body.is_discarded() || !body.is_object()) return error(400, "the body must be a JSON object");
     const bool retry = path == "/api/v1/outbox/retry";
     const std::set<std::string> allowed = retry ? std::set<std::string>{"ids", "destination", "state", "all"}
-                                                : std::set<std::string>{"state"};
+                                                : std::set<std::string>{"state", "destination", "orphaned"};
     for (const auto& [k, v] : body.items())
       if (!allowed.count(k)) return error(400, "unknown key: " + k.substr(0, 100));
     const auto configured = configured_destinations(src_.config);
     OutboxSelection sel;
-    if (!retry) {
-      const std::string state = body.value("state", Json("sent")).is_string() ? body.value("state", std::string("sent")) : "";
-      if (state != "sent" && state != "dead")
-        return error(400, "state: sent or dead (pending rows are purged with `pacsnode outbox purge --orphaned`)");
-      sel.states = std::vector<std::string>{state};
+    if (!retry) {  // as `pacsnode outbox purge`
+      if (body.contains("state") && (!body["state"].is_string() || (body["state"] != "sent" && body["state"] != "dead" &&
+                                                                    body["state"] != "pending")))
+        return error(400, "state: sent, dead or pending");
+      if (body.contains("destination") && (!body["destination"].is_string() || body["destination"].get<std::string>().empty()))
+        return error(400, "destination: a destination name");
+      if (body.contains("orphaned") && !body["orphaned"].is_boolean()) return error(400, "orphaned: true or false");
+      const bool orphaned = body.value("orphaned", false);
+      if (orphaned && body.contains("destination")) return error(400, "orphaned and destination exclude each other");
+      const std::string state = body.value("state", std::string());
+      const std::string destination = body.value("destination", std::string());
+      const bool unconfigured = !destination.empty() && std::find(configured.begin(), configured.end(), destination) ==
+                                                            configured.end();
+      if (orphaned || unconfigured) {
+        // Destinations the config no longer has: their rows are never sent, any state may go.
+        std::set<std::string> names;
+        if (unconfigured) names.insert(destination);
+        else
+          for (const auto& c : index.outbox_counts())
+            if (std::find(configured.begin(), configured.end(), c.destination) == configured.end()) names.insert(c.destination);
+        if (names.empty()) return json_response(200, Json{{"purged", 0}, {"destinations", Json::array()}});
+        sel.destinations = std::vector<std::string>(names.begin(), names.end());
+        if (!state.empty()) sel.states = std::vector<std::string>{state};
+        const int n = index.outbox_purge(sel);
+        return json_response(200, Json{{"purged", n}, {"destinations", names}});
+      }
+      if (state == "pending")
+        return error(400, "pending objects are purged only for destinations no longer configured (orphaned, or "
+                          "destination with such a name); for a configured destination they are still to be sent");
+      sel.states = std::vector<std::string>{state.empty() ? "sent" : state};
+      if (!destination.empty()) sel.destinations = std::vector<std::string>{destination};
       const int n = index.outbox_purge(sel);
       return json_response(200, Json{{"purged", n}});
     }

@@ -14,7 +14,8 @@
 //   GET  /api/v1/outbox           ?state=pending|sent|dead &destination=NAME
 //   POST /api/v1/outbox/retry     JSON {"ids":[..]} | {"destination":..} | {"state":..} | {"all":true};
 //                                 {} retries every dead row (as `pacsnode outbox retry`)
-//   POST /api/v1/outbox/purge     JSON {"state":"sent"|"dead"}; {} purges the sent rows
+//   POST /api/v1/outbox/purge     JSON {"state":"sent"|"dead", "destination":NAME} or {"orphaned":true,
+//                                 "state":..}; {} purges the sent rows (as `pacsnode outbox purge`)
 //   POST /api/v1/studies/{id}/reanalyse   a complete study analysed again as its next generation,
 //                                 every series (also unchanged ones); 409 while the study is open
 //   GET  /, /studies/{id}         the status page (HTML); /files/results/<hash>-g<n>/<name>.png previews

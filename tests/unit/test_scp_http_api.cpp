@@ -196,3 +196,78 @@ BOOST_AUTO_TEST_CASE(study_page_survives_any_features_json) {
   BOOST_TEST(with_keys.find("class=\"key-image\" src=\"/files/results/s-0123456789ab-g1/k_key_02.png\"") > section);
   BOOST_TEST(with_keys.find("class=\"preview\" src=\"/files/results/s-0123456789ab-g1/k_key_01.png\"") == std::string::npos);
 }
+
+// POST /api/v1/outbox/purge as `pacsnode outbox purge`: sent/dead rows of a configured destination,
+// every row of a destination no longer configured, never the pending rows of a configured one.
+BOOST_AUTO_TEST_CASE(outbox_purge_by_state_destination_and_orphaned) {
+  const auto dir = testsupport::make_temp_dir("http-api-purge");
+  scp::Index index(dir / "index.sqlite");
+  config::LiveConfig live(config::parse(R"(
+[[destination]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = 104
+)", "test"));
+  scp::StoredInstance in;
+  in.header.study_uid = "1.2";
+  in.header.series_uid = "1.2.3";
+  in.header.sop_instance_uid = "1.2.3.4";
+  in.header.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2";
+  in.path = dir / "x.dcm";
+  index.add_instance(in, 1000);
+  index.mark_complete("1.2", 1, 2000);
+  const auto job = index.jobs().at(0);
+  for (const char* uid : {"9.9.1", "9.9.2", "9.9.3"}) {
+    scp::ResultRow r{0, job.id, "1.2", 1, "SEG", "1.2.840.10008.5.1.4.1.1.66.4", uid, "9.9", "1.2.3", (dir / uid).string()};
+    r.id = index.add_result(r);
+    index.enqueue(r, {"pacs", "old"}, 5000);
+  }
+  auto rows = index.outbox();
+  // pacs: one sent, one dead, one pending; old (not configured): one sent, two pending.
+  std::vector<std::int64_t> pacs, old;
+  for (const auto& o : rows) (o.destination == "pacs" ? pacs : old).push_back(o.id);
+  BOOST_TEST_REQUIRE(pacs.size() == 3u);
+  index.mark_sent(pacs[0], 6000);
+  index.mark_dead(pacs[1], "refused", 6000);
+  index.mark_sent(old[0], 6000);
+
+  const scp::HttpApi api(kToken, scp::HttpSources{&index, dir, &live, [] { return scp::Status{}; },
+                                                  [] { return std::string("{}\n"); }, [] { return scp::Health{}; }, {}});
+  auto purge = [&](const std::string& body) {
+    HttpRequest r;
+    r.method = "POST";
+    r.target = "/api/v1/outbox/purge";
+    r.authorization = "Bearer " + kToken;
+    r.body = body;
+    return api.handle(r);
+  };
+  auto count = [&](const std::string& dest, const std::string& state) {
+    int n = 0;
+    for (const auto& o : index.outbox()) n += o.destination == dest && o.state == state;
+    return n;
+  };
+  BOOST_TEST(purge(R"({"state": "pending"})").status == 400);  // pending of a configured destination: never
+  BOOST_TEST(purge(R"({"state": "pending", "destination": "pacs"})").status == 400);
+  BOOST_TEST(purge(R"({"orphaned": true, "destination": "old"})").status == 400);
+  BOOST_TEST(purge(R"({"orphaned": "yes"})").status == 400);
+  BOOST_TEST(purge(R"({"nope": 1})").status == 400);
+
+  auto r = purge(R"({"state": "dead", "destination": "pacs"})");
+  BOOST_TEST(r.status == 200, r.body);
+  BOOST_TEST(nlohmann::json::parse(r.body).at("purged") == 1);
+  BOOST_TEST(count("pacs", "dead") == 0);
+  BOOST_TEST(count("pacs", "sent") == 1);
+
+  r = purge(R"({"orphaned": true, "state": "pending"})");
+  BOOST_TEST(nlohmann::json::parse(r.body).at("purged") == 2, r.body);
+  BOOST_TEST(nlohmann::json::parse(r.body).at("destinations") == nlohmann::json::array({"old"}));
+  BOOST_TEST(count("old", "pending") == 0);
+  BOOST_TEST(count("old", "sent") == 1);
+
+  r = purge("{}");  // every sent row, configured or not
+  BOOST_TEST(nlohmann::json::parse(r.body).at("purged") == 2, r.body);
+  BOOST_TEST(count("pacs", "pending") == 1);  // still to be sent
+  BOOST_TEST(index.outbox().size() == 1u);
+  fs::remove_all(dir);
+}
