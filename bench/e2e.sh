@@ -18,7 +18,7 @@ count() { curl -sf "http://127.0.0.1:$http/statistics" | /usr/bin/python3 -c 'im
 echo "making $slices CT slices of ${size}x${size} ..."
 /usr/bin/python3 "$here/../shared/tools/make_ct_phantom.py" "$work/ct" --slices "$slices" --size "$size" >/dev/null
 
-dicom=$(free_port); http=$(free_port); port=$(free_port)
+dicom=$(free_port); http=$(free_port); port=$(free_port); api=$(free_port)
 mkdir -p "$work/orthanc"
 cat > "$work/orthanc.json" <<JSON
 { "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
@@ -45,6 +45,10 @@ host = "127.0.0.1"
 port = $dicom
 [log]
 level = "info"
+[http]
+enabled = true
+port = $api
+token = "bench-token-0123456789"
 TOML
 "$build/scp/pacsnode" run --config "$work/pacsnode.toml" 2> "$work/pacsnode.log" &
 for _ in $(seq 200); do echoscu -aec PACSNODE 127.0.0.1 "$port" 2>/dev/null && break; sleep 0.05; done
@@ -59,3 +63,14 @@ latency=$(echo "$total - $quiet" | bc -l)
 printf '\nend to end, %s slices %sx%s: last ack -> SEG+SR in Orthanc %.2f s, minus quiet time %s s = %.2f s (target <= 2 s)\n' \
   "$slices" "$size" "$size" "$total" "$quiet" "$latency"
 grep -E "analysed in|sent in|ms .beside" "$work/pacsnode.log" | sed "s/^/  /"
+# What a Prometheus scrape sees afterwards (the families that moved; METRICS=all for every line).
+for _ in $(seq 100); do
+  curl -sf -H "Authorization: Bearer bench-token-0123456789" "http://127.0.0.1:$api/metrics" > "$work/metrics.txt" &&
+    grep -q 'pacsnode_deliveries_total{destination="pacs",outcome="sent"} 2' "$work/metrics.txt" && break
+  sleep 0.1
+done
+echo "metrics after the run:"
+if [ "${METRICS:-}" = all ]; then grep -v '^#' "$work/metrics.txt" | sed "s/^/  /"; else
+  grep -E '^pacsnode_(instances_stored_total|received_bytes_total|jobs\{|job_duration_seconds_(sum|count)|stage_duration_seconds_sum|deliveries_total|outbox_objects|worker_(crashes|failures)_total|instances_refused_total)' \
+    "$work/metrics.txt" | grep -v ' 0$' | sed "s/^/  /"
+fi
