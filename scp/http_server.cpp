@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "dicom/log.h"
 
@@ -63,9 +64,11 @@ class Session : public std::enable_shared_from_this<Session> {
       else if (ec.category() != bhttp::make_error_code(bhttp::error::bad_method).category()) return close();
       HttpResponse r;
       r.status = status;
-      r.body = fmt::format("{{\"error\": \"{}\"}}\n", status == 431 ? "request headers too large"
-                                                      : status == 413 ? "request body too large"
-                                                                      : "malformed request");
+      r.body = nlohmann::json{{"error", status == 431   ? "request headers too large"
+                                        : status == 413 ? "request body too large"
+                                                        : "malformed request"}}
+                   .dump() +
+               "\n";
       return respond(r, false, 11);
     }
     const auto& rq = parser_->get();
@@ -83,7 +86,7 @@ class Session : public std::enable_shared_from_this<Session> {
     } catch (const std::exception& e) {
       server_.log->error("http {} request failed: {}", in.method, e.what());
       out.status = 500;
-      out.body = "{\"error\": \"internal error (see the node's log)\"}\n";
+      out.body = nlohmann::json{{"error", "internal error (see the node's log)"}}.dump() + "\n";
     }
     server_.log->debug("http {} {} -> {}", in.method, in.target.substr(0, 200), out.status);
     if (in.method == "HEAD") out.body.clear();

@@ -17,6 +17,7 @@
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "dicom/log.h"
 #include "scp/study_assembler.h"
@@ -428,21 +429,22 @@ std::string summary(const RetentionReport& r, const RetentionPolicy& p) {
 }
 
 std::string to_json(const RetentionStats& s) {
-  std::string areas;
-  for (std::size_t a = 0; a < 4; ++a)
-    areas += fmt::format("{}\"{}\": {{\"items\": {}, \"files\": {}, \"bytes\": {}}}", a ? ", " : "", kAreaNames[a],
-                         s.deleted[a].items, s.deleted[a].files, s.deleted[a].bytes);
-  std::string error;
-  for (char c : s.last_error) {  // JSON string escaping of an error message
-    if (c == '"' || c == '\\') error += '\\', error += c;
-    else if (static_cast<unsigned char>(c) < 0x20) error += fmt::format("\\u{:04x}", c);
-    else error += c;
-  }
-  return fmt::format("{{\"runs\": {}, \"failed_runs\": {}, \"last_run_ms\": {}, \"last_run_seconds\": {:.3f}, "
-                     "\"use_percent\": {:.1f}, \"above_high_water\": {}, \"held_not_analysed\": {}, \"held_delivering\": {}, "
-                     "\"studies_forgotten\": {}, \"deleted\": {{{}}}, \"last_error\": \"{}\"}}",
-                     s.runs, s.failed_runs, s.last_run_ms, s.last_run_seconds, s.use_percent, s.above_high_water,
-                     s.held_not_analysed, s.held_delivering, s.studies_forgotten, areas, error);
+  nlohmann::ordered_json areas = nlohmann::ordered_json::object();
+  for (std::size_t a = 0; a < kAreaNames.size(); ++a)
+    areas[kAreaNames[a]] = {{"items", s.deleted[a].items}, {"files", s.deleted[a].files}, {"bytes", s.deleted[a].bytes}};
+  const nlohmann::ordered_json j{{"runs", s.runs},
+                                 {"failed_runs", s.failed_runs},
+                                 {"last_run_ms", s.last_run_ms},
+                                 {"last_run_seconds", std::round(s.last_run_seconds * 1000) / 1000},
+                                 {"use_percent", std::round(s.use_percent * 10) / 10},
+                                 {"above_high_water", s.above_high_water},
+                                 {"held_not_analysed", s.held_not_analysed},
+                                 {"held_delivering", s.held_delivering},
+                                 {"studies_forgotten", s.studies_forgotten},
+                                 {"deleted", areas},
+                                 {"last_error", s.last_error}};
+  // Invalid UTF-8 in an OS error text is replaced, not thrown.
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 Retention::Retention(asio::io_context& io, Index& index, fs::path root, RetentionPolicy policy, std::chrono::seconds interval)
