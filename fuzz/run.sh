@@ -79,7 +79,8 @@ segment() {
   status=$?
   set -e
   cat "$segment_log" >>"$log"
-  cpu_total=$(awk -v t="$cpu_total" '{printf "%.0f", t + $1 + $2}' "$work/cpu")
+  # time(1) writes "Command exited with non-zero status N" first when the status is not 0.
+  cpu_total=$(tail -n 1 "$work/cpu" | awk -v t="$cpu_total" '{printf "%.0f", t + $1 + $2}')
   # The last status line of fork mode: "#N: cov: C ft: F corp: K exec/s E oom/timeout/crash: a/b/c ..."
   stats="$(grep -E '^#[0-9]+: cov: ' "$segment_log" | tail -1 || true)"
   execs_total=$(( execs_total + $(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$stats" | grep . || echo 0) ))

@@ -16,7 +16,8 @@ import sys
 
 # "#3 0x7f.. in gdcm::X::Y() (/usr/lib/x86_64-linux-gnu/libgdcmMSFF.so.3.0+0x1234) (BuildId: ..)"
 # "#4 0x55.. in dicom::f(int) /work/wt-fuzz/dicom/x.cpp:12:3"
-FRAME = re.compile(r"^\s*#(\d+) 0x[0-9a-f]+(?: in (?P<func>.+?))?(?: (?P<loc>\(?/\S+?|[\w.]\S*:\d+(?::\d+)?))?"
+# "#1 0x7f..  (/lib/x86_64-linux-gnu/libopenjp2.so.7+0x1d19c) (BuildId: ..)"  (no symbol: two blanks)
+FRAME = re.compile(r"^\s*#(\d+) 0x[0-9a-f]+(?: in (?P<func>.+?))?(?: +(?P<loc>\(?/\S+?|[\w.]\S*:\d+(?::\d+)?))?"
                    r"(?: \(BuildId: \w+\))?$")
 RUNTIME_FUNCS = re.compile(
     r"^(__asan|__ubsan|__lsan|__sanitizer|__interceptor_|__cxa_|__cxxabiv1|__gxx_|fuzzer::|__libc_|__GI_|"
