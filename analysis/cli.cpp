@@ -96,8 +96,7 @@ int analyze(const AnalyzeOptions& o) {
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
   fs::create_directories(out);
   const bool tty = ::isatty(2);
-  const WorkerLimits limits{static_cast<std::uint64_t>(cfg.analysis.worker_memory_mb), cfg.analysis.worker_cpu_seconds,
-                            cfg.analysis.worker_timeout_seconds};
+  const WorkerLimits limits = worker_limits(cfg);
   const fs::path self = self_executable();
   // The next series' worker starts (loads its libraries) while this one works; none after the last.
   WorkerSpare spare(cfg.analysis.prestart_worker);

@@ -44,9 +44,8 @@ constexpr bool kAddressSanitizer = false;
 #endif
 
 std::string signal_name(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
   const char* text = ::strsignal(sig);
-  return fmt::format("SIG{} ({})", abbrev ? abbrev : std::to_string(sig).c_str(), text ? text : "unknown signal");
+  return fmt::format("{} ({})", signal_abbrev(sig), text ? text : "unknown signal");
 }
 
 // The child's environment: ours, with `overrides` set.
@@ -93,6 +92,12 @@ std::vector<std::string> child_environment(const std::vector<std::pair<std::stri
 
 }  // namespace
 
+std::string signal_abbrev(int sig) {
+  if (sig <= 0) return {};
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : std::to_string(sig);
+}
+
 std::string_view to_string(WorkerExit::Kind k) {
   switch (k) {
     case WorkerExit::Kind::finished: return "finished";
@@ -121,7 +126,6 @@ StartedWorker start_worker(const std::filesystem::path& executable, const Worker
   w.memory_mb_ = limits.memory_mb;
   w.cpu_seconds_ = limits.cpu_seconds;
   w.environment_ = environment;
-  w.forked_ = Clock::now();
   // Sockets rather than pipes: send() with MSG_NOSIGNAL cannot raise SIGPIPE in the daemon when a
   // worker dies before it has read its job.
   int job_sock[2], event_sock[2];
@@ -179,7 +183,6 @@ StartedWorker& StartedWorker::operator=(StartedWorker&& o) noexcept {
     pid_ = std::exchange(o.pid_, -1);
     job_fd_ = std::exchange(o.job_fd_, -1);
     event_fd_ = std::exchange(o.event_fd_, -1);
-    forked_ = o.forked_;
     executable_ = std::move(o.executable_);
     memory_mb_ = o.memory_mb_;
     cpu_seconds_ = o.cpu_seconds_;
@@ -216,11 +219,16 @@ bool StartedWorker::started_with(const std::filesystem::path& executable, const 
          environment_ == environment;
 }
 
+bool WorkerSpare::spare_fits(const std::filesystem::path& executable, const WorkerLimits& limits,
+                             const WorkerEnvironment& environment) const {
+  return spare_.valid() && spare_.started_with(executable, limits, environment) && spare_.waiting();
+}
+
 StartedWorker WorkerSpare::take(const std::filesystem::path& executable, const WorkerLimits& limits,
                                 const WorkerEnvironment& environment) {
   std::lock_guard lock(mutex_);
   StartedWorker w;
-  if (spare_.valid() && spare_.started_with(executable, limits, environment) && spare_.waiting()) w = std::move(spare_);
+  if (spare_fits(executable, limits, environment)) w = std::move(spare_);
   spare_ = StartedWorker{};  // a spare for other settings, or one that died meanwhile, is gone
   if (!w.valid()) w = start_worker(executable, limits, environment);
   // The next one loads its libraries while this one works (fork + exec here: a few ms).
@@ -231,7 +239,7 @@ StartedWorker WorkerSpare::take(const std::filesystem::path& executable, const W
 void WorkerSpare::prepare(const std::filesystem::path& executable, const WorkerLimits& limits,
                           const WorkerEnvironment& environment) {
   std::lock_guard lock(mutex_);
-  if (!enabled_ || (spare_.valid() && spare_.started_with(executable, limits, environment) && spare_.waiting())) return;
+  if (!enabled_ || spare_fits(executable, limits, environment)) return;
   spare_ = start_worker(executable, limits, environment);
 }
 

@@ -9,7 +9,6 @@
 // 3 (events), MALLOC_ARENA_MAX=2 (glibc reserves 64 MiB of address space per arena). After
 // timeout_seconds of wall-clock time, or when `cancel` becomes true, its process group is killed.
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -54,6 +53,8 @@ struct WorkerExit {
 };
 
 std::string_view to_string(WorkerExit::Kind k);
+// "SIGSEGV" (a number when the signal has no name); "" for 0.
+std::string signal_abbrev(int sig);
 
 // The executable that runs `pacsnode worker`: our own (/proc/self/exe, the running binary even after
 // an upgrade replaced its file), or PACSNODE_WORKER_BINARY
@@ -88,7 +89,6 @@ class StartedWorker {
   friend WorkerExit run_worker(StartedWorker, const nlohmann::json&, const WorkerLimits&,
                                const std::function<void(const nlohmann::json&)>&, const std::atomic<bool>*);
   int pid_ = -1, job_fd_ = -1, event_fd_ = -1;
-  std::chrono::steady_clock::time_point forked_{};
   std::filesystem::path executable_;
   std::uint64_t memory_mb_ = 0;
   int cpu_seconds_ = 0;
@@ -125,6 +125,9 @@ class WorkerSpare {
   int spare_pid() const;  // -1 when none
 
  private:
+  // The spare was started with these settings and still waits (mutex_ held).
+  bool spare_fits(const std::filesystem::path& executable, const WorkerLimits& limits,
+                  const WorkerEnvironment& environment) const;
   mutable std::mutex mutex_;
   bool enabled_;
   StartedWorker spare_;

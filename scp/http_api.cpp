@@ -432,15 +432,17 @@ HttpResponse HttpApi::api(const HttpRequest& rq, const std::string& path,
       if (orphaned && body.contains("destination")) return error(400, "orphaned and destination exclude each other");
       const std::string state = body.value("state", std::string());
       const std::string destination = body.value("destination", std::string());
-      const bool unconfigured = !destination.empty() && std::find(configured.begin(), configured.end(), destination) ==
-                                                            configured.end();
+      const auto is_configured = [&](const std::string& d) {
+        return std::find(configured.begin(), configured.end(), d) != configured.end();
+      };
+      const bool unconfigured = !destination.empty() && !is_configured(destination);
       if (orphaned || unconfigured) {
         // Destinations the config no longer has: their rows are never sent, any state may go.
         std::set<std::string> names;
         if (unconfigured) names.insert(destination);
         else
           for (const auto& c : index.outbox_counts())
-            if (std::find(configured.begin(), configured.end(), c.destination) == configured.end()) names.insert(c.destination);
+            if (!is_configured(c.destination)) names.insert(c.destination);
         if (names.empty()) return json_response(200, Json{{"purged", 0}, {"destinations", Json::array()}});
         sel.destinations = std::vector<std::string>(names.begin(), names.end());
         if (!state.empty()) sel.states = std::vector<std::string>{state};

@@ -255,18 +255,17 @@ HttpResponse study(const StudyDetail& d) {
   else {
     // <series>_key_NN.png are the key images (analysis.key_images), the rest previews.
     const auto is_key = [](const std::string& p) { return p.find("_key_") != std::string::npos; };
-    for (const auto& p : d.previews)
-      if (!is_key(p))
-        b += fmt::format("<figure><img class=\"preview\" src=\"/files/results/{0}/{1}\" alt=\"preview {1}\"><figcaption>{1}"
-                         "</figcaption></figure>\n",
-                         escape(d.results_tag), escape(p));
+    const auto figures = [&](bool key) {
+      for (const auto& p : d.previews)
+        if (is_key(p) == key)
+          b += fmt::format("<figure><img class=\"{2}\" src=\"/files/results/{0}/{1}\" alt=\"{3} {1}\"><figcaption>{1}"
+                           "</figcaption></figure>\n",
+                           escape(d.results_tag), escape(p), key ? "key-image" : "preview", key ? "key image" : "preview");
+    };
+    figures(false);
     if (std::any_of(d.previews.begin(), d.previews.end(), is_key)) {
       b += "<h3>Key images</h3>\n<div id=\"key-images\">\n";
-      for (const auto& p : d.previews)
-        if (is_key(p))
-          b += fmt::format("<figure><img class=\"key-image\" src=\"/files/results/{0}/{1}\" alt=\"key image {1}\">"
-                           "<figcaption>{1}</figcaption></figure>\n",
-                           escape(d.results_tag), escape(p));
+      figures(true);
       b += "</div>\n";
     }
     if (d.features.is_object() && d.features.contains("series") && d.features["series"].is_array()) {

@@ -1,6 +1,5 @@
 #include "scp/job_runner.h"
 
-#include <cstring>
 #include <fstream>
 #include <set>
 
@@ -10,6 +9,7 @@
 #include "analysis/profiles_config.h"
 #include "analysis/results.h"
 #include "analysis/rules.h"
+#include "analysis/scan_limits.h"
 #include "analysis/stage.h"
 #include "analysis/worker.h"
 #include "dicom/log.h"
@@ -20,12 +20,8 @@ namespace fs = std::filesystem;
 namespace scp {
 namespace {
 
-// "SIGSEGV" for a metric label; "" for none.
-std::string signal_abbrev(int sig) {
-  if (sig <= 0) return {};
-  const char* a = ::sigabbrev_np(sig);
-  return a ? std::string("SIG") + a : std::to_string(sig);
-}
+// What a worker of the daemon gets in its environment beside the daemon's own.
+analysis::WorkerEnvironment worker_environment(const config::Config& c) { return {{"PACSNODE_LOG_LEVEL", c.log.level}}; }
 
 // An object a worker says it wrote: accepted only inside the job's outbound folder, as a regular
 // file, of a kind we make. The worker handles hostile input, so its word is checked too.
@@ -127,9 +123,7 @@ void JobRunner::start() {
   if (cfg->analysis.prestart_worker) {
     // The first study's worker starts now, not when the study is complete.
     spare_.set_enabled(true);
-    const analysis::WorkerLimits limits{static_cast<std::uint64_t>(cfg->analysis.worker_memory_mb),
-                                        cfg->analysis.worker_cpu_seconds, cfg->analysis.worker_timeout_seconds};
-    spare_.prepare(opt_.executable, limits, {{"PACSNODE_LOG_LEVEL", cfg->log.level}});
+    spare_.prepare(opt_.executable, analysis::worker_limits(*cfg), worker_environment(*cfg));
   }
   for (const auto& job : index_.jobs("pending")) enqueue(job);
 }
@@ -184,9 +178,8 @@ JobOutcome JobRunner::run(const JobRow& job) {
 
   const std::shared_ptr<const config::Config> cfg = config_.get();  // one config for the whole job
   const auto profiles = analysis::profiles_from(*cfg);
-  const analysis::WorkerLimits limits{static_cast<std::uint64_t>(cfg->analysis.worker_memory_mb),
-                                      cfg->analysis.worker_cpu_seconds, cfg->analysis.worker_timeout_seconds};
-  const analysis::WorkerEnvironment worker_env{{"PACSNODE_LOG_LEVEL", cfg->log.level}};
+  const analysis::WorkerLimits limits = analysis::worker_limits(*cfg);
+  const analysis::WorkerEnvironment worker_env = worker_environment(*cfg);
   spare_.set_enabled(cfg->analysis.prestart_worker);
   std::vector<std::string> all_destinations;
   for (const auto& d : cfg->destinations) all_destinations.push_back(d.name);
@@ -316,7 +309,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
       exit = analysis::run_worker(spare_.take(opt_.executable, limits, worker_env), analysis::worker::to_json(wj), limits,
                                   on_event, &stopping_);
       if (!exit.ok() && exit.kind != analysis::WorkerExit::Kind::cancelled && opt_.metrics)
-        opt_.metrics->worker_failures.add({std::string(analysis::to_string(exit.kind)), signal_abbrev(exit.signal)});
+        opt_.metrics->worker_failures.add({std::string(analysis::to_string(exit.kind)), analysis::signal_abbrev(exit.signal)});
       if (exit.ok() || !exit.retryable()) break;
       ++crashes_;
       log->error("study {}: series {}: analysis worker {} ({}) after {:.1f} s{}", study, in_flight.empty() ? series : in_flight,
