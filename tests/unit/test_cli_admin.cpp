@@ -18,6 +18,7 @@
 #include "support/files.h"
 #include "support/paths.h"
 #include "support/temp_dir.h"
+#include "support/index_rows.h"
 
 namespace fs = std::filesystem;
 using testsupport::TempDir;
@@ -229,15 +230,7 @@ struct OutboxFixture {
     std::ofstream(cfg) << "[storage]\nroot = \"" << root.string()
                        << "\"\n[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = 11113\n";
     scp::Index index(root / "index.sqlite");
-    scp::StoredInstance in;
-    in.header.study_uid = "1.2";
-    in.header.series_uid = "1.2.3";
-    in.header.sop_instance_uid = "1.2.3.4";
-    in.header.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2";
-    in.path = root / "x.dcm";
-    index.add_instance(in, 1000);
-    index.mark_complete("1.2", 1, 2000);
-    const auto job = index.jobs().at(0);
+    const auto job = testsupport::complete_study(index, root / "x.dcm");
     const auto now = scp::wall_ms();
     for (int n = 0; n < 4; ++n) {
       scp::ResultRow r{0, job.id, "1.2", 1, n % 2 ? "SR" : "SEG", "1.2.840.10008.5.1.4.1.1.66.4", "9.9." + std::to_string(n),

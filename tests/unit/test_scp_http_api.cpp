@@ -8,6 +8,7 @@
 #include "scp/http_api.h"
 #include "scp/http_page.h"
 #include "support/daemon_fixture.h"
+#include "support/index_rows.h"
 
 namespace fs = std::filesystem;
 using scp::HttpRequest;
@@ -209,15 +210,7 @@ ae_title = "PACS"
 host = "127.0.0.1"
 port = 104
 )", "test"));
-  scp::StoredInstance in;
-  in.header.study_uid = "1.2";
-  in.header.series_uid = "1.2.3";
-  in.header.sop_instance_uid = "1.2.3.4";
-  in.header.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2";
-  in.path = dir / "x.dcm";
-  index.add_instance(in, 1000);
-  index.mark_complete("1.2", 1, 2000);
-  const auto job = index.jobs().at(0);
+  const auto job = testsupport::complete_study(index, dir / "x.dcm");
   for (const char* uid : {"9.9.1", "9.9.2", "9.9.3"}) {
     scp::ResultRow r{0, job.id, "1.2", 1, "SEG", "1.2.840.10008.5.1.4.1.1.66.4", uid, "9.9", "1.2.3", (dir / uid).string()};
     r.id = index.add_result(r);

@@ -4,6 +4,7 @@
 #include "scp/index.h"
 #include "scp/outbound_queue.h"
 #include "support/daemon_fixture.h"
+#include "support/index_rows.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -25,15 +26,7 @@ BOOST_AUTO_TEST_CASE(outbox_rows_move_pending_sent_dead_and_back) {
   const auto dir = testsupport::make_temp_dir("outbox");
   {
     scp::Index index(dir / "index.sqlite");
-    scp::StoredInstance in;
-    in.header.study_uid = "1.2";
-    in.header.series_uid = "1.2.3";
-    in.header.sop_instance_uid = "1.2.3.4";
-    in.header.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2";
-    in.path = dir / "x.dcm";
-    index.add_instance(in, 1000);
-    index.mark_complete("1.2", 1, 2000);
-    const auto job = index.jobs().at(0);
+    const auto job = testsupport::complete_study(index, dir / "x.dcm");
     scp::ResultRow r{0, job.id, "1.2", 1, "SEG", "1.2.840.10008.5.1.4.1.1.66.4", "9.9.1", "9.9", "1.2.3", (dir / "seg.dcm").string()};
     r.id = index.add_result(r);
     index.enqueue(r, {"pacs", "archive"}, 5000);

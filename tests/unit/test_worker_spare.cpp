@@ -63,6 +63,19 @@ bool eventually(F f, std::chrono::seconds limit = std::chrono::seconds(30)) {
   return f();
 }
 
+// prepare() and take() with pacsnode itself as the worker; prepare() returns the spare's pid.
+int prepare(WorkerSpare& spare, const WorkerLimits& limits = kLimits, const WorkerEnvironment& env = {}) {
+  spare.prepare(testsupport::daemon_binary(), limits, env);
+  BOOST_REQUIRE(spare.spare_pid() > 0);
+  return spare.spare_pid();
+}
+
+StartedWorker take(WorkerSpare& spare, const WorkerLimits& limits = kLimits, const WorkerEnvironment& env = {}) {
+  return spare.take(testsupport::daemon_binary(), limits, env);
+}
+
+const WorkerEnvironment kWarn{{"PACSNODE_LOG_LEVEL", "warn"}}, kDebug{{"PACSNODE_LOG_LEVEL", "debug"}};
+
 struct Dir {
   fs::path path = fs::temp_directory_path() / ("pacsnode-spare-" + std::to_string(::getpid()));
   Dir() { fs::create_directories(path); }
@@ -74,15 +87,11 @@ struct Dir {
 BOOST_AUTO_TEST_CASE(the_next_job_runs_in_the_worker_started_ahead_and_a_new_spare_takes_its_place) {
   Dir d;
   WorkerSpare spare;
-  spare.prepare(testsupport::daemon_binary(), kLimits, {{"PACSNODE_LOG_LEVEL", "warn"}});
-  const int first = spare.spare_pid();
-  BOOST_REQUIRE(first > 0);
+  const int first = prepare(spare, kLimits, kWarn);
   BOOST_REQUIRE(eventually([&] { return libraries_loaded(first); }));
-  // prepare() again with the same settings keeps the waiting one
-  spare.prepare(testsupport::daemon_binary(), kLimits, {{"PACSNODE_LOG_LEVEL", "warn"}});
-  BOOST_TEST(spare.spare_pid() == first);
+  BOOST_TEST(prepare(spare, kLimits, kWarn) == first);  // again with the same settings: the waiting one
 
-  const Run r = run(spare.take(testsupport::daemon_binary(), kLimits, {{"PACSNODE_LOG_LEVEL", "warn"}}), d.path);
+  const Run r = run(take(spare, kLimits, kWarn), d.path);
   BOOST_TEST(r.exit.ok(), r.exit.reason);
   BOOST_TEST(r.started_pid == first);   // the job ran in the process started ahead
   BOOST_TEST(!process_exists(first));   // and it was reaped
@@ -98,11 +107,9 @@ BOOST_AUTO_TEST_CASE(the_next_job_runs_in_the_worker_started_ahead_and_a_new_spa
 BOOST_AUTO_TEST_CASE(a_spare_for_other_limits_or_environment_is_not_used_and_is_stopped) {
   Dir d;
   WorkerSpare spare;
-  spare.prepare(testsupport::daemon_binary(), kLimits, {{"PACSNODE_LOG_LEVEL", "warn"}});
-  const int for_warn = spare.spare_pid();
-  BOOST_REQUIRE(for_warn > 0);
+  const int for_warn = prepare(spare, kLimits, kWarn);
 
-  Run r = run(spare.take(testsupport::daemon_binary(), kLimits, {{"PACSNODE_LOG_LEVEL", "debug"}}), d.path);
+  Run r = run(take(spare, kLimits, kDebug), d.path);
   BOOST_TEST(r.exit.ok(), r.exit.reason);
   BOOST_TEST(r.started_pid != for_warn);
   BOOST_TEST(!process_exists(for_warn));
@@ -110,7 +117,7 @@ BOOST_AUTO_TEST_CASE(a_spare_for_other_limits_or_environment_is_not_used_and_is_
   WorkerLimits other = kLimits;
   other.memory_mb = 2048;
   const int for_debug = spare.spare_pid();
-  r = run(spare.take(testsupport::daemon_binary(), other, {{"PACSNODE_LOG_LEVEL", "debug"}}), d.path, other);
+  r = run(take(spare, other, kDebug), d.path, other);
   BOOST_TEST(r.exit.ok(), r.exit.reason);
   BOOST_TEST(r.started_pid != for_debug);
   BOOST_TEST(!process_exists(for_debug));
@@ -119,15 +126,13 @@ BOOST_AUTO_TEST_CASE(a_spare_for_other_limits_or_environment_is_not_used_and_is_
 BOOST_AUTO_TEST_CASE(a_spare_that_died_while_waiting_is_replaced) {
   Dir d;
   WorkerSpare spare;
-  spare.prepare(testsupport::daemon_binary(), kLimits, {});
-  const int dead = spare.spare_pid();
-  BOOST_REQUIRE(dead > 0);
+  const int dead = prepare(spare);
   ::kill(dead, SIGKILL);
   BOOST_REQUIRE(eventually([&] {
     const std::string stat = testsupport::read_text(fs::path("/proc") / std::to_string(dead) / "stat");
     return stat.find(") Z") != std::string::npos;  // a zombie: dead, not yet reaped by us
   }));
-  const Run r = run(spare.take(testsupport::daemon_binary(), kLimits, {}), d.path);
+  const Run r = run(take(spare), d.path);
   BOOST_TEST(r.exit.ok(), r.exit.reason);
   BOOST_TEST(r.started_pid != dead);
   BOOST_TEST(!process_exists(dead));
@@ -137,11 +142,10 @@ BOOST_AUTO_TEST_CASE(the_wall_clock_limit_counts_from_the_job_not_from_the_start
   Dir d;
   const WorkerLimits limits{4096, 60, 1};  // one second of wall clock
   WorkerSpare spare;
-  spare.prepare(testsupport::daemon_binary(), limits, {});
-  const int waited = spare.spare_pid();
+  const int waited = prepare(spare, limits);
   BOOST_REQUIRE(eventually([&] { return libraries_loaded(waited); }));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // idle, longer than the limit
-  const Run r = run(spare.take(testsupport::daemon_binary(), limits, {}), d.path, limits);
+  const Run r = run(take(spare, limits), d.path, limits);
   BOOST_TEST(r.exit.ok(), std::string(to_string(r.exit.kind)) + ": " + r.exit.reason);
   BOOST_TEST(r.started_pid == waited);
 }
@@ -149,13 +153,11 @@ BOOST_AUTO_TEST_CASE(the_wall_clock_limit_counts_from_the_job_not_from_the_start
 BOOST_AUTO_TEST_CASE(disabled_it_keeps_no_spare) {
   Dir d;
   WorkerSpare spare;
-  spare.prepare(testsupport::daemon_binary(), kLimits, {});
-  const int pid = spare.spare_pid();
-  BOOST_REQUIRE(pid > 0);
+  const int pid = prepare(spare);
   spare.set_enabled(false);
   BOOST_TEST(!spare.holding());
   BOOST_TEST(!process_exists(pid));
-  const Run r = run(spare.take(testsupport::daemon_binary(), kLimits, {}), d.path);
+  const Run r = run(take(spare), d.path);
   BOOST_TEST(r.exit.ok(), r.exit.reason);
   BOOST_TEST(!spare.holding());  // nothing started ahead for the next job
 }
