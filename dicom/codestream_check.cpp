@@ -64,36 +64,79 @@ std::string check_jpeg(Codec codec, Bytes head, const FrameExpect& e) {
   return {};
 }
 
+// GDCM (Debian's 3.0.21) walks a JPEG 2000 fragment's marker segments itself to learn whether the
+// transform is reversible (parsej2k_imp, before and beside OpenJPEG): from the codestream's start to
+// the first SOD, trusting every segment's length, reading the COD's 5th and 10th bytes whatever its
+// length, and going on into the tile-part headers after a reversible COD. A length that runs past
+// the fragment sends it reading beyond its buffer (a SEGV fuzz_decode found twice). Walk as it does
+// over [at, end) and refuse what it would overrun. `whole`: head holds all of the fragment, so a
+// segment reaching past `end` really is past its end (otherwise no verdict).
+std::string check_j2k_segments(Bytes head, std::size_t at, std::size_t end, bool whole) {
+  while (at + 2 <= end) {
+    const std::uint32_t m = be16(head, at);
+    at += 2;
+    if ((m >= 0xFF30 && m <= 0xFF3F) || m == 0xFF4F || m == 0xFF92 || m == 0xFFD9) continue;  // no length
+    if (m == 0xFF93) return {};                                                               // SOD: GDCM stops
+    if (at + 2 > end) return {};
+    const std::uint32_t length = be16(head, at);
+    at += 2;
+    if (length < 2) return {};  // GDCM stops at an impossible length
+    if (m == 0xFF52) {          // COD
+      if (at + 10 > end)
+        return whole ? fmt::format("JPEG 2000 codestream: the COD segment at byte {} ends with the fragment", at - 4)
+                     : std::string{};
+      if (head[at + 4] > 1 || head[at + 9] != 1) return {};  // GDCM stops unless reversible
+    }
+    if (at + (length - 2) > end)
+      return whole ? fmt::format("JPEG 2000 codestream: marker segment FF{:02X} at byte {} declares {} bytes, {} remain "
+                                 "in the fragment",
+                                 m & 0xFF, at - 4, length, end - at + 2)
+                   : std::string{};
+    at += length - 2;
+  }
+  return {};
+}
+
 // The JPEG 2000 image and tile size (SIZ), in a raw codestream or a JP2 file's contiguous
-// codestream box. OpenJPEG allocates and indexes by these fields.
-std::string check_j2k(Bytes head, const FrameExpect& e) {
-  std::size_t at = 0;
+// codestream box. OpenJPEG allocates and indexes by these fields. `whole`: head is all of the
+// fragment.
+std::string check_j2k(Bytes head, const FrameExpect& e, bool whole) {
+  std::size_t at = 0, end = head.size();
   static constexpr std::uint8_t jp2_signature[] = {0, 0, 0, 0x0C, 'j', 'P', ' ', ' ', 0x0D, 0x0A, 0x87, 0x0A};
   if (head.size() >= 12 && std::equal(std::begin(jp2_signature), std::end(jp2_signature), head.begin())) {
-    // JP2 boxes (length, type) up to 'jp2c', the codestream.
+    // JP2 boxes (length, type) up to 'jp2c', the codestream; GDCM walks them as trustingly.
     for (at = 0;;) {
-      if (at + 8 > head.size()) return {};  // header boxes beyond what was read: no verdict
+      if (at + 8 > head.size())  // header boxes beyond what was read: no verdict
+        return whole ? std::string("JP2 file: no codestream box in the fragment") : std::string{};
       std::uint64_t len = be32(head, at);
       const std::uint32_t type = be32(head, at + 4);
       std::size_t header = 8;
       if (len == 1) {
-        if (at + 16 > head.size()) return {};
+        if (at + 16 > head.size()) return whole ? std::string("JP2 file: a box header ends with the fragment") : std::string{};
         len = (std::uint64_t{be32(head, at + 8)} << 32) | be32(head, at + 12);
         header = 16;
       }
-      if (type == 0x6A703263) {  // 'jp2c'
+      if (type == 0x6A703263) {  // 'jp2c'; length 0: to the end
+        if (len != 0 && len < header) return "JP2 file: the codestream box has an invalid length";
+        if (len != 0 && whole && len > head.size() - at)
+          return fmt::format("JP2 file: the codestream box declares {} bytes, {} remain in the fragment", len,
+                             head.size() - at);
+        if (len != 0 && len <= head.size() - at) end = at + static_cast<std::size_t>(len);
         at += header;
         break;
       }
       if (len < header) return "JP2 file: a box before the codestream has an invalid length";
+      if (whole && len > head.size() - at)
+        return fmt::format("JP2 file: a box declares {} bytes, {} remain in the fragment", len, head.size() - at);
+      if (len > head.size() - at) return {};
       at += static_cast<std::size_t>(len);
     }
   }
-  if (at + 4 > head.size()) return {};
+  if (at + 4 > end) return whole ? std::string("JPEG 2000 codestream shorter than its SOC and SIZ markers") : std::string{};
   if (be16(head, at) != 0xFF4F || be16(head, at + 2) != 0xFF51)
     return "JPEG 2000 codestream does not start with SOC and SIZ markers";
   const std::size_t siz = at + 4;  // Lsiz
-  if (siz + 38 > head.size()) return {};
+  if (siz + 38 > end) return whole ? std::string("JPEG 2000 codestream ends inside its SIZ segment") : std::string{};
   const std::uint32_t lsiz = be16(head, siz), xsiz = be32(head, siz + 4), ysiz = be32(head, siz + 8),
                       xosiz = be32(head, siz + 12), yosiz = be32(head, siz + 16), xtsiz = be32(head, siz + 20),
                       ytsiz = be32(head, siz + 24), xtosiz = be32(head, siz + 28), ytosiz = be32(head, siz + 32),
@@ -110,7 +153,8 @@ std::string check_j2k(Bytes head, const FrameExpect& e) {
       csiz != static_cast<std::uint32_t>(e.samples_per_pixel))
     return fmt::format("JPEG 2000 SIZ says {}x{}, {} component(s); the data set {}x{}, {} sample(s)", height, width,
                        csiz, e.rows, e.cols, e.samples_per_pixel);
-  if (siz + 38 + 3 * std::size_t{csiz} > head.size()) return {};
+  if (siz + 38 + 3 * std::size_t{csiz} > end)
+    return whole ? std::string("JPEG 2000 codestream ends inside its SIZ segment") : std::string{};
   for (std::uint32_t c = 0; c < csiz; ++c) {
     const std::size_t p = siz + 38 + 3 * c;
     const int precision = (head[p] & 0x7F) + 1;
@@ -120,7 +164,7 @@ std::string check_j2k(Bytes head, const FrameExpect& e) {
     if (head[p + 1] != 1 || head[p + 2] != 1)
       return fmt::format("JPEG 2000 SIZ: component {} is sub-sampled {}x{}", c, head[p + 1], head[p + 2]);
   }
-  return {};
+  return check_j2k_segments(head, at, end, whole);
 }
 
 // The 64-byte RLE header (PS3.5 G.4): one segment per byte of a sample and per sample, the first
@@ -165,7 +209,7 @@ std::string check_frame_codestream(Codec codec, std::span<const std::uint8_t> he
   switch (codec) {
     case Codec::jpeg:
     case Codec::jpeg_ls: return check_jpeg(codec, head, expect);
-    case Codec::jpeg_2000: return check_j2k(head, expect);
+    case Codec::jpeg_2000: return check_j2k(head, expect, head.size() < kCodestreamHead || head.size() >= frame_length);
     case Codec::rle: return check_rle(head, frame_length, expect);
     case Codec::none: break;
   }

@@ -3,7 +3,9 @@
 // codestream (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ, RLE segment table) must describe the image the
 // data set announces (Rows, Columns, Samples per Pixel, Bits Allocated). DCMTK's and GDCM's decoders
 // and OpenJPEG trust these fields, and Debian's GDCM asserts on them: a crafted file that disagrees
-// with itself aborts the process (issue 9). What fails a check is refused with a reason instead;
+// with itself aborts the process (issue 9). For JPEG 2000 the marker segments are also walked as
+// GDCM walks them itself (every length must stay inside the fragment: one that did not made GDCM read
+// past its buffer). What fails a check is refused with a reason instead;
 // what passes can still crash a library, which the analysis worker process contains.
 // Pure functions on bytes, no DICOM toolkit.
 #include <cstdint>

@@ -157,6 +157,76 @@ BOOST_AUTO_TEST_CASE(jpeg_2000_size_must_match_the_image) {
   BOOST_TEST(!in_jp2.empty());
 }
 
+// GDCM walks the marker segments itself up to the first SOD (on past a reversible COD into the
+// tile-part headers), trusting each length: one that runs past the fragment made it read beyond
+// its buffer (fuzz_decode, two reproducers in fuzz/regressions/fuzz_decode/).
+BOOST_AUTO_TEST_CASE(jpeg_2000_marker_segments_must_stay_inside_the_fragment) {
+  Bytes cs = j2k(512, 512, 1, 16);
+  cs.pop_back();  // j2k() ends with a bare COD marker
+  cs.pop_back();
+  const auto segment = [](Bytes& b, std::uint16_t marker, std::uint16_t length, std::size_t body) {
+    put16(b, marker);
+    put16(b, length);
+    b.insert(b.end(), body, 0);
+  };
+  Bytes good = cs;
+  segment(good, 0xFF52, 12, 10);  // COD
+  good[good.size() - 10 + 9] = 1;  // reversible: GDCM walks on
+  segment(good, 0xFF5C, 4, 2);     // QCD
+  segment(good, 0xFF90, 10, 8);    // SOT
+  put16(good, 0xFF93);             // SOD, then tile data GDCM does not walk
+  good.insert(good.end(), {0xFF, 0xFF, 0xFF, 0xFF});
+  BOOST_TEST(check(Codec::jpeg_2000, good, ct).empty());
+
+  Bytes long_sot = cs;  // a tile-part header longer than the fragment after a reversible COD
+  segment(long_sot, 0xFF52, 12, 10);
+  long_sot[long_sot.size() - 1] = 1;
+  segment(long_sot, 0xFF90, 255, 8);
+  const auto why = check(Codec::jpeg_2000, long_sot, ct);
+  BOOST_TEST(why.find("marker segment FF90") != std::string::npos, why);
+
+  Bytes irreversible = long_sot;  // GDCM stops at an irreversible COD: nothing after it matters
+  irreversible[cs.size() + 4 + 9] = 0;
+  BOOST_TEST(check(Codec::jpeg_2000, irreversible, ct).empty());
+
+  Bytes short_cod = cs;  // GDCM reads the COD's 10th byte whatever its length
+  put16(short_cod, 0xFF52);
+  put16(short_cod, 2);
+  BOOST_TEST(!check(Codec::jpeg_2000, short_cod, ct).empty());
+
+  Bytes long_com = cs;  // before the COD too
+  segment(long_com, 0xFF64, 4000, 10);
+  BOOST_TEST(!check(Codec::jpeg_2000, long_com, ct).empty());
+  // Only the first kCodestreamHead bytes of a longer fragment are read: a segment reaching beyond
+  // them gets no verdict; in a fragment that short it is refused.
+  Bytes head = cs;
+  segment(head, 0xFF64, 60000, 0);
+  head.resize(dicom::kCodestreamHead, 0);
+  BOOST_TEST(check(Codec::jpeg_2000, head, ct, 1u << 20).empty());
+  head.pop_back();
+  BOOST_TEST(!check(Codec::jpeg_2000, head, ct).empty());
+}
+
+BOOST_AUTO_TEST_CASE(jp2_boxes_must_stay_inside_the_fragment) {
+  const Bytes cs = j2k(512, 512, 1, 16);
+  Bytes jp2 = {0, 0, 0, 0x0C, 'j', 'P', ' ', ' ', 0x0D, 0x0A, 0x87, 0x0A};
+  Bytes too_long = jp2;
+  put32(too_long, static_cast<std::uint32_t>(8 + cs.size() + 100));  // codestream box beyond the fragment
+  too_long.insert(too_long.end(), {'j', 'p', '2', 'c'});
+  too_long.insert(too_long.end(), cs.begin(), cs.end());
+  const auto why = check(Codec::jpeg_2000, too_long, ct);
+  BOOST_TEST(why.find("codestream box declares") != std::string::npos, why);
+  Bytes box_past_end = jp2;
+  put32(box_past_end, 5000);
+  box_past_end.insert(box_past_end.end(), {'f', 't', 'y', 'p', 'j', 'p', '2', ' '});
+  BOOST_TEST(!check(Codec::jpeg_2000, box_past_end, ct).empty());
+  Bytes to_the_end = jp2;  // length 0: the box runs to the end of the fragment
+  put32(to_the_end, 0);
+  to_the_end.insert(to_the_end.end(), {'j', 'p', '2', 'c'});
+  to_the_end.insert(to_the_end.end(), cs.begin(), cs.end());
+  BOOST_TEST(check(Codec::jpeg_2000, to_the_end, ct).empty());
+}
+
 BOOST_AUTO_TEST_CASE(rle_segment_table_must_match_the_image) {
   BOOST_TEST(check(Codec::rle, rle({64, 1000}), ct, 2000).empty());  // 16-bit: two segments
   BOOST_TEST(check(Codec::rle, rle({64}), {512, 512, 1, 8}, 2000).empty());
