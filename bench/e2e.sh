@@ -44,7 +44,7 @@ ae_title = "ORTHANC"
 host = "127.0.0.1"
 port = $dicom
 [log]
-level = "info"
+level = "debug"   # the worker line (spawn time) is at debug
 [http]
 enabled = true
 port = $api
@@ -62,7 +62,7 @@ total=$(echo "$done_at - $acked" | bc -l)
 latency=$(echo "$total - $quiet" | bc -l)
 printf '\nend to end, %s slices %sx%s: last ack -> SEG+SR in Orthanc %.2f s, minus quiet time %s s = %.2f s (target <= 2 s)\n' \
   "$slices" "$size" "$size" "$total" "$quiet" "$latency"
-grep -E "analysed in|sent in|ms .beside" "$work/pacsnode.log" | sed "s/^/  /"
+grep -E "analysed in|sent in|ms .beside|worker [0-9]+: .* started in" "$work/pacsnode.log" | sed "s/^/  /"
 # What a Prometheus scrape sees afterwards (the families that moved; METRICS=all for every line).
 for _ in $(seq 100); do
   curl -sf -H "Authorization: Bearer bench-token-0123456789" "http://127.0.0.1:$api/metrics" > "$work/metrics.txt" &&

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ingest benchmark: the same CT slices sent with storescu to pacsnode (fsync before every success)
 # and to DCMTK's storescp -od (no fsync), with 1 and 4 concurrent associations, Nagle off on both
-# sides. Prints instances/s and the ratio pacsnode/storescp measured in this same run.
+# sides. Prints instances/s and the ratio pacsnode/storescp measured in this same run, then what one
+# durable write costs on this disk and what the structural scan of each received instance costs
+# (bench_scan, on the same files) beside it.
 #
 # Usage: bench/ingest.sh [BUILD_DIR] [SLICES] [SIZE]     (defaults: build 300 512)
 # Note: storescp -od serves one association at a time (no --fork), as a plain storescp does.
@@ -87,6 +89,9 @@ print(f"{statistics.median(t) * 1000:.2f}")
 PY
 )
 
+# The structural scan each instance passes before it is committed, on the same files.
+read -r scan_us _ scan_file_bytes < <("$build/bench/bench_scan" "$work"/ct/*.dcm)
+
 printf '\n%-28s %12s %12s\n' "ingest, $slices slices ${size}x${size}, best of $runs" "seconds" "instances/s"
 for k in 1 4; do
   for who in storescp pacsnode; do
@@ -98,3 +103,5 @@ done
 printf '\ndisk: write+fsync+rename+dir fsync of one 512 KiB file: %s ms median -> at most %.0f instances/s\n' \
   "$flush_ms" "$(echo "1000 / $flush_ms" | bc -l)"
 echo "on one association with acknowledgement after fsync (storescp -od does not fsync)."
+printf 'structural scan (dicom/scan.h) of the same files: %s us per %.0f KiB file = %.2f %% of that durable write\n' \
+  "$scan_us" "$(echo "$scan_file_bytes / 1024" | bc -l)" "$(echo "$scan_us / 10 / $flush_ms" | bc -l)"
