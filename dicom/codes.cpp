@@ -2,76 +2,84 @@
 
 namespace dicom::codes {
 
+// Every code of this file, once: the functions below and all() come from this one list.
+#define PACSNODE_CODES(X) \
+  X(category_tissue, "85756007", "SCT", "Tissue")                                               \
+  X(category_anatomical_structure, "91723000", "SCT", "Anatomical Structure")                   \
+  X(category_morphologically_abnormal, "49755003", "SCT", "Morphologically Abnormal Structure") \
+  X(entire_body, "38266002", "SCT", "Entire body")                                              \
+  X(lung, "39607008", "SCT", "Lung")                                                            \
+  X(left_lung, "44029006", "SCT", "Left lung")                                                  \
+  X(right_lung, "3341006", "SCT", "Right lung")                                                 \
+  X(bone, "272673000", "SCT", "Bone")                                                           \
+  X(tissue, "85756007", "SCT", "Tissue")                                                        \
+  X(thorax, "43799004", "SCT", "Thorax")                                                        \
+  X(emphysema, "87433001", "SCT", "Pulmonary emphysema")                                        \
+  X(airway, "89187006", "SCT", "Airway structure")                                              \
+  X(lesion, "52988006", "SCT", "Lesion")                                                        \
+  X(dense_structure, "DENSE-HU", "99PACSNODE", "Bone, calcification or contrast")               \
+  X(bilateral, "51440002", "SCT", "Bilateral")                                                  \
+  X(algorithm_family_ai, "123110", "DCM", "Artificial Intelligence")                            \
+  X(algorithm_family_morphological_operations, "123104", "DCM", "Morphological Operations")     \
+  X(algorithm_family_histogram_analysis, "123105", "DCM", "Histogram Analysis")                 \
+  X(imaging_procedure, "363679005", "SCT", "Imaging procedure")                                 \
+  X(ct_unspecified_body_region, "25045-6", "LN", "CT unspecified body region")                  \
+  X(mri_unspecified_body_region, "25056-3", "LN", "MRI unspecified body region")                \
+  X(ct_chest, "24627-2", "LN", "CT Chest")                                                      \
+  X(finding_site, "363698007", "SCT", "Finding Site")                                           \
+  X(volume, "118565006", "SCT", "Volume")                                                       \
+  X(attenuation_coefficient, "112031", "DCM", "Attenuation Coefficient")                        \
+  X(mean, "373098007", "SCT", "Mean")                                                           \
+  X(standard_deviation, "386136009", "SCT", "Standard Deviation")                               \
+  X(minimum, "255605001", "SCT", "Minimum")                                                     \
+  X(maximum, "56851009", "SCT", "Maximum")                                                      \
+  X(median, "373099004", "SCT", "Median")                                                       \
+  X(sum_of_voxel_volumes, "126030", "DCM", "Sum of segmented voxel volumes")                    \
+  X(emphysema_index, "EMPH-LAA950", "99PACSNODE", "Emphysema index (LAA-950)")                  \
+  X(diameter, "81827009", "SCT", "Diameter")                                                    \
+  X(percentile_15, "P15", "99PACSNODE", "15th percentile")                                      \
+  X(comment, "121106", "DCM", "Comment")                                                        \
+  X(lung_coverage, "LUNGCOV", "99PACSNODE", "Lung coverage")                                    \
+  X(complete, "255594003", "SCT", "Complete")                                                   \
+  X(incomplete, "255599008", "SCT", "Incomplete")                                               \
+  X(present, "52101004", "SCT", "Present")                                                      \
+  X(absent, "2667000", "SCT", "Absent")                                                         \
+  X(unit_ml, "ml", "UCUM", "milliliter")                                                        \
+  X(unit_mm3, "mm3", "UCUM", "cubic millimeter")                                                \
+  X(unit_mm, "mm", "UCUM", "millimeter")                                                        \
+  X(unit_hu, "[hnsf'U]", "UCUM", "Hounsfield unit")                                             \
+  X(unit_percent, "%", "UCUM", "Percent")                                                       \
+  X(unit_none, "1", "UCUM", "no units")                                                         \
+  X(unit_arbitrary, "[arb'U]", "UCUM", "arbitrary unit")
+
 // Function-local statics: safe to use from other translation units' static initialisers.
 #define PACSNODE_CODE(fn, v, s, m)   \
   const Code& fn() {                 \
     static const Code c{v, s, m};    \
     return c;                        \
   }
-
-PACSNODE_CODE(category_tissue, "85756007", "SCT", "Tissue")
-PACSNODE_CODE(category_anatomical_structure, "91723000", "SCT", "Anatomical Structure")
-PACSNODE_CODE(category_morphologically_abnormal, "49755003", "SCT", "Morphologically Abnormal Structure")
-
-PACSNODE_CODE(entire_body, "38266002", "SCT", "Entire body")
-PACSNODE_CODE(lung, "39607008", "SCT", "Lung")
-PACSNODE_CODE(left_lung, "44029006", "SCT", "Left lung")
-PACSNODE_CODE(right_lung, "3341006", "SCT", "Right lung")
-PACSNODE_CODE(bone, "272673000", "SCT", "Bone")
-PACSNODE_CODE(tissue, "85756007", "SCT", "Tissue")
-PACSNODE_CODE(thorax, "43799004", "SCT", "Thorax")
-PACSNODE_CODE(emphysema, "87433001", "SCT", "Pulmonary emphysema")
-PACSNODE_CODE(airway, "89187006", "SCT", "Airway structure")
-PACSNODE_CODE(lesion, "52988006", "SCT", "Lesion")
-PACSNODE_CODE(dense_structure, "DENSE-HU", "99PACSNODE", "Bone, calcification or contrast")
-PACSNODE_CODE(bilateral, "51440002", "SCT", "Bilateral")
-
-PACSNODE_CODE(algorithm_family_ai, "123110", "DCM", "Artificial Intelligence")
-PACSNODE_CODE(algorithm_family_morphological_operations, "123104", "DCM", "Morphological Operations")
-PACSNODE_CODE(algorithm_family_histogram_analysis, "123105", "DCM", "Histogram Analysis")
-
-PACSNODE_CODE(imaging_procedure, "363679005", "SCT", "Imaging procedure")
-PACSNODE_CODE(ct_unspecified_body_region, "25045-6", "LN", "CT unspecified body region")
-PACSNODE_CODE(mri_unspecified_body_region, "25056-3", "LN", "MRI unspecified body region")
-PACSNODE_CODE(ct_chest, "24627-2", "LN", "CT Chest")
-PACSNODE_CODE(finding_site, "363698007", "SCT", "Finding Site")
-PACSNODE_CODE(volume, "118565006", "SCT", "Volume")
-PACSNODE_CODE(attenuation_coefficient, "112031", "DCM", "Attenuation Coefficient")
-PACSNODE_CODE(mean, "373098007", "SCT", "Mean")
-PACSNODE_CODE(standard_deviation, "386136009", "SCT", "Standard Deviation")
-PACSNODE_CODE(minimum, "255605001", "SCT", "Minimum")
-PACSNODE_CODE(maximum, "56851009", "SCT", "Maximum")
-PACSNODE_CODE(median, "373099004", "SCT", "Median")
-PACSNODE_CODE(sum_of_voxel_volumes, "126030", "DCM", "Sum of segmented voxel volumes")
-PACSNODE_CODE(emphysema_index, "EMPH-LAA950", "99PACSNODE", "Emphysema index (LAA-950)")
-PACSNODE_CODE(diameter, "81827009", "SCT", "Diameter")
-PACSNODE_CODE(percentile_15, "P15", "99PACSNODE", "15th percentile")
-PACSNODE_CODE(comment, "121106", "DCM", "Comment")
-PACSNODE_CODE(lung_coverage, "LUNGCOV", "99PACSNODE", "Lung coverage")
-PACSNODE_CODE(complete, "255594003", "SCT", "Complete")
-PACSNODE_CODE(incomplete, "255599008", "SCT", "Incomplete")
-PACSNODE_CODE(present, "52101004", "SCT", "Present")
-PACSNODE_CODE(absent, "2667000", "SCT", "Absent")
-
-PACSNODE_CODE(unit_ml, "ml", "UCUM", "milliliter")
-PACSNODE_CODE(unit_mm3, "mm3", "UCUM", "cubic millimeter")
-PACSNODE_CODE(unit_mm, "mm", "UCUM", "millimeter")
-PACSNODE_CODE(unit_hu, "[hnsf'U]", "UCUM", "Hounsfield unit")
-PACSNODE_CODE(unit_percent, "%", "UCUM", "Percent")
-PACSNODE_CODE(unit_none, "1", "UCUM", "no units")
-PACSNODE_CODE(unit_arbitrary, "[arb'U]", "UCUM", "arbitrary unit")
-
+PACSNODE_CODES(PACSNODE_CODE)
 #undef PACSNODE_CODE
 
-const CodingScheme& private_scheme() {
-  static const CodingScheme s{std::string(kPrivateScheme), "pacsnode private codes", "pacsnode", ""};
-  return s;
+const std::vector<const Code*>& all() {
+#define PACSNODE_CODE_ADDRESS(fn, v, s, m) &fn(),
+  static const std::vector<const Code*> codes{PACSNODE_CODES(PACSNODE_CODE_ADDRESS)};
+#undef PACSNODE_CODE_ADDRESS
+  return codes;
+}
+
+const CodingScheme& private_scheme() { return known_private_schemes().front(); }
+
+const std::vector<CodingScheme>& known_private_schemes() {
+  static const std::vector<CodingScheme> schemes{
+      {std::string(kPrivateScheme), "pacsnode private codes", "pacsnode", ""},
+      {"IBSI", "Image Biomarker Standardisation Initiative", "IBSI", ""}};
+  return schemes;
 }
 
 std::optional<CodingScheme> known_private_scheme(std::string_view designator) {
-  if (designator == kPrivateScheme) return private_scheme();
-  if (designator == "IBSI")
-    return CodingScheme{"IBSI", "Image Biomarker Standardisation Initiative", "IBSI", ""};
+  for (const auto& s : known_private_schemes())
+    if (s.designator == designator) return s;
   return std::nullopt;
 }
 

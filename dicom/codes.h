@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dicom {
 
@@ -30,6 +31,11 @@ inline constexpr std::string_view kPrivateScheme = "99PACSNODE";
 const CodingScheme& private_scheme();
 // Schemes the builders know and declare when a code uses them (99PACSNODE, IBSI).
 std::optional<CodingScheme> known_private_scheme(std::string_view designator);
+// All of them, private_scheme() first.
+const std::vector<CodingScheme>& known_private_schemes();
+// Every code this header names, in its order (docs/conformance-statement.md lists them;
+// tests/unit/test_conformance_statement.cpp keeps the two in step).
+const std::vector<const Code*>& all();
 
 // ---- CID 7150 Segmentation Property Categories
 const Code& category_tissue();                // (85756007, SCT, "Tissue")

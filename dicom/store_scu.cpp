@@ -165,7 +165,7 @@ std::vector<ProposedContext> plan_contexts(const std::vector<Scanned>& scanned) 
   std::vector<ProposedContext> out;
   for (const auto& [cls, syntaxes] : own) {
     for (const auto& ts : syntaxes) out.push_back({cls, {ts}});
-    out.push_back({cls, {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}});
+    out.push_back({cls, native_transfer_syntaxes()});
   }
   return out;
 }
@@ -259,6 +259,12 @@ std::optional<AssociationFailure> open_association(const StoreTarget& t, const s
 }
 
 }  // namespace
+
+const std::vector<std::string>& native_transfer_syntaxes() {
+  static const std::vector<std::string> syntaxes{UID_LittleEndianExplicitTransferSyntax,
+                                                 UID_LittleEndianImplicitTransferSyntax};
+  return syntaxes;
+}
 
 SendOutcome classify_store_status(std::uint16_t st) {
   if (st == 0x0000) return SendOutcome::sent;
@@ -418,7 +424,7 @@ EchoResult echo(const StoreTarget& t) {
   const auto started = Clock::now();
   Association a;
   const std::vector<ProposedContext> contexts{
-      {UID_VerificationSOPClass, {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}}};
+      {UID_VerificationSOPClass, native_transfer_syntaxes()}};
   const auto failed = open_association(t, contexts, a);
   r.associate_ms = ms_since(started);
   if (failed) {

@@ -82,6 +82,12 @@ SendOutcome classify_store_status(std::uint16_t status);
 // "sent", "transient_failure", "permanent_failure".
 const char* to_string(SendOutcome outcome);
 
+// The transfer syntaxes of the context proposed for every SOP class (beside one per compressed
+// syntax a file has) and of the Verification context of echo(): explicit VR little endian, then
+// implicit VR little endian. Stated in docs/conformance-statement.md (tests/unit/
+// test_conformance_statement.cpp keeps the two in step).
+const std::vector<std::string>& native_transfer_syntaxes();
+
 // A C-ECHO: what happened and how long each step took (`pacsnode echo`).
 struct EchoResult {
   bool associated = false;               // A-ASSOCIATE-AC received
@@ -95,7 +101,7 @@ struct EchoResult {
   bool ok() const { return status && *status == 0x0000; }
 };
 
-// One association proposing the Verification SOP class (explicit and implicit VR little endian),
+// One association proposing the Verification SOP class (native_transfer_syntaxes()),
 // one C-ECHO, A-RELEASE. Same timeouts (connect, ACSE, DIMSE from `target`) and Nagle handling as
 // store_files. Never throws for network or peer problems.
 EchoResult echo(const StoreTarget& target);

@@ -28,27 +28,12 @@
 #include <dcmtk/dcmnet/scpthrd.h>
 
 #include "dicom/log.h"
+#include "scp/negotiation.h"
 
 namespace scp {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Transfer syntaxes accepted for storage, in order of preference when an SCU offers several in
-// one presentation context: uncompressed first, so nobody is asked to compress for us.
-const char* const kTransferSyntaxes[] = {
-    UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax,
-    UID_BigEndianExplicitTransferSyntax, UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-    UID_JPEGProcess14SV1TransferSyntax, UID_JPEGProcess14TransferSyntax,
-    UID_JPEGLSLosslessTransferSyntax, UID_JPEG2000LosslessOnlyTransferSyntax, UID_RLELosslessTransferSyntax,
-    UID_JPEGProcess1TransferSyntax, UID_JPEGProcess2_4TransferSyntax, UID_JPEGLSLossyTransferSyntax,
-    UID_JPEG2000TransferSyntax, UID_JPEG2000Part2MulticomponentImageCompressionLosslessOnlyTransferSyntax,
-    UID_JPEG2000Part2MulticomponentImageCompressionTransferSyntax,
-    UID_MPEG2MainProfileAtMainLevelTransferSyntax, UID_MPEG2MainProfileAtHighLevelTransferSyntax,
-    UID_MPEG4HighProfileLevel4_1TransferSyntax, UID_MPEG4BDcompatibleHighProfileLevel4_1TransferSyntax,
-    UID_MPEG4HighProfileLevel4_2_For2DVideoTransferSyntax, UID_MPEG4HighProfileLevel4_2_For3DVideoTransferSyntax,
-    UID_MPEG4StereoHighProfileLevel4_2TransferSyntax, UID_HEVCMainProfileLevel5_1TransferSyntax,
-    UID_HEVCMain10ProfileLevel5_1TransferSyntax};
 
 std::string trim(const OFString& s) {
   std::string t(s.c_str());
@@ -391,16 +376,6 @@ void StorageServer::start() {
   acceptor_->start();
 }
 
-bool StorageServer::accepted_abstract_syntax(const std::string& uid) {
-  static const std::set<std::string> known = [] {
-    std::set<std::string> k{UID_VerificationSOPClass};
-    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) k.insert(dcmAllStorageSOPClassUIDs[i]);
-    return k;
-  }();
-  // Storage classes newer than this DCMTK (e.g. Label Map Segmentation) share the standard root.
-  return known.count(uid) || uid.rfind("1.2.840.10008.5.1.4.1.1.", 0) == 0;
-}
-
 // DCMTK limits an SCP profile to 128 presentation contexts, fewer than the storage classes it
 // knows; an association proposes at most 128, so each gets a config with just what it proposed.
 DcmSharedSCPConfig StorageServer::config_for(T_ASC_Association* assoc) const {
@@ -416,14 +391,14 @@ DcmSharedSCPConfig StorageServer::config_for(T_ASC_Association* assoc) const {
   cfg.setProgressNotificationMode(OFTrue);
   cfg.setRespondWithCalledAETitle(OFFalse);
   OFList<OFString> ts;
-  for (const char* t : kTransferSyntaxes) ts.push_back(t);
+  for (const char* t : accepted_transfer_syntaxes()) ts.push_back(t);
   // One profile entry per proposed context: an SCU often proposes a SOP class twice (uncompressed,
   // and the file's own compressed syntax), and each entry accepts one proposed context.
   const int n_pc = ASC_countPresentationContexts(assoc->params);
   for (int i = 0; i < n_pc; ++i) {
     T_ASC_PresentationContext pc;
     if (ASC_getPresentationContext(assoc->params, i, &pc).bad()) continue;
-    if (accepted_abstract_syntax(pc.abstractSyntax)) cfg.addPresentationContext(pc.abstractSyntax, ts);
+    if (accepts_abstract_syntax(pc.abstractSyntax)) cfg.addPresentationContext(pc.abstractSyntax, ts);
   }
   return DcmSharedSCPConfig(cfg);
 }

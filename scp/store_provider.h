@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -77,7 +78,6 @@ class StorageServer {
   void serve(struct T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self);
   void reap_finished_locked();  // joins the association threads that have ended; mutex_ held
   static void dicom_check(const OFCondition& c);
-  static bool accepted_abstract_syntax(const std::string& uid);
   DcmSharedSCPConfig config_for(struct T_ASC_Association* assoc) const;
 
   ScpContext& ctx_;
