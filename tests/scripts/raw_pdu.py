@@ -214,6 +214,7 @@ def first_pdu(a):
 def after_association(a):
     """A proper association, then one malformed or slow thing."""
     s = connect(a.host, a.port)
+    requested = time.monotonic()  # the node's timers start after this, whatever our scheduling
     associate(s)
     start = time.monotonic()
     result = {"kind": a.kind}
@@ -248,6 +249,7 @@ def after_association(a):
                 try:
                     answer = s.recv(1)
                     result["answered_after"] = time.monotonic() - start
+                    result["answered_after_request"] = time.monotonic() - requested
                     break  # an A-ABORT, or closed: the node ended it
                 except socket.timeout:
                     time.sleep(1)
