@@ -64,6 +64,10 @@ std::string check_jpeg(Codec codec, Bytes head, const FrameExpect& e) {
   return {};
 }
 
+// A structure reaching beyond the bytes read: refused only when they are all of the fragment
+// (`whole`), otherwise no verdict.
+std::string past_end(bool whole, std::string why) { return whole ? why : std::string{}; }
+
 // GDCM (Debian's 3.0.21) walks a JPEG 2000 fragment's marker segments itself to learn whether the
 // transform is reversible (parsej2k_imp, before and beside OpenJPEG): from the codestream's start to
 // the first SOD, trusting every segment's length, reading the COD's 5th and 10th bytes whatever its
@@ -83,15 +87,13 @@ std::string check_j2k_segments(Bytes head, std::size_t at, std::size_t end, bool
     if (length < 2) return {};  // GDCM stops at an impossible length
     if (m == 0xFF52) {          // COD
       if (at + 10 > end)
-        return whole ? fmt::format("JPEG 2000 codestream: the COD segment at byte {} ends with the fragment", at - 4)
-                     : std::string{};
+        return past_end(whole, fmt::format("JPEG 2000 codestream: the COD segment at byte {} ends with the fragment", at - 4));
       if (head[at + 4] > 1 || head[at + 9] != 1) return {};  // GDCM stops unless reversible
     }
     if (at + (length - 2) > end)
-      return whole ? fmt::format("JPEG 2000 codestream: marker segment FF{:02X} at byte {} declares {} bytes, {} remain "
-                                 "in the fragment",
-                                 m & 0xFF, at - 4, length, end - at + 2)
-                   : std::string{};
+      return past_end(whole, fmt::format("JPEG 2000 codestream: marker segment FF{:02X} at byte {} declares {} bytes, {} "
+                                  "remain in the fragment",
+                                  m & 0xFF, at - 4, length, end - at + 2));
     at += length - 2;
   }
   return {};
@@ -106,13 +108,12 @@ std::string check_j2k(Bytes head, const FrameExpect& e, bool whole) {
   if (head.size() >= 12 && std::equal(std::begin(jp2_signature), std::end(jp2_signature), head.begin())) {
     // JP2 boxes (length, type) up to 'jp2c', the codestream; GDCM walks them as trustingly.
     for (at = 0;;) {
-      if (at + 8 > head.size())  // header boxes beyond what was read: no verdict
-        return whole ? std::string("JP2 file: no codestream box in the fragment") : std::string{};
+      if (at + 8 > head.size()) return past_end(whole, "JP2 file: no codestream box in the fragment");
       std::uint64_t len = be32(head, at);
       const std::uint32_t type = be32(head, at + 4);
       std::size_t header = 8;
       if (len == 1) {
-        if (at + 16 > head.size()) return whole ? std::string("JP2 file: a box header ends with the fragment") : std::string{};
+        if (at + 16 > head.size()) return past_end(whole, "JP2 file: a box header ends with the fragment");
         len = (std::uint64_t{be32(head, at + 8)} << 32) | be32(head, at + 12);
         header = 16;
       }
@@ -126,17 +127,16 @@ std::string check_j2k(Bytes head, const FrameExpect& e, bool whole) {
         break;
       }
       if (len < header) return "JP2 file: a box before the codestream has an invalid length";
-      if (whole && len > head.size() - at)
-        return fmt::format("JP2 file: a box declares {} bytes, {} remain in the fragment", len, head.size() - at);
-      if (len > head.size() - at) return {};
+      if (len > head.size() - at)
+        return past_end(whole, fmt::format("JP2 file: a box declares {} bytes, {} remain in the fragment", len, head.size() - at));
       at += static_cast<std::size_t>(len);
     }
   }
-  if (at + 4 > end) return whole ? std::string("JPEG 2000 codestream shorter than its SOC and SIZ markers") : std::string{};
+  if (at + 4 > end) return past_end(whole, "JPEG 2000 codestream shorter than its SOC and SIZ markers");
   if (be16(head, at) != 0xFF4F || be16(head, at + 2) != 0xFF51)
     return "JPEG 2000 codestream does not start with SOC and SIZ markers";
   const std::size_t siz = at + 4;  // Lsiz
-  if (siz + 38 > end) return whole ? std::string("JPEG 2000 codestream ends inside its SIZ segment") : std::string{};
+  if (siz + 38 > end) return past_end(whole, "JPEG 2000 codestream ends inside its SIZ segment");
   const std::uint32_t lsiz = be16(head, siz), xsiz = be32(head, siz + 4), ysiz = be32(head, siz + 8),
                       xosiz = be32(head, siz + 12), yosiz = be32(head, siz + 16), xtsiz = be32(head, siz + 20),
                       ytsiz = be32(head, siz + 24), xtosiz = be32(head, siz + 28), ytosiz = be32(head, siz + 32),
@@ -153,8 +153,7 @@ std::string check_j2k(Bytes head, const FrameExpect& e, bool whole) {
       csiz != static_cast<std::uint32_t>(e.samples_per_pixel))
     return fmt::format("JPEG 2000 SIZ says {}x{}, {} component(s); the data set {}x{}, {} sample(s)", height, width,
                        csiz, e.rows, e.cols, e.samples_per_pixel);
-  if (siz + 38 + 3 * std::size_t{csiz} > end)
-    return whole ? std::string("JPEG 2000 codestream ends inside its SIZ segment") : std::string{};
+  if (siz + 38 + 3 * std::size_t{csiz} > end) return past_end(whole, "JPEG 2000 codestream ends inside its SIZ segment");
   for (std::uint32_t c = 0; c < csiz; ++c) {
     const std::size_t p = siz + 38 + 3 * c;
     const int precision = (head[p] & 0x7F) + 1;
