@@ -18,6 +18,7 @@
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcsequen.h>
 
+#include "dicom/seg_builder.h"
 #include "dicom/volume.h"
 #include "support/process.h"
 
@@ -235,6 +236,16 @@ inline RunResult pixelmed_sr_validator(const std::filesystem::path& f) {
       "JAVA_TOOL_OPTIONS='-Djdk.xml.xpathExprOpLimit=0 -Djdk.xml.xpathExprGrpLimit=0 -Djdk.xml.xpathTotalOpLimit=0' "
       "java -cp /usr/share/java/pixelmed.jar com.pixelmed.validate.DicomSRValidator " +
       shell_quote(f.string()));
+}
+
+// A SEG spec over `src`: its first file, geometry and frames; segments, masks and the rest are the
+// test's.
+inline dicom::SegSpec seg_spec_over(const SourceSeries& src) {
+  dicom::SegSpec s;
+  s.source_file = src.first_file;
+  s.geom = src.geom;
+  s.sources = src.frames;
+  return s;
 }
 
 }  // namespace testsupport

@@ -14,7 +14,6 @@
 //   * every code of dicom::codes and every private coding scheme the builders declare;
 //   * every configuration key the document names exists in config/pacsnode.toml.
 #include <algorithm>
-#include <fstream>
 #include <iterator>
 #include <regex>
 #include <set>
@@ -42,6 +41,7 @@
 #include "dicom/sr_builder.h"
 #include "dicom/store_scu.h"
 #include "scp/negotiation.h"
+#include "support/files.h"
 #include "support/paths.h"
 #include "support/seg_sources.h"
 #include "support/temp_dir.h"
@@ -56,13 +56,8 @@ const fs::path& document_path() {
 }
 
 const std::string& document() {
-  static const std::string text = [] {
-    std::ifstream in(document_path(), std::ios::binary);
-    if (!in) throw std::runtime_error("cannot read " + document_path().string());
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }();
+  static const std::string text = testsupport::read_text(document_path());
+  BOOST_TEST_REQUIRE(!text.empty(), "cannot read " << document_path());
   return text;
 }
 
@@ -206,10 +201,7 @@ struct Written {
     using namespace dicom;
     const std::vector<std::string> names{"body",      "lungs",   "left_lung", "right_lung", "bone", "tissue", "organ",
                                          "emphysema", "airways", "dense",     "lesion_candidate_1"};
-    SegSpec seg_spec;
-    seg_spec.source_file = src.first_file;
-    seg_spec.geom = src.geom;
-    seg_spec.sources = src.frames;
+    SegSpec seg_spec = testsupport::seg_spec_over(src);
     seg_spec.label_map.resize(src.frames.size());
     for (auto& lm : seg_spec.label_map) {
       lm = cv::Mat(16, 20, CV_8U, cv::Scalar(0));
@@ -416,8 +408,7 @@ BOOST_AUTO_TEST_CASE(configuration_keys_exist) {
   const auto file = testsupport::source_dir() / "config/pacsnode.toml";
   const auto config = toml::parse_file(file.string());
   // [[destination]] has no default: the file shows its keys in a commented-out example.
-  std::ifstream in(file);
-  const std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string raw = testsupport::read_text(file);
   const auto example = raw.find("# [[destination]]");
   BOOST_TEST_REQUIRE(example != std::string::npos);
   static const std::regex key("`([a-z]+)\\.([a-z_]+)`");

@@ -233,10 +233,7 @@ SegmentSpec segment(const std::string& name, const std::string& label) {
 }
 
 SegSpec base_spec(const SourceSeries& src) {
-  SegSpec s;
-  s.source_file = src.first_file;
-  s.geom = src.geom;
-  s.sources = src.frames;
+  SegSpec s = testsupport::seg_spec_over(src);
   s.series_description = "test SEG";
   s.series_number = 901;
   s.algorithm_name = "unit test";

@@ -148,17 +148,9 @@ dicom::SegmentSpec segment_spec(const std::string& name, const std::string& labe
   return s;
 }
 
-dicom::SegSpec base_spec(const testsupport::SourceSeries& src) {
-  dicom::SegSpec s;
-  s.source_file = src.first_file;
-  s.geom = src.geom;
-  s.sources = src.frames;
-  return s;
-}
-
 fs::path write_binary_seg(const testsupport::SourceSeries& src, const std::vector<std::vector<cv::Mat>>& masks,
                           const fs::path& out, bool keep_empty = false) {
-  auto spec = base_spec(src);
+  auto spec = testsupport::seg_spec_over(src);
   spec.keep_empty_frames = keep_empty;
   for (std::size_t k = 0; k < masks.size(); ++k) {
     spec.segments.push_back(segment_spec(k == 0 ? "organ" : "tissue", "Segment " + std::to_string(k + 1)));
@@ -317,7 +309,7 @@ BOOST_AUTO_TEST_CASE(fractional_is_thresholded_at_one_half) {
   const auto files = testsupport::write_synthetic_ct(path / "ct", 10, 15, 3, {0, 1, 0}, {0, 0, -1}, {5, -5, 100}, 0.5,
                                                      0.75, 1.5);
   const auto src = testsupport::load_series(files);
-  auto spec = base_spec(src);
+  auto spec = testsupport::seg_spec_over(src);
   spec.type = dicom::SegmentationType::fractional;
   spec.segments.push_back(segment_spec("lung", "Probability"));
   auto& p = spec.segments[0].mask;

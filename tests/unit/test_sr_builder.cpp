@@ -84,9 +84,7 @@ struct Fixture : TempDir {
   Fixture() {
     const auto files = testsupport::write_synthetic_ct(path / "ct", 20, 28, 4, {1, 0, 0}, {0, 1, 0}, {-10, -10, 50}, 0.8, 0.8, 2.0);
     src = testsupport::load_series(files);
-    seg_spec.source_file = src.first_file;
-    seg_spec.geom = src.geom;
-    seg_spec.sources = src.frames;
+    seg_spec = testsupport::seg_spec_over(src);
     seg_spec.label_map.resize(src.frames.size());
     for (auto& lm : seg_spec.label_map) {
       lm = cv::Mat(20, 28, CV_8U, cv::Scalar(0));
