@@ -123,6 +123,11 @@ bool valid_ipv4(const std::string& text) {
          a < 256 && b >= 0 && b < 256 && c >= 0 && c < 256 && d >= 0 && d < 256;
 }
 
+void check_tls_profile(Section& s, std::string_view key, const std::string& profile) {
+  if (profile != "bcp195-nd" && profile != "bcp195-extended")
+    s.problem(key, fmt::format("\"{}\" is not bcp195-nd or bcp195-extended", profile));
+}
+
 const toml::table* sub_table(const toml::table& root, std::string_view name, std::vector<std::string>& problems) {
   const toml::node* n = root.get(name);
   if (!n) return nullptr;
@@ -309,8 +314,64 @@ void read_destinations(const toml::node& n, std::vector<Destination>& out, std::
     s.integer("port", d.port, 1, 65535);
     if (!valid_ae_title(d.ae_title)) s.problem("ae_title", d.ae_title.empty() ? "is required" : fmt::format("\"{}\" is not an AE title", d.ae_title));
     if (d.host.empty()) s.problem("host", "is required");
+    s.boolean("tls", d.tls);
+    s.string("tls_ca_certificates", d.tls_ca_certificates);
+    s.string("tls_certificate", d.tls_certificate);
+    s.string("tls_private_key", d.tls_private_key);
+    s.string("tls_profile", d.tls_profile);
+    check_tls_profile(s, "tls_profile", d.tls_profile);
+    if (d.tls && d.tls_ca_certificates.empty())
+      s.problem("tls_ca_certificates", "is required with tls = true (the CA certificates the destination's certificate must chain to)");
+    if (d.tls_certificate.empty() != d.tls_private_key.empty())
+      s.problem(d.tls_certificate.empty() ? "tls_certificate" : "tls_private_key", "is required with the other (a client certificate and its key)");
     out.push_back(std::move(d));
   });
+}
+
+void read_tls(const toml::table& t, Config::Tls& tls, std::vector<std::string>& p) {
+  Section s(t, "tls", p);
+  s.boolean("enabled", tls.enabled);
+  s.integer("port", tls.port, 1, 65535);
+  s.boolean("plain", tls.plain);
+  s.string("certificate", tls.certificate);
+  s.string("private_key", tls.private_key);
+  s.string("ca_certificates", tls.ca_certificates);
+  s.boolean("require_client_certificate", tls.require_client_certificate);
+  s.string("profile", tls.profile);
+  check_tls_profile(s, "profile", tls.profile);
+  if (!tls.enabled) {
+    if (!tls.plain) s.problem("plain", "false needs tls.enabled = true (the node would not listen at all)");
+    return;
+  }
+  if (tls.certificate.empty()) s.problem("certificate", "is required when tls.enabled (PEM file of the node's certificate)");
+  if (tls.private_key.empty()) s.problem("private_key", "is required when tls.enabled (PEM file of its private key)");
+  if (tls.require_client_certificate && tls.ca_certificates.empty())
+    s.problem("ca_certificates", "is required with require_client_certificate (the CA certificates clients' certificates must chain to)");
+}
+
+// [[calling_ae]]: keyed by ae_title (unique), no name.
+void read_calling_aes(const toml::node& n, std::vector<CallingAe>& out, std::vector<std::string>& p) {
+  const auto* arr = n.as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    p.push_back("calling_ae: must be an array of tables ([[calling_ae]])");
+    return;
+  }
+  std::set<std::string> titles;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    Section s(*arr->get(i)->as_table(), fmt::format("calling_ae[{}]", i), p);
+    CallingAe c;
+    s.string("ae_title", c.ae_title);
+    if (!valid_ae_title(c.ae_title)) s.problem("ae_title", c.ae_title.empty() ? "is required" : fmt::format("\"{}\" is not an AE title", c.ae_title));
+    else if (!titles.insert(c.ae_title).second) s.problem("ae_title", fmt::format("\"{}\" has another [[calling_ae]] table", c.ae_title));
+    s.strings("hosts", c.hosts);
+    for (const auto& h : c.hosts)
+      if (!valid_ipv4(h)) s.problem("hosts", fmt::format("\"{}\" is not an IPv4 address", h));
+    s.strings("tls_subjects", c.tls_subjects);
+    for (const auto& subject : c.tls_subjects)
+      if (subject.find('=') == std::string::npos)
+        s.problem("tls_subjects", fmt::format("\"{}\" is not a subject in RFC 2253 form (e.g. \"CN=ct1,O=Hospital\")", subject));
+    out.push_back(std::move(c));
+  }
 }
 
 void read_http(const toml::table& t, Config::Http& h, std::vector<std::string>& p) {
@@ -367,6 +428,8 @@ Config parse(std::string_view text, std::string_view source) {
     else if (name == "outbound") { if (auto* t = sub_table(root, name, problems)) read_outbound(*t, c.outbound, problems); }
     else if (name == "analysis") { if (auto* t = sub_table(root, name, problems)) read_analysis(*t, c.analysis, problems); }
     else if (name == "retention") { if (auto* t = sub_table(root, name, problems)) read_retention(*t, c.retention, problems); }
+    else if (name == "tls") { if (auto* t = sub_table(root, name, problems)) read_tls(*t, c.tls, problems); }
+    else if (name == "calling_ae") read_calling_aes(v, c.calling_aes, problems);
     else if (name == "http") { if (auto* t = sub_table(root, name, problems)) read_http(*t, c.http, problems); }
     else if (name == "log") { if (auto* t = sub_table(root, name, problems)) read_log(*t, c.log, problems); }
     else if (name == "destination") read_destinations(v, c.destinations, problems);
@@ -393,6 +456,12 @@ Config parse(std::string_view text, std::string_view source) {
   if (c.analysis.unmatched != "ignore" && !profile_exists(c.analysis.unmatched))
     problems.push_back(fmt::format("analysis.unmatched: \"{}\" is not ignore, auto, a [[profile]] or an enabled built-in profile",
                                    c.analysis.unmatched));
+  if (c.tls.enabled && c.tls.plain && c.tls.port == c.node.port)
+    problems.push_back(fmt::format("tls.port: {} is node.port too (plain DICOM listens there; set plain = false for TLS only)", c.tls.port));
+  if (!c.tls.enabled)
+    for (std::size_t i = 0; i < c.calling_aes.size(); ++i)
+      if (!c.calling_aes[i].tls_subjects.empty())
+        problems.push_back(fmt::format("calling_ae[{}].tls_subjects: needs tls.enabled (only a TLS association has a certificate)", i));
   if (!problems.empty()) {
     for (auto& p : problems) p = fmt::format("{}: {}", source, p);
     throw ConfigError(std::move(problems));

@@ -16,6 +16,21 @@ struct Destination {
   std::string ae_title;
   std::string host;
   std::uint16_t port = 0;
+  // DICOM over TLS to this destination (dicom/tls.h): its certificate must chain to
+  // tls_ca_certificates; tls_certificate/tls_private_key are ours, for a destination that
+  // requires a client certificate.
+  bool tls = false;
+  std::string tls_ca_certificates, tls_certificate, tls_private_key;
+  std::string tls_profile = "bcp195-nd";
+};
+
+// A [[calling_ae]] table: where a calling AE title must come from. An association calling with
+// this title from another address, or (with tls_subjects) not over TLS with a certificate of one
+// of these subjects, is rejected as "calling AE title not recognized".
+struct CallingAe {
+  std::string ae_title;
+  std::vector<std::string> hosts;         // IPv4 source addresses (empty: any)
+  std::vector<std::string> tls_subjects;  // RFC 2253 certificate subjects (empty: TLS not required)
 };
 
 // A [[profile]] table: a built-in profile (`base`) with match rules and parameters overridden.
@@ -63,6 +78,17 @@ struct Config {
     int max_pending_connections = 64;
     int max_pending_per_source = 8;  // per source IP address
   } node;
+  // DICOM over TLS (dicom/tls.h): a second listener on tls.port beside plain DICOM on node.port,
+  // or TLS only (plain = false).
+  struct Tls {
+    bool enabled = false;
+    std::uint16_t port = 2762;
+    bool plain = true;  // also listen for plain DICOM on node.port
+    std::string certificate, private_key, ca_certificates;
+    bool require_client_certificate = true;
+    std::string profile = "bcp195-nd";
+  } tls;
+  std::vector<CallingAe> calling_aes;  // [[calling_ae]]
   struct Storage {
     std::filesystem::path root = "var/pacsnode";
     std::uint64_t min_free_mb = 256;

@@ -131,6 +131,7 @@ class Association {
     if (net_) ASC_dropNetwork(&net_);
   }
 
+  std::unique_ptr<DcmTLSTransportLayer> tls_;  // DICOM over TLS; outlives net_ (dropped in the destructor's body)
   T_ASC_Network* net_ = nullptr;
   T_ASC_Parameters* params_ = nullptr;  // owned by assoc_ once ASC_requestAssociation created it
   T_ASC_Association* assoc_ = nullptr;
@@ -226,6 +227,17 @@ std::optional<AssociationFailure> open_association(const StoreTarget& t, const s
   if (c.bad())
     return AssociationFailure{SendOutcome::transient_failure, false,
                               std::string("cannot create association parameters: ") + c.text()};
+  if (t.tls) {
+    try {
+      a.tls_ = make_tls_layer(false, *t.tls, t.tls_key_prefix);
+    } catch (const TlsError& e) {  // the config names a file that is missing or wrong: fixable, so retried
+      return AssociationFailure{SendOutcome::transient_failure, false, fmt::format("cannot set up TLS for {}: {}", peer, e.what())};
+    }
+    c = ASC_setTransportLayer(a.net_, a.tls_.get(), 0);
+    if (c.good()) c = ASC_setTransportLayerType(a.params_, OFTrue);
+    if (c.bad())
+      return AssociationFailure{SendOutcome::transient_failure, false, std::string("cannot set up TLS: ") + c.text()};
+  }
   ASC_setAPTitles(a.params_, t.calling_ae.c_str(), t.called_ae.c_str(), nullptr);
   const std::string address = fmt::format("{}:{}", t.host, t.port);
   ASC_setPresentationAddresses(a.params_, "localhost", address.c_str());
@@ -251,8 +263,12 @@ std::optional<AssociationFailure> open_association(const StoreTarget& t, const s
       return AssociationFailure{permanent ? SendOutcome::permanent_failure : SendOutcome::transient_failure, true,
                                 fmt::format("association rejected by {}: {}", peer, one_line(text.c_str()))};
     }
-    return AssociationFailure{SendOutcome::transient_failure, false,
-                              fmt::format("cannot associate with {}: {}", peer, one_line(c.text()))};
+    std::string why = one_line(c.text());
+    if (t.tls) {  // say why the handshake failed, when OpenSSL knows (an unknown CA, an expired certificate)
+      if (const std::string detail = tls_error_text(nullptr); !detail.empty() && why.find(detail) == std::string::npos) why += ": " + detail;
+      why += " (DICOM over TLS)";
+    }
+    return AssociationFailure{SendOutcome::transient_failure, false, fmt::format("cannot associate with {}: {}", peer, why)};
   }
   a.established_ = true;
   return std::nullopt;

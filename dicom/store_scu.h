@@ -51,6 +51,8 @@
 #include <string>
 #include <vector>
 
+#include "dicom/tls.h"
+
 namespace dicom {
 
 struct StoreTarget {
@@ -58,6 +60,11 @@ struct StoreTarget {
   std::string called_ae;
   std::string host;
   std::uint16_t port = 0;
+  // DICOM over TLS (dicom/tls.h), with the config key prefix its problems are reported under
+  // ("destination 'pacs': tls_"). A TLS problem (a file that cannot be loaded, a handshake that
+  // fails: unknown CA, expired certificate) is a transient failure: the admin can fix it.
+  std::optional<TlsSettings> tls;
+  std::string tls_key_prefix = "tls_";
   int connect_timeout_seconds = 10;
   int acse_timeout_seconds = 30;
   int dimse_timeout_seconds = 60;

@@ -8,8 +8,11 @@
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "dicom/log.h"
+#include "dicom/tls.h"
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
@@ -39,6 +42,8 @@ bool peer_went_away(const error_code& ec) {
 
 }  // namespace
 
+void SslFree::operator()(ssl_st* ssl) const { SSL_free(ssl); }
+
 struct Acceptor::Pending {
   Pending(tcp::socket s, std::string from) : socket(std::move(s)), timer(socket.get_executor()), peer(std::move(from)) {}
   tcp::socket socket;
@@ -49,14 +54,18 @@ struct Acceptor::Pending {
   std::size_t expected = 0;        // the whole PDU, once the header is in
   bool header_done = false;
   bool finished = false;           // completed or closed: late handlers do nothing
+  SslPtr ssl;                      // DICOM over TLS: the session (after `socket` in the declaration: freed first)
+  bool handshake_done = false;
+  std::string tls_subject;
 };
 
 Acceptor::Acceptor(int listen_fd, AcceptorLimits limits, ReasonCounters<Rejection>& rejections, PeerLog& log,
-                   Handler on_request)
+                   Handler on_request, ssl_ctx_st* tls)
     : limits_(limits),
       rejections_(rejections),
       log_(log),
       on_request_(std::move(on_request)),
+      tls_(tls),
       acceptor_(io_),
       retry_timer_(io_),
       flush_timer_(io_) {
@@ -162,7 +171,9 @@ void Acceptor::on_accepted(tcp::socket socket) {
   p->timer.async_wait([this, p](error_code e) {
     if (e || p->finished) return;
     const auto secs = std::chrono::duration<double>(limits_.timeout).count();
-    if (p->received == 0) {
+    if (p->ssl && !p->handshake_done) {
+      close_pending(p, Rejection::preassociation_timeout, fmt::format("TLS handshake not completed within {:g} s", secs));
+    } else if (p->received == 0) {
       close_pending(p, Rejection::preassociation_timeout, fmt::format("nothing received within {:g} s", secs));
     } else {
       const std::string of = p->header_done ? fmt::format("{}", p->expected) : std::string("?");
@@ -170,11 +181,65 @@ void Acceptor::on_accepted(tcp::socket socket) {
                     fmt::format("A-ASSOCIATE-RQ incomplete after {:g} s ({} of {} bytes received)", secs, p->received, of));
     }
   });
-  read_header(p);
+  if (!tls_) return read_header(p);
+  // OpenSSL reads and writes the socket itself: it must not block the acceptor's thread (Asio
+  // makes a socket non-blocking only once an operation of its own needs it).
+  p->socket.non_blocking(true, ec);
+  p->ssl.reset(SSL_new(tls_));
+  if (!p->ssl || SSL_set_fd(p->ssl.get(), p->socket.native_handle()) != 1)
+    return close_pending(p, Rejection::tls_handshake_failed, "cannot start a TLS session: " + dicom::tls_error_text(nullptr));
+  handshake(p);
+}
+
+void Acceptor::handshake(const std::shared_ptr<Pending>& p) {
+  ERR_clear_error();
+  const int r = SSL_accept(p->ssl.get());
+  if (r == 1) {
+    p->handshake_done = true;
+    p->tls_subject = dicom::peer_subject(p->ssl.get());
+    return read_header(p);
+  }
+  const int err = SSL_get_error(p->ssl.get(), r);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    p->socket.async_wait(err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write, [this, p](error_code ec) {
+      if (p->finished) return;
+      if (ec) return close_pending(p, Rejection::closed_before_associate_rq, "during the TLS handshake: " + ec.message());
+      handshake(p);
+    });
+    return;
+  }
+  std::string why = dicom::tls_error_text(p->ssl.get());
+  if (why.empty() && (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN))  // closed, or reset, before saying anything
+    return close_pending(p, Rejection::closed_before_associate_rq, "closed by the peer during the TLS handshake");
+  close_pending(p, Rejection::tls_handshake_failed,
+                fmt::format("TLS handshake failed (this port is for DICOM over TLS): {}", why.empty() ? "protocol error" : why));
+}
+
+void Acceptor::read_some(const std::shared_ptr<Pending>& p, std::uint8_t* data, std::size_t size, ReadHandler handler) {
+  if (!p->ssl) return p->socket.async_read_some(asio::buffer(data, size), std::move(handler));
+  ERR_clear_error();
+  const int n = SSL_read(p->ssl.get(), data, static_cast<int>(size));
+  if (n > 0) {
+    asio::post(io_, [handler = std::move(handler), n] { handler({}, static_cast<std::size_t>(n)); });
+    return;
+  }
+  const int err = SSL_get_error(p->ssl.get(), n);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    p->socket.async_wait(err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write,
+                         [this, p, data, size, handler = std::move(handler)](error_code ec) mutable {
+                           if (p->finished) return;
+                           if (ec) return handler(ec, 0);
+                           read_some(p, data, size, std::move(handler));
+                         });
+    return;
+  }
+  const std::string why = dicom::tls_error_text(p->ssl.get());
+  if (!why.empty()) return close_pending(p, Rejection::closed_before_associate_rq, "TLS error before the A-ASSOCIATE-RQ was complete: " + why);
+  asio::post(io_, [handler = std::move(handler)] { handler(asio::error::eof, 0); });
 }
 
 void Acceptor::read_header(const std::shared_ptr<Pending>& p) {
-  p->socket.async_read_some(asio::buffer(p->buf.data() + p->received, kPduHeader - p->received), [this, p](error_code ec, std::size_t n) {
+  read_some(p, p->buf.data() + p->received, kPduHeader - p->received, [this, p](error_code ec, std::size_t n) {
     if (p->finished) return;
     if (ec) {
       close_pending(p, Rejection::closed_before_associate_rq,
@@ -213,7 +278,7 @@ void Acceptor::read_body(const std::shared_ptr<Pending>& p) {
   // The buffer grows with what arrives (doubling), not with what the header announces: a peer
   // that announces 256 KiB and sends nothing holds no more than a few bytes here.
   if (p->received == p->buf.size()) p->buf.resize(std::min(p->expected, std::max<std::size_t>(2 * p->received, 4096)));
-  p->socket.async_read_some(asio::buffer(p->buf.data() + p->received, p->buf.size() - p->received), [this, p](error_code ec, std::size_t n) {
+  read_some(p, p->buf.data() + p->received, p->buf.size() - p->received, [this, p](error_code ec, std::size_t n) {
     if (p->finished) return;
     if (ec) {
       close_pending(p, Rejection::closed_before_associate_rq,
@@ -240,7 +305,7 @@ void Acceptor::complete(const std::shared_ptr<Pending>& p) {
   // Asio made the socket non-blocking; DCMTK expects a blocking one (it polls with its timeouts).
   if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   try {
-    on_request_({fd, std::move(p->buf), p->peer});
+    on_request_({fd, std::move(p->buf), p->peer, std::move(p->ssl), std::move(p->tls_subject)});
   } catch (const std::exception& e) {
     pacsnode::component_logger("scp")->error("association from {}: {}", p->peer, e.what());
   }
@@ -252,7 +317,13 @@ void Acceptor::close_pending(const std::shared_ptr<Pending>& p, Rejection why, c
   if (send_abort) {
     // A-ABORT, source: service provider, reason: invalid PDU parameter value; best effort, never waits.
     const std::uint8_t abort[] = {0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06};
-    [[maybe_unused]] const auto sent = ::send(p->socket.native_handle(), abort, sizeof abort, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (p->ssl) {
+      ERR_clear_error();
+      [[maybe_unused]] const int sent = SSL_write(p->ssl.get(), abort, sizeof abort);  // the socket is non-blocking
+      ERR_clear_error();
+    } else {
+      [[maybe_unused]] const auto sent = ::send(p->socket.native_handle(), abort, sizeof abort, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
   }
   error_code ec;
   p->socket.close(ec);

@@ -24,6 +24,9 @@
 #include "scp/counters.h"
 #include "scp/peer_log.h"
 
+struct ssl_st;
+struct ssl_ctx_st;
+
 namespace scp {
 
 // Upper bound of an A-ASSOCIATE-RQ PDU, header included. A large real request (128 presentation
@@ -40,11 +43,18 @@ struct AcceptorLimits {
   std::size_t max_request_bytes = kMaxAssociateRqBytes;
 };
 
+struct SslFree {
+  void operator()(ssl_st* ssl) const;
+};
+using SslPtr = std::unique_ptr<ssl_st, SslFree>;
+
 // A connection that has sent a complete A-ASSOCIATE-RQ.
 struct AssociateRequest {
   int fd = -1;                    // blocking socket, owned by whoever receives this
-  std::vector<std::uint8_t> pdu;  // the A-ASSOCIATE-RQ PDU, header included, as read off the socket
+  std::vector<std::uint8_t> pdu;  // the A-ASSOCIATE-RQ PDU, header included, as read off the socket (decrypted)
   std::string peer;               // source IPv4 address
+  SslPtr tls;                     // DICOM over TLS: the session on `fd`, handshake done; null for plain DICOM
+  std::string tls_subject;        // the client certificate's subject (RFC 2253), "" without one
 };
 
 class Acceptor {
@@ -52,8 +62,11 @@ class Acceptor {
   // Runs on the acceptor's thread, so it must not wait for any peer: it gets the request whole.
   using Handler = std::function<void(AssociateRequest)>;
 
-  // Takes over `listen_fd` (a listening TCP socket) and closes it at stop().
-  Acceptor(int listen_fd, AcceptorLimits limits, ReasonCounters<Rejection>& rejections, PeerLog& log, Handler on_request);
+  // Takes over `listen_fd` (a listening TCP socket) and closes it at stop(). With `tls` (an
+  // OpenSSL context that outlives the acceptor) every connection first completes a TLS handshake,
+  // within the same deadline, and the request is read through TLS.
+  Acceptor(int listen_fd, AcceptorLimits limits, ReasonCounters<Rejection>& rejections, PeerLog& log, Handler on_request,
+           ssl_ctx_st* tls = nullptr);
   ~Acceptor();
   Acceptor(const Acceptor&) = delete;
   Acceptor& operator=(const Acceptor&) = delete;
@@ -68,6 +81,10 @@ class Acceptor {
   struct Pending;
   void accept_next();
   void on_accepted(boost::asio::ip::tcp::socket socket);
+  void handshake(const std::shared_ptr<Pending>& p);
+  // async_read_some on the socket, or SSL_read waiting for the socket as TLS needs.
+  using ReadHandler = std::function<void(boost::system::error_code, std::size_t)>;
+  void read_some(const std::shared_ptr<Pending>& p, std::uint8_t* data, std::size_t size, ReadHandler handler);
   void read_header(const std::shared_ptr<Pending>& p);
   void read_body(const std::shared_ptr<Pending>& p);
   void complete(const std::shared_ptr<Pending>& p);
@@ -81,6 +98,7 @@ class Acceptor {
   ReasonCounters<Rejection>& rejections_;
   PeerLog& log_;
   Handler on_request_;
+  ssl_ctx_st* tls_ = nullptr;
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer retry_timer_;  // after accept() failed for want of descriptors

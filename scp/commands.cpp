@@ -12,6 +12,7 @@
 
 #include "analysis/profiles_config.h"
 #include "dicom/store_scu.h"
+#include "scp/outbound_queue.h"
 #include "scp/check_config.h"
 #include "scp/daemon.h"
 #include "scp/logging.h"
@@ -132,10 +133,10 @@ int echo(const EchoOptions& o) {
     if (!d)
       throw cli::UsageError(fmt::format("no destination '{}' in {} (configured: {})", o.destination, ac.source,
                                         names.empty() ? "none" : names));
-    t.called_ae = d->ae_title;
-    t.host = d->host;
-    t.port = d->port;
-    label = fmt::format(" (destination '{}')", d->name);
+    const std::string calling = t.calling_ae;
+    t = store_target(cfg, *d);  // its address and TLS settings
+    t.calling_ae = calling;
+    label = fmt::format(" (destination '{}'{})", d->name, d->tls ? ", DICOM over TLS" : "");
   }
   if (!o.host.empty()) t.host = o.host;
   if (o.port_opt->count()) t.port = static_cast<std::uint16_t>(o.port);

@@ -19,6 +19,7 @@ enum class Rejection {
   not_associate_rq,            // the first PDU is of another type (or not DICOM at all)
   associate_rq_too_large,      // announced length above the acceptor's bound
   associate_rq_too_short,      // announced length below the fixed part of an A-ASSOCIATE-RQ
+  tls_handshake_failed,        // TLS port: no certificate, one that does not verify, no common protocol, not TLS at all
   // The request was read whole and given to DCMTK.
   associate_rq_invalid,        // DCMTK could not make sense of it
   association_limit,           // node.max_associations reached
@@ -57,7 +58,7 @@ constexpr std::string_view name(Refusal r) {
 constexpr std::string_view name(Rejection r) {
   constexpr std::array<std::string_view, static_cast<std::size_t>(Rejection::count_)> names{
       "pending_limit",         "pending_per_source_limit", "preassociation_timeout", "closed_before_associate_rq",
-      "not_associate_rq",      "associate_rq_too_large",   "associate_rq_too_short", "associate_rq_invalid",
+      "not_associate_rq",      "associate_rq_too_large",   "associate_rq_too_short", "tls_handshake_failed", "associate_rq_invalid",
       "association_limit",     "called_ae_title",          "calling_ae_title",       "no_presentation_context",
       "refused_other",         "node_failing"};
   return names[static_cast<std::size_t>(r)];

@@ -110,6 +110,15 @@ std::vector<std::string> keep_restart_only(const config::Config& running, config
   keep("limits.max_inflated_mb", next.limits.max_inflated_mb, running.limits.max_inflated_mb);
   keep("analysis.enabled", next.analysis.enabled, running.analysis.enabled);
   keep("analysis.workers", next.analysis.workers, running.analysis.workers);
+  // The listeners and the TLS context are made at start.
+  keep("tls.enabled", next.tls.enabled, running.tls.enabled);
+  keep("tls.port", next.tls.port, running.tls.port);
+  keep("tls.plain", next.tls.plain, running.tls.plain);
+  keep("tls.certificate", next.tls.certificate, running.tls.certificate);
+  keep("tls.private_key", next.tls.private_key, running.tls.private_key);
+  keep("tls.ca_certificates", next.tls.ca_certificates, running.tls.ca_certificates);
+  keep("tls.require_client_certificate", next.tls.require_client_certificate, running.tls.require_client_certificate);
+  keep("tls.profile", next.tls.profile, running.tls.profile);
   keep("http.enabled", next.http.enabled, running.http.enabled);  // the HTTP server keeps its start-up [http]
   keep("http.bind", next.http.bind, running.http.bind);
   keep("http.port", next.http.port, running.http.port);
@@ -126,6 +135,8 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   auto log = pacsnode::component_logger("daemon");
   // Until the reload handler is installed, a SIGHUP must not end the process (its default).
   std::signal(SIGHUP, SIG_IGN);
+  // A peer that goes away while TLS writes to it (OpenSSL uses write(2)) must give EPIPE, not end the node.
+  std::signal(SIGPIPE, SIG_IGN);
   const fs::path root = storage_root(cfg.storage.root);
   // Say what is wrong with the storage root, and where, before anything else tries it.
   if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
@@ -173,8 +184,10 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     io_thread.join();
     return 1;
   }
-  log->info("pacsnode {} listening on {}:{} as '{}', storage {}, quiet time {} s", PACSNODE_VERSION, cfg.node.bind,
-            server.port(), cfg.node.ae_title, root.string(), cfg.study.quiet_seconds);
+  std::string ports = server.port() ? fmt::format("{}:{}", cfg.node.bind, server.port()) : "";
+  if (server.tls_port()) ports += fmt::format("{}{}:{} (DICOM over TLS)", ports.empty() ? "" : " and ", cfg.node.bind, server.tls_port());
+  log->info("pacsnode {} listening on {} as '{}', storage {}, quiet time {} s", PACSNODE_VERSION, ports, cfg.node.ae_title,
+            root.string(), cfg.study.quiet_seconds);
 
   HealthMonitor health(io, root, index, live);
   health.on_change([&ctx](const Health& h) { ctx.failing = h.state == HealthState::failing; });
@@ -187,6 +200,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     s.health = std::string(to_string(h.state));
     s.health_reasons = h.reasons;
     s.port = server.port();
+    s.tls_port = server.tls_port();
     s.open_associations = server.active();
     s.open_studies = assembler.open_studies();
     s.associations = ctx.counters.associations.load();
@@ -214,8 +228,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
 
   // systemd: ready once the port listens; watchdog pings from the event loop, so a stuck loop
   // gets the service restarted, and only while the node is not failing (scp/health.h).
-  sd_notifyf(0, "READY=1\nSTATUS=%s; listening on %s:%u", std::string(to_string(health.current().state)).c_str(),
-             cfg.node.bind.c_str(), static_cast<unsigned>(server.port()));
+  sd_notifyf(0, "READY=1\nSTATUS=%s; listening on %s", std::string(to_string(health.current().state)).c_str(), ports.c_str());
   asio::steady_timer watchdog(io);
   std::uint64_t watchdog_usec = 0;
   std::function<void()> ping;

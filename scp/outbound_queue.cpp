@@ -68,17 +68,26 @@ void OutboundQueue::tick() {
   });
 }
 
+dicom::StoreTarget store_target(const config::Config& c, const config::Destination& dest) {
+  dicom::StoreTarget t;
+  t.calling_ae = c.node.ae_title;
+  t.called_ae = dest.ae_title;
+  t.host = dest.host;
+  t.port = dest.port;
+  t.connect_timeout_seconds = c.outbound.connect_timeout_seconds;
+  t.acse_timeout_seconds = c.node.acse_timeout_seconds;
+  t.dimse_timeout_seconds = c.outbound.dimse_timeout_seconds;
+  if (dest.tls) {
+    t.tls = dicom::TlsSettings{dest.tls_certificate, dest.tls_private_key, dest.tls_ca_certificates, true, dest.tls_profile};
+    t.tls_key_prefix = fmt::format("destination '{}': tls_", dest.name);
+  }
+  return t;
+}
+
 void OutboundQueue::send(std::shared_ptr<const config::Config> cfg, config::Destination dest, std::vector<OutboxRow> rows) {
   auto log = pacsnode::component_logger("outbound");
   const config::Config& c = *cfg;  // the config in force when this batch was taken
-  dicom::StoreTarget target;
-  target.calling_ae = c.node.ae_title;
-  target.called_ae = dest.ae_title;
-  target.host = dest.host;
-  target.port = dest.port;
-  target.connect_timeout_seconds = c.outbound.connect_timeout_seconds;
-  target.acse_timeout_seconds = c.node.acse_timeout_seconds;
-  target.dimse_timeout_seconds = c.outbound.dimse_timeout_seconds;
+  const dicom::StoreTarget target = store_target(c, dest);
   std::vector<std::filesystem::path> files;
   for (const auto& r : rows) files.emplace_back(r.path);
 

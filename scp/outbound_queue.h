@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "config/live.h"
+#include "dicom/store_scu.h"
 #include "scp/index.h"
 #include "scp/metrics.h"
 
@@ -25,6 +26,10 @@ namespace scp {
 
 // Delay before attempt `attempts + 1`: initial * 2^attempts, capped, times a jitter in [0.8, 1.2].
 std::chrono::milliseconds backoff(const config::Config::Outbound& o, int attempts, double jitter);
+
+// The association settings for a destination: our AE title, its address, the [outbound] timeouts
+// and its TLS settings.
+dicom::StoreTarget store_target(const config::Config& c, const config::Destination& dest);
 
 class OutboundQueue {
  public:

@@ -16,6 +16,7 @@ std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_m
   j["status"] = s.health;
   j["reasons"] = s.health_reasons;
   j["port"] = s.port;
+  j["tls_port"] = s.tls_port;
   j["uptime_seconds"] = (now_ms - started_ms) / 1000;
   j["open_associations"] = s.open_associations;
   j["pending_connections"] = s.pending_connections;

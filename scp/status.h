@@ -17,7 +17,8 @@ namespace scp {
 struct Status {
   std::string health = "ok";  // ok, degraded, failing (scp/health.h)
   std::vector<std::string> health_reasons;
-  std::uint16_t port = 0;
+  std::uint16_t port = 0;      // plain DICOM (0: TLS only)
+  std::uint16_t tls_port = 0;  // DICOM over TLS (0: off)
   std::size_t open_associations = 0, open_studies = 0;
   std::uint64_t associations = 0, rejected_associations = 0, instances_stored = 0, instances_refused = 0, bytes_received = 0;
   std::size_t jobs_queued = 0, jobs_running = 0;

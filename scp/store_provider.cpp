@@ -26,8 +26,10 @@
 #include <dcmtk/dcmnet/dul.h>
 #include <dcmtk/dcmnet/scpcfg.h>
 #include <dcmtk/dcmnet/scpthrd.h>
+#include <dcmtk/dcmtls/tlstrans.h>
 
 #include "dicom/log.h"
+#include "dicom/tls.h"
 #include "scp/negotiation.h"
 
 namespace scp {
@@ -60,8 +62,8 @@ std::string one_line(const std::string& text) {
 // One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
 class StoreProvider : public DcmThreadSCP {
  public:
-  StoreProvider(ScpContext& ctx, PeerLog& peer_log)
-      : ctx_(ctx), cfg_(ctx.live.get()), peer_log_(peer_log), log_(pacsnode::component_logger("scp")) {}
+  StoreProvider(ScpContext& ctx, PeerLog& peer_log, Connection conn)
+      : ctx_(ctx), cfg_(ctx.live.get()), peer_log_(peer_log), log_(pacsnode::component_logger("scp")), conn_(std::move(conn)) {}
 
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
@@ -76,12 +78,17 @@ class StoreProvider : public DcmThreadSCP {
     return OFFalse;
   }
   OFBool checkCallingAETitleAccepted(const OFString& calling) override {
+    const std::string ae = trim(calling);
     const auto& allowed = cfg_->node.allowed_calling_ae;
-    if (allowed.empty()) return OFTrue;
-    for (const auto& ae : allowed)
-      if (ae == trim(calling)) return OFTrue;
-    outcome_ = "rejected: calling AE title not allowed";
-    return OFFalse;
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), ae) == allowed.end()) {
+      outcome_ = "rejected: calling AE title not allowed";
+      return OFFalse;
+    }
+    if (auto why = calling_ae_binding_problem(cfg_->calling_aes, ae, conn_)) {
+      outcome_ = "rejected: " + *why;
+      return OFFalse;
+    }
+    return OFTrue;
   }
   void refuseAssociation(const DcmRefuseReasonType reason) override {
     switch (reason) {
@@ -123,8 +130,8 @@ class StoreProvider : public DcmThreadSCP {
         reason = name(why);
       }
     }
-    const auto line = fmt::format("association from '{}' {}: {} instances stored, {} failed, {:.1f} MB in {:.2f} s, {}", calling_ae_,
-                                  peer_, stored_, failed_, bytes_ / 1e6, secs, outcome);
+    const auto line = fmt::format("association from '{}' {}{}: {} instances stored, {} failed, {:.1f} MB in {:.2f} s, {}", calling_ae_,
+                                  peer_, conn_.tls ? " over TLS" : "", stored_, failed_, bytes_ / 1e6, secs, outcome);
     if (outcome_ == "released") log_->info("{}", line);
     else if (stored_ || failed_) log_->warn("{}", line);  // says what became of instances: always
     else peer_log_.log(spdlog::level::warn, peer_, "association " + reason, line);  // did nothing: at most one a peer per 10 s
@@ -244,6 +251,7 @@ class StoreProvider : public DcmThreadSCP {
   std::shared_ptr<spdlog::logger> log_;
   std::optional<Rejection> refused_;
   Clock::time_point started_ = Clock::now();
+  const Connection conn_;
   std::string calling_ae_, peer_, outcome_, last_error_;
   unsigned long dataset_bytes_ = 0;
   std::filesystem::path receiving_;  // the temporary file being received into, if any
@@ -263,59 +271,111 @@ void reject(T_ASC_Association* assoc, T_ASC_RejectParametersReason reason) {
 
 }  // namespace
 
-// A transparent TCP connection whose first bytes come from memory: the A-ASSOCIATE-RQ that the
-// acceptor has read off the socket already. DCMTK reads the request from here, which cannot
-// block, and everything after it from the socket, as usual.
+// The A-ASSOCIATE-RQ that the acceptor has read off the socket already (decrypted, for TLS):
+// DCMTK reads the request from here, which cannot block, and everything after it from the
+// connection, as usual.
+class Replay {
+ public:
+  explicit Replay(std::vector<std::uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  bool pending() const { return pos_ < bytes_.size(); }
+  ssize_t take(void* buf, size_t nbyte) {
+    const std::size_t n = std::min(nbyte, bytes_.size() - pos_);
+    std::memcpy(buf, bytes_.data() + pos_, n);
+    pos_ += n;
+    if (pos_ == bytes_.size()) {
+      bytes_ = {};
+      pos_ = 0;
+    }
+    return static_cast<ssize_t>(n);
+  }
+
+ private:
+  std::vector<std::uint8_t> bytes_;
+  std::size_t pos_ = 0;
+};
+
 class ReplayConnection : public DcmTCPConnection {
  public:
   ReplayConnection(DcmNativeSocketType fd, std::vector<std::uint8_t> prefix) : DcmTCPConnection(fd), prefix_(std::move(prefix)) {}
 
   ssize_t read(void* buf, size_t nbyte) override {
-    if (pos_ >= prefix_.size()) return DcmTCPConnection::read(buf, nbyte);
-    const std::size_t n = std::min(nbyte, prefix_.size() - pos_);
-    std::memcpy(buf, prefix_.data() + pos_, n);
-    pos_ += n;
-    if (pos_ == prefix_.size()) {
-      prefix_ = {};
-      pos_ = 0;
-    }
-    return static_cast<ssize_t>(n);
+    return prefix_.pending() ? prefix_.take(buf, nbyte) : DcmTCPConnection::read(buf, nbyte);
   }
   OFBool networkDataAvailable(int timeout) override {
-    return pos_ < prefix_.size() ? OFTrue : DcmTCPConnection::networkDataAvailable(timeout);
+    return prefix_.pending() ? OFTrue : DcmTCPConnection::networkDataAvailable(timeout);
   }
   // While bytes are buffered here, a select() on the socket would not see them.
-  OFBool isTransparentConnection() override { return pos_ < prefix_.size() ? OFFalse : OFTrue; }
+  OFBool isTransparentConnection() override { return prefix_.pending() ? OFFalse : OFTrue; }
 
  private:
-  std::vector<std::uint8_t> prefix_;
-  std::size_t pos_ = 0;
+  Replay prefix_;
+};
+
+// DICOM over TLS: DCMTK's TLS connection on the session whose handshake the acceptor has done.
+class ReplayTlsConnection : public DcmTLSConnection {
+ public:
+  ReplayTlsConnection(DcmNativeSocketType fd, ssl_st* ssl, std::vector<std::uint8_t> prefix)
+      : DcmTLSConnection(fd, ssl), prefix_(std::move(prefix)) {}
+
+  OFCondition serverSideHandshake() override { return EC_Normal; }  // done before the request was read
+  ssize_t read(void* buf, size_t nbyte) override {
+    return prefix_.pending() ? prefix_.take(buf, nbyte) : DcmTLSConnection::read(buf, nbyte);
+  }
+  OFBool networkDataAvailable(int timeout) override {
+    return prefix_.pending() ? OFTrue : DcmTLSConnection::networkDataAvailable(timeout);
+  }
+
+ private:
+  Replay prefix_;
 };
 
 // Hands the connection DCMTK is about to take (through dcmExternalSocketHandle) its buffered
-// request. One slot: used only inside StorageServer's hand-off critical section.
+// request, and its TLS session if it has one. One slot: used only inside StorageServer's hand-off
+// critical section.
 class ReplayLayer : public DcmTransportLayer {
  public:
-  void hand_over(int fd, std::vector<std::uint8_t> pdu) {
+  void hand_over(int fd, std::vector<std::uint8_t> pdu, SslPtr tls) {
     fd_ = fd;
     pdu_ = std::move(pdu);
+    tls_ = std::move(tls);
     taken_ = false;
   }
-  // DCMTK created the connection, which now owns the socket.
+  // DCMTK created the connection, which now owns the socket (and the TLS session).
   bool taken() const { return taken_; }
 
   DcmTransportConnection* createConnection(DcmNativeSocketType fd, OFBool secure) override {
-    if (secure) return nullptr;  // no TLS here
-    if (fd != fd_ || taken_) return new DcmTCPConnection(fd);
+    if (fd != fd_ || taken_) return secure ? nullptr : new DcmTCPConnection(fd);
+    if (secure != (tls_ != nullptr)) return nullptr;
     taken_ = true;
+    if (tls_) return new ReplayTlsConnection(fd, tls_.release(), std::move(pdu_));
     return new ReplayConnection(fd, std::move(pdu_));
   }
 
  private:
   int fd_ = -1;
   std::vector<std::uint8_t> pdu_;
+  SslPtr tls_;
   bool taken_ = false;
 };
+
+std::optional<std::string> calling_ae_binding_problem(const std::vector<config::CallingAe>& bindings, const std::string& ae,
+                                                      const Connection& conn) {
+  const auto b = std::find_if(bindings.begin(), bindings.end(), [&](const config::CallingAe& c) { return c.ae_title == ae; });
+  if (b == bindings.end()) return std::nullopt;
+  auto listed = [](const std::vector<std::string>& v) {
+    std::string all;
+    for (const auto& x : v) all += (all.empty() ? "'" : ", '") + x + "'";
+    return all;
+  };
+  if (!b->hosts.empty() && std::find(b->hosts.begin(), b->hosts.end(), conn.peer) == b->hosts.end())
+    return fmt::format("calling AE title '{}' connected from {}, not from its [[calling_ae]] hosts ({})", ae, conn.peer, listed(b->hosts));
+  if (b->tls_subjects.empty()) return std::nullopt;
+  if (!conn.tls) return fmt::format("calling AE title '{}' must use DICOM over TLS ([[calling_ae]] tls_subjects)", ae);
+  if (std::find(b->tls_subjects.begin(), b->tls_subjects.end(), conn.tls_subject) == b->tls_subjects.end())
+    return fmt::format("calling AE title '{}' presented the certificate of '{}', not one of its [[calling_ae]] tls_subjects ({})", ae,
+                       conn.tls_subject.empty() ? "(none)" : conn.tls_subject, listed(b->tls_subjects));
+  return std::nullopt;
+}
 
 void disable_nagle() { ::setenv("TCP_NODELAY", "1", 1); }
 
@@ -323,43 +383,63 @@ StorageServer::StorageServer(ScpContext& ctx)
     : ctx_(ctx), peer_log_(pacsnode::component_logger("scp")), layer_(std::make_unique<ReplayLayer>()) {}
 
 StorageServer::~StorageServer() {
-  if (acceptor_) stop(std::chrono::seconds(0));
+  if (acceptor_ || tls_acceptor_) stop(std::chrono::seconds(0));
   if (network_) ASC_dropNetwork(&network_);
 }
+
+namespace {
+
+// A listening IPv4 TCP socket on bind:port (port 0: any free one); `bound` gets the port.
+int listen_socket(const std::string& bind, std::uint16_t port, std::uint16_t& bound, const char* key) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  try {
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    if (::inet_pton(AF_INET, bind.c_str(), &addr.sin_addr) != 1)
+      throw std::system_error(EINVAL, std::generic_category(), "node.bind " + bind);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw std::system_error(errno, std::generic_category(), fmt::format("cannot listen on {}:{} ({})", bind, port, key));
+    // The backlog holds connections only while the acceptor is busy for a moment: it accepts at once.
+    if (::listen(fd, 256) != 0) throw std::system_error(errno, std::generic_category(), "listen");
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    bound = ntohs(addr.sin_port);
+    return fd;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
+}  // namespace
 
 void StorageServer::start() {
   const auto cfg = ctx_.live.get();
   const auto& n = cfg->node;
+  const auto& tls = cfg->tls;
   disable_nagle();
   dcmDisableGethostbyaddr.set(OFTrue);
+  if (tls.enabled)  // the certificate, key and CAs are read and checked here: a problem stops the start
+    tls_ = dicom::make_tls_layer(true, {tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate, tls.profile},
+                                 "tls.");
 
-  const int listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
   struct Closer {
-    int fd;
+    int fd = -1;
     ~Closer() { if (fd >= 0) ::close(fd); }
-  } guard{listen_fd};
-  int one = 1;
-  ::setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(n.port);
-  if (::inet_pton(AF_INET, n.bind.c_str(), &addr.sin_addr) != 1)
-    throw std::system_error(EINVAL, std::generic_category(), "node.bind " + n.bind);
-  if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    throw std::system_error(errno, std::generic_category(), fmt::format("cannot listen on {}:{}", n.bind, n.port));
-  // The backlog holds connections only while the acceptor is busy for a moment: it accepts at once.
-  if (::listen(listen_fd, 256) != 0) throw std::system_error(errno, std::generic_category(), "listen");
-  socklen_t len = sizeof addr;
-  ::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.sin_port);
+  } plain, secure;
+  if (!tls.enabled || tls.plain) plain.fd = listen_socket(n.bind, n.port, port_, "node.port");
+  if (tls.enabled) secure.fd = listen_socket(n.bind, tls.port, tls_port_, "tls.port");
 
   // An acceptor network without a listening socket of DCMTK's own (a valid handle at this moment
-  // stops it from opening one): connections are accepted by the Acceptor and handed over one at a
-  // time through dcmExternalSocketHandle.
+  // stops it from opening one): connections are accepted by the Acceptors and handed over one at
+  // a time through dcmExternalSocketHandle.
   {
     std::lock_guard lock(handoff_mutex_);
-    dcmExternalSocketHandle.set(listen_fd);
+    dcmExternalSocketHandle.set(plain.fd >= 0 ? plain.fd : secure.fd);
     OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, n.acse_timeout_seconds, &network_);
     dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
     dicom_check(c);
@@ -370,10 +450,17 @@ void StorageServer::start() {
   limits.timeout = std::chrono::seconds(n.preassociation_timeout_seconds);
   limits.max_pending = static_cast<std::size_t>(n.max_pending_connections);
   limits.max_pending_per_source = static_cast<std::size_t>(n.max_pending_per_source);
-  acceptor_ = std::make_unique<Acceptor>(listen_fd, limits, ctx_.counters.rejections, peer_log_,
-                                         [this](AssociateRequest rq) { on_request(std::move(rq)); });
-  guard.fd = -1;  // the acceptor owns it now
-  acceptor_->start();
+  auto handler = [this](AssociateRequest rq) { on_request(std::move(rq)); };
+  if (plain.fd >= 0) {
+    acceptor_ = std::make_unique<Acceptor>(plain.fd, limits, ctx_.counters.rejections, peer_log_, handler);
+    plain.fd = -1;  // the acceptor owns it now
+    acceptor_->start();
+  }
+  if (secure.fd >= 0) {
+    tls_acceptor_ = std::make_unique<Acceptor>(secure.fd, limits, ctx_.counters.rejections, peer_log_, handler, tls_->getNativeHandle());
+    secure.fd = -1;
+    tls_acceptor_->start();
+  }
 }
 
 // DCMTK limits an SCP profile to 128 presentation contexts, fewer than the storage classes it
@@ -417,15 +504,16 @@ void StorageServer::on_request(AssociateRequest rq) {
   T_ASC_Association* assoc = nullptr;
   OFCondition c;
   bool taken = false;
+  const Connection conn{rq.peer, rq.tls != nullptr, rq.tls_subject};
   {
     std::lock_guard lock(handoff_mutex_);
-    layer_->hand_over(rq.fd, std::move(rq.pdu));
+    layer_->hand_over(rq.fd, std::move(rq.pdu), std::move(rq.tls));
     dcmExternalSocketHandle.set(rq.fd);
-    c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, OFFalse, DUL_NOBLOCK,
+    c = ASC_receiveAssociation(network_, &assoc, ASC_MAXIMUMPDUSIZE, nullptr, nullptr, conn.tls ? OFTrue : OFFalse, DUL_NOBLOCK,
                                ctx_.live.get()->node.acse_timeout_seconds);
     dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
     taken = layer_->taken();
-    layer_->hand_over(-1, {});
+    layer_->hand_over(-1, {}, nullptr);
   }
   if (c.bad()) {
     ctx_.counters.rejections.add(Rejection::associate_rq_invalid);
@@ -460,7 +548,7 @@ void StorageServer::on_request(AssociateRequest rq) {
   }
   auto self = workers_.emplace(workers_.end());
   try {
-    *self = std::thread([this, assoc, fd = rq.fd, self] { serve(assoc, fd, self); });
+    *self = std::thread([this, assoc, fd = rq.fd, self, conn] { serve(assoc, fd, self, conn); });
   } catch (const std::system_error& e) {  // no thread to be had: as if the limit were reached
     workers_.erase(self);
     ctx_.counters.rejected++;
@@ -473,10 +561,10 @@ void StorageServer::on_request(AssociateRequest rq) {
   sockets_.insert(rq.fd);
 }
 
-void StorageServer::serve(T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self) {
+void StorageServer::serve(T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self, const Connection& conn) {
   bool handed = false;
   try {
-    StoreProvider scp(ctx_, peer_log_);
+    StoreProvider scp(ctx_, peer_log_, conn);
     scp.setSharedConfig(config_for(assoc));
     handed = true;
     scp.run(assoc);  // negotiates, serves and releases/aborts; frees the association
@@ -506,6 +594,7 @@ void StorageServer::reap_finished_locked() {
 void StorageServer::stop(std::chrono::seconds drain) {
   stopping_ = true;
   if (acceptor_) acceptor_->stop();  // no new association from here on
+  if (tls_acceptor_) tls_acceptor_->stop();
   {
     std::unique_lock lock(mutex_);
     if (!idle_.wait_for(lock, drain, [this] { return active_ == 0; })) {
@@ -522,6 +611,7 @@ void StorageServer::stop(std::chrono::seconds drain) {
   workers_.clear();
   finished_.clear();
   acceptor_.reset();
+  tls_acceptor_.reset();
   peer_log_.flush_all();
 }
 

@@ -10,6 +10,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/ofstd/ofcond.h>
 #include <dcmtk/dcmnet/scpcfg.h>
+#include <dcmtk/dcmtls/tlslayer.h>
 
 #include "config/config.h"
 #include "config/live.h"
@@ -52,6 +54,18 @@ struct ScpContext {
   std::atomic<bool> failing{false};
 };
 
+// Where an association comes from, as the acceptor saw it.
+struct Connection {
+  std::string peer;         // source IPv4 address
+  bool tls = false;         // DICOM over TLS
+  std::string tls_subject;  // the client certificate's subject (RFC 2253), "" without one
+};
+
+// Why `ae` may not call from `conn` under the [[calling_ae]] bindings (wrong host; not TLS, or
+// another certificate subject), or nullopt: a title without a binding is not constrained here.
+std::optional<std::string> calling_ae_binding_problem(const std::vector<config::CallingAe>& bindings, const std::string& ae,
+                                                      const Connection& conn);
+
 class ReplayLayer;
 
 class StorageServer {
@@ -63,10 +77,13 @@ class StorageServer {
 
   // Binds and listens (throws std::system_error naming the address), then accepts on a thread.
   void start();
-  std::uint16_t port() const { return port_; }
+  std::uint16_t port() const { return port_; }          // plain DICOM (0: not listening, TLS only)
+  std::uint16_t tls_port() const { return tls_port_; }  // DICOM over TLS (0: not listening)
   std::size_t active() const { return active_.load(); }
   // Connections still waiting for their A-ASSOCIATE-RQ.
-  std::size_t pending() const { return acceptor_ ? acceptor_->pending() : 0; }
+  std::size_t pending() const {
+    return (acceptor_ ? acceptor_->pending() : 0) + (tls_acceptor_ ? tls_acceptor_->pending() : 0);
+  }
   // Stops accepting; lets associations in flight finish for up to `drain`, aborts the rest at
   // their next message, and returns once every association thread has ended.
   void stop(std::chrono::seconds drain);
@@ -75,20 +92,22 @@ class StorageServer {
   // On the acceptor's thread: DCMTK parses the request (from memory), then the association is
   // rejected at once or served on a thread of its own.
   void on_request(AssociateRequest rq);
-  void serve(struct T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self);
+  void serve(struct T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self, const Connection& conn);
   void reap_finished_locked();  // joins the association threads that have ended; mutex_ held
   static void dicom_check(const OFCondition& c);
   DcmSharedSCPConfig config_for(struct T_ASC_Association* assoc) const;
 
   ScpContext& ctx_;
-  std::uint16_t port_ = 0;
+  std::uint16_t port_ = 0, tls_port_ = 0;
   struct T_ASC_Network* network_ = nullptr;
+  std::unique_ptr<DcmTLSTransportLayer> tls_;  // the OpenSSL context of the TLS listener
   PeerLog peer_log_;
   // DCMTK takes an accepted socket only through the process-global dcmExternalSocketHandle, and
   // reads the request through this transport layer, which replays what the acceptor read.
   std::unique_ptr<ReplayLayer> layer_;
   std::mutex handoff_mutex_;  // around the global handle and the layer's one slot
-  std::unique_ptr<Acceptor> acceptor_;
+  std::unique_ptr<Acceptor> acceptor_;      // plain DICOM on node.port
+  std::unique_ptr<Acceptor> tls_acceptor_;  // DICOM over TLS on tls.port
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> active_{0};
   std::mutex mutex_;

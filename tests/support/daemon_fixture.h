@@ -47,6 +47,10 @@ struct DaemonOptions {
   std::string node_extra;  // more [node] keys
   std::string extra;       // more TOML, appended
   std::uint16_t port = 0;  // 0: a free port
+  // How start() checks that the daemon answers: echoscu with these options on this port (0: the
+  // plain port), e.g. TLS options and tls.port for a node that listens for TLS only.
+  std::vector<std::string> ready_echo_options;
+  std::uint16_t ready_echo_port = 0;
 };
 
 class Daemon {
@@ -77,7 +81,15 @@ class Daemon {
   // Starts the binary and waits until it answers C-ECHO.
   void start() {
     child_.start({daemon_binary().string(), "run", "--config", config_.string()}, log_);
-    const bool up = eventually([&] { return !child_.running() || echo("ECHOSCU").exit_code == 0; }, std::chrono::seconds(30), std::chrono::milliseconds(100));
+    auto answers = [&] {
+      if (opt_.ready_echo_options.empty() && !opt_.ready_echo_port) return echo("ECHOSCU").exit_code == 0;
+      std::vector<std::string> argv{"echoscu", "-aet", "ECHOSCU", "-aec", "PACSNODE"};
+      argv.insert(argv.end(), opt_.ready_echo_options.begin(), opt_.ready_echo_options.end());
+      argv.push_back("127.0.0.1");
+      argv.push_back(std::to_string(opt_.ready_echo_port ? opt_.ready_echo_port : port_));
+      return run(argv).exit_code == 0;
+    };
+    const bool up = eventually([&] { return !child_.running() || answers(); }, std::chrono::seconds(30), std::chrono::milliseconds(100));
     BOOST_TEST_REQUIRE(child_.running(), "daemon exited at start:\n" << log());
     BOOST_TEST_REQUIRE(up, "daemon did not answer C-ECHO:\n" << log());
   }

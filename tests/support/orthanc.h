@@ -192,7 +192,8 @@ class Orthanc {
     }
   }
 
- private:
+ public:
+  // A JSON string literal.
   static std::string quote(const std::string& s) {
     std::string q = "\"";
     for (char c : s) {
@@ -201,6 +202,8 @@ class Orthanc {
     }
     return q + "\"";
   }
+
+ private:
   std::string url(const std::string& uri) const { return "http://127.0.0.1:" + std::to_string(http_port_) + uri; }
 
   OrthancOptions opt_;

@@ -19,9 +19,10 @@
 
 namespace testsupport {
 
-inline std::vector<std::string> raw_pdu_argv(const Daemon& d, const std::vector<std::string>& args) {
+// `port`: another port of the daemon's than its plain DICOM one (tls.port).
+inline std::vector<std::string> raw_pdu_argv(const Daemon& d, const std::vector<std::string>& args, std::uint16_t port = 0) {
   std::vector<std::string> argv{python(), (source_dir() / "tests/scripts/raw_pdu.py").string(), "127.0.0.1",
-                                std::to_string(d.port())};
+                                std::to_string(port ? port : d.port())};
   argv.insert(argv.end(), args.begin(), args.end());
   return argv;
 }
@@ -55,9 +56,9 @@ inline std::string read_text(const std::filesystem::path& p) {
 // until it printed "ready" (its connections are open), then for its result.
 class RawPeer {
  public:
-  RawPeer(const Daemon& d, const std::vector<std::string>& args, const std::filesystem::path& log) : log_(log) {
+  RawPeer(const Daemon& d, const std::vector<std::string>& args, const std::filesystem::path& log, std::uint16_t port = 0) : log_(log) {
     std::filesystem::remove(log_);
-    child_.start(raw_pdu_argv(d, args), log_);
+    child_.start(raw_pdu_argv(d, args, port), log_);
     const bool ready = eventually([&] { return output().find("ready") != std::string::npos || !child_.running(); },
                                   std::chrono::seconds(60), std::chrono::milliseconds(10));
     BOOST_TEST_REQUIRE(ready, output());
