@@ -40,7 +40,7 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSet
   ERR_clear_error();
 
   auto layer = std::make_unique<DcmTLSTransportLayer>(acceptor ? NET_ACCEPTOR : NET_REQUESTOR, nullptr, OFFalse);
-  if (!*layer) throw TlsError(fmt::format("{}: cannot create a TLS context: {}", prefix, tls_error_text(nullptr)));
+  if (!*layer) throw TlsError("cannot create a TLS context: " + tls_error_text(nullptr));
   DcmTLSSecurityProfile profile = TSP_Profile_BCP195_ND;
   if (s.profile == "bcp195-extended") profile = TSP_Profile_BCP195_Extended;
   else if (s.profile != "bcp195-nd") throw TlsError(fmt::format("{}profile: \"{}\" is not bcp195-nd or bcp195-extended", prefix, s.profile));
@@ -58,8 +58,12 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSet
     require_readable(key_key, s.private_key, false);
     if (OFCondition c = layer->setCertificateFile(s.certificate.c_str(), DCF_Filetype_PEM); c.bad())
       throw TlsError(fmt::format("{}: cannot load {}: {}", cert_key, s.certificate, condition_text(c)));
-    if (OFCondition c = layer->setPrivateKeyFile(s.private_key.c_str(), DCF_Filetype_PEM); c.bad())
-      throw TlsError(fmt::format("{}: cannot load {} (an unencrypted PEM key is needed): {}", key_key, s.private_key, condition_text(c)));
+    if (OFCondition c = layer->setPrivateKeyFile(s.private_key.c_str(), DCF_Filetype_PEM); c.bad()) {
+      const std::string why = condition_text(c);
+      if (why.find("key values mismatch") != std::string::npos)  // OpenSSL compares it with the certificate loaded
+        throw TlsError(fmt::format("{}: {} is not the key of the certificate {}", key_key, s.private_key, s.certificate));
+      throw TlsError(fmt::format("{}: cannot load {} (an unencrypted PEM key is needed): {}", key_key, s.private_key, why));
+    }
     if (!layer->checkPrivateKeyMatchesCertificate())
       throw TlsError(fmt::format("{}: {} is not the key of the certificate {}", key_key, s.private_key, s.certificate));
   }

@@ -15,6 +15,8 @@
 
 #include <fmt/format.h>
 
+#include "dicom/tls.h"
+
 namespace fs = std::filesystem;
 
 namespace scp {
@@ -133,7 +135,27 @@ std::vector<std::string> config_warnings(const config::Config& cfg, const CheckC
     if (auto why = ctx.resolve(d.host))
       out.push_back(fmt::format("destination '{}': host '{}' does not resolve ({})", d.name, d.host, *why));
   }
-  if (cfg.node.port < ctx.unprivileged_port_start) {
+  // The TLS material is read at start (a problem stops it) and at each delivery (a problem is
+  // retried): say now what cannot be used. Read as this command's user, which may not be the service's.
+  if (cfg.tls.enabled) {
+    try {
+      dicom::make_tls_layer(true, {cfg.tls.certificate, cfg.tls.private_key, cfg.tls.ca_certificates, cfg.tls.require_client_certificate,
+                                   cfg.tls.profile},
+                            "tls.");
+    } catch (const dicom::TlsError& e) {
+      out.push_back(fmt::format("{} (the node will not start)", e.what()));
+    }
+  }
+  for (const auto& d : cfg.destinations) {
+    if (!d.tls) continue;
+    try {
+      dicom::make_tls_layer(false, {d.tls_certificate, d.tls_private_key, d.tls_ca_certificates, true, d.tls_profile},
+                            fmt::format("destination '{}': tls_", d.name));
+    } catch (const dicom::TlsError& e) {
+      out.push_back(fmt::format("{} (nothing can be sent there)", e.what()));
+    }
+  }
+  if ((!cfg.tls.enabled || cfg.tls.plain) && cfg.node.port < ctx.unprivileged_port_start) {
     const std::string rule = fmt::format(
         "node.port {} is below {} (net.ipv4.ip_unprivileged_port_start): the service needs CAP_NET_BIND_SERVICE in "
         "both CapabilityBoundingSet= and AmbientCapabilities=",

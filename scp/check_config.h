@@ -4,6 +4,7 @@
 //   * no [[destination]]: results are made and sent nowhere
 //   * the storage root cannot be created or written (checked without creating anything)
 //   * a destination host does not resolve
+//   * the [tls] certificate, key or CAs, or a TLS destination's, cannot be loaded or do not match
 //   * node.port is below net.ipv4.ip_unprivileged_port_start (1024) and the installed unit does
 //     not grant CAP_NET_BIND_SERVICE (or no installed unit was found to check)
 #include <filesystem>

@@ -51,6 +51,13 @@ BOOST_AUTO_TEST_CASE(embedded_default_is_the_documented_example_and_matches_the_
   BOOST_TEST(c.limits.max_inflated_mb == 1024u);
   BOOST_TEST(c.study.quiet_seconds == 20);
   BOOST_TEST(c.log.level == "info");
+  BOOST_TEST(c.tls.enabled == d.tls.enabled);
+  BOOST_TEST(!c.tls.enabled);
+  BOOST_TEST(c.tls.port == 2762);
+  BOOST_TEST(c.tls.plain == d.tls.plain);
+  BOOST_TEST(c.tls.require_client_certificate == d.tls.require_client_certificate);
+  BOOST_TEST(c.tls.profile == d.tls.profile);
+  BOOST_TEST(c.calling_aes.empty());
   // The shipped example is the same text.
   std::ifstream in(testsupport::source_dir() / "config/pacsnode.toml");
   std::stringstream ss;
@@ -280,4 +287,66 @@ BOOST_AUTO_TEST_CASE(default_limits_are_the_scans_built_in_defaults) {
   BOOST_TEST(from_config.max_file_bytes == built_in.max_file_bytes);
   BOOST_TEST(from_config.max_pixel_bytes == built_in.max_pixel_bytes);
   BOOST_TEST(from_config.max_inflated_bytes == built_in.max_inflated_bytes);
+}
+
+BOOST_AUTO_TEST_CASE(tls_table_is_parsed_and_checked) {
+  const auto c = config::parse("[tls]\nenabled = true\nport = 3000\nplain = false\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n"
+                               "ca_certificates = \"/ca\"\nrequire_client_certificate = false\nprofile = \"bcp195-extended\"\n",
+                               "t.toml");
+  BOOST_TEST(c.tls.enabled);
+  BOOST_TEST(c.tls.port == 3000);
+  BOOST_TEST(!c.tls.plain);
+  BOOST_TEST(c.tls.certificate == "/c.pem");
+  BOOST_TEST(c.tls.private_key == "/k.pem");
+  BOOST_TEST(c.tls.ca_certificates == "/ca");
+  BOOST_TEST(!c.tls.require_client_certificate);
+  BOOST_TEST(c.tls.profile == "bcp195-extended");
+  const auto p = problems_of("[tls]\nenabled = true\nprofile = \"bcp195\"\n");
+  BOOST_TEST(mentions(p, "tls.certificate: is required when tls.enabled"));
+  BOOST_TEST(mentions(p, "tls.private_key: is required when tls.enabled"));
+  BOOST_TEST(mentions(p, "tls.ca_certificates: is required with require_client_certificate"));
+  BOOST_TEST(mentions(p, "tls.profile: \"bcp195\" is not bcp195-nd or bcp195-extended"));
+  BOOST_TEST(mentions(problems_of("[tls]\nplain = false\n"), "tls.plain: false needs tls.enabled = true"));
+  BOOST_TEST(mentions(problems_of("[node]\nport = 4000\n[tls]\nenabled = true\nport = 4000\ncertificate = \"c\"\nprivate_key = \"k\"\n"
+                                  "require_client_certificate = false\n"),
+                      "tls.port: 4000 is node.port too"));
+  BOOST_TEST(mentions(problems_of("[tls]\nport = 0\n"), "tls.port: 0 is out of range"));
+  BOOST_TEST(mentions(problems_of("[tls]\nverify = true\n"), "tls.verify: unknown key"));
+}
+
+BOOST_AUTO_TEST_CASE(calling_ae_tables_are_parsed_and_checked) {
+  const auto c = config::parse("[tls]\nenabled = true\ncertificate = \"c\"\nprivate_key = \"k\"\nca_certificates = \"a\"\n"
+                               "[[calling_ae]]\nae_title = \"CT1\"\nhosts = [\"10.0.0.1\", \"10.0.0.2\"]\n"
+                               "tls_subjects = [\"CN=ct1,O=Hospital\"]\n[[calling_ae]]\nae_title = \"MR1\"\n",
+                               "t.toml");
+  BOOST_TEST_REQUIRE(c.calling_aes.size() == 2u);
+  BOOST_TEST(c.calling_aes[0].ae_title == "CT1");
+  BOOST_TEST(c.calling_aes[0].hosts == (std::vector<std::string>{"10.0.0.1", "10.0.0.2"}));
+  BOOST_TEST(c.calling_aes[0].tls_subjects == std::vector<std::string>{"CN=ct1,O=Hospital"});
+  BOOST_TEST(c.calling_aes[1].hosts.empty());
+  const auto p = problems_of("[[calling_ae]]\nae_title = \"CT1\"\nhosts = [\"ct1.example\"]\ntls_subjects = [\"ct1\"]\n"
+                             "[[calling_ae]]\nae_title = \"CT1\"\n[[calling_ae]]\nhosts = []\n");
+  BOOST_TEST(mentions(p, "calling_ae[0].hosts: \"ct1.example\" is not an IPv4 address"));
+  BOOST_TEST(mentions(p, "calling_ae[0].tls_subjects: \"ct1\" is not a subject in RFC 2253 form"));
+  BOOST_TEST(mentions(p, "calling_ae[0].tls_subjects: needs tls.enabled"));
+  BOOST_TEST(mentions(p, "calling_ae[1].ae_title: \"CT1\" has another [[calling_ae]] table"));
+  BOOST_TEST(mentions(p, "calling_ae[2].ae_title: is required"));
+  BOOST_TEST(mentions(problems_of("[calling_ae]\nae_title = \"X\"\n"), "calling_ae: must be an array of tables"));
+}
+
+BOOST_AUTO_TEST_CASE(destinations_over_tls_need_their_trusted_cas) {
+  const std::string base = "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"h\"\nport = 2762\n";
+  const auto c = config::parse(base + "tls = true\ntls_ca_certificates = \"/ca.pem\"\ntls_certificate = \"/c.pem\"\n"
+                                      "tls_private_key = \"/k.pem\"\n",
+                               "t.toml");
+  BOOST_TEST(c.destinations.at(0).tls);
+  BOOST_TEST(c.destinations.at(0).tls_ca_certificates == "/ca.pem");
+  BOOST_TEST(c.destinations.at(0).tls_certificate == "/c.pem");
+  BOOST_TEST(c.destinations.at(0).tls_private_key == "/k.pem");
+  BOOST_TEST(c.destinations.at(0).tls_profile == "bcp195-nd");
+  BOOST_TEST(!config::parse(base, "t.toml").destinations.at(0).tls);
+  BOOST_TEST(mentions(problems_of(base + "tls = true\n"), "destination[0].tls_ca_certificates: is required with tls = true"));
+  BOOST_TEST(mentions(problems_of(base + "tls = true\ntls_ca_certificates = \"a\"\ntls_certificate = \"c\"\n"),
+                      "destination[0].tls_private_key: is required with the other"));
+  BOOST_TEST(mentions(problems_of(base + "tls_profile = \"tls1.0\"\n"), "destination[0].tls_profile: \"tls1.0\" is not"));
 }
