@@ -250,3 +250,43 @@ BOOST_FIXTURE_TEST_CASE(results_reach_an_orthanc_over_tls_with_the_node_client_c
   BOOST_TEST(d.log().find("destination 'pacs' (ORTHANC@127.0.0.1:" + port + "): 2 object(s) sent") != std::string::npos, d.log());
   BOOST_TEST(d.stop() == 0);
 }
+
+// What docs/conformance-statement.md section 6 says of the two profiles, checked with openssl
+// s_client (at security level 0, so that it is the node that refuses, not the client).
+BOOST_FIXTURE_TEST_CASE(the_profiles_negotiate_what_the_conformance_statement_says, Fixture) {
+  auto handshake = [&](const std::vector<std::string>& options) {
+    std::vector<std::string> argv{"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(tls_port), "-cert", file("modality.pem"),
+                                  "-key", file("modality.key"), "-CAfile", file("ca.pem")};
+    argv.insert(argv.end(), options.begin(), options.end());
+    std::string cmd;
+    for (const auto& a : argv) cmd += shell_quote(a) + " ";
+    return run({"/bin/sh", "-c", "echo | timeout 20 " + cmd + "2>&1"}).output;
+  };
+  auto cipher = [](const std::string& out) {
+    const auto p = out.find("Cipher is ");
+    return p == std::string::npos ? std::string() : out.substr(p + 10, out.find('\n', p) - p - 10);
+  };
+  const std::set<std::string> bcp195_tls12{"ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "DHE-RSA-AES128-GCM-SHA256",
+                                           "DHE-RSA-AES256-GCM-SHA384"};
+  {
+    Daemon d(dir / "nd", (fs::create_directories(dir / "nd"), options()));
+    d.start();
+    BOOST_TEST(handshake({"-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"}).find("alert protocol version") != std::string::npos);
+    BOOST_TEST(handshake({"-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"}).find("alert protocol version") != std::string::npos);
+    const auto tls12 = handshake({"-tls1_2"});
+    BOOST_TEST(bcp195_tls12.count(cipher(tls12)) == 1u, tls12);
+    // A TLS 1.2 suite outside the profile (RSA key exchange, CBC; ChaCha20) is refused.
+    for (const std::string suite : {"AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"})
+      BOOST_TEST(handshake({"-tls1_2", "-cipher", suite + ":@SECLEVEL=0"}).find("handshake failure") != std::string::npos, suite);
+    BOOST_TEST(handshake({"-tls1_3"}).find("Protocol  : TLSv1.3") != std::string::npos);
+    BOOST_TEST(d.stop() == 0);
+  }
+  {
+    Daemon d(dir / "ext", (fs::create_directories(dir / "ext"), options("profile = \"bcp195-extended\"\n")));
+    d.start();
+    const auto tls12 = handshake({"-tls1_2"});
+    BOOST_TEST(bcp195_tls12.count(cipher(tls12)) == 1u, tls12);
+    BOOST_TEST(handshake({"-tls1_3"}).find("alert protocol version") != std::string::npos);
+    BOOST_TEST(d.stop() == 0);
+  }
+}
