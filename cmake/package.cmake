@@ -2,9 +2,10 @@
 #   cpack -G DEB      pacsnode_<version>-<revision>_amd64.deb and pacsnode-dbgsym_..._amd64.ddeb
 # The package holds /usr/bin/pacsnode (stripped; its debug info is in the -dbgsym package), the
 # unit /lib/systemd/system/pacsnode.service, the documented default config as the conffile
-# /etc/pacsnode/pacsnode.toml, and README, changelog.Debian.gz and copyright in
-# /usr/share/doc/pacsnode. No maintainer scripts: the unit's user is dynamic (DynamicUser=yes), and
-# the admin enables the service once the config is edited (README, "Running as a service").
+# /etc/pacsnode/pacsnode.toml, README, changelog.Debian.gz and copyright in /usr/share/doc/pacsnode,
+# and the man page pacsnode(1). No maintainer scripts: the unit's user is dynamic
+# (DynamicUser=yes), and the admin enables the service once the config is edited (README,
+# "Running as a service").
 # tests/scripts/check_package.sh builds, lints and installs it (CTest: test_package).
 
 # What only the package installs (component deb, not part of a plain `cmake --install`). /etc is
@@ -20,6 +21,25 @@ add_custom_command(OUTPUT ${PACSNODE_DEB_CHANGELOG_GZ}
 add_custom_target(pacsnode_deb_changelog ALL DEPENDS ${PACSNODE_DEB_CHANGELOG_GZ})
 install(FILES ${PACSNODE_DEB_CHANGELOG_GZ} ${PACSNODE_DEB_DIR}/copyright
   DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT deb EXCLUDE_FROM_ALL)
+
+# The man page, help2man's rendering of `pacsnode --help` (the commands and exit codes; every
+# command's own --help has its options). Only the package installs it.
+find_program(PACSNODE_HELP2MAN help2man)
+if(PACSNODE_HELP2MAN)
+  set(PACSNODE_MAN_GZ ${PROJECT_BINARY_DIR}/pacsnode.1.gz)
+  add_custom_command(OUTPUT ${PACSNODE_MAN_GZ}
+    COMMAND ${PACSNODE_HELP2MAN} -N --no-discard-stderr -s 1 --version-string "pacsnode ${PROJECT_VERSION}"
+            -n "receives DICOM studies, analyses them and returns the results to the PACS"
+            -o ${PROJECT_BINARY_DIR}/pacsnode.1 $<TARGET_FILE:pacsnode>
+    COMMAND gzip -9nf ${PROJECT_BINARY_DIR}/pacsnode.1
+    DEPENDS pacsnode
+    COMMENT "pacsnode.1.gz (help2man)")
+  add_custom_target(pacsnode_man ALL DEPENDS ${PACSNODE_MAN_GZ})
+  install(FILES ${PACSNODE_MAN_GZ} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT deb EXCLUDE_FROM_ALL)
+else()
+  install(CODE "message(FATAL_ERROR \"The Debian package needs help2man for its man page (apt-get install help2man); re-run cmake after installing it.\")"
+          COMPONENT deb EXCLUDE_FROM_ALL)
+endif()
 
 # The package is the default component (binary, unit, README) plus deb, without example_config.
 # (cpack runs the build's preinstall target once per entry: about 15 s each on a built tree.)

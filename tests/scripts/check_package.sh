@@ -5,12 +5,12 @@
 # upgrade that also changes it (--force-confold), remove keeps the conffile and purge deletes it.
 # The root has no other package, so the dpkg steps use --force-depends (the Depends are checked
 # here against the binary's shared libraries instead). Needs dpkg-dev, lintian and root (dpkg
-# sets owners); exits 77 (skipped) without them.
+# sets owners); exits 77 (skipped) without them or help2man (the man page).
 # Usage: check_package.sh BUILD_DIR   (a RelWithDebInfo build; cpack first brings it up to date)
 set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")/../.." && pwd)
-for tool in cpack dpkg-deb dpkg-shlibdeps dpkg-parsechangelog lintian file readelf; do
+for tool in cpack dpkg-deb dpkg-shlibdeps dpkg-parsechangelog lintian file readelf help2man; do
   command -v "$tool" >/dev/null || { echo "skipped: $tool not installed (dev.sh TEST_PKGS)"; exit 77; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "skipped: dpkg --root needs root"; exit 77; }
@@ -49,7 +49,7 @@ ctrl=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t | sed 's|^\./||' | grep -v '^$' |
 x=$tmp/x
 dpkg-deb -x "$deb" "$x"
 files=$(cd "$x" && find . -type f -o -type l | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ')
-want="etc/pacsnode/pacsnode.toml lib/systemd/system/pacsnode.service usr/bin/pacsnode usr/share/doc/pacsnode/README.md usr/share/doc/pacsnode/changelog.Debian.gz usr/share/doc/pacsnode/copyright "
+want="etc/pacsnode/pacsnode.toml lib/systemd/system/pacsnode.service usr/bin/pacsnode usr/share/doc/pacsnode/README.md usr/share/doc/pacsnode/changelog.Debian.gz usr/share/doc/pacsnode/copyright usr/share/man/man1/pacsnode.1.gz "
 [ "$files" = "$want" ] || fail "files: $files, expected $want"
 file -b "$x/usr/bin/pacsnode" | grep -q ', stripped' || fail "binary not stripped: $(file -b "$x/usr/bin/pacsnode")"
 "$x/usr/bin/pacsnode" --version | head -1 | grep -qx "pacsnode $version" || fail "packaged binary: $("$x/usr/bin/pacsnode" --version)"
