@@ -15,10 +15,13 @@ BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-too
   nlohmann-json3-dev libxxhash-dev libcli11-dev libssl-dev)
 # What the tests drive and check with: DCMTK's tools, a real Orthanc as the PACS, dciodvfy,
 # pixelmed's validators, pydicom/NumPy/SciPy/scikit-image as independent readers; headless Chromium
-# (Selenium) for the status page, prometheus_client's parser for /metrics.
+# (Selenium) for the status page, prometheus_client's parser for /metrics; for the Debian package
+# (test_package): dpkg-dev (dpkg-shlibdeps), lintian, file and binutils (CPack's -dbgsym split),
+# help2man (its man page).
 TEST_PKGS=(dcmtk orthanc dicom3tools pixelmed-apps python3-pydicom python3-numpy python3-scipy python3-skimage
   curl bc
-  chromium chromium-driver python3-selenium python3-prometheus-client)
+  chromium chromium-driver python3-selenium python3-prometheus-client
+  dpkg-dev lintian file binutils help2man)
 # The sanitizer and fuzzing build of the test command (clang, its libFuzzer/ASan runtimes, llvm-symbolizer).
 SANITIZE_PKGS=(clang-14 libclang-rt-14-dev llvm-14 time)
 

@@ -46,7 +46,8 @@ struct Exit {
 };
 
 // `PROGRAM ARGS...` (args without the program name): parses with every command, runs the one
-// chosen. Help and version go to stdout with exit 0. An action's std::exception is printed as
+// chosen. Help and version go to stdout with exit 0; --version prints "PROGRAM VERSION", and VERSION
+// may go on over further lines (build details). An action's std::exception is printed as
 // "PROGRAM CMD: what" with exit 1.
 int run(const std::string& program, const std::string& description, const std::string& version,
         const std::vector<Command>& commands, const std::vector<std::string>& args);

@@ -10,6 +10,7 @@
 
 #include "analysis/worker.h"
 #include "cli/command.h"
+#include "scp/build_info.h"
 #include "scp/commands.h"
 #include "scp/explain.h"
 #include "scp/logging.h"
@@ -60,5 +61,5 @@ int main(int argc, char** argv) {
       worker_command(),
   };
   return cli::run("pacsnode", "pacsnode - receives DICOM studies, analyses them and returns the results to the PACS",
-                  PACSNODE_VERSION, commands, std::vector<std::string>(argv + 1, argv + argc));
+                  scp::version_text(), commands, std::vector<std::string>(argv + 1, argv + argc));
 }

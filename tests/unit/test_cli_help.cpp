@@ -1,11 +1,18 @@
 #define BOOST_TEST_MODULE cli_help
 // The command line of the real binary (a child process, no sockets): every command has --help,
 // which touches neither the config, the index nor the network; usage errors exit 2 with the
-// command's usage; check-config and outbox say which config and storage root they used.
+// command's usage; check-config and outbox say which config and storage root they used; --version
+// names the commit and the DCMTK, GDCM and OpenCV versions.
 #include <boost/test/unit_test.hpp>
+
+#include <dcmtk/config/osconfig.h>  // before any other DCMTK header
+#include <dcmtk/dcmdata/dcuid.h>    // OFFIS_DCMTK_VERSION_STRING
+#include <gdcmConfigure.h>          // GDCM_VERSION
+#include <opencv2/core/version.hpp> // CV_VERSION
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -106,10 +113,29 @@ BOOST_AUTO_TEST_CASE(help_touches_no_config_no_index_no_network) {
   BOOST_TEST(fs::is_empty(tmp.path));
 }
 
-BOOST_AUTO_TEST_CASE(version) {
+// The version on the first line, then the commit and the library versions the binary was built
+// with: the macros of the headers this test is compiled against, which are the binary's.
+BOOST_AUTO_TEST_CASE(version_names_the_commit_and_the_libraries) {
   const auto r = pacsnode({"--version"});
-  BOOST_TEST(r.rc == 0);
-  BOOST_TEST(r.out == std::string("pacsnode ") + PACSNODE_VERSION + "\n");
+  BOOST_TEST(r.rc == 0, r.all());
+  BOOST_TEST(r.err.empty(), r.err);
+  std::vector<std::string> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  BOOST_TEST_REQUIRE(lines.size() == 5u, r.out);
+  BOOST_TEST(lines[0] == std::string("pacsnode ") + PACSNODE_VERSION);
+  BOOST_TEST(lines[2] == "DCMTK " OFFIS_DCMTK_VERSION_STRING);
+  BOOST_TEST(lines[3] == "GDCM " GDCM_VERSION);
+  BOOST_TEST(lines[4] == "OpenCV " CV_VERSION);
+  // HEAD of the source tree (built from it just before), "-dirty" with uncommitted changes;
+  // "unknown" when the source is not a git checkout.
+  const auto head = testsupport::run({"git", "-C", PACSNODE_SOURCE_DIR, "rev-parse", "--short", "HEAD"});
+  if (head.exit_code == 0) {
+    const auto sha = head.output.substr(0, head.output.find('\n'));
+    BOOST_TEST((lines[1] == "commit " + sha || lines[1] == "commit " + sha + "-dirty"), lines[1] << ", HEAD " << sha);
+  } else {
+    BOOST_TEST(lines[1] == "commit unknown", head.output);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(usage_errors_exit_2_with_the_usage_of_the_command) {
