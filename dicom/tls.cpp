@@ -1,5 +1,6 @@
 #include "dicom/tls.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
@@ -21,6 +22,21 @@ void require_readable(const std::string& key, const std::string& path, bool dire
   if (std::filesystem::is_directory(st) && !directory_allowed) throw TlsError(fmt::format("{}: {} is a directory, not a PEM file", key, path));
 }
 
+// "$CREDENTIALS_DIRECTORY/NAME" (or "${CREDENTIALS_DIRECTORY}/NAME"): a file systemd's
+// LoadCredential= handed to the service, readable by it alone.
+std::string resolve(const std::string& key, const std::string& path) {
+  for (const std::string var : {"$CREDENTIALS_DIRECTORY/", "${CREDENTIALS_DIRECTORY}/"}) {
+    if (path.rfind(var, 0) != 0) continue;
+    const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
+    if (!dir || !*dir)
+      throw TlsError(fmt::format("{}: {} names $CREDENTIALS_DIRECTORY, which is not set (systemd sets it for a unit with "
+                                 "LoadCredential=)",
+                                 key, path));
+    return std::string(dir) + "/" + path.substr(var.size());
+  }
+  return path;
+}
+
 std::string condition_text(const OFCondition& c) {
   std::string t = c.text();
   const std::string queue = tls_error_text(nullptr);
@@ -34,7 +50,11 @@ const std::vector<std::string>& tls_profiles() {
   return names;
 }
 
-std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSettings& s, const std::string& prefix) {
+std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSettings& given, const std::string& prefix) {
+  TlsSettings s = given;
+  s.certificate = resolve(prefix + "certificate", s.certificate);
+  s.private_key = resolve(prefix + "private_key", s.private_key);
+  s.ca_certificates = resolve(prefix + "ca_certificates", s.ca_certificates);
   static std::once_flag once;
   std::call_once(once, [] { DcmTLSTransportLayer::initializeOpenSSL(); });
   ERR_clear_error();

@@ -21,6 +21,8 @@ struct ssl_st;
 
 namespace dicom {
 
+// A path that starts with "$CREDENTIALS_DIRECTORY/" is taken from the directory systemd hands a
+// service for its LoadCredential= files (a private key that stays readable by root only).
 struct TlsSettings {
   std::string certificate;      // PEM: this end's certificate (optionally followed by its chain)
   std::string private_key;      // PEM, not encrypted

@@ -82,6 +82,19 @@ BOOST_AUTO_TEST_CASE(unusable_material_is_refused_naming_the_key) {
              "tls.profile: \"tls1\" is not bcp195-nd or bcp195-extended");
 }
 
+BOOST_AUTO_TEST_CASE(a_path_in_the_credentials_directory_is_found_there) {
+  const dicom::TlsSettings s{file("node.pem"), "$CREDENTIALS_DIRECTORY/node.key", "${CREDENTIALS_DIRECTORY}/ca.pem", true, "bcp195-nd"};
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+  BOOST_TEST(error_of(true, s) ==
+             "tls.private_key: $CREDENTIALS_DIRECTORY/node.key names $CREDENTIALS_DIRECTORY, which is not set (systemd sets it for "
+             "a unit with LoadCredential=)");
+  ::setenv("CREDENTIALS_DIRECTORY", pki().c_str(), 1);
+  BOOST_TEST(error_of(true, s) == "");
+  ::setenv("CREDENTIALS_DIRECTORY", "/nonexistent", 1);
+  BOOST_TEST(error_of(true, s) == "tls.private_key: /nonexistent/node.key does not exist");
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+}
+
 BOOST_AUTO_TEST_CASE(calling_ae_bindings_judge_host_transport_and_subject) {
   const std::vector<config::CallingAe> bindings{{"CT1", {"10.0.0.1"}, {}}, {"MR1", {}, {"CN=mr1,O=Hospital"}},
                                                 {"US1", {"10.0.0.3"}, {"CN=us1"}}};
