@@ -110,14 +110,14 @@ PY
 # The structural scan each instance passes before it is committed, on the same files.
 read -r scan_us _ scan_file_bytes < <("$build/bench/bench_scan" "$work"/ct/*.dcm)
 
-printf '\n%-28s %12s %12s\n' "ingest, $slices slices ${size}x${size}, best of $runs" "seconds" "instances/s"
+printf '\n%-32s %12s %12s\n' "ingest, $slices slices ${size}x${size}, best of $runs" "seconds" "instances/s"
 for k in 1 4; do
   for who in storescp pacsnode pacsnode-tls; do
     s=${secs[$who$k]}
-    printf '%-28s %12.2f %12.1f\n' "$who, $k association(s)" "$s" "$(echo "$slices / $s" | bc -l)"
+    printf '%-32s %12.2f %12.1f\n' "$who, $k association(s)" "$s" "$(echo "$slices / $s" | bc -l)"
   done
-  printf '%-28s %25.2fx  (target %s)\n' "ratio pacsnode/storescp, $k" "$(echo "${secs[storescp$k]} / ${secs[pacsnode$k]}" | bc -l)" "$([ $k = 1 ] && echo '>= 0.5' || echo '>= 1.0')"
-  printf '%-28s %25.2fx\n' "ratio TLS/plain pacsnode, $k" "$(echo "${secs[pacsnode$k]} / ${secs[pacsnode-tls$k]}" | bc -l)"
+  printf '%-32s %25.2fx  (target %s)\n' "ratio pacsnode/storescp, $k" "$(echo "${secs[storescp$k]} / ${secs[pacsnode$k]}" | bc -l)" "$([ $k = 1 ] && echo '>= 0.5' || echo '>= 1.0')"
+  printf '%-32s %25.2fx\n' "ratio TLS/plain pacsnode, $k" "$(echo "${secs[pacsnode$k]} / ${secs[pacsnode-tls$k]}" | bc -l)"
 done
 printf '\ndisk: write+fsync+rename+dir fsync of one 512 KiB file: %s ms median -> at most %.0f instances/s\n' \
   "$flush_ms" "$(echo "1000 / $flush_ms" | bc -l)"
