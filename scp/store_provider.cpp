@@ -220,7 +220,8 @@ class StoreProvider : public DcmThreadSCP {
     const std::uint64_t limit = cfg_->storage.max_instance_mb << 20;
     if (receiving_.empty() || bytes <= limit) return;
     too_large_ = true;
-    ::truncate(receiving_.c_str(), 0);
+    // Best effort: if it fails the file keeps growing only until handle_store removes it.
+    [[maybe_unused]] const int cut = ::truncate(receiving_.c_str(), 0);
   }
 
   OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, Refusal reason,

@@ -80,6 +80,8 @@ lintian --pedantic -I "$deb" "$ddeb" >"$tmp/lintian.log" 2>&1 || rc=$?  # 2: err
 grep -v '^running with root privileges' "$tmp/lintian.log" || true
 [ "$rc" -ne 1 ] || fail "lintian did not run"
 if [ "$rc" -ne 0 ] || grep -q '^E: ' "$tmp/lintian.log"; then fail "lintian errors"; fi
+# Debian's hardening flags (CMakeLists.txt): fortified libc calls, full RELRO, stack protector.
+if grep -q 'hardening-no-' "$tmp/lintian.log"; then fail "built without Debian's hardening flags"; fi
 
 # --- dpkg in a throwaway root: install, upgrade keeping the admin's edit, remove, purge.
 root=$tmp/root
