@@ -319,6 +319,9 @@ void read_destinations(const toml::node& n, std::vector<Destination>& out, std::
     s.string("tls_certificate", d.tls_certificate);
     s.string("tls_private_key", d.tls_private_key);
     s.string("tls_profile", d.tls_profile);
+    s.string("tls_server_name", d.tls_server_name);
+    if (d.tls_server_name.find_first_of(" \t/\\") != std::string::npos)
+      s.problem("tls_server_name", fmt::format("\"{}\" is not a host name or an IP address", d.tls_server_name));
     check_tls_profile(s, "tls_profile", d.tls_profile);
     if (d.tls && d.tls_ca_certificates.empty())
       s.problem("tls_ca_certificates", "is required with tls = true (the CA certificates the destination's certificate must chain to)");

@@ -21,6 +21,7 @@ struct Destination {
   // requires a client certificate.
   bool tls = false;
   std::string tls_ca_certificates, tls_certificate, tls_private_key;
+  std::string tls_server_name;  // the name its certificate must carry (empty: not checked)
   std::string tls_profile = "bcp195-nd";
 };
 

@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <dcmtk/dcmtls/tlsciphr.h>
 
@@ -35,6 +36,15 @@ std::string resolve(const std::string& key, const std::string& path) {
     return std::string(dir) + "/" + path.substr(var.size());
   }
   return path;
+}
+
+// Why the last certificate verification on this thread failed, for a requestor's message: DCMTK
+// owns its TLS session, so SSL_get_verify_result is out of reach there.
+thread_local std::string last_verify_error;
+
+int remember_verify_error(int ok, X509_STORE_CTX* store) {
+  if (!ok) last_verify_error = X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
+  return ok;
 }
 
 std::string condition_text(const OFCondition& c) {
@@ -98,11 +108,22 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSet
                               : layer->addTrustedCertificateFile(s.ca_certificates.c_str(), DCF_Filetype_PEM);
     if (c.bad()) throw TlsError(fmt::format("{}: cannot load {}: {}", ca_key, s.ca_certificates, condition_text(c)));
   }
+  if (!acceptor && !s.server_name.empty()) {  // and carry this name
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(layer->getNativeHandle());
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const bool ip = X509_VERIFY_PARAM_set1_ip_asc(param, s.server_name.c_str()) == 1;
+    if (!ip && X509_VERIFY_PARAM_set1_host(param, s.server_name.c_str(), 0) != 1)
+      throw TlsError(fmt::format("{}server_name: \"{}\" is not a host name or an IP address", prefix, s.server_name));
+  }
   // Acceptor: require (or, when one is presented, check) the client's certificate. Requestor: the
   // server's certificate must verify.
   layer->setCertificateVerification(!verify ? DCV_ignoreCertificate
                                     : acceptor && !s.require_peer_certificate ? DCV_checkCertificate
                                                                               : DCV_requireCertificate);
+  if (!acceptor) {  // same mode, but remember why a verification failed ("hostname mismatch", "certificate has expired")
+    SSL_CTX* ctx = layer->getNativeHandle();
+    SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx), remember_verify_error);
+  }
   return layer;
 }
 
@@ -127,7 +148,10 @@ std::string tls_error_text(ssl_st* ssl) {
   if (ssl) {
     const long v = SSL_get_verify_result(ssl);
     if (v != X509_V_OK) out = fmt::format("certificate verification failed: {}", X509_verify_cert_error_string(v));
+  } else if (!last_verify_error.empty()) {
+    out = "certificate verification failed: " + last_verify_error;
   }
+  last_verify_error.clear();
   while (const unsigned long e = ERR_get_error()) {
     char buf[256];
     ERR_error_string_n(e, buf, sizeof buf);

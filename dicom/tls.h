@@ -6,9 +6,10 @@
 //   "bcp195-nd"        the Non-Downgrading BCP 195 profile: TLS 1.2 and 1.3, the four
 //                      (EC)DHE-RSA AES-GCM suites for 1.2.
 //   "bcp195-extended"  the Extended BCP 195 profile: TLS 1.2 only, those suites plus ECDSA ones.
-// The peer's certificate is verified against `ca_certificates` (chain, validity period, purpose);
-// its host name is not compared with the address connected to (DICOM TLS identifies nodes by
-// their certificates' subjects, see [[calling_ae]] tls_subjects).
+// The peer's certificate is verified against `ca_certificates` (chain, validity period, purpose).
+// A requestor also checks the server's name when `server_name` is given ([[destination]]
+// tls_server_name); the acceptor identifies clients by their certificates' subjects
+// ([[calling_ae]] tls_subjects).
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -29,6 +30,9 @@ struct TlsSettings {
   std::string ca_certificates;  // PEM file, or a directory of PEM files named by hash (c_rehash)
   bool require_peer_certificate = true;  // acceptor: the client must present one (a requestor always requires the server's)
   std::string profile = "bcp195-nd";
+  // Requestor: the DNS name or IP address the server's certificate must carry (subjectAltName, or
+  // the common name without one); empty: any certificate of a trusted CA.
+  std::string server_name;
 };
 
 // A setting that cannot be used: "<key>: <what is wrong>".
@@ -50,7 +54,8 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSet
 std::string peer_subject(ssl_st* ssl);
 
 // OpenSSL's error queue as one line (emptied), and the certificate verification result of `ssl`
-// when it failed ("certificate has expired").
+// when it failed ("certificate has expired"); without `ssl`, that of the last verification a
+// requestor's context made on this thread.
 std::string tls_error_text(ssl_st* ssl);
 
 }  // namespace dicom

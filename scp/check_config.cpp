@@ -140,7 +140,7 @@ std::vector<std::string> config_warnings(const config::Config& cfg, const CheckC
   if (cfg.tls.enabled) {
     try {
       dicom::make_tls_layer(true, {cfg.tls.certificate, cfg.tls.private_key, cfg.tls.ca_certificates, cfg.tls.require_client_certificate,
-                                   cfg.tls.profile},
+                                   cfg.tls.profile, ""},
                             "tls.");
     } catch (const dicom::TlsError& e) {
       out.push_back(fmt::format("{} (the node will not start)", e.what()));
@@ -149,7 +149,7 @@ std::vector<std::string> config_warnings(const config::Config& cfg, const CheckC
   for (const auto& d : cfg.destinations) {
     if (!d.tls) continue;
     try {
-      dicom::make_tls_layer(false, {d.tls_certificate, d.tls_private_key, d.tls_ca_certificates, true, d.tls_profile},
+      dicom::make_tls_layer(false, {d.tls_certificate, d.tls_private_key, d.tls_ca_certificates, true, d.tls_profile, d.tls_server_name},
                             fmt::format("destination '{}': tls_", d.name));
     } catch (const dicom::TlsError& e) {
       out.push_back(fmt::format("{} (nothing can be sent there)", e.what()));

@@ -78,7 +78,8 @@ dicom::StoreTarget store_target(const config::Config& c, const config::Destinati
   t.acse_timeout_seconds = c.node.acse_timeout_seconds;
   t.dimse_timeout_seconds = c.outbound.dimse_timeout_seconds;
   if (dest.tls) {
-    t.tls = dicom::TlsSettings{dest.tls_certificate, dest.tls_private_key, dest.tls_ca_certificates, true, dest.tls_profile};
+    t.tls = dicom::TlsSettings{dest.tls_certificate, dest.tls_private_key, dest.tls_ca_certificates, true, dest.tls_profile,
+                               dest.tls_server_name};
     t.tls_key_prefix = fmt::format("destination '{}': tls_", dest.name);
   }
   return t;

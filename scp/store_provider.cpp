@@ -425,7 +425,7 @@ void StorageServer::start() {
   disable_nagle();
   dcmDisableGethostbyaddr.set(OFTrue);
   if (tls.enabled)  // the certificate, key and CAs are read and checked here: a problem stops the start
-    tls_ = dicom::make_tls_layer(true, {tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate, tls.profile},
+    tls_ = dicom::make_tls_layer(true, {tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate, tls.profile, ""},
                                  "tls.");
 
   struct Closer {

@@ -216,6 +216,13 @@ BOOST_FIXTURE_TEST_CASE(results_reach_an_orthanc_over_tls_with_the_node_client_c
       "[[destination]]\nname = \"wrong-ca\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
       "\ntls = true\ntls_ca_certificates = \"" + file("other-ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
       "\"\ntls_private_key = \"" + file("node.key") + "\"\n" +
+      // the same PACS, checked by name: its certificate says 127.0.0.1 and localhost, not pacs.example.org
+      "[[destination]]\nname = \"by-name\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
+      "\ntls = true\ntls_ca_certificates = \"" + file("ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
+      "\"\ntls_private_key = \"" + file("node.key") + "\"\ntls_server_name = \"localhost\"\n" +
+      "[[destination]]\nname = \"wrong-name\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
+      "\ntls = true\ntls_ca_certificates = \"" + file("ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
+      "\"\ntls_private_key = \"" + file("node.key") + "\"\ntls_server_name = \"pacs.example.org\"\n" +
       // and once without TLS
       "[[destination]]\nname = \"plain\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port + "\n" +
       "[[profile]]\nname = \"chest\"\nbase = \"ct-chest\"\ndestinations = [\"pacs\"]\n"
@@ -233,6 +240,11 @@ BOOST_FIXTURE_TEST_CASE(results_reach_an_orthanc_over_tls_with_the_node_client_c
   BOOST_TEST(wrong.exit_code != 0, wrong.output);
   BOOST_TEST(wrong.output.find("certificate") != std::string::npos, wrong.output);
   BOOST_TEST(echo_destination("plain").exit_code != 0);  // Orthanc's DICOM port speaks TLS only
+  const auto by_name = echo_destination("by-name");
+  BOOST_TEST(by_name.exit_code == 0, by_name.output);
+  const auto wrong_name = echo_destination("wrong-name");
+  BOOST_TEST(wrong_name.exit_code != 0, wrong_name.output);
+  BOOST_TEST(wrong_name.output.find("hostname mismatch") != std::string::npos, wrong_name.output);
 
   // The modality sends a chest CT over TLS; SEG and SR come back to the PACS over TLS.
   const auto ct = ct_phantom(dir, 40, 128);

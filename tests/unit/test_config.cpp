@@ -344,6 +344,10 @@ BOOST_AUTO_TEST_CASE(destinations_over_tls_need_their_trusted_cas) {
   BOOST_TEST(c.destinations.at(0).tls_certificate == "/c.pem");
   BOOST_TEST(c.destinations.at(0).tls_private_key == "/k.pem");
   BOOST_TEST(c.destinations.at(0).tls_profile == "bcp195-nd");
+  BOOST_TEST(c.destinations.at(0).tls_server_name == "");
+  BOOST_TEST(config::parse(base + "tls_server_name = \"pacs.example.org\"\n", "t.toml").destinations.at(0).tls_server_name ==
+             "pacs.example.org");
+  BOOST_TEST(mentions(problems_of(base + "tls_server_name = \"a b\"\n"), "destination[0].tls_server_name: \"a b\" is not"));
   BOOST_TEST(!config::parse(base, "t.toml").destinations.at(0).tls);
   BOOST_TEST(mentions(problems_of(base + "tls = true\n"), "destination[0].tls_ca_certificates: is required with tls = true"));
   BOOST_TEST(mentions(problems_of(base + "tls = true\ntls_ca_certificates = \"a\"\ntls_certificate = \"c\"\n"),

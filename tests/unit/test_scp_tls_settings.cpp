@@ -52,38 +52,38 @@ BOOST_TEST_GLOBAL_FIXTURE(RemovePki);
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(usable_material_makes_a_context_on_both_sides) {
-  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), file("ca.pem"), true, "bcp195-nd"}) == "");
-  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), "", false, "bcp195-extended"}) == "");
+  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), file("ca.pem"), true, "bcp195-nd", ""}) == "");
+  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), "", false, "bcp195-extended", ""}) == "");
   // A requestor needs only the CAs it trusts; its own certificate is for servers that ask for one.
-  BOOST_TEST(error_of(false, {"", "", file("ca.pem"), true, "bcp195-nd"}) == "");
-  BOOST_TEST(error_of(false, {file("node.pem"), file("node.key"), file("ca.pem"), true, "bcp195-nd"}) == "");
+  BOOST_TEST(error_of(false, {"", "", file("ca.pem"), true, "bcp195-nd", ""}) == "");
+  BOOST_TEST(error_of(false, {file("node.pem"), file("node.key"), file("ca.pem"), true, "bcp195-nd", ""}) == "");
   // A directory of CA certificates named by hash.
   const auto dir = pki() / "cas";
   fs::create_directories(dir);
   fs::copy_file(file("ca.pem"), dir / "ca.pem");
   BOOST_TEST(run({"openssl", "rehash", dir.string()}).exit_code == 0);
-  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), dir.string(), true, "bcp195-nd"}) == "");
+  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), dir.string(), true, "bcp195-nd", ""}) == "");
 }
 
 BOOST_AUTO_TEST_CASE(unusable_material_is_refused_naming_the_key) {
-  BOOST_TEST(error_of(true, {"/nonexistent.pem", file("node.key"), file("ca.pem"), true, "bcp195-nd"}) ==
+  BOOST_TEST(error_of(true, {"/nonexistent.pem", file("node.key"), file("ca.pem"), true, "bcp195-nd", ""}) ==
              "tls.certificate: /nonexistent.pem does not exist");
-  BOOST_TEST(error_of(true, {"", "", file("ca.pem"), true, "bcp195-nd"}) == "tls.certificate: is required");
+  BOOST_TEST(error_of(true, {"", "", file("ca.pem"), true, "bcp195-nd", ""}) == "tls.certificate: is required");
   // The key of another certificate.
-  BOOST_TEST(error_of(true, {file("node.pem"), file("modality.key"), file("ca.pem"), true, "bcp195-nd"})
+  BOOST_TEST(error_of(true, {file("node.pem"), file("modality.key"), file("ca.pem"), true, "bcp195-nd", ""})
                  .find("tls.private_key: " + file("modality.key") + " is not the key of the certificate") == 0u);
   // Not PEM at all.
   std::ofstream(pki() / "junk.pem") << "not a certificate\n";
-  BOOST_TEST(error_of(true, {file("junk.pem"), file("node.key"), file("ca.pem"), true, "bcp195-nd"}).find("tls.certificate: cannot load") == 0u);
-  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), file("junk.pem"), true, "bcp195-nd"}).find("tls.ca_certificates: cannot load") == 0u);
-  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), "", true, "bcp195-nd"}).find("tls.ca_certificates: is required") == 0u);
-  BOOST_TEST(error_of(false, {"", "", "", true, "bcp195-nd"}).find("tls.ca_certificates: is required") == 0u);
-  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), file("ca.pem"), true, "tls1"}) ==
+  BOOST_TEST(error_of(true, {file("junk.pem"), file("node.key"), file("ca.pem"), true, "bcp195-nd", ""}).find("tls.certificate: cannot load") == 0u);
+  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), file("junk.pem"), true, "bcp195-nd", ""}).find("tls.ca_certificates: cannot load") == 0u);
+  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), "", true, "bcp195-nd", ""}).find("tls.ca_certificates: is required") == 0u);
+  BOOST_TEST(error_of(false, {"", "", "", true, "bcp195-nd", ""}).find("tls.ca_certificates: is required") == 0u);
+  BOOST_TEST(error_of(true, {file("node.pem"), file("node.key"), file("ca.pem"), true, "tls1", ""}) ==
              "tls.profile: \"tls1\" is not bcp195-nd or bcp195-extended");
 }
 
 BOOST_AUTO_TEST_CASE(a_path_in_the_credentials_directory_is_found_there) {
-  const dicom::TlsSettings s{file("node.pem"), "$CREDENTIALS_DIRECTORY/node.key", "${CREDENTIALS_DIRECTORY}/ca.pem", true, "bcp195-nd"};
+  const dicom::TlsSettings s{file("node.pem"), "$CREDENTIALS_DIRECTORY/node.key", "${CREDENTIALS_DIRECTORY}/ca.pem", true, "bcp195-nd", ""};
   ::unsetenv("CREDENTIALS_DIRECTORY");
   BOOST_TEST(error_of(true, s) ==
              "tls.private_key: $CREDENTIALS_DIRECTORY/node.key names $CREDENTIALS_DIRECTORY, which is not set (systemd sets it for "
