@@ -55,11 +55,6 @@ std::string condition_text(const OFCondition& c) {
 
 }  // namespace
 
-const std::vector<std::string>& tls_profiles() {
-  static const std::vector<std::string> names{"bcp195-nd", "bcp195-extended"};
-  return names;
-}
-
 std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSettings& given, const std::string& prefix) {
   TlsSettings s = given;
   s.certificate = resolve(prefix + "certificate", s.certificate);
@@ -86,14 +81,13 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(bool acceptor, const TlsSet
     if (s.private_key.empty()) throw TlsError(fmt::format("{}: is required{}", key_key, acceptor ? "" : " with a certificate"));
     require_readable(cert_key, s.certificate, false);
     require_readable(key_key, s.private_key, false);
+    // The key first: loaded after a certificate, OpenSSL refuses a key of another certificate
+    // with an error of its own; loaded before, the comparison below says so in our words.
+    if (OFCondition c = layer->setPrivateKeyFile(s.private_key.c_str(), DCF_Filetype_PEM); c.bad())
+      throw TlsError(fmt::format("{}: cannot load {} (an unencrypted PEM key is needed): {}", key_key, s.private_key, condition_text(c)));
     if (OFCondition c = layer->setCertificateFile(s.certificate.c_str(), DCF_Filetype_PEM); c.bad())
       throw TlsError(fmt::format("{}: cannot load {}: {}", cert_key, s.certificate, condition_text(c)));
-    if (OFCondition c = layer->setPrivateKeyFile(s.private_key.c_str(), DCF_Filetype_PEM); c.bad()) {
-      const std::string why = condition_text(c);
-      if (why.find("key values mismatch") != std::string::npos)  // OpenSSL compares it with the certificate loaded
-        throw TlsError(fmt::format("{}: {} is not the key of the certificate {}", key_key, s.private_key, s.certificate));
-      throw TlsError(fmt::format("{}: cannot load {} (an unencrypted PEM key is needed): {}", key_key, s.private_key, why));
-    }
+    ERR_clear_error();  // a mismatching key is dropped with a queued error; the check below reports it
     if (!layer->checkPrivateKeyMatchesCertificate())
       throw TlsError(fmt::format("{}: {} is not the key of the certificate {}", key_key, s.private_key, s.certificate));
   }

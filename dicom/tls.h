@@ -41,9 +41,6 @@ class TlsError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The profile names above.
-const std::vector<std::string>& tls_profiles();
-
 // A DCMTK TLS transport layer (an OpenSSL context) for the acceptor or the requestor side, with
 // the profile, certificate, key and trusted CAs loaded and checked. `key_prefix` names the config
 // table in messages ("tls", "destination[0].tls_"). Throws TlsError.

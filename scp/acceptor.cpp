@@ -201,18 +201,23 @@ void Acceptor::handshake(const std::shared_ptr<Pending>& p) {
   }
   const int err = SSL_get_error(p->ssl.get(), r);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-    p->socket.async_wait(err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write, [this, p](error_code ec) {
-      if (p->finished) return;
+    return await_socket(p, err, [this, p](error_code ec) {
       if (ec) return close_pending(p, Rejection::closed_before_associate_rq, "during the TLS handshake: " + ec.message());
       handshake(p);
     });
-    return;
   }
   std::string why = dicom::tls_error_text(p->ssl.get());
   if (why.empty() && (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN))  // closed, or reset, before saying anything
     return close_pending(p, Rejection::closed_before_associate_rq, "closed by the peer during the TLS handshake");
   close_pending(p, Rejection::tls_handshake_failed,
                 fmt::format("TLS handshake failed (this port is for DICOM over TLS): {}", why.empty() ? "protocol error" : why));
+}
+
+void Acceptor::await_socket(const std::shared_ptr<Pending>& p, int ssl_error, std::function<void(error_code)> then) {
+  p->socket.async_wait(ssl_error == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write,
+                       [p, then = std::move(then)](error_code ec) {
+                         if (!p->finished) then(ec);
+                       });
 }
 
 void Acceptor::read_some(const std::shared_ptr<Pending>& p, std::uint8_t* data, std::size_t size, ReadHandler handler) {
@@ -225,13 +230,10 @@ void Acceptor::read_some(const std::shared_ptr<Pending>& p, std::uint8_t* data, 
   }
   const int err = SSL_get_error(p->ssl.get(), n);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-    p->socket.async_wait(err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write,
-                         [this, p, data, size, handler = std::move(handler)](error_code ec) mutable {
-                           if (p->finished) return;
-                           if (ec) return handler(ec, 0);
-                           read_some(p, data, size, std::move(handler));
-                         });
-    return;
+    return await_socket(p, err, [this, p, data, size, handler = std::move(handler)](error_code ec) mutable {
+      if (ec) return handler(ec, 0);
+      read_some(p, data, size, std::move(handler));
+    });
   }
   const std::string why = dicom::tls_error_text(p->ssl.get());
   if (!why.empty()) return close_pending(p, Rejection::closed_before_associate_rq, "TLS error before the A-ASSOCIATE-RQ was complete: " + why);

@@ -82,6 +82,9 @@ class Acceptor {
   void accept_next();
   void on_accepted(boost::asio::ip::tcp::socket socket);
   void handshake(const std::shared_ptr<Pending>& p);
+  // After SSL_ERROR_WANT_READ/WRITE: `then` once the socket is ready for what OpenSSL wants
+  // (never once the connection is finished).
+  void await_socket(const std::shared_ptr<Pending>& p, int ssl_error, std::function<void(boost::system::error_code)> then);
   // async_read_some on the socket, or SSL_read waiting for the socket as TLS needs.
   using ReadHandler = std::function<void(boost::system::error_code, std::size_t)>;
   void read_some(const std::shared_ptr<Pending>& p, std::uint8_t* data, std::size_t size, ReadHandler handler);

@@ -16,6 +16,8 @@
 #include <fmt/format.h>
 
 #include "dicom/tls.h"
+#include "scp/outbound_queue.h"
+#include "scp/store_provider.h"
 
 namespace fs = std::filesystem;
 
@@ -139,18 +141,16 @@ std::vector<std::string> config_warnings(const config::Config& cfg, const CheckC
   // retried): say now what cannot be used. Read as this command's user, which may not be the service's.
   if (cfg.tls.enabled) {
     try {
-      dicom::make_tls_layer(true, {cfg.tls.certificate, cfg.tls.private_key, cfg.tls.ca_certificates, cfg.tls.require_client_certificate,
-                                   cfg.tls.profile, ""},
-                            "tls.");
+      dicom::make_tls_layer(true, listener_tls(cfg.tls), "tls.");
     } catch (const dicom::TlsError& e) {
       out.push_back(fmt::format("{} (the node will not start)", e.what()));
     }
   }
   for (const auto& d : cfg.destinations) {
     if (!d.tls) continue;
+    const dicom::StoreTarget t = store_target(cfg, d);  // the settings the outbound queue uses
     try {
-      dicom::make_tls_layer(false, {d.tls_certificate, d.tls_private_key, d.tls_ca_certificates, true, d.tls_profile, d.tls_server_name},
-                            fmt::format("destination '{}': tls_", d.name));
+      dicom::make_tls_layer(false, *t.tls, t.tls_key_prefix);
     } catch (const dicom::TlsError& e) {
       out.push_back(fmt::format("{} (nothing can be sent there)", e.what()));
     }

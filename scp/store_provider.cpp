@@ -378,6 +378,10 @@ std::optional<std::string> calling_ae_binding_problem(const std::vector<config::
   return std::nullopt;
 }
 
+dicom::TlsSettings listener_tls(const config::Config::Tls& tls) {
+  return {tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate, tls.profile, ""};
+}
+
 void disable_nagle() { ::setenv("TCP_NODELAY", "1", 1); }
 
 StorageServer::StorageServer(ScpContext& ctx)
@@ -425,8 +429,7 @@ void StorageServer::start() {
   disable_nagle();
   dcmDisableGethostbyaddr.set(OFTrue);
   if (tls.enabled)  // the certificate, key and CAs are read and checked here: a problem stops the start
-    tls_ = dicom::make_tls_layer(true, {tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate, tls.profile, ""},
-                                 "tls.");
+    tls_ = dicom::make_tls_layer(true, listener_tls(tls), "tls.");
 
   struct Closer {
     int fd = -1;

@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "config/live.h"
+#include "dicom/tls.h"
 #include "scp/acceptor.h"
 #include "scp/counters.h"
 #include "scp/index.h"
@@ -65,6 +66,9 @@ struct Connection {
 // another certificate subject), or nullopt: a title without a binding is not constrained here.
 std::optional<std::string> calling_ae_binding_problem(const std::vector<config::CallingAe>& bindings, const std::string& ae,
                                                       const Connection& conn);
+
+// The TLS listener's settings from [tls].
+dicom::TlsSettings listener_tls(const config::Config::Tls& tls);
 
 class ReplayLayer;
 

@@ -208,23 +208,24 @@ BOOST_FIXTURE_TEST_CASE(results_reach_an_orthanc_over_tls_with_the_node_client_c
                   ", \"DicomTlsRemoteCertificateRequired\": true";
   Orthanc pacs(po);
   const std::string port = std::to_string(pacs.dicom_port());
+  // The PACS as a [[destination]]; `tls` is the rest of its table (empty: plain DICOM).
+  auto destination = [&](const std::string& name, const std::string& tls) {
+    return "[[destination]]\nname = \"" + name + "\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port + "\n" + tls;
+  };
+  // Over TLS, trusting `ca`, with pacsnode's client certificate.
+  auto over_tls = [&](const std::string& ca, const std::string& more = "") {
+    return "tls = true\ntls_ca_certificates = \"" + file(ca) + "\"\ntls_certificate = \"" + file("node.pem") +
+           "\"\ntls_private_key = \"" + file("node.key") + "\"\n" + more;
+  };
   const std::string destinations =
-      "[[destination]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
-      "\ntls = true\ntls_ca_certificates = \"" + file("ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
-      "\"\ntls_private_key = \"" + file("node.key") + "\"\n" +
+      destination("pacs", over_tls("ca.pem")) +
       // the same PACS, but trusting another CA: its certificate does not verify
-      "[[destination]]\nname = \"wrong-ca\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
-      "\ntls = true\ntls_ca_certificates = \"" + file("other-ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
-      "\"\ntls_private_key = \"" + file("node.key") + "\"\n" +
+      destination("wrong-ca", over_tls("other-ca.pem")) +
       // the same PACS, checked by name: its certificate says 127.0.0.1 and localhost, not pacs.example.org
-      "[[destination]]\nname = \"by-name\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
-      "\ntls = true\ntls_ca_certificates = \"" + file("ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
-      "\"\ntls_private_key = \"" + file("node.key") + "\"\ntls_server_name = \"localhost\"\n" +
-      "[[destination]]\nname = \"wrong-name\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port +
-      "\ntls = true\ntls_ca_certificates = \"" + file("ca.pem") + "\"\ntls_certificate = \"" + file("node.pem") +
-      "\"\ntls_private_key = \"" + file("node.key") + "\"\ntls_server_name = \"pacs.example.org\"\n" +
+      destination("by-name", over_tls("ca.pem", "tls_server_name = \"localhost\"\n")) +
+      destination("wrong-name", over_tls("ca.pem", "tls_server_name = \"pacs.example.org\"\n")) +
       // and once without TLS
-      "[[destination]]\nname = \"plain\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = " + port + "\n" +
+      destination("plain", "") +
       "[[profile]]\nname = \"chest\"\nbase = \"ct-chest\"\ndestinations = [\"pacs\"]\n"
       "[outbound]\ninitial_backoff_seconds = 1\nmax_backoff_seconds = 2\nconnect_timeout_seconds = 5\n";
   Daemon d(dir, options("", destinations));
