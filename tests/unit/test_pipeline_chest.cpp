@@ -8,6 +8,7 @@
 // 7 table; the lungs include vessels and emphysema and exclude airway lumen and nodule.
 // The tolerances are correctness checks, not the accuracy targets of issue 12
 // (bench/chest_accuracy.py measures those).
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -19,9 +20,11 @@
 #include <opencv2/core.hpp>
 #include <string>
 
+#include "analysis/kernels/key_image_render.h"
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
 #include "analysis/stages/recipes.h"
+#include "analysis/stages/stages.h"
 #include "support/paths.h"
 #include "support/process.h"
 
@@ -232,6 +235,66 @@ BOOST_AUTO_TEST_CASE(pleural_nodule_is_a_lesion_candidate_outside_the_lung) {
   BOOST_TEST(std::abs(cand->features.at("volume_ml") - t_ml) <= 0.4 * t_ml, cand->features.at("volume_ml") << " vs " << t_ml);
 }
 
+BOOST_AUTO_TEST_CASE(key_images_are_apex_carina_largest_lesion_and_base) {
+  const auto& a = analysed();
+  const SeriesContext& c = a.c;
+  const kernels::KeyImageParams params = stages::key_image_params(c);
+  std::map<std::string, int> at;  // caption -> volume slice
+  for (const auto& s : params.slices) at[s.second] = s.first;
+  const SegmentResult* cand = c.segment("lesion_candidate_1");
+  BOOST_TEST_REQUIRE(cand != nullptr);
+  for (const std::string& caption : std::vector<std::string>{"Apex", "Carina", "Base", cand->display_name})
+    BOOST_TEST_REQUIRE(at.count(caption) == 1u, caption << " has no key image");
+  BOOST_TEST(params.slices.size() == 4u);
+  BOOST_TEST(params.max_images == 4);
+
+  // Against the truth (volume slice z is truth slice a.truth[z]): lung extent along the scan, the
+  // nodule's slices and the carina of the generator's JSON (a file index, like ct_<index>.dcm).
+  std::vector<int> lung_slices;
+  std::vector<std::int64_t> nodule_area(a.truth.size(), 0);
+  for (std::size_t z = 0; z < a.truth.size(); ++z) {
+    const cv::Mat& t = a.truth[z];
+    std::int64_t lung = 0;
+    for (int r = 0; r < t.rows; ++r)
+      for (int col = 0; col < t.cols; ++col) {
+        const int v = t.at<std::uint8_t>(r, col);
+        lung += v == 2 || v == 3;
+        nodule_area[z] += v == 6;
+      }
+    if (lung > 0) lung_slices.push_back(static_cast<int>(z));
+  }
+  BOOST_TEST_REQUIRE(!lung_slices.empty());
+  // File order runs head to feet (ct_0000.dcm is the most cranial slice), whatever the volume's order.
+  const auto file_index = [&](int z) {
+    return std::stoi(fs::path(c.volume.sources.at(static_cast<std::size_t>(z)).path).stem().string().substr(3));
+  };
+  int apex_file = file_index(lung_slices.front()), base_file = apex_file;
+  for (int z : lung_slices) apex_file = std::min(apex_file, file_index(z)), base_file = std::max(base_file, file_index(z));
+  const int span = base_file - apex_file + 1;
+  // The apex and base images are the outermost slices with >= 10 % of the largest lung area:
+  // inside the lungs' extent, within its outer fifth.
+  const int apex = file_index(at["Apex"]), base = file_index(at["Base"]);
+  BOOST_TEST((apex >= apex_file && apex <= apex_file + span / 5), "apex at " << apex << ", lungs " << apex_file << ".." << base_file);
+  BOOST_TEST((base <= base_file && base >= base_file - span / 5), "base at " << base << ", lungs " << apex_file << ".." << base_file);
+  const int carina_file = full_phantom().json.at("landmarks_full_z_index").at("carina").get<int>();
+  BOOST_TEST(std::abs(file_index(at["Carina"]) - carina_file) <= 5,
+             "carina at file index " << file_index(at["Carina"]) << ", truth " << carina_file);
+  const std::int64_t nodule_max = *std::max_element(nodule_area.begin(), nodule_area.end());
+  BOOST_TEST(nodule_area[static_cast<std::size_t>(at[cand->display_name])] >= nodule_max / 2,
+             "lesion image on a slice with " << nodule_area[static_cast<std::size_t>(at[cand->display_name])]
+                                             << " nodule pixels, largest " << nodule_max);
+
+  // Rendered: one image per landmark, each with its caption, in ascending slice order.
+  const auto styles = stages::segment_styles(c);
+  const kernels::KeyImages ki = kernels::render_key_images(c.volume, c.labels, styles, params);
+  BOOST_TEST_REQUIRE(ki.images.size() == 4u);
+  BOOST_TEST_REQUIRE(ki.captions.size() == 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    BOOST_TEST(at.at(ki.captions[i]) == ki.slice_index[i], ki.captions[i]);
+    if (i > 0) BOOST_TEST(ki.slice_index[i - 1] < ki.slice_index[i]);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(partial_coverage_is_flagged_and_gives_no_emphysema_conclusion) {
   for (const char* coverage : {"lower", "upper"}) {
     const Phantom ph = make_phantom(coverage);
@@ -276,6 +339,9 @@ BOOST_AUTO_TEST_CASE(seg_and_sr_read_well) {
   const auto sr = testsupport::run({"dsrdump", "-Ec", files.sr.string()});
   BOOST_TEST_REQUIRE(sr.exit_code == 0, sr.output);
   BOOST_TEST(sr.output.find("Image Library") != std::string::npos, sr.output);
+  // Procedure reported: a chest CT (LOINC), not "CT unspecified body region".
+  BOOST_TEST(sr.output.find("\"Procedure reported\")=(24627-2,LN,\"CT Chest\")") != std::string::npos,
+             sr.output);
   BOOST_TEST(sr.output.find("Emphysema index") != std::string::npos);
   BOOST_TEST(sr.output.find("15th percentile") != std::string::npos);
   BOOST_TEST(sr.output.find("Lung coverage") != std::string::npos);
