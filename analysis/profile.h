@@ -105,7 +105,10 @@ struct ChestParams {
   double lesion_min_hu = -300;
   double lesion_min_ml = 0.1, lesion_max_ml = 250;
   double lesion_min_thickness_mm = 3;
-  double lesion_min_lung_contact = 0.5;  // share of the candidate's border that is lung
+  // Share of the candidate's in-plane border that is lung (or the partial-volume band next to it).
+  // A hemisphere on the pleura has about 0.6 (arc against base); a nodule whose centre lies at
+  // the pleural line or just beyond it, as the phantom's do, 0.45..0.6.
+  double lesion_min_lung_contact = 0.4;
   // ... of which at most this share may be solid (a vessel reaching the pleura continues into the
   // lung as solid tissue; a nodule borders aerated lung)
   double lesion_max_solid_lung_border = 0.45;

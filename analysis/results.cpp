@@ -500,9 +500,10 @@ dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& 
   sr.source_series_uid = vol.info.series_uid;
   sr.sources = vol.sources;
   sr.seg = written;
-  // A chest CT measured by ct-chest is reported as one (CID 100 is extensible), in the content
-  // tree and in the Performed Procedure Code Sequence alike.
-  sr.procedure_reported = chest ? dicom::codes::ct_chest() : dicom::codes::procedure_for_modality(vol.info.modality);
+  // Procedure Reported (TID 1500 row 4) stays in CID 100, which has no chest CT: pixelmed's
+  // validator rejects a code from outside it ("not found in context group 100"). The chest CT is
+  // the Performed Procedure Code Sequence, which viewers show with the document.
+  sr.procedure_reported = dicom::codes::procedure_for_modality(vol.info.modality);
   if (chest) sr.performed_procedure = dicom::codes::ct_chest();
   sr.series_description = labelled_description(prof.research_label, fmt::format("pacsnode {} measurements", prof.name));
   sr.algorithm = dicom::AlgorithmId{fmt::format("pacsnode {}", prof.name), seg.algorithm_version,

@@ -60,9 +60,12 @@ std::vector<double> chest_level_breaks(const ChestParams& p);
 //     belong to the lung; the airway lumen stays airway; the mediastinum stays out.
 //  5. Lesion candidates: solid tissue (>= lesion_min_hu) that a closing with lesion_close_mm
 //     adds to a lung (a dense bump into the lung from the pleura), as 3D components of
-//     lesion_min_ml..lesion_max_ml, at least lesion_min_thickness_mm thick, mostly (>=
-//     lesion_min_lung_contact) bordered by lung: they stay out of the lung and become labels
-//     kLesion.. (candidates for a reader to confirm, not diagnoses).
+//     lesion_min_ml..lesion_max_ml, at least lesion_min_thickness_mm thick, bordered by lung
+//     (or the partial-volume band next to it) for at least lesion_min_lung_contact of their
+//     in-plane border, lateral and meeting aerated lung: they stay out of the lung and become
+//     labels kLesion.. (candidates for a reader to confirm, not diagnoses). Each candidate then
+//     takes back its caps, the slices where its top or bottom is an island in the lung that hole
+//     filling made lung.
 //  6. Dense: voxels >= dense_min_hu inside the body that are no other segment (bone, calcium,
 //     iodine or oral contrast alike: HU alone does not tell them apart), components >= min_dense_ml.
 // Coverage: apices (bases) are inside the scan unless the lungs still cover more than

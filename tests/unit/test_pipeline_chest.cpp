@@ -224,13 +224,22 @@ BOOST_AUTO_TEST_CASE(pleural_nodule_is_a_lesion_candidate_outside_the_lung) {
     return t == 6 && (l == recipes::kRightLung || l == recipes::kLeftLung);
   });
   // The truth is hard-edged; the image has partial volume (0.7 mm blur on 1.95 mm pixels), so the
-  // nodule's rim below -400 HU is lung by threshold.
-  BOOST_TEST(in_lung <= 0.2 * nodule, in_lung << " of " << nodule << " nodule voxels labelled lung");
+  // nodule's rim below -400 HU is lung by threshold. Its caps (islands in the lung on the slices
+  // above and below its contact with the pleura) and the rim the lung's closing took are the
+  // candidate's (about 11 % of the nodule was lung before they were given back).
+  BOOST_TEST(in_lung <= 0.03 * nodule, in_lung << " of " << nodule << " nodule voxels labelled lung");
   const SegmentResult* cand = a.c.segment("lesion_candidate_1");
   BOOST_TEST_REQUIRE(cand != nullptr);
   BOOST_TEST(cand->display_name.find("candidate") != std::string::npos);
   const std::int64_t hit = count_where(a.c.labels, a.truth, [&](int l, int t) { return t == 6 && l == cand->label; });
-  BOOST_TEST(hit >= 0.5 * nodule, hit << " of " << nodule << " nodule voxels in the candidate");
+  // The rest of the nodule lies beyond the pleural line, in the chest wall, where nothing tells it
+  // from the wall's soft tissue.
+  BOOST_TEST(hit >= 0.75 * nodule, hit << " of " << nodule << " nodule voxels in the candidate");
+  const std::int64_t extra = count_where(a.c.labels, a.truth, [&](int l, int t) { return t != 6 && l == cand->label; });
+  std::ostringstream by_label;
+  for (int t = 0; t <= 7; ++t)
+    if (t != 6) by_label << " " << t << ":" << count_where(a.c.labels, a.truth, [&](int l, int tt) { return tt == t && l == cand->label; });
+  BOOST_TEST(extra <= 0.05 * hit, extra << " voxels of the candidate are not nodule (by truth label" << by_label.str() << ")");
   const double t_ml = full_phantom().json.at("nodule").at("volume_ml").get<double>();
   BOOST_TEST(std::abs(cand->features.at("volume_ml") - t_ml) <= 0.4 * t_ml, cand->features.at("volume_ml") << " vs " << t_ml);
 }
@@ -339,9 +348,12 @@ BOOST_AUTO_TEST_CASE(seg_and_sr_read_well) {
   const auto sr = testsupport::run({"dsrdump", "-Ec", files.sr.string()});
   BOOST_TEST_REQUIRE(sr.exit_code == 0, sr.output);
   BOOST_TEST(sr.output.find("Image Library") != std::string::npos, sr.output);
-  // Procedure reported: a chest CT (LOINC), not "CT unspecified body region".
-  BOOST_TEST(sr.output.find("\"Procedure reported\")=(24627-2,LN,\"CT Chest\")") != std::string::npos,
-             sr.output);
+  // The chest CT is the Performed Procedure (LOINC); Procedure Reported must stay in CID 100.
+  const auto proc = testsupport::run({testsupport::python(), "-c",
+                                      "import sys,pydicom; d=pydicom.dcmread(sys.argv[1]); "
+                                      "c=d.PerformedProcedureCodeSequence[0]; print(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning)",
+                                      files.sr.string()});
+  BOOST_TEST(proc.output.find("24627-2 LN CT Chest") != std::string::npos, proc.output);
   BOOST_TEST(sr.output.find("Emphysema index") != std::string::npos);
   BOOST_TEST(sr.output.find("15th percentile") != std::string::npos);
   BOOST_TEST(sr.output.find("Lung coverage") != std::string::npos);
