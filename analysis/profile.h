@@ -78,7 +78,8 @@ struct ChestParams {
   // Airways (trachea, main and lobar bronchi): seeded where the trachea is in the cranial slices
   // (an air region of airway_seed_min_mm2..airway_seed_max_mm2 within airway_seed_offset_mm of
   // the mid-sagittal plane, searched over the cranial airway_seed_search_mm), grown through voxels
-  // <= airway_max_hu with leak control, widened by airway_edge_mm into voxels < airway_edge_hu.
+  // <= airway_max_hu (up to 50 HU higher while the leak control allows, for bronchi whose lumen
+  // partial volume lifts) with leak control, widened by airway_edge_mm into voxels < airway_edge_hu.
   bool find_airways = true;
   double airway_max_hu = -950;
   double airway_edge_hu = -500;

@@ -123,11 +123,17 @@ AirwayResult grow_airway_tree(Mask& state, const std::vector<std::int32_t>& seed
     std::sort(l0.vox.begin(), l0.vox.end());
     std::vector<int> comp;
     const int n = components(l0.vox, v, comp);
+    // The seed's cross-section is the reference, counting the seed voxels that are not passable
+    // too (with coarse pixels only the core of the lumen is), shared among its components.
+    std::vector<std::int32_t> given(seeds);
+    std::sort(given.begin(), given.end());
+    const auto distinct = std::unique(given.begin(), given.end()) - given.begin();
+    const double seed_share = static_cast<double>(distinct) / static_cast<double>(l0.vox.size());
     for (int k = 0; k < n; ++k) {
       Branch b;
-      b.established = true;  // the seed: its cross-section is the reference
+      b.established = true;
       b.sizes.push_back(std::count(comp.begin(), comp.end(), k));
-      b.ref = static_cast<double>(b.sizes.back());
+      b.ref = static_cast<double>(b.sizes.back()) * seed_share;
       branches.push_back(b);
     }
     l0.branch.assign(comp.begin(), comp.end());

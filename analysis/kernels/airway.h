@@ -6,7 +6,9 @@
 // in one layer (the front) are split into 26-connected components; each component belongs to a
 // branch, and a branch whose front splits in two becomes two child branches. A branch's
 // reference size is the median front size of its first `reference_layers` layers; from then on
-// it is "established". Where the lumen opens into low-density lung (emphysema, or any air below
+// it is "established". The seed branches are established from the start: their reference is the
+// number of seed voxels given, passable or not (a lumen's cross-section, of which coarse pixels
+// leave only the core passable), shared among the seed's components by their passable voxels. Where the lumen opens into low-density lung (emphysema, or any air below
 // the threshold) the front stops looking like a tube's cross-section and grows: that is a leak.
 //
 //   * an established branch whose front exceeds leak_ratio x its reference, or
@@ -49,8 +51,9 @@ struct AirwayResult {
   bool overflow = false;    // max_volume_ml was reached
 };
 
-// Grows the tree in `state` (CV_8U slices, values above) from the seeds, which must be kAirwayOpen
-// voxels, given as linear indices (z * rows * cols + r * cols + c). Writes kAirwayTree into the
+// Grows the tree in `state` (CV_8U slices, values above) from the seeds, given as linear indices
+// (z * rows * cols + r * cols + c): those that are kAirwayOpen start the tree, the others only
+// count towards the seed's reference (see above); no passable seed, no tree. Writes kAirwayTree into the
 // tree and kAirwayBlocked into leaked voxels. `spacing` gives the front area in mm2 (voxel count
 // times the mean face area) and the volume. Throws std::invalid_argument for bad input.
 AirwayResult grow_airway_tree(Mask& state, const std::vector<std::int32_t>& seeds, const Spacing& spacing,

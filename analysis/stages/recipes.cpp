@@ -178,9 +178,15 @@ int break_index(const std::vector<double>& breaks, double b) {
   return static_cast<int>(it - breaks.begin());
 }
 
-// The airway thresholds tried in turn (lumen air <= t, as "< t + 0.5" on integer HU).
+// The airway thresholds tried in turn (lumen air <= t, as "< t + 0.5" on integer HU): stricter
+// ones after an overflow (a leak into emphysematous lung) ...
 std::array<double, 3> airway_breaks(const ChestParams& p) {
   return {p.airway_max_hu + 0.5, p.airway_max_hu - 19.5, p.airway_max_hu - 39.5};
+}
+// ... and more permissive ones when the tree never branches: with coarse pixels or thick slices
+// partial volume with the wall lifts the lumen of the main bronchi above airway_max_hu.
+std::array<double, 2> airway_relaxed_breaks(const ChestParams& p) {
+  return {p.airway_max_hu + 25.5, p.airway_max_hu + 50.5};
 }
 
 struct Box {
@@ -259,12 +265,11 @@ Seed find_trachea_seed(const std::vector<cv::Mat>& lbox, const std::vector<cv::M
         }
       }
       if (!continues) continue;
-      cv::Mat core;
-      cv::compare(levbox[z], i_core, core, cv::CMP_LE);
-      cv::bitwise_and(core, c.mask, core);
+      // The whole blob is the seed: the tree starts from its lumen-air core, and the blob's size
+      // is the trachea's reference cross-section for the leak control.
       const std::int64_t plane = static_cast<std::int64_t>(b.rows) * b.cols;
       for (int r = 0; r < b.rows; ++r) {
-        const std::uint8_t* q = core.ptr<std::uint8_t>(r);
+        const std::uint8_t* q = c.mask.ptr<std::uint8_t>(r);
         for (int cc = 0; cc < b.cols; ++cc)
           if (q[cc]) seed.voxels.push_back(static_cast<std::int32_t>(z * plane + static_cast<std::int64_t>(r) * b.cols + cc));
       }
@@ -283,11 +288,7 @@ double segment_airways(std::vector<cv::Mat>& lbox, const std::vector<cv::Mat>& l
                        std::vector<std::string>& notes) {
   const double voxel_ml = sp.voxel_volume() / 1000.0;
   const int i_edge = break_index(breaks, p.airway_edge_hu);
-  cv::Mat in_body;
-  kernels::AirwayResult res;
-  bool grown = false;
-  double used_hu = 0;
-  for (double t : airway_breaks(p)) {
+  const auto grow = [&](double t) {
     const int i_core = break_index(breaks, t);
     kernels::threshold_into(levbox, {0, static_cast<double>(i_core)}, work);  // lumen air: 1
     parallel_slices(0, b.depth, [&](int z) {
@@ -295,8 +296,14 @@ double segment_airways(std::vector<cv::Mat>& lbox, const std::vector<cv::Mat>& l
       cv::compare(lbox[z], kBody, body, cv::CMP_EQ);
       work[z].setTo(0, ~body);
     });
-    res = kernels::grow_airway_tree(work, seed.voxels, sp, p.airway);
-    used_hu = t - 0.5;
+    return kernels::grow_airway_tree(work, seed.voxels, sp, p.airway);
+  };
+  kernels::AirwayResult res;
+  bool grown = false;
+  double used = 0;
+  for (double t : airway_breaks(p)) {
+    res = grow(t);
+    used = t;
     if (!res.overflow) {
       grown = true;
       break;
@@ -306,6 +313,20 @@ double segment_airways(std::vector<cv::Mat>& lbox, const std::vector<cv::Mat>& l
     notes.push_back("airways: the tree leaked into the lungs at every threshold; airways not separated");
     return 0;
   }
+  // When the first threshold held, the permissive ones are tried in turn: partial volume with the
+  // walls lifts the lumen of smaller bronchi above it (more so with coarse pixels or thick
+  // slices). One is kept while its tree neither overflows nor has more than one leak event more
+  // than the tree kept before it (a front entering the parenchyma shows as leaks).
+  if (used == airway_breaks(p)[0]) {
+    int kept_leaks = res.leaks;
+    for (double t : airway_relaxed_breaks(p)) {
+      const kernels::AirwayResult r = grow(t);
+      if (r.overflow || r.leaks > kept_leaks + 1) break;
+      res = r, used = t, kept_leaks = r.leaks;
+    }
+    if (used != airway_relaxed_breaks(p).back()) res = grow(used);  // `work` holds a rejected tree
+  }
+  const double used_hu = used - 0.5;
   if (res.voxels * voxel_ml < p.airway_min_ml) {
     notes.push_back(fmt::format("airways: only {:.1f} ml grown from the trachea seed; ignored", res.voxels * voxel_ml));
     return 0;
@@ -615,6 +636,7 @@ RecipeResult segment_generic(const std::vector<cv::Mat>& image, const Spacing& s
 std::vector<double> chest_level_breaks(const ChestParams& p) {
   std::vector<double> b{p.body_min_hu, p.airway_edge_hu, p.air_max_hu + 0.5, p.lesion_min_hu, p.dense_min_hu};
   for (double t : airway_breaks(p)) b.push_back(t);
+  for (double t : airway_relaxed_breaks(p)) b.push_back(t);
   std::sort(b.begin(), b.end());
   b.erase(std::unique(b.begin(), b.end()), b.end());
   return b;

@@ -45,8 +45,10 @@ std::vector<double> chest_level_breaks(const ChestParams& p);
 //     the CT couch's, the largest 3D component, its surface restored, 2D holes filled.
 //  2. Airways: a seed where the trachea is, near the mid-sagittal plane in the cranial slices
 //     (a round air region of airway_seed_min_mm2..max_mm2, continuing over a few slices), grown
-//     through lumen air (<= airway_max_hu) with leak control (kernels::grow_airway_tree; on
-//     overflow retried 20 and 40 HU lower), then widened by airway_edge_mm into the partial-volume
+//     through lumen air (<= airway_max_hu) with leak control (kernels::grow_airway_tree, the seed
+//     blob's area as the trachea's reference; on overflow retried 20 and 40 HU lower; else
+//     retried 25 and 50 HU higher, each kept while it does not overflow and has at most one leak
+//     event more than the tree before it), then widened by airway_edge_mm into the partial-volume
 //     voxels of the lumen (< airway_edge_hu). The carina is where it splits into two.
 //  3. Lungs: air (<= air_max_hu) inside the body, airways excluded, components not touching the
 //     in-plane border and >= min_lung_ml; the largest is one lung, the largest on the other side

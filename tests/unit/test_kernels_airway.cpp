@@ -73,6 +73,35 @@ BOOST_AUTO_TEST_CASE(tree_beyond_the_volume_cap_overflows) {
   BOOST_TEST(r.overflow);
 }
 
+// Coarse pixels: only the core of the lumen is passable where the seed is (1 voxel of a radius-3
+// blob), the core widens further down (radius 1: 5 voxels, 5x the core). The seed's reference is
+// its whole blob, so the wider core is a tube, not a leak; seeded with the core alone it is a leak.
+BOOST_AUTO_TEST_CASE(seed_reference_counts_the_whole_seed_blob) {
+  const auto make = [] {
+    Mask m = make_mask(kD, kR, kC);
+    for (int z = 0; z < kD; ++z) {
+      if (z < 5) m[z].at<std::uint8_t>(kR / 2, kC / 2) = kAirwayOpen;
+      else cv::circle(m[z], {kC / 2, kR / 2}, 1, cv::Scalar(kAirwayOpen), cv::FILLED);
+    }
+    return m;
+  };
+  std::vector<std::int32_t> blob;
+  cv::Mat disc(kR, kC, CV_8U, cv::Scalar(0));
+  cv::circle(disc, {kC / 2, kR / 2}, 3, cv::Scalar(1), cv::FILLED);
+  for (int r = 0; r < kR; ++r)
+    for (int c = 0; c < kC; ++c)
+      if (disc.at<std::uint8_t>(r, c)) blob.push_back(r * kC + c);
+  Mask whole = make();
+  const AirwayResult a = grow_airway_tree(whole, blob, Spacing{1, 1, 1});
+  BOOST_TEST(a.leaks == 0);
+  BOOST_TEST(a.voxels == count_value(whole, kAirwayTree));
+  BOOST_TEST(a.voxels == 5 + static_cast<std::int64_t>(kD - 5) * 5);  // the whole tube
+  Mask core = make();
+  const AirwayResult b = grow_airway_tree(core, {(kR / 2) * kC + kC / 2}, Spacing{1, 1, 1});
+  BOOST_TEST(b.leaks >= 1);
+  BOOST_TEST(b.voxels < a.voxels);
+}
+
 BOOST_AUTO_TEST_CASE(bad_seeds_are_rejected) {
   Mask m = tube_into_chamber(30);
   BOOST_CHECK_THROW(grow_airway_tree(m, {-1}, Spacing{1, 1, 1}), std::invalid_argument);
