@@ -18,7 +18,12 @@ voxels of bronchus tips and no trachea to seed from).
 Real CT: ../shared/data holds no chest CT with clinical lung contours (see its MANIFEST.md); the
 real series listed below are analysed for the coverage flag, volumes and timing only.
 
-usage: bench/chest_accuracy.py [--build DIR] [--work DIR] [--quick] [--config SIZE:SLICES:SEED[:COVERAGE[:EMPH]]]...
+Thick slices (SLAB > 1, e.g. 3 for the 3 mm slices of a planning CT): every SLAB consecutive 1 mm
+slices of the phantom are averaged (in HU) into one slice of SLAB mm, written as a new series; the
+truth label of a voxel is the most frequent of its SLAB labels, and the true LAA%-950 and Perc15
+are recomputed from the averaged HU inside the true lungs.
+
+usage: bench/chest_accuracy.py [--build DIR] [--work DIR] [--quick] [--config SIZE:SLICES:SEED[:COVERAGE[:EMPH[:SLAB]]]]...
 """
 import argparse, json, math, os, subprocess, sys, time
 import numpy as np
@@ -39,7 +44,7 @@ ap.add_argument("--build", default=os.path.join(ROOT, "build"))
 ap.add_argument("--work", default="/tmp/pacsnode-chest-accuracy")
 ap.add_argument("--quick", action="store_true", help="two small phantoms and one partial coverage only")
 ap.add_argument("--config", action="append", default=[],
-                help="SIZE:SLICES:SEED[:COVERAGE[:EMPHYSEMA_FRACTION]] (repeatable; replaces the default set)")
+                help="SIZE:SLICES:SEED[:COVERAGE[:EMPHYSEMA_FRACTION[:SLAB]]] (repeatable; replaces the default set)")
 ap.add_argument("--no-real", action="store_true", help="skip the real CT series")
 a = ap.parse_args()
 
@@ -52,14 +57,15 @@ if a.config:
     for c in a.config:
         p = c.split(":")
         configs.append((int(p[0]), int(p[1]), int(p[2]), p[3] if len(p) > 3 else "full",
-                        float(p[4]) if len(p) > 4 else 0.12))
+                        float(p[4]) if len(p) > 4 else 0.12, int(p[5]) if len(p) > 5 else 1))
 elif a.quick:
-    configs = [(256, 150, 1, "full", 0.12), (320, 160, 2, "full", 0.25), (256, 150, 1, "upper", 0.12)]
+    configs = [(256, 150, 1, "full", 0.12, 1), (320, 160, 2, "full", 0.25, 1), (256, 150, 1, "upper", 0.12, 1)]
 else:
-    configs = [(256, 150, 1, "full", 0.12), (256, 150, 2, "full", 0.0), (320, 160, 3, "full", 0.25),
-               (384, 200, 4, "full", 0.12), (512, 300, 5, "full", 0.12),
-               (144, 150, 7, "full", 0.12), (160, 120, 8, "full", 0.2),  # 3.5 and 3.1 mm pixels
-               (256, 150, 1, "upper", 0.12), (256, 150, 1, "lower", 0.12), (384, 200, 6, "lower", 0.2)]
+    configs = [(256, 150, 1, "full", 0.12, 1), (256, 150, 2, "full", 0.0, 1), (320, 160, 3, "full", 0.25, 1),
+               (384, 200, 4, "full", 0.12, 1), (512, 300, 5, "full", 0.12, 1),
+               (144, 150, 7, "full", 0.12, 1), (160, 120, 8, "full", 0.2, 1),  # 3.5 and 3.1 mm pixels
+               (512, 300, 9, "full", 0.12, 3), (384, 240, 10, "full", 0.2, 3),  # 3 mm slices
+               (256, 150, 1, "upper", 0.12, 1), (256, 150, 1, "lower", 0.12, 1), (384, 200, 6, "lower", 0.2, 1)]
 
 
 def make_phantom(size, slices, seed, coverage, emph):
@@ -71,6 +77,59 @@ def make_phantom(size, slices, seed, coverage, emph):
                         "--slices", str(slices), "--size", str(size), "--seed", str(seed), "--coverage", coverage,
                         "--emphysema-fraction", str(emph), "--truth", npz], check=True, stdout=subprocess.DEVNULL)
     return name, d, npz
+
+
+def slab_of(name, d, npz, n):
+    """The phantom with every n slices averaged into one n mm slice, and its truth (see the top)."""
+    sname = f"{name}_slab{n}"
+    sd = os.path.join(a.work, sname)
+    snpz = sd + "_truth.npz"
+    if os.path.exists(snpz) and os.path.isdir(sd):
+        return sname, sd, snpz
+    tz = np.load(npz)
+    labels = tz["labels"]
+    with open(npz[:-4] + ".json") as f:
+        tj = json.load(f)
+    files = sorted(f for f in os.listdir(d) if f.endswith(".dcm"))
+    os.makedirs(sd, exist_ok=True)
+    series_uid = pydicom.uid.generate_uid()
+    groups = len(files) // n
+    out_labels = np.zeros((groups,) + labels.shape[1:], np.uint8)
+    hu_all = []
+    for j in range(groups):
+        part = [pydicom.dcmread(os.path.join(d, files[j * n + i])) for i in range(n)]
+        mid = part[n // 2]
+        slope, icpt = float(mid.RescaleSlope), float(mid.RescaleIntercept)
+        hu = np.mean([p.pixel_array.astype(np.float64) * float(p.RescaleSlope) + float(p.RescaleIntercept)
+                      for p in part], axis=0)
+        stored = np.round((hu - icpt) / slope).astype(mid.pixel_array.dtype)
+        mid.PixelData = stored.tobytes()
+        mid.SliceThickness = str(n)
+        mid.SeriesInstanceUID = series_uid
+        mid.SOPInstanceUID = pydicom.uid.generate_uid()
+        mid.file_meta.MediaStorageSOPInstanceUID = mid.SOPInstanceUID
+        mid.InstanceNumber = j + 1
+        mid.SeriesDescription = f"{mid.get('SeriesDescription', '')} {n} mm".strip()
+        mid.save_as(os.path.join(sd, f"ct_{j:04d}.dcm"))
+        z0 = int(files[j * n][3:7])
+        stack = labels[z0:z0 + n].astype(np.int64)
+        counts = np.stack([(stack == v).sum(axis=0) for v in range(8)])
+        out_labels[j] = counts.argmax(axis=0)
+        hu_all.append(stored.astype(np.float64) * slope + icpt)
+    hu_all = np.stack(hu_all)
+    sp = [float(v) for v in tz["spacing"]]
+    sp[0] *= n
+    np.savez_compressed(snpz, labels=out_labels, spacing=np.array(sp))
+    tj = dict(tj)
+    tj["voxel_volume_ml"] = tj["voxel_volume_ml"] * n
+    lungs = {}
+    for side, sel in (("right", out_labels == 2), ("left", out_labels == 3), ("both", (out_labels == 2) | (out_labels == 3))):
+        v = hu_all[sel]
+        lungs[side] = {"laa950_percent": 100.0 * float((v < -950).sum()) / v.size, "perc15_hu": float(np.percentile(v, 15))}
+    tj["lungs"] = lungs
+    with open(snpz[:-4] + ".json", "w") as f:
+        json.dump(tj, f)
+    return sname, sd, snpz
 
 
 def analyze(series_dir, out):
@@ -145,8 +204,10 @@ def segment(series, name):
 rows = []
 fails = []
 os.makedirs(a.work, exist_ok=True)
-for size, slices, seed, coverage, emph in configs:
+for size, slices, seed, coverage, emph, slab in configs:
     name, d, npz = make_phantom(size, slices, seed, coverage, emph)
+    if slab > 1:
+        name, d, npz = slab_of(name, d, npz, slab)
     tz = np.load(npz)
     truth = tz["labels"]
     spacing = [float(v) for v in tz["spacing"]]
@@ -160,7 +221,7 @@ for size, slices, seed, coverage, emph in configs:
     flagged = chest.get("coverage") == "incomplete"
     any_emph = any(f.get("name") and f["name"]["meaning"] == "Pulmonary emphysema"
                    for g in series["segments"] for f in g["findings"])
-    r = {"phantom": f"{size}x{slices} s{seed} {coverage} e{emph:g}", "secs": secs}
+    r = {"phantom": f"{size}x{slices} s{seed} {coverage} e{emph:g}" + (f" {slab}mm" if slab > 1 else ""), "secs": secs}
     lungs = masks.get("right_lung", np.zeros_like(truth, bool)) | masks.get("left_lung", np.zeros_like(truth, bool))
     for side, lab in (("right", 2), ("left", 3)):
         m = masks.get(f"{side}_lung", np.zeros_like(truth, bool))
