@@ -92,6 +92,7 @@ int analyze(const AnalyzeOptions& o) {
     return 1;
   }
   const config::Config cfg = analyze_config(o.config);
+  keep_freed_memory_for_reuse();
   const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
   fs::create_directories(out);

@@ -1,8 +1,10 @@
 #include "analysis/pipeline.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 #include "analysis/stages/stages.h"
@@ -83,6 +85,11 @@ std::string series_key(const dicom::SeriesInfo& info, int volume_index_in_series
   std::string k = short_hash(info.series_uid);
   if (volume_index_in_series >= 2) k += fmt::format("-{}", volume_index_in_series);
   return k;
+}
+
+void keep_freed_memory_for_reuse() {
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);  // glibc's largest; fixes it (no dynamic raise)
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 
 }  // namespace analysis

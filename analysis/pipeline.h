@@ -56,6 +56,15 @@ std::vector<std::filesystem::path> files_below(const std::filesystem::path& fold
 // so memory holds one series' volumes, not the whole input.
 std::vector<std::vector<std::filesystem::path>> series_batches(const std::vector<std::filesystem::path>& files);
 
+// For a process that analyses (the worker, `pacsnode analyze`, the benchmark): glibc keeps freed
+// blocks of up to 32 MiB for reuse and never trims its heaps, instead of returning them to the
+// kernel and faulting fresh pages in on the next slice's temporaries. Each stage allocates and
+// frees per-slice buffers of 0.25-1 MiB by the hundred; on VMs where a fresh page costs 1-1.5 us
+// (150 MiB in 210 ms, as bench/pipeline.sh prints) that was 4-5 % of the ct-chest profile. Peak
+// RSS is unchanged (the blocks are reused, not added); a short-lived worker gives it all back
+// when it exits. Idempotent.
+void keep_freed_memory_for_reuse();
+
 // Key of a series in logs and file names: short_hash of its Series Instance UID, with "-<n>"
 // appended for the n-th (n >= 2) volume of a series that was split (phases, orientations).
 std::string series_key(const dicom::SeriesInfo& info, int volume_index_in_series = 1);

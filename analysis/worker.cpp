@@ -198,6 +198,7 @@ int run(const Job& job, const Events& events) {
   events.emit({{"event", "started"}, {"pid", ::getpid()}});
   const config::Config cfg = job.config_toml.empty() ? config::load_default() : config::parse(job.config_toml, "job");
   dicom::set_default_scan_limits(scan_limits(cfg));  // every file this worker opens is scanned with them
+  keep_freed_memory_for_reuse();
   const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!job.profile.empty()) pipeline.select({}, job.profile);  // an unknown name fails before decoding
   if (!job.out_dir.empty()) fs::create_directories(job.out_dir);

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   const fs::path series = argv[1];
   const fs::path out = argc > 2 ? fs::path(argv[2]) : fs::temp_directory_path() / "pacsnode-bench-pipeline";
   fs::create_directories(out);
+  analysis::keep_freed_memory_for_reuse();  // as the worker and `pacsnode analyze` do
   std::printf("OpenCV threads: %d, CPUs: %d\n", cv::getNumThreads(), cv::getNumberOfCPUs());
 
   // ---- 1. whole ct-chest profile
