@@ -119,7 +119,8 @@ const Analysed& analysed() {
     Reference ref;
     ref.labels = out.truth;
     ref.label_of_segment = {{"right_lung", 2}, {"left_lung", 3}};
-    const Pipeline pipeline;
+    // The context points at its profile, which the pipeline owns: it lives as long as the context.
+    static const Pipeline pipeline;
     out.c = pipeline.run(std::move(study.volumes[0]), *pipeline.select({}, "ct-chest"), {}, ref);
     return out;
   }();
