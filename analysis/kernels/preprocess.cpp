@@ -149,27 +149,12 @@ LabelVolume level_map(const std::vector<cv::Mat>& image, const std::vector<doubl
   for (int z = 0; z < depth; ++z) out[static_cast<std::size_t>(z)] = block.rowRange(z * rows, (z + 1) * rows);
   cv::parallel_for_(cv::Range(0, depth), [&](const cv::Range& range) {
     std::vector<cv::Mat> one(1);
-    cv::Mat biased, med;  // reused by the range's slices
     for (int z = range.start; z < range.end; ++z) {
       const auto zi = static_cast<std::size_t>(z);
       dicom::prefault_rows(out[zi]);
-      if (median_ksize && !smooth && type == CV_16S) {
-        // As median_filter does, without a copy of the slice: int16 x as uint16 x + 32768, the
-        // median of that, and the table indexed by it directly (its CV_16S index is x + 32768).
-        const cv::Mat& src = image[zi];
-        const cv::Mat as_u16(src.rows, src.cols, CV_16U, const_cast<std::uint8_t*>(src.data), src.step);
-        cv::bitwise_xor(as_u16, cv::Scalar(0x8000), biased);
-        cv::medianBlur(biased, med, median_ksize);
-        for (int r = 0; r < rows; ++r) {
-          std::uint8_t* o = out[zi].ptr<std::uint8_t>(r);
-          const auto* p = med.ptr<std::uint16_t>(r);
-          for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
-        }
-        continue;
-      }
       cv::Mat s = image[zi];
       if (median_ksize || smooth) {
-        one[0] = image[zi].clone();
+        image[zi].copyTo(one[0]);  // into the range's buffer (reused while the type stays)
         if (median_ksize) median_filter(one, median_ksize);
         if (smooth) {
           one[0].convertTo(one[0], CV_32F);
