@@ -8,8 +8,9 @@
 // reference size is the median front size of its first `reference_layers` layers; from then on
 // it is "established". The seed branches are established from the start: their reference is the
 // number of seed voxels given, passable or not (a lumen's cross-section, of which coarse pixels
-// leave only the core passable), shared among the seed's components by their passable voxels. Where the lumen opens into low-density lung (emphysema, or any air below
-// the threshold) the front stops looking like a tube's cross-section and grows: that is a leak.
+// leave only the core passable), shared among the seed's components by their passable voxels.
+// Where the lumen opens into low-density lung (emphysema, or any air below the threshold) the
+// front stops looking like a tube's cross-section and grows: that is a leak.
 //
 //   * an established branch whose front exceeds leak_ratio x its reference, or
 //   * the young branches (not yet established) descending from one established branch whose
@@ -53,8 +54,8 @@ struct AirwayResult {
 
 // Grows the tree in `state` (CV_8U slices, values above) from the seeds, given as linear indices
 // (z * rows * cols + r * cols + c): those that are kAirwayOpen start the tree, the others only
-// count towards the seed's reference (see above); no passable seed, no tree. Writes kAirwayTree into the
-// tree and kAirwayBlocked into leaked voxels. `spacing` gives the front area in mm2 (voxel count
+// count towards the seed's reference (see above); no passable seed, no tree. Writes kAirwayTree
+// into the tree and kAirwayBlocked into leaked voxels. `spacing` gives the front area in mm2 (voxel count
 // times the mean face area) and the volume. Throws std::invalid_argument for bad input.
 AirwayResult grow_airway_tree(Mask& state, const std::vector<std::int32_t>& seeds, const Spacing& spacing,
                               const AirwayParams& params = {});

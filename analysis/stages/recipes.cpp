@@ -230,8 +230,8 @@ int break_index(const std::vector<double>& breaks, double b) {
 std::array<double, 3> airway_breaks(const ChestParams& p) {
   return {p.airway_max_hu + 0.5, p.airway_max_hu - 19.5, p.airway_max_hu - 39.5};
 }
-// ... and more permissive ones when the tree never branches: with coarse pixels or thick slices
-// partial volume with the wall lifts the lumen of the main bronchi above airway_max_hu.
+// ... and more permissive ones after the first held (see segment_airways): with coarse pixels or
+// thick slices partial volume with the wall lifts the lumen of smaller bronchi above airway_max_hu.
 std::array<double, 2> airway_relaxed_breaks(const ChestParams& p) {
   return {p.airway_max_hu + 25.5, p.airway_max_hu + 50.5};
 }
@@ -447,6 +447,7 @@ int find_carina(const std::vector<cv::Mat>& lbox, const Seed& seed, int cranial_
 
 struct LesionCandidate {
   std::vector<std::int32_t> voxels;  // linear indices in the box
+  kernels::ComponentInfo box;        // their bounding box, in box indices
   double volume_ml = 0;
 };
 
@@ -506,6 +507,8 @@ std::vector<LesionCandidate> find_lesions(const std::vector<cv::Mat>& lbox, cons
     if (ml > p.lesion_max_ml) continue;
     LesionCandidate lc;
     lc.volume_ml = ml;
+    lc.box = info;  // from the search window to the box
+    lc.box.z0 += z0, lc.box.z1 += z0, lc.box.r0 += roi.y, lc.box.r1 += roi.y, lc.box.c0 += roi.x, lc.box.c1 += roi.x;
     std::int64_t border = 0, lung_border = 0, solid_lung_border = 0, band_border = 0;
     double sum_x = 0, lung_ref = 0, lung_ref_n = 0;
     double thickness_px = 0;
@@ -572,29 +575,22 @@ std::vector<LesionCandidate> find_lesions(const std::vector<cv::Mat>& lbox, cons
   return out;
 }
 
-// Gives a lesion candidate back its caps: on the slices where only the top or bottom of a round
-// lesion shows, that part is an island inside the lung, so hole filling (step 4) made it lung and
-// the candidate (step 5) starts a few slices in. Beyond the candidate's first and last slice, slice
-// by slice, the 8-connected islands of solid (> air_max_hu, the lung/tissue midpoint) lung voxels
-// that overlap its footprint on the slice before go to it, within `reach` pixels of that footprint
-// (the lung closing's radius), while the cross-section keeps shrinking (a cap narrows; a vessel
-// leaving the lesion does not) and at most cap_mm away. Growing the candidate in its own slices
-// into the solid voxels the closing gave the lung was tried and dropped: on the phantom it took
-// twice as many vessel voxels as nodule rim. Returns the voxels added.
+// Gives a lesion candidate (its voxels labelled `label`, within `box`) back its caps: on the
+// slices where only the top or bottom of a round lesion shows, that part is an island inside the
+// lung, so hole filling (step 4) made it lung and the candidate (step 5) starts a few slices in.
+// Beyond the candidate's first and last slice, slice by slice, the 8-connected islands of solid
+// (> air_max_hu, the lung/tissue midpoint) lung voxels that overlap its footprint on the slice
+// before go to it, within `reach` pixels of that footprint (the lung closing's radius), while the
+// cross-section keeps shrinking (a cap narrows; a vessel leaving the lesion does not) and at most
+// cap_mm away. Growing the candidate in its own slices into the solid voxels the closing gave the
+// lung was tried and dropped: on the phantom it took twice as many vessel voxels as nodule rim.
+// Returns the voxels added.
 std::int64_t reclaim_lesion_voxels(std::vector<cv::Mat>& lbox, const std::vector<cv::Mat>& levbox, std::uint8_t label,
-                                   int i_air, const Spacing& sp, const ChestParams& p) {
+                                   const kernels::ComponentInfo& box, int i_air, const Spacing& sp,
+                                   const ChestParams& p) {
   const int depth = static_cast<int>(lbox.size());
-  int z0 = depth, z1 = -1;
-  cv::Rect rect;
-  for (int z = 0; z < depth; ++z) {
-    cv::Mat m;
-    cv::compare(lbox[z], label, m, cv::CMP_EQ);
-    const cv::Rect r = cv::boundingRect(m);
-    if (r.area() == 0) continue;
-    z0 = std::min(z0, z), z1 = std::max(z1, z);
-    rect = rect.area() ? (rect | r) : r;
-  }
-  if (z1 < 0) return 0;
+  const int z0 = box.z0, z1 = box.z1;
+  const cv::Rect rect(box.c0, box.r0, box.c1 - box.c0 + 1, box.r1 - box.r0 + 1);
   const double px = std::min(sp.col, sp.row);
   const int reach = std::max(1, static_cast<int>(std::ceil(p.lung_close_radius_mm / px)));
   const double cap_mm = std::max(p.lesion_min_thickness_mm, 0.5 * std::max(rect.width * sp.col, rect.height * sp.row));
@@ -952,7 +948,8 @@ RecipeResult segment_ct_chest(const std::vector<cv::Mat>& levels, const std::vec
         lbox[z].at<std::uint8_t>(r, static_cast<int>(rem - static_cast<std::int64_t>(r) * cols)) =
             static_cast<std::uint8_t>(label);
       }
-      const std::int64_t rim = reclaim_lesion_voxels(lbox, levbox, static_cast<std::uint8_t>(label), i_air, sp, p);
+      const std::int64_t rim =
+          reclaim_lesion_voxels(lbox, levbox, static_cast<std::uint8_t>(label), all[i].box, i_air, sp, p);
       lesion_labels.push_back(label);
       out.notes.push_back(fmt::format("lesion candidate {}: {:.1f} ml of solid tissue against the lung border "
                                       "(automatic candidate, not a diagnosis)",
