@@ -1,23 +1,31 @@
 // Benchmark of the ct-chest profile on a chest-like CT (bench/pipeline.sh makes a 300x512x512
-// series with ../shared/tools/make_ct_phantom.py and runs the SciPy peer next to this).
+// series with ../shared/tools/make_ct_phantom.py and runs the ITK and SciPy peers next to this).
 //
-// usage: bench_pipeline SERIES_DIR [OUT_DIR]
+// usage: bench_pipeline [--mode profile|lfl|all] [--mask-out FILE] SERIES_DIR [OUT_DIR]
 //
-// 1. Whole profile, first (so that the peak RSS is the profile's): decode, preprocess (median
-//    3x3), segment (body, lungs, bone), features (IBSI on lungs and bone), classify, display
-//    (PNG preview); then SEG + SR, reported separately.
-// 2. The peer's steps, like for like: decode, median 3x3, threshold < -400 HU, 3D components
-//    (6-connected, as scipy.ndimage.label's default) with border-touching ones dropped. Twice:
-//    "cold" after dicom::release_cached_planes() (every block freshly mapped and faulted in, as for
-//    a study that arrives while the daemon is idle), then "reused" with the blocks the cold run
-//    freed (as for the next of several series in a row: a folder, or studies queued back to back).
-// 3. For scale: what faulting in a fresh mapping the size of the int16 volume costs here.
+// One mode per process, so that "cold" means a process that has run nothing before:
+// --mode profile: the whole profile: decode, preprocess (median 3x3), segment (body, lungs, bone),
+//    features (IBSI on lungs and bone), classify, display (PNG preview); then SEG + SR, reported
+//    separately; then, for scale, what faulting in a fresh mapping the size of the int16 volume
+//    costs here. The peak RSS is the profile's.
+// --mode lfl: the peers' steps, like for like: decode, median 3x3, threshold < -400 HU, 3D
+//    components (6-connected, as scipy.ndimage.label's default and ITK's ConnectedComponent-
+//    ImageFilter with FullyConnected off) with components touching the in-plane border dropped.
+//    Twice: "cold" first thing in the process (every block freshly mapped and faulted in, as for a
+//    study that arrives while the daemon is idle, or `pacsnode analyze` on one series), then
+//    "reused" with the blocks the cold run freed (as for the next of several series in a row).
+//    --mask-out writes the cold run's kept mask (raw uint8 0/1, slices in ascending position along
+//    the slice normal, rows x columns row-major: the layout of bench/itk_peer), after its timing.
+// --mode all: profile, then lfl in the same process (the old behaviour: its "cold" run is not cold
+//    in the process sense, only after release_cached_planes()).
 // Machine-readable lines start with "@ " (key value); pipeline.sh turns them into ratios.
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <opencv2/core.hpp>
 #include <string>
 
@@ -41,7 +49,24 @@ double peak_rss_mb() {
 void emit(const std::string& key, double v) { std::printf("@ %s %.3f\n", key.c_str(), v); }
 
 // The peer's steps on our side, each timed; keys "<prefix>.decode_ms" etc.
-void like_for_like(const fs::path& series, const std::string& prefix, const char* what) {
+// Raw uint8 0/1 mask, slices in ascending position along the slice normal (bench/itk_peer's layout).
+void write_mask(const Mask& mask, const dicom::Volume& v, const fs::path& path) {
+  const auto along = [&](const dicom::Vec3& p) {
+    return p[0] * v.geom.normal[0] + p[1] * v.geom.normal[1] + p[2] * v.geom.normal[2];
+  };
+  const bool ascending = v.sources.empty() || along(v.sources.back().position) >= along(v.sources.front().position);
+  std::ofstream out(path, std::ios::binary);
+  cv::Mat row01;
+  for (std::size_t k = 0; k < mask.size(); ++k) {
+    const cv::Mat& s = mask[ascending ? k : mask.size() - 1 - k];
+    cv::min(s, 1, row01);  // 0/1 (select_components writes 1; be explicit)
+    for (int r = 0; r < row01.rows; ++r) out.write(row01.ptr<char>(r), row01.cols);
+  }
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+void like_for_like(const fs::path& series, const std::string& prefix, const char* what,
+                   const fs::path& mask_out = {}) {
   std::printf("\npeer's steps (ours), %s:\n", what);
   Stopwatch sw;
   StudyContext study = decode_folder(series);
@@ -59,11 +84,12 @@ void like_for_like(const fs::path& series, const std::string& prefix, const char
   for (std::size_t i = 0; i < comps.count(); ++i) keep[i] = !comps.components[i].touches_inplane_border;
   kernels::select_components(air, comps, keep);
   const double components_ms = sw.ms();
-  const double lung_ml = kernels::count_nonzero(air) * study.volumes[0].voxel_volume_mm3() / 1000.0;
+  const auto kept = kernels::count_nonzero(air);
+  const double lung_ml = kept * study.volumes[0].voxel_volume_mm3() / 1000.0;
   std::printf(
       "  decode %.1f ms, median %.1f ms, threshold %.1f ms, components+border drop %.1f ms "
-      "(%zu components, %.1f ml kept)\n",
-      decode_ms, median_ms, threshold_ms, components_ms, comps.count(), lung_ml);
+      "(%zu components, %zu voxels = %.1f ml kept)\n",
+      decode_ms, median_ms, threshold_ms, components_ms, comps.count(), kept, lung_ml);
   emit(prefix + ".decode_ms", decode_ms);
   emit(prefix + ".median_ms", median_ms);
   emit(prefix + ".threshold_ms", threshold_ms);
@@ -72,20 +98,32 @@ void like_for_like(const fs::path& series, const std::string& prefix, const char
   emit(prefix + ".total_ms", decode_ms + median_ms + threshold_ms + components_ms);
   emit(prefix + ".lung_ml", lung_ml);
   emit(prefix + ".components", static_cast<double>(comps.count()));
+  emit(prefix + ".kept_voxels", static_cast<double>(kept));
+  if (!mask_out.empty()) write_mask(air, study.volumes[0], mask_out);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_pipeline SERIES_DIR [OUT_DIR]\n");
-    return 2;
-  }
-  const fs::path series = argv[1];
-  const fs::path out = argc > 2 ? fs::path(argv[2]) : fs::temp_directory_path() / "pacsnode-bench-pipeline";
+  CLI::App app{"ct-chest profile and like-for-like steps on one CT series (bench/pipeline.sh)"};
+  std::string mode = "all";
+  fs::path series, out = fs::temp_directory_path() / "pacsnode-bench-pipeline", mask_out;
+  app.add_option("--mode", mode, "profile: whole profile + SEG/SR; lfl: like-for-like, cold then reused; all: both")
+      ->check(CLI::IsMember({"profile", "lfl", "all"}))
+      ->capture_default_str();
+  app.add_option("--mask-out", mask_out, "lfl: write the cold run's kept mask here (raw uint8, bench/itk_peer layout)");
+  app.add_option("SERIES_DIR", series, "folder of one CT series")->required()->check(CLI::ExistingDirectory);
+  app.add_option("OUT_DIR", out, "where SEG, SR and preview go")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   fs::create_directories(out);
   analysis::keep_freed_memory_for_reuse();  // as the worker and `pacsnode analyze` do
+
   std::printf("OpenCV threads: %d, CPUs: %d\n", cv::getNumThreads(), cv::getNumberOfCPUs());
+  if (mode == "lfl") {  // first thing in this process: cold is cold
+    like_for_like(series, "lfl_cold", "cold: first run in a fresh process", mask_out);
+    like_for_like(series, "lfl", "reused: blocks freed by the cold run");
+    return 0;
+  }
 
   // ---- 1. whole ct-chest profile
   double volume_mb = 0;
@@ -142,12 +180,7 @@ int main(int argc, char** argv) {
     emit("peak_rss_after_seg_sr_mb", peak_rss_mb());
   }
 
-  // ---- 2. the peer's steps, like for like: cold memory, then reused blocks
-  dicom::release_cached_planes();
-  like_for_like(series, "lfl_cold", "cold: every block freshly mapped");
-  like_for_like(series, "lfl", "reused: blocks freed by the cold run");
-
-  // ---- 3. page-fault cost of a fresh mapping of the volume's size, on both threads
+  // ---- 2. page-fault cost of a fresh mapping of the volume's size, on both threads
   {
     const Stopwatch sw;
     cv::Mat fresh(static_cast<int>(volume_mb * 8), 128 * 1024, CV_8U);  // volume_mb MiB, not yet touched
@@ -157,6 +190,13 @@ int main(int argc, char** argv) {
     });
     std::printf("\nfaulting in %.0f MiB of fresh memory (2 threads): %.1f ms\n", volume_mb, sw.ms());
     emit("fault_volume_ms", sw.ms());
+  }
+
+  // ---- 3. (--mode all) the peers' steps after the profile: cold memory, then reused blocks
+  if (mode == "all") {
+    dicom::release_cached_planes();
+    like_for_like(series, "lfl_cold", "cold memory: every block freshly mapped (after the profile)", mask_out);
+    like_for_like(series, "lfl", "reused: blocks freed by the cold run");
   }
   return 0;
 }
