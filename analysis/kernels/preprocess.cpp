@@ -11,24 +11,65 @@
 
 namespace analysis::kernels {
 
+namespace {
+
+// Rows per band of the banded median: the band's input and output (about 2 x 34 KiB for 512
+// int16 columns) stay in the cache.
+constexpr int kMedianBand = 32;
+
+// The median of `src` (ksize 3 or 5) in bands of kMedianBand rows: each band is filtered into one
+// of the two buffers of `buf` from its rows plus ksize/2 rows of context above and below (OpenCV's
+// median reads no pixel outside the Mat it is given, and the context rows' own results are
+// dropped), so every row gets exactly the value a whole-slice medianBlur gives it. emit(r0, rows)
+// receives the band's filtered rows [r0, r0 + rows.rows); they stay valid until the call after
+// next. CV_16S goes to OpenCV directly: its 3x3 and 5x5 sorting network supports int16 (as 8U,
+// 16U and 32F), so no order-preserving remap is needed.
+template <typename Emit>
+void median_bands(const cv::Mat& src, int ksize, cv::Mat (&buf)[2], Emit&& emit) {
+  const int rows = src.rows, h = ksize / 2;
+  for (int r0 = 0, k = 0; r0 < rows; r0 += kMedianBand, k ^= 1) {
+    const int r1 = std::min(rows, r0 + kMedianBand);
+    const int a = std::max(0, r0 - h), b = std::min(rows, r1 + h);
+    buf[k].create(std::min(rows, kMedianBand + 2 * h), src.cols, src.type());  // once per buffer
+    cv::Mat out = buf[k].rowRange(0, b - a);
+    cv::medianBlur(src.rowRange(a, b), out, ksize);
+    emit(r0, out.rowRange(r0 - a, r1 - a));
+  }
+}
+
+// In place: a band is written back only after the next band, which reads its last rows as
+// context, has been filtered. The slice is read and written once, like an out-of-place medianBlur.
+void median_in_place(cv::Mat& s, int ksize, cv::Mat (&buf)[2]) {
+  int pending_r0 = -1;
+  cv::Mat pending;
+  median_bands(s, ksize, buf, [&](int r0, const cv::Mat& rows) {
+    if (pending_r0 >= 0) pending.copyTo(s.rowRange(pending_r0, pending_r0 + pending.rows));
+    pending_r0 = r0;
+    pending = rows;
+  });
+  pending.copyTo(s.rowRange(pending_r0, pending_r0 + pending.rows));
+}
+
+// body(z) for every slice index on OpenCV's threads.
+template <typename F>
+void for_each_slice(std::size_t depth, F&& body) {
+  cv::parallel_for_(cv::Range(0, static_cast<int>(depth)), [&](const cv::Range& r) {
+    for (int z = r.start; z < r.end; ++z) body(static_cast<std::size_t>(z));
+  });
+}
+
+}  // namespace
+
 void median_filter(std::vector<cv::Mat>& slices, int ksize) {
   check_stack(slices, -1, "median_filter");
   if (ksize != 3 && ksize != 5) throw std::invalid_argument(fmt::format("median_filter: ksize {} (3 or 5)", ksize));
   const int type = slices.front().type();
   if (type != CV_8U && type != CV_16U && type != CV_16S && type != CV_32F)
     throw std::invalid_argument("median_filter: type must be CV_8U, CV_16U, CV_16S or CV_32F");
-  cv::Mat tmp;
-  for (auto& s : slices) {
-    if (type == CV_16S) {
-      cv::Mat u(s.rows, s.cols, CV_16U, s.data, s.step);  // same bits, viewed as unsigned
-      cv::bitwise_xor(u, cv::Scalar(0x8000), u);          // int16 x -> uint16 x + 32768
-      cv::medianBlur(u, tmp, ksize);
-      cv::bitwise_xor(tmp, cv::Scalar(0x8000), u);
-    } else {
-      cv::medianBlur(s, tmp, ksize);
-      tmp.copyTo(s);
-    }
-  }
+  cv::parallel_for_(cv::Range(0, static_cast<int>(slices.size())), [&](const cv::Range& r) {
+    cv::Mat buf[2];  // per range: a few KiB, reused across its slices
+    for (int z = r.start; z < r.end; ++z) median_in_place(slices[static_cast<std::size_t>(z)], ksize, buf);
+  });
 }
 
 namespace {
@@ -67,7 +108,11 @@ void gaussian_filter(std::vector<cv::Mat>& slices, const Spacing& spacing, doubl
   if (sigma_inplane_mm > 0) {
     const double sx = sigma_inplane_mm / spacing.col, sy = sigma_inplane_mm / spacing.row;
     const cv::Size k(2 * static_cast<int>(std::ceil(3 * sx)) + 1, 2 * static_cast<int>(std::ceil(3 * sy)) + 1);
-    for (auto& s : slices) cv::GaussianBlur(s, s, k, sx, sy, cv::BORDER_REFLECT_101);
+    // BORDER_ISOLATED: slices are often row ranges of one block, and without it OpenCV would take
+    // the rows of the neighbouring slices (being filtered on another thread) as the border.
+    for_each_slice(slices.size(), [&](std::size_t z) {
+      cv::GaussianBlur(slices[z], slices[z], k, sx, sy, cv::BORDER_REFLECT_101 | cv::BORDER_ISOLATED);
+    });
   }
   if (sigma_slice_mm > 0 && slices.size() > 1) {
     const double sz = sigma_slice_mm / spacing.slice;
@@ -96,12 +141,17 @@ void resample_inplane(std::vector<cv::Mat>& slices, Spacing& spacing, double tar
     case Interpolation::cubic: flag = cv::INTER_CUBIC; break;
     case Interpolation::area: flag = cv::INTER_AREA; break;
   }
-  if (new_cols != cols || new_rows != rows) {
-    cv::Mat out;
-    for (auto& s : slices) {
-      cv::resize(s, out, cv::Size(new_cols, new_rows), 0, 0, flag);
-      s = out.clone();
-    }
+  if (new_cols != cols || new_rows != rows) {  // into one new block, straight from the old slices
+    const int depth = static_cast<int>(slices.size());
+    const cv::Mat block = dicom::allocate_planes(depth, new_rows, new_cols, slices.front().type());
+    for_each_slice(slices.size(), [&](std::size_t z) {
+      const int zi = static_cast<int>(z);
+      cv::Mat out = block.rowRange(zi * new_rows, (zi + 1) * new_rows);
+      dicom::prefault_rows(out);
+      cv::resize(slices[z], out, cv::Size(new_cols, new_rows), 0, 0, flag);
+    });
+    for (int z = 0; z < depth; ++z)
+      slices[static_cast<std::size_t>(z)] = block.rowRange(z * new_rows, (z + 1) * new_rows);
   }
   spacing.col = spacing.col * cols / new_cols;
   spacing.row = spacing.row * rows / new_rows;
@@ -147,44 +197,51 @@ LabelVolume level_map(const std::vector<cv::Mat>& image, const std::vector<doubl
   const cv::Mat block = dicom::allocate_planes(depth, rows, cols, CV_8U);
   LabelVolume out(static_cast<std::size_t>(depth));
   for (int z = 0; z < depth; ++z) out[static_cast<std::size_t>(z)] = block.rowRange(z * rows, (z + 1) * rows);
+  // Levels of the rows of `s` into the same rows of `o`.
+  const auto levels = [&](const cv::Mat& s, cv::Mat o_rows) {
+    for (int r = 0; r < s.rows; ++r) {
+      std::uint8_t* o = o_rows.ptr<std::uint8_t>(r);
+      switch (s.type()) {
+        case CV_8U: {
+          const auto* p = s.ptr<std::uint8_t>(r);
+          for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
+          break;
+        }
+        case CV_16U: {
+          const auto* p = s.ptr<std::uint16_t>(r);
+          for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
+          break;
+        }
+        case CV_16S: {
+          const auto* p = s.ptr<std::int16_t>(r);
+          for (int c = 0; c < cols; ++c) o[c] = lut[static_cast<std::size_t>(p[c] + 32768)];
+          break;
+        }
+        default: {
+          const auto* p = s.ptr<float>(r);
+          for (int c = 0; c < cols; ++c) o[c] = level_of(p[c]);
+        }
+      }
+    }
+  };
   cv::parallel_for_(cv::Range(0, depth), [&](const cv::Range& range) {
     std::vector<cv::Mat> one(1);
+    cv::Mat buf[2];
     for (int z = range.start; z < range.end; ++z) {
       const auto zi = static_cast<std::size_t>(z);
-      dicom::prefault_rows(out[zi]);
-      cv::Mat s = image[zi];
-      if (median_ksize || smooth) {
-        image[zi].copyTo(one[0]);  // into the range's buffer (reused while the type stays)
-        if (median_ksize) median_filter(one, median_ksize);
-        if (smooth) {
-          one[0].convertTo(one[0], CV_32F);
-          gaussian_filter(one, spacing, gaussian_sigma_mm, 0.0);
-        }
-        s = one[0];
-      }
-      for (int r = 0; r < rows; ++r) {
-        std::uint8_t* o = out[zi].ptr<std::uint8_t>(r);
-        switch (s.type()) {
-          case CV_8U: {
-            const auto* p = s.ptr<std::uint8_t>(r);
-            for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
-            break;
-          }
-          case CV_16U: {
-            const auto* p = s.ptr<std::uint16_t>(r);
-            for (int c = 0; c < cols; ++c) o[c] = lut[p[c]];
-            break;
-          }
-          case CV_16S: {
-            const auto* p = s.ptr<std::int16_t>(r);
-            for (int c = 0; c < cols; ++c) o[c] = lut[static_cast<std::size_t>(p[c] + 32768)];
-            break;
-          }
-          default: {
-            const auto* p = s.ptr<float>(r);
-            for (int c = 0; c < cols; ++c) o[c] = level_of(p[c]);
-          }
-        }
+      cv::Mat& o = out[zi];
+      dicom::prefault_rows(o);
+      if (smooth) {  // the range's buffer: median (or copy), float, Gaussian
+        if (median_ksize) cv::medianBlur(image[zi], one[0], median_ksize);
+        else image[zi].copyTo(one[0]);
+        one[0].convertTo(one[0], CV_32F);
+        gaussian_filter(one, spacing, gaussian_sigma_mm, 0.0);
+        levels(one[0], o);
+      } else if (median_ksize) {  // each band of median rows goes to the table while in cache
+        median_bands(image[zi], median_ksize, buf,
+                     [&](int r0, const cv::Mat& m) { levels(m, o.rowRange(r0, r0 + m.rows)); });
+      } else {
+        levels(image[zi], o);
       }
     }
   });

@@ -9,14 +9,15 @@
 
 namespace analysis::kernels {
 
-// In-plane (2D, per slice) median filter with a ksize x ksize window, ksize 3 or 5.
-// Types: CV_8U, CV_16U, CV_32F directly; CV_16S is mapped order-preservingly to CV_16U
-// (x + 32768, done as XOR 0x8000 on the bits), filtered and mapped back, so it is exact.
-// Borders replicate the edge pixel (OpenCV's medianBlur).
+// In-plane (2D, per slice) median filter with a ksize x ksize window, ksize 3 or 5, in place.
+// Types: CV_8U, CV_16U, CV_16S, CV_32F, all exact (OpenCV's sorting network supports each).
+// Borders replicate the edge pixel (OpenCV's medianBlur). Slices run on OpenCV's threads; each is
+// filtered in bands of rows through two small buffers per thread, so it is read and written once.
 void median_filter(std::vector<cv::Mat>& slices, int ksize);
 
 // Gaussian smoothing with standard deviations in mm. sigma_inplane_mm applies along rows and
-// columns (per slice, cv::GaussianBlur, BORDER_REFLECT_101); sigma_slice_mm > 0 adds a pass
+// columns (per slice on OpenCV's threads, cv::GaussianBlur, BORDER_REFLECT_101 within the slice,
+// also when the slices are row ranges of one block); sigma_slice_mm > 0 adds a serial pass
 // along z (replicated end slices). The kernel radius is ceil(3 sigma) voxels. Integer types are
 // rounded back (saturating). sigma 0 skips that direction.
 void gaussian_filter(std::vector<cv::Mat>& slices, const Spacing& spacing, double sigma_inplane_mm,
@@ -27,6 +28,7 @@ enum class Interpolation { nearest, linear, cubic, area };
 // In-plane resampling to the target spacing (mm). The field of view is kept: the new size is
 // round(n * old / new) and the achieved spacing, old * n / new_n, is written back to `spacing`
 // (it may differ slightly from the target). Masks (CV_8U with 0/1) should use nearest.
+// Slices run on OpenCV's threads, into one new block.
 void resample_inplane(std::vector<cv::Mat>& slices, Spacing& spacing, double target_col_mm, double target_row_mm,
                       Interpolation interp = Interpolation::linear);
 
