@@ -470,18 +470,41 @@ StructuringElement element_mm(double radius_mm, const Spacing& spacing, bool thr
 
 namespace {
 
-void morph(Mask& mask, const StructuringElement& se, bool is_erode) {
-  check_stack(mask, CV_8U, is_erode ? "erode" : "dilate");
+void check_element(const Mask& mask, const StructuringElement& se, const char* what) {
+  check_stack(mask, CV_8U, what);
   if (se.radius_col < 0 || se.radius_row < 0 || se.radius_slice < 0)
     throw std::invalid_argument("morphology: radii must be >= 0");
+}
+
+cv::Mat inplane_kernel(const StructuringElement& se) {
+  const int shape = se.footprint == Footprint::box ? cv::MORPH_RECT
+                    : se.footprint == Footprint::cross ? cv::MORPH_CROSS : cv::MORPH_ELLIPSE;
+  return cv::getStructuringElement(shape, cv::Size(2 * se.radius_col + 1, 2 * se.radius_row + 1));
+}
+
+// One in-plane erosion or dilation of a slice. BORDER_ISOLATED: slices are often row ranges of one
+// block, and without it OpenCV would read the neighbouring slices' rows (being written on another
+// thread) as if they were rows of this one; with it, outside the slice is neutral (OpenCV's
+// default border value for either operation), as documented.
+void morph_slice(const cv::Mat& src, cv::Mat& dst, const cv::Mat& k, bool is_erode) {
+  constexpr int border = cv::BORDER_CONSTANT | cv::BORDER_ISOLATED;
+  if (is_erode) cv::erode(src, dst, k, cv::Point(-1, -1), 1, border);
+  else cv::dilate(src, dst, k, cv::Point(-1, -1), 1, border);
+}
+
+// body(z) for every slice index on OpenCV's threads.
+template <typename F>
+void for_each_slice(std::size_t depth, F&& body) {
+  cv::parallel_for_(cv::Range(0, static_cast<int>(depth)), [&](const cv::Range& r) {
+    for (int z = r.start; z < r.end; ++z) body(static_cast<std::size_t>(z));
+  });
+}
+
+void morph(Mask& mask, const StructuringElement& se, bool is_erode) {
+  check_element(mask, se, is_erode ? "erode" : "dilate");
   if (se.radius_col > 0 || se.radius_row > 0) {
-    const int shape = se.footprint == Footprint::box ? cv::MORPH_RECT
-                      : se.footprint == Footprint::cross ? cv::MORPH_CROSS : cv::MORPH_ELLIPSE;
-    const cv::Mat k = cv::getStructuringElement(shape, cv::Size(2 * se.radius_col + 1, 2 * se.radius_row + 1));
-    for (auto& s : mask) {
-      if (is_erode) cv::erode(s, s, k);  // default border value is neutral for both operations
-      else cv::dilate(s, s, k);
-    }
+    const cv::Mat k = inplane_kernel(se);
+    for_each_slice(mask.size(), [&](std::size_t z) { morph_slice(mask[z], mask[z], k, is_erode); });
   }
   const int rz = se.radius_slice;
   if (rz == 0) return;
@@ -510,29 +533,55 @@ void morph(Mask& mask, const StructuringElement& se, bool is_erode) {
 
 void erode(Mask& mask, const StructuringElement& se) { morph(mask, se, true); }
 void dilate(Mask& mask, const StructuringElement& se) { morph(mask, se, false); }
-void open(Mask& mask, const StructuringElement& se) {
-  morph(mask, se, true);
-  morph(mask, se, false);
+namespace {
+
+// Opening (erode first) or closing. In-plane only: both steps per slice in one pass over the
+// volume, through a scratch slice per range; with a z radius, as two whole passes.
+void open_close(Mask& mask, const StructuringElement& se, bool erode_first) {
+  check_element(mask, se, erode_first ? "open" : "close");
+  if (se.radius_slice > 0 || (se.radius_col == 0 && se.radius_row == 0)) {
+    morph(mask, se, erode_first);
+    morph(mask, se, !erode_first);
+    return;
+  }
+  const cv::Mat k = inplane_kernel(se);
+  cv::parallel_for_(cv::Range(0, static_cast<int>(mask.size())), [&](const cv::Range& r) {
+    cv::Mat tmp;
+    for (int z = r.start; z < r.end; ++z) {
+      cv::Mat& s = mask[static_cast<std::size_t>(z)];
+      morph_slice(s, tmp, k, erode_first);
+      morph_slice(tmp, s, k, !erode_first);
+    }
+  });
 }
-void close(Mask& mask, const StructuringElement& se) {
-  morph(mask, se, false);
-  morph(mask, se, true);
-}
+
+}  // namespace
+
+void open(Mask& mask, const StructuringElement& se) { open_close(mask, se, true); }
+void close(Mask& mask, const StructuringElement& se) { open_close(mask, se, false); }
 
 void fill_holes_2d(Mask& mask) {
   check_stack(mask, CV_8U, "fill_holes_2d");
   const int rows = mask.front().rows, cols = mask.front().cols;
-  cv::Mat pad(rows + 2, cols + 2, CV_8U);
-  for (auto& s : mask) {
-    pad.setTo(0);
+  cv::parallel_for_(cv::Range(0, static_cast<int>(mask.size())), [&](const cv::Range& range) {
+    cv::Mat pad(rows + 2, cols + 2, CV_8U);  // per range: 255 inside, a frame of 0 around
     cv::Mat inner = pad(cv::Rect(1, 1, cols, rows));
-    cv::compare(s, 0, inner, cv::CMP_NE);  // 255 inside
-    cv::floodFill(pad, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
-    // Still 0: background not reached from the border = hole.
-    cv::Mat holes;
-    cv::compare(inner, 0, holes, cv::CMP_EQ);
-    s.setTo(1, holes);
-  }
+    for (int z = range.start; z < range.end; ++z) {
+      cv::Mat& s = mask[static_cast<std::size_t>(z)];
+      pad.row(0).setTo(0);  // the previous flood fill marked the frame
+      pad.row(rows + 1).setTo(0);
+      pad.col(0).setTo(0);
+      pad.col(cols + 1).setTo(0);
+      cv::compare(s, 0, inner, cv::CMP_NE);
+      cv::floodFill(pad, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
+      // Still 0: background not reached from the border = hole.
+      for (int r = 0; r < rows; ++r) {
+        const std::uint8_t* in = inner.ptr<std::uint8_t>(r);
+        std::uint8_t* p = s.ptr<std::uint8_t>(r);
+        for (int c = 0; c < cols; ++c) p[c] = in[c] ? p[c] : 1;
+      }
+    }
+  });
 }
 
 void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
@@ -582,10 +631,7 @@ void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
 
 void binarise(Mask& mask) {
   check_stack(mask, CV_8U, "binarise");
-  for (auto& s : mask) {
-    cv::compare(s, 0, s, cv::CMP_NE);
-    cv::bitwise_and(s, cv::Scalar(1), s);
-  }
+  for (auto& s : mask) cv::min(s, cv::Scalar::all(1), s);  // one pass: 0 stays, anything else becomes 1
 }
 
 }  // namespace analysis::kernels

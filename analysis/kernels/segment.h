@@ -106,7 +106,9 @@ enum class Footprint { box, ellipse, cross };
 // Structuring element: in-plane footprint of (2*radius_col+1) x (2*radius_row+1) pixels, extended
 // over 2*radius_slice+1 slices (a prism: box, elliptic cylinder or cross). radius_slice = 0 is
 // a pure 2D per-slice operation. Voxels outside the volume are neutral (they never erode the
-// border and never dilate into it).
+// border and never dilate into it); in-plane, that holds per slice also when the slices are row
+// ranges of one block. The in-plane part runs slices on OpenCV's threads (open and close do both
+// steps per slice in one pass when radius_slice is 0); the along-z part is serial.
 struct StructuringElement {
   int radius_col = 1;
   int radius_row = 1;
@@ -123,7 +125,8 @@ void dilate(Mask& mask, const StructuringElement& se);
 void open(Mask& mask, const StructuringElement& se);   // erode then dilate
 void close(Mask& mask, const StructuringElement& se);  // dilate then erode
 
-// Fills, per slice, background regions not 4-connected to the slice border (2D holes).
+// Fills, per slice, background regions not 4-connected to the slice border (2D holes), writing 1
+// into them (other voxels keep their values). Slices run on OpenCV's threads.
 void fill_holes_2d(Mask& mask);
 
 // The same in the planes across the slices: PlaneAxis::coronal fills, for every row, the plane

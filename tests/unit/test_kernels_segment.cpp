@@ -325,3 +325,111 @@ BOOST_AUTO_TEST_CASE(noisy_ellipsoid_segmentation_dice_and_volume) {
   BOOST_TEST(ms.dice >= 0.99);
   BOOST_TEST(std::abs(ms.relative_volume_difference) <= 0.01);
 }
+
+// ---- slices in parallel: equal to a serial reference ------------------------------------------
+
+namespace {
+
+// A random mask whose slices are row ranges of one block (as threshold allocates them), values
+// 0, 1 and 255.
+Mask block_mask(int depth, int rows, int cols, double p, unsigned seed) {
+  const Mask m = testsupport::random_mask(depth, rows, cols, p, seed);
+  const cv::Mat block(depth * rows, cols, CV_8U);
+  Mask out;
+  for (int z = 0; z < depth; ++z) {
+    out.push_back(block.rowRange(z * rows, (z + 1) * rows));
+    m[static_cast<std::size_t>(z)].copyTo(out.back());
+  }
+  out.front().at<uchar>(rows / 2, cols / 2) = 255;
+  return out;
+}
+
+Mask clones(const Mask& m) {
+  Mask out;
+  for (const auto& s : m) out.push_back(s.clone());
+  return out;
+}
+
+bool same(const cv::Mat& a, const cv::Mat& b) { return a.size() == b.size() && cv::countNonZero(a != b) == 0; }
+
+// The previous 2D hole filling, one slice at a time.
+void fill_holes_reference(cv::Mat& s) {
+  cv::Mat pad(s.rows + 2, s.cols + 2, CV_8U, cv::Scalar(0));
+  cv::Mat inner = pad(cv::Rect(1, 1, s.cols, s.rows));
+  cv::compare(s, 0, inner, cv::CMP_NE);
+  cv::floodFill(pad, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
+  cv::Mat holes;
+  cv::compare(inner, 0, holes, cv::CMP_EQ);
+  s.setTo(1, holes);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(inplane_morphology_parallel_equals_opencv_per_slice) {
+  const std::pair<k::Footprint, int> shapes[] = {
+      {k::Footprint::box, cv::MORPH_RECT}, {k::Footprint::ellipse, cv::MORPH_ELLIPSE}, {k::Footprint::cross, cv::MORPH_CROSS}};
+  for (auto [fp, shape] : shapes)
+    for (auto [rc, rr] : {std::pair{1, 1}, std::pair{2, 1}, std::pair{3, 3}}) {
+      const k::StructuringElement se{rc, rr, 0, fp};
+      const cv::Mat kern = cv::getStructuringElement(shape, cv::Size(2 * rc + 1, 2 * rr + 1));
+      const Mask m = block_mask(13, 29, 31, 0.6, static_cast<unsigned>(shape * 100 + rc * 10 + rr));
+      for (int op = 0; op < 4; ++op) {  // erode, dilate, open, close
+        Mask got = block_mask(13, 29, 31, 0.6, static_cast<unsigned>(shape * 100 + rc * 10 + rr));
+        Mask expected = clones(m);  // standalone slices: nothing outside a slice is read
+        for (auto& s : expected) {
+          if (op == 0 || op == 2) cv::erode(s, s, kern);
+          if (op == 1 || op == 3) cv::dilate(s, s, kern);
+          if (op == 2) cv::dilate(s, s, kern);
+          if (op == 3) cv::erode(s, s, kern);
+        }
+        if (op == 0) k::erode(got, se);
+        if (op == 1) k::dilate(got, se);
+        if (op == 2) k::open(got, se);
+        if (op == 3) k::close(got, se);
+        for (std::size_t z = 0; z < got.size(); ++z)
+          BOOST_TEST(same(got[z], expected[z]), "op " << op << " shape " << shape << " r " << rc << "," << rr << " z " << z);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(inplane_morphology_does_not_read_the_neighbouring_slices_of_a_block) {
+  // Slices of one block: outside a slice is neutral, even where the block holds the next slice.
+  const cv::Mat block(3 * 10, 12, CV_8U);
+  Mask m{block.rowRange(0, 10), block.rowRange(10, 20), block.rowRange(20, 30)};
+  m[0].setTo(1);
+  m[1].setTo(0);
+  m[2].setTo(1);
+  k::erode(m, {1, 1, 0, k::Footprint::box});
+  BOOST_TEST(cv::countNonZero(m[0]) == 120);  // no 0 eroded in from slice 1
+  BOOST_TEST(cv::countNonZero(m[2]) == 120);
+  m[0].setTo(0);
+  m[1].setTo(1);
+  m[2].setTo(0);
+  k::dilate(m, {1, 1, 0, k::Footprint::box});
+  BOOST_TEST(cv::countNonZero(m[0]) == 0);  // nothing grown in from slice 1
+  BOOST_TEST(cv::countNonZero(m[2]) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(fill_holes_parallel_equals_the_serial_implementation) {
+  for (double p : {0.5, 0.6, 0.75}) {
+    Mask got = block_mask(17, 41, 37, p, static_cast<unsigned>(p * 100));
+    Mask expected = clones(got);
+    for (auto& s : expected) fill_holes_reference(s);
+    k::fill_holes_2d(got);
+    for (std::size_t z = 0; z < got.size(); ++z) BOOST_TEST(same(got[z], expected[z]), "p " << p << " z " << z);
+    BOOST_TEST(got.front().at<uchar>(20, 18) == 255);  // foreground values are kept
+  }
+}
+
+BOOST_AUTO_TEST_CASE(binarise_maps_nonzero_to_one) {
+  Mask m = k::make_mask(3, 16, 16);
+  for (auto& s : m) cv::randu(s, cv::Scalar(0), cv::Scalar(256));
+  m[1].setTo(0);
+  Mask expected = clones(m);
+  for (auto& s : expected) {
+    cv::compare(s, 0, s, cv::CMP_NE);
+    cv::bitwise_and(s, cv::Scalar(1), s);
+  }
+  k::binarise(m);
+  for (std::size_t z = 0; z < m.size(); ++z) BOOST_TEST(same(m[z], expected[z]));
+}
