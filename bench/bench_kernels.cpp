@@ -178,8 +178,9 @@ int main(int argc, char** argv) {
     cases.push_back({"fill_holes_2d", reset_mask, [&] { k::fill_holes_2d(mwork); }, [&, rows, cols] {
                        // Floor: OpenCV's flood fill from the border of a padded copy, per slice.
                        cv::parallel_for_(cv::Range(0, static_cast<int>(body.size())), [&](const cv::Range& r) {
-                         cv::Mat pad(rows + 2, cols + 2, CV_8U, cv::Scalar(0));
+                         cv::Mat pad(rows + 2, cols + 2, CV_8U);
                          for (int z = r.start; z < r.end; ++z) {
+                           pad.setTo(0);  // the previous fill marked the frame
                            body[static_cast<std::size_t>(z)].copyTo(pad(cv::Rect(1, 1, cols, rows)));
                            cv::floodFill(pad, cv::Point(0, 0), cv::Scalar(2), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
                          }
