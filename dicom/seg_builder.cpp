@@ -1,14 +1,23 @@
 #include "dicom/seg_builder.h"
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <set>
 #include <stdexcept>
 
+#include <fmt/format.h>
+
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrma.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcsequen.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmfg/fgderimg.h>
 #include <dcmtk/dcmfg/fgfracon.h>
@@ -19,6 +28,7 @@
 #include <dcmtk/dcmiod/modcommoninstanceref.h>
 #include <dcmtk/dcmseg/segdoc.h>
 #include <dcmtk/dcmseg/segment.h>
+#include <opencv2/core/hal/intrin.hpp>
 
 #include "dicom/check.h"
 #include "dicom/scan.h"
@@ -106,11 +116,11 @@ void validate(const SegSpec& s, Uint16 rows, Uint16 cols) {
   require(s.series_description.size() <= 64, "series description longer than 64 characters");
 }
 
-// Fills buf with frame z of segment k (1-based); returns whether any pixel is set. BINARY frames
-// are "non-zero = set" (DCMTK packs them to bits), FRACTIONAL ones 0..255.
-bool fill_frame(const SegSpec& s, size_t k, size_t z, std::vector<Uint8>& buf, int rows, int cols) {
+// Fills out (rows x cols bytes) with frame z of segment k (1-based) as dcmseg takes it; returns
+// whether any pixel is set. BINARY frames are "non-zero = set", FRACTIONAL ones 0..255.
+bool fill_frame(const SegSpec& s, size_t k, size_t z, Uint8* out_bytes, int rows, int cols) {
   const cv::Mat& m = s.label_map.empty() ? s.segments[k - 1].mask[z] : s.label_map[z];
-  cv::Mat out(rows, cols, CV_8U, buf.data());
+  cv::Mat out(rows, cols, CV_8U, out_bytes);
   if (m.empty()) {
     out.setTo(0);
     return false;
@@ -136,6 +146,326 @@ bool fill_frame(const SegSpec& s, size_t k, size_t z, std::vector<Uint8>& buf, i
   }
   return cv::countNonZero(out) > 0;
 }
+
+// ---- BINARY frames packed straight from the spec's slices (no unpacked frame, no dcmseg frame).
+
+// Which pixels of a slice belong to one segment: the label values of a label map (the segment's
+// number and its also_labels), or any non-zero pixel of a per-segment mask.
+struct Membership {
+  bool nonzero = false;
+  std::vector<int> labels;
+  bool operator()(int v) const {
+    return nonzero ? v != 0 : std::find(labels.begin(), labels.end(), v) != labels.end();
+  }
+};
+
+Membership membership_of(const SegSpec& s, size_t k) {
+  Membership m;
+  if (s.label_map.empty()) {
+    m.nonzero = true;
+    return m;
+  }
+  m.labels.push_back(static_cast<int>(k));
+  for (int l : s.segments[k - 1].also_labels) m.labels.push_back(l);
+  return m;
+}
+
+const cv::Mat& slice_of(const SegSpec& s, size_t k, size_t z) {
+  return s.label_map.empty() ? s.segments[k - 1].mask[z] : s.label_map[z];
+}
+
+// Appends bits to a byte buffer in DICOM's 1-bit order: pixel i of the stream is bit i % 8 of
+// byte i / 8 (PS3.5 8.1.1, and frames follow each other without padding, PS3.5 8.2). The first bit
+// goes to bit 0 of `out`, which must be byte-aligned; finish() writes the last partial byte with
+// its unused bits zero.
+class BitSink {
+ public:
+  explicit BitSink(Uint8* out) : out_(out) {}
+  void put(std::uint64_t bits, int n) {  // n <= 32; bits above n are zero
+    acc_ |= bits << fill_;
+    fill_ += n;
+    if (fill_ >= 32) {
+      for (int i = 0; i < 4; ++i) out_[i] = static_cast<Uint8>(acc_ >> (8 * i));
+      out_ += 4;
+      acc_ >>= 32;
+      fill_ -= 32;
+    }
+  }
+  void zeros(size_t n) {
+    for (; n >= 32; n -= 32) put(0, 32);
+    put(0, static_cast<int>(n));
+  }
+  void finish() {
+    for (; fill_ > 0; fill_ -= 8) {
+      *out_++ = static_cast<Uint8>(acc_);
+      acc_ >>= 8;
+    }
+    fill_ = 0;
+  }
+
+ private:
+  Uint8* out_;
+  std::uint64_t acc_ = 0;
+  int fill_ = 0;
+};
+
+// Row r of a CV_8U slice: the bits of the pixels that belong to the segment.
+void put_row_u8(const Uint8* row, int n, const Membership& m, BitSink& sink) {
+  int x = 0;
+#if CV_SIMD128
+  if (m.nonzero || m.labels.size() <= 8) {
+    std::array<cv::v_uint8x16, 8> want;
+    size_t nl = 0;
+    for (int l : m.labels)
+      if (l >= 0 && l <= 255) want[nl++] = cv::v_setall_u8(static_cast<Uint8>(l));
+    const cv::v_uint8x16 zero = cv::v_setzero_u8();
+    auto hits = [&](const cv::v_uint8x16& v) {
+      if (m.nonzero) return ~(v == zero);
+      cv::v_uint8x16 h = zero;
+      for (size_t i = 0; i < nl; ++i) h = h | (v == want[i]);
+      return h;
+    };
+    for (; x + 32 <= n; x += 32) {
+      const auto lo = static_cast<std::uint32_t>(cv::v_signmask(hits(cv::v_load(row + x))));
+      const auto hi = static_cast<std::uint32_t>(cv::v_signmask(hits(cv::v_load(row + x + 16))));
+      sink.put(lo | (hi << 16), 32);
+    }
+  }
+#endif
+  while (x < n) {
+    const int len = std::min(32, n - x);
+    std::uint32_t bits = 0;
+    for (int i = 0; i < len; ++i) bits |= static_cast<std::uint32_t>(m(row[x + i])) << i;
+    sink.put(bits, len);
+    x += len;
+  }
+}
+
+// Row r of a CV_16U label map (no vector path: 8-bit label maps are the common case).
+void put_row_u16(const std::uint16_t* row, int n, const Membership& m, BitSink& sink) {
+  for (int x = 0; x < n;) {
+    const int len = std::min(32, n - x);
+    std::uint32_t bits = 0;
+    for (int i = 0; i < len; ++i) bits |= static_cast<std::uint32_t>(m(row[x + i])) << i;
+    sink.put(bits, len);
+    x += len;
+  }
+}
+
+// Whether any pixel of the slice belongs to the segment (stops at the first row that has one).
+bool any_member(const cv::Mat& slice, const Membership& m) {
+  if (slice.empty()) return false;
+  if (m.nonzero) return cv::countNonZero(slice) > 0;
+  for (int r = 0; r < slice.rows; ++r) {
+    if (slice.depth() == CV_8U) {
+      const Uint8* row = slice.ptr<Uint8>(r);
+      int x = 0;
+#if CV_SIMD128
+      for (int l : m.labels) {  // one label at a time: the common hit is the first one
+        if (l < 0 || l > 255) continue;
+        const cv::v_uint8x16 want = cv::v_setall_u8(static_cast<Uint8>(l));
+        for (x = 0; x + 16 <= slice.cols; x += 16)
+          if (cv::v_check_any(cv::v_load(row + x) == want)) return true;
+      }
+#endif
+      for (; x < slice.cols; ++x)
+        if (m(row[x])) return true;
+    } else {
+      const auto* row = slice.ptr<std::uint16_t>(r);
+      for (int x = 0; x < slice.cols; ++x)
+        if (m(row[x])) return true;
+    }
+  }
+  return false;
+}
+
+// One SEG frame: segment k (1-based) on slice z.
+struct FrameRef {
+  size_t segment = 0, slice = 0;
+  bool empty = false;  // no pixel set: written as zeros
+};
+
+// The frames of the SEG in dcmseg's order: segment-major, slice-minor; frames without any set pixel
+// are left out unless keep_empty_frames; when that leaves none, the empty frame of segment 1 on
+// slice 0 (a SEG needs one frame).
+std::vector<FrameRef> select_frames(const SegSpec& s, int rows, int cols) {
+  std::vector<FrameRef> out;
+  const bool fractional = s.type == SegmentationType::fractional;
+  std::vector<Uint8> buf(fractional ? static_cast<size_t>(rows) * cols : 0);
+  for (size_t k = 1; k <= s.segments.size(); ++k) {
+    const Membership m = membership_of(s, k);
+    for (size_t z = 0; z < s.sources.size(); ++z) {
+      const bool any = fractional ? fill_frame(s, k, z, buf.data(), rows, cols) : any_member(slice_of(s, k, z), m);
+      if (any || s.keep_empty_frames) out.push_back({k, z, !any});
+    }
+  }
+  if (out.empty()) out.push_back({1, 0, true});
+  return out;
+}
+
+// The Pixel Data value of the frames, as dcmseg concatenates them (BINARY: bits back to back, the
+// last byte's unused bits zero; FRACTIONAL: bytes), padded with a zero byte to even length. Made a
+// group of frames at a time: 8 BINARY frames always end on a byte boundary, so each group of 8 (or
+// each FRACTIONAL frame) is a run of whole bytes that can be made on its own, in order, into a
+// buffer of one group that is reused (no buffer of the whole value).
+class PixelData {
+ public:
+  PixelData(const SegSpec& s, std::vector<FrameRef> frames, int rows, int cols)
+      : spec_(s), frames_(std::move(frames)), rows_(rows), cols_(cols), pixels_(static_cast<size_t>(rows) * cols),
+        binary_(s.type == SegmentationType::binary), per_group_(binary_ ? 8 : 1) {
+    const size_t used = binary_ ? (frames_.size() * pixels_ + 7) / 8 : frames_.size() * pixels_;
+    length_ = used + used % 2;
+    for (size_t k = 1; k <= s.segments.size(); ++k) members_.push_back(membership_of(s, k));
+  }
+  const std::vector<FrameRef>& frames() const { return frames_; }
+  size_t length() const { return length_; }
+  size_t groups() const { return (frames_.size() + per_group_ - 1) / per_group_; }
+  // Largest group, pad byte included.
+  size_t max_group_bytes() const { return group_bytes(0) + 1; }
+  // Bytes of group g (the last one with the pad byte).
+  size_t group_bytes(size_t g) const {
+    const size_t first = g * per_group_, end = std::min(frames_.size(), first + per_group_);
+    const size_t bytes = binary_ ? ((end - first) * pixels_ + 7) / 8 : (end - first) * pixels_;
+    return end == frames_.size() ? length_ - group_offset(g) : bytes;
+  }
+  // A group of 8 BINARY frames has `pixels_` bytes, as one FRACTIONAL frame.
+  size_t group_offset(size_t g) const { return g * pixels_; }
+  size_t frames_in_groups(size_t n) const { return std::min(frames_.size(), n * per_group_); }
+
+  // Writes group g's group_bytes(g) bytes to out.
+  void fill_group(size_t g, Uint8* out) const {
+    const size_t first = g * per_group_, end = std::min(frames_.size(), first + per_group_);
+    const size_t bytes = group_bytes(g);
+    if (!binary_) {
+      for (size_t f = first; f < end; ++f)
+        fill_frame(spec_, frames_[f].segment, frames_[f].slice, out + (f - first) * pixels_, rows_, cols_);
+      std::fill(out + (end - first) * pixels_, out + bytes, Uint8{0});
+      return;
+    }
+    BitSink sink(out);
+    for (size_t f = first; f < end; ++f) {
+      const FrameRef& ref = frames_[f];
+      const cv::Mat& m = slice_of(spec_, ref.segment, ref.slice);
+      if (ref.empty || m.empty()) {
+        sink.zeros(pixels_);
+        continue;
+      }
+      const Membership& who = members_[ref.segment - 1];
+      for (int r = 0; r < rows_; ++r) {
+        if (m.depth() == CV_8U)
+          put_row_u8(m.ptr<Uint8>(r), cols_, who, sink);
+        else
+          put_row_u16(m.ptr<std::uint16_t>(r), cols_, who, sink);
+      }
+    }
+    sink.finish();
+    const size_t written = ((end - first) * pixels_ + 7) / 8;
+    std::fill(out + written, out + bytes, Uint8{0});
+  }
+
+ private:
+  const SegSpec& spec_;
+  std::vector<FrameRef> frames_;
+  int rows_, cols_;
+  size_t pixels_;
+  bool binary_;
+  size_t per_group_;
+  size_t length_ = 0;
+  std::vector<Membership> members_;
+};
+
+// DCMTK reads the value of an element that is not in memory through a DcmInputStreamFactory when it
+// writes the element (DcmElement::createValueFromTempFile; DcmWriteCache reads it in blocks). This
+// producer makes the Pixel Data value group by group as it is read, so that the file is written
+// without the value ever being held whole (for 1410 frames of 512 x 512 that is 45 MiB of fresh
+// memory, whose page faults alone cost more than packing it). Nothing throws into DCMTK: a failure
+// turns the stream bad and the write fails.
+class PixelDataProducer final : public DcmProducer {
+ public:
+  explicit PixelDataProducer(std::shared_ptr<const PixelData> data) : data_(std::move(data)) {}
+  OFBool good() const override { return status_.good(); }
+  OFCondition status() const override { return status_; }
+  OFBool eos() override { return done_ == data_->length(); }
+  offile_off_t avail() override { return good() ? static_cast<offile_off_t>(data_->length() - done_) : 0; }
+  offile_off_t read(void* buf, offile_off_t buflen) override {
+    auto* out = static_cast<Uint8*>(buf);
+    offile_off_t n = 0;
+    while (n < buflen && good() && done_ < data_->length()) {
+      if (pos_ == filled_ && !next_group()) break;
+      const size_t take = std::min(static_cast<size_t>(buflen - n), filled_ - pos_);
+      std::memcpy(out + n, buffer_.data() + pos_, take);
+      pos_ += take;
+      done_ += take;
+      n += static_cast<offile_off_t>(take);
+    }
+    return n;
+  }
+  offile_off_t skip(offile_off_t skiplen) override {
+    offile_off_t n = 0;
+    while (n < skiplen && good() && done_ < data_->length()) {
+      if (pos_ == filled_ && !next_group()) break;
+      const size_t take = std::min(static_cast<size_t>(skiplen - n), filled_ - pos_);
+      pos_ += take;
+      done_ += take;
+      n += static_cast<offile_off_t>(take);
+    }
+    return n;
+  }
+  void putback(offile_off_t num) override {  // within the current group only (DCMTK puts back at most a value)
+    if (num < 0 || static_cast<size_t>(num) > pos_) {
+      status_ = EC_PutbackFailed;
+      return;
+    }
+    pos_ -= static_cast<size_t>(num);
+    done_ -= static_cast<size_t>(num);
+  }
+
+ private:
+  bool next_group() {
+    if (group_ >= data_->groups()) return false;
+    try {
+      buffer_.resize(data_->max_group_bytes());
+      data_->fill_group(group_, buffer_.data());
+      filled_ = data_->group_bytes(group_);
+      pos_ = 0;
+      ++group_;
+      return true;
+    } catch (const std::exception& e) {
+      pacsnode::component_logger("seg")->error("SEG pixel data: {}", e.what());
+      status_ = EC_InvalidStream;
+      return false;
+    }
+  }
+  std::shared_ptr<const PixelData> data_;
+  std::vector<Uint8> buffer_;
+  size_t group_ = 0, filled_ = 0, pos_ = 0, done_ = 0;
+  OFCondition status_ = EC_Normal;
+};
+
+class PixelDataStream final : public DcmInputStream {
+ public:
+  explicit PixelDataStream(std::shared_ptr<const PixelData> data)
+      : DcmInputStream(&producer_), data_(data), producer_(std::move(data)) {}
+  DcmInputStreamFactory* newFactory() const override;
+
+ private:
+  std::shared_ptr<const PixelData> data_;
+  PixelDataProducer producer_;
+};
+
+class PixelDataFactory final : public DcmInputStreamFactory {
+ public:
+  explicit PixelDataFactory(std::shared_ptr<const PixelData> data) : data_(std::move(data)) {}
+  DcmInputStream* create() const override { return new PixelDataStream(data_); }
+  DcmInputStreamFactory* clone() const override { return new PixelDataFactory(data_); }
+  // DCMTK knows two kinds (file, temporary file); ours reads like a file that is kept.
+  DcmInputStreamFactoryType ident() const override { return DFT_DcmInputFileStreamFactory; }
+
+ private:
+  std::shared_ptr<const PixelData> data_;
+};
+
+DcmInputStreamFactory* PixelDataStream::newFactory() const { return new PixelDataFactory(data_); }
 
 std::unique_ptr<DcmSegment> make_segment(const SegSpec& s, const SegmentSpec& in, const std::string& tracking_uid) {
   DcmSegment* raw = nullptr;
@@ -201,15 +531,22 @@ void declare_private_schemes(DcmDataset& ds, const SegSpec& spec) {
   }
 }
 
-}  // namespace
+// A SEG being built: the dcmseg document with everything but its frames and references.
+struct Document {
+  std::unique_ptr<DcmSegmentation> seg;
+  SourceHeader hdr;
+  std::string source_series;
+  WrittenObject out;
+};
 
-WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_file) {
-  auto log = pacsnode::component_logger("seg");
-  const SourceHeader hdr = results_detail::read_source_header(spec.source_file);
+Document start_document(const SegSpec& spec) {
+  Document d;
+  d.hdr = results_detail::read_source_header(spec.source_file);
+  const SourceHeader& hdr = d.hdr;
   require(hdr.rows > 0 && hdr.cols > 0, "source file has no Rows/Columns");
   validate(spec, hdr.rows, hdr.cols);
-  const std::string source_series = spec.source_series_uid.empty() ? hdr.series_uid : spec.source_series_uid;
-  require(!source_series.empty(), "source series UID unknown");
+  d.source_series = spec.source_series_uid.empty() ? hdr.series_uid : spec.source_series_uid;
+  require(!d.source_series.empty(), "source series UID unknown");
   if (spec.geom.has_frame_of_reference) require(!hdr.frame_of_reference_uid.empty(), "source has no Frame of Reference UID");
 
   const bool fractional = spec.type == SegmentationType::fractional;
@@ -226,7 +563,8 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
   else
     check(DcmSegmentation::createBinarySegmentation(raw, hdr.rows, hdr.cols, equipment, content),
           "SEG: create BINARY segmentation");
-  std::unique_ptr<DcmSegmentation> seg(raw);
+  d.seg.reset(raw);
+  DcmSegmentation* seg = d.seg.get();
   seg->setCheckFGOnWrite(OFTrue);
   seg->setCheckDimensionsOnWrite(OFTrue);
 
@@ -248,7 +586,7 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
     if (!hdr.patient_orientation.empty())
       check(seg->getGeneralImage().setPatientOrientation(hdr.patient_orientation.c_str()), "SEG: patient orientation");
   }
-  WrittenObject out;
+  WrittenObject& out = d.out;
   out.sop_class_uid = UID_SegmentationStorage;
   out.sop_instance_uid = new_uid(SITE_INSTANCE_UID_ROOT);
   out.series_uid = spec.series_uid.empty() ? new_uid(SITE_SERIES_UID_ROOT) : spec.series_uid;
@@ -301,63 +639,57 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
     check(seg->getDimensions().addDimensionIndex(DCM_ImagePositionPatient, dim_uid, DCM_PlanePositionSequence,
                                                  "Image Position Patient"),
           "SEG: dimension index (position)");
+  return d;
+}
 
-  // Frames: segment-major, slice-minor, empty ones omitted unless asked to keep them.
-  const int rows = hdr.rows, cols = hdr.cols;
-  std::vector<Uint8> buf(static_cast<size_t>(rows) * cols);
-  auto add_frame = [&](size_t k, size_t z) {
-    const SourceFrame& src = spec.sources[z];
-    FGFrameContent content_fg;
-    check(content_fg.setDimensionIndexValues(static_cast<Uint32>(k), 0), "SEG: dimension index value");
-    OFVector<FGBase*> groups;
-    groups.push_back(&content_fg);
-    std::unique_ptr<FGPlanePosPatient> position;
-    if (g.has_frame_of_reference) {
-      check(content_fg.setDimensionIndexValues(static_cast<Uint32>(z + 1), 1), "SEG: dimension index value");
-      position.reset(FGPlanePosPatient::createMinimal(ds(src.position[0]).c_str(), ds(src.position[1]).c_str(),
-                                                      ds(src.position[2]).c_str()));
-      if (!position) throw DicomError("SEG: cannot create plane position");
-      groups.push_back(position.get());
-    }
-    ImageSOPInstanceReferenceMacro ref;
-    check(ref.setReferencedSOPClassUID(src.sop_class_uid.c_str()), "SEG: source SOP class UID");
-    check(ref.setReferencedSOPInstanceUID(src.sop_instance_uid.c_str()), "SEG: source SOP instance UID");
-    if (src.frame_number > 0)
-      check(ref.addReferencedFrameNumber(static_cast<Uint16>(src.frame_number)), "SEG: referenced frame number");
-    OFVector<ImageSOPInstanceReferenceMacro> refs;
-    refs.push_back(ref);
-    std::unique_ptr<FGDerivationImage> derivation(DcmSegmentation::createDerivationImageFG(refs, ""));
-    if (!derivation) throw DicomError("SEG: cannot create derivation image functional group");
-    groups.push_back(derivation.get());
-    check(seg->addFrame(buf.data(), static_cast<Uint16>(k), groups), "SEG: add frame");  // groups are copied
-  };
-  for (size_t k = 1; k <= spec.segments.size(); ++k)
-    for (size_t z = 0; z < spec.sources.size(); ++z)
-      if (fill_frame(spec, k, z, buf, rows, cols) || spec.keep_empty_frames) add_frame(k, z);
-  if (seg->getNumberOfFrames() == 0) {  // every segment empty: a SEG still needs one frame
-    std::fill(buf.begin(), buf.end(), Uint8{0});
-    add_frame(1, 0);
+// Adds frame f to the dcmseg document: `pixels` (rows x cols bytes, as fill_frame makes them) and
+// its per-frame groups (dcmseg checks and copies them).
+void add_dcmseg_frame(DcmSegmentation& seg, const SegSpec& spec, const FrameRef& f, Uint8* pixels) {
+  const SourceFrame& src = spec.sources[f.slice];
+  FGFrameContent content_fg;
+  check(content_fg.setDimensionIndexValues(static_cast<Uint32>(f.segment), 0), "SEG: dimension index value");
+  OFVector<FGBase*> groups;
+  groups.push_back(&content_fg);
+  std::unique_ptr<FGPlanePosPatient> position;
+  if (spec.geom.has_frame_of_reference) {
+    check(content_fg.setDimensionIndexValues(static_cast<Uint32>(f.slice + 1), 1), "SEG: dimension index value");
+    position.reset(FGPlanePosPatient::createMinimal(ds(src.position[0]).c_str(), ds(src.position[1]).c_str(),
+                                                    ds(src.position[2]).c_str()));
+    if (!position) throw DicomError("SEG: cannot create plane position");
+    groups.push_back(position.get());
   }
-  out.number_of_frames = static_cast<int>(seg->getNumberOfFrames());
+  ImageSOPInstanceReferenceMacro ref;
+  check(ref.setReferencedSOPClassUID(src.sop_class_uid.c_str()), "SEG: source SOP class UID");
+  check(ref.setReferencedSOPInstanceUID(src.sop_instance_uid.c_str()), "SEG: source SOP instance UID");
+  if (src.frame_number > 0)
+    check(ref.addReferencedFrameNumber(static_cast<Uint16>(src.frame_number)), "SEG: referenced frame number");
+  OFVector<ImageSOPInstanceReferenceMacro> refs;
+  refs.push_back(ref);
+  std::unique_ptr<FGDerivationImage> derivation(DcmSegmentation::createDerivationImageFG(refs, ""));
+  if (!derivation) throw DicomError("SEG: cannot create derivation image functional group");
+  groups.push_back(derivation.get());
+  check(seg.addFrame(pixels, static_cast<Uint16>(f.segment), groups), "SEG: add frame");  // groups are copied
+}
 
-  // Referenced Series Sequence: every source instance, once.
+// Referenced Series Sequence: every source instance, once.
+void add_references(Document& d, const SegSpec& spec) {
   IODReferences references;
   std::set<std::string> seen;
   for (const auto& src : spec.sources) {
     if (!seen.insert(src.sop_instance_uid).second) continue;
-    auto ref = std::make_unique<IODImageReference>(hdr.patient_id.c_str(), hdr.study_uid.c_str(), source_series.c_str(),
-                                                   src.sop_instance_uid.c_str(), src.sop_class_uid.c_str());
+    auto ref = std::make_unique<IODImageReference>(d.hdr.patient_id.c_str(), d.hdr.study_uid.c_str(),
+                                                   d.source_series.c_str(), src.sop_instance_uid.c_str(),
+                                                   src.sop_class_uid.c_str());
     if (!references.add(ref.get())) throw DicomError("SEG: invalid source reference (UIDs)");
     ref.release();  // references owns it only now
   }
-  if (seg->getCommonInstanceReference().addReferences(references, hdr.study_uid.c_str()) != seen.size())
+  if (d.seg->getCommonInstanceReference().addReferences(references, d.hdr.study_uid.c_str()) != seen.size())
     throw DicomError("SEG: could not add every source instance to the Referenced Series Sequence");
+}
 
-  DcmFileFormat file;
-  check(seg->writeDataset(*file.getDataset()), "SEG: encode");
-  seg.reset();  // frames are in the dataset now
+// What follows dcmseg's encoding: the sources' lossy compression, private coding schemes; then the file.
+void finish_and_save(DcmFileFormat& file, const SegSpec& spec, const std::filesystem::path& out_file) {
   DcmDataset& ds = *file.getDataset();
-  mark_spatial_locations_preserved(ds);
   if (spec.lossy_compression == "01") {  // dcmseg writes 00; the sources decide
     check(ds.putAndInsertString(DCM_LossyImageCompression, "01"), "SEG: lossy image compression");
     if (!spec.lossy_ratio.empty())
@@ -369,9 +701,181 @@ WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_fi
   results_detail::atomic_write(out_file, [&](const std::string& tmp) {
     check(file.saveFile(tmp.c_str(), EXS_LittleEndianExplicit), "SEG: write");
   });
-  out.path = out_file;
-  log->debug("SEG written: {} segments, {} frames, series {}", spec.segments.size(), out.number_of_frames, out.series_uid);
-  return out;
+}
+
+void add_code_item(DcmItem& parent, const DcmTagKey& sequence, const char* value, const char* meaning) {
+  DcmItem* code = nullptr;
+  check(parent.findOrCreateSequenceItem(sequence, code, -2), "SEG: code item");
+  check(code->putAndInsertString(DCM_CodeValue, value), "SEG: code value");
+  check(code->putAndInsertString(DCM_CodingSchemeDesignator, "DCM"), "SEG: coding scheme");
+  check(code->putAndInsertString(DCM_CodeMeaning, meaning), "SEG: code meaning");
+}
+
+// The Per-Frame Functional Groups Sequence item of frame f, element for element what dcmseg
+// writes for the groups add_dcmseg_frame gives it (Derivation Image with the codes of
+// DcmSegmentation::createDerivationImageFG, Frame Content, Plane Position (Patient), Segment
+// Identification), with Spatial Locations Preserved as mark_spatial_locations_preserved adds it.
+// write_seg checks that the frames dcmseg encodes itself come out identical.
+std::unique_ptr<DcmItem> frame_groups(const SegSpec& spec, const FrameRef& f) {
+  const SourceFrame& src = spec.sources[f.slice];
+  auto item = std::make_unique<DcmItem>();
+  DcmItem* derivation = nullptr;
+  check(item->findOrCreateSequenceItem(DCM_DerivationImageSequence, derivation, -2), "SEG: derivation image item");
+  DcmItem* source = nullptr;
+  check(derivation->findOrCreateSequenceItem(DCM_SourceImageSequence, source, -2), "SEG: source image item");
+  check(source->putAndInsertString(DCM_ReferencedSOPClassUID, src.sop_class_uid.c_str()), "SEG: source SOP class UID");
+  check(source->putAndInsertString(DCM_ReferencedSOPInstanceUID, src.sop_instance_uid.c_str()),
+        "SEG: source SOP instance UID");
+  if (src.frame_number > 0)
+    check(source->putAndInsertString(DCM_ReferencedFrameNumber, std::to_string(src.frame_number).c_str()),
+          "SEG: referenced frame number");
+  check(source->putAndInsertString(DCM_SpatialLocationsPreserved, "YES"), "SEG: spatial locations preserved");
+  add_code_item(*source, DCM_PurposeOfReferenceCodeSequence, "121322", "Source Image for Image Processing Operation");
+  add_code_item(*derivation, DCM_DerivationCodeSequence, "113076", "Segmentation");
+
+  DcmItem* content = nullptr;
+  check(item->findOrCreateSequenceItem(DCM_FrameContentSequence, content, -2), "SEG: frame content item");
+  const Uint32 index[2] = {static_cast<Uint32>(f.segment), static_cast<Uint32>(f.slice + 1)};
+  check(content->putAndInsertUint32Array(DCM_DimensionIndexValues, index, spec.geom.has_frame_of_reference ? 2 : 1),
+        "SEG: dimension index values");
+  if (spec.geom.has_frame_of_reference) {
+    DcmItem* position = nullptr;
+    check(item->findOrCreateSequenceItem(DCM_PlanePositionSequence, position, -2), "SEG: plane position item");
+    const std::string ipp = ds(src.position[0]) + "\\" + ds(src.position[1]) + "\\" + ds(src.position[2]);
+    check(position->putAndInsertString(DCM_ImagePositionPatient, ipp.c_str()), "SEG: image position");
+  }
+  DcmItem* segment = nullptr;
+  check(item->findOrCreateSequenceItem(DCM_SegmentIdentificationSequence, segment, -2), "SEG: segment identification");
+  check(segment->putAndInsertUint16(DCM_ReferencedSegmentNumber, static_cast<Uint16>(f.segment)),
+        "SEG: referenced segment number");
+  return item;
+}
+
+}  // namespace
+
+WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_file) {
+  auto log = pacsnode::component_logger("seg");
+  using Clock = std::chrono::steady_clock;
+  auto t = Clock::now();
+  std::string phases;  // for the debug log: where the time went
+  auto lap = [&](const char* what) {
+    const auto now = Clock::now();
+    phases += fmt::format(" {} {:.1f}", what, std::chrono::duration<double, std::milli>(now - t).count());
+    t = now;
+  };
+  Document d = start_document(spec);
+  const int rows = d.hdr.rows, cols = d.hdr.cols;
+  const size_t pixels = static_cast<size_t>(rows) * cols;
+  const bool fractional = spec.type == SegmentationType::fractional;
+  lap("start");
+  const auto pixel_data = std::make_shared<const PixelData>(spec, select_frames(spec, rows, cols), rows, cols);
+  const std::vector<FrameRef>& frames = pixel_data->frames();
+  lap("select");
+  if (pixel_data->length() > 0xFFFFFFFEu) throw DicomError("SEG: pixel data longer than 4 GiB");
+
+  // dcmseg encodes everything but the frames itself, and the first frames too (as many as there
+  // are segments: it refuses fewer frames than segments). Checking and copying per-frame groups
+  // and packing frame by frame is most of its time for thousands of frames, so the Per-Frame
+  // Functional Groups Sequence and the Pixel Data are then built directly and replace its own,
+  // once its first frames are seen to be encoded identically by both.
+  const size_t n_dcmseg = std::min(frames.size(), std::max<size_t>(spec.segments.size(), 1));
+  {
+    std::vector<Uint8> buf(pixels);
+    for (size_t i = 0; i < n_dcmseg; ++i) {
+      fill_frame(spec, frames[i].segment, frames[i].slice, buf.data(), rows, cols);
+      add_dcmseg_frame(*d.seg, spec, frames[i], buf.data());
+    }
+  }
+  add_references(d, spec);
+  DcmFileFormat file;
+  check(d.seg->writeDataset(*file.getDataset()), "SEG: encode");
+  d.seg.reset();
+  DcmDataset& ds = *file.getDataset();
+  mark_spatial_locations_preserved(ds);
+  lap("dcmseg");
+
+  auto groups = std::make_unique<DcmSequenceOfItems>(DCM_PerFrameFunctionalGroupsSequence);
+  for (const FrameRef& f : frames) {
+    auto item = frame_groups(spec, f);
+    check(groups->append(item.get()), "SEG: per-frame functional groups");
+    item.release();  // groups owns it only now
+  }
+  lap("groups");
+  auto pixels_element = std::make_unique<DcmPixelData>(DCM_PixelData);
+  check(pixels_element->setVR(EVR_OB), "SEG: pixel data VR");  // as dcmseg's putAndInsertUint8Array
+  auto factory = std::make_unique<PixelDataFactory>(pixel_data);
+  check(pixels_element->createValueFromTempFile(factory.get(), static_cast<Uint32>(pixel_data->length()),
+                                                EBO_LittleEndian),
+        "SEG: pixel data");
+  factory.release();  // the element owns it only now
+
+  DcmSequenceOfItems* theirs = nullptr;
+  check(ds.findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, theirs), "SEG: dcmseg's per-frame groups");
+  for (size_t i = 0; i < n_dcmseg; ++i) {
+    DcmItem* a = theirs->getItem(static_cast<unsigned long>(i));
+    if (!a || a->compare(*groups->getItem(static_cast<unsigned long>(i))) != 0)
+      throw DicomError("SEG: per-frame functional groups of frame " + std::to_string(i + 1) +
+                       " differ from dcmseg's encoding");
+  }
+  {  // dcmseg's first frames against the same frames made here
+    std::vector<Uint8> ours;
+    size_t g = 0;
+    for (; pixel_data->frames_in_groups(g) < n_dcmseg; ++g) {
+      ours.resize(pixel_data->group_offset(g) + pixel_data->max_group_bytes());
+      pixel_data->fill_group(g, ours.data() + pixel_data->group_offset(g));
+    }
+    DcmElement* their_pixels = nullptr;
+    Uint8* their_bytes = nullptr;
+    check(ds.findAndGetElement(DCM_PixelData, their_pixels), "SEG: dcmseg's pixel data");
+    check(their_pixels->getUint8Array(their_bytes), "SEG: dcmseg's pixel data");
+    // dcmseg 3.6.7 clears the wrong bits of a last partial byte (DcmSegmentation::concatFrames keeps
+    // its unused high bits and clears the low ones, the last pixels of its last frame): that byte
+    // is left out. Here it holds those pixels, and zeros after them.
+    const size_t bits = (fractional ? 8 : 1) * n_dcmseg * pixels;
+    if (their_pixels->getVR() != pixels_element->getVR() || std::memcmp(their_bytes, ours.data(), bits / 8) != 0)
+      throw DicomError("SEG: packed frames differ from dcmseg's encoding");
+  }
+
+  check(ds.putAndInsertString(DCM_NumberOfFrames, std::to_string(frames.size()).c_str()), "SEG: number of frames");
+  delete ds.remove(DCM_PerFrameFunctionalGroupsSequence);
+  check(ds.insert(groups.get()), "SEG: per-frame functional groups");
+  groups.release();  // the dataset owns it only now
+  delete ds.remove(DCM_PixelData);
+  check(ds.insert(pixels_element.get()), "SEG: pixel data");
+  pixels_element.release();
+
+  d.out.number_of_frames = static_cast<int>(frames.size());
+  lap("check");
+  finish_and_save(file, spec, out_file);
+  lap("save");
+  d.out.path = out_file;
+  log->debug("SEG written: {} segments, {} frames, series {}; ms:{}", spec.segments.size(), d.out.number_of_frames,
+             d.out.series_uid, phases);
+  return d.out;
+}
+
+WrittenObject write_seg_reference(const SegSpec& spec, const std::filesystem::path& out_file) {
+  Document d = start_document(spec);
+  const int rows = d.hdr.rows, cols = d.hdr.cols;
+  std::vector<Uint8> buf(static_cast<size_t>(rows) * cols);
+  // Frames: segment-major, slice-minor, empty ones omitted unless asked to keep them.
+  for (size_t k = 1; k <= spec.segments.size(); ++k)
+    for (size_t z = 0; z < spec.sources.size(); ++z)
+      if (fill_frame(spec, k, z, buf.data(), rows, cols) || spec.keep_empty_frames)
+        add_dcmseg_frame(*d.seg, spec, {k, z}, buf.data());
+  if (d.seg->getNumberOfFrames() == 0) {  // every segment empty: a SEG still needs one frame
+    std::fill(buf.begin(), buf.end(), Uint8{0});
+    add_dcmseg_frame(*d.seg, spec, {1, 0}, buf.data());
+  }
+  d.out.number_of_frames = static_cast<int>(d.seg->getNumberOfFrames());
+  add_references(d, spec);
+  DcmFileFormat file;
+  check(d.seg->writeDataset(*file.getDataset()), "SEG: encode");
+  d.seg.reset();  // frames are in the dataset now
+  mark_spatial_locations_preserved(*file.getDataset());
+  finish_and_save(file, spec, out_file);
+  d.out.path = out_file;
+  return d.out;
 }
 
 }  // namespace dicom

@@ -14,8 +14,8 @@
 //     as their own segments too (overlapping segments from one label map).
 //   * FRACTIONAL: per segment, CV_32F in [0, 1] (stored as round(p * 255)) or CV_8U 0..255
 //     (stored as is). Maximum Fractional Value is 255.
-//   Mats are only read; slices may be views into one allocation (no copy is made of a volume,
-//   only one frame buffer at a time; dcmseg keeps binary frames bit-packed).
+//   Mats are only read; slices may be views into one allocation (no copy is made of a volume;
+//   BINARY frames are packed to bits a few frames at a time while the file is written).
 //
 // Geometry: frame z of a segment gets Image Position (Patient) sources[z].position, the shared
 // Plane Orientation from geom.row_dir/col_dir and Pixel Measures (Pixel Spacing = spacing_row/
@@ -111,6 +111,17 @@ struct WrittenObject {
 // Validates the spec, builds the SEG and writes it (Explicit VR Little Endian) to out_file via a
 // temporary file in the same directory and a rename. Throws std::invalid_argument for a bad spec
 // and dicom::DicomError for a DCMTK failure, each naming the reason.
+// dcmseg encodes the object and its first frames (one per segment); the Per-Frame Functional Groups
+// of all frames are then built directly, and the Pixel Data is packed from the masks while the file
+// is written, never held whole (a DicomError if dcmseg's first frames do not come out identical):
+// thousands of frames are several times faster to write than through dcmseg's per-frame API.
 WrittenObject write_seg(const SegSpec& spec, const std::filesystem::path& out_file);
+
+// The same object with every frame going through dcmseg (DcmSegmentation::addFrame, functional
+// groups checked on write): slow for many frames; the reference that the tests and
+// bench/bench_seg.cpp compare write_seg with (equal but for new UIDs, dates and times, and but for
+// the last byte of BINARY Pixel Data that does not end on a byte boundary: dcmseg 3.6.7 clears the
+// last pixels of the last frame there, write_seg keeps them).
+WrittenObject write_seg_reference(const SegSpec& spec, const std::filesystem::path& out_file);
 
 }  // namespace dicom

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -17,6 +18,7 @@
 
 #include "dicom/codes.h"
 #include "dicom/seg_builder.h"
+#include "dicom/series_loader.h"
 #include "support/paths.h"
 #include "support/seg_sources.h"
 
@@ -116,8 +118,8 @@ cv::Mat expected_frame(const SegSpec& s, int k, size_t z, int rows, int cols) {
   if (!s.label_map.empty()) {
     cv::Mat lm;
     m.convertTo(lm, CV_32S);
-    cv::Mat eq = lm == k;
-    out.setTo(1, eq);
+    out.setTo(1, lm == k);
+    for (int l : s.segments[k - 1].also_labels) out.setTo(1, lm == l);
   } else if (s.type == SegmentationType::fractional) {
     if (m.depth() == CV_32F)
       for (int r = 0; r < rows; ++r)
@@ -252,6 +254,58 @@ std::vector<cv::Mat> discs(const SourceSeries& src, int cx, int cy, int rad, siz
 }
 
 using TempDir = testsupport::TempDir;
+
+// The attributes that differ between two writes of one spec: new UIDs, and the time of writing.
+const DcmTagKey volatile_tags[] = {DCM_SOPInstanceUID,  DCM_MediaStorageSOPInstanceUID, DCM_DimensionOrganizationUID,
+                                   DCM_SeriesDate,       DCM_SeriesTime,                 DCM_ContentDate,
+                                   DCM_ContentTime,      DCM_InstanceCreationDate,       DCM_InstanceCreationTime};
+
+std::vector<std::string> dump_lines(DcmItem& item) {
+  std::ostringstream out;
+  item.print(out, DCMTypes::PF_shortenLongTagValues);
+  std::vector<std::string> lines;
+  std::istringstream in(out.str());
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+// write_seg against write_seg_reference (every frame through dcmseg, as before write_seg built the
+// per-frame groups and the pixel data itself): the same spec must give the same object, attribute
+// for attribute and byte for byte in Pixel Data, apart from new UIDs and the time of writing.
+void expect_same_as_reference(SegSpec spec, const fs::path& dir, const std::string& name) {
+  spec.series_uid = "1.2.826.0.1.3680043.8.498.1";  // else a new one per write
+  for (size_t i = 0; i < spec.segments.size(); ++i)
+    spec.segments[i].tracking_uid = "1.2.826.0.1.3680043.8.498.2." + std::to_string(i + 1);
+  const auto fast = write_seg(spec, dir / (name + ".seg.dcm"));
+  const auto ref = write_seg_reference(spec, dir / (name + ".reference.seg.dcm"));
+  BOOST_TEST(fast.number_of_frames == ref.number_of_frames, name);
+  DcmFileFormat a, b;
+  BOOST_TEST_REQUIRE(a.loadFile(fast.path.c_str()).good());
+  BOOST_TEST_REQUIRE(b.loadFile(ref.path.c_str()).good());
+  DcmDataset& da = *a.getDataset();
+  DcmDataset& db = *b.getDataset();
+  const Uint8 *pa = nullptr, *pb = nullptr;
+  unsigned long na = 0, nb = 0;
+  BOOST_TEST_REQUIRE(da.findAndGetUint8Array(DCM_PixelData, pa, &na).good());
+  BOOST_TEST_REQUIRE(db.findAndGetUint8Array(DCM_PixelData, pb, &nb).good());
+  BOOST_TEST_REQUIRE(na == nb, name << ": pixel data " << na << " bytes, reference " << nb);
+  BOOST_TEST(std::memcmp(pa, pb, na) == 0, name << ": pixel data differs from the reference encoding");
+  DcmElement* va = nullptr;
+  DcmElement* vb = nullptr;
+  BOOST_TEST_REQUIRE(da.findAndGetElement(DCM_PixelData, va).good());
+  BOOST_TEST_REQUIRE(db.findAndGetElement(DCM_PixelData, vb).good());
+  BOOST_TEST(DcmVR(va->getVR()).getVRName() == std::string(DcmVR(vb->getVR()).getVRName()), name);
+  for (const auto& tag : volatile_tags)
+    for (DcmDataset* d : {&da, &db}) d->findAndDeleteElement(tag, OFTrue, OFTrue);
+  const auto la = dump_lines(da), lb = dump_lines(db);
+  BOOST_TEST_REQUIRE(la.size() == lb.size(), name << ": " << la.size() << " dump lines, reference " << lb.size());
+  for (size_t i = 0; i < la.size(); ++i)
+    if (la[i] != lb[i]) {
+      BOOST_ERROR(name << ": line " << i << " differs from the reference encoding:\n  " << la[i] << "\n  " << lb[i]);
+      break;
+    }
+  BOOST_TEST(da.compare(db) == 0, name << ": datasets differ (DcmItem::compare)");
+}
 
 }  // namespace
 
@@ -388,6 +442,137 @@ BOOST_AUTO_TEST_CASE(fractional_probabilities) {
   }
   const auto w = write_seg(spec, path / "frac.seg.dcm");
   BOOST_TEST(w.number_of_frames == 4);
+  verify_seg(spec, w, src);
+}
+
+BOOST_AUTO_TEST_CASE(fast_encoding_equals_dcmseg_reference) {
+  // 23 x 38 = 874 pixels: BINARY frames do not end on a byte boundary, so the bits of one frame
+  // run on in the byte of the next, and an odd number of bytes gets a pad byte.
+  const auto files = testsupport::write_synthetic_ct(path / "odd", 23, 38, 11, {1, 0, 0}, {0, 1, 0}, {-3, 4, 5}, 0.7, 0.9, 2.0);
+  const auto src = testsupport::load_series(files);
+  auto labels = base_spec(src);  // label map with overlapping segments (also_labels), an empty slice
+  for (const char* name : {"body", "left_lung", "right_lung", "bone"}) labels.segments.push_back(segment(name, name));
+  labels.segments[0].also_labels = {2, 3, 4};
+  labels.label_map.resize(src.frames.size());
+  for (size_t z = 0; z < src.frames.size(); ++z) {
+    if (z == 4) continue;
+    cv::Mat lm(23, 38, CV_8U, cv::Scalar(0));
+    cv::ellipse(lm, {19, 11}, {15 - static_cast<int>(z % 3), 9}, 0, 0, 360, cv::Scalar(1), cv::FILLED);
+    if (z % 5 != 0) cv::circle(lm, {12, 11}, 3 + static_cast<int>(z % 2), cv::Scalar(2), cv::FILLED);
+    cv::circle(lm, {26, 10}, 3, cv::Scalar(3), cv::FILLED);
+    if (z > 6) lm(cv::Rect(17, 18, 4, 3)).setTo(4);
+    labels.label_map[z] = lm;
+  }
+  expect_same_as_reference(labels, path, "label_map_odd_frames");
+  auto kept = labels;
+  kept.keep_empty_frames = true;
+  expect_same_as_reference(kept, path, "label_map_keep_empty");
+  auto wide = labels;  // CV_16U label values
+  for (auto& s : wide.label_map)
+    if (!s.empty()) s.convertTo(s, CV_16U);
+  expect_same_as_reference(wide, path, "label_map_16bit");
+
+  // Per-segment masks, more segments than 8 (dcmseg encodes one frame per segment first), a
+  // segment empty on every slice but one, and views into one allocation.
+  auto masks = base_spec(src);
+  cv::Mat volume(23 * 11, 38, CV_8U, cv::Scalar(0));
+  for (int k = 0; k < 10; ++k) {
+    masks.segments.push_back(segment("tissue", "Segment " + std::to_string(k + 1)));
+    auto& m = masks.segments.back().mask;
+    m.resize(src.frames.size());
+    for (size_t z = 0; z < src.frames.size(); ++z) {
+      if (k == 9 && z != 3) continue;
+      m[z] = cv::Mat(23, 38, CV_8U, cv::Scalar(0));
+      cv::circle(m[z], {4 + 3 * k, 3 + static_cast<int>(z)}, 2 + k % 3, cv::Scalar(k % 2 ? 255 : 1), cv::FILLED);
+    }
+  }
+  masks.segments[1].mask[2] = volume(cv::Rect(0, 23 * 2, 38, 23));  // a view, all zero
+  expect_same_as_reference(masks, path, "masks_ten_segments");
+
+  auto fractional = base_spec(src);
+  fractional.type = SegmentationType::fractional;
+  fractional.segments.push_back(segment("emphysema", "Probability"));
+  auto& p = fractional.segments[0].mask;
+  p.resize(src.frames.size());
+  for (size_t z = 1; z < src.frames.size(); z += 2) {
+    p[z] = cv::Mat(23, 38, CV_32F);
+    for (int r = 0; r < 23; ++r)
+      for (int c = 0; c < 38; ++c) p[z].at<float>(r, c) = std::max(0.f, 1.f - std::hypot(r - 11.f, c - 19.f) / 12.f);
+  }
+  expect_same_as_reference(fractional, path, "fractional");
+
+  auto none = base_spec(src);  // nothing set: the one empty frame
+  none.segments.push_back(segment("tissue", "Nothing"));
+  none.segments.back().mask.resize(src.frames.size());
+  expect_same_as_reference(none, path, "all_empty");
+}
+
+BOOST_AUTO_TEST_CASE(fast_encoding_equals_reference_for_multiframe_and_projection_sources) {
+  const auto mf = testsupport::load_series({testsupport::test_data("dcmqi/data/segmentations/23x38x3/multiframe/mf.dcm")});
+  auto spec = base_spec(mf);
+  spec.segments.push_back(segment("tissue", "Tissue"));
+  spec.segments.back().mask = discs(mf, 11, 19, 5, 0, 3);
+  expect_same_as_reference(spec, path, "multiframe_source");  // Referenced Frame Number
+
+  const auto dx = testsupport::load_series({testsupport::test_data("highdicom/data/test_files/dx_image.dcm")});
+  auto proj = base_spec(dx);  // no frame of reference: no plane position, one dimension
+  proj.segments.push_back(segment("lung", "Lung"));
+  proj.segments.back().mask.resize(1);
+  proj.segments.back().mask[0] = cv::Mat(dx.rows, dx.cols, CV_8U, cv::Scalar(0));
+  cv::ellipse(proj.segments.back().mask[0], {60, 80}, {30, 50}, 0, 0, 360, cv::Scalar(1), cv::FILLED);
+  expect_same_as_reference(proj, path, "projection");
+}
+
+BOOST_AUTO_TEST_CASE(phantom_label_map_fast_encoding_decodes_and_equals_reference) {
+  // The shapes of a real analysis: the CT phantom's label map as the pipeline numbers it.
+  const auto dir = path / "phantom";
+  const auto r = testsupport::run_command(std::string(testsupport::python()) + " " +
+                                          testsupport::shell_quote((testsupport::phantom_script()).string()) +
+                                          " " + testsupport::shell_quote(dir.string()) + " --slices 12 --size 96");
+  BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
+  const auto src = testsupport::load_series(testsupport::dicom_files(dir));
+  const auto loaded = load_folder(dir);
+  BOOST_TEST_REQUIRE(loaded.volumes.size() == 1u);
+  const Volume& vol = loaded.volumes.front();
+  std::map<std::string, cv::Mat> hu_of;  // the decoded slice of each source instance
+  for (size_t z = 0; z < vol.sources.size(); ++z) hu_of[vol.sources[z].sop_instance_uid] = vol.slices[z];
+  auto spec = base_spec(src);
+  for (const char* name : {"body", "right_lung", "left_lung", "bone"}) spec.segments.push_back(segment(name, name));
+  spec.segments[0].also_labels = {2, 3, 4};
+  spec.label_map.resize(src.frames.size());
+  for (size_t z = 0; z < src.frames.size(); ++z) {
+    const cv::Mat& hu = hu_of.at(src.frames[z].sop_instance_uid);
+    cv::Mat lm(hu.rows, hu.cols, CV_8U, cv::Scalar(0));
+    lm.setTo(1, hu > -500);
+    lm.setTo(2, (hu < -500) & (hu > -1000));
+    lm.setTo(4, hu > 300);
+    cv::Mat left = lm(cv::Rect(hu.cols / 2, 0, hu.cols - hu.cols / 2, hu.rows));
+    left.setTo(3, left == 2);
+    spec.label_map[z] = lm;
+  }
+  const auto w = write_seg(spec, path / "phantom_lm.seg.dcm");
+  verify_seg(spec, w, src);
+  expect_same_as_reference(spec, path, "phantom_label_map");
+}
+
+BOOST_AUTO_TEST_CASE(last_pixels_of_the_last_unaligned_frame_are_kept) {
+  // 13 x 21 = 273 bits per frame, 3 frames: the last byte holds the last pixel of the last frame in
+  // its bit 0 (819 = 102 * 8 + 3). dcmseg 3.6.7 clears that bit when it concatenates frames
+  // (write_seg_reference loses the pixel); write_seg keeps it.
+  const auto files = testsupport::write_synthetic_ct(path / "last", 13, 21, 3, {1, 0, 0}, {0, 1, 0}, {0, 0, 0}, 1.0, 1.0, 1.0);
+  const auto src = testsupport::load_series(files);
+  auto spec = base_spec(src);
+  spec.segments.push_back(segment("tissue", "Corners"));
+  auto& m = spec.segments.back().mask;
+  m.resize(3);
+  for (size_t z = 0; z < 3; ++z) {
+    m[z] = cv::Mat(13, 21, CV_8U, cv::Scalar(0));
+    m[z].at<std::uint8_t>(0, 0) = 1;
+    m[z].at<std::uint8_t>(12, 20 - static_cast<int>(z)) = 1;
+    m[z].at<std::uint8_t>(12, 20) = 1;
+  }
+  const auto w = write_seg(spec, path / "last.seg.dcm");
+  BOOST_TEST(w.number_of_frames == 3);
   verify_seg(spec, w, src);
 }
 
