@@ -1,6 +1,6 @@
 // Per-slice kernels against their practical floor (issue 17).
 //
-// usage: bench_kernels SERIES_DIR [REPS]
+// usage: bench_kernels SERIES_DIR [REPS [ONLY]]   (ONLY: run the kernels whose name contains it)
 //
 // SERIES_DIR: a CT series, e.g. the 300x512x512 one of
 //   /usr/bin/python3 ../shared/tools/make_ct_phantom.py DIR --slices 300 --size 512
@@ -90,10 +90,11 @@ std::string loadavg() {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_kernels SERIES_DIR [REPS]\n");
+    std::fprintf(stderr, "usage: bench_kernels SERIES_DIR [REPS [ONLY]]\n");
     return 2;
   }
   const int reps = argc > 2 ? std::max(1, std::atoi(argv[2])) : 7;
+  const std::string only = argc > 3 ? argv[3] : "";
   analysis::keep_freed_memory_for_reuse();  // as the worker does
   analysis::StudyContext study = analysis::decode_folder(argv[1]);
   if (study.volumes.size() != 1) {
@@ -194,6 +195,7 @@ int main(int argc, char** argv) {
   std::printf("\n%-18s %9s %9s %7s %10s %12s %12s\n", "kernel", "ours_ms", "floor_ms", "ratio", "target<=1.5",
               "ours_1t_ms", "floor_1t_ms");
   for (auto& c : cases) {
+    if (c.name.find(only) == std::string::npos) continue;
     const auto prep = [&] {
       if (work.front().size() != hu.front().size()) work = make_stack(hu, CV_16S);
       c.prepare_ours();

@@ -574,11 +574,12 @@ void fill_holes_2d(Mask& mask) {
       pad.col(cols + 1).setTo(0);
       cv::compare(s, 0, inner, cv::CMP_NE);
       cv::floodFill(pad, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
-      // Still 0: background not reached from the border = hole.
-      for (int r = 0; r < rows; ++r) {
+      // Still 0: background not reached from the border = hole. (n is local: byte stores may
+      // alias the captured `cols`, which would be reloaded for every pixel.)
+      for (int r = 0, n = cols; r < rows; ++r) {
         const std::uint8_t* in = inner.ptr<std::uint8_t>(r);
         std::uint8_t* p = s.ptr<std::uint8_t>(r);
-        for (int c = 0; c < cols; ++c) p[c] = in[c] ? p[c] : 1;
+        for (int c = 0; c < n; ++c) p[c] = in[c] ? p[c] : 1;
       }
     }
   });

@@ -182,10 +182,11 @@ bool same(const cv::Mat& a, const cv::Mat& b) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(median_int16_parallel_equals_the_xor_implementation) {
-  // Row counts around the 32-row bands the filter works in (one row, a partial last band, ...).
+  // The filter works in bands of 128 KiB of output: 32 rows of 2048 int16 columns. Row counts
+  // around them: one row, a band and one or two rows, a partial last band, ...
   for (int ksize : {3, 5})
     for (int rows : {1, 2, 5, 31, 32, 33, 34, 65, 100}) {
-      auto img = ct_like(12, rows, 37, static_cast<unsigned>(ksize * 1000 + rows));
+      auto img = ct_like(5, rows, 2048, static_cast<unsigned>(ksize * 1000 + rows));
       std::vector<cv::Mat> expected;
       for (const auto& s : img) expected.push_back(xor_median(s, ksize));
       k::median_filter(img, ksize);
@@ -196,7 +197,7 @@ BOOST_AUTO_TEST_CASE(median_int16_parallel_equals_the_xor_implementation) {
 
 BOOST_AUTO_TEST_CASE(median_int16_negatives_match_the_naive_median) {
   for (int ksize : {3, 5}) {
-    auto img = ct_like(6, 70, 41, static_cast<unsigned>(ksize));
+    auto img = ct_like(3, 70, 1500, static_cast<unsigned>(ksize));  // bands of 43 rows
     std::vector<cv::Mat> expected;
     for (const auto& s : img) expected.push_back(naive_median<int16_t>(s.clone(), ksize));
     k::median_filter(img, ksize);
@@ -207,7 +208,7 @@ BOOST_AUTO_TEST_CASE(median_int16_negatives_match_the_naive_median) {
 BOOST_AUTO_TEST_CASE(median_other_types_parallel_equal_opencv_per_slice) {
   for (int type : {CV_8U, CV_16U, CV_32F})
     for (int ksize : {3, 5}) {
-      auto img = block_stack(9, 67, 45, type);
+      auto img = block_stack(6, 67, 3000, type);  // bands of 43, 21 and 10 rows
       cv::RNG rng(static_cast<std::uint64_t>(type * 10 + ksize));
       for (auto& s : img) rng.fill(s, cv::RNG::UNIFORM, cv::Scalar(0), cv::Scalar(type == CV_8U ? 256 : 60000));
       std::vector<cv::Mat> expected;
@@ -225,7 +226,7 @@ BOOST_AUTO_TEST_CASE(level_map_with_median_equals_median_filter_then_levels) {
   const std::vector<double> breaks{-950, -910, -500, -400.5, -100, 0.5, 300, 1200};
   const analysis::Spacing sp{0.7, 0.8, 1.0};
   for (int ksize : {3, 5}) {
-    const auto img = ct_like(10, 77, 53, static_cast<unsigned>(ksize + 7));
+    const auto img = ct_like(6, 77, 1600, static_cast<unsigned>(ksize + 7));  // bands of 40 rows
     auto filtered = clones(img);
     for (auto& s : filtered) s = xor_median(s, ksize);  // the previous median, slice by slice
     const auto expected = k::level_map(filtered, breaks);
