@@ -150,23 +150,45 @@ bool fill_frame(const SegSpec& s, size_t k, size_t z, Uint8* out_bytes, int rows
 // ---- BINARY frames packed straight from the spec's slices (no unpacked frame, no dcmseg frame).
 
 // Which pixels of a slice belong to one segment: the label values of a label map (the segment's
-// number and its also_labels), or any non-zero pixel of a per-segment mask.
+// number and its also_labels), or any non-zero pixel of a per-segment mask; as inclusive ranges of
+// values (a body that covers labels 1..5 is one range: one subtraction and one comparison per 16
+// pixels), and for 8-bit slices the same ranges as vectors.
 struct Membership {
-  bool nonzero = false;
-  std::vector<int> labels;
+  std::vector<std::pair<int, int>> ranges;  // sorted, disjoint, not adjacent
+  int u8_ranges = 0;                        // ranges that meet 0..255 (the first ones)
+#if CV_SIMD128
+  std::vector<cv::v_uint8x16> lo, span;  // per 8-bit range: v - lo <= span (unsigned, wrapping)
+#endif
   bool operator()(int v) const {
-    return nonzero ? v != 0 : std::find(labels.begin(), labels.end(), v) != labels.end();
+    for (const auto& [l, h] : ranges)
+      if (v >= l && v <= h) return true;
+    return false;
   }
 };
 
 Membership membership_of(const SegSpec& s, size_t k) {
-  Membership m;
-  if (s.label_map.empty()) {
-    m.nonzero = true;
-    return m;
+  std::vector<int> values;
+  if (!s.label_map.empty()) {
+    values.push_back(static_cast<int>(k));
+    values.insert(values.end(), s.segments[k - 1].also_labels.begin(), s.segments[k - 1].also_labels.end());
   }
-  m.labels.push_back(static_cast<int>(k));
-  for (int l : s.segments[k - 1].also_labels) m.labels.push_back(l);
+  std::sort(values.begin(), values.end());
+  Membership m;
+  if (s.label_map.empty()) m.ranges.push_back({1, 0xFFFF});  // a mask: any non-zero value (CV_8U)
+  for (int v : values) {
+    if (!m.ranges.empty() && v <= m.ranges.back().second + 1)
+      m.ranges.back().second = std::max(m.ranges.back().second, v);
+    else
+      m.ranges.push_back({v, v});
+  }
+  for (const auto& [l, h] : m.ranges) {
+    if (l > 255) break;
+    ++m.u8_ranges;
+#if CV_SIMD128
+    m.lo.push_back(cv::v_setall_u8(static_cast<Uint8>(l)));
+    m.span.push_back(cv::v_setall_u8(static_cast<Uint8>(std::min(h, 255) - l)));
+#endif
+  }
   return m;
 }
 
@@ -209,27 +231,48 @@ class BitSink {
   int fill_ = 0;
 };
 
-// Row r of a CV_8U slice: the bits of the pixels that belong to the segment.
+#if CV_SIMD128
+// 0xFF in the lanes of v whose value lies in one of the first N 8-bit ranges of m.
+template <int N>
+cv::v_uint8x16 hits(const cv::v_uint8x16& v, const Membership& m) {
+  cv::v_uint8x16 h = cv::v_sub_wrap(v, m.lo[0]) <= m.span[0];
+  for (int i = 1; i < N; ++i) h = h | (cv::v_sub_wrap(v, m.lo[i]) <= m.span[i]);
+  return h;
+}
+
+template <int N>
+int put_row_u8_vec(const Uint8* row, int n, const Membership& m, BitSink& sink) {
+  int x = 0;
+  for (; x + 32 <= n; x += 32) {
+    const auto lo = static_cast<std::uint32_t>(cv::v_signmask(hits<N>(cv::v_load(row + x), m)));
+    const auto hi = static_cast<std::uint32_t>(cv::v_signmask(hits<N>(cv::v_load(row + x + 16), m)));
+    sink.put(lo | (hi << 16), 32);
+  }
+  return x;
+}
+
+template <int N>
+bool any_in_row_u8_vec(const Uint8* row, int n, const Membership& m, int& x) {
+  cv::v_uint8x16 acc = cv::v_setzero_u8();
+  for (x = 0; x + 16 <= n; x += 16) acc = acc | hits<N>(cv::v_load(row + x), m);
+  return cv::v_check_any(acc);
+}
+#endif
+
+// A CV_8U row: the bits of the pixels that belong to the segment.
 void put_row_u8(const Uint8* row, int n, const Membership& m, BitSink& sink) {
   int x = 0;
+  if (m.u8_ranges == 0) {  // no 8-bit value belongs
+    sink.zeros(static_cast<size_t>(n));
+    return;
+  }
 #if CV_SIMD128
-  if (m.nonzero || m.labels.size() <= 8) {
-    std::array<cv::v_uint8x16, 8> want;
-    size_t nl = 0;
-    for (int l : m.labels)
-      if (l >= 0 && l <= 255) want[nl++] = cv::v_setall_u8(static_cast<Uint8>(l));
-    const cv::v_uint8x16 zero = cv::v_setzero_u8();
-    auto hits = [&](const cv::v_uint8x16& v) {
-      if (m.nonzero) return ~(v == zero);
-      cv::v_uint8x16 h = zero;
-      for (size_t i = 0; i < nl; ++i) h = h | (v == want[i]);
-      return h;
-    };
-    for (; x + 32 <= n; x += 32) {
-      const auto lo = static_cast<std::uint32_t>(cv::v_signmask(hits(cv::v_load(row + x))));
-      const auto hi = static_cast<std::uint32_t>(cv::v_signmask(hits(cv::v_load(row + x + 16))));
-      sink.put(lo | (hi << 16), 32);
-    }
+  switch (m.u8_ranges) {
+    case 1: x = put_row_u8_vec<1>(row, n, m, sink); break;
+    case 2: x = put_row_u8_vec<2>(row, n, m, sink); break;
+    case 3: x = put_row_u8_vec<3>(row, n, m, sink); break;
+    case 4: x = put_row_u8_vec<4>(row, n, m, sink); break;
+    default: break;  // scattered labels: one by one
   }
 #endif
   while (x < n) {
@@ -241,7 +284,7 @@ void put_row_u8(const Uint8* row, int n, const Membership& m, BitSink& sink) {
   }
 }
 
-// Row r of a CV_16U label map (no vector path: 8-bit label maps are the common case).
+// A CV_16U row (label maps only; no vector path: 8-bit label maps are the common case).
 void put_row_u16(const std::uint16_t* row, int n, const Membership& m, BitSink& sink) {
   for (int x = 0; x < n;) {
     const int len = std::min(32, n - x);
@@ -252,24 +295,26 @@ void put_row_u16(const std::uint16_t* row, int n, const Membership& m, BitSink& 
   }
 }
 
-// Whether any pixel of the slice belongs to the segment (stops at the first row that has one).
+// Whether any pixel of the slice belongs to the segment (stops after the first row that has one).
 bool any_member(const cv::Mat& slice, const Membership& m) {
   if (slice.empty()) return false;
-  if (m.nonzero) return cv::countNonZero(slice) > 0;
   for (int r = 0; r < slice.rows; ++r) {
     if (slice.depth() == CV_8U) {
+      if (m.u8_ranges == 0) return false;
       const Uint8* row = slice.ptr<Uint8>(r);
       int x = 0;
+      bool any = false;
 #if CV_SIMD128
-      for (int l : m.labels) {  // one label at a time: the common hit is the first one
-        if (l < 0 || l > 255) continue;
-        const cv::v_uint8x16 want = cv::v_setall_u8(static_cast<Uint8>(l));
-        for (x = 0; x + 16 <= slice.cols; x += 16)
-          if (cv::v_check_any(cv::v_load(row + x) == want)) return true;
+      switch (m.u8_ranges) {
+        case 1: any = any_in_row_u8_vec<1>(row, slice.cols, m, x); break;
+        case 2: any = any_in_row_u8_vec<2>(row, slice.cols, m, x); break;
+        case 3: any = any_in_row_u8_vec<3>(row, slice.cols, m, x); break;
+        case 4: any = any_in_row_u8_vec<4>(row, slice.cols, m, x); break;
+        default: break;
       }
 #endif
-      for (; x < slice.cols; ++x)
-        if (m(row[x])) return true;
+      for (; !any && x < slice.cols; ++x) any = m(row[x]);
+      if (any) return true;
     } else {
       const auto* row = slice.ptr<std::uint16_t>(r);
       for (int x = 0; x < slice.cols; ++x)

@@ -472,6 +472,28 @@ BOOST_AUTO_TEST_CASE(fast_encoding_equals_dcmseg_reference) {
     if (!s.empty()) s.convertTo(s, CV_16U);
   expect_same_as_reference(wide, path, "label_map_16bit");
 
+  // Scattered label values: a segment of five separate values (no vector path), one of three, and
+  // in a 16-bit map a value above 255.
+  auto scattered = base_spec(src);
+  for (int k = 1; k <= 10; ++k) scattered.segments.push_back(segment("tissue", "Label " + std::to_string(k)));
+  scattered.segments[0].also_labels = {3, 5, 7, 9};
+  scattered.segments[1].also_labels = {4, 8};
+  scattered.label_map.resize(src.frames.size());
+  for (size_t z = 0; z < src.frames.size(); ++z) {
+    cv::Mat lm(23, 38, CV_8U, cv::Scalar(0));
+    for (int c = 0; c < 38; ++c) lm.col(c).setTo((c + static_cast<int>(z)) % 11);
+    scattered.label_map[z] = lm;
+  }
+  expect_same_as_reference(scattered, path, "scattered_labels");
+  auto big = scattered;
+  for (auto& s : big.label_map) {
+    s.convertTo(s, CV_16U);
+    s.row(5).setTo(300);
+  }
+  big.segments[1].also_labels = {4, 8, 300};
+  expect_same_as_reference(big, path, "label_300_in_16bit_map");
+  verify_seg(big, write_seg(big, path / "big.seg.dcm"), src);
+
   // Per-segment masks, more segments than 8 (dcmseg encodes one frame per segment first), a
   // segment empty on every slice but one, and views into one allocation.
   auto masks = base_spec(src);
