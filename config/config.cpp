@@ -168,6 +168,8 @@ void read_storage(const toml::table& t, Config::Storage& st, std::vector<std::st
   s.integer("max_instance_mb", st.max_instance_mb, 1, 1 << 20);
   s.integer("rejected_max_mb", st.rejected_max_mb, 0, 1 << 30);
   s.integer("rejected_max_files", st.rejected_max_files, 0, 10'000'000);
+  s.integer("journal_mb", st.journal_mb, 0, 1 << 20);
+  if (st.journal_mb > 0 && st.journal_mb < 32) s.problem("journal_mb", "must be 0 (off) or at least 32 (one segment)");
 }
 
 void read_limits(const toml::table& t, Config::Limits& l, std::vector<std::string>& p) {

@@ -96,6 +96,9 @@ struct Config {
     std::uint64_t max_instance_mb = 2048;     // one received (or analysed) instance file
     std::uint64_t rejected_max_mb = 512;      // budget of quarantine/rejected/
     std::uint64_t rejected_max_files = 1000;
+    // The ingest journal (scp/journal.h): at most this much disk, in 32 MiB segments (0: off,
+    // every instance is fsync'ed into its place before its response).
+    std::uint64_t journal_mb = 256;
   } storage;
   // What the structural scan (dicom/scan.h) allows in a file before DCMTK or GDCM parses it.
   struct Limits {

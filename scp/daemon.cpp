@@ -20,6 +20,7 @@
 #include "analysis/scan_limits.h"
 #include "scp/http_server.h"
 #include "scp/job_runner.h"
+#include "scp/journal.h"
 #include "scp/outbound_queue.h"
 #include "scp/retention.h"
 #include "scp/status.h"
@@ -104,6 +105,7 @@ std::vector<std::string> keep_restart_only(const config::Config& running, config
   keep("storage.max_instance_mb", next.storage.max_instance_mb, running.storage.max_instance_mb);
   keep("storage.rejected_max_mb", next.storage.rejected_max_mb, running.storage.rejected_max_mb);
   keep("storage.rejected_max_files", next.storage.rejected_max_files, running.storage.rejected_max_files);
+  keep("storage.journal_mb", next.storage.journal_mb, running.storage.journal_mb);
   keep("limits.max_depth", next.limits.max_depth, running.limits.max_depth);
   keep("limits.max_elements", next.limits.max_elements, running.limits.max_elements);
   keep("limits.max_pixel_mb", next.limits.max_pixel_mb, running.limits.max_pixel_mb);
@@ -141,6 +143,12 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   // Say what is wrong with the storage root, and where, before anything else tries it.
   if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
   Spool spool(root, apply_limits(cfg));
+  // Replays what an earlier run acknowledged but had not made durable in the spool yet; before
+  // the index is reconciled with the spool, so that those files are indexed with the rest.
+  JournalOptions journal_options;
+  journal_options.max_segments = cfg.storage.journal_mb / (journal_options.segment_bytes >> 20);
+  journal_options.keep_free_bytes = cfg.storage.min_free_mb << 20;
+  Journal journal(spool, journal_options);
   std::unique_ptr<Index> index_ptr;
   try {
     index_ptr = std::make_unique<Index>(root / "index.sqlite");
@@ -174,6 +182,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   std::thread io_thread([&io] { io.run(); });
 
   ScpContext ctx{live, spool, index, assembler, {}, {}};
+  if (journal.enabled()) ctx.journal = &journal;
   StorageServer server(ctx);
   try {
     server.start();

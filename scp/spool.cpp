@@ -66,19 +66,36 @@ std::string path_component(const std::string& uid) {
   return ok ? uid : fmt::format("x{:016x}", fnv1a(uid));
 }
 
+namespace {
+
+// Where a Part 10 file's data set starts: after the preamble, "DICM" and the meta group, whose
+// length is the value of its first element (0002,0000) UL, bytes 140..143. Without a preamble: 0.
+std::uint64_t data_set_offset(const unsigned char* head, std::size_t n) {
+  if (n >= 144 && std::memcmp(head + 128, "DICM", 4) == 0 && head[132] == 0x02 && head[133] == 0 && head[134] == 0 &&
+      head[135] == 0 && head[136] == 'U' && head[137] == 'L')
+    return 144 + (std::uint64_t(head[140]) | std::uint64_t(head[141]) << 8 | std::uint64_t(head[142]) << 16 |
+                  std::uint64_t(head[143]) << 24);
+  return 0;
+}
+
+std::string hex128(const XXH128_hash_t& h) { return fmt::format("{:016x}{:016x}", h.high64, h.low64); }
+
+}  // namespace
+
+std::string content_hash(std::string_view part10) {
+  const auto skip = std::min<std::uint64_t>(
+      data_set_offset(reinterpret_cast<const unsigned char*>(part10.data()), part10.size()), part10.size());
+  return hex128(XXH3_128bits(part10.data() + skip, part10.size() - skip));
+}
+
 std::string content_hash(const fs::path& file) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + file.string());
   XXH3_state_t* state = XXH3_createState();
   XXH3_128bits_reset(state);
-  // The data set starts after the preamble, "DICM" and the meta group, whose length is the value
-  // of its first element (0002,0000) UL: bytes 140..143. Without a preamble: the whole file.
-  std::uint64_t skip = 0;
   unsigned char head[144];
-  if (::pread(fd, head, sizeof head, 0) == static_cast<ssize_t>(sizeof head) && std::memcmp(head + 128, "DICM", 4) == 0 &&
-      head[132] == 0x02 && head[133] == 0 && head[134] == 0 && head[135] == 0 && head[136] == 'U' && head[137] == 'L')
-    skip = 144 + (std::uint64_t(head[140]) | std::uint64_t(head[141]) << 8 | std::uint64_t(head[142]) << 16 |
-                  std::uint64_t(head[143]) << 24);
+  const ssize_t got = ::pread(fd, head, sizeof head, 0);
+  const std::uint64_t skip = data_set_offset(head, got > 0 ? static_cast<std::size_t>(got) : 0);
   std::vector<char> buf(1 << 20);
   off_t off = static_cast<off_t>(skip);
   for (;;) {
@@ -97,7 +114,7 @@ std::string content_hash(const fs::path& file) {
   const XXH128_hash_t h = XXH3_128bits_digest(state);
   XXH3_freeState(state);
   ::close(fd);
-  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+  return hex128(h);
 }
 
 void fsync_path(const fs::path& p, bool directory) {
@@ -143,7 +160,7 @@ bool Spool::has_free_space(std::uint64_t bytes) const {
   return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize >= bytes;
 }
 
-StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_size, const std::string& origin) {
+StoredInstance Spool::inspect(const fs::path& tmp, std::uintmax_t min_expected_size, const std::string& origin) {
   using K = StoreFailure::Kind;
   StoredInstance out;
   try {
@@ -154,11 +171,6 @@ StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_si
     if (out.size < min_expected_size)
       throw StoreFailure(K::out_of_resources, fmt::format("only {} of {} bytes reached the disk", out.size, min_expected_size));
     try {
-      fsync_path(tmp, false);
-    } catch (const std::system_error& e) {
-      throw StoreFailure(K::out_of_resources, e.what());
-    }
-    try {
       // The structural scan first (inside read_instance_header): nothing reaches DCMTK's
       // recursive reader that could overflow its stack or make it allocate without bound.
       out.header = dicom::read_instance_header(tmp, options_.scan);
@@ -168,17 +180,34 @@ StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_si
       throw StoreFailure(K::bad_data, e.what());
     }
     out.path = instance_path(out.header);
-    try {
-      make_dirs_durable(out.path.parent_path());
-      fs::rename(tmp, out.path);
-      fsync_path(out.path.parent_path(), true);
-    } catch (const std::system_error& e) {  // filesystem_error too: any failure here is the store's
-      throw StoreFailure(K::out_of_resources, e.what());
-    }
   } catch (...) {
     discard(tmp);
     throw;
   }
+  return out;
+}
+
+void Spool::place(const fs::path& tmp, const fs::path& path, bool durable) {
+  try {
+    if (durable) make_dirs_durable(path.parent_path());
+    else fs::create_directories(path.parent_path());
+    fs::rename(tmp, path);
+    if (durable) fsync_path(path.parent_path(), true);
+  } catch (const std::system_error& e) {  // filesystem_error too: any failure here is the store's
+    discard(tmp);
+    throw StoreFailure(StoreFailure::Kind::out_of_resources, e.what());
+  }
+}
+
+StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_size, const std::string& origin) {
+  StoredInstance out = inspect(tmp, min_expected_size, origin);
+  try {
+    fsync_path(tmp, false);
+  } catch (const std::system_error& e) {
+    discard(tmp);
+    throw StoreFailure(StoreFailure::Kind::out_of_resources, e.what());
+  }
+  place(tmp, out.path, true);
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dicom/instance_header.h"
@@ -62,6 +63,13 @@ class Spool {
   // with the reason and `origin` (who sent it), anything else is removed.
   StoredInstance commit(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0,
                         const std::string& origin = {});
+  // commit() in two halves, for the journal (scp/journal.h). inspect: the size check, the scan and
+  // the parse (malformed data to quarantine/rejected/, as commit does); the file stays where it is
+  // and is not fsync'ed; `path` says where it goes. place: into that place (durable: fsync'ed
+  // directories, as commit does; else only a rename, which the journal's checkpointer makes
+  // durable later). Both remove `tmp` when they throw StoreFailure.
+  StoredInstance inspect(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0, const std::string& origin = {});
+  void place(const std::filesystem::path& tmp, const std::filesystem::path& path, bool durable);
   void discard(const std::filesystem::path& tmp) noexcept;
   // Moves `file` into quarantine/rejected/ beside a .reason.txt, then removes the oldest entries
   // beyond the budget (one log line per removal run). Removes `file` when it cannot be kept.
@@ -103,6 +111,8 @@ std::string path_component(const std::string& uid);
 // Source AE and implementation fields differ between senders of the same instance): XXH3-128 as
 // 32 hex digits. Throws std::system_error when the file cannot be read.
 std::string content_hash(const std::filesystem::path& file);
+// The same of a Part 10 file held in memory.
+std::string content_hash(std::string_view part10);
 // fsync a file or directory; throws std::system_error.
 void fsync_path(const std::filesystem::path& p, bool directory);
 

@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -179,7 +181,7 @@ class StoreProvider : public DcmThreadSCP {
     }
     StoredInstance in;
     try {
-      in = ctx_.spool.commit(tmp, dataset_bytes_, fmt::format("calling AE '{}' at {}", calling_ae_, peer_));
+      in = store(tmp);
     } catch (const StoreFailure& e) {
       const bool resources = e.kind() == StoreFailure::Kind::out_of_resources;
       return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand,
@@ -187,9 +189,13 @@ class StoreProvider : public DcmThreadSCP {
     } catch (const std::exception& e) {
       return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, e.what());
     }
+    // The instance is durable: answer first, then record it. The sender prepares its next
+    // C-STORE while the index and the study assembly take theirs (both run before this
+    // association reads its next message, so before its release too).
+    const OFCondition answered = sendSTOREResponse(pcid, rq, STATUS_Success);
     in.calling_ae = calling_ae_;
     in.own = is_own_result(ctx_.index, in.header);
-    try {
+    if (in.content_hash.empty()) try {
       in.content_hash = content_hash(in.path);
     } catch (const std::exception& e) {
       log_->warn("cannot hash a stored instance ({}); it will be analysed again if re-sent", e.what());
@@ -210,7 +216,62 @@ class StoreProvider : public DcmThreadSCP {
     ++stored_;
     ctx_.counters.instances_stored++;
     log_->debug("stored {} ({} bytes) for study {}", in.header.sop_instance_uid, in.size, in.header.study_uid);
-    return sendSTOREResponse(pcid, rq, STATUS_Success);
+    return answered;
+  }
+
+  // Makes the received file durable and puts it in its place in the spool. Through the journal
+  // when it is on and the instance fits: one append + fdatasync, then a rename that the journal's
+  // checkpointer makes durable later. Otherwise (or when the journal has no room right now):
+  // fsync of the file, rename, fsync of the directory.
+  StoredInstance store(const std::filesystem::path& tmp) {
+    const std::string origin = fmt::format("calling AE '{}' at {}", calling_ae_, peer_);
+    Journal* journal = ctx_.journal;
+    if (!journal || dataset_bytes_ > journal->max_payload()) return ctx_.spool.commit(tmp, dataset_bytes_, origin);
+    StoredInstance in = ctx_.spool.inspect(tmp, dataset_bytes_, origin);
+    std::optional<Journal::Ticket> ticket;
+    try {
+      read_whole(tmp, payload_);
+      in.content_hash = content_hash(std::string_view(payload_.data(), payload_.size()));
+      ticket = journal->append(lane_, {in.header.study_uid, in.header.series_uid, in.header.sop_instance_uid, calling_ae_, wall_ms()},
+                               std::string_view(payload_.data(), payload_.size()));
+    } catch (...) {
+      ctx_.spool.discard(tmp);
+      throw;
+    }
+    if (!ticket) {  // does not fit right now: straight into the spool
+      try {
+        fsync_path(tmp, false);
+      } catch (const std::system_error& e) {
+        ctx_.spool.discard(tmp);
+        throw StoreFailure(StoreFailure::Kind::out_of_resources, e.what());
+      }
+      ctx_.spool.place(tmp, in.path, true);
+      return in;
+    }
+    // Durable in the journal from here on: if the rename fails, the next start puts it in place.
+    ctx_.spool.place(tmp, in.path, false);
+    journal->laid_out(*ticket, in.path);
+    return in;
+  }
+
+  static void read_whole(const std::filesystem::path& file, std::vector<char>& out) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw StoreFailure(StoreFailure::Kind::out_of_resources, fmt::format("open {}: {}", file.string(), std::strerror(errno)));
+    struct stat st {};
+    ::fstat(fd, &st);
+    out.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t done = 0;
+    while (done < out.size()) {
+      const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        ::close(fd);
+        throw StoreFailure(StoreFailure::Kind::out_of_resources, fmt::format("read {}: {}", file.string(), std::strerror(err)));
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
   }
 
   // storage.max_instance_mb, while receiving: once the data set is larger, the temporary file is
@@ -257,6 +318,8 @@ class StoreProvider : public DcmThreadSCP {
   unsigned long dataset_bytes_ = 0;
   std::filesystem::path receiving_;  // the temporary file being received into, if any
   bool too_large_ = false;           // it went over storage.max_instance_mb
+  Journal::Lane lane_;               // this association's place in the journal
+  std::vector<char> payload_;        // the received file, read back for the journal (reused)
   std::uint64_t stored_ = 0, failed_ = 0, bytes_ = 0;
 };
 

@@ -27,6 +27,7 @@
 #include "scp/acceptor.h"
 #include "scp/counters.h"
 #include "scp/index.h"
+#include "scp/journal.h"
 #include "scp/peer_log.h"
 #include "scp/spool.h"
 #include "scp/study_assembler.h"
@@ -53,6 +54,9 @@ struct ScpContext {
   // Set while the health is failing (storage or index cannot be written): new associations are
   // rejected as transient, so that C-ECHO monitors see it and senders keep their data.
   std::atomic<bool> failing{false};
+  // The ingest journal, when it is on (scp/journal.h); else every instance is committed durably
+  // into the spool before its response.
+  Journal* journal = nullptr;
 };
 
 // Where an association comes from, as the acceptor saw it.
