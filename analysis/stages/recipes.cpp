@@ -697,7 +697,12 @@ RecipeResult segment_ct_chest(const std::vector<cv::Mat>& levels, const std::vec
   const int open_r = static_cast<int>(std::lround(p.body_open_mm / sp.row));
   const cv::Mat open_se = cv::getStructuringElement(cv::MORPH_RECT, {2 * open_c + 1, 2 * open_r + 1});
   if (open_c > 0 || open_r > 0)
-    parallel_slices(0, full_depth, [&](int z) { cv::morphologyEx(labels[z], labels[z], cv::MORPH_OPEN, open_se); });
+    // BORDER_ISOLATED: a slice is a row range of one block, and without it OpenCV reads the
+    // neighbouring slices' rows (written by other threads) as this slice's border.
+    parallel_slices(0, full_depth, [&](int z) {
+      cv::morphologyEx(labels[z], labels[z], cv::MORPH_OPEN, open_se, {-1, -1}, 1, cv::BORDER_CONSTANT | cv::BORDER_ISOLATED,
+                       cv::morphologyDefaultBorderValue());
+    });
   kernels::ComponentInfo body;
   {
     const Components comps = kernels::label_components(labels, kernels::Connectivity::c26);
@@ -713,7 +718,7 @@ RecipeResult segment_ct_chest(const std::vector<cv::Mat>& levels, const std::vec
   if (open_c > 0 || open_r > 0) {
     parallel_slices(body.z0, body.z1 + 1, [&](int z) {
       cv::Mat grown, thr;
-      cv::dilate(labels[z], grown, open_se);
+      cv::dilate(labels[z], grown, open_se, {-1, -1}, 1, cv::BORDER_CONSTANT | cv::BORDER_ISOLATED, cv::morphologyDefaultBorderValue());
       cv::compare(levels[z], i_body, thr, cv::CMP_GT);
       cv::bitwise_and(grown, thr, labels[z]);  // 0/1
       // Lungs and airways are holes of the threshold mask inside the chest wall. Where the wall
