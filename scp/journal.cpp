@@ -105,6 +105,14 @@ std::optional<Journal::Meta> parse_meta(std::string_view text, std::int64_t rece
   return Journal::Meta{parts[0], parts[1], parts[2], parts[3], received_ms};
 }
 
+// Real zeros over [0, size) (not fallocate): appends then change no file metadata, so their
+// fdatasync flushes the data blocks and nothing else.
+void write_zeros(int fd, std::uint64_t size, const std::string& what) {
+  const std::vector<char> zeros(1 << 20, 0);
+  for (std::uint64_t off = 0; off < size; off += zeros.size())
+    write_all(fd, {{const_cast<char*>(zeros.data()), std::min<std::uint64_t>(zeros.size(), size - off)}}, static_cast<off_t>(off), what);
+}
+
 void write_segment_header(int fd, std::uint64_t generation, std::uint64_t size, const std::string& what) {
   char h[32] = {};
   std::memcpy(h, kSegmentMagic, 8);
@@ -301,14 +309,13 @@ void Journal::restore(const Meta& meta, std::string_view payload) {
   if (fd < 0) fail("create " + tmp.string());
   try {
     write_all(fd, {{const_cast<char*>(payload.data()), payload.size()}}, 0, tmp.string());
-    if (::fsync(fd) != 0) fail("fsync " + tmp.string());
   } catch (...) {
     ::close(fd);
     spool_.discard(tmp);
     throw;
   }
   ::close(fd);
-  spool_.place(tmp, path, true);
+  spool_.place(tmp, path, true);  // fsyncs the file and its directories
   ++replay_.restored;
 }
 
@@ -325,12 +332,7 @@ Journal::Segment* Journal::make_segment() {
   s->fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (s->fd < 0) fail("create " + tmp.string());
   try {
-    // Zeros written for real (not fallocate): an append then changes no file metadata, so its
-    // fdatasync flushes the data blocks and nothing else.
-    const std::vector<char> zeros(1 << 20, 0);
-    for (std::uint64_t off = 0; off < options_.segment_bytes; off += zeros.size())
-      write_all(s->fd, {{const_cast<char*>(zeros.data()), std::min<std::uint64_t>(zeros.size(), options_.segment_bytes - off)}},
-                static_cast<off_t>(off), tmp.string());
+    write_zeros(s->fd, options_.segment_bytes, tmp.string());
     write_segment_header(s->fd, 1, options_.segment_bytes, tmp.string());  // fdatasync: the zeros too
     if (::fsync(s->fd) != 0) fail("fsync " + tmp.string());
     fs::rename(tmp, path);
@@ -428,12 +430,9 @@ void Journal::recycle(Segment& s) {
   // A new generation voids every record in it. A header that was not ours: all of it zeroed
   // first, since records of any generation might be in there.
   if (s.generation == 0) {
-    const std::vector<char> zeros(1 << 20, 0);
     struct stat st {};
     ::fstat(s.fd, &st);
-    for (std::uint64_t off = 0; off < static_cast<std::uint64_t>(st.st_size); off += zeros.size())
-      write_all(s.fd, {{const_cast<char*>(zeros.data()), std::min<std::uint64_t>(zeros.size(), st.st_size - off)}},
-                static_cast<off_t>(off), s.path.string());
+    write_zeros(s.fd, static_cast<std::uint64_t>(st.st_size), s.path.string());
   }
   write_segment_header(s.fd, s.generation + 1, options_.segment_bytes, s.path.string());
   s.generation += 1;

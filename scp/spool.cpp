@@ -189,6 +189,7 @@ StoredInstance Spool::inspect(const fs::path& tmp, std::uintmax_t min_expected_s
 
 void Spool::place(const fs::path& tmp, const fs::path& path, bool durable) {
   try {
+    if (durable) fsync_path(tmp, false);
     if (durable) make_dirs_durable(path.parent_path());
     else fs::create_directories(path.parent_path());
     fs::rename(tmp, path);
@@ -201,12 +202,6 @@ void Spool::place(const fs::path& tmp, const fs::path& path, bool durable) {
 
 StoredInstance Spool::commit(const fs::path& tmp, std::uintmax_t min_expected_size, const std::string& origin) {
   StoredInstance out = inspect(tmp, min_expected_size, origin);
-  try {
-    fsync_path(tmp, false);
-  } catch (const std::system_error& e) {
-    discard(tmp);
-    throw StoreFailure(StoreFailure::Kind::out_of_resources, e.what());
-  }
   place(tmp, out.path, true);
   return out;
 }

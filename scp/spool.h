@@ -65,9 +65,9 @@ class Spool {
                         const std::string& origin = {});
   // commit() in two halves, for the journal (scp/journal.h). inspect: the size check, the scan and
   // the parse (malformed data to quarantine/rejected/, as commit does); the file stays where it is
-  // and is not fsync'ed; `path` says where it goes. place: into that place (durable: fsync'ed
-  // directories, as commit does; else only a rename, which the journal's checkpointer makes
-  // durable later). Both remove `tmp` when they throw StoreFailure.
+  // and is not fsync'ed; `path` says where it goes. place: into that place (durable: the file
+  // and its directories fsync'ed, as commit does; else only a rename, which the journal's
+  // checkpointer makes durable later). Both remove `tmp` when they throw StoreFailure.
   StoredInstance inspect(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0, const std::string& origin = {});
   void place(const std::filesystem::path& tmp, const std::filesystem::path& path, bool durable);
   void discard(const std::filesystem::path& tmp) noexcept;

@@ -239,12 +239,6 @@ class StoreProvider : public DcmThreadSCP {
       throw;
     }
     if (!ticket) {  // does not fit right now: straight into the spool
-      try {
-        fsync_path(tmp, false);
-      } catch (const std::system_error& e) {
-        ctx_.spool.discard(tmp);
-        throw StoreFailure(StoreFailure::Kind::out_of_resources, e.what());
-      }
       ctx_.spool.place(tmp, in.path, true);
       return in;
     }
