@@ -52,14 +52,6 @@ void median_in_place(cv::Mat& s, int ksize, cv::Mat (&buf)[2]) {
   pending.copyTo(s.rowRange(pending_r0, pending_r0 + pending.rows));
 }
 
-// body(z) for every slice index on OpenCV's threads.
-template <typename F>
-void for_each_slice(std::size_t depth, F&& body) {
-  cv::parallel_for_(cv::Range(0, static_cast<int>(depth)), [&](const cv::Range& r) {
-    for (int z = r.start; z < r.end; ++z) body(static_cast<std::size_t>(z));
-  });
-}
-
 }  // namespace
 
 void median_filter(std::vector<cv::Mat>& slices, int ksize) {
@@ -112,8 +104,9 @@ void gaussian_filter(std::vector<cv::Mat>& slices, const Spacing& spacing, doubl
     const cv::Size k(2 * static_cast<int>(std::ceil(3 * sx)) + 1, 2 * static_cast<int>(std::ceil(3 * sy)) + 1);
     // BORDER_ISOLATED: slices are often row ranges of one block, and without it OpenCV would take
     // the rows of the neighbouring slices (being filtered on another thread) as the border.
-    for_each_slice(slices.size(), [&](std::size_t z) {
-      cv::GaussianBlur(slices[z], slices[z], k, sx, sy, cv::BORDER_REFLECT_101 | cv::BORDER_ISOLATED);
+    parallel_slices(0, static_cast<int>(slices.size()), [&](int z) {
+      cv::Mat& s = slices[static_cast<std::size_t>(z)];
+      cv::GaussianBlur(s, s, k, sx, sy, cv::BORDER_REFLECT_101 | cv::BORDER_ISOLATED);
     });
   }
   if (sigma_slice_mm > 0 && slices.size() > 1) {
@@ -146,11 +139,10 @@ void resample_inplane(std::vector<cv::Mat>& slices, Spacing& spacing, double tar
   if (new_cols != cols || new_rows != rows) {  // into one new block, straight from the old slices
     const int depth = static_cast<int>(slices.size());
     const cv::Mat block = dicom::allocate_planes(depth, new_rows, new_cols, slices.front().type());
-    for_each_slice(slices.size(), [&](std::size_t z) {
-      const int zi = static_cast<int>(z);
-      cv::Mat out = block.rowRange(zi * new_rows, (zi + 1) * new_rows);
+    parallel_slices(0, depth, [&](int z) {
+      cv::Mat out = block.rowRange(z * new_rows, (z + 1) * new_rows);
       dicom::prefault_rows(out);
-      cv::resize(slices[z], out, cv::Size(new_cols, new_rows), 0, 0, flag);
+      cv::resize(slices[static_cast<std::size_t>(z)], out, cv::Size(new_cols, new_rows), 0, 0, flag);
     });
     for (int z = 0; z < depth; ++z)
       slices[static_cast<std::size_t>(z)] = block.rowRange(z * new_rows, (z + 1) * new_rows);

@@ -52,5 +52,14 @@ std::size_t count_nonzero(const Mask& m);
 // counts[z][k]: voxels of label value k in slice z of a CV_8U label map.
 std::vector<std::array<std::int64_t, 256>> label_counts(const std::vector<cv::Mat>& labels);
 
+// Runs body(z) for z in [begin, end) on OpenCV's threads.
+template <typename F>
+void parallel_slices(int begin, int end, F&& body) {
+  if (end <= begin) return;
+  cv::parallel_for_(cv::Range(begin, end), [&](const cv::Range& r) {
+    for (int z = r.start; z < r.end; ++z) body(z);
+  });
+}
+
 }  // namespace kernels
 }  // namespace analysis

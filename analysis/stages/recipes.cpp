@@ -17,6 +17,7 @@ namespace analysis::recipes {
 namespace {
 
 using kernels::Components;
+using kernels::parallel_slices;
 
 std::array<std::int64_t, 256> histogram(const LabelVolume& labels) {
   std::array<std::int64_t, 256> h{};
@@ -68,15 +69,6 @@ void for_each_run(const Components& comps, F&& f) {
       for (std::int64_t k = comps.row_offset[row]; k < comps.row_offset[row + 1]; ++k)
         f(z, r, comps.runs[k].begin, comps.runs[k].end, comps.run_component[k]);
     }
-}
-
-// Runs body(z) for z in [begin, end) on OpenCV's threads.
-template <typename F>
-void parallel_slices(int begin, int end, F&& body) {
-  if (end <= begin) return;
-  cv::parallel_for_(cv::Range(begin, end), [&](const cv::Range& r) {
-    for (int z = r.start; z < r.end; ++z) body(z);
-  });
 }
 
 constexpr std::uint8_t kJoined = 255;  // temporary label of a component holding both lungs
