@@ -1,0 +1,37 @@
+#define BOOST_TEST_MODULE ibsi_image
+#include <boost/test/unit_test.hpp>
+
+// The common data of the IBSI feature families: the digital phantom as loaded for every family's
+// test, and the checks of RoiImage and Levels.
+#include <algorithm>
+#include <stdexcept>
+
+#include "analysis/kernels/ibsi/image.h"
+#include "support/ibsi_reference.h"
+
+namespace ib = analysis::kernels::ibsi;
+
+BOOST_AUTO_TEST_CASE(digital_phantom_is_as_published) {
+  const testsupport::ibsi::DigitalPhantom p;
+  BOOST_TEST(p.roi.grid.nx == 5);
+  BOOST_TEST(p.roi.grid.ny == 4);
+  BOOST_TEST(p.roi.grid.nz == 4);
+  BOOST_TEST(p.roi.grid.voxel_volume() == 8.0);
+  BOOST_TEST(std::count(p.roi.mask.begin(), p.roi.mask.end(), 1) == 74);  // IBSI: 74 voxels in the ROI
+  BOOST_TEST(p.levels.ng == 6);
+  BOOST_CHECK_NO_THROW(ib::check_roi(p.roi, "phantom"));
+  BOOST_CHECK_NO_THROW(ib::check_levels(p.levels, "phantom"));
+}
+
+BOOST_AUTO_TEST_CASE(mismatched_or_empty_inputs_are_refused) {
+  testsupport::ibsi::DigitalPhantom p;
+  auto roi = p.roi;
+  roi.mask.pop_back();
+  BOOST_CHECK_THROW(ib::check_roi(roi, "t"), std::invalid_argument);
+  roi = p.roi;
+  std::fill(roi.mask.begin(), roi.mask.end(), 0);
+  BOOST_CHECK_THROW(ib::check_roi(roi, "t"), std::invalid_argument);
+  auto lv = p.levels;
+  lv.level[0] = lv.ng + 1;
+  BOOST_CHECK_THROW(ib::check_levels(lv, "t"), std::invalid_argument);
+}
