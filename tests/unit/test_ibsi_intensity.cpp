@@ -252,10 +252,12 @@ BOOST_AUTO_TEST_CASE(sphere_means_match_brute_force) {
   std::uniform_int_distribution<int> val(-100, 100);
   std::bernoulli_distribution in(0.4);
   for (std::size_t i = 0; i < g.size(); ++i) {
-    roi.intensity.push_back(static_cast<float>(val(rng)) * 0.5f);
+    roi.intensity.push_back(static_cast<float>(val(rng)));
     roi.mask.push_back(in(rng) ? 1 : 0);
   }
   roi.morph = roi.mask;
+  for (const float scale : {1.0f, 0.37f}) {  // integer (int32 sums) and fractional (double sums)
+  for (auto& v : roi.intensity) v *= scale;
   const double r = 10 * std::cbrt(3 / (4 * std::numbers::pi));
   double glob = -1e300, maxi = -1e300, loc = -1e300;
   for (int z = 0; z < g.nz; ++z)
@@ -279,6 +281,7 @@ BOOST_AUTO_TEST_CASE(sphere_means_match_brute_force) {
   ib::local_intensity_features(roi, f);
   BOOST_TEST(by_tag(f)["loc_peak_glob"] == glob, boost::test_tools::tolerance(1e-9));
   BOOST_TEST(by_tag(f)["loc_peak_loc"] == loc, boost::test_tools::tolerance(1e-9));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
@@ -298,6 +301,11 @@ BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
   roi.intensity[first] = std::numeric_limits<float>::quiet_NaN();
   BOOST_CHECK_THROW(ib::statistics_features(roi, f), std::invalid_argument);
   BOOST_CHECK_THROW(ib::ivh_features(roi, {}, f), std::invalid_argument);
+  BOOST_CHECK_THROW(ib::local_intensity_features(roi, f), std::invalid_argument);
+  roi = p.roi;  // a NaN outside the mask that a sphere reaches
+  const auto outside = static_cast<std::size_t>(std::find(roi.mask.begin(), roi.mask.end(), 0) - roi.mask.begin());
+  roi.intensity[outside] = std::numeric_limits<float>::quiet_NaN();
+  BOOST_CHECK_THROW(ib::local_intensity_features(roi, f), std::invalid_argument);
   auto lv = p.levels;
   lv.level[0] = lv.ng + 1;
   BOOST_CHECK_THROW(ib::histogram_features(lv, f), std::invalid_argument);

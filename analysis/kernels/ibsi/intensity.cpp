@@ -7,6 +7,7 @@
 #include <limits>
 #include <mutex>
 #include <numbers>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -143,6 +144,38 @@ std::vector<std::int64_t> roi_histogram(const RoiImage& roi, std::size_t nbins, 
     const std::lock_guard lock(m);
     for (std::size_t k = 0; k < nbins; ++k) total[k] += h[k];
   });
+  return total;
+}
+
+// One pass for the common case: every intensity in the mask an integer in -32768..32767 (CT HU).
+// Returns the counts of value v at [v + 32768], or nothing (some value is not such an integer:
+// the caller falls back to scan_roi, which also reports non-finite values).
+constexpr int kInt16Offset = 32768;
+std::optional<std::vector<std::int64_t>> int16_histogram(const RoiImage& roi) {
+  const Grid& g = roi.grid;
+  const std::size_t plane = static_cast<std::size_t>(g.nx) * static_cast<std::size_t>(g.ny);
+  std::vector<std::int64_t> total(2 * kInt16Offset, 0);
+  bool ok = true;
+  std::mutex m;
+  parallel_chunks(g.nz, [&](int z0, int z1) {
+    std::vector<std::uint32_t> h(2 * kInt16Offset, 0);
+    bool local_ok = true;
+    for (int z = z0; z < z1 && local_ok; ++z) {
+      const std::size_t b = static_cast<std::size_t>(z) * plane;
+      for (std::size_t i = b; i < b + plane; ++i) {
+        if (!roi.mask[i]) continue;
+        const float v = roi.intensity[i];
+        // NaN fails the range test; a fraction the equality.
+        if (!(v >= -32768.0f && v <= 32767.0f) || v != std::nearbyint(v)) { local_ok = false; break; }
+        ++h[static_cast<std::size_t>(static_cast<int>(v) + kInt16Offset)];
+      }
+    }
+    const std::lock_guard lock(m);
+    ok = ok && local_ok;
+    if (ok)
+      for (std::size_t k = 0; k < h.size(); ++k) total[k] += h[k];
+  });
+  if (!ok) return std::nullopt;
   return total;
 }
 
@@ -297,69 +330,48 @@ std::span<const FeatureDef> statistics_definitions() { return kStat; }
 std::span<const FeatureDef> histogram_definitions() { return kHist; }
 std::span<const FeatureDef> ivh_definitions() { return kIvh; }
 
-void local_intensity_features(const RoiImage& roi, Features& out) {
-  check_roi(roi, "local_intensity_features");
-  const Grid& g = roi.grid;
-  // The manual 3.2: a sphere of 1 cm^3, r = (3 / (4 pi))^(1/3) cm.
-  const double r = 10.0 * std::cbrt(3.0 / (4.0 * std::numbers::pi));
-  const double r2 = r * r;
-  const int kx = static_cast<int>(std::floor(r / g.sx)), ky = static_cast<int>(std::floor(r / g.sy)),
-            kz = static_cast<int>(std::floor(r / g.sz));
+namespace {
+
+// The sphere of the local intensity features as chords along x, and the part of the grid the
+// intensity mask's spheres reach.
+struct SphereSetup {
   std::vector<Chord> chords;
-  std::int64_t full = 0;
-  for (int dz = -kz; dz <= kz; ++dz)
-    for (int dy = -ky; dy <= ky; ++dy) {
-      const double rest = r2 - (dz * g.sz) * (dz * g.sz) - (dy * g.sy) * (dy * g.sy);
-      if (rest < 0) continue;
-      int w = static_cast<int>(std::floor(std::sqrt(rest) / g.sx));
-      while ((w + 1) * g.sx * (w + 1) * g.sx <= rest) ++w;
-      while (w > 0 && w * g.sx * w * g.sx > rest) --w;
-      chords.push_back({dy, dz, w});
-      full += 2 * w + 1;
-    }
+  std::int64_t full = 0;                  // voxels of a sphere inside the grid
+  int kx = 0, kz = 0;                     // reach along x and z in voxels
+  int x0 = 0, x1 = 0, y0 = 0, y1 = 0, z0 = 0, z1 = 0;  // intensity mask's bounding box
+  int ex0 = 0, ex1 = 0, ey0 = 0, ey1 = 0;              // columns and rows the spheres reach
+  int i0 = 0, len = 0;                    // row prefix arrays: element 0 is column i0
+};
 
-  // The intensity mask's bounding box.
-  int x0 = g.nx, x1 = -1, y0 = g.ny, y1 = -1, z0 = g.nz, z1 = -1;
-  for (int z = 0; z < g.nz; ++z)
-    for (int y = 0; y < g.ny; ++y) {
-      const std::uint8_t* m = &roi.mask[g.index(0, y, z)];
-      for (int x = 0; x < g.nx; ++x)
-        if (m[x]) {
-          x0 = std::min(x0, x), x1 = std::max(x1, x);
-          y0 = std::min(y0, y), y1 = std::max(y1, y);
-          z0 = std::min(z0, z), z1 = std::max(z1, z);
-        }
-    }
-  // Row prefix sums over the box grown by the sphere: S(i) = sum of the row's intensities at grid
-  // columns ex0 .. i - 1 (clamped to the grid), stored for i = x0 - kx .. x1 + kx + 1, so that a
-  // chord's sum is S(x + w + 1) - S(x - w) with the columns beyond the grid left out.
-  const int ex0 = std::max(0, x0 - kx), ex1 = std::min(g.nx - 1, x1 + kx);
-  const int ey0 = std::max(0, y0 - ky), ey1 = std::min(g.ny - 1, y1 + ky);
-  const int i0 = x0 - kx;                       // column of a row array's element 0
-  const int len = (x1 + kx + 1) - i0 + 1;       // elements per row array
-  const int rows = ey1 - ey0 + 1;
-  const int ring = 2 * kz + 1;
-
-  const int nzb = z1 - z0 + 1;
+// Sphere means at every voxel of the intensity mask from row prefix sums (type T: int for integer
+// intensities, exact and twice as wide in SIMD; else double). A ring of 2 kz + 1 slices of prefix
+// sums per thread; each thread a contiguous block of slices.
+template <typename T>
+Peaks sphere_peaks(const RoiImage& roi, const SphereSetup& s) {
+  const Grid& g = roi.grid;
+  const int rows = s.ey1 - s.ey0 + 1, ring = 2 * s.kz + 1, len = s.len;
+  const std::size_t row_len = static_cast<std::size_t>(len);
+  const int nzb = s.z1 - s.z0 + 1;
   const int stripes = std::max(1, std::min(nzb, cv::getNumThreads()));
   std::vector<Peaks> per(static_cast<std::size_t>(stripes));
   cv::parallel_for_(cv::Range(0, stripes), [&](const cv::Range& sr) {
-    std::vector<double> prefix(static_cast<std::size_t>(ring) * static_cast<std::size_t>(rows) * static_cast<std::size_t>(len));
+    std::vector<T> prefix(static_cast<std::size_t>(ring) * static_cast<std::size_t>(rows) * row_len);
     std::vector<int> loaded(static_cast<std::size_t>(ring), -1);
-    std::vector<double> acc(static_cast<std::size_t>(x1 - x0 + 1));
-    auto slice_prefix = [&](int zz) -> const double* {
+    std::vector<T> acc(static_cast<std::size_t>(s.x1 - s.x0 + 1));
+    // S(col) = sum of the row's intensities at columns ex0 .. col - 1 (clamped to the grid), for
+    // col = i0 .. i0 + len - 1: a chord's sum is S(x + w + 1) - S(x - w).
+    auto slice_prefix = [&](int zz) -> const T* {
       const auto slot = static_cast<std::size_t>(zz % ring);
-      double* base = prefix.data() + slot * static_cast<std::size_t>(rows) * static_cast<std::size_t>(len);
+      T* base = prefix.data() + slot * static_cast<std::size_t>(rows) * row_len;
       if (loaded[slot] != zz) {
-        for (int yy = ey0; yy <= ey1; ++yy) {
-          double* p = base + static_cast<std::size_t>(yy - ey0) * static_cast<std::size_t>(len);
+        for (int yy = s.ey0; yy <= s.ey1; ++yy) {
+          T* p = base + static_cast<std::size_t>(yy - s.ey0) * row_len;
           const float* row = &roi.intensity[g.index(0, yy, zz)];
-          double s = 0;
-          for (int i = 0; i < len; ++i) {
-            const int col = i0 + i;  // S(col) sums columns ex0 .. col - 1
-            if (col - 1 >= ex0 && col - 1 <= ex1) s += row[col - 1];
-            p[i] = s;
-          }
+          T sum = 0;
+          int i = 0;
+          for (; s.i0 + i <= s.ex0; ++i) p[i] = 0;
+          for (; s.i0 + i - 1 <= s.ex1; ++i) p[i] = sum += static_cast<T>(row[s.i0 + i - 1]);
+          for (; i < len; ++i) p[i] = sum;
         }
         loaded[slot] = zz;
       }
@@ -367,43 +379,49 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
     };
     for (int st = sr.start; st < sr.end; ++st) {
       Peaks peaks;
-      const int za = z0 + static_cast<int>(static_cast<std::int64_t>(nzb) * st / stripes);
-      const int zb = z0 + static_cast<int>(static_cast<std::int64_t>(nzb) * (st + 1) / stripes);
+      const int za = s.z0 + static_cast<int>(static_cast<std::int64_t>(nzb) * st / stripes);
+      const int zb = s.z0 + static_cast<int>(static_cast<std::int64_t>(nzb) * (st + 1) / stripes);
       for (int z = za; z < zb; ++z) {
-        for (int y = y0; y <= y1; ++y) {
+        for (int y = s.y0; y <= s.y1; ++y) {
           const std::uint8_t* m = &roi.mask[g.index(0, y, z)];
-          int xa = x0, xb = x1;
-          while (xa <= x1 && !m[xa]) ++xa;
-          if (xa > x1) continue;
-          while (!m[xb]) --xb;
-          const int n = xb - xa + 1;
-          std::fill_n(acc.begin(), n, 0.0);
-          bool interior = xa - kx >= 0 && xb + kx <= g.nx - 1;
-          for (const Chord& c : chords) {
-            const int zz = z + c.dz, yy = y + c.dy;
-            if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny) {
-              interior = false;
-              continue;
-            }
-            const double* p = slice_prefix(zz) + static_cast<std::size_t>(yy - ey0) * static_cast<std::size_t>(len);
-            const double* hi = p + (xa + c.w + 1 - i0);
-            const double* lo = p + (xa - c.w - i0);
-            double* a = acc.data();
-            for (int j = 0; j < n; ++j) a[j] += hi[j] - lo[j];
-          }
           const float* row = &roi.intensity[g.index(0, y, z)];
-          for (int x = xa; x <= xb; ++x) {
-            if (!m[x]) continue;
-            std::int64_t count = full;
-            if (!interior) {  // the sphere leaves the grid: count the voxels it keeps
-              count = 0;
-              for (const Chord& c : chords) {
-                const int zz = z + c.dz, yy = y + c.dy;
-                if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny) continue;
-                count += std::min(x + c.w, g.nx - 1) - std::max(x - c.w, 0) + 1;
+          // Runs of the row's ROI voxels, gaps of up to kGap voxels bridged (a gap costs as much as
+          // ROI voxels; a new run costs the chords' setup).
+          constexpr int kGap = 16;
+          for (int xa = s.x0; xa <= s.x1;) {
+            if (!m[xa]) { ++xa; continue; }
+            int xb = xa;
+            for (int x = xa + 1; x <= s.x1 && x - xb <= kGap; ++x)
+              if (m[x]) xb = x;
+            const int n = xb - xa + 1;
+            std::fill_n(acc.begin(), n, T{0});
+            bool interior = xa - s.kx >= 0 && xb + s.kx <= g.nx - 1;
+            for (const Chord& c : s.chords) {
+              const int zz = z + c.dz, yy = y + c.dy;
+              if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny) {
+                interior = false;
+                continue;
               }
+              const T* p = slice_prefix(zz) + static_cast<std::size_t>(yy - s.ey0) * row_len;
+              const T* __restrict hi = p + (xa + c.w + 1 - s.i0);
+              const T* __restrict lo = p + (xa - c.w - s.i0);
+              T* __restrict a = acc.data();
+              for (int j = 0; j < n; ++j) a[j] += hi[j] - lo[j];
             }
-            peaks.add(row[x], acc[static_cast<std::size_t>(x - xa)] / static_cast<double>(count));
+            for (int x = xa; x <= xb; ++x) {
+              if (!m[x]) continue;
+              std::int64_t count = s.full;
+              if (!interior) {  // the sphere leaves the grid: count the voxels it keeps
+                count = 0;
+                for (const Chord& c : s.chords) {
+                  const int zz = z + c.dz, yy = y + c.dy;
+                  if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny) continue;
+                  count += std::min(x + c.w, g.nx - 1) - std::max(x - c.w, 0) + 1;
+                }
+              }
+              peaks.add(row[x], static_cast<double>(acc[static_cast<std::size_t>(x - xa)]) / static_cast<double>(count));
+            }
+            xa = xb + 1;
           }
         }
       }
@@ -412,14 +430,103 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
   }, stripes);
   Peaks all;
   for (const auto& p : per) all.merge(p);
-  put(out, "loc_peak_loc", all.local);
-  put(out, "loc_peak_glob", all.global);
+  return all;
+}
+
+}  // namespace
+
+void local_intensity_features(const RoiImage& roi, Features& out) {
+  check_roi(roi, "local_intensity_features");
+  const Grid& g = roi.grid;
+  SphereSetup s;
+  // The manual 3.2: a sphere of 1 cm^3, r = (3 / (4 pi))^(1/3) cm.
+  const double r = 10.0 * std::cbrt(3.0 / (4.0 * std::numbers::pi));
+  const double r2 = r * r;
+  s.kx = static_cast<int>(std::floor(r / g.sx));
+  s.kz = static_cast<int>(std::floor(r / g.sz));
+  const int ky = static_cast<int>(std::floor(r / g.sy));
+  for (int dz = -s.kz; dz <= s.kz; ++dz)
+    for (int dy = -ky; dy <= ky; ++dy) {
+      const double rest = r2 - (dz * g.sz) * (dz * g.sz) - (dy * g.sy) * (dy * g.sy);
+      if (rest < 0) continue;
+      int w = static_cast<int>(std::floor(std::sqrt(rest) / g.sx));
+      while ((w + 1) * g.sx * (w + 1) * g.sx <= rest) ++w;
+      while (w > 0 && w * g.sx * w * g.sx > rest) --w;
+      s.chords.push_back({dy, dz, w});
+      s.full += 2 * w + 1;
+    }
+
+  // The intensity mask's bounding box, per slice in parallel.
+  struct Box {
+    int x0 = std::numeric_limits<int>::max(), x1 = -1, y0 = std::numeric_limits<int>::max(), y1 = -1;
+  };
+  std::vector<Box> boxes(static_cast<std::size_t>(g.nz));
+  parallel_chunks(g.nz, [&](int za, int zb) {
+    for (int z = za; z < zb; ++z) {
+      Box& b = boxes[static_cast<std::size_t>(z)];
+      for (int y = 0; y < g.ny; ++y) {
+        const std::uint8_t* m = &roi.mask[g.index(0, y, z)];
+        int xa = 0, xb = g.nx - 1;
+        while (xa < g.nx && !m[xa]) ++xa;
+        if (xa == g.nx) continue;
+        while (!m[xb]) --xb;
+        b.x0 = std::min(b.x0, xa), b.x1 = std::max(b.x1, xb);
+        b.y0 = std::min(b.y0, y), b.y1 = y;
+      }
+    }
+  });
+  s.x0 = g.nx, s.x1 = -1, s.y0 = g.ny, s.y1 = -1, s.z0 = g.nz, s.z1 = -1;
+  for (int z = 0; z < g.nz; ++z) {
+    const Box& b = boxes[static_cast<std::size_t>(z)];
+    if (b.x1 < 0) continue;
+    s.x0 = std::min(s.x0, b.x0), s.x1 = std::max(s.x1, b.x1);
+    s.y0 = std::min(s.y0, b.y0), s.y1 = std::max(s.y1, b.y1);
+    s.z0 = std::min(s.z0, z), s.z1 = z;
+  }
+  s.ex0 = std::max(0, s.x0 - s.kx), s.ex1 = std::min(g.nx - 1, s.x1 + s.kx);
+  s.ey0 = std::max(0, s.y0 - ky), s.ey1 = std::min(g.ny - 1, s.y1 + ky);
+  s.i0 = s.x0 - s.kx;
+  s.len = (s.x1 + s.kx + 1) - s.i0 + 1;
+
+  // Integer intensities (HU) where the spheres reach: exact int32 sums if they cannot overflow.
+  const int ez0 = std::max(0, s.z0 - s.kz), ez1 = std::min(g.nz - 1, s.z1 + s.kz);
+  std::vector<char> non_integer(static_cast<std::size_t>(g.nz), 0);
+  std::vector<float> largest(static_cast<std::size_t>(g.nz), 0.0f);
+  std::vector<char> non_finite(static_cast<std::size_t>(g.nz), 0);
+  parallel_chunks(ez1 - ez0 + 1, [&](int za, int zb) {
+    for (int z = ez0 + za; z < ez0 + zb; ++z) {
+      float big = 0;
+      bool frac = false;
+      for (int y = s.ey0; y <= s.ey1; ++y) {
+        const float* row = &roi.intensity[g.index(0, y, z)];
+        for (int x = s.ex0; x <= s.ex1; ++x) {
+          if (!std::isfinite(row[x])) { non_finite[static_cast<std::size_t>(z)] = 1; continue; }
+          big = std::max(big, std::abs(row[x]));
+          frac |= row[x] != std::nearbyint(row[x]);
+        }
+      }
+      non_integer[static_cast<std::size_t>(z)] = frac;
+      largest[static_cast<std::size_t>(z)] = big;
+    }
+  });
+  if (std::any_of(non_finite.begin(), non_finite.end(), [](char c) { return c != 0; }))
+    throw std::invalid_argument("local_intensity_features: non-finite intensity within the spheres' reach");
+  const bool integer = std::none_of(non_integer.begin(), non_integer.end(), [](char c) { return c != 0; });
+  const double big = *std::max_element(largest.begin(), largest.end());
+  const double worst = big * static_cast<double>(std::max<std::int64_t>(s.full, s.ex1 - s.ex0 + 1));
+  const Peaks peaks = integer && worst < 2e9 ? sphere_peaks<std::int32_t>(roi, s) : sphere_peaks<double>(roi, s);
+  put(out, "loc_peak_loc", peaks.local);
+  put(out, "loc_peak_glob", peaks.global);
 }
 
 void statistics_features(const RoiImage& roi, Features& out) {
   check_roi(roi, "statistics_features");
-  const Scan scan = scan_roi(roi, "statistics_features");
-  const Distribution d = roi_distribution(roi, scan);
+  Distribution d;
+  if (const auto h = int16_histogram(roi)) {
+    for (std::size_t k = 0; k < h->size(); ++k) d.add(static_cast<double>(static_cast<int>(k) - kInt16Offset), (*h)[k]);
+  } else {
+    d = roi_distribution(roi, scan_roi(roi, "statistics_features"));
+  }
   const Summary s = summarise(d);
   const double n = static_cast<double>(d.n());
   put(out, "stat_mean", s.mean);
@@ -528,7 +635,19 @@ void ivh_features(const RoiImage& roi, const IvhOptions& o, Features& out) {
       (o.lower && o.upper && !(*o.lower < *o.upper)))
     throw std::invalid_argument("ivh_features: bounds must be finite with lower < upper");
 
-  const Scan scan = scan_roi(roi, "ivh_features");
+  // Integer intensities: one pass to a value histogram, whose bins are then mapped to levels.
+  const auto vh = int16_histogram(roi);
+  Scan scan;
+  if (vh) {
+    for (std::size_t k = 0; k < vh->size(); ++k)
+      if ((*vh)[k]) {
+        const double v = static_cast<double>(static_cast<int>(k) - kInt16Offset);
+        scan.min = std::min(scan.min, v), scan.max = std::max(scan.max, v);
+        scan.n += (*vh)[k];
+      }
+  } else {
+    scan = scan_roi(roi, "ivh_features");
+  }
   const double lower = o.lower.value_or(scan.min), upper = o.upper.value_or(scan.max);
   if (upper < lower)
     throw std::invalid_argument(fmt::format("ivh_features: bounds [{}, {}] exclude the ROI", lower, upper));
@@ -554,21 +673,23 @@ void ivh_features(const RoiImage& roi, const IvhOptions& o, Features& out) {
   auto clamp_bin = [n](double k) {  // k: 0-based level, possibly out of range
     return static_cast<std::size_t>(std::clamp(k, 0.0, static_cast<double>(n - 1)));
   };
-  std::vector<std::int64_t> h;
-  switch (o.method) {
-    case M::none:
-      h = roi_histogram(roi, static_cast<std::size_t>(n), [&](double x) { return clamp_bin(std::round((x - lower) / o.step)); });
-      break;
-    case M::fixed_bin_size:
-      h = roi_histogram(roi, static_cast<std::size_t>(n), [&](double x) { return clamp_bin(std::floor((x - lower) / o.bin_width)); });
-      break;
-    case M::fixed_bin_number: {
-      const double lo = scan.min, span = scan.max - scan.min;
-      h = roi_histogram(roi, static_cast<std::size_t>(n), [&](double x) {
+  const double lo = scan.min, span = scan.max - scan.min;
+  auto bin_of = [&](double x) -> std::size_t {
+    switch (o.method) {
+      case M::none: return clamp_bin(std::round((x - lower) / o.step));
+      case M::fixed_bin_size: return clamp_bin(std::floor((x - lower) / o.bin_width));
+      case M::fixed_bin_number:
         return span > 0 ? clamp_bin(std::floor(static_cast<double>(n) * (x - lo) / span)) : std::size_t{0};
-      });
-      break;
     }
+    return 0;
+  };
+  std::vector<std::int64_t> h;
+  if (vh) {
+    h.assign(static_cast<std::size_t>(n), 0);
+    for (std::size_t k = 0; k < vh->size(); ++k)
+      if ((*vh)[k]) h[bin_of(static_cast<double>(static_cast<int>(k) - kInt16Offset))] += (*vh)[k];
+  } else {
+    h = roi_histogram(roi, static_cast<std::size_t>(n), bin_of);
   }
   const double total = static_cast<double>(scan.n);
   // nu[k]: fraction of voxels at level >= k (0-based); gamma_k = k / (n - 1).
