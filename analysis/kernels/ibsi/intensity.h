@@ -10,7 +10,8 @@
 // the two nearest ranks (NumPy's default, as mirp: position (N - 1) p of the sorted values); the
 // manual gives no interpolation rule. Undefined ratios (a zero denominator in the coefficient of
 // variation with a zero mean, or in the quartile coefficient of dispersion) are NaN; skewness and
-// kurtosis of a constant ROI are 0 (as mirp).
+// kurtosis of a constant ROI are 0 (as mirp); the robust mean absolute deviation is NaN when no
+// voxel lies in [P10, P90] (two distinct values only, as mirp).
 #include <optional>
 #include <span>
 
@@ -23,13 +24,16 @@ namespace analysis::kernels::ibsi {
 // highest such sphere mean over every voxel of the intensity mask. The sphere (radius
 // r = (3 / (4 pi))^(1/3) cm = 6.2035 mm) holds the voxels whose centres lie within r of the centre
 // voxel's centre (world distance, the grid's spacing), from the whole grid (roi.intensity), not
-// only the ROI; voxels the sphere would need beyond the grid are left out of the mean.
-// Cost: O(ROI rows' extent x chords of the sphere), parallel over slices.
+// only the ROI; voxels the sphere would need beyond the grid are left out of the mean (mirp's
+// direct method, which made the digital phantom's values). Every sphere is summed from row prefix
+// sums along its chords (about 120 for 1 mm voxels): O(ROI voxels x chords), parallel over slices,
+// exact int32 sums for integer intensities. Throws std::invalid_argument for a non-finite intensity
+// within the spheres' reach.
 std::span<const FeatureDef> local_intensity_definitions();
 void local_intensity_features(const RoiImage& roi, Features& out);
 
-// Intensity-based statistics on the intensities inside roi.mask. Integer-valued intensities (HU)
-// go through an integer histogram (no sort); others are sorted once.
+// Intensity-based statistics on the intensities inside roi.mask. Integer intensities within
+// -32768..32767 (HU) take one pass into a value histogram (no sort); others are sorted once.
 std::span<const FeatureDef> statistics_definitions();
 void statistics_features(const RoiImage& roi, Features& out);
 
