@@ -465,6 +465,25 @@ BOOST_AUTO_TEST_CASE(seg_round_trip_and_errors) {
   expect_error<std::invalid_argument>([&] { roi_mask_for_volume(narrow, seg, 1); },
                                       {"mask.seg.dcm", "24x32", "24x30"});
 
+  // Without a frame of reference (2D projection images, one slice) frames go by their source image.
+  dicom::SegSpec flat = spec;
+  flat.geom.has_frame_of_reference = false;
+  flat.sources = {v.sources[3]};
+  flat.segments[0].mask = {disc[3]};
+  flat.segments[1].mask = {box[3]};
+  const fs::path seg2d = tmp.path / "flat.seg.dcm";
+  dicom::write_seg(flat, seg2d);
+  dicom::Volume v2d = moved({0, 0, 0});
+  v2d.geom.has_frame_of_reference = false;
+  v2d.slices = {v.slices[3]};
+  v2d.sources = {v.sources[3]};
+  BOOST_TEST(differ(roi_mask_for_volume(v2d, seg2d, 2), Mask{want2[3]}) == 0u);
+  BOOST_TEST(differ(roi_mask_for_volume(v2d, seg2d, std::nullopt), Mask{both[3]}) == 0u);
+  expect_error<std::invalid_argument>([&] { roi_mask_for_volume(v, seg2d, 1); },
+                                      {"flat.seg.dcm", "the SEG has no frame of reference"});
+  expect_error<std::invalid_argument>([&] { roi_mask_for_volume(v2d, seg, 1); },
+                                      {"mask.seg.dcm", "the image volume (2D projection images) has none"});
+
   // A SEG found next to its series; the RTSTRUCT of another series is not; nor junk.
   const fs::path dir = tmp.path / "folder";
   fs::create_directories(dir / "img");
@@ -543,6 +562,14 @@ BOOST_AUTO_TEST_CASE(nifti_round_trip_labels_and_errors) {
   analysis::kernels::write_nifti(tmp.path / "zeros.nii", zeros, spacing);
   expect_error<std::invalid_argument>([&] { roi_mask_for_volume(v, tmp.path / "zeros.nii", std::nullopt); },
                                       {"zeros.nii", "empty", "no voxel is non-zero"});
+}
+
+// The saved crash reproducers (20,000 nested sequences, huge Number of Frames, broken codestreams,
+// NIfTI headers): the folder search skips them all, without DCMTK ever parsing the deep nesting.
+BOOST_AUTO_TEST_CASE(folder_search_survives_the_fuzz_reproducers) {
+  dicom::SeriesInfo any;
+  any.series_uid = "1.2.3";
+  BOOST_TEST(analysis::find_masks_next_to(testsupport::source_dir() / "fuzz/regressions", any).empty());
 }
 
 BOOST_AUTO_TEST_CASE(files_that_are_no_mask) {
