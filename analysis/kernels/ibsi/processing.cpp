@@ -96,49 +96,60 @@ Taps make_taps(const Axis& a, Method m, int o0, int o1) {
   return t;
 }
 
-// Cubic B-spline interpolation coefficients of a line (in place), mirror-symmetric boundaries:
-// the causal / anti-causal recursive filter with the pole z = sqrt(3) - 2 and gain 6
-// (Unser, Aldroubi, Eden 1991; Thevenaz, Blu, Unser 2000).
-void bspline_prefilter(float* c, int n, std::ptrdiff_t stride) {
+// Cubic B-spline interpolation coefficients (in place) of `lines` neighbouring lines of n samples:
+// sample i of line l at base[i * stride + l]; mirror-symmetric boundaries. The causal and
+// anti-causal recursive filters with the pole z = sqrt(3) - 2 and gain 6 (Unser, Aldroubi, Eden
+// 1991; Thevenaz, Blu, Unser 2000), run on all lines at once so that a filter across rows or
+// slices reads memory in order.
+void bspline_prefilter(float* base, int n, std::ptrdiff_t stride, int lines) {
   if (n < 2) return;
   const double z = std::sqrt(3.0) - 2.0;
-  const double lambda = (1 - z) * (1 - 1 / z);
-  auto at = [&](int i) -> float& { return c[i * stride]; };
-  for (int i = 0; i < n; ++i) at(i) = static_cast<float>(at(i) * lambda);
+  const float lambda = static_cast<float>((1 - z) * (1 - 1 / z));
+  const float zf = static_cast<float>(z);
+  auto line = [&](int i) { return base + i * stride; };
+  for (int i = 0; i < n; ++i) {
+    float* p = line(i);
+    for (int l = 0; l < lines; ++l) p[l] *= lambda;
+  }
   // Initial causal coefficient: sum_k z^k c[k] over the mirrored signal.
+  thread_local std::vector<double> c0;
+  c0.assign(static_cast<std::size_t>(lines), 0.0);
   const int horizon = 24;  // |z|^24 < 2e-14
-  double c0 = 0;
   if (n > horizon) {
     double zn = 1;
-    for (int k = 0; k < horizon; ++k, zn *= z) c0 += zn * at(k);
-  } else {  // exact for the periodic mirror extension of period 2n-2
-    double zn = z, z2n = std::pow(z, n - 1), iz = 1 / z;
-    c0 = at(0) + z2n * at(n - 1);
+    for (int k = 0; k < horizon; ++k, zn *= z) {
+      const float* p = line(k);
+      for (int l = 0; l < lines; ++l) c0[static_cast<std::size_t>(l)] += zn * p[l];
+    }
+  } else {  // exact, for the mirror extension of period 2n - 2
+    double zn = z, z2n = std::pow(z, n - 1);
+    const double iz = 1 / z;
+    for (int l = 0; l < lines; ++l) c0[static_cast<std::size_t>(l)] = line(0)[l] + z2n * line(n - 1)[l];
     z2n *= z2n * iz;
-    for (int k = 1; k < n - 1; ++k, zn *= z, z2n *= iz) c0 += (zn + z2n) * at(k);
-    c0 /= 1 - zn * zn;
+    for (int k = 1; k < n - 1; ++k, zn *= z, z2n *= iz) {
+      const float* p = line(k);
+      for (int l = 0; l < lines; ++l) c0[static_cast<std::size_t>(l)] += (zn + z2n) * p[l];
+    }
+    for (int l = 0; l < lines; ++l) c0[static_cast<std::size_t>(l)] /= 1 - zn * zn;
   }
-  double prev = c0;
-  at(0) = static_cast<float>(c0);
+  for (int l = 0; l < lines; ++l) line(0)[l] = static_cast<float>(c0[static_cast<std::size_t>(l)]);
   for (int i = 1; i < n; ++i) {
-    prev = at(i) + z * prev;
-    at(i) = static_cast<float>(prev);
+    float* p = line(i);
+    const float* q = line(i - 1);
+    for (int l = 0; l < lines; ++l) p[l] += zf * q[l];
   }
-  double next = (z / (z * z - 1)) * (z * at(n - 2) + at(n - 1));
-  at(n - 1) = static_cast<float>(next);
+  {
+    float* last = line(n - 1);
+    const float* prev = line(n - 2);
+    const float f = static_cast<float>(z / (z * z - 1));
+    for (int l = 0; l < lines; ++l) last[l] = f * (zf * prev[l] + last[l]);
+  }
   for (int i = n - 2; i >= 0; --i) {
-    next = z * (next - at(i));
-    at(i) = static_cast<float>(next);
+    float* p = line(i);
+    const float* q = line(i + 1);
+    for (int l = 0; l < lines; ++l) p[l] = zf * (q[l] - p[l]);
   }
 }
-
-// A float block [nz][ny][nx].
-struct Block {
-  int nx = 0, ny = 0, nz = 0;
-  std::vector<float> v;
-  float* row(int y, int z) { return v.data() + (static_cast<std::size_t>(z) * ny + y) * nx; }
-  const float* row(int y, int z) const { return v.data() + (static_cast<std::size_t>(z) * ny + y) * nx; }
-};
 
 struct Box {
   int x0, x1, y0, y1, z0, z1;  // inclusive
@@ -147,103 +158,121 @@ struct Box {
   int nz() const { return z1 - z0 + 1; }
 };
 
-// Loads src[z0..z1](y0..y1, x0..x1) as float; `binary`: non-zero -> 1.
-Block load(const std::vector<cv::Mat>& src, const Box& b, bool binary) {
-  Block out{b.nx(), b.ny(), b.nz(), {}};
-  out.v.resize(static_cast<std::size_t>(out.nx) * out.ny * out.nz);
-  parallel_slices(0, out.nz, [&](int z) {
-    const cv::Mat roi = src[static_cast<std::size_t>(b.z0 + z)](cv::Rect(b.x0, b.y0, out.nx, out.ny));
-    cv::Mat dst(out.ny, out.nx, CV_32F, out.row(0, z));
+// Where resampling reads from: the image (or mask) slices, or a block of cubic B-spline
+// coefficients covering part of them. Indices are those of the whole source volume.
+struct Source {
+  const std::vector<cv::Mat>* slices = nullptr;
+  bool binary = false;          // a mask: non-zero -> 1
+  int x_off = 0, y_off = 0, z_off = 0;  // index of the slices' first voxel in the source volume
+
+  // rows y0..y0+ny-1, columns x0..x0+nx-1 of slice z, as float, into out (ny x nx).
+  void read(int z, int y0, int ny, int x0, int nx, float* out) const {
+    const cv::Mat roi = (*slices)[static_cast<std::size_t>(z - z_off)](cv::Rect(x0 - x_off, y0 - y_off, nx, ny));
     if (binary) {
-      cv::Mat m = roi != 0;  // 0 / 255
-      m.convertTo(dst, CV_32F, 1.0 / 255);
+      for (int y = 0; y < ny; ++y) {
+        const std::uint8_t* r = roi.ptr<std::uint8_t>(y);
+        float* o = out + static_cast<std::ptrdiff_t>(y) * nx;
+        for (int x = 0; x < nx; ++x) o[x] = r[x] ? 1.f : 0.f;
+      }
     } else {
+      cv::Mat dst(ny, nx, CV_32F, out);
       roi.convertTo(dst, CV_32F);
     }
+  }
+};
+
+// Interpolation of the source onto output voxels, separable (z, then y, then x: the same as
+// tensor-product trilinear / tricubic interpolation), one output slice at a time on OpenCV's
+// threads with per-thread scratch planes: no volume-sized intermediate. sink(z, y, row) receives
+// each output row (output-box-relative z, y; row of tx.count() values), concurrently for different z.
+template <typename Sink>
+void resample_rows(const Source& src, const Taps& tx, const Taps& ty, const Taps& tz, Sink&& sink) {
+  const int sx0 = tx.min_index(), nsx = tx.max_index() - sx0 + 1;
+  const int sy0 = ty.min_index(), nsy = ty.max_index() - sy0 + 1;
+  const int nox = tx.count(), noy = ty.count(), noz = tz.count();
+  cv::parallel_for_(cv::Range(0, noz), [&](const cv::Range& r) {
+    thread_local std::vector<float> plane, tmp, rows, out;
+    plane.resize(static_cast<std::size_t>(nsy) * nsx);
+    tmp.resize(plane.size());
+    rows.resize(static_cast<std::size_t>(noy) * nsx);
+    out.resize(static_cast<std::size_t>(nox));
+    for (int i = r.start; i < r.end; ++i) {
+      bool first = true;
+      for (int j = 0; j < tz.k; ++j) {
+        const float w = tz.w[static_cast<std::size_t>(i * tz.k + j)];
+        if (w == 0.f) continue;
+        const int z = tz.idx[static_cast<std::size_t>(i * tz.k + j)];
+        if (first) {
+          src.read(z, sy0, nsy, sx0, nsx, plane.data());
+          if (w != 1.f)
+            for (float& v : plane) v *= w;
+          first = false;
+        } else {
+          src.read(z, sy0, nsy, sx0, nsx, tmp.data());
+          for (std::size_t p = 0; p < plane.size(); ++p) plane[p] += w * tmp[p];
+        }
+      }
+      if (first) std::fill(plane.begin(), plane.end(), 0.f);
+      for (int y = 0; y < noy; ++y) {
+        float* q = rows.data() + static_cast<std::ptrdiff_t>(y) * nsx;
+        std::fill(q, q + nsx, 0.f);
+        for (int k = 0; k < ty.k; ++k) {
+          const float w = ty.w[static_cast<std::size_t>(y * ty.k + k)];
+          if (w == 0.f) continue;
+          const float* p = plane.data() + static_cast<std::ptrdiff_t>(ty.idx[static_cast<std::size_t>(y * ty.k + k)] - sy0) * nsx;
+          for (int x = 0; x < nsx; ++x) q[x] += w * p[x];
+        }
+        for (int x = 0; x < nox; ++x) {
+          float acc = 0;
+          for (int k = 0; k < tx.k; ++k)
+            acc += tx.w[static_cast<std::size_t>(x * tx.k + k)] * q[tx.idx[static_cast<std::size_t>(x * tx.k + k)] - sx0];
+          out[static_cast<std::size_t>(x)] = acc;
+        }
+        sink(i, y, out.data());
+      }
+    }
   });
-  return out;
 }
 
-// Interpolates the source stack onto the output box of the new grid (separable: x, then y, then z;
-// the same as tensor-product trilinear / tricubic interpolation).
-Block resample(const std::vector<cv::Mat>& src, const std::array<Axis, 3>& ax, Method m, const Box& out, bool binary) {
+// Interpolates the stack onto the output box of the new grid; sink as for resample_rows. For the
+// cubic B-spline the coefficients of the part of the source that the box needs are computed first
+// (one block of the source's size), with a run-in for the recursive prefilter, whose influence
+// decays as |z|^k = 0.268^k: 16 voxels leave < 1e-9 of an edge's error. At the image edges the
+// prefilter's mirror boundary is exact.
+template <typename Sink>
+void resample(const std::vector<cv::Mat>& stack, bool binary, const std::array<Axis, 3>& ax, Method m, const Box& out, Sink&& sink) {
   const Taps tx = make_taps(ax[0], m, out.x0, out.x1);
   const Taps ty = make_taps(ax[1], m, out.y0, out.y1);
   const Taps tz = make_taps(ax[2], m, out.z0, out.z1);
-  const bool cubic = m == Method::cubic;
-  // Source box: what the taps touch, plus (cubic) a run-in for the recursive prefilter, whose
-  // influence decays as |z|^k = 0.268^k: 16 voxels leave < 1e-9 of an edge's error.
-  const int pad = cubic ? 16 : 0;
-  auto range = [&](const Taps& t, const Axis& a, bool used_cubic) {
-    const int p = used_cubic ? pad : 0;
+  const bool cubic = m == Method::cubic && (ax[0].interpolated || ax[1].interpolated || ax[2].interpolated);
+  if (!cubic) {
+    resample_rows(Source{&stack, binary}, tx, ty, tz, sink);
+    return;
+  }
+  const int pad = 16;
+  auto range = [&](const Taps& t, const Axis& a) {
+    const int p = a.interpolated ? pad : 0;
     return std::pair{std::max(0, t.min_index() - p), std::min(a.n_in - 1, t.max_index() + p)};
   };
-  const auto [sx0, sx1] = range(tx, ax[0], cubic && ax[0].interpolated);
-  const auto [sy0, sy1] = range(ty, ax[1], cubic && ax[1].interpolated);
-  const auto [sz0, sz1] = range(tz, ax[2], cubic && ax[2].interpolated);
-  Block s = load(src, Box{sx0, sx1, sy0, sy1, sz0, sz1}, binary);
-  if (cubic) {  // coefficients along each interpolated axis (mirror boundaries, exact at the image edges)
+  const auto rx = range(tx, ax[0]), ry = range(ty, ax[1]), rz = range(tz, ax[2]);
+  const int bx = rx.second - rx.first + 1, by = ry.second - ry.first + 1, bz = rz.second - rz.first + 1;
+  std::vector<float> coef(static_cast<std::size_t>(bx) * by * bz);
+  const std::size_t plane = static_cast<std::size_t>(bx) * by;
+  const Source whole{&stack, binary};
+  parallel_slices(0, bz, [&](int z) {
+    float* p = coef.data() + static_cast<std::size_t>(z) * plane;
+    whole.read(rz.first + z, ry.first, by, rx.first, bx, p);
     if (ax[0].interpolated)
-      parallel_slices(0, s.nz, [&](int z) {
-        for (int y = 0; y < s.ny; ++y) bspline_prefilter(s.row(y, z), s.nx, 1);
-      });
-    if (ax[1].interpolated)
-      parallel_slices(0, s.nz, [&](int z) {
-        for (int x = 0; x < s.nx; ++x) bspline_prefilter(s.row(0, z) + x, s.ny, s.nx);
-      });
-    if (ax[2].interpolated) {
-      const std::ptrdiff_t plane = static_cast<std::ptrdiff_t>(s.nx) * s.ny;
-      parallel_slices(0, s.ny, [&](int y) {
-        for (int x = 0; x < s.nx; ++x) bspline_prefilter(s.v.data() + static_cast<std::ptrdiff_t>(y) * s.nx + x, s.nz, plane);
-      });
-    }
-  }
-  // x
-  Block bx{out.nx(), s.ny, s.nz, {}};
-  bx.v.resize(static_cast<std::size_t>(bx.nx) * bx.ny * bx.nz);
-  parallel_slices(0, s.nz, [&](int z) {
-    for (int y = 0; y < s.ny; ++y) {
-      const float* in = s.row(y, z);
-      float* o = bx.row(y, z);
-      for (int i = 0; i < bx.nx; ++i) {
-        float acc = 0;
-        for (int j = 0; j < tx.k; ++j) acc += tx.w[i * tx.k + j] * in[tx.idx[i * tx.k + j] - sx0];
-        o[i] = acc;
-      }
-    }
+      for (int y = 0; y < by; ++y) bspline_prefilter(p + static_cast<std::ptrdiff_t>(y) * bx, bx, 1, 1);
+    if (ax[1].interpolated) bspline_prefilter(p, by, bx, bx);
   });
-  s = Block{};
-  // y
-  Block by{bx.nx, out.ny(), bx.nz, {}};
-  by.v.resize(static_cast<std::size_t>(by.nx) * by.ny * by.nz);
-  parallel_slices(0, bx.nz, [&](int z) {
-    for (int i = 0; i < by.ny; ++i) {
-      float* o = by.row(i, z);
-      std::fill(o, o + by.nx, 0.f);
-      for (int j = 0; j < ty.k; ++j) {
-        const float w = ty.w[i * ty.k + j];
-        if (w == 0.f) continue;
-        const float* in = bx.row(ty.idx[i * ty.k + j] - sy0, z);
-        for (int x = 0; x < by.nx; ++x) o[x] += w * in[x];
-      }
-    }
-  });
-  bx = Block{};
-  // z
-  Block bz{by.nx, by.ny, out.nz(), {}};
-  bz.v.resize(static_cast<std::size_t>(bz.nx) * bz.ny * bz.nz);
-  const std::size_t plane = static_cast<std::size_t>(bz.nx) * bz.ny;
-  parallel_slices(0, bz.nz, [&](int i) {
-    float* o = bz.v.data() + static_cast<std::size_t>(i) * plane;
-    std::fill(o, o + plane, 0.f);
-    for (int j = 0; j < tz.k; ++j) {
-      const float w = tz.w[i * tz.k + j];
-      if (w == 0.f) continue;
-      const float* in = by.v.data() + static_cast<std::size_t>(tz.idx[i * tz.k + j] - sz0) * plane;
-      for (std::size_t p = 0; p < plane; ++p) o[p] += w * in[p];
-    }
-  });
-  return bz;
+  if (ax[2].interpolated)
+    parallel_slices(0, by, [&](int y) {
+      bspline_prefilter(coef.data() + static_cast<std::ptrdiff_t>(y) * bx, bz, static_cast<std::ptrdiff_t>(plane), bx);
+    });
+  std::vector<cv::Mat> planes;
+  for (int z = 0; z < bz; ++z) planes.emplace_back(by, bx, CV_32F, coef.data() + static_cast<std::size_t>(z) * plane);
+  resample_rows(Source{&planes, false, rx.first, ry.first, rz.first}, tx, ty, tz, sink);
 }
 
 float round_half_away(float v) { return std::round(v); }
@@ -375,11 +404,16 @@ Stats stack_stats(const std::vector<cv::Mat>& image) {
 // Statistics of the whole interpolated image, interpolated in chunks of output slices.
 Stats interpolated_stats(const std::vector<cv::Mat>& image, const std::array<Axis, 3>& ax, Method m, bool round) {
   Stats all;
-  const int chunk = 16;
+  const int chunk = 32;  // output slices at a time: bounds the cubic coefficient block
+  std::vector<Stats> per(static_cast<std::size_t>(chunk));
   for (int z0 = 0; z0 < ax[2].n_out; z0 += chunk) {
     const Box b{0, ax[0].n_out - 1, 0, ax[1].n_out - 1, z0, std::min(ax[2].n_out, z0 + chunk) - 1};
-    const Block v = resample(image, ax, m, b, false);
-    for (float f : v.v) all.add(round ? round_half_away(f) : f);
+    std::fill(per.begin(), per.end(), Stats{});
+    resample(image, false, ax, m, b, [&](int z, int, const float* row) {
+      Stats& st = per[static_cast<std::size_t>(z)];
+      for (int x = 0; x < b.nx(); ++x) st.add(round ? round_half_away(row[x]) : row[x]);
+    });
+    for (const auto& st : per) all.merge(st);
   }
   return all;
 }
@@ -421,15 +455,20 @@ RoiImage prepare_roi(const std::vector<cv::Mat>& image, const Mask& mask, const 
   std::vector<Stats> mask_stats(static_cast<std::size_t>(nz));
   parallel_slices(0, nz, [&](int z) {
     const cv::Mat& m = mask[static_cast<std::size_t>(z)];
-    cv::Mat f;
-    if (diagnostics) image[static_cast<std::size_t>(z)].convertTo(f, CV_64F);
+    thread_local std::vector<float> row;
+    row.resize(static_cast<std::size_t>(nx));
     for (int y = 0; y < ny; ++y) {
-      const std::uint8_t* row = m.ptr<std::uint8_t>(y);
-      for (int x = 0; x < nx; ++x)
-        if (row[x]) {
-          boxes[static_cast<std::size_t>(z)].add(x, y, z);
-          if (diagnostics) mask_stats[static_cast<std::size_t>(z)].add(f.at<double>(y, x));
-        }
+      if (cv::countNonZero(m.row(y)) == 0) continue;  // vectorised: most rows of a slice are empty
+      const std::uint8_t* r = m.ptr<std::uint8_t>(y);
+      int x0 = 0, x1 = nx - 1;
+      while (!r[x0]) ++x0;
+      while (!r[x1]) --x1;
+      boxes[static_cast<std::size_t>(z)].add(x0, y, z);
+      boxes[static_cast<std::size_t>(z)].add(x1, y, z);
+      if (!diagnostics) continue;
+      Source{&image}.read(z, y, 1, 0, nx, row.data());
+      for (int x = x0; x <= x1; ++x)
+        if (r[x]) mask_stats[static_cast<std::size_t>(z)].add(row[static_cast<std::size_t>(x)]);
     }
   });
   BoundingBox box0;
@@ -471,78 +510,103 @@ RoiImage prepare_roi(const std::vector<cv::Mat>& image, const Mask& mask, const 
   const auto [cz0, cz1] = reach(ax[2], box0.z0, box0.z1);
   if (cx1 < 0 || cy1 < 0 || cz1 < 0) throw std::invalid_argument("prepare_roi: the mask vanishes on the new grid");
   const Box cand{cx0, cx1, cy0, cy1, cz0, cz1};
-  // Partial-volume mask, thresholded (manual 2.4.2).
-  const Block pv = resample(mask, ax, ip.mask_method, cand, true);
-  const float thr = static_cast<float>(ip.mask_threshold) - 1e-6f;  // >= threshold, forgiving float rounding
-  BoundingBox mbox;
-  for (int z = 0; z < pv.nz; ++z)
-    for (int y = 0; y < pv.ny; ++y) {
-      const float* row = pv.row(y, z);
-      for (int x = 0; x < pv.nx; ++x)
-        if (row[x] >= thr) mbox.add(x + cx0, y + cy0, z + cz0);
-    }
-  if (mbox.empty()) throw std::invalid_argument("prepare_roi: the mask vanishes on the new grid");
 
-  // The ROI grid: the morphological mask's bounding box plus the margin, within the image.
+  // The ROI grid: every voxel the mask can reach plus the margin, within the image (so at least
+  // margin_mm around the morphological mask's bounding box).
   auto margin = [&](const Axis& a) { return static_cast<int>(std::ceil(ip.margin_mm / a.s_out - 1e-9)); };
-  const Box rb{std::max(0, mbox.x0 - margin(ax[0])), std::min(ax[0].n_out - 1, mbox.x1 + margin(ax[0])),
-               std::max(0, mbox.y0 - margin(ax[1])), std::min(ax[1].n_out - 1, mbox.y1 + margin(ax[1])),
-               std::max(0, mbox.z0 - margin(ax[2])), std::min(ax[2].n_out - 1, mbox.z1 + margin(ax[2]))};
+  const Box rb{std::max(0, cx0 - margin(ax[0])), std::min(ax[0].n_out - 1, cx1 + margin(ax[0])),
+               std::max(0, cy0 - margin(ax[1])), std::min(ax[1].n_out - 1, cy1 + margin(ax[1])),
+               std::max(0, cz0 - margin(ax[2])), std::min(ax[2].n_out - 1, cz1 + margin(ax[2]))};
   RoiImage roi;
   roi.grid = Grid{rb.nx(), rb.ny(), rb.nz(), ax[0].s_out, ax[1].s_out, ax[2].s_out};
-  {
-    Block img = resample(image, ax, ip.image_method, rb, false);
-    if (ip.round_intensities)
-      for (float& f : img.v) f = round_half_away(f);
-    roi.intensity = std::move(img.v);
-  }
-  roi.morph.assign(roi.grid.size(), 0);
-  parallel_slices(0, pv.nz, [&](int z) {
-    const int gz = z + cz0 - rb.z0;
-    if (gz < 0 || gz >= rb.nz()) return;
-    for (int y = 0; y < pv.ny; ++y) {
-      const int gy = y + cy0 - rb.y0;
-      if (gy < 0 || gy >= rb.ny()) continue;
-      const float* row = pv.row(y, z);
-      for (int x = 0; x < pv.nx; ++x) {
-        const int gx = x + cx0 - rb.x0;
-        if (gx >= 0 && gx < rb.nx() && row[x] >= thr) roi.morph[roi.grid.index(gx, gy, gz)] = 1;
-      }
-    }
+  const std::size_t n = roi.grid.size();
+  roi.intensity.resize(n);
+  roi.morph.resize(n);
+  roi.mask.resize(n);
+
+  // Partial-volume mask (manual 2.4.2), thresholded: >= threshold, forgiving float rounding.
+  const float thr = static_cast<float>(ip.mask_threshold) - 1e-6f;
+  resample(mask, true, ax, ip.mask_method, cand, [&](int z, int y, const float* row) {
+    std::uint8_t* o = roi.morph.data() + roi.grid.index(cand.x0 - rb.x0, cand.y0 - rb.y0 + y, cand.z0 - rb.z0 + z);
+    for (int x = 0; x < cand.nx(); ++x) o[x] = row[x] >= thr;
   });
-  roi.mask = roi.morph;
+
+  // The intensities; the intensity mask starts as the morphological mask. With diagnostics, the
+  // interpolated ROI's summary is gathered on the way.
+  const bool round = ip.round_intensities;
+  std::vector<RoiSummary> per(diagnostics ? static_cast<std::size_t>(rb.nz()) : 0);
+  resample(image, false, ax, ip.image_method, rb, [&](int z, int y, const float* row) {
+    const std::size_t base = roi.grid.index(0, y, z);
+    float* o = roi.intensity.data() + base;
+    if (round)
+      for (int x = 0; x < rb.nx(); ++x) o[x] = round_half_away(row[x]);
+    else
+      std::copy(row, row + rb.nx(), o);
+    const std::uint8_t* m = roi.morph.data() + base;
+    std::copy(m, m + rb.nx(), roi.mask.data() + base);
+    if (!diagnostics) return;
+    RoiSummary& s = per[static_cast<std::size_t>(z)];
+    for (int x = 0; x < rb.nx(); ++x)
+      if (m[x]) {
+        s.morph_box.add(x, y, z);
+        ++s.morph_count;
+        s.intensity.add(o[x]);
+      }
+  });
+  RoiSummary interp;
+  for (const auto& s : per) {
+    interp.morph_box.merge(s.morph_box);
+    interp.morph_count += s.morph_count;
+    interp.intensity.merge(s.intensity);
+  }
+  interp.int_box = interp.morph_box;
+  if (std::none_of(roi.morph.begin(), roi.morph.end(), [](std::uint8_t v) { return v != 0; }))
+    throw std::invalid_argument("prepare_roi: the mask vanishes on the new grid");
 
   if (image_diag) {
     const Stats st = (ip.spacing) ? interpolated_stats(image, ax, ip.image_method, ip.round_intensities) : stack_stats(image);
     image_rows(*diagnostics, "interp_img", ax[0].n_out, ax[1].n_out, ax[2].n_out, ax[0].s_out, ax[1].s_out, ax[2].s_out, st);
   }
-  if (diagnostics) roi_rows(*diagnostics, "interp_roi", ax[0].n_out, ax[1].n_out, ax[2].n_out, summarise(roi));
+  if (diagnostics) roi_rows(*diagnostics, "interp_roi", ax[0].n_out, ax[1].n_out, ax[2].n_out, interp);
 
   // Re-segmentation (manual 2.5): range, then outlier filtering on what the range left.
   const auto& rs = s.resegmentation;
-  const std::size_t n = roi.grid.size();
-  if (rs.min || rs.max) {
-    const double lo = rs.min.value_or(-std::numeric_limits<double>::infinity());
-    const double hi = rs.max.value_or(std::numeric_limits<double>::infinity());
-    for (std::size_t i = 0; i < n; ++i)
-      if (roi.mask[i] && !(roi.intensity[i] >= lo && roi.intensity[i] <= hi)) roi.mask[i] = 0;
-  }
-  if (rs.outlier_3sigma) {
-    double sum = 0, sum2 = 0;
-    std::size_t k = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (roi.mask[i]) {
-        sum += roi.intensity[i];
-        ++k;
-      }
-    if (k > 0) {
-      const double mean = sum / static_cast<double>(k);
-      for (std::size_t i = 0; i < n; ++i)
-        if (roi.mask[i]) sum2 += (roi.intensity[i] - mean) * (roi.intensity[i] - mean);
-      const double sd = std::sqrt(sum2 / static_cast<double>(k));
-      const double lo = mean - 3 * sd, hi = mean + 3 * sd;
-      for (std::size_t i = 0; i < n; ++i)
+  const std::size_t plane = static_cast<std::size_t>(roi.grid.nx) * roi.grid.ny;
+  auto remove_outside = [&](double lo, double hi) {
+    parallel_slices(0, roi.grid.nz, [&](int z) {
+      for (std::size_t i = z * plane, e = i + plane; i < e; ++i)
         if (roi.mask[i] && !(roi.intensity[i] >= lo && roi.intensity[i] <= hi)) roi.mask[i] = 0;
+    });
+  };
+  if (rs.min || rs.max)
+    remove_outside(rs.min.value_or(-std::numeric_limits<double>::infinity()), rs.max.value_or(std::numeric_limits<double>::infinity()));
+  if (rs.outlier_3sigma) {
+    // mean and population standard deviation of the intensity mask (per-slice sums, then merged)
+    std::vector<std::array<double, 2>> acc(static_cast<std::size_t>(roi.grid.nz));
+    parallel_slices(0, roi.grid.nz, [&](int z) {
+      double k = 0, sum = 0;
+      for (std::size_t i = z * plane, e = i + plane; i < e; ++i)
+        if (roi.mask[i]) {
+          k += 1;
+          sum += roi.intensity[i];
+        }
+      acc[static_cast<std::size_t>(z)] = {k, sum};
+    });
+    double k = 0, sum = 0;
+    for (const auto& a : acc) k += a[0], sum += a[1];
+    if (k > 0) {
+      const double mean = sum / k;
+      std::vector<double> dev(static_cast<std::size_t>(roi.grid.nz));
+      parallel_slices(0, roi.grid.nz, [&](int z) {  // second pass: exact, no cancellation
+        double d = 0;
+        for (std::size_t i = z * plane, e = i + plane; i < e; ++i)
+          if (roi.mask[i]) d += (roi.intensity[i] - mean) * (roi.intensity[i] - mean);
+        dev[static_cast<std::size_t>(z)] = d;
+      });
+      double d = 0;
+      for (double v : dev) d += v;
+      const double sd = std::sqrt(d / k);
+      remove_outside(mean - 3 * sd, mean + 3 * sd);
     }
   }
   if (diagnostics) roi_rows(*diagnostics, "reseg_roi", ax[0].n_out, ax[1].n_out, ax[2].n_out, summarise(roi));
