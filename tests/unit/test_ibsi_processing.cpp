@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -116,8 +117,9 @@ BOOST_AUTO_TEST_CASE(mask_is_interpolated_as_partial_volume) {
   r = ib::prepare_roi(img, m, {1, 1, 1}, s);
   BOOST_TEST(r.morph == (std::vector<std::uint8_t>{0, 0, 1, 0, 0}), boost::test_tools::per_element());
 
-  // The RoiImage covers the mask's bounding box plus the margin: at 2 mm with a 2 mm margin, the
-  // mask at new voxels 1..2 and one voxel either side (0..3, the whole row); with no margin only 1..2.
+  // The RoiImage covers the new voxels the mask can reach plus the margin: at 2 mm with no margin
+  // only new voxels 1..2 (source positions 2 and 4: intensities 3 and 5; positions 0 and 6 are
+  // outside the mask's bounding box 2..4).
   s = in_plane(2, Method::linear);
   s.interpolation.margin_mm = 0;
   r = ib::prepare_roi(img, m, {1, 1, 1}, s);
@@ -265,6 +267,9 @@ struct CtPhantomPresent {
     boost::test_tools::assertion_result r(false);
     r.message() << "IBSI CT radiomics phantom not found in " << d.string()
                 << " (CC BY-NC, not in the repository): set PACSNODE_IBSI_CT_PHANTOM to its folder; skipped";
+    static bool told = false;  // also at the default log level, once
+    if (!told) std::cout << "test_ibsi_processing: " << r.message().str() << " (the CT phantom cases A-E)\n";
+    told = true;
     return r;
   }
 };

@@ -11,7 +11,9 @@
 //
 // The RoiImage does not cover the whole image: only the bounding box of the (interpolated)
 // morphological mask plus a margin (Interpolation::margin_mm), so that preparing a lung mask on a
-// 300x512x512 CT costs a fraction of the whole volume. The margin gives the local intensity
+// 300x512x512 CT costs a fraction of the whole volume. Interpolation is separable and runs one
+// output slice at a time on OpenCV's threads; the only volume-sized allocations are the RoiImage's
+// own vectors (and, for the cubic spline, one block of coefficients of the source under the ROI). The margin gives the local intensity
 // features (the manual 3.2, a 1 cm^3 sphere, radius 6.2 mm) the image around the ROI.
 //
 // Diagnostics (the manual's "diagnostic features", the reference tables' tags ending in _init_img,
@@ -54,9 +56,10 @@ struct Interpolation {
   // Round the interpolated intensities to the nearest integer (manual 2.4, "for CT, intensities are
   // rounded to the nearest integer after interpolation"; configurations B-E). Default false.
   bool round_intensities = false;
-  // Margin of image kept around the morphological mask's bounding box, in mm along every axis
-  // (rounded up to whole voxels of the new grid). Default 7 mm: the local intensity peak's 6.2 mm
-  // sphere around any ROI voxel. Clipped to the image. Applies with or without interpolation.
+  // Margin of image kept around the ROI, in mm along every axis (rounded up to whole voxels of the
+  // new grid): the RoiImage spans the new-grid voxels the interpolated mask can reach (the mask's
+  // bounding box, or up to a voxel or two more with interpolation) plus this margin, clipped to
+  // the image. Default 7 mm: the local intensity peak's 6.2 mm sphere around any ROI voxel.
   double margin_mm = 7.0;
 };
 
