@@ -1,0 +1,446 @@
+#include "analysis/kernels/ibsi/glcm.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+#include <opencv2/core.hpp>
+
+namespace analysis::kernels::ibsi {
+
+namespace detail {
+
+PaddedLevels pad_levels(const Levels& levels) {
+  const Grid& g = levels.grid;
+  if (levels.ng > 65535) throw std::invalid_argument(fmt::format("texture matrices: {} grey levels, at most 65535", levels.ng));
+  // Bounding box of the ROI, per slice on OpenCV's threads.
+  struct Box { int x0, x1, y0, y1; bool any; };
+  std::vector<Box> boxes(static_cast<std::size_t>(g.nz));
+  cv::parallel_for_(cv::Range(0, g.nz), [&](const cv::Range& r) {
+    for (int z = r.start; z < r.end; ++z) {
+      Box b{g.nx, -1, g.ny, -1, false};
+      for (int y = 0; y < g.ny; ++y) {
+        const int* row = levels.level.data() + g.index(0, y, z);
+        int x = 0;
+        while (x < g.nx && row[x] == 0) ++x;
+        if (x == g.nx) continue;
+        int xe = g.nx - 1;
+        while (row[xe] == 0) --xe;
+        b = {std::min(b.x0, x), std::max(b.x1, xe), std::min(b.y0, y), std::max(b.y1, y), true};
+      }
+      boxes[static_cast<std::size_t>(z)] = b;
+    }
+  });
+  Box box{g.nx, -1, g.ny, -1, false};
+  int z0 = g.nz, z1 = -1;
+  for (int z = 0; z < g.nz; ++z) {
+    const Box& b = boxes[static_cast<std::size_t>(z)];
+    if (!b.any) continue;
+    box = {std::min(box.x0, b.x0), std::max(box.x1, b.x1), std::min(box.y0, b.y0), std::max(box.y1, b.y1), true};
+    z0 = std::min(z0, z);
+    z1 = z;
+  }
+  if (!box.any) throw std::invalid_argument("texture matrices: empty intensity mask");
+  PaddedLevels p;
+  p.nx = box.x1 - box.x0 + 3;
+  p.ny = box.y1 - box.y0 + 3;
+  p.nz = z1 - z0 + 3;
+  p.v.assign(static_cast<std::size_t>(p.nx) * static_cast<std::size_t>(p.ny) * static_cast<std::size_t>(p.nz), 0);
+  p.extent.assign(static_cast<std::size_t>(p.ny) * static_cast<std::size_t>(p.nz), {0, 0});
+  cv::parallel_for_(cv::Range(z0, z1 + 1), [&](const cv::Range& r) {
+    for (int z = r.start; z < r.end; ++z)
+      for (int y = box.y0; y <= box.y1; ++y) {
+        const int* src = levels.level.data() + g.index(box.x0, y, z);
+        const int pz = z - z0 + 1, py = y - box.y0 + 1;
+        std::uint16_t* dst = p.v.data() + p.index(1, py, pz);
+        int first = -1, last = -1;
+        for (int x = 0; x <= box.x1 - box.x0; ++x) {
+          dst[x] = static_cast<std::uint16_t>(src[x]);
+          if (src[x] != 0) {
+            if (first < 0) first = x;
+            last = x;
+          }
+        }
+        if (first >= 0) p.extent[p.row(py, pz)] = {first + 1, last + 2};
+      }
+  });
+  return p;
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr int kFeatures = 25;
+constexpr int kInvVar = 17;  // index of cm_inv_var in the definitions
+
+constexpr std::array<FeatureDef, kFeatures> kDefs{{
+    {"cm_joint_max", "GYBY", "Joint maximum", ""},
+    {"cm_joint_avg", "60VM", "Joint average", ""},
+    {"cm_joint_var", "UR99", "Joint variance", ""},
+    {"cm_joint_entr", "TU9B", "Joint entropy", ""},
+    {"cm_diff_avg", "TF7R", "Difference average", ""},
+    {"cm_diff_var", "D3YU", "Difference variance", ""},
+    {"cm_diff_entr", "NTRS", "Difference entropy", ""},
+    {"cm_sum_avg", "ZGXS", "Sum average", ""},
+    {"cm_sum_var", "OEEB", "Sum variance", ""},
+    {"cm_sum_entr", "P6QZ", "Sum entropy", ""},
+    {"cm_energy", "8ZQL", "Angular second moment", ""},
+    {"cm_contrast", "ACUI", "Contrast", ""},
+    {"cm_dissimilarity", "8S9J", "Dissimilarity", ""},
+    {"cm_inv_diff", "IB1Z", "Inverse difference", ""},
+    {"cm_inv_diff_norm", "NDRX", "Normalised inverse difference", ""},
+    {"cm_inv_diff_mom", "WF0Z", "Inverse difference moment", ""},
+    {"cm_inv_diff_mom_norm", "1QCO", "Normalised inverse difference moment", ""},
+    {"cm_inv_var", "E8JP", "Inverse variance", ""},
+    {"cm_corr", "NI2N", "Correlation", ""},
+    {"cm_auto_corr", "QWB0", "Autocorrelation", ""},
+    {"cm_clust_tend", "DG8W", "Cluster tendency", ""},
+    {"cm_clust_shade", "7NFM", "Cluster shade", ""},
+    {"cm_clust_prom", "AE86", "Cluster prominence", ""},
+    {"cm_info_corr1", "R8DG", "Information correlation 1", ""},
+    {"cm_info_corr2", "JN9H", "Information correlation 2", ""},
+}};
+
+using Values = std::array<double, kFeatures>;
+
+struct MatrixFeatures {
+  Values v{};
+  bool inv_var_defined = false;  // the matrix has off-diagonal cells
+};
+
+// One cell of the upper triangle of a symmetric GLCM: levels i <= j (1-based) and the number of
+// unordered voxel pairs with these levels. The symmetric matrix has n at (i, j) and at (j, i)
+// (2n on the diagonal), its sum is twice the number of pairs.
+struct Entry {
+  int i, j;
+  double n;
+};
+
+struct Scratch {
+  std::vector<double> px, pd, ps;
+  std::vector<Entry> entries;
+  explicit Scratch(int ng) : px(static_cast<std::size_t>(ng) + 1), pd(static_cast<std::size_t>(ng)), ps(2 * static_cast<std::size_t>(ng) + 1) {}
+};
+
+double plog2p(double p) { return p > 0 ? p * std::log2(p) : 0.0; }
+
+// Features of one non-empty matrix given by its upper-triangle entries (scratch.entries).
+MatrixFeatures glcm_of(int ng, Scratch& s) {
+  double pairs = 0;
+  for (const Entry& e : s.entries) pairs += e.n;
+  const double norm = 1.0 / (2.0 * pairs);
+  std::fill(s.px.begin(), s.px.end(), 0.0);
+  std::fill(s.pd.begin(), s.pd.end(), 0.0);
+  std::fill(s.ps.begin(), s.ps.end(), 0.0);
+  double jmax = 0, mu = 0, jentr = 0, energy = 0, contrast = 0, dissim = 0, autoc = 0;
+  // Visits every non-zero cell (i, j, p) of the normalised symmetric matrix.
+  auto for_cells = [&](auto&& f) {
+    for (const Entry& e : s.entries) {
+      if (e.i == e.j) {
+        f(e.i, e.i, 2.0 * e.n * norm);
+      } else {
+        const double p = e.n * norm;
+        f(e.i, e.j, p);
+        f(e.j, e.i, p);
+      }
+    }
+  };
+  for_cells([&](int i, int j, double p) {
+    const int k = std::abs(i - j);
+    jmax = std::max(jmax, p);
+    mu += i * p;
+    jentr -= plog2p(p);
+    energy += p * p;
+    contrast += double(k) * k * p;
+    dissim += k * p;
+    autoc += double(i) * j * p;
+    s.px[static_cast<std::size_t>(i)] += p;
+    s.pd[static_cast<std::size_t>(k)] += p;
+    s.ps[static_cast<std::size_t>(i + j)] += p;
+  });
+  // The matrix is symmetric: both marginals are px, both marginal means are mu (the joint average)
+  // and both marginal variances equal the joint variance.
+  double var = 0, cov = 0, ctend = 0, cshade = 0, cprom = 0, hxy1 = 0;
+  for_cells([&](int i, int j, double p) {
+    const double di = i - mu, dj = j - mu, t = i + j - 2 * mu, t2 = t * t;
+    var += di * di * p;
+    cov += di * dj * p;
+    ctend += t2 * p;
+    cshade += t2 * t * p;
+    cprom += t2 * t2 * p;
+    hxy1 -= p * std::log2(s.px[static_cast<std::size_t>(i)] * s.px[static_cast<std::size_t>(j)]);
+  });
+  double hx = 0;
+  for (double p : s.px) hx -= plog2p(p);
+  double davg = 0, dentr = 0, idiff = 0, idn = 0, idm = 0, idmn = 0, ivar = 0;
+  bool off_diagonal = false;
+  const double g = ng;
+  for (int k = 0; k < ng; ++k) {
+    const double p = s.pd[static_cast<std::size_t>(k)];
+    if (p == 0) continue;
+    davg += k * p;
+    dentr -= plog2p(p);
+    idiff += p / (1.0 + k);
+    idn += p / (1.0 + k / g);
+    idm += p / (1.0 + double(k) * k);
+    idmn += p / (1.0 + double(k) * k / (g * g));
+    if (k > 0) {
+      ivar += p / (double(k) * k);
+      off_diagonal = true;
+    }
+  }
+  double dvar = 0;
+  for (int k = 0; k < ng; ++k) dvar += (k - davg) * (k - davg) * s.pd[static_cast<std::size_t>(k)];
+  double savg = 0, sentr = 0;
+  for (int k = 2; k <= 2 * ng; ++k) {
+    const double p = s.ps[static_cast<std::size_t>(k)];
+    savg += k * p;
+    sentr -= plog2p(p);
+  }
+  double svar = 0;
+  for (int k = 2; k <= 2 * ng; ++k) svar += (k - savg) * (k - savg) * s.ps[static_cast<std::size_t>(k)];
+  // HXY2 = -sum_ij px(i) py(j) log2(px(i) py(j)) = HX + HY = 2 HX.
+  const double hxy2 = 2 * hx;
+  MatrixFeatures f;
+  f.v = {jmax,
+         mu,
+         var,
+         jentr,
+         davg,
+         dvar,
+         dentr,
+         savg,
+         svar,
+         sentr,
+         energy,
+         contrast,
+         dissim,
+         idiff,
+         idn,
+         idm,
+         idmn,
+         ivar,
+         var > 0 ? cov / var : 1.0,
+         autoc,
+         ctend,
+         cshade,
+         cprom,
+         hx > 0 ? (jentr - hxy1) / hx : 0.0,
+         std::sqrt(std::max(0.0, 1.0 - std::exp(-2.0 * (hxy2 - jentr))))};
+  f.inv_var_defined = off_diagonal;
+  return f;
+}
+
+// Mean of the features over the non-empty matrices of one aggregation.
+struct Mean {
+  Values sum{};
+  int n = 0;
+  double inv_var_sum = 0;
+  int inv_var_n = 0;
+  void add(const MatrixFeatures& f) {
+    for (int k = 0; k < kFeatures; ++k)
+      if (k != kInvVar) sum[static_cast<std::size_t>(k)] += f.v[static_cast<std::size_t>(k)];
+    ++n;
+    if (f.inv_var_defined) {
+      inv_var_sum += f.v[kInvVar];
+      ++inv_var_n;
+    }
+  }
+  Values result() const {
+    Values r;
+    if (n == 0) {
+      r.fill(std::numeric_limits<double>::quiet_NaN());
+      return r;
+    }
+    for (int k = 0; k < kFeatures; ++k) r[static_cast<std::size_t>(k)] = sum[static_cast<std::size_t>(k)] / n;
+    r[kInvVar] = inv_var_n > 0 ? inv_var_sum / inv_var_n : 0.0;
+    return r;
+  }
+};
+
+// Dense Ng x Ng upper-triangle counts of one direction, with the list of cells that became non-zero
+// so that reading and clearing cost O(cells) rather than O(Ng^2).
+struct SparseCounts {
+  std::vector<std::uint32_t> c;
+  std::vector<std::uint32_t> touched;
+  explicit SparseCounts(int ng) : c(static_cast<std::size_t>(ng) * static_cast<std::size_t>(ng), 0) {
+    touched.reserve(static_cast<std::size_t>(ng) * static_cast<std::size_t>(ng + 1) / 2);
+  }
+  void add(std::uint32_t idx, std::uint32_t n = 1) {
+    if (c[idx] == 0) touched.push_back(idx);
+    c[idx] += n;
+  }
+  bool empty() const { return touched.empty(); }
+  void to_entries(int ng, std::vector<Entry>& out) const {
+    out.clear();
+    for (std::uint32_t idx : touched)
+      out.push_back({static_cast<int>(idx / static_cast<std::uint32_t>(ng)) + 1, static_cast<int>(idx % static_cast<std::uint32_t>(ng)) + 1,
+                     static_cast<double>(c[idx])});
+  }
+  void clear() {
+    for (std::uint32_t idx : touched) c[idx] = 0;
+    touched.clear();
+  }
+};
+
+template <typename Count>
+void dense_entries(const std::vector<Count>& c, int ng, std::vector<Entry>& out) {
+  out.clear();
+  for (int i = 0; i < ng; ++i)
+    for (int j = i; j < ng; ++j) {
+      const Count n = c[static_cast<std::size_t>(i) * static_cast<std::size_t>(ng) + static_cast<std::size_t>(j)];
+      if (n != 0) out.push_back({i + 1, j + 1, static_cast<double>(n)});
+    }
+}
+
+constexpr int kDirs2 = 4;   // in-plane directions
+constexpr int kDirsZ = 9;   // directions to the next slice
+constexpr int kDirs3 = kDirs2 + kDirsZ;
+
+// Per worker: the current slice's in-plane matrices and the worker's share of the volume matrices.
+struct Worker {
+  std::array<SparseCounts, kDirs2> slice;
+  SparseCounts comb;
+  std::array<std::vector<std::uint32_t>, kDirs3> volume;  // 2.5D per direction (0..3), then 3D z-directions
+  Scratch scratch;
+  explicit Worker(int ng)
+      : slice{SparseCounts(ng), SparseCounts(ng), SparseCounts(ng), SparseCounts(ng)}, comb(ng), scratch(ng) {
+    for (auto& v : volume) v.assign(static_cast<std::size_t>(ng) * static_cast<std::size_t>(ng), 0);
+  }
+};
+
+struct SliceResult {
+  std::array<std::optional<MatrixFeatures>, kDirs2> dir;
+  std::optional<MatrixFeatures> comb;
+};
+
+void emit(const Values& v, Aggregation a, Features& out) {
+  for (int k = 0; k < kFeatures; ++k)
+    out.push_back({fmt::format("{}_{}", kDefs[static_cast<std::size_t>(k)].base_tag, suffix(a)), v[static_cast<std::size_t>(k)]});
+}
+
+}  // namespace
+
+std::span<const FeatureDef> glcm_definitions() { return kDefs; }
+
+void glcm_features(const Levels& levels, const TextureScope& scope, Features& out) {
+  check_levels(levels, "glcm");
+  if (!scope.two_d && !scope.three_d) return;
+  const int ng = levels.ng;
+  const detail::PaddedLevels p = detail::pad_levels(levels);
+  if (p.v.size() >= (std::size_t{1} << 32)) throw std::invalid_argument("glcm: ROI bounding box too large");
+  const std::ptrdiff_t W = p.nx, S = static_cast<std::ptrdiff_t>(p.nx) * p.ny;
+  // Forward offsets: every unordered neighbour pair is visited once, from its first voxel.
+  const std::array<std::ptrdiff_t, kDirs2> off2{1, W + 1, W, W - 1};
+  const std::array<std::ptrdiff_t, kDirsZ> offz{S - W - 1, S - W, S - W + 1, S - 1, S, S + 1, S + W - 1, S + W, S + W + 1};
+  const int slices = p.nz - 2;
+  const int workers = std::max(1, std::min(cv::getNumThreads(), slices));
+  std::vector<Worker> state;
+  state.reserve(static_cast<std::size_t>(workers));
+  for (int t = 0; t < workers; ++t) state.emplace_back(ng);
+  std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
+  const std::uint16_t* V = p.v.data();
+  const auto ung = static_cast<std::uint32_t>(ng);
+  auto cell = [ung](std::uint32_t a, std::uint32_t b) { return a < b ? (a - 1) * ung + (b - 1) : (b - 1) * ung + (a - 1); };
+
+  std::atomic<int> next{0};
+  cv::parallel_for_(cv::Range(0, workers), [&](const cv::Range& r) {
+    for (int t = r.start; t < r.end; ++t) {
+      Worker& w = state[static_cast<std::size_t>(t)];
+      for (int s; (s = next.fetch_add(1)) < slices;) {
+        const int z = s + 1;
+        for (int y = 1; y < p.ny - 1; ++y) {
+          const auto [x0, x1] = p.extent[p.row(y, z)];
+          const std::uint16_t* row = V + p.index(0, y, z);
+          for (int x = x0; x < x1; ++x) {
+            const std::uint32_t a = row[x];
+            if (a == 0) continue;
+            for (int d = 0; d < kDirs2; ++d)
+              if (const std::uint32_t b = row[x + off2[static_cast<std::size_t>(d)]]; b != 0) w.slice[static_cast<std::size_t>(d)].add(cell(a, b));
+            if (scope.three_d)
+              for (int d = 0; d < kDirsZ; ++d)
+                if (const std::uint32_t b = row[x + offz[static_cast<std::size_t>(d)]]; b != 0) ++w.volume[static_cast<std::size_t>(kDirs2 + d)][cell(a, b)];
+          }
+        }
+        SliceResult& res = per_slice[static_cast<std::size_t>(s)];
+        for (int d = 0; d < kDirs2; ++d) {
+          SparseCounts& m = w.slice[static_cast<std::size_t>(d)];
+          if (m.empty()) continue;
+          auto& vol = w.volume[static_cast<std::size_t>(d)];
+          for (std::uint32_t idx : m.touched) {
+            vol[idx] += m.c[idx];
+            w.comb.add(idx, m.c[idx]);
+          }
+          if (scope.two_d) {
+            m.to_entries(ng, w.scratch.entries);
+            res.dir[static_cast<std::size_t>(d)] = glcm_of(ng, w.scratch);
+          }
+          m.clear();
+        }
+        if (scope.two_d && !w.comb.empty()) {
+          w.comb.to_entries(ng, w.scratch.entries);
+          res.comb = glcm_of(ng, w.scratch);
+        }
+        w.comb.clear();
+      }
+    }
+  });
+
+  // Volume matrices: the workers' shares summed.
+  const std::size_t cells = static_cast<std::size_t>(ng) * static_cast<std::size_t>(ng);
+  std::array<std::vector<std::uint64_t>, kDirs3> volume;
+  for (int d = 0; d < kDirs3; ++d) {
+    auto& v = volume[static_cast<std::size_t>(d)];
+    v.assign(cells, 0);
+    for (const Worker& w : state) {
+      const auto& src = w.volume[static_cast<std::size_t>(d)];
+      for (std::size_t k = 0; k < cells; ++k) v[k] += src[k];
+    }
+  }
+  Scratch scratch(ng);
+  auto features_of = [&](const std::vector<std::uint64_t>& c) -> std::optional<MatrixFeatures> {
+    dense_entries(c, ng, scratch.entries);
+    if (scratch.entries.empty()) return std::nullopt;
+    return glcm_of(ng, scratch);
+  };
+  auto merged = [&](int from, int to) {
+    std::vector<std::uint64_t> m(cells, 0);
+    for (int d = from; d < to; ++d)
+      for (std::size_t k = 0; k < cells; ++k) m[k] += volume[static_cast<std::size_t>(d)][k];
+    return m;
+  };
+
+  if (scope.two_d) {
+    Mean avg2, comb2, avg25, comb25;
+    for (const SliceResult& r : per_slice) {
+      for (const auto& f : r.dir)
+        if (f) avg2.add(*f);
+      if (r.comb) comb2.add(*r.comb);
+    }
+    for (int d = 0; d < kDirs2; ++d)
+      if (auto f = features_of(volume[static_cast<std::size_t>(d)])) avg25.add(*f);
+    if (auto f = features_of(merged(0, kDirs2))) comb25.add(*f);
+    emit(avg2.result(), Aggregation::d2_avg, out);
+    emit(comb2.result(), Aggregation::d2_comb, out);
+    emit(avg25.result(), Aggregation::d25_avg, out);
+    emit(comb25.result(), Aggregation::d25_comb, out);
+  }
+  if (scope.three_d) {
+    Mean avg3, comb3;
+    for (int d = 0; d < kDirs3; ++d)
+      if (auto f = features_of(volume[static_cast<std::size_t>(d)])) avg3.add(*f);
+    if (auto f = features_of(merged(0, kDirs3))) comb3.add(*f);
+    emit(avg3.result(), Aggregation::d3_avg, out);
+    emit(comb3.result(), Aggregation::d3_comb, out);
+  }
+}
+
+}  // namespace analysis::kernels::ibsi
