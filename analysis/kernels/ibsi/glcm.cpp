@@ -132,7 +132,10 @@ struct Scratch {
 
 double plog2p(double p) { return p > 0 ? p * std::log2(p) : 0.0; }
 
-// Features of one non-empty matrix given by its upper-triangle entries (scratch.entries).
+// Features of one non-empty matrix given by its upper-triangle entries (scratch.entries): one pass
+// over the entries, the rest from the marginal px, the difference marginal p_{x-y} and the sum
+// marginal p_{x+y}. The matrix is symmetric, so both marginals are px, both marginal means are the
+// joint average mu and both marginal variances equal the joint variance.
 MatrixFeatures glcm_of(int ng, Scratch& s) {
   double pairs = 0;
   for (const Entry& e : s.entries) pairs += e.n;
@@ -140,60 +143,44 @@ MatrixFeatures glcm_of(int ng, Scratch& s) {
   std::fill(s.px.begin(), s.px.end(), 0.0);
   std::fill(s.pd.begin(), s.pd.end(), 0.0);
   std::fill(s.ps.begin(), s.ps.end(), 0.0);
-  double jmax = 0, mu = 0, jentr = 0, energy = 0, contrast = 0, dissim = 0, autoc = 0;
-  // Visits every non-zero cell (i, j, p) of the normalised symmetric matrix.
-  auto for_cells = [&](auto&& f) {
-    for (const Entry& e : s.entries) {
-      if (e.i == e.j) {
-        f(e.i, e.i, 2.0 * e.n * norm);
-      } else {
-        const double p = e.n * norm;
-        f(e.i, e.j, p);
-        f(e.j, e.i, p);
-      }
-    }
-  };
-  for_cells([&](int i, int j, double p) {
-    const int k = std::abs(i - j);
+  double jmax = 0, mu = 0, jentr = 0, energy = 0, autoc = 0;
+  for (const Entry& e : s.entries) {
+    const bool diag = e.i == e.j;
+    const double p = (diag ? 2.0 : 1.0) * e.n * norm;  // the value of the cell (i, j), and of (j, i)
+    const double cells = diag ? 1.0 : 2.0;             // cells of the full matrix with value p
+    const double mass = cells * p;
     jmax = std::max(jmax, p);
-    mu += i * p;
-    jentr -= plog2p(p);
-    energy += p * p;
-    contrast += double(k) * k * p;
-    dissim += k * p;
-    autoc += double(i) * j * p;
-    s.px[static_cast<std::size_t>(i)] += p;
-    s.pd[static_cast<std::size_t>(k)] += p;
-    s.ps[static_cast<std::size_t>(i + j)] += p;
-  });
-  // The matrix is symmetric: both marginals are px, both marginal means are mu (the joint average)
-  // and both marginal variances equal the joint variance.
-  double var = 0, cov = 0, ctend = 0, cshade = 0, cprom = 0, hxy1 = 0;
-  for_cells([&](int i, int j, double p) {
-    const double di = i - mu, dj = j - mu, t = i + j - 2 * mu, t2 = t * t;
-    var += di * di * p;
-    cov += di * dj * p;
-    ctend += t2 * p;
-    cshade += t2 * t * p;
-    cprom += t2 * t2 * p;
-    hxy1 -= p * std::log2(s.px[static_cast<std::size_t>(i)] * s.px[static_cast<std::size_t>(j)]);
-  });
-  double hx = 0;
-  for (double p : s.px) hx -= plog2p(p);
-  double davg = 0, dentr = 0, idiff = 0, idn = 0, idm = 0, idmn = 0, ivar = 0;
+    mu += 0.5 * (e.i + e.j) * mass;
+    jentr -= cells * plog2p(p);
+    energy += cells * p * p;
+    autoc += double(e.i) * e.j * mass;
+    s.px[static_cast<std::size_t>(e.i)] += p;
+    if (!diag) s.px[static_cast<std::size_t>(e.j)] += p;
+    s.pd[static_cast<std::size_t>(e.j - e.i)] += mass;
+    s.ps[static_cast<std::size_t>(e.i + e.j)] += mass;
+  }
+  double var = 0, hx = 0;
+  for (int i = 1; i <= ng; ++i) {
+    const double p = s.px[static_cast<std::size_t>(i)];
+    var += (i - mu) * (i - mu) * p;
+    hx -= plog2p(p);
+  }
+  double davg = 0, dentr = 0, contrast = 0, idiff = 0, idn = 0, idm = 0, idmn = 0, ivar = 0;
   bool off_diagonal = false;
   const double g = ng;
   for (int k = 0; k < ng; ++k) {
     const double p = s.pd[static_cast<std::size_t>(k)];
     if (p == 0) continue;
+    const double k2 = double(k) * k;
     davg += k * p;
     dentr -= plog2p(p);
+    contrast += k2 * p;
     idiff += p / (1.0 + k);
     idn += p / (1.0 + k / g);
-    idm += p / (1.0 + double(k) * k);
-    idmn += p / (1.0 + double(k) * k / (g * g));
+    idm += p / (1.0 + k2);
+    idmn += p / (1.0 + k2 / (g * g));
     if (k > 0) {
-      ivar += p / (double(k) * k);
+      ivar += p / k2;
       off_diagonal = true;
     }
   }
@@ -205,10 +192,22 @@ MatrixFeatures glcm_of(int ng, Scratch& s) {
     savg += k * p;
     sentr -= plog2p(p);
   }
-  double svar = 0;
-  for (int k = 2; k <= 2 * ng; ++k) svar += (k - savg) * (k - savg) * s.ps[static_cast<std::size_t>(k)];
-  // HXY2 = -sum_ij px(i) py(j) log2(px(i) py(j)) = HX + HY = 2 HX.
-  const double hxy2 = 2 * hx;
+  // Sum variance around the sum average; cluster features around 2 mu (= the sum average).
+  double svar = 0, ctend = 0, cshade = 0, cprom = 0;
+  for (int k = 2; k <= 2 * ng; ++k) {
+    const double p = s.ps[static_cast<std::size_t>(k)];
+    if (p == 0) continue;
+    svar += (k - savg) * (k - savg) * p;
+    const double t = k - 2 * mu, t2 = t * t;
+    ctend += t2 * p;
+    cshade += t2 * t * p;
+    cprom += t2 * t2 * p;
+  }
+  // HXY1 = -sum_ij p_ij log2(px(i) py(j)) and HXY2 = -sum_ij px(i) py(j) log2(px(i) py(j)) both equal
+  // HX + HY = 2 HX (sum over j of p_ij is px(i)).
+  const double hxy1 = 2 * hx, hxy2 = 2 * hx;
+  // Correlation: sum_ij (i - mu)(j - mu) p_ij / var = (autocorrelation - mu^2) / var.
+  const double cov = autoc - mu * mu;
   MatrixFeatures f;
   f.v = {jmax,
          mu,
@@ -222,7 +221,7 @@ MatrixFeatures glcm_of(int ng, Scratch& s) {
          sentr,
          energy,
          contrast,
-         dissim,
+         davg,  // dissimilarity = sum |i - j| p_ij = the difference average
          idiff,
          idn,
          idm,
@@ -266,24 +265,33 @@ struct Mean {
   }
 };
 
-// Dense Ng x Ng upper-triangle counts of one direction, with the list of cells that became non-zero
-// so that reading and clearing cost O(cells) rather than O(Ng^2).
+// Dense Ng x Ng counts of ordered pairs (first voxel, neighbour along the direction) with the list
+// of cells that became non-zero, so that reading and clearing cost O(cells) rather than O(Ng^2).
 struct SparseCounts {
   std::vector<std::uint32_t> c;
   std::vector<std::uint32_t> touched;
   explicit SparseCounts(int ng) : c(static_cast<std::size_t>(ng) * static_cast<std::size_t>(ng), 0) {
-    touched.reserve(static_cast<std::size_t>(ng) * static_cast<std::size_t>(ng + 1) / 2);
+    touched.reserve(c.size());
   }
   void add(std::uint32_t idx, std::uint32_t n = 1) {
     if (c[idx] == 0) touched.push_back(idx);
     c[idx] += n;
   }
   bool empty() const { return touched.empty(); }
+  // The upper triangle of the symmetric matrix: cell (a, b) and (b, a) together.
   void to_entries(int ng, std::vector<Entry>& out) const {
     out.clear();
-    for (std::uint32_t idx : touched)
-      out.push_back({static_cast<int>(idx / static_cast<std::uint32_t>(ng)) + 1, static_cast<int>(idx % static_cast<std::uint32_t>(ng)) + 1,
-                     static_cast<double>(c[idx])});
+    const auto g = static_cast<std::uint32_t>(ng);
+    for (std::uint32_t idx : touched) {
+      const std::uint32_t a = idx / g, b = idx % g;
+      if (a < b) {
+        out.push_back({static_cast<int>(a) + 1, static_cast<int>(b) + 1, static_cast<double>(c[idx]) + c[b * g + a]});
+      } else if (a == b) {
+        out.push_back({static_cast<int>(a) + 1, static_cast<int>(a) + 1, static_cast<double>(c[idx])});
+      } else if (c[b * g + a] == 0) {  // else counted with (b, a)
+        out.push_back({static_cast<int>(b) + 1, static_cast<int>(a) + 1, static_cast<double>(c[idx])});
+      }
+    }
   }
   void clear() {
     for (std::uint32_t idx : touched) c[idx] = 0;
@@ -294,10 +302,11 @@ struct SparseCounts {
 template <typename Count>
 void dense_entries(const std::vector<Count>& c, int ng, std::vector<Entry>& out) {
   out.clear();
-  for (int i = 0; i < ng; ++i)
-    for (int j = i; j < ng; ++j) {
-      const Count n = c[static_cast<std::size_t>(i) * static_cast<std::size_t>(ng) + static_cast<std::size_t>(j)];
-      if (n != 0) out.push_back({i + 1, j + 1, static_cast<double>(n)});
+  const auto g = static_cast<std::size_t>(ng);
+  for (std::size_t i = 0; i < g; ++i)
+    for (std::size_t j = i; j < g; ++j) {
+      const Count n = i == j ? c[i * g + i] : c[i * g + j] + c[j * g + i];
+      if (n != 0) out.push_back({static_cast<int>(i) + 1, static_cast<int>(j) + 1, static_cast<double>(n)});
     }
 }
 
@@ -349,7 +358,6 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
   std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
   const std::uint16_t* V = p.v.data();
   const auto ung = static_cast<std::uint32_t>(ng);
-  auto cell = [ung](std::uint32_t a, std::uint32_t b) { return a < b ? (a - 1) * ung + (b - 1) : (b - 1) * ung + (a - 1); };
 
   std::atomic<int> next{0};
   cv::parallel_for_(cv::Range(0, workers), [&](const cv::Range& r) {
@@ -363,11 +371,12 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
           for (int x = x0; x < x1; ++x) {
             const std::uint32_t a = row[x];
             if (a == 0) continue;
+            const std::uint32_t base = (a - 1) * ung - 1;  // cell (a, b) at base + b
             for (int d = 0; d < kDirs2; ++d)
-              if (const std::uint32_t b = row[x + off2[static_cast<std::size_t>(d)]]; b != 0) w.slice[static_cast<std::size_t>(d)].add(cell(a, b));
+              if (const std::uint32_t b = row[x + off2[static_cast<std::size_t>(d)]]; b != 0) w.slice[static_cast<std::size_t>(d)].add(base + b);
             if (scope.three_d)
               for (int d = 0; d < kDirsZ; ++d)
-                if (const std::uint32_t b = row[x + offz[static_cast<std::size_t>(d)]]; b != 0) ++w.volume[static_cast<std::size_t>(kDirs2 + d)][cell(a, b)];
+                if (const std::uint32_t b = row[x + offz[static_cast<std::size_t>(d)]]; b != 0) ++w.volume[static_cast<std::size_t>(kDirs2 + d)][base + b];
           }
         }
         SliceResult& res = per_slice[static_cast<std::size_t>(s)];
