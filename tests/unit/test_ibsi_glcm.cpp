@@ -30,7 +30,12 @@ std::map<std::string, double> by_tag(const ib::Features& f) {
   return m;
 }
 
-std::string tag(std::string_view base, ib::Aggregation a) { return std::string(base) + "_" + std::string(ib::suffix(a)); }
+std::string tag(std::string_view base, ib::Aggregation a) {
+  std::string t(base);
+  t += '_';
+  t += ib::suffix(a);
+  return t;
+}
 
 ib::Levels make_levels(int nx, int ny, int nz, int ng) {
   ib::Levels l;
@@ -62,7 +67,8 @@ BOOST_AUTO_TEST_CASE(digital_phantom_matches_reference) {
   // Per aggregation: the reference rows of that suffix only.
   for (const auto a : kAll) {
     std::map<std::string, testsupport::ibsi::Reference> sub;
-    const std::string end = "_" + std::string(ib::suffix(a));
+    std::string end = "_";
+    end += ib::suffix(a);
     for (const auto& [t, r] : ref)
       if (t.rfind("cm_", 0) == 0 && t.size() > end.size() && t.compare(t.size() - end.size(), end.size(), end) == 0)
         sub[t] = r;
