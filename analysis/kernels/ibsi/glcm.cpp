@@ -17,15 +17,12 @@ namespace analysis::kernels::ibsi {
 
 namespace detail {
 
-PaddedLevels pad_levels(const Levels& levels) {
+RoiBox roi_box(const Levels& levels) {
   const Grid& g = levels.grid;
-  if (levels.ng > 65535) throw std::invalid_argument(fmt::format("texture matrices: {} grey levels, at most 65535", levels.ng));
-  // Bounding box of the ROI, per slice on OpenCV's threads.
-  struct Box { int x0, x1, y0, y1; bool any; };
-  std::vector<Box> boxes(static_cast<std::size_t>(g.nz));
+  // Per slice, on OpenCV's threads: the extent of every row, and the slice's box.
+  std::vector<std::pair<int, int>> rows(static_cast<std::size_t>(g.ny) * static_cast<std::size_t>(g.nz), {0, 0});
   cv::parallel_for_(cv::Range(0, g.nz), [&](const cv::Range& r) {
-    for (int z = r.start; z < r.end; ++z) {
-      Box b{g.nx, -1, g.ny, -1, false};
+    for (int z = r.start; z < r.end; ++z)
       for (int y = 0; y < g.ny; ++y) {
         const int* row = levels.level.data() + g.index(0, y, z);
         int x = 0;
@@ -33,45 +30,32 @@ PaddedLevels pad_levels(const Levels& levels) {
         if (x == g.nx) continue;
         int xe = g.nx - 1;
         while (row[xe] == 0) --xe;
-        b = {std::min(b.x0, x), std::max(b.x1, xe), std::min(b.y0, y), std::max(b.y1, y), true};
+        rows[static_cast<std::size_t>(z) * static_cast<std::size_t>(g.ny) + static_cast<std::size_t>(y)] = {x, xe + 1};
       }
-      boxes[static_cast<std::size_t>(z)] = b;
+  });
+  RoiBox b;
+  b.x0 = g.nx;
+  b.y0 = g.ny;
+  b.z0 = g.nz;
+  for (int z = 0; z < g.nz; ++z)
+    for (int y = 0; y < g.ny; ++y) {
+      const auto [xa, xb] = rows[static_cast<std::size_t>(z) * static_cast<std::size_t>(g.ny) + static_cast<std::size_t>(y)];
+      if (xa == xb) continue;
+      b.x0 = std::min(b.x0, xa);
+      b.x1 = std::max(b.x1, xb - 1);
+      b.y0 = std::min(b.y0, y);
+      b.y1 = std::max(b.y1, y);
+      b.z0 = std::min(b.z0, z);
+      b.z1 = std::max(b.z1, z);
     }
-  });
-  Box box{g.nx, -1, g.ny, -1, false};
-  int z0 = g.nz, z1 = -1;
-  for (int z = 0; z < g.nz; ++z) {
-    const Box& b = boxes[static_cast<std::size_t>(z)];
-    if (!b.any) continue;
-    box = {std::min(box.x0, b.x0), std::max(box.x1, b.x1), std::min(box.y0, b.y0), std::max(box.y1, b.y1), true};
-    z0 = std::min(z0, z);
-    z1 = z;
-  }
-  if (!box.any) throw std::invalid_argument("texture matrices: empty intensity mask");
-  PaddedLevels p;
-  p.nx = box.x1 - box.x0 + 3;
-  p.ny = box.y1 - box.y0 + 3;
-  p.nz = z1 - z0 + 3;
-  p.v.assign(static_cast<std::size_t>(p.nx) * static_cast<std::size_t>(p.ny) * static_cast<std::size_t>(p.nz), 0);
-  p.extent.assign(static_cast<std::size_t>(p.ny) * static_cast<std::size_t>(p.nz), {0, 0});
-  cv::parallel_for_(cv::Range(z0, z1 + 1), [&](const cv::Range& r) {
-    for (int z = r.start; z < r.end; ++z)
-      for (int y = box.y0; y <= box.y1; ++y) {
-        const int* src = levels.level.data() + g.index(box.x0, y, z);
-        const int pz = z - z0 + 1, py = y - box.y0 + 1;
-        std::uint16_t* dst = p.v.data() + p.index(1, py, pz);
-        int first = -1, last = -1;
-        for (int x = 0; x <= box.x1 - box.x0; ++x) {
-          dst[x] = static_cast<std::uint16_t>(src[x]);
-          if (src[x] != 0) {
-            if (first < 0) first = x;
-            last = x;
-          }
-        }
-        if (first >= 0) p.extent[p.row(py, pz)] = {first + 1, last + 2};
-      }
-  });
-  return p;
+  if (b.x1 < 0) throw std::invalid_argument("texture matrices: empty intensity mask");
+  const int by = b.y1 - b.y0 + 1;
+  b.extent.resize(static_cast<std::size_t>(by) * static_cast<std::size_t>(b.z1 - b.z0 + 1));
+  for (int z = b.z0; z <= b.z1; ++z)
+    for (int y = b.y0; y <= b.y1; ++y)
+      b.extent[static_cast<std::size_t>(z - b.z0) * static_cast<std::size_t>(by) + static_cast<std::size_t>(y - b.y0)] =
+          rows[static_cast<std::size_t>(z) * static_cast<std::size_t>(g.ny) + static_cast<std::size_t>(y)];
+  return b;
 }
 
 }  // namespace detail
@@ -344,19 +328,15 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
   check_levels(levels, "glcm");
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
-  const detail::PaddedLevels p = detail::pad_levels(levels);
-  if (p.v.size() >= (std::size_t{1} << 32)) throw std::invalid_argument("glcm: ROI bounding box too large");
-  const std::ptrdiff_t W = p.nx, S = static_cast<std::ptrdiff_t>(p.nx) * p.ny;
-  // Forward offsets: every unordered neighbour pair is visited once, from its first voxel.
-  const std::array<std::ptrdiff_t, kDirs2> off2{1, W + 1, W, W - 1};
-  const std::array<std::ptrdiff_t, kDirsZ> offz{S - W - 1, S - W, S - W + 1, S - 1, S, S + 1, S + W - 1, S + W, S + W + 1};
-  const int slices = p.nz - 2;
+  const detail::RoiBox box = detail::roi_box(levels);
+  const Grid& gr = levels.grid;
+  const std::ptrdiff_t W = gr.nx, S = static_cast<std::ptrdiff_t>(gr.nx) * gr.ny;
+  const int slices = box.z1 - box.z0 + 1;
   const int workers = std::max(1, std::min(cv::getNumThreads(), slices));
   std::vector<Worker> state;
   state.reserve(static_cast<std::size_t>(workers));
   for (int t = 0; t < workers; ++t) state.emplace_back(ng);
   std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
-  const std::uint16_t* V = p.v.data();
   const auto ung = static_cast<std::uint32_t>(ng);
 
   std::atomic<int> next{0};
@@ -364,19 +344,36 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
     for (int t = r.start; t < r.end; ++t) {
       Worker& w = state[static_cast<std::size_t>(t)];
       for (int s; (s = next.fetch_add(1)) < slices;) {
-        const int z = s + 1;
-        for (int y = 1; y < p.ny - 1; ++y) {
-          const auto [x0, x1] = p.extent[p.row(y, z)];
-          const std::uint16_t* row = V + p.index(0, y, z);
-          for (int x = x0; x < x1; ++x) {
-            const std::uint32_t a = row[x];
+        const int z = box.z0 + s;
+        const bool znext = scope.three_d && z < box.z1;
+        for (int y = box.y0; y <= box.y1; ++y) {
+          const auto [xa, xb] = box.row(y, z);
+          const int* row = levels.level.data() + gr.index(0, y, z);
+          const bool up = y > box.y0, down = y < box.y1;
+          for (int x = xa; x < xb; ++x) {
+            const auto a = static_cast<std::uint32_t>(row[x]);
             if (a == 0) continue;
             const std::uint32_t base = (a - 1) * ung - 1;  // cell (a, b) at base + b
-            for (int d = 0; d < kDirs2; ++d)
-              if (const std::uint32_t b = row[x + off2[static_cast<std::size_t>(d)]]; b != 0) w.slice[static_cast<std::size_t>(d)].add(base + b);
-            if (scope.three_d)
-              for (int d = 0; d < kDirsZ; ++d)
-                if (const std::uint32_t b = row[x + offz[static_cast<std::size_t>(d)]]; b != 0) ++w.volume[static_cast<std::size_t>(kDirs2 + d)][base + b];
+            // Forward neighbours only (every unordered pair is visited once, from its first voxel),
+            // and only inside the ROI's box: outside it every level is 0.
+            const bool left = x > box.x0, right = x < box.x1;
+            auto pair = [&](SparseCounts& m, std::ptrdiff_t o) {
+              if (const auto b = static_cast<std::uint32_t>(row[x + o]); b != 0) m.add(base + b);
+            };
+            if (right) pair(w.slice[0], 1);
+            if (down) {
+              if (right) pair(w.slice[1], W + 1);
+              pair(w.slice[2], W);
+              if (left) pair(w.slice[3], W - 1);
+            }
+            if (znext) {
+              const bool vx[3] = {left, true, right}, vy[3] = {up, true, down};
+              int d = kDirs2;
+              for (int dy = -1; dy <= 1; ++dy)
+                for (int dx = -1; dx <= 1; ++dx, ++d)
+                  if (vx[dx + 1] && vy[dy + 1])
+                    if (const auto b = static_cast<std::uint32_t>(row[x + S + dy * W + dx]); b != 0) ++w.volume[static_cast<std::size_t>(d)][base + b];
+            }
           }
         }
         SliceResult& res = per_slice[static_cast<std::size_t>(s)];

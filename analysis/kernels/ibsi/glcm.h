@@ -37,20 +37,21 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
 
 namespace detail {
 
-// The levels of a Levels volume cropped to the bounding box of the ROI with one voxel of zeros on
-// every side, as 16-bit values, so that a neighbour lookup needs no bounds check. Shared by the
-// GLCM and GLRLM kernels.
-struct PaddedLevels {
-  int nx = 0, ny = 0, nz = 0;  // padded sizes (box + 2)
-  std::vector<std::uint16_t> v;
-  // per padded row (z * ny + y): first and one-past-last x with a level > 0 (0, 0: none)
-  std::vector<std::pair<int, int>> extent;
-  std::size_t row(int y, int z) const { return static_cast<std::size_t>(z) * static_cast<std::size_t>(ny) + static_cast<std::size_t>(y); }
-  std::size_t index(int x, int y, int z) const { return row(y, z) * static_cast<std::size_t>(nx) + static_cast<std::size_t>(x); }
+// The bounding box of the ROI (level > 0) of a Levels volume, inclusive, and per row of the box the
+// range of x with a level > 0, so that the texture kernels visit only the ROI's rows and read
+// neighbours without leaving the box (every voxel outside it has level 0). Shared by the GLCM and
+// GLRLM kernels. Kept to the grid's own memory: a padded copy of a lung-sized box is tens of MB of
+// fresh pages, whose first-touch faults cost more than the whole matrix pass on a virtual machine.
+struct RoiBox {
+  int x0 = 0, x1 = -1, y0 = 0, y1 = -1, z0 = 0, z1 = -1;
+  std::vector<std::pair<int, int>> extent;  // [(z - z0) * (y1 - y0 + 1) + y - y0]: [first, last + 1), {0, 0}: none
+  const std::pair<int, int>& row(int y, int z) const {
+    return extent[static_cast<std::size_t>(z - z0) * static_cast<std::size_t>(y1 - y0 + 1) + static_cast<std::size_t>(y - y0)];
+  }
 };
 
-// Throws std::invalid_argument when levels.ng > 65535.
-PaddedLevels pad_levels(const Levels& levels);
+// Throws std::invalid_argument for an empty ROI.
+RoiBox roi_box(const Levels& levels);
 
 }  // namespace detail
 

@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
 
-#include "analysis/kernels/ibsi/glcm.h"  // detail::pad_levels
+#include "analysis/kernels/ibsi/glcm.h"  // detail::roi_box
 
 namespace analysis::kernels::ibsi {
 namespace {
@@ -172,48 +172,69 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   check_levels(levels, "glrlm");
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
-  const detail::PaddedLevels p = detail::pad_levels(levels);
-  const int lmax = std::max({p.nx, p.ny, p.nz}) - 2;  // longest possible run
+  const detail::RoiBox box = detail::roi_box(levels);
+  const Grid& gr = levels.grid;
+  const int lmax = std::max({box.x1 - box.x0, box.y1 - box.y0, box.z1 - box.z0}) + 1;  // longest possible run
   const std::size_t cells = static_cast<std::size_t>(ng) * static_cast<std::size_t>(lmax);
   if (cells >= (std::size_t{1} << 32)) throw std::invalid_argument("glrlm: grey levels times run lengths too large");
-  const std::ptrdiff_t W = p.nx, S = static_cast<std::ptrdiff_t>(p.nx) * p.ny;
-  const std::array<std::ptrdiff_t, kDirs2> off2{1, W + 1, W, W - 1};
-  const std::array<std::ptrdiff_t, kDirsZ> offz{S - W - 1, S - W, S - W + 1, S - 1, S, S + 1, S + W - 1, S + W, S + W + 1};
-  const int slices = p.nz - 2;
+  const std::ptrdiff_t W = gr.nx, S = static_cast<std::ptrdiff_t>(gr.nx) * gr.ny;
+  const int slices = box.z1 - box.z0 + 1;
   const int workers = std::max(1, std::min(cv::getNumThreads(), slices));
   std::vector<Worker> state;
   state.reserve(static_cast<std::size_t>(workers));
   for (int t = 0; t < workers; ++t) state.emplace_back(ng, lmax, cells);
   std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
   const auto ul = static_cast<std::uint32_t>(lmax);
+  constexpr int kFar = std::numeric_limits<int>::max();
 
   std::atomic<int> next{0};
   cv::parallel_for_(cv::Range(0, workers), [&](const cv::Range& r) {
     for (int t = r.start; t < r.end; ++t) {
       Worker& w = state[static_cast<std::size_t>(t)];
       for (int s; (s = next.fetch_add(1)) < slices;) {
-        const int z = s + 1;
+        const int z = box.z0 + s;
+        const int zback = z - box.z0, zfwd = box.z1 - z;  // slices of the box before and after z
         std::uint64_t voxels = 0;
-        for (int y = 1; y < p.ny - 1; ++y) {
-          const auto [x0, x1] = p.extent[p.row(y, z)];
-          const std::uint16_t* row = p.v.data() + p.index(0, y, z);
-          for (int x = x0; x < x1; ++x) {
-            const std::uint16_t g = row[x];
+        for (int y = box.y0; y <= box.y1; ++y) {
+          const auto [xa, xb] = box.row(y, z);
+          const int* row = levels.level.data() + gr.index(0, y, z);
+          const int up = y - box.y0, down = box.y1 - y;
+          for (int x = xa; x < xb; ++x) {
+            const int g = row[x];
             if (g == 0) continue;
             ++voxels;
             const std::uint32_t base = (static_cast<std::uint32_t>(g) - 1) * ul - 1;  // cell (g, length) at base + length
-            // A run is counted from its first voxel: the one whose predecessor differs.
-            auto run = [&](std::ptrdiff_t o) -> std::uint32_t {
-              if (row[x - o] == g) return 0;
+            const int left = x - box.x0, right = box.x1 - x;
+            // The run through this voxel along (dx, dy, dz), counted from its first voxel (the one
+            // whose predecessor, if inside the box, differs); 0 when this is not the first voxel.
+            auto run = [&](int dx, int dy, int dz) __attribute__((always_inline)) -> std::uint32_t {
+              const std::ptrdiff_t o = dz * S + dy * W + dx;
+              const bool has_prev = (dx > 0 ? left : dx < 0 ? right : 1) > 0 && (dy > 0 ? up : dy < 0 ? down : 1) > 0 &&
+                                    (dz > 0 ? zback : 1) > 0;
+              if (has_prev && row[x - o] == g) return 0;
+              const int steps = std::min({dx > 0 ? right : dx < 0 ? left : kFar, dy > 0 ? down : dy < 0 ? up : kFar, dz > 0 ? zfwd : kFar});
               std::uint32_t n = 1;
-              for (const std::uint16_t* q = row + x + o; *q == g; q += o) ++n;
+              for (const int* q = row + x + o; static_cast<int>(n) <= steps && *q == g; q += o) ++n;
               return n;
             };
-            for (int d = 0; d < kDirs2; ++d)
-              if (const std::uint32_t n = run(off2[static_cast<std::size_t>(d)])) w.slice[static_cast<std::size_t>(d)].add(base + n);
-            if (scope.three_d)
-              for (int d = 0; d < kDirsZ; ++d)
-                if (const std::uint32_t n = run(offz[static_cast<std::size_t>(d)])) ++w.volume[static_cast<std::size_t>(kDirs2 + d)][base + n];
+            if (const auto n = run(1, 0, 0)) w.slice[0].add(base + n);
+            if (const auto n = run(1, 1, 0)) w.slice[1].add(base + n);
+            if (const auto n = run(0, 1, 0)) w.slice[2].add(base + n);
+            if (const auto n = run(-1, 1, 0)) w.slice[3].add(base + n);
+            if (scope.three_d) {  // spelled out so that every direction's bounds logic folds to constants
+              auto vol = [&](int d, std::uint32_t n) {
+                if (n) ++w.volume[static_cast<std::size_t>(d)][base + n];
+              };
+              vol(4, run(-1, -1, 1));
+              vol(5, run(0, -1, 1));
+              vol(6, run(1, -1, 1));
+              vol(7, run(-1, 0, 1));
+              vol(8, run(0, 0, 1));
+              vol(9, run(1, 0, 1));
+              vol(10, run(-1, 1, 1));
+              vol(11, run(0, 1, 1));
+              vol(12, run(1, 1, 1));
+            }
           }
         }
         w.voxels += voxels;
