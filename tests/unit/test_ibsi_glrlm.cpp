@@ -1,0 +1,238 @@
+#define BOOST_TEST_MODULE ibsi_glrlm
+#include <boost/test/unit_test.hpp>
+
+// IBSI 1 grey level run length matrix features (analysis/kernels/ibsi/glrlm.h): the digital
+// phantom against the published reference values in all six aggregation methods, hand-worked
+// small cases, a single voxel, a single grey level, bad input, and a large ROI for speed.
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+#include "analysis/kernels/ibsi/glrlm.h"
+#include "support/ibsi_reference.h"
+
+namespace ib = analysis::kernels::ibsi;
+using testsupport::ibsi::check_features;
+using testsupport::ibsi::DigitalPhantom;
+using testsupport::ibsi::read_reference;
+
+namespace {
+
+constexpr ib::Aggregation kAll[] = {ib::Aggregation::d2_avg, ib::Aggregation::d2_comb, ib::Aggregation::d25_avg,
+                                    ib::Aggregation::d25_comb, ib::Aggregation::d3_avg, ib::Aggregation::d3_comb};
+
+std::map<std::string, double> by_tag(const ib::Features& f) {
+  std::map<std::string, double> m;
+  for (const auto& x : f) m[x.tag] = x.value;
+  return m;
+}
+
+std::string tag(std::string_view base, ib::Aggregation a) {
+  std::string t(base);
+  t += '_';
+  t += ib::suffix(a);
+  return t;
+}
+
+ib::Levels make_levels(int nx, int ny, int nz, int ng) {
+  ib::Levels l;
+  l.grid = {nx, ny, nz, 1, 1, 1};
+  l.level.assign(l.grid.size(), 0);
+  l.ng = ng;
+  return l;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(definitions_are_complete) {
+  const auto defs = ib::glrlm_definitions();
+  BOOST_TEST(defs.size() == 16u);
+  for (const auto& d : defs) {
+    BOOST_TEST(d.base_tag.rfind("rlm_", 0) == 0u);
+    BOOST_TEST(d.code.size() == 4u);
+    BOOST_TEST(!d.name.empty());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(digital_phantom_matches_reference) {
+  const DigitalPhantom p;
+  ib::Features got;
+  ib::glrlm_features(p.levels, {}, got);
+  BOOST_TEST(got.size() == 6u * 16u);
+  const auto ref = read_reference("ibsi_1_dig_phantom.csv");
+  check_features(got, ref, {"rlm_"});
+  for (const auto a : kAll) {
+    std::map<std::string, testsupport::ibsi::Reference> sub;
+    std::string end = "_";
+    end += ib::suffix(a);
+    for (const auto& [t, r] : ref)
+      if (t.rfind("rlm_", 0) == 0 && t.size() > end.size() && t.compare(t.size() - end.size(), end.size(), end) == 0) sub[t] = r;
+    BOOST_TEST(sub.size() == 16u);
+    BOOST_TEST_MESSAGE("aggregation " << ib::suffix(a) << ":");
+    check_features(got, sub, {"rlm_"});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(scope_selects_aggregations) {
+  const DigitalPhantom p;
+  ib::Features two, three, all;
+  ib::glrlm_features(p.levels, {true, false}, two);
+  ib::glrlm_features(p.levels, {false, true}, three);
+  ib::glrlm_features(p.levels, {}, all);
+  BOOST_TEST(two.size() == 4u * 16u);
+  BOOST_TEST(three.size() == 2u * 16u);
+  const auto m = by_tag(all);
+  for (const auto& f : two) BOOST_TEST(f.value == m.at(f.tag));
+  for (const auto& f : three) BOOST_TEST(f.value == m.at(f.tag));
+}
+
+// One slice, three voxels in a row along x with levels 1 1 2 (Ng = 3). Runs (level, length):
+//   x:                   (1,2) (2,1)                 2 runs over 3 voxels
+//   the other 3 in-plane: (1,1) (1,1) (2,1) each      3 runs
+//   the 9 out-of-plane:   (1,1) (1,1) (2,1) each      3 runs (no neighbour in another slice)
+// 2D_avg (= 2_5D_avg, one slice) averages the 4 in-plane matrices:
+//   SRE = ((1/4 + 1)/2 + 3 * 1)/4 = 29/32, LRE = ((4 + 1)/2 + 3)/4 = 11/8,
+//   run percentage = (2/3 + 3 * 1)/4 = 11/12.
+// 2D_comb (= 2_5D_comb) merges them: (1,1) 6, (1,2) 1, (2,1) 4, Ns = 11 runs over 4 x 3 voxels:
+//   SRE = (6 + 1/4 + 4)/11 = 41/44, LRE = (6 + 4 + 4)/11 = 14/11, run percentage 11/12,
+//   GLNU = (7^2 + 4^2)/11 = 65/11, RLNU = (10^2 + 1^2)/11 = 101/11.
+// 3D_avg: 13 matrices, 12 of them all runs of length 1: SRE = (5/8 + 12)/13 = 101/104.
+// 3D_comb: (1,1) 24, (1,2) 1, (2,1) 13, Ns = 38 over 13 x 3 voxels: run percentage 38/39,
+//   LRE = (24 + 4 + 13)/38 = 41/38.
+BOOST_AUTO_TEST_CASE(three_voxels_hand_worked) {
+  auto l = make_levels(5, 3, 3, 3);
+  l.level[l.grid.index(1, 1, 1)] = 1;
+  l.level[l.grid.index(2, 1, 1)] = 1;
+  l.level[l.grid.index(3, 1, 1)] = 2;
+  ib::Features got;
+  ib::glrlm_features(l, {}, got);
+  const auto m = by_tag(got);
+  const auto tol = boost::test_tools::tolerance(1e-12);
+  for (const auto a : {ib::Aggregation::d2_avg, ib::Aggregation::d25_avg}) {
+    BOOST_TEST(m.at(tag("rlm_sre", a)) == 29.0 / 32, tol);
+    BOOST_TEST(m.at(tag("rlm_lre", a)) == 11.0 / 8, tol);
+    BOOST_TEST(m.at(tag("rlm_r_perc", a)) == 11.0 / 12, tol);
+  }
+  for (const auto a : {ib::Aggregation::d2_comb, ib::Aggregation::d25_comb}) {
+    BOOST_TEST(m.at(tag("rlm_sre", a)) == 41.0 / 44, tol);
+    BOOST_TEST(m.at(tag("rlm_lre", a)) == 14.0 / 11, tol);
+    BOOST_TEST(m.at(tag("rlm_r_perc", a)) == 11.0 / 12, tol);
+    BOOST_TEST(m.at(tag("rlm_glnu", a)) == 65.0 / 11, tol);
+    BOOST_TEST(m.at(tag("rlm_rlnu", a)) == 101.0 / 11, tol);
+  }
+  BOOST_TEST(m.at("rlm_sre_3D_avg") == 101.0 / 104, tol);
+  BOOST_TEST(m.at("rlm_r_perc_3D_comb") == 38.0 / 39, tol);
+  BOOST_TEST(m.at("rlm_lre_3D_comb") == 41.0 / 38, tol);
+}
+
+// One voxel of level 3 (Ng = 4): in every direction one run of length 1, so every matrix is the
+// single cell (3, 1) with one run over one voxel per direction. All features are defined:
+// SRE = LRE = 1, low grey level emphases 1/9, high ones 9, normalised non-uniformities 1, run
+// percentage 1, variances and run entropy 0. The non-normalised non-uniformities are (runs)^2/runs:
+// 1 for a single direction, 4 for the 4 merged in-plane matrices, 13 for the 13 merged 3D ones.
+BOOST_AUTO_TEST_CASE(single_voxel) {
+  auto l = make_levels(3, 3, 3, 4);
+  l.level[l.grid.index(1, 1, 1)] = 3;
+  ib::Features got;
+  ib::glrlm_features(l, {}, got);
+  BOOST_TEST(got.size() == 96u);
+  const auto m = by_tag(got);
+  const std::map<std::string, double> expect{
+      {"rlm_sre", 1},      {"rlm_lre", 1},           {"rlm_lgre", 1.0 / 9}, {"rlm_hgre", 9},          {"rlm_srlge", 1.0 / 9},
+      {"rlm_srhge", 9},    {"rlm_lrlge", 1.0 / 9},   {"rlm_lrhge", 9},      {"rlm_glnu", 1},          {"rlm_glnu_norm", 1},
+      {"rlm_rlnu", 1},     {"rlm_rlnu_norm", 1},     {"rlm_r_perc", 1},     {"rlm_gl_var", 0},        {"rlm_rl_var", 0},
+      {"rlm_rl_entr", 0}};
+  BOOST_TEST(expect.size() == 16u);
+  const std::map<ib::Aggregation, double> merged{{ib::Aggregation::d2_avg, 1},  {ib::Aggregation::d2_comb, 4},
+                                                  {ib::Aggregation::d25_avg, 1}, {ib::Aggregation::d25_comb, 4},
+                                                  {ib::Aggregation::d3_avg, 1},  {ib::Aggregation::d3_comb, 13}};
+  for (const auto a : kAll)
+    for (const auto& [base, v] : expect) {
+      const bool nu = base == "rlm_glnu" || base == "rlm_rlnu";
+      BOOST_TEST(m.at(tag(base, a)) == (nu ? merged.at(a) : v), boost::test_tools::tolerance(1e-12));
+    }
+}
+
+// A 3x3x3 cube of level 2 (Ng = 4): every run has level 2, so grey level variance is 0, the
+// normalised grey level non-uniformity 1 (all runs in one row), and the grey level emphases are the
+// run emphases scaled by 1/4 or 4. Along x each slice has 3 runs of length 3: 2D in that direction
+// SRE = 1/9; along the in-plane diagonal the runs have lengths 1 2 3 2 1.
+BOOST_AUTO_TEST_CASE(single_grey_level) {
+  auto l = make_levels(5, 5, 5, 4);
+  for (int z = 1; z < 4; ++z)
+    for (int y = 1; y < 4; ++y)
+      for (int x = 1; x < 4; ++x) l.level[l.grid.index(x, y, z)] = 2;
+  ib::Features got;
+  ib::glrlm_features(l, {}, got);
+  const auto m = by_tag(got);
+  const auto tol = boost::test_tools::tolerance(1e-12);
+  for (const auto a : kAll) {
+    BOOST_TEST(m.at(tag("rlm_gl_var", a)) == 0.0, tol);
+    BOOST_TEST(m.at(tag("rlm_glnu_norm", a)) == 1.0, tol);
+    BOOST_TEST(m.at(tag("rlm_lgre", a)) == 0.25, tol);
+    BOOST_TEST(m.at(tag("rlm_hgre", a)) == 4.0, tol);
+    BOOST_TEST(m.at(tag("rlm_srlge", a)) == m.at(tag("rlm_sre", a)) / 4, tol);
+    BOOST_TEST(m.at(tag("rlm_lrhge", a)) == m.at(tag("rlm_lre", a)) * 4, tol);
+  }
+  // 2D_avg: x and y: 3 runs of length 3 (SRE 1/9); both diagonals: lengths 1 2 3 2 1
+  // (SRE (1 + 1/4 + 1/9 + 1/4 + 1)/5 = 47/90). Every slice alike: mean (2/9 + 2 * 47/90)/4 = 19/60.
+  BOOST_TEST(m.at("rlm_sre_2D_avg") == 19.0 / 60, tol);
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_throws) {
+  const DigitalPhantom p;
+  ib::Features out;
+  auto l = p.levels;
+  l.level.pop_back();
+  BOOST_CHECK_THROW(ib::glrlm_features(l, {}, out), std::invalid_argument);
+  l = p.levels;
+  l.level[10] = -1;
+  BOOST_CHECK_THROW(ib::glrlm_features(l, {}, out), std::invalid_argument);
+  l = p.levels;
+  std::fill(l.level.begin(), l.level.end(), 0);
+  BOOST_CHECK_THROW(ib::glrlm_features(l, {}, out), std::invalid_argument);
+  l = p.levels;
+  l.grid.nz = 0;
+  BOOST_CHECK_THROW(ib::glrlm_features(l, {}, out), std::invalid_argument);
+  BOOST_TEST(out.empty());
+}
+
+// 120 x 256 x 256 voxels, random levels 1..40 in an ellipsoid filling most of it (~3.4 M voxels).
+BOOST_AUTO_TEST_CASE(large_roi_sanity) {
+  auto l = make_levels(256, 256, 120, 40);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> lv(1, 40);
+  std::size_t n = 0;
+  for (int z = 0; z < 120; ++z)
+    for (int y = 0; y < 256; ++y)
+      for (int x = 0; x < 256; ++x) {
+        const double dx = (x - 127.5) / 126, dy = (y - 127.5) / 110, dz = (z - 59.5) / 58;
+        if (dx * dx + dy * dy + dz * dz <= 1) {
+          l.level[l.grid.index(x, y, z)] = lv(rng);
+          ++n;
+        }
+      }
+  BOOST_TEST_MESSAGE("large ROI: " << n << " voxels");
+  double best = 1e9;
+  ib::Features got;
+  for (int rep = 0; rep < 3; ++rep) {
+    got.clear();
+    const auto t0 = std::chrono::steady_clock::now();
+    ib::glrlm_features(l, {}, got);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  BOOST_TEST_MESSAGE("glrlm, all six aggregations: best of 3 " << best * 1000 << " ms");
+  BOOST_TEST(got.size() == 96u);
+  const auto m = by_tag(got);
+  for (const auto& f : got) BOOST_TEST(std::isfinite(f.value), f.tag);
+  // Independent levels 1..40: a neighbour has the same level with probability 1/40, so almost
+  // every run has length 1 and the run percentage is close to (1 - 1/40).
+  for (const auto a : kAll) {
+    BOOST_TEST(std::abs(m.at(tag("rlm_r_perc", a)) - 0.975) < 0.01);
+    BOOST_TEST(m.at(tag("rlm_sre", a)) > 0.95);
+    BOOST_TEST(m.at(tag("rlm_sre", a)) <= 1.0);
+  }
+}
