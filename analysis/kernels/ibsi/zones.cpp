@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -93,8 +94,12 @@ Box bounding_box(const Grid& g, Inside inside) {
 // cells, so that collecting and clearing cost what was added), a key list for larger columns.
 class Histogram {
  public:
-  static constexpr std::int64_t kDense = 64;
-  explicit Histogram(int ng) : counts_(static_cast<std::size_t>(ng) * kDense, 0) {}
+  static constexpr std::int64_t kDense = 256;
+  explicit Histogram(int ng = 0) : counts_(static_cast<std::size_t>(ng) * kDense, 0) {}
+  // Makes room for grey levels 1..ng; the histogram must be empty (collected).
+  void reset(int ng) {
+    if (counts_.size() != static_cast<std::size_t>(ng) * kDense) counts_.assign(static_cast<std::size_t>(ng) * kDense, 0);
+  }
   void add(int level, std::int64_t j) {
     if (j < kDense) {
       const std::size_t cell = static_cast<std::size_t>(level - 1) * kDense + static_cast<std::size_t>(j);
@@ -164,103 +169,171 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
     }
 }
 
-// Scratch of one labelling: union-find parents over the box, per-zone level, size and distance.
+// Scratch of one labelling: the provisional labels of the current and the previous slice, and per
+// provisional label its union-find parent, level, voxel count and smallest distance.
 struct Scratch {
-  std::vector<std::int32_t> parent;
-  std::vector<std::uint16_t> dist;
-  std::vector<std::int32_t> zone_level, zone_size;
-  std::vector<std::uint16_t> zone_dist;
+  std::unique_ptr<std::int32_t[]> labels;  // two slices of the box, not initialised
+  std::size_t labels_size = 0;
+  std::unique_ptr<std::uint16_t[]> dist;  // the box's distance map, not initialised
+  std::size_t dist_size = 0;
+  std::vector<std::int32_t> parent, level, size;
+  std::vector<std::uint16_t> min_dist;
+  std::vector<std::int32_t> remap, next_level, next_size;  // compaction between slices (3D)
+  std::vector<std::uint16_t> next_dist;
+
+  std::int32_t* label_buffer(std::size_t n) {
+    if (labels_size < n) {
+      labels.reset(new std::int32_t[n]);
+      labels_size = n;
+    }
+    return labels.get();
+  }
+  std::uint16_t* dist_buffer(std::size_t n) {
+    if (dist_size < n) {
+      dist.reset(new std::uint16_t[n]);
+      dist_size = n;
+    }
+    return dist.get();
+  }
 };
 
 inline std::int32_t find_root(std::int32_t* parent, std::int32_t x) {
   while (parent[x] != x) {
-    parent[x] = parent[parent[x]];  // path halving keeps parent[x] <= x
+    parent[x] = parent[parent[x]];  // path halving
     x = parent[x];
   }
   return x;
 }
 
-inline void unite(std::int32_t* parent, std::int32_t a, std::int32_t b) {
+// Merges the sets of a and b; returns the root, the smaller label (parent[x] <= x always).
+inline std::int32_t unite(std::int32_t* parent, std::int32_t a, std::int32_t b) {
   a = find_root(parent, a);
   b = find_root(parent, b);
-  if (a < b) parent[b] = a;  // the root is the set's first voxel in raster order
-  else if (b < a) parent[a] = b;
+  if (a < b) {
+    parent[b] = a;
+    return a;
+  }
+  parent[a] = b;
+  return b;
 }
 
-// Labels the zones of the box (one slice when three_d is false: 8-connected; else 26-connected)
-// and adds each zone's (level, size) to `sizes` and (level, distance) to `dists` (either may be
-// null; `dist` is the box's distance map when `dists` is set). Returns the number of voxels.
+// Labels the zones of the box (one slice when three_d is false: 8-connected; else 26-connected) in
+// one raster pass that keeps the labels of two slices only, and adds each zone's (level, size) to
+// `sizes` and (level, distance) to `dists` (either may be null; `dist` is the box's distance map when
+// `dists` is set). Returns the voxel count.
+//
+// In 3D, after each slice the labels are compacted: a zone that no voxel of the slice belongs to is
+// complete and goes to the histograms; the others are renumbered 0..n-1. So the label arrays hold
+// the labels of about two slices, whatever the volume's zone count.
 std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std::uint16_t* dist, Scratch& s,
                          Histogram* sizes, Histogram* dists) {
   const Grid& g = lv.grid;
   const int nx = b.nx(), ny = b.ny(), nz = three_d ? b.nz() : 1;
   const std::ptrdiff_t gy = g.nx, gz = static_cast<std::ptrdiff_t>(g.nx) * g.ny;  // grid strides
-  const std::ptrdiff_t sy = nx, sz = static_cast<std::ptrdiff_t>(b.slice_size());  // box strides
-  s.parent.resize(static_cast<std::size_t>(nz) * static_cast<std::size_t>(sz));
-  std::int32_t* parent = s.parent.data();
-  // Pass 1: union with the already visited neighbours of the same level.
-  for (int z = 0; z < nz; ++z)
+  const std::size_t plane = b.slice_size();
+  std::int32_t* const buffer = s.label_buffer(three_d ? 2 * plane : plane);
+  s.parent.clear();
+  s.level.clear();
+  s.size.clear();
+  s.min_dist.clear();
+  s.parent.reserve(2 * plane);
+  s.level.reserve(2 * plane);
+  s.size.reserve(2 * plane);
+  s.min_dist.reserve(2 * plane);
+  // Gathers every label's count and distance into its root (its set's smallest label).
+  const auto gather = [&s] {
+    for (std::size_t k = 0; k < s.parent.size(); ++k) {
+      const auto r = static_cast<std::size_t>(find_root(s.parent.data(), static_cast<std::int32_t>(k)));
+      if (r == k) continue;
+      s.size[r] += s.size[k];
+      s.min_dist[r] = std::min(s.min_dist[r], s.min_dist[k]);
+    }
+  };
+  const auto flush = [&](std::size_t k) {
+    if (sizes) sizes->add(s.level[k], s.size[k]);
+    if (dists) dists->add(s.level[k], s.min_dist[k]);
+  };
+  std::int64_t n_voxels = 0;
+  for (int z = 0; z < nz; ++z) {
+    std::int32_t* cur = buffer + (z % 2) * plane;
+    const std::int32_t* prev = buffer + ((z + 1) % 2) * plane;
+    const std::uint16_t* dslice = dist ? dist + static_cast<std::size_t>(z) * plane : nullptr;
     for (int y = 0; y < ny; ++y) {
       const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
-      const std::int32_t base = static_cast<std::int32_t>(z * sz + y * sy);
+      std::int32_t* lrow = cur + static_cast<std::ptrdiff_t>(y) * nx;
       for (int x = 0; x < nx; ++x) {
         const int v = row[x];
         if (v == 0) continue;
-        const std::int32_t i = base + x;
-        parent[i] = i;
+        std::int32_t label = -1;
+        const auto join = [&](std::int32_t other) {
+          label = label < 0 ? find_root(s.parent.data(), other) : unite(s.parent.data(), label, other);
+        };
         const bool left = x > 0, right = x + 1 < nx;
-        if (left && row[x - 1] == v) unite(parent, i, i - 1);
+        if (left && row[x - 1] == v) join(lrow[x - 1]);
         if (y > 0) {
           const int* up = row - gy;
-          if (left && up[x - 1] == v) unite(parent, i, i - static_cast<std::int32_t>(sy) - 1);
-          if (up[x] == v) unite(parent, i, i - static_cast<std::int32_t>(sy));
-          if (right && up[x + 1] == v) unite(parent, i, i - static_cast<std::int32_t>(sy) + 1);
+          const std::int32_t* lup = lrow - nx;
+          if (left && up[x - 1] == v) join(lup[x - 1]);
+          if (up[x] == v) join(lup[x]);
+          if (right && up[x + 1] == v) join(lup[x + 1]);
         }
         if (three_d && z > 0) {
           for (int dy = -1; dy <= 1; ++dy) {
             if (y + dy < 0 || y + dy >= ny) continue;
             const int* r = row - gz + dy * gy;
-            const std::int32_t j = i - static_cast<std::int32_t>(sz) + dy * static_cast<std::int32_t>(sy);
-            if (left && r[x - 1] == v) unite(parent, i, j - 1);
-            if (r[x] == v) unite(parent, i, j);
-            if (right && r[x + 1] == v) unite(parent, i, j + 1);
+            const std::int32_t* l = prev + static_cast<std::ptrdiff_t>(y + dy) * nx;
+            if (left && r[x - 1] == v) join(l[x - 1]);
+            if (r[x] == v) join(l[x]);
+            if (right && r[x + 1] == v) join(l[x + 1]);
           }
         }
-      }
-    }
-  // Pass 2, in raster order: a root (its set's first voxel) opens a zone; any other voxel's parent
-  // was visited before it and already holds its zone as -(zone + 1).
-  s.zone_level.clear();
-  s.zone_size.clear();
-  s.zone_dist.clear();
-  std::int64_t n_voxels = 0;
-  for (int z = 0; z < nz; ++z)
-    for (int y = 0; y < ny; ++y) {
-      const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
-      const std::int32_t base = static_cast<std::int32_t>(z * sz + y * sy);
-      for (int x = 0; x < nx; ++x) {
-        if (row[x] == 0) continue;
-        const std::int32_t i = base + x;
-        const std::int32_t p = parent[i];
-        std::int32_t k;
-        if (p == i) {
-          k = static_cast<std::int32_t>(s.zone_level.size());
-          s.zone_level.push_back(row[x]);
-          s.zone_size.push_back(0);
-          s.zone_dist.push_back(std::numeric_limits<std::uint16_t>::max());
-        } else {
-          k = -parent[p] - 1;
+        if (label < 0) {
+          label = static_cast<std::int32_t>(s.parent.size());
+          s.parent.push_back(label);
+          s.level.push_back(v);
+          s.size.push_back(0);
+          s.min_dist.push_back(std::numeric_limits<std::uint16_t>::max());
         }
-        parent[i] = -(k + 1);
-        ++s.zone_size[static_cast<std::size_t>(k)];
-        if (dist) s.zone_dist[static_cast<std::size_t>(k)] = std::min(s.zone_dist[static_cast<std::size_t>(k)], dist[i]);
+        lrow[x] = label;
+        const auto k = static_cast<std::size_t>(label);
+        ++s.size[k];
+        if (dslice) s.min_dist[k] = std::min(s.min_dist[k], dslice[static_cast<std::ptrdiff_t>(y) * nx + x]);
         ++n_voxels;
       }
     }
-  for (std::size_t k = 0; k < s.zone_level.size(); ++k) {
-    if (sizes) sizes->add(s.zone_level[k], s.zone_size[k]);
-    if (dists) dists->add(s.zone_level[k], s.zone_dist[k]);
+    if (z + 1 < nz) {  // compact: keep the zones this slice reaches, flush the others
+      gather();
+      s.remap.assign(s.parent.size(), -1);
+      s.next_level.clear();
+      s.next_size.clear();
+      s.next_dist.clear();
+      for (int y = 0; y < ny; ++y) {
+        const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
+        std::int32_t* lrow = cur + static_cast<std::ptrdiff_t>(y) * nx;
+        for (int x = 0; x < nx; ++x) {
+          if (row[x] == 0) continue;
+          const auto r = static_cast<std::size_t>(find_root(s.parent.data(), lrow[x]));
+          if (s.remap[r] < 0) {
+            s.remap[r] = static_cast<std::int32_t>(s.next_level.size());
+            s.next_level.push_back(s.level[r]);
+            s.next_size.push_back(s.size[r]);
+            s.next_dist.push_back(s.min_dist[r]);
+          }
+          lrow[x] = s.remap[r];
+        }
+      }
+      for (std::size_t k = 0; k < s.parent.size(); ++k)
+        if (s.parent[k] == static_cast<std::int32_t>(k) && s.remap[k] < 0) flush(k);
+      s.level.swap(s.next_level);
+      s.size.swap(s.next_size);
+      s.min_dist.swap(s.next_dist);
+      s.parent.resize(s.level.size());
+      for (std::size_t k = 0; k < s.parent.size(); ++k) s.parent[k] = static_cast<std::int32_t>(k);
+    }
   }
+  gather();
+  for (std::size_t k = 0; k < s.parent.size(); ++k)
+    if (s.parent[k] == static_cast<std::int32_t>(k)) flush(k);
   return n_voxels;
 }
 
@@ -276,22 +349,45 @@ void emit(std::span<const FeatureDef> defs, const detail::MatrixFeatures& f, Agg
 void emit_2d(std::span<const FeatureDef> defs, const std::vector<SliceMatrices>& slices, bool by_size,
              Features& out) {
   detail::MatrixFeatures mean{};
-  std::vector<MatrixEntry> all;
   std::int64_t n_voxels = 0;
-  int n = 0;
+  std::size_t total = 0;
+  int n = 0, max_i = 0;
+  std::int64_t max_j = 0;
   for (const auto& s : slices) {
     if (s.n_voxels == 0) continue;
     const auto& e = by_size ? s.sizes : s.dists;
     const auto f = detail::sparse_matrix_features(e, static_cast<double>(s.n_voxels));
     for (std::size_t k = 0; k < f.size(); ++k) mean[k] += f[k];
     ++n;
-    all.insert(all.end(), e.begin(), e.end());
     n_voxels += s.n_voxels;
+    total += e.size();
+    for (const auto& x : e) {
+      max_i = std::max(max_i, x.i);
+      max_j = std::max(max_j, x.j);
+    }
   }
   for (auto& v : mean) v /= n;
   emit(defs, mean, Aggregation::d2, out);
-  emit(defs, detail::sparse_matrix_features(detail::merge_entries(std::move(all)), static_cast<double>(n_voxels)),
-       Aggregation::d25, out);
+  // 2.5D: the slices' matrices summed, in a dense array when it is small, else by sorting.
+  std::vector<MatrixEntry> merged;
+  const auto columns = static_cast<std::size_t>(max_j) + 1;
+  if (static_cast<double>(max_i + 1) * static_cast<double>(columns) <= 4.0 * static_cast<double>(total) + 65536) {
+    std::vector<double> dense(static_cast<std::size_t>(max_i + 1) * columns, 0.0);
+    for (const auto& s : slices)
+      for (const auto& x : by_size ? s.sizes : s.dists)
+        dense[static_cast<std::size_t>(x.i) * columns + static_cast<std::size_t>(x.j)] += x.count;
+    for (std::size_t cell = 0; cell < dense.size(); ++cell)
+      if (dense[cell] != 0)
+        merged.push_back({static_cast<int>(cell / columns), static_cast<std::int64_t>(cell % columns), dense[cell]});
+  } else {
+    merged.reserve(total);
+    for (const auto& s : slices) {
+      const auto& e = by_size ? s.sizes : s.dists;
+      merged.insert(merged.end(), e.begin(), e.end());
+    }
+    merged = detail::merge_entries(std::move(merged));
+  }
+  emit(defs, detail::sparse_matrix_features(merged, static_cast<double>(n_voxels)), Aggregation::d25, out);
 }
 
 void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, const TextureScope& scope, bool want_size,
@@ -312,46 +408,50 @@ void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, con
     box = bounding_box(g, [&](std::size_t i) { return levels.level[i] > 0; });
   }
 
-  std::vector<SliceMatrices> slices;
-  if (scope.two_d) {
-    slices.resize(static_cast<std::size_t>(box.nz()));
-    const int stripes = std::max(1, std::min(box.nz(), 4 * cv::getNumThreads()));
-    cv::parallel_for_(
-        cv::Range(0, box.nz()),
-        [&](const cv::Range& r) {
-          Scratch s;
-          Histogram hs(levels.ng), hd(levels.ng);
-          for (int z = r.start; z < r.end; ++z) {
-            Box slice = box;
-            slice.z0 = box.z0 + z;
-            slice.z1 = slice.z0 + 1;
-            if (want_dist) {
-              s.dist.resize(slice.slice_size());
-              city_block_distance(*morph, g, slice, false, s.dist.data());
-            }
-            auto& m = slices[static_cast<std::size_t>(z)];
-            m.n_voxels = label_zones(levels, slice, false, want_dist ? s.dist.data() : nullptr, s,
-                                     want_size ? &hs : nullptr, want_dist ? &hd : nullptr);
-            hs.collect(m.sizes);
-            hd.collect(m.dists);
-          }
-        },
-        stripes);
-  }
+  // Tasks: the 3D labelling first (the longest), then one per slice, spread over OpenCV's threads.
+  std::vector<SliceMatrices> slices(scope.two_d ? static_cast<std::size_t>(box.nz()) : 0);
   std::vector<MatrixEntry> sizes3, dists3;
   std::int64_t n3 = 0;
-  if (scope.three_d) {
-    Scratch s;
-    Histogram hs(levels.ng), hd(levels.ng);
-    if (want_dist) {
-      s.dist.resize(box.size());
-      city_block_distance(*morph, g, box, true, s.dist.data());
-    }
-    n3 = label_zones(levels, box, true, want_dist ? s.dist.data() : nullptr, s, want_size ? &hs : nullptr,
-                     want_dist ? &hd : nullptr);
-    hs.collect(sizes3);
-    hd.collect(dists3);
-  }
+  const int first_slice = scope.three_d ? 1 : 0;
+  const int tasks = first_slice + static_cast<int>(slices.size());
+  cv::parallel_for_(
+      cv::Range(0, tasks),
+      [&](const cv::Range& r) {
+        // Slice-sized buffers and histograms, reused by the thread's next slices (and calls).
+        thread_local Scratch slice_scratch;
+        thread_local Histogram hs, hd;
+        hs.reset(levels.ng);
+        hd.reset(levels.ng);
+        for (int t = r.start; t < r.end; ++t) {
+          if (t < first_slice) {
+            Scratch s;
+            std::uint16_t* d = nullptr;
+            if (want_dist) {
+              d = s.dist_buffer(box.size());
+              city_block_distance(*morph, g, box, true, d);
+            }
+            n3 = label_zones(levels, box, true, d, s, want_size ? &hs : nullptr, want_dist ? &hd : nullptr);
+            hs.collect(sizes3);
+            hd.collect(dists3);
+            continue;
+          }
+          const int z = t - first_slice;
+          Scratch& s = slice_scratch;
+          Box slice = box;
+          slice.z0 = box.z0 + z;
+          slice.z1 = slice.z0 + 1;
+          std::uint16_t* d = nullptr;
+          if (want_dist) {
+            d = s.dist_buffer(slice.slice_size());
+            city_block_distance(*morph, g, slice, false, d);
+          }
+          auto& m = slices[static_cast<std::size_t>(z)];
+          m.n_voxels = label_zones(levels, slice, false, d, s, want_size ? &hs : nullptr, want_dist ? &hd : nullptr);
+          hs.collect(m.sizes);
+          hd.collect(m.dists);
+        }
+      },
+      tasks);
   for (const bool by_size : {true, false}) {
     if (by_size ? !want_size : !want_dist) continue;
     const std::span<const FeatureDef> defs = by_size ? std::span<const FeatureDef>(kGlszm) : std::span<const FeatureDef>(kGldzm);
@@ -370,9 +470,11 @@ MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, doub
   f.fill(std::numeric_limits<double>::quiet_NaN());
   double ns = 0;
   int max_i = 0;
+  std::int64_t max_j = 0;
   for (const auto& e : entries) {
     ns += e.count;
     max_i = std::max(max_i, e.i);
+    max_j = std::max(max_j, e.j);
   }
   if (!(ns > 0)) return f;
   std::vector<double> row(static_cast<std::size_t>(max_i) + 1, 0.0);
@@ -406,13 +508,19 @@ MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, doub
   }
   double glnu = 0, jnu = 0;
   for (const double r : row) glnu += r * r;
-  std::sort(col.begin(), col.end());
-  for (std::size_t a = 0; a < col.size();) {
-    double sum = 0;
-    std::size_t b = a;
-    for (; b < col.size() && col[b].first == col[a].first; ++b) sum += col[b].second;
-    jnu += sum * sum;
-    a = b;
+  if (max_j <= static_cast<std::int64_t>(4 * entries.size()) + 4096) {  // column sums in a dense array
+    std::vector<double> sums(static_cast<std::size_t>(max_j) + 1, 0.0);
+    for (const auto& [j, c] : col) sums[static_cast<std::size_t>(j)] += c;
+    for (const double c : sums) jnu += c * c;
+  } else {
+    std::sort(col.begin(), col.end());
+    for (std::size_t a = 0; a < col.size();) {
+      double sum = 0;
+      std::size_t b = a;
+      for (; b < col.size() && col[b].first == col[a].first; ++b) sum += col[b].second;
+      jnu += sum * sum;
+      a = b;
+    }
   }
   f = {sje / ns, lje / ns, lg / ns, hg / ns, sjlg / ns, sjhg / ns, ljlg / ns, ljhg / ns, glnu / ns, glnu / (ns * ns),
        jnu / ns, jnu / (ns * ns), ns / n_voxels, var_i, var_j, entropy, energy};
@@ -420,9 +528,24 @@ MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, doub
 }
 
 std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries) {
+  int max_i = 0;
+  std::int64_t max_j = 0;
+  for (const auto& e : entries) {
+    max_i = std::max(max_i, e.i);
+    max_j = std::max(max_j, e.j);
+  }
+  std::vector<MatrixEntry> out;
+  const auto columns = static_cast<std::size_t>(max_j) + 1;
+  if (static_cast<double>(max_i) * static_cast<double>(columns) <= 4.0 * static_cast<double>(entries.size()) + 65536) {
+    std::vector<double> dense(static_cast<std::size_t>(max_i + 1) * columns, 0.0);  // small: sum in place
+    for (const auto& e : entries) dense[static_cast<std::size_t>(e.i) * columns + static_cast<std::size_t>(e.j)] += e.count;
+    for (std::size_t cell = 0; cell < dense.size(); ++cell)
+      if (dense[cell] != 0)
+        out.push_back({static_cast<int>(cell / columns), static_cast<std::int64_t>(cell % columns), dense[cell]});
+    return out;
+  }
   std::sort(entries.begin(), entries.end(),
             [](const MatrixEntry& a, const MatrixEntry& b) { return a.i != b.i ? a.i < b.i : a.j < b.j; });
-  std::vector<MatrixEntry> out;
   for (const auto& e : entries) {
     if (!out.empty() && out.back().i == e.i && out.back().j == e.j) out.back().count += e.count;
     else out.push_back(e);
