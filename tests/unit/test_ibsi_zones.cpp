@@ -5,6 +5,8 @@
 // reference values, hand-worked small cases, bad input, and a large synthetic ROI for speed.
 #include <chrono>
 #include <cmath>
+#include <algorithm>
+#include <array>
 #include <map>
 #include <random>
 #include <stdexcept>
@@ -180,6 +182,104 @@ BOOST_AUTO_TEST_CASE(the_morphological_mask_defines_the_edge) {
   ib::Features g;
   ib::gldzm_features(lv, mask_of(lv), {.two_d = false, .three_d = true}, g);
   BOOST_TEST(by_tag(g).at("dzm_sde_3D") == 1.0);
+}
+
+// Brute force: zones by flood fill, distances as the L1 distance to the nearest voxel outside the
+// morphological mask or the grid, then the same matrix features.
+std::vector<ib::detail::MatrixEntry> brute_force_matrix(const ib::Levels& lv, const std::vector<std::uint8_t>& morph,
+                                                       bool three_d, int only_z, bool by_size, double& n_voxels) {
+  const auto& g = lv.grid;
+  auto at = [&](int x, int y, int z) { return lv.level[g.index(x, y, z)]; };
+  auto distance = [&](int x, int y, int z) {
+    int d = std::min({x + 1, g.nx - x, y + 1, g.ny - y});
+    if (three_d) d = std::min({d, z + 1, g.nz - z});
+    for (int c = 0; c < g.nz; ++c)
+      for (int b = 0; b < g.ny; ++b)
+        for (int a = 0; a < g.nx; ++a)
+          if (!morph[g.index(a, b, c)] && (three_d || c == z))
+            d = std::min(d, std::abs(a - x) + std::abs(b - y) + std::abs(c - z));
+    return d;
+  };
+  std::vector<char> seen(g.size(), 0);
+  std::map<std::pair<int, std::int64_t>, double> cells;
+  n_voxels = 0;
+  for (int z = 0; z < g.nz; ++z)
+    for (int y = 0; y < g.ny; ++y)
+      for (int x = 0; x < g.nx; ++x) {
+        if ((!three_d && z != only_z) || at(x, y, z) == 0 || seen[g.index(x, y, z)]) continue;
+        const int v = at(x, y, z);
+        std::vector<std::array<int, 3>> stack{{x, y, z}};
+        seen[g.index(x, y, z)] = 1;
+        std::int64_t size = 0;
+        int dmin = 1 << 30;
+        while (!stack.empty()) {
+          const auto [a, b, c] = stack.back();
+          stack.pop_back();
+          ++size;
+          dmin = std::min(dmin, distance(a, b, c));
+          for (int dz = three_d ? -1 : 0; dz <= (three_d ? 1 : 0); ++dz)
+            for (int dy = -1; dy <= 1; ++dy)
+              for (int dx = -1; dx <= 1; ++dx) {
+                const int p = a + dx, q = b + dy, r = c + dz;
+                if (p < 0 || q < 0 || r < 0 || p >= g.nx || q >= g.ny || r >= g.nz) continue;
+                if (at(p, q, r) != v || seen[g.index(p, q, r)]) continue;
+                seen[g.index(p, q, r)] = 1;
+                stack.push_back({p, q, r});
+              }
+        }
+        n_voxels += static_cast<double>(size);
+        cells[{v, by_size ? size : dmin}] += 1;
+      }
+  std::vector<ib::detail::MatrixEntry> e;
+  for (const auto& [k, c] : cells) e.push_back({k.first, k.second, c});
+  return e;
+}
+
+BOOST_AUTO_TEST_CASE(random_volumes_match_a_brute_force_count) {
+  // Random grey levels 1..3 (large zones winding across slices) in a random mask, with the
+  // morphological mask a little larger than the intensity mask.
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 6; ++trial) {
+    const int nx = 9 + trial, ny = 7 + trial % 3, nz = 5 + trial % 4;
+    std::vector<int> v(static_cast<std::size_t>(nx) * ny * nz);
+    std::vector<std::uint8_t> morph(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      morph[i] = rng() % 10 < 8;
+      v[i] = morph[i] && rng() % 10 < 9 ? 1 + static_cast<int>(rng() % 3) : 0;
+    }
+    const auto lv = make_levels(nx, ny, nz, v);
+    ib::Features f;
+    ib::zone_features(lv, morph, {}, f);
+    const auto m = by_tag(f);
+    for (const bool by_size : {true, false}) {
+      const auto defs = by_size ? ib::glszm_definitions() : ib::gldzm_definitions();
+      double nv = 0;
+      const auto e3 = brute_force_matrix(lv, morph, true, 0, by_size, nv);
+      const auto f3 = ib::detail::sparse_matrix_features(e3, nv);
+      std::vector<ib::detail::MatrixEntry> all;
+      ib::detail::MatrixFeatures mean{};
+      double nv25 = 0;
+      int slices = 0;
+      for (int z = 0; z < nz; ++z) {
+        double n = 0;
+        const auto e = brute_force_matrix(lv, morph, false, z, by_size, n);
+        if (n == 0) continue;
+        const auto fz = ib::detail::sparse_matrix_features(e, n);
+        for (std::size_t k = 0; k < fz.size(); ++k) mean[k] += fz[k];
+        ++slices;
+        nv25 += n;
+        all.insert(all.end(), e.begin(), e.end());
+      }
+      const auto f25 = ib::detail::sparse_matrix_features(ib::detail::merge_entries(all), nv25);
+      for (std::size_t k = 0; k < defs.size(); ++k) {
+        const std::string base(defs[k].base_tag);
+        BOOST_TEST_INFO(base << (by_size ? " size" : " distance"));
+        BOOST_TEST(m.at(base + "_3D") == f3[k], boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(m.at(base + "_2_5D") == f25[k], boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(m.at(base + "_2D") == mean[k] / slices, boost::test_tools::tolerance(1e-9));
+      }
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
