@@ -96,8 +96,11 @@ class Histogram {
  public:
   static constexpr std::int64_t kDense = 256;
   explicit Histogram(int ng = 0) : counts_(static_cast<std::size_t>(ng) * kDense, 0) {}
-  // Makes room for grey levels 1..ng; the histogram must be empty (collected).
+  // Empties the histogram and makes room for grey levels 1..ng.
   void reset(int ng) {
+    for (const std::uint32_t cell : touched_) counts_[cell] = 0;
+    touched_.clear();
+    large_.clear();
     if (counts_.size() != static_cast<std::size_t>(ng) * kDense) counts_.assign(static_cast<std::size_t>(ng) * kDense, 0);
   }
   void add(int level, std::int64_t j) {
@@ -236,10 +239,11 @@ std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std
   s.level.clear();
   s.size.clear();
   s.min_dist.clear();
-  s.parent.reserve(2 * plane);
-  s.level.reserve(2 * plane);
-  s.size.reserve(2 * plane);
-  s.min_dist.reserve(2 * plane);
+  const std::size_t expected = three_d ? 2 * plane : plane;  // labels: at most those of about two slices
+  s.parent.reserve(expected);
+  s.level.reserve(expected);
+  s.size.reserve(expected);
+  s.min_dist.reserve(expected);
   // Gathers every label's count and distance into its root (its set's smallest label).
   const auto gather = [&s] {
     for (std::size_t k = 0; k < s.parent.size(); ++k) {
