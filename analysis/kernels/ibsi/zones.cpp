@@ -1,0 +1,579 @@
+#include "analysis/kernels/ibsi/zones.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+#include <opencv2/core.hpp>
+
+namespace analysis::kernels::ibsi {
+namespace {
+
+constexpr FeatureDef kGlszm[] = {
+    {"szm_sze", "5QRC", "Small zone emphasis", ""},
+    {"szm_lze", "48P8", "Large zone emphasis", ""},
+    {"szm_lgze", "XMSY", "Low grey level zone emphasis", ""},
+    {"szm_hgze", "5GN9", "High grey level zone emphasis", ""},
+    {"szm_szlge", "5RAI", "Small zone low grey level emphasis", ""},
+    {"szm_szhge", "HW1V", "Small zone high grey level emphasis", ""},
+    {"szm_lzlge", "YH51", "Large zone low grey level emphasis", ""},
+    {"szm_lzhge", "J17V", "Large zone high grey level emphasis", ""},
+    {"szm_glnu", "JNSA", "Grey level non-uniformity", ""},
+    {"szm_glnu_norm", "Y1RO", "Normalised grey level non-uniformity", ""},
+    {"szm_zsnu", "4JP3", "Zone size non-uniformity", ""},
+    {"szm_zsnu_norm", "VB3A", "Normalised zone size non-uniformity", ""},
+    {"szm_z_perc", "P30P", "Zone percentage", ""},
+    {"szm_gl_var", "BYLV", "Grey level variance", ""},
+    {"szm_zs_var", "3NSA", "Zone size variance", ""},
+    {"szm_zs_entr", "GU8N", "Zone size entropy", ""},
+};
+
+constexpr FeatureDef kGldzm[] = {
+    {"dzm_sde", "0GBI", "Small distance emphasis", ""},
+    {"dzm_lde", "MB4I", "Large distance emphasis", ""},
+    {"dzm_lgze", "S1RA", "Low grey level zone emphasis", ""},
+    {"dzm_hgze", "K26C", "High grey level zone emphasis", ""},
+    {"dzm_sdlge", "RUVG", "Small distance low grey level emphasis", ""},
+    {"dzm_sdhge", "DKNJ", "Small distance high grey level emphasis", ""},
+    {"dzm_ldlge", "A7WM", "Large distance low grey level emphasis", ""},
+    {"dzm_ldhge", "KLTH", "Large distance high grey level emphasis", ""},
+    {"dzm_glnu", "VFT7", "Grey level non-uniformity", ""},
+    {"dzm_glnu_norm", "7HP3", "Normalised grey level non-uniformity", ""},
+    {"dzm_zdnu", "V294", "Zone distance non-uniformity", ""},
+    {"dzm_zdnu_norm", "IATH", "Normalised zone distance non-uniformity", ""},
+    {"dzm_z_perc", "VIWW", "Zone percentage", ""},
+    {"dzm_gl_var", "QK93", "Grey level variance", ""},
+    {"dzm_zd_var", "7WT1", "Zone distance variance", ""},
+    {"dzm_zd_entr", "GBDU", "Zone distance entropy", ""},
+};
+
+using detail::MatrixEntry;
+
+// A box [x0, x1) x [y0, y1) x [z0, z1) of the grid.
+struct Box {
+  int x0 = 0, x1 = 0, y0 = 0, y1 = 0, z0 = 0, z1 = 0;
+  int nx() const { return x1 - x0; }
+  int ny() const { return y1 - y0; }
+  int nz() const { return z1 - z0; }
+  std::size_t slice_size() const { return static_cast<std::size_t>(nx()) * static_cast<std::size_t>(ny()); }
+  std::size_t size() const { return slice_size() * static_cast<std::size_t>(nz()); }
+};
+
+template <class Inside>
+Box bounding_box(const Grid& g, Inside inside) {
+  Box b{g.nx, -1, g.ny, -1, g.nz, -1};
+  for (int z = 0; z < g.nz; ++z)
+    for (int y = 0; y < g.ny; ++y) {
+      const std::size_t row = g.index(0, y, z);
+      int first = -1, last = -1;
+      for (int x = 0; x < g.nx; ++x)
+        if (inside(row + static_cast<std::size_t>(x))) {
+          if (first < 0) first = x;
+          last = x;
+        }
+      if (first < 0) continue;
+      b.x0 = std::min(b.x0, first);
+      b.x1 = std::max(b.x1, last);
+      b.y0 = std::min(b.y0, y);
+      b.y1 = std::max(b.y1, y);
+      b.z0 = std::min(b.z0, z);
+      b.z1 = std::max(b.z1, z);
+    }
+  ++b.x1;
+  ++b.y1;
+  ++b.z1;
+  return b;
+}
+
+// Counts of (grey level, column) cells: dense for columns below kDense (with a list of the touched
+// cells, so that collecting and clearing cost what was added), a key list for larger columns.
+class Histogram {
+ public:
+  static constexpr std::int64_t kDense = 256;
+  explicit Histogram(int ng = 0) : counts_(static_cast<std::size_t>(ng) * kDense, 0) {}
+  // Empties the histogram and makes room for grey levels 1..ng.
+  void reset(int ng) {
+    for (const std::uint32_t cell : touched_) counts_[cell] = 0;
+    touched_.clear();
+    large_.clear();
+    if (counts_.size() != static_cast<std::size_t>(ng) * kDense) counts_.assign(static_cast<std::size_t>(ng) * kDense, 0);
+  }
+  void add(int level, std::int64_t j) {
+    if (j < kDense) {
+      const std::size_t cell = static_cast<std::size_t>(level - 1) * kDense + static_cast<std::size_t>(j);
+      if (counts_[cell]++ == 0) touched_.push_back(static_cast<std::uint32_t>(cell));
+    } else {
+      large_.push_back((static_cast<std::uint64_t>(level) << 40) | static_cast<std::uint64_t>(j));
+    }
+  }
+  // Appends the non-zero cells to `out` and clears the histogram.
+  void collect(std::vector<MatrixEntry>& out) {
+    for (const std::uint32_t cell : touched_) {
+      out.push_back({static_cast<int>(cell / kDense) + 1, static_cast<std::int64_t>(cell % kDense),
+                     static_cast<double>(counts_[cell])});
+      counts_[cell] = 0;
+    }
+    touched_.clear();
+    std::sort(large_.begin(), large_.end());
+    for (std::size_t a = 0; a < large_.size();) {
+      std::size_t b = a;
+      while (b < large_.size() && large_[b] == large_[a]) ++b;
+      out.push_back({static_cast<int>(large_[a] >> 40), static_cast<std::int64_t>(large_[a] & ((std::uint64_t{1} << 40) - 1)),
+                     static_cast<double>(b - a)});
+      a = b;
+    }
+    large_.clear();
+  }
+
+ private:
+  std::vector<std::uint32_t> counts_;
+  std::vector<std::uint32_t> touched_;
+  std::vector<std::uint64_t> large_;
+};
+
+// City block distance (in voxels) of every voxel of the box to the nearest voxel outside `morph`
+// (voxels outside the box count as outside: the box holds the whole mask); 0 outside the mask.
+// Two raster passes, 4-connected within each slice (three_d false) or 6-connected.
+void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, const Box& b, bool three_d,
+                         std::uint16_t* d) {
+  const int nx = b.nx(), ny = b.ny(), nz = three_d ? b.nz() : 1;
+  const std::ptrdiff_t sy = nx, sz = static_cast<std::ptrdiff_t>(b.slice_size());
+  for (int z = 0; z < nz; ++z)
+    for (int y = 0; y < ny; ++y) {
+      const std::uint8_t* m = &morph[g.index(b.x0, b.y0 + y, b.z0 + z)];
+      std::uint16_t* row = d + z * sz + y * sy;
+      for (int x = 0; x < nx; ++x) {
+        if (!m[x]) {
+          row[x] = 0;
+          continue;
+        }
+        int v = x > 0 ? row[x - 1] : 0;
+        if (y > 0) v = std::min<int>(v, row[x - sy]);
+        else v = 0;
+        if (three_d) v = z > 0 ? std::min<int>(v, row[x - sz]) : 0;
+        row[x] = static_cast<std::uint16_t>(v + 1);
+      }
+    }
+  for (int z = nz - 1; z >= 0; --z)
+    for (int y = ny - 1; y >= 0; --y) {
+      std::uint16_t* row = d + z * sz + y * sy;
+      for (int x = nx - 1; x >= 0; --x) {
+        if (!row[x]) continue;
+        int v = x + 1 < nx ? row[x + 1] : 0;
+        v = y + 1 < ny ? std::min<int>(v, row[x + sy]) : 0;
+        if (three_d) v = z + 1 < nz ? std::min<int>(v, row[x + sz]) : 0;
+        row[x] = static_cast<std::uint16_t>(std::min<int>(row[x], v + 1));
+      }
+    }
+}
+
+// Scratch of one labelling: the provisional labels of the current and the previous slice, and per
+// provisional label its union-find parent, level, voxel count and smallest distance.
+struct Scratch {
+  std::unique_ptr<std::int32_t[]> labels;  // two slices of the box, not initialised
+  std::size_t labels_size = 0;
+  std::unique_ptr<std::uint16_t[]> dist;  // the box's distance map, not initialised
+  std::size_t dist_size = 0;
+  std::vector<std::int32_t> parent, level, size;
+  std::vector<std::uint16_t> min_dist;
+  std::vector<std::int32_t> remap, next_level, next_size;  // compaction between slices (3D)
+  std::vector<std::uint16_t> next_dist;
+
+  std::int32_t* label_buffer(std::size_t n) {
+    if (labels_size < n) {
+      labels.reset(new std::int32_t[n]);
+      labels_size = n;
+    }
+    return labels.get();
+  }
+  std::uint16_t* dist_buffer(std::size_t n) {
+    if (dist_size < n) {
+      dist.reset(new std::uint16_t[n]);
+      dist_size = n;
+    }
+    return dist.get();
+  }
+};
+
+inline std::int32_t find_root(std::int32_t* parent, std::int32_t x) {
+  while (parent[x] != x) {
+    parent[x] = parent[parent[x]];  // path halving
+    x = parent[x];
+  }
+  return x;
+}
+
+// Merges the sets of a and b; returns the root, the smaller label (parent[x] <= x always).
+inline std::int32_t unite(std::int32_t* parent, std::int32_t a, std::int32_t b) {
+  a = find_root(parent, a);
+  b = find_root(parent, b);
+  if (a < b) {
+    parent[b] = a;
+    return a;
+  }
+  parent[a] = b;
+  return b;
+}
+
+// Labels the zones of the box (one slice when three_d is false: 8-connected; else 26-connected) in
+// one raster pass that keeps the labels of two slices only, and adds each zone's (level, size) to
+// `sizes` and (level, distance) to `dists` (either may be null; `dist` is the box's distance map when
+// `dists` is set). Returns the voxel count.
+//
+// In 3D, after each slice the labels are compacted: a zone that no voxel of the slice belongs to is
+// complete and goes to the histograms; the others are renumbered 0..n-1. So the label arrays hold
+// the labels of about two slices, whatever the volume's zone count.
+std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std::uint16_t* dist, Scratch& s,
+                         Histogram* sizes, Histogram* dists) {
+  const Grid& g = lv.grid;
+  const int nx = b.nx(), ny = b.ny(), nz = three_d ? b.nz() : 1;
+  const std::ptrdiff_t gy = g.nx, gz = static_cast<std::ptrdiff_t>(g.nx) * g.ny;  // grid strides
+  const std::size_t plane = b.slice_size();
+  std::int32_t* const buffer = s.label_buffer(three_d ? 2 * plane : plane);
+  s.parent.clear();
+  s.level.clear();
+  s.size.clear();
+  s.min_dist.clear();
+  const std::size_t expected = three_d ? 2 * plane : plane;  // labels: at most those of about two slices
+  s.parent.reserve(expected);
+  s.level.reserve(expected);
+  s.size.reserve(expected);
+  s.min_dist.reserve(expected);
+  // Gathers every label's count and distance into its root (its set's smallest label).
+  const auto gather = [&s] {
+    for (std::size_t k = 0; k < s.parent.size(); ++k) {
+      const auto r = static_cast<std::size_t>(find_root(s.parent.data(), static_cast<std::int32_t>(k)));
+      if (r == k) continue;
+      s.size[r] += s.size[k];
+      s.min_dist[r] = std::min(s.min_dist[r], s.min_dist[k]);
+    }
+  };
+  const auto flush = [&](std::size_t k) {
+    if (sizes) sizes->add(s.level[k], s.size[k]);
+    if (dists) dists->add(s.level[k], s.min_dist[k]);
+  };
+  std::int64_t n_voxels = 0;
+  for (int z = 0; z < nz; ++z) {
+    std::int32_t* cur = buffer + (z % 2) * plane;
+    const std::int32_t* prev = buffer + ((z + 1) % 2) * plane;
+    const std::uint16_t* dslice = dist ? dist + static_cast<std::size_t>(z) * plane : nullptr;
+    for (int y = 0; y < ny; ++y) {
+      const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
+      std::int32_t* lrow = cur + static_cast<std::ptrdiff_t>(y) * nx;
+      for (int x = 0; x < nx; ++x) {
+        const int v = row[x];
+        if (v == 0) continue;
+        std::int32_t label = -1;
+        const auto join = [&](std::int32_t other) {
+          label = label < 0 ? find_root(s.parent.data(), other) : unite(s.parent.data(), label, other);
+        };
+        const bool left = x > 0, right = x + 1 < nx;
+        if (left && row[x - 1] == v) join(lrow[x - 1]);
+        if (y > 0) {
+          const int* up = row - gy;
+          const std::int32_t* lup = lrow - nx;
+          if (left && up[x - 1] == v) join(lup[x - 1]);
+          if (up[x] == v) join(lup[x]);
+          if (right && up[x + 1] == v) join(lup[x + 1]);
+        }
+        if (three_d && z > 0) {
+          for (int dy = -1; dy <= 1; ++dy) {
+            if (y + dy < 0 || y + dy >= ny) continue;
+            const int* r = row - gz + dy * gy;
+            const std::int32_t* l = prev + static_cast<std::ptrdiff_t>(y + dy) * nx;
+            if (left && r[x - 1] == v) join(l[x - 1]);
+            if (r[x] == v) join(l[x]);
+            if (right && r[x + 1] == v) join(l[x + 1]);
+          }
+        }
+        if (label < 0) {
+          label = static_cast<std::int32_t>(s.parent.size());
+          s.parent.push_back(label);
+          s.level.push_back(v);
+          s.size.push_back(0);
+          s.min_dist.push_back(std::numeric_limits<std::uint16_t>::max());
+        }
+        lrow[x] = label;
+        const auto k = static_cast<std::size_t>(label);
+        ++s.size[k];
+        if (dslice) s.min_dist[k] = std::min(s.min_dist[k], dslice[static_cast<std::ptrdiff_t>(y) * nx + x]);
+        ++n_voxels;
+      }
+    }
+    if (z + 1 < nz) {  // compact: keep the zones this slice reaches, flush the others
+      gather();
+      s.remap.assign(s.parent.size(), -1);
+      s.next_level.clear();
+      s.next_size.clear();
+      s.next_dist.clear();
+      for (int y = 0; y < ny; ++y) {
+        const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
+        std::int32_t* lrow = cur + static_cast<std::ptrdiff_t>(y) * nx;
+        for (int x = 0; x < nx; ++x) {
+          if (row[x] == 0) continue;
+          const auto r = static_cast<std::size_t>(find_root(s.parent.data(), lrow[x]));
+          if (s.remap[r] < 0) {
+            s.remap[r] = static_cast<std::int32_t>(s.next_level.size());
+            s.next_level.push_back(s.level[r]);
+            s.next_size.push_back(s.size[r]);
+            s.next_dist.push_back(s.min_dist[r]);
+          }
+          lrow[x] = s.remap[r];
+        }
+      }
+      for (std::size_t k = 0; k < s.parent.size(); ++k)
+        if (s.parent[k] == static_cast<std::int32_t>(k) && s.remap[k] < 0) flush(k);
+      s.level.swap(s.next_level);
+      s.size.swap(s.next_size);
+      s.min_dist.swap(s.next_dist);
+      s.parent.resize(s.level.size());
+      for (std::size_t k = 0; k < s.parent.size(); ++k) s.parent[k] = static_cast<std::int32_t>(k);
+    }
+  }
+  gather();
+  for (std::size_t k = 0; k < s.parent.size(); ++k)
+    if (s.parent[k] == static_cast<std::int32_t>(k)) flush(k);
+  return n_voxels;
+}
+
+struct SliceMatrices {
+  std::vector<MatrixEntry> sizes, dists;
+  std::int64_t n_voxels = 0;
+};
+
+void emit(std::span<const FeatureDef> defs, const detail::MatrixFeatures& f, Aggregation a, Features& out) {
+  for (std::size_t k = 0; k < defs.size(); ++k) out.push_back({fmt::format("{}_{}", defs[k].base_tag, suffix(a)), f[k]});
+}
+
+void emit_2d(std::span<const FeatureDef> defs, const std::vector<SliceMatrices>& slices, bool by_size,
+             Features& out) {
+  detail::MatrixFeatures mean{};
+  std::int64_t n_voxels = 0;
+  std::size_t total = 0;
+  int n = 0, max_i = 0;
+  std::int64_t max_j = 0;
+  for (const auto& s : slices) {
+    if (s.n_voxels == 0) continue;
+    const auto& e = by_size ? s.sizes : s.dists;
+    const auto f = detail::sparse_matrix_features(e, static_cast<double>(s.n_voxels));
+    for (std::size_t k = 0; k < f.size(); ++k) mean[k] += f[k];
+    ++n;
+    n_voxels += s.n_voxels;
+    total += e.size();
+    for (const auto& x : e) {
+      max_i = std::max(max_i, x.i);
+      max_j = std::max(max_j, x.j);
+    }
+  }
+  for (auto& v : mean) v /= n;
+  emit(defs, mean, Aggregation::d2, out);
+  // 2.5D: the slices' matrices summed, in a dense array when it is small, else by sorting.
+  std::vector<MatrixEntry> merged;
+  const auto columns = static_cast<std::size_t>(max_j) + 1;
+  if (static_cast<double>(max_i + 1) * static_cast<double>(columns) <= 4.0 * static_cast<double>(total) + 65536) {
+    std::vector<double> dense(static_cast<std::size_t>(max_i + 1) * columns, 0.0);
+    for (const auto& s : slices)
+      for (const auto& x : by_size ? s.sizes : s.dists)
+        dense[static_cast<std::size_t>(x.i) * columns + static_cast<std::size_t>(x.j)] += x.count;
+    for (std::size_t cell = 0; cell < dense.size(); ++cell)
+      if (dense[cell] != 0)
+        merged.push_back({static_cast<int>(cell / columns), static_cast<std::int64_t>(cell % columns), dense[cell]});
+  } else {
+    merged.reserve(total);
+    for (const auto& s : slices) {
+      const auto& e = by_size ? s.sizes : s.dists;
+      merged.insert(merged.end(), e.begin(), e.end());
+    }
+    merged = detail::merge_entries(std::move(merged));
+  }
+  emit(defs, detail::sparse_matrix_features(merged, static_cast<double>(n_voxels)), Aggregation::d25, out);
+}
+
+void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, const TextureScope& scope, bool want_size,
+               bool want_dist, Features& out) {
+  check_levels(levels, "zone features");
+  const Grid& g = levels.grid;
+  if (g.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw std::invalid_argument("zone features: grid too large");
+  Box box;
+  if (want_dist) {
+    if (morph->size() != g.size())
+      throw std::invalid_argument("zone features: the morphological mask must have one value per voxel of the grid");
+    for (std::size_t i = 0; i < g.size(); ++i)
+      if (levels.level[i] > 0 && !(*morph)[i])
+        throw std::invalid_argument("zone features: a voxel with a grey level lies outside the morphological mask");
+    box = bounding_box(g, [&](std::size_t i) { return (*morph)[i] != 0; });
+  } else {
+    box = bounding_box(g, [&](std::size_t i) { return levels.level[i] > 0; });
+  }
+
+  // Tasks: the 3D labelling first (the longest), then one per slice, spread over OpenCV's threads.
+  std::vector<SliceMatrices> slices(scope.two_d ? static_cast<std::size_t>(box.nz()) : 0);
+  std::vector<MatrixEntry> sizes3, dists3;
+  std::int64_t n3 = 0;
+  const int first_slice = scope.three_d ? 1 : 0;
+  const int tasks = first_slice + static_cast<int>(slices.size());
+  cv::parallel_for_(
+      cv::Range(0, tasks),
+      [&](const cv::Range& r) {
+        // Slice-sized buffers and histograms, reused by the thread's next slices (and calls).
+        thread_local Scratch slice_scratch;
+        thread_local Histogram hs, hd;
+        hs.reset(levels.ng);
+        hd.reset(levels.ng);
+        for (int t = r.start; t < r.end; ++t) {
+          if (t < first_slice) {
+            Scratch s;
+            std::uint16_t* d = nullptr;
+            if (want_dist) {
+              d = s.dist_buffer(box.size());
+              city_block_distance(*morph, g, box, true, d);
+            }
+            n3 = label_zones(levels, box, true, d, s, want_size ? &hs : nullptr, want_dist ? &hd : nullptr);
+            hs.collect(sizes3);
+            hd.collect(dists3);
+            continue;
+          }
+          const int z = t - first_slice;
+          Scratch& s = slice_scratch;
+          Box slice = box;
+          slice.z0 = box.z0 + z;
+          slice.z1 = slice.z0 + 1;
+          std::uint16_t* d = nullptr;
+          if (want_dist) {
+            d = s.dist_buffer(slice.slice_size());
+            city_block_distance(*morph, g, slice, false, d);
+          }
+          auto& m = slices[static_cast<std::size_t>(z)];
+          m.n_voxels = label_zones(levels, slice, false, d, s, want_size ? &hs : nullptr, want_dist ? &hd : nullptr);
+          hs.collect(m.sizes);
+          hd.collect(m.dists);
+        }
+      },
+      tasks);
+  for (const bool by_size : {true, false}) {
+    if (by_size ? !want_size : !want_dist) continue;
+    const std::span<const FeatureDef> defs = by_size ? std::span<const FeatureDef>(kGlszm) : std::span<const FeatureDef>(kGldzm);
+    if (scope.two_d) emit_2d(defs, slices, by_size, out);
+    if (scope.three_d)
+      emit(defs, detail::sparse_matrix_features(by_size ? sizes3 : dists3, static_cast<double>(n3)), Aggregation::d3, out);
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, double n_voxels) {
+  MatrixFeatures f;
+  f.fill(std::numeric_limits<double>::quiet_NaN());
+  double ns = 0;
+  int max_i = 0;
+  std::int64_t max_j = 0;
+  for (const auto& e : entries) {
+    ns += e.count;
+    max_i = std::max(max_i, e.i);
+    max_j = std::max(max_j, e.j);
+  }
+  if (!(ns > 0)) return f;
+  std::vector<double> row(static_cast<std::size_t>(max_i) + 1, 0.0);
+  std::vector<std::pair<std::int64_t, double>> col;
+  col.reserve(entries.size());
+  double sje = 0, lje = 0, lg = 0, hg = 0, sjlg = 0, sjhg = 0, ljlg = 0, ljhg = 0, mu_i = 0, mu_j = 0, entropy = 0,
+         energy = 0;
+  for (const auto& e : entries) {
+    const double i2 = static_cast<double>(e.i) * e.i, j2 = static_cast<double>(e.j) * static_cast<double>(e.j);
+    const double c = e.count, p = c / ns;
+    sje += c / j2;
+    lje += c * j2;
+    lg += c / i2;
+    hg += c * i2;
+    sjlg += c / (i2 * j2);
+    sjhg += c * i2 / j2;
+    ljlg += c * j2 / i2;
+    ljhg += c * i2 * j2;
+    row[static_cast<std::size_t>(e.i)] += c;
+    col.emplace_back(e.j, c);
+    mu_i += p * e.i;
+    mu_j += p * static_cast<double>(e.j);
+    entropy -= p * std::log2(p);
+    energy += p * p;
+  }
+  double var_i = 0, var_j = 0;
+  for (const auto& e : entries) {
+    const double p = e.count / ns;
+    var_i += p * (e.i - mu_i) * (e.i - mu_i);
+    var_j += p * (static_cast<double>(e.j) - mu_j) * (static_cast<double>(e.j) - mu_j);
+  }
+  double glnu = 0, jnu = 0;
+  for (const double r : row) glnu += r * r;
+  if (max_j <= static_cast<std::int64_t>(4 * entries.size()) + 4096) {  // column sums in a dense array
+    std::vector<double> sums(static_cast<std::size_t>(max_j) + 1, 0.0);
+    for (const auto& [j, c] : col) sums[static_cast<std::size_t>(j)] += c;
+    for (const double c : sums) jnu += c * c;
+  } else {
+    std::sort(col.begin(), col.end());
+    for (std::size_t a = 0; a < col.size();) {
+      double sum = 0;
+      std::size_t b = a;
+      for (; b < col.size() && col[b].first == col[a].first; ++b) sum += col[b].second;
+      jnu += sum * sum;
+      a = b;
+    }
+  }
+  f = {sje / ns, lje / ns, lg / ns, hg / ns, sjlg / ns, sjhg / ns, ljlg / ns, ljhg / ns, glnu / ns, glnu / (ns * ns),
+       jnu / ns, jnu / (ns * ns), ns / n_voxels, var_i, var_j, entropy, energy};
+  return f;
+}
+
+std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries) {
+  int max_i = 0;
+  std::int64_t max_j = 0;
+  for (const auto& e : entries) {
+    max_i = std::max(max_i, e.i);
+    max_j = std::max(max_j, e.j);
+  }
+  std::vector<MatrixEntry> out;
+  const auto columns = static_cast<std::size_t>(max_j) + 1;
+  if (static_cast<double>(max_i) * static_cast<double>(columns) <= 4.0 * static_cast<double>(entries.size()) + 65536) {
+    std::vector<double> dense(static_cast<std::size_t>(max_i + 1) * columns, 0.0);  // small: sum in place
+    for (const auto& e : entries) dense[static_cast<std::size_t>(e.i) * columns + static_cast<std::size_t>(e.j)] += e.count;
+    for (std::size_t cell = 0; cell < dense.size(); ++cell)
+      if (dense[cell] != 0)
+        out.push_back({static_cast<int>(cell / columns), static_cast<std::int64_t>(cell % columns), dense[cell]});
+    return out;
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const MatrixEntry& a, const MatrixEntry& b) { return a.i != b.i ? a.i < b.i : a.j < b.j; });
+  for (const auto& e : entries) {
+    if (!out.empty() && out.back().i == e.i && out.back().j == e.j) out.back().count += e.count;
+    else out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace detail
+
+std::span<const FeatureDef> glszm_definitions() { return kGlszm; }
+std::span<const FeatureDef> gldzm_definitions() { return kGldzm; }
+
+void glszm_features(const Levels& levels, const TextureScope& scope, Features& out) {
+  run_zones(levels, nullptr, scope, true, false, out);
+}
+
+void gldzm_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
+                    Features& out) {
+  run_zones(levels, &morph_mask, scope, false, true, out);
+}
+
+void zone_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
+                   Features& out) {
+  run_zones(levels, &morph_mask, scope, true, true, out);
+}
+
+}  // namespace analysis::kernels::ibsi
