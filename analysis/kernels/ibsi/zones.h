@@ -11,9 +11,11 @@
 // voxel on the edge has distance 1. The morphological mask defines the edge as in the reference
 // implementation (mirp), so voxels that re-segmentation removed do not make an edge inside the ROI.
 //
-// Implementation: zones by one union-find pass over the ROI's bounding box (per slice for 2D), distance
-// maps by a two-pass city block chamfer transform. Matrices are kept sparse, as (level, size, count)
-// entries: a zone may have millions of voxels.
+// Implementation: zones by one raster union-find pass over the bounding box (per slice for 2D) that
+// keeps the labels of two slices and hands complete zones to the matrices after each slice; distance
+// maps by a two-pass city block chamfer transform; the 3D pass runs beside the slices on OpenCV's
+// threads. Matrices are kept sparse, as (level, size, count) entries: a zone may have millions of
+// voxels. Each thread keeps its slice-sized buffers between calls.
 #include <array>
 #include <cstdint>
 #include <span>
