@@ -173,18 +173,35 @@ def min_area_rect(q):
 
 
 def ombb(hull_pts, equations):
-    normals = np.unique(np.round(equations[:, :3], 6), axis=0)
+    """Boxes with one face (nearly) flush with a hull facet: the facet normals are clustered to a
+    0.1 grid of unit-vector components; for each, the in-plane rectangle is searched over a
+    5-degree grid of angles (batched over normals); the 16 best normals are then refined exactly by
+    rotating calipers. Returns (volume, area) of the smallest box."""
+    normals = np.unique(np.round(equations[:, :3] * 10) / 10, axis=0)
+    normals = normals[np.linalg.norm(normals, axis=1) > 0.5]
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    ref = np.where(np.abs(normals[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]])
+    us = np.cross(normals, ref)
+    us /= np.linalg.norm(us, axis=1, keepdims=True)
+    vs = np.cross(normals, us)
+    th = np.deg2rad(np.arange(0, 90, 5))
+    ct, st = np.cos(th), np.sin(th)
+    vol = np.empty(len(normals))
+    for c0 in range(0, len(normals), 64):
+        sl = slice(c0, c0 + 64)
+        pu, pv = hull_pts @ us[sl].T, hull_pts @ vs[sl].T  # (Nh, c)
+        a = pu[:, :, None] * ct + pv[:, :, None] * st
+        w1 = a.max(axis=0) - a.min(axis=0)
+        a = pv[:, :, None] * ct - pu[:, :, None] * st
+        w2 = a.max(axis=0) - a.min(axis=0)
+        pn = hull_pts @ normals[sl].T
+        vol[sl] = (w1 * w2).min(axis=1) * (pn.max(axis=0) - pn.min(axis=0))
     best = (np.inf, 0.0)
-    for n in normals:
-        n = n / np.linalg.norm(n)
-        u = np.cross(n, [1.0, 0, 0] if abs(n[0]) < 0.9 else [0, 1.0, 0])
-        u /= np.linalg.norm(u)
-        v = np.cross(n, u)
-        _, w1, w2 = min_area_rect(hull_pts @ np.stack([u, v], axis=1))
-        w3 = np.ptp(hull_pts @ n)
-        vol = w1 * w2 * w3
-        if vol < best[0]:
-            best = (vol, 2 * (w1 * w2 + w1 * w3 + w2 * w3))
+    for k in np.argsort(vol)[:16]:
+        _, w1, w2 = min_area_rect(hull_pts @ np.stack([us[k], vs[k]], axis=1))
+        w3 = np.ptp(hull_pts @ normals[k])
+        if w1 * w2 * w3 < best[0]:
+            best = (w1 * w2 * w3, 2 * (w1 * w2 + w1 * w3 + w2 * w3))
     return best
 
 
@@ -304,9 +321,12 @@ def local_intensity(roi):
     lo = [max(s.start - k, 0) for s, k in zip(roi.box, (rz, ry, rx))]
     hi = [min(roi.box[i].stop + (rz, ry, rx)[i], full.shape[i]) for i in range(3)]
     region = full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float64)
+    clipped = any(roi.box[i].start - k < 0 or roi.box[i].stop + k > full.shape[i]
+                  for i, k in enumerate((rz, ry, rx)))
     with scipy.fft.set_workers(os.cpu_count() or 1):
-        s = signal.oaconvolve(region, kern, mode="same")
-        cnt = signal.oaconvolve(np.ones_like(region), kern, mode="same")
+        s = signal.fftconvolve(region, kern, mode="same")
+        # the number of image voxels in the sphere: the kernel's size unless the sphere leaves the image
+        cnt = signal.fftconvolve(np.ones_like(region), kern, mode="same") if clipped else kern.sum()
     mean = s / np.rint(cnt)
     inner = tuple(slice(roi.box[i].start - lo[i], roi.box[i].stop - lo[i]) for i in range(3))
     mean = mean[inner]
@@ -461,46 +481,56 @@ def glcm_features(P):
 
 def matrix_features(group, level, j, K, nv, names, energy=False):
     """Run/zone/dependence matrix features from events (group, grey level i, size/length/distance
-    j), each event counting 1. nv: (K,) voxel counts for the percentage. Returns per-group arrays."""
+    j), each event counting 1: the matrices M[group, i, j] by np.bincount (j compressed to the
+    values present). nv: (K,) voxel counts for the percentage. Returns per-group arrays."""
     group = group.astype(np.int64)
-    i = level.astype(np.float64)
-    jj = j.astype(np.float64)
-    ns = np.bincount(group, minlength=K).astype(np.float64)
+    level = level.astype(np.int64)
+    j = j.astype(np.int64)
+    ng1 = int(level.max()) + 1 if len(level) else 1
+    present = np.bincount(j, minlength=1) > 0
+    jv = np.flatnonzero(present).astype(np.float64)
+    jidx = (np.cumsum(present) - 1)[j]
+    nj = max(len(jv), 1)
+    if K * ng1 * nj > 60_000_000:
+        raise MemoryError("matrix too large")
+    M = np.bincount((group * ng1 + level) * nj + jidx, minlength=K * ng1 * nj).reshape(K, ng1, nj)
+    return dense_matrix_features(M, jv, nv, names, energy)
+
+
+def dense_matrix_features(M, jv, nv, names, energy=False):
+    """Features of matrices M (K, levels 0..Ng, j values jv) of counts (row 0 unused)."""
+    M = M.astype(np.float64)
+    ng1 = M.shape[1]
+    i = np.arange(ng1, dtype=np.float64)
+    i[0] = 1  # row 0 is empty (level 0 is outside the ROI)
+    ns = M.sum(axis=(1, 2))
     nsd = np.maximum(ns, 1)
-
-    def lin(w):
-        return np.bincount(group, weights=w, minlength=K) / nsd
-
+    r = M.sum(axis=2)  # (K, ng1)
+    c = M.sum(axis=1)  # (K, nj)
+    i2, j2 = i * i, jv * jv
     f = {}
-    f[names[0]] = lin(1 / jj ** 2)
-    f[names[1]] = lin(jj ** 2)
-    f[names[2]] = lin(1 / i ** 2)
-    f[names[3]] = lin(i ** 2)
-    f[names[4]] = lin(1 / (i ** 2 * jj ** 2))
-    f[names[5]] = lin(i ** 2 / jj ** 2)
-    f[names[6]] = lin(jj ** 2 / i ** 2)
-    f[names[7]] = lin(i ** 2 * jj ** 2)
-    gi = group * (int(level.max()) + 1 if len(level) else 1) + level.astype(np.int64)
-    u, cnt = np.unique(gi, return_counts=True)
-    r2 = np.bincount(u // (int(level.max()) + 1 if len(level) else 1), weights=cnt.astype(np.float64) ** 2, minlength=K)
-    f[names[8]] = r2 / nsd
-    f[names[9]] = r2 / nsd ** 2
-    jm = int(j.max()) + 1 if len(j) else 1
-    u, cnt = np.unique(group * jm + j.astype(np.int64), return_counts=True)
-    c2 = np.bincount(u // jm, weights=cnt.astype(np.float64) ** 2, minlength=K)
-    f[names[10]] = c2 / nsd
-    f[names[11]] = c2 / nsd ** 2
+    f[names[0]] = (c / j2).sum(axis=1) / nsd
+    f[names[1]] = (c * j2).sum(axis=1) / nsd
+    f[names[2]] = (r / i2).sum(axis=1) / nsd
+    f[names[3]] = (r * i2).sum(axis=1) / nsd
+    f[names[4]] = np.einsum("kij,i,j->k", M, 1 / i2, 1 / j2) / nsd
+    f[names[5]] = np.einsum("kij,i,j->k", M, i2, 1 / j2) / nsd
+    f[names[6]] = np.einsum("kij,i,j->k", M, 1 / i2, j2) / nsd
+    f[names[7]] = np.einsum("kij,i,j->k", M, i2, j2) / nsd
+    f[names[8]] = (r * r).sum(axis=1) / nsd
+    f[names[9]] = (r * r).sum(axis=1) / nsd ** 2
+    f[names[10]] = (c * c).sum(axis=1) / nsd
+    f[names[11]] = (c * c).sum(axis=1) / nsd ** 2
     f[names[12]] = ns / np.maximum(nv, 1)
-    mu_i = lin(i)
-    f[names[13]] = lin((i - mu_i[group]) ** 2)
-    mu_j = lin(jj)
-    f[names[14]] = lin((jj - mu_j[group]) ** 2)
-    u, cnt = np.unique(gi * jm + j.astype(np.int64), return_counts=True)
-    ug = u // jm // (int(level.max()) + 1 if len(level) else 1)
-    pc = cnt / nsd[ug]
-    f[names[15]] = -np.bincount(ug, weights=pc * np.log2(pc), minlength=K)
+    pr, pc = r / nsd[:, None], c / nsd[:, None]
+    mu_i = (pr * i).sum(axis=1)
+    f[names[13]] = (pr * (i[None] - mu_i[:, None]) ** 2).sum(axis=1)
+    mu_j = (pc * jv).sum(axis=1)
+    f[names[14]] = (pc * (jv[None] - mu_j[:, None]) ** 2).sum(axis=1)
+    p = M / nsd[:, None, None]
+    f[names[15]] = -_entropy_terms(p).sum(axis=(1, 2))
     if energy:
-        f[names[16]] = np.bincount(ug, weights=pc * pc, minlength=K)
+        f[names[16]] = (p * p).sum(axis=(1, 2))
     return f, ns > 0
 
 
@@ -550,68 +580,66 @@ RLM_NAMES = ["sre", "lre", "lgre", "hgre", "srlge", "srhge", "lrlge", "lrhge", "
              "rlnu", "rlnu_norm", "r_perc", "gl_var", "rl_var", "rl_entr"]
 
 
-def runs(L, d):
-    """Runs of equal grey level along direction d (ROI voxels only): (level, length, z of start)."""
+def runs(L, ng, d):
+    """Run-length matrices along direction d (ROI voxels only): (slices, Ng + 1, max length + 1)
+    for an in-plane direction, else (1, Ng + 1, max length + 1).
+    The run length is accumulated by one backward scan over the planes across the line direction
+    (vectorised per plane): R(v) = R(v + d) + 1 where v + d continues the run, else 1."""
     P = np.pad(L, 1)
-    n = np.array(P.shape)
+    n = P.shape
     core = tuple(slice(1, k - 1) for k in n)
     fwd = tuple(slice(1 + k, m - 1 + k) for k, m in zip(d, n))
     bwd = tuple(slice(1 - k, m - 1 - k) for k, m in zip(d, n))
     C = P[core]
     inroi = C > 0
+    cont = inroi & (P[fwd] == C)  # the run goes on at v + d
     start = inroi & (P[bwd] != C)
-    end = inroi & (P[fwd] != C)
-    shape = C.shape
-    zs, ys, xs = np.nonzero(start)
-    ze, ye, xe = np.nonzero(end)
-    # position t along the line, and the line's base point b = v - t d
-    ax = 2 if d[2] else (1 if d[1] else 0)
-    sgn = d[ax]
-    coords_s, coords_e = (zs, ys, xs), (ze, ye, xe)
-    ts, te = coords_s[ax] * sgn, coords_e[ax] * sgn
-    T = shape[ax]
-
-    def key(coords, t):
-        k = np.zeros_like(t, dtype=np.int64)
-        for q in range(3):
-            if q == ax:
-                continue
-            bq = coords[q].astype(np.int64) - t * d[q] + T
-            k = k * (shape[q] + 2 * T + 1) + bq
-        return k * (2 * T + 1) + (t + T)
-
-    os_ = np.argsort(key(coords_s, ts), kind="stable")
-    oe = np.argsort(key(coords_e, te), kind="stable")
-    length = te[oe] - ts[os_] + 1
-    lev = C[zs[os_], ys[os_], xs[os_]]
-    return lev, length, zs[os_]
+    # scan axis: the one (with d != 0) with the fewest planes
+    ax = min((q for q in range(3) if d[q]), key=lambda q: C.shape[q])
+    Rp = np.zeros(n, dtype=np.int32)
+    Rv = np.moveaxis(Rp, ax, 0)
+    cv = np.moveaxis(cont, ax, 0)
+    iv = np.moveaxis(inroi, ax, 0)
+    others = [q for q in range(3) if q != ax]
+    s1 = slice(1 + d[others[0]], n[others[0]] - 1 + d[others[0]])
+    s2 = slice(1 + d[others[1]], n[others[1]] - 1 + d[others[1]])
+    T = C.shape[ax]
+    order = range(T - 1, -1, -1) if d[ax] > 0 else range(T)
+    for t in order:
+        nxt = Rv[t + 1 + d[ax], s1, s2]
+        Rv[t + 1, 1:-1, 1:-1] = np.where(cv[t], nxt + 1, iv[t])
+    R = Rp[core]
+    lev = C[start].astype(np.int64)
+    ln = R[start].astype(np.int64)
+    jn = max(C.shape) + 1
+    if d[0] == 0:  # in-plane direction: one matrix per slice
+        nz = C.shape[0]
+        z = np.repeat(np.arange(nz), np.count_nonzero(start.reshape(nz, -1), axis=1))
+        return np.bincount((z * (ng + 1) + lev) * jn + ln, minlength=nz * (ng + 1) * jn).reshape(nz, ng + 1, jn)
+    return np.bincount(lev * jn + ln, minlength=(ng + 1) * jn).reshape(1, ng + 1, jn)
 
 
 def glrlm(roi, dims):
     L = roi.levels
-    nz = L.shape[0]
     nv = float(roi.mask.sum())
     nv_slice = roi.mask.sum(axis=(1, 2)).astype(np.float64)
     out = {}
     dirs = DIRS_3D if dims["3d"] else DIRS_2D
-    ev = [runs(L, d) for d in dirs]
+    mats = [runs(L, roi.ng, d) for d in dirs]
+    jv = np.arange(mats[0].shape[2], dtype=np.float64)
+    jv[0] = 1  # column 0 is empty (no run has length 0)
     if dims["3d"]:
         nd = len(DIRS_3D)
-        g = np.concatenate([np.full(len(e[0]), k) for k, e in enumerate(ev)])
-        lev = np.concatenate([e[0] for e in ev])
-        ln = np.concatenate([e[1] for e in ev])
-        _add(out, "rlm", *matrix_features(g, lev, ln, nd, np.full(nd, nv), RLM_NAMES), "3D_avg")
-        _add(out, "rlm", *matrix_features(np.zeros_like(g), lev, ln, 1, np.array([nv * nd]), RLM_NAMES), "3D_comb")
+        per_dir = np.stack([m.sum(axis=0) for m in mats])
+        _add(out, "rlm", *dense_matrix_features(per_dir, jv, np.full(nd, nv), RLM_NAMES), "3D_avg")
+        _add(out, "rlm", *dense_matrix_features(per_dir.sum(axis=0)[None], jv, np.array([nv * nd]), RLM_NAMES), "3D_comb")
     if dims["2d"]:
-        e2 = ev[:4]
-        dd = np.concatenate([np.full(len(e[0]), k) for k, e in enumerate(e2)])
-        z = np.concatenate([e[2] for e in e2])
-        lev = np.concatenate([e[0] for e in e2])
-        ln = np.concatenate([e[1] for e in e2])
-        _add(out, "rlm", *matrix_features(dd * nz + z, lev, ln, 4 * nz, np.tile(nv_slice, 4), RLM_NAMES), "2D_avg")
-        _add(out, "rlm", *matrix_features(z, lev, ln, nz, 4 * nv_slice, RLM_NAMES), "2D_comb")
-        _add(out, "rlm", *matrix_features(dd, lev, ln, 4, np.full(4, nv), RLM_NAMES), "2_5D_avg")
-        _add(out, "rlm", *matrix_features(np.zeros_like(dd), lev, ln, 1, np.array([4 * nv]), RLM_NAMES), "2_5D_comb")
+        S = np.stack(mats[:4])  # (4, nz, Ng + 1, J)
+        nz = S.shape[1]
+        _add(out, "rlm", *dense_matrix_features(S.reshape(4 * nz, *S.shape[2:]), jv, np.tile(nv_slice, 4), RLM_NAMES), "2D_avg")
+        _add(out, "rlm", *dense_matrix_features(S.sum(axis=0), jv, 4 * nv_slice, RLM_NAMES), "2D_comb")
+        _add(out, "rlm", *dense_matrix_features(S.sum(axis=1), jv, np.full(4, nv), RLM_NAMES), "2_5D_avg")
+        _add(out, "rlm", *dense_matrix_features(S.sum(axis=(0, 1))[None], jv, np.array([4 * nv]), RLM_NAMES), "2_5D_comb")
     return out
 
 
@@ -879,10 +907,10 @@ def make_lung_case(outdir):
     spacing = (1.0, 0.7, 0.7)
     z, y, x = np.ogrid[:nz, :ny, :nx]
     body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 <= 1
-    img = np.where(body, 40, -1000).astype(np.int16)
+    img = np.broadcast_to(np.where(body, 40, -1000).astype(np.int16), (nz, ny, nx)).copy()
     mask = np.zeros((nz, ny, nx), dtype=np.uint8)
     for cx in (166, 346):
-        e = ((z - 150) / 120.0) ** 2 + ((y - 250) / 120.0) ** 2 + ((x - cx) / 70.0) ** 2 <= 1
+        e = ((z - 150) / 95.0) ** 2 + ((y - 250) / 100.0) ** 2 + ((x - cx) / 55.0) ** 2 <= 1
         mask[e] = 1
     n = int(mask.sum())
     # smooth-ish noise: white noise plus a blurred component, so that zones and runs are not all 1
