@@ -819,10 +819,10 @@ def compute(image, mask, spacing, args):
     times["prepare"], cpu["prepare"] = time.perf_counter() - t0, time.process_time() - c0
     dims = {"3d": args.dims in ("3d", "all"), "2d": args.dims in ("2d", "all")}
 
-    def run(name, fn, *a):
+    def run(name, fn, *a, features=True):
         t, c = time.perf_counter(), time.process_time()
         r = fn(*a)
-        if isinstance(r, dict):
+        if features:
             feats.update(r)
         times[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
         return r
@@ -834,7 +834,7 @@ def compute(image, mask, spacing, args):
     run("ivh", ivh, roi)
     run("cm", glcm, roi, dims)
     run("rlm", glrlm, roi, dims)
-    zl = run("zones", zones, roi, dims)  # the zone labels shared by GLSZM and GLDZM
+    zl = run("zones", zones, roi, dims, features=False)  # the zone labels shared by GLSZM and GLDZM
     run("szm", glszm, roi, dims, zl)
     run("dzm", gldzm, roi, dims, zl)
     run("ngt", ngtdm, roi, dims)
