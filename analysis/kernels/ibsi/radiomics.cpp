@@ -1,0 +1,213 @@
+#include "analysis/kernels/ibsi/radiomics.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <span>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "analysis/kernels/ibsi/glcm.h"
+#include "analysis/kernels/ibsi/glrlm.h"
+#include "analysis/kernels/ibsi/morphology.h"
+#include "analysis/kernels/ibsi/neighbourhood.h"
+#include "analysis/kernels/ibsi/zones.h"
+
+namespace analysis::kernels::ibsi {
+namespace {
+
+constexpr Aggregation kPerDirection[] = {Aggregation::d2_avg,  Aggregation::d2_comb, Aggregation::d25_avg,
+                                         Aggregation::d25_comb, Aggregation::d3_avg, Aggregation::d3_comb};
+constexpr Aggregation kSingleMatrix[] = {Aggregation::d2, Aggregation::d25, Aggregation::d3};
+
+std::string_view aggregation_name(Aggregation a) {
+  switch (a) {
+    case Aggregation::d2_avg: return "2D, averaged";
+    case Aggregation::d2_comb: return "2D, slice-merged";
+    case Aggregation::d25_avg: return "2.5D, direction-merged";
+    case Aggregation::d25_comb: return "2.5D, merged";
+    case Aggregation::d3_avg: return "3D, averaged";
+    case Aggregation::d3_comb: return "3D, merged";
+    case Aggregation::d2: return "2D";
+    case Aggregation::d25: return "2.5D";
+    case Aggregation::d3: return "3D";
+  }
+  return "";
+}
+
+struct FamilyInfo {
+  Family family;
+  std::span<const FeatureDef> (*definitions)();
+  std::span<const Aggregation> aggregations;  // empty: not a texture family
+};
+
+const std::vector<FamilyInfo>& families() {
+  static const std::vector<FamilyInfo> f{
+      {Family::morphology, morphology_definitions, {}},
+      {Family::local_intensity, local_intensity_definitions, {}},
+      {Family::statistics, statistics_definitions, {}},
+      {Family::histogram, histogram_definitions, {}},
+      {Family::ivh, ivh_definitions, {}},
+      {Family::glcm, glcm_definitions, kPerDirection},
+      {Family::glrlm, glrlm_definitions, kPerDirection},
+      {Family::glszm, glszm_definitions, kSingleMatrix},
+      {Family::gldzm, gldzm_definitions, kSingleMatrix},
+      {Family::ngtdm, ngtdm_definitions, kSingleMatrix},
+      {Family::ngldm, ngldm_definitions, kSingleMatrix},
+  };
+  return f;
+}
+
+}  // namespace
+
+std::string_view to_string(Family f) {
+  switch (f) {
+    case Family::morphology: return "morphology";
+    case Family::local_intensity: return "local_intensity";
+    case Family::statistics: return "statistics";
+    case Family::histogram: return "histogram";
+    case Family::ivh: return "ivh";
+    case Family::glcm: return "glcm";
+    case Family::glrlm: return "glrlm";
+    case Family::glszm: return "glszm";
+    case Family::gldzm: return "gldzm";
+    case Family::ngtdm: return "ngtdm";
+    case Family::ngldm: return "ngldm";
+  }
+  return "";
+}
+
+Family parse_family(std::string_view name) {
+  std::string all;
+  for (Family f : kAllFamilies) {
+    if (to_string(f) == name) return f;
+    all += fmt::format("{}{}", all.empty() ? "" : ", ", to_string(f));
+  }
+  throw std::invalid_argument(fmt::format("unknown feature family \"{}\" (one of: {})", name, all));
+}
+
+IvhOptions ivh_options_for(const Discretisation& d, const Resegmentation& r) {
+  IvhOptions o;
+  switch (d.method) {
+    case Discretisation::Method::none:
+      o.method = IvhOptions::Method::none;
+      o.step = 1;
+      o.lower = r.min;
+      o.upper = r.max;
+      break;
+    case Discretisation::Method::fixed_bin_size:
+      o.method = IvhOptions::Method::fixed_bin_size;
+      o.bin_width = d.bin_width;
+      o.lower = d.lower_bound ? d.lower_bound : r.min;
+      o.upper = r.max;
+      break;
+    case Discretisation::Method::fixed_bin_number:
+      o.method = IvhOptions::Method::fixed_bin_number;
+      o.bins = d.bins;
+      break;
+  }
+  return o;
+}
+
+bool FeatureSettings::has(Family f) const { return std::find(families.begin(), families.end(), f) != families.end(); }
+
+Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
+                          std::vector<FamilyTime>* times) {
+  check_roi(roi, "IBSI features");
+  check_levels(levels, "IBSI features");
+  if (levels.grid.nx != roi.grid.nx || levels.grid.ny != roi.grid.ny || levels.grid.nz != roi.grid.nz)
+    throw std::invalid_argument("IBSI features: the grey levels and the ROI image have different grids");
+  Features out;
+  out.reserve(600);
+  const auto timed = [&](std::string step, auto&& run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    if (times)
+      times->push_back({std::move(step), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+  };
+  const bool zones = s.has(Family::glszm) && s.has(Family::gldzm);
+  const bool neighbourhoods = s.has(Family::ngtdm) && s.has(Family::ngldm);
+  for (Family f : kAllFamilies) {
+    if (!s.has(f)) continue;
+    const std::string name(to_string(f));
+    switch (f) {
+      case Family::morphology: timed(name, [&] { morphology_features(roi, out); }); break;
+      case Family::local_intensity: timed(name, [&] { local_intensity_features(roi, out); }); break;
+      case Family::statistics: timed(name, [&] { statistics_features(roi, out); }); break;
+      case Family::histogram: timed(name, [&] { histogram_features(levels, out); }); break;
+      case Family::ivh: timed(name, [&] { ivh_features(roi, s.ivh, out); }); break;
+      case Family::glcm: timed(name, [&] { glcm_features(levels, s.scope, out); }); break;
+      case Family::glrlm: timed(name, [&] { glrlm_features(levels, s.scope, out); }); break;
+      case Family::glszm:
+        if (zones) timed("glszm+gldzm", [&] { zone_features(levels, roi.morph, s.scope, out); });
+        else timed(name, [&] { glszm_features(levels, s.scope, out); });
+        break;
+      case Family::gldzm:
+        if (!zones) timed(name, [&] { gldzm_features(levels, roi.morph, s.scope, out); });
+        break;
+      case Family::ngtdm:
+        if (neighbourhoods) timed("ngtdm+ngldm", [&] { neighbourhood_features(levels, s.scope, out); });
+        else timed(name, [&] { ngtdm_features(levels, s.scope, out); });
+        break;
+      case Family::ngldm:
+        if (!neighbourhoods) timed(name, [&] { ngldm_features(levels, s.scope, out); });
+        break;
+    }
+  }
+  return out;
+}
+
+const std::vector<CatalogueEntry>& catalogue() {
+  static const std::vector<CatalogueEntry> c = [] {
+    std::vector<CatalogueEntry> out;
+    for (const auto& fam : families())
+      for (const FeatureDef& d : fam.definitions()) {
+        if (fam.aggregations.empty()) {
+          out.push_back({std::string(d.base_tag), std::string(d.code), std::string(d.name),
+                         std::string(to_string(fam.family)), std::string(d.unit)});
+          continue;
+        }
+        for (Aggregation a : fam.aggregations)
+          out.push_back({fmt::format("{}_{}", d.base_tag, suffix(a)), fmt::format("{}.{}", d.code, code(a)),
+                         fmt::format("{} ({})", d.name, aggregation_name(a)), std::string(to_string(fam.family)),
+                         std::string(d.unit)});
+      }
+    return out;
+  }();
+  return c;
+}
+
+const CatalogueEntry* find_in_catalogue(std::string_view tag) {
+  static const std::map<std::string, const CatalogueEntry*, std::less<>> index = [] {
+    std::map<std::string, const CatalogueEntry*, std::less<>> m;
+    for (const auto& e : catalogue()) m.emplace(e.tag, &e);
+    return m;
+  }();
+  const auto it = index.find(tag);
+  return it == index.end() ? nullptr : it->second;
+}
+
+std::string feature_table_markdown() {
+  std::string o =
+      "# IBSI 1 features computed by pacsnode\n\n"
+      "Generated from the code (`analysis/kernels/ibsi/radiomics.cpp`, `feature_table_markdown`); "
+      "`tests/unit/test_ibsi_catalogue.cpp` fails when this page is out of date (run it with "
+      "`PACSNODE_WRITE_DOCS=1` to rewrite it).\n\n"
+      "Tags are those of the IBSI reference tables, so `features.csv` columns can be compared with them by name. "
+      "The IBSI code of a texture feature is the feature's code and the aggregation method's code "
+      "(`GYBY.IAZD`: joint maximum, 3D merged). Texture features are computed in 3D by default; the 2D and 2.5D "
+      "aggregations with `--texture 2d|all` (`analyze`) or `ibsi_texture` (a `[[profile]]`). Units: `I` is the "
+      "intensity unit (HU for CT), `mm`, `mm^2`, `mm^3`; empty: dimensionless.\n";
+  std::string family;
+  for (const auto& e : catalogue()) {
+    if (e.family != family) {
+      family = e.family;
+      o += fmt::format("\n## {}\n\n| tag | IBSI code | name | unit |\n|---|---|---|---|\n", family);
+    }
+    o += fmt::format("| `{}` | {} | {} | {} |\n", e.tag, e.code, e.name, e.unit);
+  }
+  return o;
+}
+
+}  // namespace analysis::kernels::ibsi
