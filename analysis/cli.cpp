@@ -44,7 +44,39 @@ struct AnalyzeOptions {
   std::string profile;
   bool no_dicom = false, keep_empty_frames = false, quiet = false;
   fs::path config;  // empty: the embedded default
+  // IBSI feature options (the ibsi_* keys of a [[profile]] table) and an external mask.
+  std::string ibsi_preset, texture, interpolation, discretisation, mask;
+  std::vector<std::string> families;
+  double spacing = 0, bin_width = 0;
+  int bins = 0, label = 0;
+  std::vector<double> reseg;
+  bool reseg_outliers = false;
+  const CLI::Option* label_given = nullptr;
 };
+
+// analyze's feature options as the TOML keys of a [[profile]] table (config::parse_feature_overrides
+// checks them here, before any worker starts, and again in each worker).
+std::string feature_options_toml(const AnalyzeOptions& o) {
+  std::string t;
+  const auto str = [&](const char* k, const std::string& v) {
+    if (!v.empty()) t += fmt::format("{} = \"{}\"\n", k, v);
+  };
+  str("ibsi_preset", o.ibsi_preset);
+  str("ibsi_texture", o.texture);
+  str("ibsi_interpolation", o.interpolation);
+  str("ibsi_discretisation", o.discretisation);
+  if (!o.families.empty()) {
+    std::string list;
+    for (const auto& f : o.families) list += fmt::format("{}\"{}\"", list.empty() ? "" : ", ", f);
+    t += fmt::format("ibsi_families = [{}]\n", list);
+  }
+  if (o.spacing > 0) t += fmt::format("ibsi_spacing_mm = {}\n", o.spacing);
+  if (o.bin_width > 0) t += fmt::format("ibsi_bin_width = {}\n", o.bin_width);
+  if (o.bins > 0) t += fmt::format("ibsi_bins = {}\n", o.bins);
+  if (!o.reseg.empty()) t += fmt::format("ibsi_reseg_range = [{}, {}]\n", o.reseg.at(0), o.reseg.at(1));
+  if (o.reseg_outliers) t += "ibsi_reseg_outliers = true\n";
+  return t;
+}
 
 struct EvaluateOptions {
   fs::path pred, ref;
@@ -85,13 +117,21 @@ int analyze(const AnalyzeOptions& o) {
   const fs::path& input = o.input;
   const fs::path& out = o.out;
   const std::string& forced = o.profile;
-  const bool write_dicom = !o.no_dicom;
+  const bool write_dicom = !o.no_dicom && o.mask.empty();  // a given mask is not our segmentation: no SEG/SR
   const bool keep_empty_frames = o.keep_empty_frames;
   if (!fs::exists(input)) {
     std::fprintf(stderr, "pacsnode analyze: %s does not exist\n", input.c_str());
     return 1;
   }
   const config::Config cfg = analyze_config(o.config);
+  const std::string feature_options = feature_options_toml(o);
+  try {
+    FeatureParams check;
+    apply_feature_config(config::parse_feature_overrides(feature_options), check);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pacsnode analyze: invalid feature options: %s\n", e.what());
+    return 2;
+  }
   keep_freed_memory_for_reuse();
   const Pipeline pipeline(profiles_from(cfg, /*all_builtins=*/true));
   if (!forced.empty()) pipeline.select({}, forced);  // unknown name: fail before decoding
@@ -124,6 +164,10 @@ int analyze(const AnalyzeOptions& o) {
     job.preview_dir = out;
     job.write_dicom = write_dicom;
     job.keep_empty_frames = keep_empty_frames;
+    job.feature_options_toml = feature_options;
+    if (o.mask == "next-to") job.mask_next_to = fs::is_directory(input) ? input : input.parent_path();
+    else if (!o.mask.empty()) job.mask = fs::absolute(o.mask);
+    if (o.label_given->count() > 0) job.mask_label = o.label;
     std::optional<std::pair<std::string, std::string>> in_flight;  // key, profile of the volume being analysed
     WorkerExit exit;
     for (int attempt = 1; attempt <= 2; ++attempt) {
@@ -188,6 +232,7 @@ int analyze(const AnalyzeOptions& o) {
   progress.finish();
   write_text_file(out / "features.json", features_json(done, rejected));
   write_text_file(out / "features.csv", features_csv(done));
+  write_text_file(out / "feature_catalogue.csv", feature_catalogue_csv(done));
   if (tty && !o.quiet) std::fputs(summary_table(done, out, rejected.size(), write_dicom).c_str(), stderr);
   if (analysed == 0) {
     std::fprintf(stderr,
@@ -438,6 +483,44 @@ cli::Action setup_analyze(CLI::App& app) {
   app.add_flag("--no-dicom", o->no_dicom, "do not write SEG and SR");
   app.add_flag("--keep-empty-frames", o->keep_empty_frames, "write every SEG frame, also those whose mask is empty");
   app.add_flag("-q,--quiet", o->quiet, "no progress line and no summary table (errors and skipped inputs only)");
+  app.add_option("--mask", o->mask,
+                 "the region to measure instead of the profile's segmentation: a NIfTI-1 file on the series' grid, a "
+                 "DICOM SEG or RTSTRUCT; or \"next-to\": the SEG or RTSTRUCT in INPUT that references the series. No "
+                 "SEG/SR is written then")
+      ->type_name("FILE|next-to");
+  o->label_given = app.add_option("--label", o->label, "with --mask: label value (NIfTI), segment number (SEG) or ROI "
+                                                       "number (RTSTRUCT); default: any non-zero / the only ROI")
+                       ->type_name("N");
+  app.add_option("--ibsi-config", o->ibsi_preset,
+                 "IBSI CT phantom configuration A..E (interpolation, re-segmentation, discretisation, texture "
+                 "dimension, IVH); the options below override parts of it")
+      ->check(CLI::IsMember({"A", "B", "C", "D", "E", "a", "b", "c", "d", "e"}))
+      ->type_name("A..E");
+  app.add_option("--families", o->families,
+                 "feature families (default: all): morphology, local_intensity, statistics, histogram, ivh, glcm, "
+                 "glrlm, glszm, gldzm, ngtdm, ngldm")
+      ->delimiter(',')
+      ->type_name("LIST");
+  app.add_option("--texture", o->texture, "texture aggregations: 3d (default), 2d (2D and 2.5D) or all")
+      ->check(CLI::IsMember({"3d", "2d", "all"}))
+      ->type_name("3d|2d|all");
+  app.add_option("--spacing", o->spacing, "interpolate to this voxel size in mm before the features (in-plane only "
+                                          "with --texture 2d); default: the original grid")
+      ->check(CLI::PositiveNumber)
+      ->type_name("MM");
+  app.add_option("--interpolation", o->interpolation, "image interpolation with --spacing: linear (default), cubic, nearest")
+      ->check(CLI::IsMember({"linear", "cubic", "nearest"}))
+      ->type_name("METHOD");
+  app.add_option("--reseg", o->reseg, "re-segmentation range MIN,MAX (also the fixed bin size's lower bound)")
+      ->delimiter(',')
+      ->expected(2)
+      ->type_name("MIN,MAX");
+  app.add_flag("--reseg-outliers", o->reseg_outliers, "re-segmentation: drop voxels beyond mean +- 3 SD");
+  app.add_option("--discretisation", o->discretisation, "fbs (fixed bin size, default) or fbn (fixed bin number)")
+      ->check(CLI::IsMember({"fbs", "fbn"}))
+      ->type_name("fbs|fbn");
+  app.add_option("--bin-width", o->bin_width, "fixed bin size (default 25; HU for CT)")->check(CLI::PositiveNumber)->type_name("W");
+  app.add_option("--bins", o->bins, "fixed bin number (default 32)")->check(CLI::Range(2, 4096))->type_name("N");
   app.add_option("--config", o->config,
                  "the node's config file: profiles, worker limits and input limits ([limits], storage.max_instance_mb; a "
                  "file beyond them, or malformed, is listed as skipped with the reason); default: the embedded config")

@@ -62,6 +62,20 @@ Recipe parse_recipe(std::string_view s) {
   throw std::invalid_argument(fmt::format("unknown segmentation recipe '{}' (generic, ct-chest)", s));
 }
 
+kernels::ibsi::ProcessingSettings FeatureParams::default_processing() {
+  kernels::ibsi::ProcessingSettings s;
+  s.discretisation.method = kernels::ibsi::Discretisation::Method::fixed_bin_size;
+  s.discretisation.bin_width = 25;  // HU for CT; the lower bound is the segment's minimum
+  s.image_diagnostics = false;
+  return s;
+}
+
+kernels::ibsi::FeatureSettings FeatureParams::default_feature_settings() {
+  kernels::ibsi::FeatureSettings s;
+  s.scope = {false, true};  // texture in 3D; the 2D and 2.5D aggregations on request
+  return s;
+}
+
 void Profile::validate() const {
   require(!name.empty(), name, "name", "must not be empty");
   const auto& p = preprocess;

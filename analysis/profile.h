@@ -22,7 +22,8 @@
 #include "analysis/kernels/airway.h"
 #include "analysis/kernels/classify.h"
 #include "analysis/kernels/display.h"
-#include "analysis/kernels/features.h"
+#include "analysis/kernels/ibsi/processing.h"
+#include "analysis/kernels/ibsi/radiomics.h"
 #include "analysis/kernels/segment.h"
 #include "dicom/volume.h"
 
@@ -42,6 +43,10 @@ struct PreprocessParams {
   // In-plane resampling to this spacing (mm), 0 = off. The label map then lives on the resampled
   // grid, so no SEG is written for such a series (its frames must match the source images).
   double resample_mm = 0;
+  // Measure the features on the filtered image instead of the values as decoded (which costs a
+  // copy of the volume while the filters make the masks). Off: IBSI features are defined on the
+  // unfiltered image.
+  bool measure_filtered = false;
 };
 
 // Which segmentation recipe the Segment stage runs.
@@ -134,15 +139,22 @@ struct ChestParams {
 };
 
 struct FeatureParams {
-  bool morphology = true;                  // IBSI mesh-based morphology (marching cubes)
-  bool texture = true;                     // IBSI intensity histogram and GLCM (3D, merged)
-  kernels::Discretisation discretisation;  // default: fixed bin size 25 (HU for CT)
+  // The IBSI image processing chain (interpolation, re-segmentation, discretisation) and the
+  // families computed on each segment (analysis/kernels/ibsi/). Defaults: the original grid, no
+  // re-segmentation, fixed bin size 25 (HU for CT) from the segment's minimum, every family,
+  // texture in 3D only (the 2D/2.5D aggregations on request: ibsi_texture). The measured image is
+  // never filtered (the profile's filters make the masks only).
+  kernels::ibsi::ProcessingSettings processing = default_processing();
+  kernels::ibsi::FeatureSettings ibsi = default_feature_settings();
   // Segments (by name) that only get volume and intensity statistics (big, uninteresting ones,
   // e.g. "body" in ct-chest). Empty: all get the full set.
   std::vector<std::string> basic_only;
   // Compute the IBSI features of different segments concurrently on OpenCV's worker threads
   // (cv::setNumThreads bounds them; memory: one bounding-box mask and its work arrays per thread).
   bool parallel_segments = true;
+
+  static kernels::ibsi::ProcessingSettings default_processing();
+  static kernels::ibsi::FeatureSettings default_feature_settings();
 };
 
 // Default of config analysis.research_label.

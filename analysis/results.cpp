@@ -12,6 +12,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "analysis/kernels/ibsi/radiomics.h"
 #include "dicom/codes.h"
 #include "dicom/seg_builder.h"
 #include "dicom/sr_builder.h"
@@ -28,12 +29,17 @@ std::string csv_field(std::string_view s) {
 
 std::string csv_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : std::string(); }
 
-// Column order: the headline measures first, then alphabetical.
+// Column order: the headline measures first, then the IBSI features in catalogue order, then the
+// rest alphabetically.
 int column_rank(const std::string& name) {
   static const std::vector<std::string> first{"volume_ml", "mean_hu", "mean_au", "laa950_percent", "perc15_hu", "std_hu", "std_au",
                                               "min_hu",    "min_au",  "max_hu",  "max_au",         "voxels"};
   const auto it = std::find(first.begin(), first.end(), name);
-  return it == first.end() ? static_cast<int>(first.size()) : static_cast<int>(it - first.begin());
+  if (it != first.end()) return static_cast<int>(it - first.begin());
+  // IBSI features in catalogue order (family by family), anything else after them
+  const auto& cat = kernels::ibsi::catalogue();
+  if (const auto* e = kernels::ibsi::find_in_catalogue(name)) return static_cast<int>(first.size() + (e - cat.data()));
+  return static_cast<int>(first.size() + cat.size());
 }
 
 dicom::Code to_dicom(const kernels::Code& c) { return {c.value, c.scheme, c.meaning}; }
@@ -318,7 +324,29 @@ std::string features_json(const std::vector<SeriesSummary>& series, const std::v
   Json o{{"series", Json::array()}, {"rejected", Json::array()}};
   for (const auto& s : series) o["series"].push_back(to_json(s));
   for (const auto& r : rejected) o["rejected"].push_back(to_json(r));
+  o["feature_catalogue"] = Json::object();  // each IBSI tag present: its code, name, family and unit
+  for (const auto& e : catalogue_of(series))
+    o["feature_catalogue"][e->tag] = Json{{"ibsi_code", e->code}, {"name", e->name}, {"family", e->family}, {"unit", e->unit}};
   return o.dump(2) + "\n";
+}
+
+std::vector<const kernels::ibsi::CatalogueEntry*> catalogue_of(const std::vector<SeriesSummary>& series) {
+  std::set<const kernels::ibsi::CatalogueEntry*> seen;
+  for (const auto& s : series)
+    for (const auto& g : s.segments)
+      for (const auto& [name, v] : g.features)
+        if (const auto* e = kernels::ibsi::find_in_catalogue(name)) seen.insert(e);
+  std::vector<const kernels::ibsi::CatalogueEntry*> out(seen.begin(), seen.end());
+  std::sort(out.begin(), out.end());  // catalogue order: the entries are one vector
+  return out;
+}
+
+std::string feature_catalogue_csv(const std::vector<SeriesSummary>& series) {
+  std::string o = "tag,ibsi_code,name,family,unit\n";
+  for (const auto* e : catalogue_of(series))
+    o += fmt::format("{},{},{},{},{}\n", csv_field(e->tag), csv_field(e->code), csv_field(e->name), csv_field(e->family),
+                     csv_field(e->unit));
+  return o;
 }
 
 std::string features_csv(const std::vector<SeriesSummary>& series) {
@@ -560,7 +588,7 @@ dicom::WrittenObject write_sr_for(const SeriesContext& c, const dicom::SegSpec& 
       grp.measurements.push_back({dicom::codes::attenuation_coefficient(), *v, dicom::codes::unit_hu(),
                                   dicom::codes::percentile_15(), std::nullopt, 0, true});
     if (g.name.starts_with("lesion_candidate"))
-      if (const auto v = f("morph_diam_mm"))
+      if (const auto v = f("morph_diam"))
         grp.measurements.push_back(
             {dicom::codes::diameter(), *v, dicom::codes::unit_mm(), dicom::codes::maximum(), std::nullopt, 1});
     for (const auto& fd : g.findings) {

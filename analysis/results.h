@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/kernels/ibsi/radiomics.h"
 #include "analysis/stage.h"
 #include "dicom/seg_builder.h"
 #include "dicom/sr_builder.h"
@@ -61,6 +62,11 @@ std::string features_json(const std::vector<SeriesSummary>& series, const std::v
 // intensity and emphysema columns first, then the rest alphabetically. Units are in the names:
 // _ml, _mm, _mm2, _mm3, _hu (Hounsfield), _au (arbitrary intensity unit), _percent, _bits.
 std::string features_csv(const std::vector<SeriesSummary>& series);
+
+// The IBSI features that occur in `series`, in catalogue order (analysis/kernels/ibsi/radiomics.h),
+// and as feature_catalogue.csv: tag,ibsi_code,name,family,unit (the key to features.csv's columns).
+std::vector<const kernels::ibsi::CatalogueEntry*> catalogue_of(const std::vector<SeriesSummary>& series);
+std::string feature_catalogue_csv(const std::vector<SeriesSummary>& series);
 
 // Writes `text` to `path` via a temporary file in the same folder and a rename.
 void write_text_file(const std::filesystem::path& path, const std::string& text);

@@ -98,6 +98,12 @@ struct SeriesContext {
   LabelVolume seg_levels;
   std::vector<double> seg_level_breaks;
   bool measured_on_filtered = false;  // Preprocess filtered the volume itself: features see the filtered image
+  // The values as decoded (resampled like the volume when Preprocess resamples) when Preprocess
+  // filtered the volume itself for the masks: Features measures on these. Empty: on the volume.
+  std::vector<cv::Mat> original_slices;
+  // A mask given from outside (`pacsnode analyze --mask`): Preprocess does nothing, Segment makes
+  // it the one segment "roi" (label 1) instead of running the profile's recipe.
+  std::optional<Mask> external_mask;
   std::optional<ChestReport> chest;   // ct-chest only
   std::vector<std::string> notes;  // what a stage chose to report (e.g. "lungs split at mid-plane")
 

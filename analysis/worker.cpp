@@ -24,6 +24,7 @@
 #include "analysis/kernels/key_image_render.h"
 #include "analysis/pipeline.h"
 #include "analysis/profiles_config.h"
+#include "analysis/roi_input.h"
 #include "analysis/scan_limits.h"
 #include "analysis/results.h"
 #include "analysis/stages/stages.h"
@@ -110,6 +111,21 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
   std::vector<std::string> notes;
   std::filesystem::path seg_file, sr_file;
   try {
+    std::string mask_description;
+    if (!job.mask.empty()) {
+      c.external_mask = roi_mask_for_volume(c.volume, job.mask, job.mask_label, &mask_description);
+    } else if (!job.mask_next_to.empty()) {
+      const auto found = find_masks_next_to(job.mask_next_to, c.volume.info);
+      if (found.empty()) throw std::invalid_argument("no SEG or RTSTRUCT next to the images references this series");
+      if (found.size() > 1) {
+        std::string names;
+        for (const auto& f : found) names += (names.empty() ? "" : ", ") + f.string();
+        throw std::invalid_argument(fmt::format("{} SEG/RTSTRUCT files reference this series ({}): give one with --mask",
+                                                found.size(), names));
+      }
+      c.external_mask = roi_mask_for_volume(c.volume, found.front(), job.mask_label, &mask_description);
+    }
+    if (!mask_description.empty()) notes.push_back("mask: " + mask_description);
     pipeline.run(c, [&](SeriesContext& sc) {
       if (!job.write_dicom || sc.resampled || sc.segments.empty()) return;  // no SEG possible: said below
       seg_spec = seg_spec_for(sc, job.keep_empty_frames);
@@ -229,6 +245,12 @@ int run(const Job& job, const Events& events) {
     }
     if (std::find(job.skip_keys.begin(), job.skip_keys.end(), c.key) != job.skip_keys.end()) continue;
     c.volume = std::move(volume);
+    std::optional<Profile> tuned;  // the profile with analyze's feature options
+    if (!job.feature_options_toml.empty()) {
+      tuned = *c.profile;
+      apply_feature_config(config::parse_feature_overrides(job.feature_options_toml), tuned->features);
+      c.profile = &*tuned;
+    }
     events.emit({{"event", "volume"}, {"key", c.key}, {"profile", c.profile->name}});
     SeriesSummary s = analyse_volume(pipeline, job, c, events, volumes_of_series[c.volume.info.series_uid] - 1);
     if (s.error.empty()) {
@@ -254,7 +276,11 @@ nlohmann::json to_json(const Job& job) {
                    {"keep_empty_frames", job.keep_empty_frames},
                    {"key_images", job.key_images},
                    {"require_dicom", job.require_dicom},
-                   {"skip_keys", job.skip_keys}};
+                   {"skip_keys", job.skip_keys},
+                   {"feature_options_toml", job.feature_options_toml},
+                   {"mask", job.mask.string()},
+                   {"mask_next_to", job.mask_next_to.string()}};
+  if (job.mask_label) j["mask_label"] = *job.mask_label;
   for (const auto& [name, p] : {std::pair<const char*, const dicom::SeriesPlacement*>{"seg", &job.seg}, {"sr", &job.sr}, {"key", &job.key}})
     j["placement"][name] = {{"series_uid", p->series_uid}, {"series_number", p->series_number}, {"instance_number", p->instance_number}};
   j["files"] = nlohmann::json::array();
@@ -279,6 +305,10 @@ Job job_from_json(const nlohmann::json& j) {
   job.key_images = j.value("key_images", false);
   job.require_dicom = j.value("require_dicom", false);
   job.skip_keys = j.value("skip_keys", std::vector<std::string>{});
+  job.feature_options_toml = j.value("feature_options_toml", "");
+  job.mask = j.value("mask", "");
+  job.mask_next_to = j.value("mask_next_to", "");
+  if (const auto it = j.find("mask_label"); it != j.end() && it->is_number_integer()) job.mask_label = it->get<int>();
   if (const auto it = j.find("placement"); it != j.end() && it->is_object())
     for (auto [name, p] : {std::pair<const char*, dicom::SeriesPlacement*>{"seg", &job.seg}, {"sr", &job.sr}, {"key", &job.key}})
       if (const auto q = it->find(name); q != it->end() && q->is_object())

@@ -51,6 +51,15 @@ struct Job {
   // of a changed series), or new series; numbers from the parent. The n-th volume of the series
   // (split by phase, orientation, ...) takes instance_number + n - 1.
   dicom::SeriesPlacement seg, sr, key;
+  // `pacsnode analyze` only. The feature options (the ibsi_* keys of a [[profile]] table as TOML,
+  // config::parse_feature_overrides) applied over the profile that matched; empty: none.
+  std::string feature_options_toml;
+  // A mask given from outside instead of the profile's segmentation: a NIfTI, DICOM SEG or
+  // RTSTRUCT file (analysis/roi_input.h), or with mask_next_to the one SEG/RTSTRUCT below that
+  // folder that references the series. mask_label picks a label/segment/ROI number.
+  std::filesystem::path mask;
+  std::filesystem::path mask_next_to;
+  std::optional<int> mask_label;
 };
 
 nlohmann::json to_json(const Job& job);

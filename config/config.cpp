@@ -256,6 +256,30 @@ void read_named_tables(const toml::node& n, std::string_view key, std::vector<st
   }
 }
 
+void read_ibsi_keys(Section& s, ProfileConfig& pc) {
+  s.optional_string("ibsi_preset", pc.ibsi_preset);
+  if (pc.ibsi_preset && (pc.ibsi_preset->size() != 1 || std::string("ABCDEabcde").find((*pc.ibsi_preset)[0]) == std::string::npos))
+    s.problem("ibsi_preset", "must be one of the IBSI CT phantom configurations \"A\" to \"E\"");
+    s.optional_strings("ibsi_families", pc.ibsi_families);
+    s.optional_string("ibsi_texture", pc.ibsi_texture);
+    if (pc.ibsi_texture && *pc.ibsi_texture != "3d" && *pc.ibsi_texture != "2d" && *pc.ibsi_texture != "all")
+      s.problem("ibsi_texture", "must be \"3d\", \"2d\" or \"all\"");
+    s.optional_number("ibsi_spacing_mm", pc.ibsi_spacing_mm, 0.1, 20);
+    s.optional_string("ibsi_interpolation", pc.ibsi_interpolation);
+    if (pc.ibsi_interpolation && *pc.ibsi_interpolation != "nearest" && *pc.ibsi_interpolation != "linear" &&
+        *pc.ibsi_interpolation != "cubic")
+      s.problem("ibsi_interpolation", "must be \"nearest\", \"linear\" or \"cubic\"");
+    s.optional_pair("ibsi_reseg_range", pc.ibsi_reseg_range);
+    if (pc.ibsi_reseg_range && (*pc.ibsi_reseg_range)[0] >= (*pc.ibsi_reseg_range)[1])
+      s.problem("ibsi_reseg_range", "needs [min, max] with min < max");
+    s.optional_boolean("ibsi_reseg_outliers", pc.ibsi_reseg_outliers);
+    s.optional_string("ibsi_discretisation", pc.ibsi_discretisation);
+    if (pc.ibsi_discretisation && *pc.ibsi_discretisation != "fbs" && *pc.ibsi_discretisation != "fbn")
+      s.problem("ibsi_discretisation", "must be \"fbs\" or \"fbn\"");
+    s.optional_number("ibsi_bin_width", pc.ibsi_bin_width, 1e-6, 1e6);
+    s.optional_integer("ibsi_bins", pc.ibsi_bins, 2, 4096);
+}
+
 void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::vector<std::string>& p) {
   read_named_tables(n, "profile", p, [&](const toml::table&, Section& s, std::string name) {
     ProfileConfig pc;
@@ -279,6 +303,7 @@ void read_profiles(const toml::node& n, std::vector<ProfileConfig>& out, std::ve
     if (pc.window && (*pc.window)[0] <= 0) s.problem("window", "width must be positive");
     s.optional_string("model", pc.model);
     s.optional_strings("destinations", pc.destinations);
+    read_ibsi_keys(s, pc);
     if (pc.base == "generic" && (pc.laa_threshold_hu || pc.emphysema_threshold_percent))
       s.problem("laa_threshold_hu", "applies to base = \"ct-chest\" only");
     out.push_back(std::move(pc));
@@ -413,6 +438,23 @@ std::string join(const std::vector<std::string>& lines) {
 
 ConfigError::ConfigError(std::vector<std::string> problems)
     : std::runtime_error(join(problems)), problems_(std::move(problems)) {}
+
+ProfileConfig parse_feature_overrides(std::string_view text) {
+  toml::table root;
+  try {
+    root = toml::parse(text, std::string_view("feature options"));
+  } catch (const toml::parse_error& e) {
+    throw ConfigError({fmt::format("feature options: {}", e.description())});
+  }
+  ProfileConfig pc;
+  std::vector<std::string> problems;
+  {
+    Section s(root, "", problems);
+    read_ibsi_keys(s, pc);
+  }  // reports unknown keys
+  if (!problems.empty()) throw ConfigError(problems);
+  return pc;
+}
 
 Config parse(std::string_view text, std::string_view source) {
   toml::table root;

@@ -51,6 +51,18 @@ struct ProfileConfig {
   std::optional<std::array<double, 2>> window;         // preview [width, level]
   std::optional<std::string> model;                    // trained model file (pacsnode train)
   std::optional<std::vector<std::string>> destinations;  // names of [[destination]]s; unset: all
+  // IBSI feature computation (analysis/kernels/ibsi/): families, texture aggregations, the image
+  // processing chain. Names are checked by analysis::profiles_from (the family list lives there).
+  std::optional<std::string> ibsi_preset;                 // "A".."E": the IBSI CT phantom configuration's settings, then the keys below
+  std::optional<std::vector<std::string>> ibsi_families;  // e.g. ["morphology", "glcm"]; unset: all
+  std::optional<std::string> ibsi_texture;                // "3d", "2d" or "all"
+  std::optional<double> ibsi_spacing_mm;                  // interpolate to this voxel size (in-plane only for "2d")
+  std::optional<std::string> ibsi_interpolation;          // "nearest", "linear" or "cubic"
+  std::optional<std::array<double, 2>> ibsi_reseg_range;  // re-segmentation range [min, max]
+  std::optional<bool> ibsi_reseg_outliers;                // drop voxels beyond mean +- 3 sd
+  std::optional<std::string> ibsi_discretisation;         // "fbs" (fixed bin size) or "fbn" (fixed bin number)
+  std::optional<double> ibsi_bin_width;                   // fbs bin width (HU for CT)
+  std::optional<int> ibsi_bins;                           // fbn bin count
 };
 
 // A [[rule]] table: which series are analysed, with which profile (analysis/rules.h).
@@ -185,6 +197,9 @@ class ConfigError : public std::runtime_error {
 
 // Parses and validates; throws ConfigError listing every problem (syntax, unknown key, type, range).
 Config parse(std::string_view toml_text, std::string_view source_name);
+// The ibsi_* keys of a [[profile]] table, given as a TOML document of those keys only (how
+// `pacsnode analyze` passes its feature options to the worker). Throws ConfigError.
+ProfileConfig parse_feature_overrides(std::string_view toml_text);
 Config load_file(const std::filesystem::path& file);
 // The embedded default: config/pacsnode.toml as built into the binary.
 std::string_view default_toml();

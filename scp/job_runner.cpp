@@ -356,6 +356,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
     fs::create_directories(results);
     analysis::write_text_file(results / "features.json", analysis::features_json(summaries, rejected));
     analysis::write_text_file(results / "features.csv", analysis::features_csv(summaries));
+    analysis::write_text_file(results / "feature_catalogue.csv", analysis::feature_catalogue_csv(summaries));
   }
   const int failed = out.series_failed + out.series_crashed;
   const bool job_failed = failed > 0 && out.series_analysed == 0;

@@ -81,4 +81,18 @@ std::vector<std::array<std::int64_t, 256>> label_counts(const std::vector<cv::Ma
   return counts;
 }
 
+Mask label_mask(const LabelVolume& labels, int label) {
+  check_stack(labels, CV_8U, "label_mask");
+  if (label < 1 || label > 255) throw std::invalid_argument("label_mask: label must be 1..255");
+  Mask out;
+  out.reserve(labels.size());
+  for (const auto& s : labels) {
+    cv::Mat m;
+    cv::compare(s, label, m, cv::CMP_EQ);
+    cv::bitwise_and(m, cv::Scalar(1), m);
+    out.push_back(m);
+  }
+  return out;
+}
+
 }  // namespace analysis::kernels

@@ -36,6 +36,9 @@ namespace kernels {
 // Allocates a zeroed mask of depth x rows x cols in one contiguous block (each slice continuous).
 Mask make_mask(int depth, int rows, int cols);
 
+// The mask (0/1) of one label (1..255) of a label map.
+Mask label_mask(const LabelVolume& labels, int label);
+
 // Throws std::invalid_argument naming `what` unless `stack` is non-empty, every slice has the
 // same size, is continuous-row addressable and has type `type` (-1: any single-channel type).
 void check_stack(const std::vector<cv::Mat>& stack, int type, std::string_view what);

@@ -17,7 +17,8 @@
 #include <type_traits>
 
 #include "analysis/kernels/display.h"
-#include "analysis/kernels/features.h"
+#include "analysis/kernels/ibsi/processing.h"
+#include "analysis/kernels/ibsi/radiomics.h"
 #include "analysis/kernels/preprocess.h"
 #include "analysis/stages/recipes.h"
 #include "dicom/acquisition.h"
@@ -264,6 +265,7 @@ void PreprocessStage::run_(SeriesContext& c) {
   const bool smooths = p.median_ksize || p.gaussian_sigma_mm > 0 || p.gaussian_sigma_slice_mm > 0;
   c.seg_levels.clear();
   c.measured_on_filtered = false;
+  if (c.external_mask) return;  // no mask to make: the volume stays as decoded
   // ct-chest in HU: the filters only make the masks (a level map); the volume keeps its HU.
   if (c.profile->recipe == Recipe::ct_chest && c.profile->chest.measure_on_original_hu && c.volume.info.units == "HU" &&
       p.resample_mm <= 0 && p.gaussian_sigma_slice_mm <= 0) {
@@ -272,13 +274,21 @@ void PreprocessStage::run_(SeriesContext& c) {
                                       spacing_of(c.volume.geom));
     return;
   }
+  c.original_slices.clear();
+  if (smooths && !p.measure_filtered) {  // the filters make the masks; the features see the values as decoded
+    c.original_slices.reserve(slices.size());
+    for (const auto& s : slices) c.original_slices.push_back(s.clone());
+  }
   if (p.median_ksize) kernels::median_filter(slices, p.median_ksize);
   if (p.gaussian_sigma_mm > 0 || p.gaussian_sigma_slice_mm > 0)
     kernels::gaussian_filter(slices, spacing_of(c.volume.geom), p.gaussian_sigma_mm,
                              c.volume.depth() > 1 ? p.gaussian_sigma_slice_mm : 0.0);
-  c.measured_on_filtered = smooths;
+  c.measured_on_filtered = smooths && c.original_slices.empty();
   if (p.resample_mm > 0) {
+    Spacing original = spacing_of(c.volume.geom);
     kernels::resample_inplane(c.volume, p.resample_mm, p.resample_mm, kernels::Interpolation::linear);
+    if (!c.original_slices.empty())
+      kernels::resample_inplane(c.original_slices, original, p.resample_mm, p.resample_mm, kernels::Interpolation::linear);
     c.resampled = true;
   }
 }
@@ -287,6 +297,13 @@ void SegmentStage::run_(SeriesContext& c) {
   const Profile& p = *c.profile;
   recipes::RecipeResult r;
   c.segments.clear();
+  if (c.external_mask) {
+    kernels::check_same_shape(*c.external_mask, c.volume.slices, "given mask vs volume");
+    c.labels = std::move(*c.external_mask);
+    c.external_mask.reset();
+    c.segments.push_back(make_segment(1, "roi", "Region of interest (given mask)"));
+    return;
+  }
   if (p.recipe == Recipe::ct_chest) {
     r = c.seg_levels.empty() ? recipes::segment_ct_chest(c.volume.slices, c.volume.geom, p.chest)
                              : recipes::segment_ct_chest(c.seg_levels, c.seg_level_breaks, c.volume.geom, p.chest);
@@ -347,7 +364,7 @@ void SegmentStage::run_(SeriesContext& c) {
 
 void FeaturesStage::run_(SeriesContext& c) {
   const Profile& p = *c.profile;
-  const auto& image = c.volume.slices;
+  const auto& image = c.original_slices.empty() ? c.volume.slices : c.original_slices;
   if (c.labels.size() != image.size()) throw std::logic_error("no label map (segment stage not run)");
   const Spacing sp = spacing_of(c.volume.geom);
   const bool hu = c.volume.info.units == "HU";
@@ -403,57 +420,32 @@ void FeaturesStage::run_(SeriesContext& c) {
   }
   std::stable_sort(full.begin(), full.end(), [](auto* a, auto* b) { return a->voxels > b->voxels; });
 
-  // IBSI features on each segment's bounding box (views of the image, a mask of the box only).
-  // Segments are independent: they run on OpenCV's worker threads (cv::setNumThreads bounds them).
+  // IBSI features on each segment's bounding box plus a margin (the local intensity features look
+  // 6.2 mm around the ROI): views of the image, a mask of the box only. Segments are independent:
+  // they run on OpenCV's worker threads (cv::setNumThreads bounds them).
+  const auto& proc = p.features.processing;
+  const int mx = static_cast<int>(std::ceil(proc.interpolation.margin_mm / sp.col));
+  const int my = static_cast<int>(std::ceil(proc.interpolation.margin_mm / sp.row));
+  const int mz = static_cast<int>(std::ceil(proc.interpolation.margin_mm / sp.slice));
+  const int rows = image.front().rows, cols = image.front().cols, depth = static_cast<int>(image.size());
   const auto ibsi = [&](SegmentResult& seg) {
     const LabelStats& s = seg_stats[static_cast<std::size_t>(&seg - c.segments.data())];
-    auto& f = seg.features;
-    const cv::Rect box(s.c0, s.r0, s.c1 - s.c0 + 1, s.r1 - s.r0 + 1);
+    const int c0 = std::max(0, s.c0 - mx), c1 = std::min(cols - 1, s.c1 + mx);
+    const int r0 = std::max(0, s.r0 - my), r1 = std::min(rows - 1, s.r1 + my);
+    const int z0 = std::max(0, s.z0 - mz), z1 = std::min(depth - 1, s.z1 + mz);
+    const cv::Rect box(c0, r0, c1 - c0 + 1, r1 - r0 + 1);
     std::vector<cv::Mat> views;
-    Mask roi = kernels::make_mask(s.z1 - s.z0 + 1, box.height, box.width);
+    Mask roi = kernels::make_mask(z1 - z0 + 1, box.height, box.width);
     cv::Mat member(1, 256, CV_8U, cv::Scalar(0));
     member.at<std::uint8_t>(seg.label) = 1;
     for (int l : seg.also_labels) member.at<std::uint8_t>(l) = 1;
-    for (int z = s.z0; z <= s.z1; ++z) {
+    for (int z = z0; z <= z1; ++z) {
       views.push_back(image[z](box));
-      cv::LUT(c.labels[z](box), member, roi[z - s.z0]);
+      cv::LUT(c.labels[z](box), member, roi[z - z0]);
     }
-    if (p.features.morphology) {
-      const auto m = kernels::morphology_features(roi, sp);
-      f["morph_volume_mm3"] = m.volume_mesh_mm3;
-      f["morph_area_mm2"] = m.surface_area_mm2;
-      f["morph_av_per_mm"] = m.surface_to_volume;
-      f["morph_sphericity"] = m.sphericity;
-      f["morph_diam_mm"] = m.max_3d_diameter_mm;
-    }
-    const auto is = kernels::intensity_statistics(views, roi);
-    f["median_" + u] = is.median;
-    f["p10_" + u] = is.percentile_10;
-    f["p90_" + u] = is.percentile_90;
-    f["iqr_" + u] = is.interquartile_range;
-    f["mad_" + u] = is.mean_absolute_deviation;
-    f["rms_" + u] = is.root_mean_square;
-    f["skewness"] = is.skewness;
-    f["excess_kurtosis"] = is.excess_kurtosis;
-    if (p.features.texture) {
-      const auto h = kernels::intensity_histogram_features(views, roi, p.features.discretisation);
-      f["ih_entropy_bits"] = h.entropy;
-      f["ih_uniformity"] = h.uniformity;
-      const auto g = kernels::glcm_features_3d_merged(views, roi, p.features.discretisation);
-      f["cm_joint_max"] = g.joint_maximum;
-      f["cm_joint_avg"] = g.joint_average;
-      f["cm_joint_var"] = g.joint_variance;
-      f["cm_joint_entr_bits"] = g.joint_entropy;
-      f["cm_contrast"] = g.contrast;
-      f["cm_dissimilarity"] = g.dissimilarity;
-      f["cm_energy"] = g.angular_second_moment;
-      f["cm_inv_diff"] = g.inverse_difference;
-      f["cm_inv_diff_norm"] = g.normalised_inverse_difference;
-      f["cm_inv_diff_mom"] = g.inverse_difference_moment;
-      f["cm_inv_diff_mom_norm"] = g.normalised_inverse_difference_moment;
-      f["cm_inv_var"] = g.inverse_variance;
-      f["cm_corr"] = g.correlation;
-    }
+    const kernels::ibsi::RoiImage r = kernels::ibsi::prepare_roi(views, roi, sp, proc);
+    const kernels::ibsi::Levels levels = kernels::ibsi::discretise(r, proc.discretisation);
+    for (const auto& x : kernels::ibsi::compute_features(r, levels, p.features.ibsi)) seg.features[x.tag] = x.value;
   };
   std::vector<std::exception_ptr> errors(full.size());
   const auto body = [&](const cv::Range& range) {
@@ -539,8 +531,8 @@ std::vector<kernels::SegmentStyle> segment_styles(const SeriesContext& c) {
       st.legend = fmt::format("{} {:.{}f} mL", st.name, ml, ml < 10 ? 2 : ml < 1000 ? 1 : 0);
       if (std::isfinite(f(laa))) st.legend += fmt::format(", LAA {:.1f} %", f(laa));
       if (std::isfinite(f(std::string(kPerc15Feature)))) st.legend += fmt::format(", P15 {:.0f} HU", f(std::string(kPerc15Feature)));
-      if (s.name.starts_with("lesion_candidate") && std::isfinite(f("morph_diam_mm")))
-        st.legend += fmt::format(", longest {:.1f} mm", f("morph_diam_mm"));
+      if (s.name.starts_with("lesion_candidate") && std::isfinite(f("morph_diam")))
+        st.legend += fmt::format(", longest {:.1f} mm", f("morph_diam"));
     }
     out.push_back(std::move(st));
   }

@@ -122,7 +122,7 @@ BOOST_AUTO_TEST_CASE(ct_chest_matches_phantom_truth) {
     BOOST_TEST_REQUIRE(s->findings.size() == 1u);
     BOOST_TEST(s->findings[0].finding->value.meaning == "Absent");
     BOOST_TEST(s->features.count("morph_sphericity") == 1u);
-    BOOST_TEST(s->features.count("cm_contrast") == 1u);
+    BOOST_TEST(s->features.count("cm_contrast_3D_comb") == 1u);
   }
   // Sides are not swapped: most voxels of our left lung are truth's left lung (label 3).
   {

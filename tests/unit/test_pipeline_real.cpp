@@ -97,7 +97,7 @@ BOOST_AUTO_TEST_CASE(generic_on_mr_series) {
   BOOST_TEST(f.at("volume_ml") > 0);
   BOOST_TEST(f.count("mean_au") == 1u);  // MR: arbitrary units
   BOOST_TEST(f.count("morph_sphericity") == 1u);
-  BOOST_TEST(f.count("cm_joint_entr_bits") == 1u);
+  BOOST_TEST(f.count("cm_joint_entr_3D_comb") == 1u);
   BOOST_TEST(fs::exists(c.preview));
   const auto files = write_seg_and_sr(c, out.path);
   BOOST_TEST(fs::exists(files.seg));
@@ -114,7 +114,7 @@ BOOST_AUTO_TEST_CASE(generic_on_2d_image) {
   const auto& f = c.segments[0].features;
   BOOST_TEST(f.at("voxels") > 0);
   BOOST_TEST(f.count("mean_au") == 1u);
-  BOOST_TEST(f.count("ih_entropy_bits") == 1u);
+  BOOST_TEST(f.count("ih_entropy") == 1u);
   BOOST_TEST(fs::exists(c.preview));
 }
 
