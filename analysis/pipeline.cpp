@@ -89,6 +89,7 @@ std::string series_key(const dicom::SeriesInfo& info, int volume_index_in_series
 
 void keep_freed_memory_for_reuse() {
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);  // glibc's largest; fixes it (no dynamic raise)
+  mallopt(M_MMAP_MAX, 0);  // ... and blocks above it from the heap too, so that they are reused
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 

@@ -62,7 +62,8 @@ std::vector<std::vector<std::filesystem::path>> series_batches(const std::vector
 // frees per-slice buffers of 0.25-1 MiB by the hundred; on VMs where a fresh page costs 1-1.5 us
 // (150 MiB in 210 ms, as bench/pipeline.sh prints) that was 4-5 % of the ct-chest profile. Peak
 // RSS is unchanged (the blocks are reused, not added); a short-lived worker gives it all back
-// when it exits. Idempotent.
+// when it exits. Blocks above 32 MiB (a volume, the IBSI features' per-voxel arrays) come from the
+// heap too (M_MMAP_MAX 0), so a lung's 150 MiB of levels reuse what decode freed. Idempotent.
 void keep_freed_memory_for_reuse();
 
 // Key of a series in logs and file names: short_hash of its Series Instance UID, with "-<n>"

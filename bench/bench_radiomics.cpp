@@ -1,12 +1,13 @@
 // Benchmark of the IBSI 1 feature families (analysis/kernels/ibsi/) on one region of interest.
 //
 // usage: bench_radiomics IMAGE.nii.gz MASK.nii.gz [--texture 3d|2d|all] [--bin-width W]
-//                        [--lower-bound L] [--runs N] [--json OUT]
+//                        [--reseg MIN,MAX] [--runs N] [--json OUT] [--threads N]
 //
 // The image and the mask (non-zero = ROI) are NIfTI-1 files on one grid (bench/radiomics.sh
 // writes a 300x512x512 chest phantom and its lungs). Steps: prepare_roi (original grid, no
-// re-segmentation: the ROI's bounding box plus the local intensity margin), discretise (fixed bin
-// size W, default 25, from L, default the ROI minimum), then every family. The first run is the
+// re-segmentation unless --reseg: the ROI's bounding box plus the local intensity margin),
+// discretise (fixed bin size W, default 25, from the re-segmentation's MIN, else the ROI minimum),
+// then every family. The first run is the
 // "cold" one (fresh process: first touch of every buffer); then RUNS - 1 more (default 3 in all);
 // per family the best of the runs is printed as well. Machine-readable lines start with "@ ".
 // --json writes the features of the last run (tag -> value), for comparison with the Python peer.
@@ -35,20 +36,24 @@ using Clock = std::chrono::steady_clock;
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: bench_radiomics IMAGE.nii.gz MASK.nii.gz [--texture 3d|2d|all] [--bin-width W] "
-                         "[--lower-bound L] [--runs N] [--json OUT]\n");
+                         "[--reseg MIN,MAX] [--runs N] [--json OUT] [--threads N]\n");
     return 2;
   }
   std::string texture = "3d", json_out;
   double bin_width = 25;
-  std::optional<double> lower;
+  std::optional<double> reseg_min, reseg_max;
   int runs = 3;
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--texture") texture = v;
     else if (k == "--bin-width") bin_width = std::stod(v);
-    else if (k == "--lower-bound") lower = std::stod(v);
+    else if (k == "--reseg" && v.find(',') != std::string::npos) {
+      reseg_min = std::stod(v.substr(0, v.find(',')));
+      reseg_max = std::stod(v.substr(v.find(',') + 1));
+    }
     else if (k == "--runs") runs = std::max(1, std::stoi(v));
     else if (k == "--json") json_out = v;
+    else if (k == "--threads") cv::setNumThreads(std::stoi(v));
     else {
       std::fprintf(stderr, "bench_radiomics: unknown option %s\n", k.c_str());
       return 2;
@@ -60,11 +65,13 @@ int main(int argc, char** argv) {
   ib::ProcessingSettings proc;
   proc.discretisation.method = ib::Discretisation::Method::fixed_bin_size;
   proc.discretisation.bin_width = bin_width;
-  proc.discretisation.lower_bound = lower;
+  proc.discretisation.lower_bound = reseg_min;
+  proc.resegmentation.min = reseg_min;
+  proc.resegmentation.max = reseg_max;
   proc.image_diagnostics = false;
   ib::FeatureSettings fs;
   fs.scope = {texture != "3d", texture != "2d"};
-  fs.ivh.method = ib::IvhOptions::Method::none;  // integer HU, step 1
+  fs.ivh = ib::ivh_options_for({}, proc.resegmentation);  // integer HU, step 1, over the range
   std::size_t roi_voxels = 0;
   for (const auto& m : mask) roi_voxels += static_cast<std::size_t>(cv::countNonZero(m));
   std::printf("image %dx%dx%zu, ROI %zu voxels, texture %s, FBS %g, %d threads\n", image.slices.front().cols,

@@ -29,8 +29,9 @@ Conventions: arrays are [z, y, x]; the image and the mask are on their final gri
 interpolation). The morphological mask is the mask; the intensity mask is the mask within the
 re-segmentation range. Ng: none -> the largest integer intensity in the ROI (levels are the
 rounded intensities, >= 1); fbs -> the largest bin present; fbn -> N. IH and IVH work on the
-discretised levels (IVH: fraction gamma = (i - min)/(max - min) over the levels present;
-ivh_i10/i90 as levels). GLDZM distances use the intensity mask, image border counts as ROI edge.
+discretised levels, the IVH on the intensities in steps of 1 between the re-segmentation bounds (else
+the ROI's min/max), as pacsnode for CT. GLDZM distances to the morphological mask's edge (the image
+border counts as edge).
 
 Usage:
   ibsi_peer.py IMAGE.nii[.gz] MASK.nii[.gz] [--discretisation none|fbs|fbn] [--bin-width W]
@@ -124,6 +125,7 @@ class Roi:
         if args.reseg_max is not None:
             imask &= self.x <= args.reseg_max
         self.mask = imask
+        self.reseg = (args.reseg_min, args.reseg_max)
         v = self.x[imask]
         if args.discretisation == "none":
             lev = np.rint(self.x).astype(np.int64)
@@ -382,8 +384,11 @@ def intensity_histogram(roi):
 
 
 def ivh(roi):
-    g = roi.levels[roi.mask].astype(np.int64)
-    lo, hi = int(g.min()), int(g.max())
+    # As pacsnode for CT (IBSI configurations A, B, D; the digital phantom): the intensities in steps of
+    # 1 (integer HU), from the re-segmentation range's bounds when given, else the ROI's min/max.
+    g = np.rint(roi.x[roi.mask]).astype(np.int64)
+    lo = int(roi.reseg[0]) if roi.reseg[0] is not None else int(g.min())
+    hi = int(roi.reseg[1]) if roi.reseg[1] is not None else int(g.max())
     i = np.arange(lo, hi + 1)
     h = np.bincount(g - lo, minlength=hi - lo + 1).astype(np.float64)
     vfrac = h[::-1].cumsum()[::-1] / h.sum()  # fraction of the volume with level >= i
@@ -698,7 +703,7 @@ def gldzm(roi, dims, zl):
     L = roi.levels
     nz = L.shape[0]
     nv = float(roi.mask.sum())
-    pad = np.pad(roi.mask, 1)
+    pad = np.pad(roi.morph, 1)  # distances to the morphological mask's edge (IBSI, as MIRP)
     if "3d" in zl:
         dist = ndimage.distance_transform_cdt(pad, metric="taxicab")[1:-1, 1:-1, 1:-1]
         lab, n = zl["3d"]

@@ -654,49 +654,68 @@ Levels discretise(const RoiImage& roi, const Discretisation& d) {
   Levels out;
   out.grid = roi.grid;
   const std::size_t n = roi.grid.size();
-  out.level.assign(n, 0);
+  const std::size_t plane = static_cast<std::size_t>(roi.grid.nx) * static_cast<std::size_t>(roi.grid.ny);
+  out.level.resize(n);
+  // Slices in parallel: the intensity range of the mask first, then the levels (0 outside the mask).
+  const auto each_slice = [&](auto&& body) {  // body(first, last) over the voxel indices of one slice
+    parallel_slices(0, roi.grid.nz, [&](int z) { body(static_cast<std::size_t>(z) * plane, static_cast<std::size_t>(z + 1) * plane); });
+  };
+  std::vector<std::array<double, 2>> range(static_cast<std::size_t>(roi.grid.nz),
+                                           {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()});
+  each_slice([&](std::size_t a, std::size_t b) {
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    for (std::size_t i = a; i < b; ++i)
+      if (roi.mask[i]) {
+        lo = std::min(lo, roi.intensity[i]);
+        hi = std::max(hi, roi.intensity[i]);
+      }
+    range[a / plane] = {lo, hi};
+  });
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-  for (std::size_t i = 0; i < n; ++i)
-    if (roi.mask[i]) {
-      lo = std::min(lo, static_cast<double>(roi.intensity[i]));
-      hi = std::max(hi, static_cast<double>(roi.intensity[i]));
-    }
-  int top = 0;
+  for (const auto& r : range) lo = std::min(lo, r[0]), hi = std::max(hi, r[1]);
+  std::vector<int> tops(static_cast<std::size_t>(roi.grid.nz), 0);
+  // Writes f(intensity) inside the mask, 0 outside; the highest level per slice into tops.
+  const auto fill = [&](auto&& f) {
+    each_slice([&](std::size_t a, std::size_t b) {
+      int top = 0;
+      for (std::size_t i = a; i < b; ++i) {
+        const int v = roi.mask[i] ? f(roi.intensity[i]) : 0;
+        out.level[i] = v;
+        top = std::max(top, v);
+      }
+      tops[a / plane] = top;
+    });
+    return *std::max_element(tops.begin(), tops.end());
+  };
   switch (d.method) {
-    case Discretisation::Method::none:
+    case Discretisation::Method::none: {
       for (std::size_t i = 0; i < n; ++i)
         if (roi.mask[i]) {
           const double v = roi.intensity[i];
           if (v != std::floor(v) || v < 1 || v > std::numeric_limits<int>::max())
             throw std::invalid_argument(fmt::format("discretise: without discretisation the intensities must be integers >= 1, got {}", v));
-          out.level[i] = static_cast<int>(v);
-          top = std::max(top, out.level[i]);
         }
-      out.ng = top;
+      out.ng = fill([](float v) { return static_cast<int>(v); });
       break;
+    }
     case Discretisation::Method::fixed_bin_size: {
       if (!(d.bin_width > 0) || !std::isfinite(d.bin_width)) throw std::invalid_argument("discretise: bin width must be > 0");
       const double x0 = d.lower_bound.value_or(lo);
       if (lo < x0) throw std::invalid_argument("discretise: intensities below the fixed-bin-size lower bound");
       if ((hi - x0) / d.bin_width >= std::numeric_limits<int>::max() - 1)
         throw std::invalid_argument("discretise: too many bins for the fixed bin size");
-      for (std::size_t i = 0; i < n; ++i)
-        if (roi.mask[i]) {
-          out.level[i] = static_cast<int>(std::floor((roi.intensity[i] - x0) / d.bin_width)) + 1;
-          top = std::max(top, out.level[i]);
-        }
-      out.ng = top;
+      const double w = d.bin_width;
+      out.ng = fill([&](float v) { return static_cast<int>(std::floor((v - x0) / w)) + 1; });
       break;
     }
     case Discretisation::Method::fixed_bin_number: {
       if (d.bins < 1) throw std::invalid_argument("discretise: bin number must be >= 1");
-      const double range = hi - lo;
-      for (std::size_t i = 0; i < n; ++i)
-        if (roi.mask[i]) {
-          int v = range > 0 ? static_cast<int>(std::floor(d.bins * (roi.intensity[i] - lo) / range)) + 1 : 1;
-          out.level[i] = std::min(v, d.bins);
-        }
-      out.ng = d.bins;
+      const double span = hi - lo;
+      const int bins = d.bins;
+      fill([&](float v) {
+        return span > 0 ? std::min(static_cast<int>(std::floor(bins * (v - lo) / span)) + 1, bins) : 1;
+      });
+      out.ng = bins;
       break;
     }
   }

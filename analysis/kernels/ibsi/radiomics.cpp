@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <span>
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <opencv2/core/utility.hpp>
 
 #include "analysis/kernels/ibsi/glcm.h"
 #include "analysis/kernels/ibsi/glrlm.h"
@@ -118,13 +122,25 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
   check_levels(levels, "IBSI features");
   if (levels.grid.nx != roi.grid.nx || levels.grid.ny != roi.grid.ny || levels.grid.nz != roi.grid.nz)
     throw std::invalid_argument("IBSI features: the grey levels and the ROI image have different grids");
-  Features out;
-  out.reserve(600);
-  const auto timed = [&](std::string step, auto&& run) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    if (times)
-      times->push_back({std::move(step), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+  // One task per family (or per pair sharing a pass), run side by side on OpenCV's threads, the
+  // longest first; inside a task the family's own parallel loops then run serially (OpenCV runs
+  // nested parallel_for_ bodies inline). The serial parts of the families (labelling, the mesh,
+  // the hull) so overlap. The results are put together in catalogue order.
+  struct Task {
+    std::string step;
+    int cost;  // rough order of the wall time on a large ROI, for scheduling only
+    std::function<void(Features&)> run;
+    Features out;
+    double seconds = 0;
+    std::exception_ptr error;
+  };
+  std::vector<Task> tasks;
+  const auto add = [&](std::string step, int cost, std::function<void(Features&)> run) {
+    Task t;
+    t.step = std::move(step);
+    t.cost = cost;
+    t.run = std::move(run);
+    tasks.push_back(std::move(t));
   };
   const bool zones = s.has(Family::glszm) && s.has(Family::gldzm);
   const bool neighbourhoods = s.has(Family::ngtdm) && s.has(Family::ngldm);
@@ -132,28 +148,53 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
     if (!s.has(f)) continue;
     const std::string name(to_string(f));
     switch (f) {
-      case Family::morphology: timed(name, [&] { morphology_features(roi, out); }); break;
-      case Family::local_intensity: timed(name, [&] { local_intensity_features(roi, out); }); break;
-      case Family::statistics: timed(name, [&] { statistics_features(roi, out); }); break;
-      case Family::histogram: timed(name, [&] { histogram_features(levels, out); }); break;
-      case Family::ivh: timed(name, [&] { ivh_features(roi, s.ivh, out); }); break;
-      case Family::glcm: timed(name, [&] { glcm_features(levels, s.scope, out); }); break;
-      case Family::glrlm: timed(name, [&] { glrlm_features(levels, s.scope, out); }); break;
+      case Family::morphology: add(name, 70, [&](Features& o) { morphology_features(roi, o); }); break;
+      case Family::local_intensity: add(name, 80, [&](Features& o) { local_intensity_features(roi, o); }); break;
+      case Family::statistics: add(name, 5, [&](Features& o) { statistics_features(roi, o); }); break;
+      case Family::histogram: add(name, 5, [&](Features& o) { histogram_features(levels, o); }); break;
+      case Family::ivh: add(name, 5, [&](Features& o) { ivh_features(roi, s.ivh, o); }); break;
+      case Family::glcm: add(name, 25, [&](Features& o) { glcm_features(levels, s.scope, o); }); break;
+      case Family::glrlm: add(name, 100, [&](Features& o) { glrlm_features(levels, s.scope, o); }); break;
       case Family::glszm:
-        if (zones) timed("glszm+gldzm", [&] { zone_features(levels, roi.morph, s.scope, out); });
-        else timed(name, [&] { glszm_features(levels, s.scope, out); });
+        if (zones) add("glszm+gldzm", 90, [&](Features& o) { zone_features(levels, roi.morph, s.scope, o); });
+        else add(name, 80, [&](Features& o) { glszm_features(levels, s.scope, o); });
         break;
       case Family::gldzm:
-        if (!zones) timed(name, [&] { gldzm_features(levels, roi.morph, s.scope, out); });
+        if (!zones) add(name, 80, [&](Features& o) { gldzm_features(levels, roi.morph, s.scope, o); });
         break;
       case Family::ngtdm:
-        if (neighbourhoods) timed("ngtdm+ngldm", [&] { neighbourhood_features(levels, s.scope, out); });
-        else timed(name, [&] { ngtdm_features(levels, s.scope, out); });
+        if (neighbourhoods) add("ngtdm+ngldm", 30, [&](Features& o) { neighbourhood_features(levels, s.scope, o); });
+        else add(name, 20, [&](Features& o) { ngtdm_features(levels, s.scope, o); });
         break;
       case Family::ngldm:
-        if (!neighbourhoods) timed(name, [&] { ngldm_features(levels, s.scope, out); });
+        if (!neighbourhoods) add(name, 20, [&](Features& o) { ngldm_features(levels, s.scope, o); });
         break;
     }
+  }
+  std::vector<std::size_t> order(tasks.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tasks[a].cost > tasks[b].cost; });
+  cv::parallel_for_(
+      cv::Range(0, static_cast<int>(order.size())),
+      [&](const cv::Range& r) {
+        for (int k = r.start; k < r.end; ++k) {
+          Task& t = tasks[order[static_cast<std::size_t>(k)]];
+          const auto t0 = std::chrono::steady_clock::now();
+          try {
+            t.run(t.out);
+          } catch (...) {
+            t.error = std::current_exception();
+          }
+          t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        }
+      },
+      static_cast<double>(order.size()));
+  Features out;
+  out.reserve(600);
+  for (auto& t : tasks) {
+    if (t.error) std::rethrow_exception(t.error);
+    std::move(t.out.begin(), t.out.end(), std::back_inserter(out));
+    if (times) times->push_back({t.step, t.seconds});
   }
   return out;
 }

@@ -37,7 +37,7 @@ struct FeatureSettings {
 // maximum; fixed bin number -> over the ROI's range.
 IvhOptions ivh_options_for(const Discretisation& d, const Resegmentation& r);
 
-// Wall time of one step of compute_features: a family's name, or "glszm+gldzm" / "ngtdm+ngldm"
+// Wall time of one step of compute_features (steps run side by side): a family's name, or "glszm+gldzm" / "ngtdm+ngldm"
 // when both families of a pair are asked for (each pair shares one pass over the ROI).
 struct FamilyTime {
   std::string step;
