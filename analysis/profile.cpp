@@ -146,7 +146,9 @@ std::vector<Profile> builtin_profiles() {
   chest.match.tokens = {"CH", "CHST", "THX", "CAP", "TAP"};
   chest.preprocess.median_ksize = 3;
   chest.recipe = Recipe::ct_chest;
-  chest.features.basic_only = {"body", "lungs"};
+  // The full IBSI set on each lung, the airways and the lesion candidates; bone and contrast
+  // ("dense") and the body get volume and intensity statistics only.
+  chest.features.basic_only = {"body", "lungs", "dense"};
   chest.rule_sets = {kernels::emphysema_rule_set()};  // laa950_percent >= 5 % -> present
   chest.rule_segments = {"right_lung", "left_lung"};
   chest.window = kernels::kLungWindow;

@@ -185,3 +185,44 @@ BOOST_AUTO_TEST_CASE(bad_feature_options_are_refused_before_any_work) {
     BOOST_TEST(err.find("invalid feature options") != std::string::npos, err);
   }
 }
+
+// `pacsnode train` on analyze's features.csv: the IBSI-tagged columns are features like any other.
+BOOST_AUTO_TEST_CASE(train_uses_the_ibsi_columns_of_analyze) {
+  TempDir tmp;
+  const fs::path in = tmp.path / "in", out = tmp.path / "out", mask = tmp.path / "mask.nii.gz";
+  for (int seed = 1; seed <= 6; ++seed) {
+    const auto r = testsupport::run({testsupport::python(), testsupport::phantom_script().string(),
+                                     (in / std::to_string(seed)).string(), "--slices", "8", "--size", "48", "--seed",
+                                     std::to_string(seed)});
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
+  }
+  const auto study = analysis::decode_folder(in / "1");
+  BOOST_TEST_REQUIRE(study.volumes.size() == 1u);
+  analysis::Mask roi;
+  for (const auto& s : study.volumes.front().slices) {
+    cv::Mat m(s.size(), CV_8U, cv::Scalar(0));
+    m(cv::Rect(12, 12, 24, 20)).setTo(1);
+    roi.push_back(m);
+  }
+  analysis::kernels::write_nifti(mask, roi, analysis::spacing_of(study.volumes.front().geom));
+  const auto [rc, err] = capture_stderr([&] {
+    return analysis::analyze_main({in.string(), "--out", out.string(), "--mask", mask.string(), "--families",
+                                   "statistics,histogram,glcm", "-q"});
+  });
+  BOOST_TEST_REQUIRE(rc == 0, err);
+  const auto rows = read_csv(out / "features.csv");
+  BOOST_TEST_REQUIRE(rows.size() == 6u);
+  {
+    std::ofstream labels(tmp.path / "labels.csv");
+    labels << "label\n";
+    for (std::size_t i = 0; i < rows.size(); ++i) labels << (i % 2) << "\n";
+  }
+  const auto r = testsupport::run({testsupport::daemon_binary().string(), "train", "--features",
+                                   (out / "features.csv").string(), "--labels", (tmp.path / "labels.csv").string(),
+                                   "--out", (tmp.path / "model.yml").string(), "--folds", "2", "--ignore",
+                                   "series,series_uid,modality,profile,segment_label,segment"});
+  BOOST_TEST_REQUIRE(r.exit_code == 0, r.output);
+  BOOST_TEST(r.output.find("\"cm_joint_max_3D_comb\"") != std::string::npos, r.output);
+  BOOST_TEST(r.output.find("\"stat_mean\"") != std::string::npos, r.output);
+  BOOST_TEST(fs::exists(tmp.path / "model.yml"));
+}
