@@ -275,7 +275,10 @@ void PreprocessStage::run_(SeriesContext& c) {
     return;
   }
   c.original_slices.clear();
-  if (smooths && !p.measure_filtered) {  // the filters make the masks; the features see the values as decoded
+  // The filters make the masks; the features see the values as decoded, unless the profile opts out
+  // (measure_filtered, or ct-chest's measure_on_original_hu = false).
+  const bool opted_out = p.measure_filtered || (c.profile->recipe == Recipe::ct_chest && !c.profile->chest.measure_on_original_hu);
+  if (smooths && !opted_out) {
     c.original_slices.reserve(slices.size());
     for (const auto& s : slices) c.original_slices.push_back(s.clone());
   }
