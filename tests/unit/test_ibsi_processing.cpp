@@ -412,3 +412,16 @@ BOOST_AUTO_TEST_CASE(large_chest_ct_is_prepared_quickly) {
   s.interpolation.image_method = Method::cubic;
   time_best_of_3(s, "tricubic to 2 mm");
 }
+
+// A grid finer than any image (a mistyped or hostile spacing) is refused before anything is
+// allocated, instead of overflowing the voxel counts or exhausting memory.
+BOOST_AUTO_TEST_CASE(absurd_interpolation_grids_are_refused) {
+  const std::vector<cv::Mat> img{cv::Mat(8, 8, CV_16S, cv::Scalar(5))};
+  ib::ProcessingSettings s;
+  s.interpolation.spacing = std::array<double, 3>{1e-9, 1e-9, 1e-9};
+  BOOST_CHECK_THROW(ib::prepare_roi(img, full_mask(8, 8), {1, 1, 1}, s), std::invalid_argument);
+  s.interpolation.spacing = std::array<double, 3>{0.01, 0.01, 0.01};  // 6400 per axis: allowed...
+  const std::vector<cv::Mat> stack(64, cv::Mat(64, 64, CV_16S, cv::Scalar(5)));
+  BOOST_CHECK_THROW(ib::prepare_roi(stack, full_mask(64, 64, 64), {1, 1, 1}, s),  // ... 6400^3 voxels in all
+                    std::invalid_argument);
+}

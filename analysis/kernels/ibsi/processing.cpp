@@ -22,6 +22,8 @@ using Method = Interpolation::Method;
 // become n_b = ceil(n_a s_a / s_b) voxels of spacing s_b; the centres of both grids coincide, so
 // output voxel i sits at source index (i s_b + offset) / s_a with
 // offset = (s_a (n_a - 1) - s_b (n_b - 1)) / 2 (in mm from the first source voxel centre).
+constexpr std::size_t kMaxRoiVoxels = std::size_t{1} << 30;  // 6 GB of RoiImage: beyond the worker's memory
+
 struct Axis {
   int n_in = 0;
   double s_in = 1;
@@ -30,13 +32,19 @@ struct Axis {
   bool interpolated = false;
   double offset = 0;
 
+  static constexpr int kMaxAxisVoxels = 1 << 14;  // a 16k grid axis: far beyond any real image
   static Axis identity(int n, double s) { return {n, s, n, s, false, 0}; }
   static Axis resampled(int n, double s_in, double s_out) {
     Axis a;
     a.n_in = n;
     a.s_in = s_in;
     a.s_out = s_out;
-    a.n_out = std::max(1, static_cast<int>(std::ceil(n * s_in / s_out - 1e-9)));
+    const double n_out = std::ceil(n * s_in / s_out - 1e-9);
+    if (!(n_out <= kMaxAxisVoxels))  // also NaN
+      throw std::invalid_argument(fmt::format("prepare_roi: interpolating {} voxels of {} mm to {} mm gives more than {} "
+                                              "voxels along an axis",
+                                              n, s_in, s_out, kMaxAxisVoxels));
+    a.n_out = std::max(1, static_cast<int>(n_out));
     a.interpolated = true;
     a.offset = (s_in * (n - 1) - s_out * (a.n_out - 1)) / 2;
     return a;
@@ -548,13 +556,18 @@ RoiImage prepare_roi(const std::vector<cv::Mat>& image, const Mask& mask, const 
 
   // The ROI grid: every voxel the mask can reach plus the margin, within the image (so at least
   // margin_mm around the morphological mask's bounding box).
-  auto margin = [&](const Axis& a) { return static_cast<int>(std::ceil(ip.margin_mm / a.s_out - 1e-9)); };
+  auto margin = [&](const Axis& a) {
+    return static_cast<int>(std::min<double>(a.n_out, std::ceil(ip.margin_mm / a.s_out - 1e-9)));
+  };
   const Box rb{std::max(0, cx0 - margin(ax[0])), std::min(ax[0].n_out - 1, cx1 + margin(ax[0])),
                std::max(0, cy0 - margin(ax[1])), std::min(ax[1].n_out - 1, cy1 + margin(ax[1])),
                std::max(0, cz0 - margin(ax[2])), std::min(ax[2].n_out - 1, cz1 + margin(ax[2]))};
   RoiImage roi;
   roi.grid = Grid{rb.nx(), rb.ny(), rb.nz(), ax[0].s_out, ax[1].s_out, ax[2].s_out};
   const std::size_t n = roi.grid.size();
+  if (n > kMaxRoiVoxels)
+    throw std::invalid_argument(fmt::format("prepare_roi: the ROI's grid of {}x{}x{} voxels is larger than {} voxels",
+                                            rb.nx(), rb.ny(), rb.nz(), kMaxRoiVoxels));
   roi.intensity.resize(n);
   roi.morph.resize(n);
   roi.mask.resize(n);
