@@ -101,6 +101,16 @@ struct SeriesContext {
   // The values as decoded (resampled like the volume when Preprocess resamples) when Preprocess
   // filtered the volume itself for the masks: Features measures on these. Empty: on the volume.
   std::vector<cv::Mat> original_slices;
+  // The segments whose IBSI features are still to be measured (stages::measure_radiomics), with
+  // the box (segment bounding box plus the local intensity margin, inclusive) to measure them on.
+  // Features fills it and measures at once, unless defer_radiomics: then the daemon's worker
+  // writes the SEG and SR first (they need none of the IBSI features) and measures afterwards.
+  struct RadiomicsRoi {
+    std::size_t segment = 0;
+    int x0 = 0, x1 = -1, y0 = 0, y1 = -1, z0 = 0, z1 = -1;
+  };
+  std::vector<RadiomicsRoi> radiomics_pending;
+  bool defer_radiomics = false;
   // A mask given from outside (`pacsnode analyze --mask`): Preprocess does nothing, Segment makes
   // it the one segment "roi" (label 1) instead of running the profile's recipe.
   std::optional<Mask> external_mask;

@@ -126,6 +126,8 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
       c.external_mask = roi_mask_for_volume(c.volume, found.front(), job.mask_label, &mask_description);
     }
     if (!mask_description.empty()) notes.push_back("mask: " + mask_description);
+    // The daemon's SEG and SR need none of the IBSI features: measure them after the objects are out.
+    c.defer_radiomics = job.require_dicom && job.write_dicom && !stages::needs_radiomics_for_findings(*c.profile);
     pipeline.run(c, [&](SeriesContext& sc) {
       if (!job.write_dicom || sc.resampled || sc.segments.empty()) return;  // no SEG possible: said below
       seg_spec = seg_spec_for(sc, job.keep_empty_frames);
@@ -192,6 +194,17 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
     }
   } else if (seg_written.valid()) {
     seg_written.wait();  // it refers to this context
+  }
+  if (error.empty() && !c.radiomics_pending.empty()) {  // deferred: the objects are on their way
+    const Stopwatch sw;
+    try {
+      stages::measure_radiomics(c);
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      notes.push_back(fmt::format("no IBSI features: {}", e.what()));
+    }
+    c.timings.push_back({"radiomics", sw.ms()});
   }
   if (error.empty() && !job.preview_dir.empty() && !c.segments.empty()) {  // last: the objects are on their way
     c.out_dir = job.preview_dir;

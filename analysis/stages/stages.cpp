@@ -424,48 +424,72 @@ void FeaturesStage::run_(SeriesContext& c) {
   std::stable_sort(full.begin(), full.end(), [](auto* a, auto* b) { return a->voxels > b->voxels; });
 
   // IBSI features on each segment's bounding box plus a margin (the local intensity features look
-  // 6.2 mm around the ROI): views of the image, a mask of the box only. Segments are independent:
-  // they run on OpenCV's worker threads (cv::setNumThreads bounds them).
+  // 6.2 mm around the ROI).
   const auto& proc = p.features.processing;
   const int mx = static_cast<int>(std::ceil(proc.interpolation.margin_mm / sp.col));
   const int my = static_cast<int>(std::ceil(proc.interpolation.margin_mm / sp.row));
   const int mz = static_cast<int>(std::ceil(proc.interpolation.margin_mm / sp.slice));
   const int rows = image.front().rows, cols = image.front().cols, depth = static_cast<int>(image.size());
-  const auto ibsi = [&](SegmentResult& seg) {
-    const LabelStats& s = seg_stats[static_cast<std::size_t>(&seg - c.segments.data())];
-    const int c0 = std::max(0, s.c0 - mx), c1 = std::min(cols - 1, s.c1 + mx);
-    const int r0 = std::max(0, s.r0 - my), r1 = std::min(rows - 1, s.r1 + my);
-    const int z0 = std::max(0, s.z0 - mz), z1 = std::min(depth - 1, s.z1 + mz);
-    const cv::Rect box(c0, r0, c1 - c0 + 1, r1 - r0 + 1);
+  c.radiomics_pending.clear();
+  for (SegmentResult* seg : full) {
+    const std::size_t i = static_cast<std::size_t>(seg - c.segments.data());
+    const LabelStats& s = seg_stats[i];
+    c.radiomics_pending.push_back({i, std::max(0, s.c0 - mx), std::min(cols - 1, s.c1 + mx), std::max(0, s.r0 - my),
+                                   std::min(rows - 1, s.r1 + my), std::max(0, s.z0 - mz), std::min(depth - 1, s.z1 + mz)});
+  }
+  if (!c.defer_radiomics) measure_radiomics(c);
+}
+
+void measure_radiomics(SeriesContext& c) {
+  const Profile& p = *c.profile;
+  const auto& image = c.original_slices.empty() ? c.volume.slices : c.original_slices;
+  const Spacing sp = spacing_of(c.volume.geom);
+  const auto& proc = p.features.processing;
+  // Views of the image, a mask of the box only. Segments are independent: they run on OpenCV's
+  // worker threads (cv::setNumThreads bounds them; the families inside then run one by one).
+  const auto ibsi = [&](const SeriesContext::RadiomicsRoi& b) {
+    SegmentResult& seg = c.segments.at(b.segment);
+    const cv::Rect box(b.x0, b.y0, b.x1 - b.x0 + 1, b.y1 - b.y0 + 1);
     std::vector<cv::Mat> views;
-    Mask roi = kernels::make_mask(z1 - z0 + 1, box.height, box.width);
+    Mask roi = kernels::make_mask(b.z1 - b.z0 + 1, box.height, box.width);
     cv::Mat member(1, 256, CV_8U, cv::Scalar(0));
     member.at<std::uint8_t>(seg.label) = 1;
     for (int l : seg.also_labels) member.at<std::uint8_t>(l) = 1;
-    for (int z = z0; z <= z1; ++z) {
-      views.push_back(image[z](box));
-      cv::LUT(c.labels[z](box), member, roi[z - z0]);
+    for (int z = b.z0; z <= b.z1; ++z) {
+      views.push_back(image[static_cast<std::size_t>(z)](box));
+      cv::LUT(c.labels[static_cast<std::size_t>(z)](box), member, roi[static_cast<std::size_t>(z - b.z0)]);
     }
     const kernels::ibsi::RoiImage r = kernels::ibsi::prepare_roi(views, roi, sp, proc);
     const kernels::ibsi::Levels levels = kernels::ibsi::discretise(r, proc.discretisation);
     for (const auto& x : kernels::ibsi::compute_features(r, levels, p.features.ibsi)) seg.features[x.tag] = x.value;
   };
-  std::vector<std::exception_ptr> errors(full.size());
+  const auto& todo = c.radiomics_pending;
+  std::vector<std::exception_ptr> errors(todo.size());
   const auto body = [&](const cv::Range& range) {
     for (int i = range.start; i < range.end; ++i) {
       try {
-        ibsi(*full[static_cast<std::size_t>(i)]);
+        ibsi(todo[static_cast<std::size_t>(i)]);
       } catch (...) {
         errors[static_cast<std::size_t>(i)] = std::current_exception();
       }
     }
   };
-  if (p.features.parallel_segments && full.size() > 1)
-    cv::parallel_for_(cv::Range(0, static_cast<int>(full.size())), body, static_cast<double>(full.size()));
+  if (p.features.parallel_segments && todo.size() > 1)
+    cv::parallel_for_(cv::Range(0, static_cast<int>(todo.size())), body, static_cast<double>(todo.size()));
   else
-    body(cv::Range(0, static_cast<int>(full.size())));
+    body(cv::Range(0, static_cast<int>(todo.size())));
+  c.radiomics_pending.clear();
   for (const auto& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+bool needs_radiomics_for_findings(const Profile& p) {
+  if (p.model_path) return true;  // a trained model may use any feature
+  for (const auto& rs : p.rule_sets)
+    for (const auto& rule : rs.rules)
+      for (const auto& cond : rule.all_of)
+        if (kernels::ibsi::find_in_catalogue(cond.feature)) return true;
+  return false;
 }
 
 void ClassifyStage::run_(SeriesContext& c) {

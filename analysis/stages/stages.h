@@ -59,6 +59,13 @@ class FeaturesStage final : public Stage {
   void run_(SeriesContext& c) override;
 };
 
+// The IBSI features of the segments Features left in SeriesContext::radiomics_pending (all of
+// them, at once, unless SeriesContext::defer_radiomics). Rethrows the first segment's error.
+void measure_radiomics(SeriesContext& c);
+// Whether the profile's findings (rule sets, a trained model) may read IBSI features, so that they
+// cannot be measured after the SR.
+bool needs_radiomics_for_findings(const Profile& p);
+
 // Rule sets and the optional trained model, per segment. ct-chest: no rule on the lungs (no
 // emphysema conclusion) when the lung coverage is not complete.
 class ClassifyStage final : public Stage {
