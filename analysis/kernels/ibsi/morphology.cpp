@@ -585,7 +585,8 @@ ConvexHull convex_hull(const std::vector<cv::Point3d>& points) {
   facetT* facet = nullptr;
   FORALLfacets faces.emplace_back(facet->isarea ? facet->f.area : 0.0, cv::Vec3d(facet->normal[0], facet->normal[1], facet->normal[2]));
   std::stable_sort(faces.begin(), faces.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  for (const auto& [area, n] : faces) {
+  for (const auto& face : faces) {
+    const cv::Vec3d n = face.second;  // not a structured binding: clang 14 cannot capture those
     const bool seen = std::any_of(hull.normals.begin(), hull.normals.end(), [&](const cv::Vec3d& o) { return cv::norm(o - n) < 1e-9; });
     if (!seen) hull.normals.push_back(n / cv::norm(n));
   }
