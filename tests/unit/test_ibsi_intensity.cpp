@@ -13,6 +13,8 @@
 #include <random>
 #include <stdexcept>
 
+#include <opencv2/core/utility.hpp>
+
 #include "analysis/kernels/ibsi/intensity.h"
 #include "support/ibsi_reference.h"
 
@@ -281,6 +283,71 @@ BOOST_AUTO_TEST_CASE(sphere_means_match_brute_force) {
   ib::local_intensity_features(roi, f);
   BOOST_TEST(by_tag(f)["loc_peak_glob"] == glob, boost::test_tools::tolerance(1e-9));
   BOOST_TEST(by_tag(f)["loc_peak_loc"] == loc, boost::test_tools::tolerance(1e-9));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(sphere_means_on_many_slices_match_brute_force) {
+  // CT-like voxels (0.98 x 0.98 x 1 mm: spheres reach 6 voxels along each axis) on 40 slices, so
+  // that the slices' discs are reused through their rings many times, with two blobs of ROI per
+  // row (holes, gaps and runs of every length), some touching the grid's borders and some not.
+  // Integer intensities: the sphere sums are exact, so the peaks must equal the direct sums'
+  // exactly, on one thread and on several (blocks of slices).
+  ib::RoiImage roi;
+  roi.grid = {30, 22, 40, 0.98, 0.98, 1.0};
+  const auto& g = roi.grid;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> val(-1000, 400);
+  std::bernoulli_distribution hole(0.1);
+  for (int z = 0; z < g.nz; ++z)
+    for (int y = 0; y < g.ny; ++y)
+      for (int x = 0; x < g.nx; ++x) {
+        const double a = (x - 7.0) / 8.0, b = (y - 10.0) / 9.0, c = (z - 20.0) / 17.0;
+        const double d = (x - 24.0) / 9.0, e = (y - 12.0) / 12.0, f = (z - 30.0) / 14.0;
+        const bool in = (a * a + b * b + c * c <= 1 || d * d + e * e + f * f <= 1) && !hole(rng);
+        roi.intensity.push_back(static_cast<float>(val(rng)));
+        roi.mask.push_back(in ? 1 : 0);
+      }
+  roi.morph = roi.mask;
+  const double r = 10 * std::cbrt(3 / (4 * std::numbers::pi));
+  const auto brute = [&] {
+    double glob = -1e300, maxi = -1e300, loc = -1e300;
+    for (int z = 0; z < g.nz; ++z)
+      for (int y = 0; y < g.ny; ++y)
+        for (int x = 0; x < g.nx; ++x) {
+          if (!roi.mask[g.index(x, y, z)]) continue;
+          double s = 0;
+          int n = 0;
+          for (int c = std::max(0, z - 8); c < std::min(g.nz, z + 9); ++c)
+            for (int b = std::max(0, y - 8); b < std::min(g.ny, y + 9); ++b)
+              for (int a = std::max(0, x - 8); a < std::min(g.nx, x + 9); ++a) {
+                const double d = std::hypot((a - x) * g.sx, (b - y) * g.sy, (c - z) * g.sz);
+                if (d <= r) s += roi.intensity[g.index(a, b, c)], ++n;
+              }
+          const double mean = s / n, v = roi.intensity[g.index(x, y, z)];
+          glob = std::max(glob, mean);
+          if (v > maxi) maxi = v, loc = mean;
+          else if (v == maxi) loc = std::max(loc, mean);
+        }
+    return std::pair{loc, glob};
+  };
+  const int threads = cv::getNumThreads();
+  for (const float scale : {1.0f, 0.37f}) {  // integer (int32 sums) and fractional (double sums)
+    for (auto& v : roi.intensity) v *= scale;
+    const auto [loc, glob] = brute();
+    for (const int t : {1, 3}) {
+      cv::setNumThreads(t);
+      ib::Features f;
+      ib::local_intensity_features(roi, f);
+      const auto m = by_tag(f);
+      if (scale == 1.0f) {
+        BOOST_TEST(m.at("loc_peak_glob") == glob);
+        BOOST_TEST(m.at("loc_peak_loc") == loc);
+      } else {
+        BOOST_TEST(m.at("loc_peak_glob") == glob, boost::test_tools::tolerance(1e-12));
+        BOOST_TEST(m.at("loc_peak_loc") == loc, boost::test_tools::tolerance(1e-12));
+      }
+    }
+    cv::setNumThreads(threads);
   }
 }
 

@@ -4,10 +4,12 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <numbers>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -336,92 +338,260 @@ namespace {
 // intensity mask's spheres reach.
 struct SphereSetup {
   std::vector<Chord> chords;
+  std::vector<std::vector<Chord>> discs;  // discs[k]: the chords at dz = k (the same at -k)
+  std::vector<char> width_used;           // [w]: some chord has the half-width w
   std::int64_t full = 0;                  // voxels of a sphere inside the grid
-  int kx = 0, kz = 0;                     // reach along x and z in voxels
+  int kx = 0, kz = 0;                     // reach along x (widest chord) and z in voxels
+  int dy_min = 0, dy_max = 0;             // reach along y
   int x0 = 0, x1 = 0, y0 = 0, y1 = 0, z0 = 0, z1 = 0;  // intensity mask's bounding box
   int ex0 = 0, ex1 = 0, ey0 = 0, ey1 = 0;              // columns and rows the spheres reach
   int i0 = 0, len = 0;                    // row prefix arrays: element 0 is column i0
 };
 
-// Sphere means at every voxel of the intensity mask from row prefix sums (type T: int for integer
-// intensities, exact and twice as wide in SIMD; else double). A ring of 2 kz + 1 slices of prefix
-// sums per thread; each thread a contiguous block of slices.
+// Columns a .. b of a row.
+struct Run {
+  int a, b;
+};
+
+// Appends the runs of non-zero bytes of m[x0 .. x1] (8 bytes at a time through long runs and gaps).
+void mask_runs(const std::uint8_t* m, int x0, int x1, std::vector<Run>& out) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHigh = 0x8080808080808080ull;
+  const auto word = [m](int x) {
+    std::uint64_t w;
+    std::memcpy(&w, m + x, sizeof w);
+    return w;
+  };
+  const int end = x1 + 1;
+  int x = x0;
+  while (x < end) {
+    while (x + 8 <= end && word(x) == 0) x += 8;
+    while (x < end && !m[x]) ++x;
+    if (x == end) break;
+    const int a = x;
+    while (x + 8 <= end && [](std::uint64_t w) { return ((w - kOnes) & ~w & kHigh) == 0; }(word(x))) x += 8;
+    while (x < end && m[x]) ++x;
+    out.push_back({a, x - 1});
+  }
+}
+
+// The union of two sorted run lists into out, runs at most `gap` columns apart joined.
+void merge_runs(std::span<const Run> p, std::span<const Run> q, int gap, std::vector<Run>& out) {
+  out.clear();
+  std::size_t i = 0, j = 0;
+  while (i < p.size() || j < q.size()) {
+    const Run r = j == q.size() || (i < p.size() && p[i].a <= q[j].a) ? p[i++] : q[j++];
+    if (!out.empty() && r.a - out.back().b - 1 <= gap)
+      out.back().b = std::max(out.back().b, r.b);
+    else
+      out.push_back(r);
+  }
+}
+
+// d[j] = (or +=) h[j] - l[j] (a window sum from prefix sums), or the sum of the p_t[j].
+template <typename T, bool kSet>
+inline void chords1(T* __restrict d, const T* __restrict h0, const T* __restrict l0, int n) {
+  for (int j = 0; j < n; ++j) d[j] = kSet ? h0[j] - l0[j] : d[j] + (h0[j] - l0[j]);
+}
+template <typename T, bool kSet>
+inline void sum4(T* __restrict d, const T* __restrict p0, const T* __restrict p1, const T* __restrict p2,
+                 const T* __restrict p3, int n) {
+  for (int j = 0; j < n; ++j) {
+    const T v = (p0[j] + p1[j]) + (p2[j] + p3[j]);
+    d[j] = kSet ? v : d[j] + v;
+  }
+}
+template <typename T, bool kSet>
+inline void sum8(T* __restrict d, const T* __restrict p0, const T* __restrict p1, const T* __restrict p2,
+                 const T* __restrict p3, const T* __restrict p4, const T* __restrict p5, const T* __restrict p6,
+                 const T* __restrict p7, int n) {
+  for (int j = 0; j < n; ++j) {
+    const T v = ((p0[j] + p1[j]) + (p2[j] + p3[j])) + ((p4[j] + p5[j]) + (p6[j] + p7[j]));
+    d[j] = kSet ? v : d[j] + v;
+  }
+}
+template <typename T, bool kSet>
+inline void sum1(T* __restrict d, const T* __restrict p0, int n) {
+  for (int j = 0; j < n; ++j) d[j] = kSet ? p0[j] : d[j] + p0[j];
+}
+
+// d[0 .. n) = the sum over t < nt of p[t][j] (nt >= 1).
+template <typename T>
+void add_terms(T* d, const T* const* p, int nt, int n) {
+  int t = 0;
+  if (nt >= 8) {
+    sum8<T, true>(d, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], n);
+    t = 8;
+  } else if (nt >= 4) {
+    sum4<T, true>(d, p[0], p[1], p[2], p[3], n);
+    t = 4;
+  } else {
+    sum1<T, true>(d, p[0], n);
+    t = 1;
+  }
+  for (; t + 8 <= nt; t += 8) sum8<T, false>(d, p[t], p[t + 1], p[t + 2], p[t + 3], p[t + 4], p[t + 5], p[t + 6], p[t + 7], n);
+  for (; t + 4 <= nt; t += 4) sum4<T, false>(d, p[t], p[t + 1], p[t + 2], p[t + 3], n);
+  for (; t < nt; ++t) sum1<T, false>(d, p[t], n);
+}
+
+// Sphere means at every voxel of the intensity mask (type T: int for integer intensities, exact and
+// twice as wide in SIMD; else double). The sphere is a stack of discs, one per slice offset dz, the
+// disc at dz the same as at -dz: sphere(x, y, z) = sum over dz of disc_|dz|(x, y, z + dz). The disc
+// of radius k of slice zz serves the output slices zz - k and zz + k, so it is computed once, where
+// either slice's mask needs it, and kept in a ring of planes (the intensity mask's bounding box)
+// until zz + k is done. A disc is the sum of its chords along x, each one lookup in the window sums
+// of its row for its half-width w (made once per row and slice from the row's prefix sums). Per ROI
+// voxel about 80 lookups (the 67 chords of the half sphere over the discs' slightly larger area,
+// then 13 discs) instead of the sphere's 121 chords. Each thread takes a contiguous block of slices.
 template <typename T>
 Peaks sphere_peaks(const RoiImage& roi, const SphereSetup& s) {
   const Grid& g = roi.grid;
-  const int rows = s.ey1 - s.ey0 + 1, ring = 2 * s.kz + 1, len = s.len;
-  const std::size_t row_len = static_cast<std::size_t>(len);
+  const int rows = s.ey1 - s.ey0 + 1, len = s.len, kz = s.kz;
+  const int bw = s.x1 - s.x0 + 1, bh = s.y1 - s.y0 + 1;
+  const auto row_len = static_cast<std::size_t>(len);
+  const std::size_t plane = static_cast<std::size_t>(bw) * static_cast<std::size_t>(bh);
+  // Disc k of slice zz is made (at the latest) before output slice zz - kz and last read by output
+  // slice zz + k: a ring of kz + k + 1 planes.
+  std::vector<std::size_t> ring_at(static_cast<std::size_t>(kz) + 2, 0);
+  for (int k = 0; k <= kz; ++k) ring_at[static_cast<std::size_t>(k) + 1] = ring_at[static_cast<std::size_t>(k)] + static_cast<std::size_t>(kz + k + 1);
   const int nzb = s.z1 - s.z0 + 1;
   const int stripes = std::max(1, std::min(nzb, cv::getNumThreads()));
   std::vector<Peaks> per(static_cast<std::size_t>(stripes));
+  constexpr int kGap = 8;  // disc runs: gaps of up to kGap columns bridged (cheaper than a new run)
   cv::parallel_for_(cv::Range(0, stripes), [&](const cv::Range& sr) {
-    std::vector<T> prefix(static_cast<std::size_t>(ring) * static_cast<std::size_t>(rows) * row_len);
-    std::vector<int> loaded(static_cast<std::size_t>(ring), -1);
-    std::vector<T> acc(static_cast<std::size_t>(s.x1 - s.x0 + 1));
-    // S(col) = sum of the row's intensities at columns ex0 .. col - 1 (clamped to the grid), for
-    // col = i0 .. i0 + len - 1: a chord's sum is S(x + w + 1) - S(x - w).
-    auto slice_prefix = [&](int zz) -> const T* {
-      const auto slot = static_cast<std::size_t>(zz % ring);
-      T* base = prefix.data() + slot * static_cast<std::size_t>(rows) * row_len;
-      if (loaded[slot] != zz) {
-        for (int yy = s.ey0; yy <= s.ey1; ++yy) {
-          T* p = base + static_cast<std::size_t>(yy - s.ey0) * row_len;
-          const float* row = &roi.intensity[g.index(0, yy, zz)];
-          T sum = 0;
-          int i = 0;
-          for (; s.i0 + i <= s.ex0; ++i) p[i] = 0;
-          for (; s.i0 + i - 1 <= s.ex1; ++i) p[i] = sum += static_cast<T>(row[s.i0 + i - 1]);
-          for (; i < len; ++i) p[i] = sum;
-        }
-        loaded[slot] = zz;
-      }
-      return base;
-    };
+    std::vector<T> prefix(row_len);
+    const std::size_t row_windows = static_cast<std::size_t>(s.kx + 1) * static_cast<std::size_t>(bw);
+    std::vector<T> windows(static_cast<std::size_t>(rows) * row_windows);
+    const auto windows_of = [&](std::size_t slot) { return windows.data() + slot * row_windows; };
+    std::vector<int> summed(static_cast<std::size_t>(rows), -1);  // the slice each window row holds
+    std::vector<T> disc(ring_at.back() * plane);
+    std::vector<T> acc(static_cast<std::size_t>(bw));
+    std::vector<Run> runs, merged;
+    std::vector<std::size_t> first;
+    std::vector<const T*> prow, hs, terms;
+    std::vector<int> widths;
     for (int st = sr.start; st < sr.end; ++st) {
       Peaks peaks;
       const int za = s.z0 + static_cast<int>(static_cast<std::int64_t>(nzb) * st / stripes);
       const int zb = s.z0 + static_cast<int>(static_cast<std::int64_t>(nzb) * (st + 1) / stripes);
-      for (int z = za; z < zb; ++z) {
+      // The mask's runs of the block's slices.
+      runs.clear();
+      first.assign(1, 0);
+      for (int z = za; z < zb; ++z)
         for (int y = s.y0; y <= s.y1; ++y) {
-          const std::uint8_t* m = &roi.mask[g.index(0, y, z)];
+          mask_runs(&roi.mask[g.index(0, y, z)], s.x0, s.x1, runs);
+          first.push_back(runs.size());
+        }
+      const auto row_runs = [&](int z, int y) -> std::span<const Run> {
+        if (z < za || z >= zb) return {};
+        const auto i = static_cast<std::size_t>(z - za) * static_cast<std::size_t>(bh) + static_cast<std::size_t>(y - s.y0);
+        return {runs.data() + first[i], runs.data() + first[i + 1]};
+      };
+      const auto disc_plane = [&](int k, int zz) {
+        return disc.data() + (ring_at[static_cast<std::size_t>(k)] + static_cast<std::size_t>(zz % (kz + k + 1))) * plane;
+      };
+      // The discs of slice zz (0 <= zz < nz) where the block's output slices zz -+ k need them.
+      const auto make_discs = [&](int zz) {
+        for (int k = 0; k <= kz; ++k) {
+          if (!(zz - k >= za && zz - k < zb) && !(zz + k >= za && zz + k < zb)) continue;
+          T* const pl = disc_plane(k, zz);
+          const auto& chords = s.discs[static_cast<std::size_t>(k)];
+          for (int y = s.y0; y <= s.y1; ++y) {
+            merge_runs(row_runs(zz - k, y), k > 0 ? row_runs(zz + k, y) : std::span<const Run>{}, kGap, merged);
+            if (merged.empty()) continue;
+            // The rows this disc row reads, once per slice: from the row's prefix sums S(col) (the
+            // sum of its intensities at columns ex0 .. col - 1), its window sums of every chord
+            // width w, S(x + w + 1) - S(x - w) at the columns x0 .. x1.
+            for (int yy = std::max(s.ey0, y + s.dy_min); yy <= std::min(s.ey1, y + s.dy_max); ++yy) {
+              const auto slot = static_cast<std::size_t>(yy - s.ey0);
+              if (summed[slot] == zz) continue;
+              summed[slot] = zz;
+              T* p = prefix.data();
+              const float* row = &roi.intensity[g.index(0, yy, zz)];
+              // (locals: stores through p may alias s's int fields)
+              const int i0 = s.i0, lead = s.ex0 - s.i0 + 1, stop = s.ex1 - s.i0 + 2;
+              T sum = 0;
+              for (int i = 0; i < lead; ++i) p[i] = 0;
+              for (int i = lead; i < stop; ++i) p[i] = sum += static_cast<T>(row[i0 + i - 1]);
+              for (int i = stop; i < len; ++i) p[i] = sum;
+              for (int w = 0; w <= s.kx; ++w)
+                if (s.width_used[static_cast<std::size_t>(w)])
+                  chords1<T, true>(windows_of(slot) + static_cast<std::size_t>(w) * static_cast<std::size_t>(bw),
+                                   p + (s.kx + w + 1), p + (s.kx - w), bw);
+            }
+            // The disc's chords; rows beyond the grid hold none.
+            prow.clear();
+            for (const Chord& c : chords) {
+              const int yy = y + c.dy;
+              if (yy < 0 || yy >= g.ny) continue;
+              prow.push_back(windows_of(static_cast<std::size_t>(yy - s.ey0)) + static_cast<std::size_t>(c.w) * static_cast<std::size_t>(bw));
+            }
+            const int nc = static_cast<int>(prow.size());
+            T* const out_row = pl + static_cast<std::size_t>(y - s.y0) * static_cast<std::size_t>(bw);
+            for (const Run& r : merged) {
+              hs.clear();
+              for (int c = 0; c < nc; ++c) hs.push_back(prow[static_cast<std::size_t>(c)] + (r.a - s.x0));
+              add_terms(out_row + (r.a - s.x0), hs.data(), nc, r.b - r.a + 1);
+            }
+          }
+        }
+      };
+      for (int zz = std::max(0, za - kz); zz <= std::min(g.nz - 1, za + kz - 1); ++zz) make_discs(zz);
+      for (int z = za; z < zb; ++z) {
+        if (z + kz < g.nz) make_discs(z + kz);
+        const bool z_inside = z - kz >= 0 && z + kz <= g.nz - 1;
+        for (int y = s.y0; y <= s.y1; ++y) {
+          const auto line = row_runs(z, y);
+          if (line.empty()) continue;
           const float* row = &roi.intensity[g.index(0, y, z)];
-          // Runs of the row's ROI voxels, gaps of up to kGap voxels bridged (a gap costs as much as
-          // ROI voxels; a new run costs the chords' setup).
-          constexpr int kGap = 16;
-          for (int xa = s.x0; xa <= s.x1;) {
-            if (!m[xa]) { ++xa; continue; }
-            int xb = xa;
-            for (int x = xa + 1; x <= s.x1 && x - xb <= kGap; ++x)
-              if (m[x]) xb = x;
-            const int n = xb - xa + 1;
-            std::fill_n(acc.begin(), n, T{0});
-            bool interior = xa - s.kx >= 0 && xb + s.kx <= g.nx - 1;
-            for (const Chord& c : s.chords) {
-              const int zz = z + c.dz, yy = y + c.dy;
-              if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny) {
-                interior = false;
-                continue;
-              }
-              const T* p = slice_prefix(zz) + static_cast<std::size_t>(yy - s.ey0) * row_len;
-              const T* __restrict hi = p + (xa + c.w + 1 - s.i0);
-              const T* __restrict lo = p + (xa - c.w - s.i0);
-              T* __restrict a = acc.data();
-              for (int j = 0; j < n; ++j) a[j] += hi[j] - lo[j];
+          const bool yz_inside = z_inside && y + s.dy_min >= 0 && y + s.dy_max <= g.ny - 1;
+          // Voxels of a sphere centred in this row, columns beyond the grid aside: the chords
+          // whose rows and slices lie in the grid.
+          widths.clear();
+          std::int64_t row_count = 0;
+          for (const Chord& c : s.chords) {
+            const int zz = z + c.dz, yy = y + c.dy;
+            if (yz_inside || (zz >= 0 && zz < g.nz && yy >= 0 && yy < g.ny)) {
+              row_count += 2 * c.w + 1;
+              widths.push_back(c.w);
             }
-            for (int x = xa; x <= xb; ++x) {
-              if (!m[x]) continue;
-              std::int64_t count = s.full;
-              if (!interior) {  // the sphere leaves the grid: count the voxels it keeps
+          }
+          T* const sums = acc.data();
+          const std::size_t at = static_cast<std::size_t>(y - s.y0) * static_cast<std::size_t>(bw);
+          for (const Run& r : line) {
+            const std::size_t col = at + static_cast<std::size_t>(r.a - s.x0);
+            terms.clear();
+            terms.push_back(disc_plane(0, z) + col);
+            for (int k = 1; k <= kz; ++k) {
+              if (z - k >= 0) terms.push_back(disc_plane(k, z - k) + col);
+              if (z + k < g.nz) terms.push_back(disc_plane(k, z + k) + col);
+            }
+            const int n = r.b - r.a + 1;
+            add_terms(sums, terms.data(), static_cast<int>(terms.size()), n);
+            if (r.a - s.kx >= 0 && r.b + s.kx <= g.nx - 1) {
+              // One count for the run: the largest sum gives the largest mean (division by a
+              // positive number, correctly rounded, keeps the order); the local peak looks only
+              // at voxels as bright as the brightest so far.
+              T top = sums[0];
+              float bright = row[r.a];
+              for (int j = 1; j < n; ++j) {
+                top = top > sums[j] ? top : sums[j];
+                bright = bright > row[r.a + j] ? bright : row[r.a + j];
+              }
+              const auto cnt = static_cast<double>(row_count);
+              peaks.global = std::max(peaks.global, static_cast<double>(top) / cnt);
+              if (bright >= peaks.max_intensity)
+                for (int x = r.a; x <= r.b; ++x)
+                  if (row[x] >= peaks.max_intensity) peaks.add(row[x], static_cast<double>(sums[x - r.a]) / cnt);
+              continue;
+            }
+            for (int x = r.a; x <= r.b; ++x) {
+              std::int64_t count = row_count;
+              if (x - s.kx < 0 || x + s.kx > g.nx - 1) {  // the sphere leaves the grid along x
                 count = 0;
-                for (const Chord& c : s.chords) {
-                  const int zz = z + c.dz, yy = y + c.dy;
-                  if (zz < 0 || zz >= g.nz || yy < 0 || yy >= g.ny) continue;
-                  count += std::min(x + c.w, g.nx - 1) - std::max(x - c.w, 0) + 1;
-                }
+                for (const int w : widths) count += std::min(x + w, g.nx - 1) - std::max(x - w, 0) + 1;
               }
-              peaks.add(row[x], static_cast<double>(acc[static_cast<std::size_t>(x - xa)]) / static_cast<double>(count));
+              peaks.add(row[x], static_cast<double>(sums[x - r.a]) / static_cast<double>(count));
             }
-            xa = xb + 1;
           }
         }
       }
@@ -442,10 +612,10 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
   // The manual 3.2: a sphere of 1 cm^3, r = (3 / (4 pi))^(1/3) cm.
   const double r = 10.0 * std::cbrt(3.0 / (4.0 * std::numbers::pi));
   const double r2 = r * r;
-  s.kx = static_cast<int>(std::floor(r / g.sx));
-  s.kz = static_cast<int>(std::floor(r / g.sz));
   const int ky = static_cast<int>(std::floor(r / g.sy));
-  for (int dz = -s.kz; dz <= s.kz; ++dz)
+  const int kz = static_cast<int>(std::floor(r / g.sz));
+  s.discs.resize(static_cast<std::size_t>(kz) + 1);
+  for (int dz = -kz; dz <= kz; ++dz)
     for (int dy = -ky; dy <= ky; ++dy) {
       const double rest = r2 - (dz * g.sz) * (dz * g.sz) - (dy * g.sy) * (dy * g.sy);
       if (rest < 0) continue;
@@ -454,7 +624,14 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
       while (w > 0 && w * g.sx * w * g.sx > rest) --w;
       s.chords.push_back({dy, dz, w});
       s.full += 2 * w + 1;
+      s.kx = std::max(s.kx, w);
+      s.kz = std::max(s.kz, std::abs(dz));
+      s.dy_min = std::min(s.dy_min, dy), s.dy_max = std::max(s.dy_max, dy);
+      if (dz >= 0) s.discs[static_cast<std::size_t>(dz)].push_back({dy, dz, w});
     }
+  s.discs.resize(static_cast<std::size_t>(s.kz) + 1);
+  s.width_used.assign(static_cast<std::size_t>(s.kx) + 1, 0);
+  for (const Chord& c : s.chords) s.width_used[static_cast<std::size_t>(c.w)] = 1;
 
   // The intensity mask's bounding box, per slice in parallel.
   struct Box {
@@ -484,7 +661,7 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
     s.z0 = std::min(s.z0, z), s.z1 = z;
   }
   s.ex0 = std::max(0, s.x0 - s.kx), s.ex1 = std::min(g.nx - 1, s.x1 + s.kx);
-  s.ey0 = std::max(0, s.y0 - ky), s.ey1 = std::min(g.ny - 1, s.y1 + ky);
+  s.ey0 = std::max(0, s.y0 + s.dy_min), s.ey1 = std::min(g.ny - 1, s.y1 + s.dy_max);
   s.i0 = s.x0 - s.kx;
   s.len = (s.x1 + s.kx + 1) - s.i0 + 1;
 
@@ -499,10 +676,27 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
       bool frac = false;
       for (int y = s.ey0; y <= s.ey1; ++y) {
         const float* row = &roi.intensity[g.index(0, y, z)];
+        // One vectorisable pass. (v + 1.5 2^23) - 1.5 2^23 is v rounded to an integer (or to an
+        // even one from 2^22, or NaN): v is an integer where that gives v back (and some are
+        // called fractional, as NaN and infinities are: no harm, the double sums are exact as
+        // well). The largest |v| by the bits, which order non-negative floats as integers.
+        std::int32_t row_big = 0;
+        int odd = 0;
         for (int x = s.ex0; x <= s.ex1; ++x) {
-          if (!std::isfinite(row[x])) { non_finite[static_cast<std::size_t>(z)] = 1; continue; }
-          big = std::max(big, std::abs(row[x]));
-          frac |= row[x] != std::nearbyint(row[x]);
+          const float v = row[x];
+          odd |= (v + 12582912.0f) - 12582912.0f != v ? 1 : 0;
+          std::int32_t bits;
+          std::memcpy(&bits, &v, sizeof bits);
+          bits &= 0x7fffffff;
+          row_big = row_big > bits ? row_big : bits;
+        }
+        float row_abs;
+        std::memcpy(&row_abs, &row_big, sizeof row_abs);
+        big = std::max(big, row_abs);
+        if (odd) {  // a fraction, a non-finite value or a huge one: double sums, or a throw
+          frac = true;
+          for (int x = s.ex0; x <= s.ex1; ++x)
+            if (!std::isfinite(row[x])) non_finite[static_cast<std::size_t>(z)] = 1;
         }
       }
       non_integer[static_cast<std::size_t>(z)] = frac;

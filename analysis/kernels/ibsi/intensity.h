@@ -25,10 +25,11 @@ namespace analysis::kernels::ibsi {
 // r = (3 / (4 pi))^(1/3) cm = 6.2035 mm) holds the voxels whose centres lie within r of the centre
 // voxel's centre (world distance, the grid's spacing), from the whole grid (roi.intensity), not
 // only the ROI; voxels the sphere would need beyond the grid are left out of the mean (mirp's
-// direct method, which made the digital phantom's values). Every sphere is summed from row prefix
-// sums along its chords (about 120 for 1 mm voxels): O(ROI voxels x chords), parallel over slices,
-// exact int32 sums for integer intensities. Throws std::invalid_argument for a non-finite intensity
-// within the spheres' reach.
+// direct method, which made the digital phantom's values). Every sphere is summed as a stack of
+// discs (one per slice it spans), each disc computed once per slice and shared by the two spheres
+// centred k slices above and below, a disc from per-row window sums of each chord width:
+// O(ROI voxels x chords / 2), parallel over slices, exact int32 sums for integer intensities.
+// Throws std::invalid_argument for a non-finite intensity within the spheres' reach.
 std::span<const FeatureDef> local_intensity_definitions();
 void local_intensity_features(const RoiImage& roi, Features& out);
 
