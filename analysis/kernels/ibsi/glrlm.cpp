@@ -108,27 +108,6 @@ struct Mean {
   }
 };
 
-// Dense Ng x L run counts (cell (g - 1) * L + length - 1) with the list of cells that became non-zero.
-struct SparseCounts {
-  std::vector<std::uint32_t> c;
-  std::vector<std::uint32_t> touched;
-  explicit SparseCounts(std::size_t cells) : c(cells, 0) { touched.reserve(cells); }
-  void add(std::uint32_t idx, std::uint32_t n = 1) {
-    if (c[idx] == 0) touched.push_back(idx);
-    c[idx] += n;
-  }
-  bool empty() const { return touched.empty(); }
-  void to_entries(int lmax, std::vector<Entry>& out) const {
-    out.clear();
-    const auto l = static_cast<std::uint32_t>(lmax);
-    for (std::uint32_t idx : touched) out.push_back({static_cast<int>(idx / l) + 1, static_cast<int>(idx % l) + 1, static_cast<double>(c[idx])});
-  }
-  void clear() {
-    for (std::uint32_t idx : touched) c[idx] = 0;
-    touched.clear();
-  }
-};
-
 template <typename Count>
 void dense_entries(const std::vector<Count>& c, int lmax, std::vector<Entry>& out) {
   out.clear();
@@ -138,26 +117,211 @@ void dense_entries(const std::vector<Count>& c, int lmax, std::vector<Entry>& ou
                      static_cast<double>(c[k])});
 }
 
-constexpr int kDirs2 = 4;  // in-plane directions
-constexpr int kDirsZ = 9;  // directions with a step to the next slice
+constexpr int kDirs2 = 4;  // in-plane directions: (1,0,0), (1,1,0), (0,1,0), (-1,1,0)
+constexpr int kDirsZ = 9;  // directions (dx, dy, 1), dy outer and dx inner from -1 to 1
 constexpr int kDirs3 = kDirs2 + kDirsZ;
-
-struct Worker {
-  std::array<SparseCounts, kDirs2> slice;
-  SparseCounts comb;
-  std::array<std::vector<std::uint32_t>, kDirs3> volume;  // 2.5D per direction (0..3), then 3D z-directions
-  std::uint64_t voxels = 0;
-  Scratch scratch;
-  Worker(int ng, int lmax, std::size_t cells)
-      : slice{SparseCounts(cells), SparseCounts(cells), SparseCounts(cells), SparseCounts(cells)}, comb(cells), scratch(ng, lmax) {
-    for (auto& v : volume) v.assign(cells, 0);
-  }
-};
 
 struct SliceResult {
   std::array<std::optional<Values>, kDirs2> dir;
   std::optional<Values> comb;
 };
+
+// How the runs are counted. Per direction, every line through the ROI's bounding box is followed
+// once, keeping for every voxel its position in its run (1 for the first voxel, the predecessor's
+// position + 1 when the predecessor along the direction has the same level). Counting voxels by
+// (level g, position k) gives A(g, k), the number of runs of level g with length >= k, so the run
+// length matrix is A(g, k) - A(g, k + 1): no run end has to be detected, and the loops are
+// branch-free apart from the ROI's row extents. Lines along x keep the position in a register;
+// the other in-plane lines keep one row of positions, the lines to the next slice one plane of
+// positions (updated in place, rows and columns in the order that reads the old values).
+//
+// The levels are first copied into a zero-padded box (one voxel on every side in x and y, one
+// empty slice before the first) of the smallest unsigned type, so that no predecessor lookup needs
+// a bounds check. Voxels outside the intensity mask (level 0) inside a row's extent are counted in
+// a row g = 0 that is never read; their positions never exceed the lines' lengths in the box.
+//
+// Work is split into units: the in-plane directions over slabs of slices (no state crosses a
+// slice) and the nine out-of-plane directions in groups (each walks every slice in order).
+struct Unit {
+  int d0 = 0, d1 = 0;                          // directions [d0, d1)
+  int s0 = 0, s1 = 0;                          // in-plane units: slices [s0, s1) of the box
+  std::vector<std::vector<std::uint32_t>> a;   // per direction of the unit: A at k * (ng + 1) + g
+  std::vector<std::uint64_t> slice_voxels;     // in-plane units: ROI voxels per slice
+};
+
+struct Box {
+  int bx, by, bz;                              // box size
+  std::ptrdiff_t px, plane;                    // padded row length, padded slice size
+  std::vector<std::pair<int, int>> extent;     // per (slice, row of the box): padded [first, last + 1)
+  const std::pair<int, int>& row(int s, int y) const {  // y from 1 (padded)
+    return extent[static_cast<std::size_t>(s) * static_cast<std::size_t>(by) + static_cast<std::size_t>(y - 1)];
+  }
+};
+
+// Runs of one slice (A of the four in-plane directions, kmax the longest possible run) into
+// features per direction and merged.
+void slice_features(const std::array<std::uint32_t*, kDirs2>& a, int ng, int lmax, int kmax, std::uint64_t voxels,
+                    Scratch& scratch, SliceResult& res) {
+  const auto g1 = static_cast<std::size_t>(ng) + 1;
+  std::vector<Entry>& e = scratch.entries;
+  for (int d = 0; d < kDirs2; ++d) {
+    e.clear();
+    const std::uint32_t* h = a[static_cast<std::size_t>(d)];
+    for (int k = 1; k <= kmax; ++k)
+      for (int g = 1; g <= ng; ++g) {
+        const std::size_t c = static_cast<std::size_t>(k) * g1 + static_cast<std::size_t>(g);
+        if (const std::uint32_t r = h[c] - h[c + g1]) e.push_back({g, k, static_cast<double>(r)});
+      }
+    res.dir[static_cast<std::size_t>(d)] = glrlm_of(double(voxels), scratch);
+  }
+  e.clear();
+  for (int k = 1; k <= kmax; ++k)
+    for (int g = 1; g <= ng; ++g) {
+      const std::size_t c = static_cast<std::size_t>(k) * g1 + static_cast<std::size_t>(g);
+      std::uint64_t r = 0;
+      for (const std::uint32_t* h : a) r += h[c] - h[c + g1];
+      if (r) e.push_back({g, k, static_cast<double>(r)});
+    }
+  res.comb = glrlm_of(double(kDirs2) * double(voxels), scratch);
+  (void)lmax;
+}
+
+template <typename Lev, typename Len>
+void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, bool two_d, Unit& u,
+                std::vector<SliceResult>& per_slice) {
+  const std::uint32_t g1 = static_cast<std::uint32_t>(ng) + 1;
+  const std::size_t cells = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(lmax) + 2);
+  const std::ptrdiff_t px = b.px;
+  for (auto& h : u.a) h.assign(cells, 0);
+
+  if (u.d0 < kDirs2) {  // in-plane directions over slices [s0, s1)
+    const int kmax = std::max(b.bx, b.by);
+    const std::size_t used = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(kmax) + 2);
+    std::array<std::vector<std::uint32_t>, kDirs2> sl;
+    if (two_d)
+      for (auto& h : sl) h.assign(used, 0);
+    std::array<std::uint32_t*, kDirs2> a{};
+    for (int d = 0; d < kDirs2; ++d) a[static_cast<std::size_t>(d)] = two_d ? sl[static_cast<std::size_t>(d)].data() : u.a[static_cast<std::size_t>(d)].data();
+    std::array<std::vector<Len>, 6> rows;  // previous and current row of positions for (1,1,0), (0,1,0), (-1,1,0)
+    Scratch scratch(ng, lmax);
+    u.slice_voxels.assign(static_cast<std::size_t>(u.s1 - u.s0), 0);
+    for (int s = u.s0; s < u.s1; ++s) {
+      const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
+      for (auto& r : rows) r.assign(static_cast<std::size_t>(px), 0);
+      std::array<Len*, 3> prev{rows[0].data(), rows[1].data(), rows[2].data()}, cur{rows[3].data(), rows[4].data(), rows[5].data()};
+      std::uint64_t voxels = 0;
+      for (int y = 1; y <= b.by; ++y) {
+        const auto [xa, xb] = b.row(s, y);
+        if (xa == xb) continue;
+        const Lev* row = slice + y * px;
+        const Lev* up = row - px;
+        {  // (1,0,0): the position in a register; the voxel before the extent is outside the mask
+          std::uint32_t* h = a[0];
+          Lev gp = 0;
+          std::uint32_t len = 0;
+          for (int x = xa; x < xb; ++x) {
+            const Lev g = row[x];
+            len = static_cast<std::uint32_t>(g == gp) * len + 1;  // arithmetic, not a branch
+            gp = g;
+            ++h[len * g1 + g];
+            voxels += g != 0;
+          }
+        }
+        auto diagonal = [&]<int DX>(std::uint32_t* h, const Len* pv, Len* cv) {
+          for (int x = xa; x < xb; ++x) {
+            const Lev g = row[x];
+            const Len len = static_cast<Len>(static_cast<std::uint32_t>(g == up[x - DX]) * pv[x - DX] + 1);
+            cv[x] = len;
+            ++h[len * g1 + g];
+          }
+        };
+        diagonal.template operator()<1>(a[1], prev[0], cur[0]);
+        diagonal.template operator()<0>(a[2], prev[1], cur[1]);
+        diagonal.template operator()<-1>(a[3], prev[2], cur[2]);
+        std::swap(prev, cur);
+      }
+      u.slice_voxels[static_cast<std::size_t>(s - u.s0)] = voxels;
+      if (!two_d || voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
+      slice_features(a, ng, lmax, kmax, voxels, scratch, per_slice[static_cast<std::size_t>(s)]);
+      for (int d = 0; d < kDirs2; ++d) {
+        auto& h = sl[static_cast<std::size_t>(d)];
+        auto& acc = u.a[static_cast<std::size_t>(d)];
+        for (std::size_t c = 0; c < used; ++c) acc[c] += h[c];
+        std::fill(h.begin(), h.end(), 0u);
+      }
+    }
+    return;
+  }
+
+  // Directions to the next slice: one plane of positions per direction, over every slice in order.
+  std::vector<std::vector<Len>> planes(static_cast<std::size_t>(u.d1 - u.d0));
+  for (auto& p : planes) p.assign(static_cast<std::size_t>(b.plane), 0);
+  for (int s = 0; s < b.bz; ++s) {
+    const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
+    const Lev* before = slice - b.plane;
+    for (int d = u.d0; d < u.d1; ++d) {
+      std::uint32_t* h = u.a[static_cast<std::size_t>(d - u.d0)].data();
+      Len* pos = planes[static_cast<std::size_t>(d - u.d0)].data();
+      auto walk = [&]<int DX, int DY>() {
+        auto line = [&](int y) {
+          const auto [xa, xb] = b.row(s, y);
+          if (xa == xb) return;
+          const Lev* row = slice + y * px;
+          const Lev* prow = before + (y - DY) * px - DX;  // predecessors
+          Len* p = pos + y * px;
+          const Len* pp = pos + (y - DY) * px - DX;
+          auto step = [&](int x) __attribute__((always_inline)) {
+            const Lev g = row[x];
+            const Len len = static_cast<Len>(static_cast<std::uint32_t>(g == prow[x]) * pp[x] + 1);
+            p[x] = len;
+            ++h[len * g1 + g];
+          };
+          if constexpr (DY == 0 && DX == 1) {  // in place: read x - 1 before writing it
+            for (int x = xb - 1; x >= xa; --x) step(x);
+          } else {
+            for (int x = xa; x < xb; ++x) step(x);
+          }
+        };
+        if constexpr (DY == 1) {  // in place: read row y - 1 before writing it
+          for (int y = b.by; y >= 1; --y) line(y);
+        } else {
+          for (int y = 1; y <= b.by; ++y) line(y);
+        }
+      };
+      switch (d - kDirs2) {
+        case 0: walk.template operator()<-1, -1>(); break;
+        case 1: walk.template operator()<0, -1>(); break;
+        case 2: walk.template operator()<1, -1>(); break;
+        case 3: walk.template operator()<-1, 0>(); break;
+        case 4: walk.template operator()<0, 0>(); break;
+        case 5: walk.template operator()<1, 0>(); break;
+        case 6: walk.template operator()<-1, 1>(); break;
+        case 7: walk.template operator()<0, 1>(); break;
+        default: walk.template operator()<1, 1>(); break;
+      }
+    }
+  }
+}
+
+template <typename Lev, typename Len>
+void count_all(const Levels& levels, const detail::RoiBox& rb, const Box& b, int lmax, bool two_d, std::vector<Unit>& units,
+               std::vector<SliceResult>& per_slice) {
+  std::vector<Lev> vol(static_cast<std::size_t>(b.plane) * (static_cast<std::size_t>(b.bz) + 1), Lev{0});
+  const Grid& gr = levels.grid;
+  cv::parallel_for_(cv::Range(0, b.bz), [&](const cv::Range& r) {
+    for (int s = r.start; s < r.end; ++s)
+      for (int y = 1; y <= b.by; ++y) {
+        const auto [xa, xb] = b.row(s, y);
+        const int* src = levels.level.data() + gr.index(rb.x0, rb.y0 + y - 1, rb.z0 + s);  // padded x 1
+        Lev* dst = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane + y * b.px;
+        for (int x = xa; x < xb; ++x) dst[x] = static_cast<Lev>(src[x - 1]);
+      }
+  });
+  cv::parallel_for_(cv::Range(0, static_cast<int>(units.size())), [&](const cv::Range& r) {
+    for (int i = r.start; i < r.end; ++i)
+      count_runs<Lev, Len>(vol, b, levels.ng, lmax, two_d, units[static_cast<std::size_t>(i)], per_slice);
+  }, static_cast<double>(units.size()));
+}
 
 void emit(const Values& v, Aggregation a, Features& out) {
   for (int k = 0; k < kFeatures; ++k)
@@ -173,104 +337,78 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
   const detail::RoiBox box = detail::roi_box(levels);
-  const Grid& gr = levels.grid;
   const int lmax = std::max({box.x1 - box.x0, box.y1 - box.y0, box.z1 - box.z0}) + 1;  // longest possible run
   const std::size_t cells = static_cast<std::size_t>(ng) * static_cast<std::size_t>(lmax);
   if (cells >= (std::size_t{1} << 32)) throw std::invalid_argument("glrlm: grey levels times run lengths too large");
-  const std::ptrdiff_t W = gr.nx, S = static_cast<std::ptrdiff_t>(gr.nx) * gr.ny;
-  const int slices = box.z1 - box.z0 + 1;
-  const int workers = std::max(1, std::min(cv::getNumThreads(), slices));
-  std::vector<Worker> state;
-  state.reserve(static_cast<std::size_t>(workers));
-  for (int t = 0; t < workers; ++t) state.emplace_back(ng, lmax, cells);
-  std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
-  const auto ul = static_cast<std::uint32_t>(lmax);
-  constexpr int kFar = std::numeric_limits<int>::max();
+  Box b;
+  b.bx = box.x1 - box.x0 + 1;
+  b.by = box.y1 - box.y0 + 1;
+  b.bz = box.z1 - box.z0 + 1;
+  b.px = b.bx + 2;
+  b.plane = b.px * (b.by + 2);
+  b.extent.resize(box.extent.size());
+  for (std::size_t k = 0; k < box.extent.size(); ++k) {
+    const auto [xa, xb] = box.extent[k];
+    b.extent[k] = xa == xb ? std::pair{0, 0} : std::pair{xa - box.x0 + 1, xb - box.x0 + 1};
+  }
+  const int slices = b.bz;
+  if ((static_cast<std::size_t>(ng) + 1) * (static_cast<std::size_t>(lmax) + 2) >= (std::size_t{1} << 32))
+    throw std::invalid_argument("glrlm: grey levels times run lengths too large");
 
-  std::atomic<int> next{0};
-  cv::parallel_for_(cv::Range(0, workers), [&](const cv::Range& r) {
-    for (int t = r.start; t < r.end; ++t) {
-      Worker& w = state[static_cast<std::size_t>(t)];
-      for (int s; (s = next.fetch_add(1)) < slices;) {
-        const int z = box.z0 + s;
-        const int zback = z - box.z0, zfwd = box.z1 - z;  // slices of the box before and after z
-        std::uint64_t voxels = 0;
-        for (int y = box.y0; y <= box.y1; ++y) {
-          const auto [xa, xb] = box.row(y, z);
-          const int* row = levels.level.data() + gr.index(0, y, z);
-          const int up = y - box.y0, down = box.y1 - y;
-          for (int x = xa; x < xb; ++x) {
-            const int g = row[x];
-            if (g == 0) continue;
-            ++voxels;
-            const std::uint32_t base = (static_cast<std::uint32_t>(g) - 1) * ul - 1;  // cell (g, length) at base + length
-            const int left = x - box.x0, right = box.x1 - x;
-            // The run through this voxel along (dx, dy, dz), counted from its first voxel (the one
-            // whose predecessor, if inside the box, differs); 0 when this is not the first voxel.
-            auto run = [&](int dx, int dy, int dz) __attribute__((always_inline)) -> std::uint32_t {
-              const std::ptrdiff_t o = dz * S + dy * W + dx;
-              const bool has_prev = (dx > 0 ? left : dx < 0 ? right : 1) > 0 && (dy > 0 ? up : dy < 0 ? down : 1) > 0 &&
-                                    (dz > 0 ? zback : 1) > 0;
-              if (has_prev && row[x - o] == g) return 0;
-              const int steps = std::min({dx > 0 ? right : dx < 0 ? left : kFar, dy > 0 ? down : dy < 0 ? up : kFar, dz > 0 ? zfwd : kFar});
-              std::uint32_t n = 1;
-              for (const int* q = row + x + o; static_cast<int>(n) <= steps && *q == g; q += o) ++n;
-              return n;
-            };
-            if (const auto n = run(1, 0, 0)) w.slice[0].add(base + n);
-            if (const auto n = run(1, 1, 0)) w.slice[1].add(base + n);
-            if (const auto n = run(0, 1, 0)) w.slice[2].add(base + n);
-            if (const auto n = run(-1, 1, 0)) w.slice[3].add(base + n);
-            if (scope.three_d) {  // spelled out so that every direction's bounds logic folds to constants
-              auto vol = [&](int d, std::uint32_t n) {
-                if (n) ++w.volume[static_cast<std::size_t>(d)][base + n];
-              };
-              vol(4, run(-1, -1, 1));
-              vol(5, run(0, -1, 1));
-              vol(6, run(1, -1, 1));
-              vol(7, run(-1, 0, 1));
-              vol(8, run(0, 0, 1));
-              vol(9, run(1, 0, 1));
-              vol(10, run(-1, 1, 1));
-              vol(11, run(0, 1, 1));
-              vol(12, run(1, 1, 1));
-            }
-          }
-        }
-        w.voxels += voxels;
-        if (voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
-        SliceResult& res = per_slice[static_cast<std::size_t>(s)];
-        for (int d = 0; d < kDirs2; ++d) {
-          SparseCounts& m = w.slice[static_cast<std::size_t>(d)];
-          auto& vol = w.volume[static_cast<std::size_t>(d)];
-          for (std::uint32_t idx : m.touched) {
-            vol[idx] += m.c[idx];
-            w.comb.add(idx, m.c[idx]);
-          }
-          if (scope.two_d) {
-            m.to_entries(lmax, w.scratch.entries);
-            res.dir[static_cast<std::size_t>(d)] = glrlm_of(double(voxels), w.scratch);
-          }
-          m.clear();
-        }
-        if (scope.two_d) {
-          w.comb.to_entries(lmax, w.scratch.entries);
-          res.comb = glrlm_of(double(kDirs2) * double(voxels), w.scratch);
-        }
-        w.comb.clear();
-      }
+  // Units: the in-plane directions over slabs of slices, the out-of-plane ones in groups.
+  const int threads = std::max(1, cv::getNumThreads());
+  std::vector<Unit> units;
+  const int slabs = std::min(threads, slices);
+  for (int k = 0; k < slabs; ++k) {
+    Unit u;
+    u.d0 = 0;
+    u.d1 = kDirs2;
+    u.s0 = slices * k / slabs;
+    u.s1 = slices * (k + 1) / slabs;
+    units.push_back(std::move(u));
+  }
+  if (scope.three_d) {
+    const int groups = std::min(threads, kDirsZ);
+    for (int k = 0; k < groups; ++k) {
+      Unit u;
+      u.d0 = kDirs2 + kDirsZ * k / groups;
+      u.d1 = kDirs2 + kDirsZ * (k + 1) / groups;
+      units.insert(units.begin(), std::move(u));  // longest first
     }
-  });
+  }
+  for (Unit& u : units) u.a.resize(static_cast<std::size_t>(u.d1 - u.d0));
+  std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
+  const int lens = lmax + 1;  // positions up to lmax + 1 (the zero row past the longest run)
+  if (ng <= 0xff && lens <= 0xffff)
+    count_all<std::uint8_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+  else if (ng <= 0xffff && lens <= 0xffff)
+    count_all<std::uint16_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+  else
+    count_all<std::uint32_t, std::uint32_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
 
+  // Matrices per direction: runs of level g and length k = A(g, k) - A(g, k + 1).
   std::uint64_t voxels = 0;
-  for (const Worker& w : state) voxels += w.voxels;
+  for (const Unit& u : units)
+    for (std::uint64_t n : u.slice_voxels) voxels += n;
+  const auto g1 = static_cast<std::size_t>(ng) + 1;
   std::array<std::vector<std::uint64_t>, kDirs3> volume;
-  for (int d = 0; d < kDirs3; ++d) {
-    auto& v = volume[static_cast<std::size_t>(d)];
-    v.assign(cells, 0);
-    for (const Worker& w : state) {
-      const auto& src = w.volume[static_cast<std::size_t>(d)];
-      for (std::size_t k = 0; k < cells; ++k) v[k] += src[k];
+  {
+    std::vector<std::uint64_t> a(g1 * (static_cast<std::size_t>(lmax) + 2));
+    const int directions = scope.three_d ? kDirs3 : kDirs2;
+    for (int d = 0; d < directions; ++d) {
+      std::fill(a.begin(), a.end(), 0);
+      for (const Unit& u : units)
+        if (d >= u.d0 && d < u.d1) {
+          const auto& src = u.a[static_cast<std::size_t>(d - u.d0)];
+          for (std::size_t c = 0; c < a.size(); ++c) a[c] += src[c];
+        }
+      auto& v = volume[static_cast<std::size_t>(d)];
+      v.assign(cells, 0);
+      for (int g = 1; g <= ng; ++g)
+        for (int k = 1; k <= lmax; ++k) {
+          const std::size_t c = static_cast<std::size_t>(k) * g1 + static_cast<std::size_t>(g);
+          v[static_cast<std::size_t>(g - 1) * static_cast<std::size_t>(lmax) + static_cast<std::size_t>(k - 1)] = a[c] - a[c + g1];
+        }
     }
   }
   Scratch scratch(ng, lmax);
