@@ -2,14 +2,18 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "analysis/kernels/ibsi/glcm.h"  // detail::roi_box
 
@@ -186,6 +190,64 @@ void slice_features(const std::array<std::uint32_t*, kDirs2>& a, int ng, int lma
   (void)lmax;
 }
 
+// Counts are kept in kCopies interleaved copies (cell c, copy x % kCopies at c * kCopies + copy), so
+// that increments of one cell by neighbouring voxels do not wait for each other.
+constexpr std::uint32_t kCopies = 4;
+
+// dst[c] += the copies of cell c, for cells [0, n).
+void fold(const std::uint32_t* src, std::size_t n, std::uint32_t* dst) {
+  for (std::size_t c = 0; c < n; ++c) {
+    const std::uint32_t* q = src + c * kCopies;
+    std::uint32_t sum = 0;
+    for (std::uint32_t j = 0; j < kCopies; ++j) sum += q[j];
+    dst[c] += sum;
+  }
+}
+
+// Right padding of the box's rows: the vector loop below reads and writes up to 8 voxels past a
+// row's extent (and a predecessor one voxel further).
+constexpr int kPadRight = 16;
+
+// Positions of the voxels x in [xa, xb) of one line segment: t[x] = pp[x] + 1 when the
+// predecessor's level pred[x] equals row[x], else 1; and their cells ix[x - xa] =
+// (t[x] * g1 + row[x]) * kCopies + copy. The 8-wide SSE2 version writes t and ix up to 7 entries
+// past xb (positions in the row's padding or outside its extent, never read as a predecessor of a
+// voxel of the same level).
+template <typename Lev, typename Len>
+inline void positions(const Lev* row, const Lev* pred, const Len* pp, int xa, int xb, std::uint32_t g1, Len* t, std::uint32_t* ix) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<Lev, std::uint8_t> && std::is_same_v<Len, std::uint16_t>) {
+    // Positions and levels fit signed 16 bits (count_all), so _mm_madd_epi16 forms the cells.
+    static_assert(kCopies == 4);
+    const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi16(1);
+    const __m128i mul = _mm_set1_epi32(static_cast<int>(kCopies * g1) | static_cast<int>(kCopies << 16));
+    const __m128i lane = _mm_setr_epi32(0, 1, 2, 3);
+    for (int x = xa; x < xb; x += 8) {
+      const __m128i g = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x)), zero);
+      const __m128i q = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pred + x)), zero);
+      const __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pp + x));
+      const __m128i len = _mm_add_epi16(_mm_and_si128(prev, _mm_cmpeq_epi16(g, q)), one);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(t + x), len);
+      const __m128i lo = _mm_add_epi32(_mm_madd_epi16(_mm_unpacklo_epi16(len, g), mul), lane);
+      const __m128i hi = _mm_add_epi32(_mm_madd_epi16(_mm_unpackhi_epi16(len, g), mul), lane);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ix + (x - xa)), lo);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ix + (x - xa) + 4), hi);
+    }
+    return;
+  }
+#endif
+  for (int x = xa; x < xb; ++x) {
+    const Lev g = row[x];
+    const Len len = static_cast<Len>(static_cast<std::uint32_t>(g == pred[x]) * pp[x] + 1);
+    t[x] = len;
+    ix[x - xa] = (len * g1 + g) * kCopies + (static_cast<std::uint32_t>(x) & (kCopies - 1));
+  }
+}
+
+inline void count_cells(const std::uint32_t* ix, int n, std::uint32_t* h) {
+  for (int i = 0; i < n; ++i) ++h[ix[i]];
+}
+
 template <typename Lev, typename Len>
 void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, bool two_d, Unit& u,
                 std::vector<SliceResult>& per_slice) {
@@ -193,26 +255,33 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
   const std::size_t cells = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(lmax) + 2);
   const std::ptrdiff_t px = b.px;
   for (auto& h : u.a) h.assign(cells, 0);
+  std::vector<std::uint32_t> ix(static_cast<std::size_t>(px) + 8);  // cells of one line segment
+  std::vector<Len> tmp(static_cast<std::size_t>(px) + 8);            // positions of one row (out-of-plane, dy = 0)
+  std::vector<std::vector<std::uint32_t>> work(u.a.size());
+  for (auto& h : work) h.assign(cells * kCopies, 0);
 
   if (u.d0 < kDirs2) {  // in-plane directions over slices [s0, s1)
-    const int kmax = std::max(b.bx, b.by);
-    const std::size_t used = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(kmax) + 2);
-    std::array<std::vector<std::uint32_t>, kDirs2> sl;
-    if (two_d)
-      for (auto& h : sl) h.assign(used, 0);
     std::array<std::uint32_t*, kDirs2> a{};
-    for (int d = 0; d < kDirs2; ++d) a[static_cast<std::size_t>(d)] = two_d ? sl[static_cast<std::size_t>(d)].data() : u.a[static_cast<std::size_t>(d)].data();
+    for (int d = 0; d < kDirs2; ++d) a[static_cast<std::size_t>(d)] = work[static_cast<std::size_t>(d)].data();
+    std::array<std::vector<std::uint32_t>, kDirs2> plain;  // 2D: one slice's counts
+    if (two_d)
+      for (auto& h : plain) h.assign(cells, 0);
     std::array<std::vector<Len>, 6> rows;  // previous and current row of positions for (1,1,0), (0,1,0), (-1,1,0)
     Scratch scratch(ng, lmax);
     u.slice_voxels.assign(static_cast<std::size_t>(u.s1 - u.s0), 0);
     for (int s = u.s0; s < u.s1; ++s) {
       const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
-      for (auto& r : rows) r.assign(static_cast<std::size_t>(px), 0);
-      std::array<Len*, 3> prev{rows[0].data(), rows[1].data(), rows[2].data()}, cur{rows[3].data(), rows[4].data(), rows[5].data()};
+      for (auto& r : rows) r.assign(static_cast<std::size_t>(px) + 9, 0);  // from x = -1 (read for x = 0 - dx)
+      std::array<Len*, 3> prev{rows[0].data() + 1, rows[1].data() + 1, rows[2].data() + 1},
+          cur{rows[3].data() + 1, rows[4].data() + 1, rows[5].data() + 1};
       std::uint64_t voxels = 0;
+      int width = 0, y_first = 0, y_last = -1;  // longest possible run in this slice: max(width, y_last - y_first + 1)
       for (int y = 1; y <= b.by; ++y) {
         const auto [xa, xb] = b.row(s, y);
         if (xa == xb) continue;
+        width = std::max(width, xb - xa);
+        if (y_last < 0) y_first = y;
+        y_last = y;
         const Lev* row = slice + y * px;
         const Lev* up = row - px;
         {  // (1,0,0): the position in a register; the voxel before the extent is outside the mask
@@ -221,19 +290,15 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
           std::uint32_t len = 0;
           for (int x = xa; x < xb; ++x) {
             const Lev g = row[x];
-            len = static_cast<std::uint32_t>(g == gp) * len + 1;  // arithmetic, not a branch
+            len = (len & (0u - static_cast<std::uint32_t>(g == gp))) + 1;  // arithmetic, not a branch
             gp = g;
-            ++h[len * g1 + g];
+            ++h[(len * g1 + g) * kCopies + (static_cast<std::uint32_t>(x) & (kCopies - 1))];
             voxels += g != 0;
           }
         }
         auto diagonal = [&]<int DX>(std::uint32_t* h, const Len* pv, Len* cv) {
-          for (int x = xa; x < xb; ++x) {
-            const Lev g = row[x];
-            const Len len = static_cast<Len>(static_cast<std::uint32_t>(g == up[x - DX]) * pv[x - DX] + 1);
-            cv[x] = len;
-            ++h[len * g1 + g];
-          }
+          positions<Lev, Len>(row, up - DX, pv - DX, xa, xb, g1, cv, ix.data());
+          count_cells(ix.data(), xb - xa, h);
         };
         diagonal.template operator()<1>(a[1], prev[0], cur[0]);
         diagonal.template operator()<0>(a[2], prev[1], cur[1]);
@@ -242,26 +307,34 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
       }
       u.slice_voxels[static_cast<std::size_t>(s - u.s0)] = voxels;
       if (!two_d || voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
-      slice_features(a, ng, lmax, kmax, voxels, scratch, per_slice[static_cast<std::size_t>(s)]);
+      // Positions in this slice (also those of level-0 voxels) are at most kmax: counts in rows k <= kmax + 1.
+      const int kmax = std::max(width, y_last - y_first + 1);
+      const std::size_t used = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(kmax) + 2);
+      std::array<std::uint32_t*, kDirs2> p{};
       for (int d = 0; d < kDirs2; ++d) {
-        auto& h = sl[static_cast<std::size_t>(d)];
+        auto& h = plain[static_cast<std::size_t>(d)];
+        std::fill(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(used), 0u);
+        fold(a[static_cast<std::size_t>(d)], used, h.data());
+        std::fill(a[static_cast<std::size_t>(d)], a[static_cast<std::size_t>(d)] + used * kCopies, 0u);
         auto& acc = u.a[static_cast<std::size_t>(d)];
         for (std::size_t c = 0; c < used; ++c) acc[c] += h[c];
-        std::fill(h.begin(), h.end(), 0u);
+        p[static_cast<std::size_t>(d)] = h.data();
       }
+      slice_features(p, ng, lmax, kmax, voxels, scratch, per_slice[static_cast<std::size_t>(s)]);
     }
+    for (std::size_t d = 0; d < work.size(); ++d) fold(work[d].data(), cells, u.a[d].data());
     return;
   }
 
   // Directions to the next slice: one plane of positions per direction, over every slice in order.
   std::vector<std::vector<Len>> planes(static_cast<std::size_t>(u.d1 - u.d0));
-  for (auto& p : planes) p.assign(static_cast<std::size_t>(b.plane), 0);
+  for (auto& p : planes) p.assign(static_cast<std::size_t>(b.plane) + 1, 0);  // from index -1 (read for x = 0 - dx)
   for (int s = 0; s < b.bz; ++s) {
     const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
     const Lev* before = slice - b.plane;
     for (int d = u.d0; d < u.d1; ++d) {
-      std::uint32_t* h = u.a[static_cast<std::size_t>(d - u.d0)].data();
-      Len* pos = planes[static_cast<std::size_t>(d - u.d0)].data();
+      std::uint32_t* h = work[static_cast<std::size_t>(d - u.d0)].data();
+      Len* pos = planes[static_cast<std::size_t>(d - u.d0)].data() + 1;
       auto walk = [&]<int DX, int DY>() {
         auto line = [&](int y) {
           const auto [xa, xb] = b.row(s, y);
@@ -270,17 +343,13 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
           const Lev* prow = before + (y - DY) * px - DX;  // predecessors
           Len* p = pos + y * px;
           const Len* pp = pos + (y - DY) * px - DX;
-          auto step = [&](int x) __attribute__((always_inline)) {
-            const Lev g = row[x];
-            const Len len = static_cast<Len>(static_cast<std::uint32_t>(g == prow[x]) * pp[x] + 1);
-            p[x] = len;
-            ++h[len * g1 + g];
-          };
-          if constexpr (DY == 0 && DX == 1) {  // in place: read x - 1 before writing it
-            for (int x = xb - 1; x >= xa; --x) step(x);
+          if constexpr (DY == 0 && DX != 0) {  // the predecessors are in this row: positions into tmp first
+            positions<Lev, Len>(row, prow, pp, xa, xb, g1, tmp.data(), ix.data());
+            std::copy(tmp.data() + xa, tmp.data() + xb, p + xa);
           } else {
-            for (int x = xa; x < xb; ++x) step(x);
+            positions<Lev, Len>(row, prow, pp, xa, xb, g1, p, ix.data());
           }
+          count_cells(ix.data(), xb - xa, h);
         };
         if constexpr (DY == 1) {  // in place: read row y - 1 before writing it
           for (int y = b.by; y >= 1; --y) line(y);
@@ -301,6 +370,7 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
       }
     }
   }
+  for (std::size_t d = 0; d < work.size(); ++d) fold(work[d].data(), cells, u.a[d].data());
 }
 
 template <typename Lev, typename Len>
@@ -344,7 +414,7 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   b.bx = box.x1 - box.x0 + 1;
   b.by = box.y1 - box.y0 + 1;
   b.bz = box.z1 - box.z0 + 1;
-  b.px = b.bx + 2;
+  b.px = b.bx + 1 + kPadRight;
   b.plane = b.px * (b.by + 2);
   b.extent.resize(box.extent.size());
   for (std::size_t k = 0; k < box.extent.size(); ++k) {
@@ -352,7 +422,7 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
     b.extent[k] = xa == xb ? std::pair{0, 0} : std::pair{xa - box.x0 + 1, xb - box.x0 + 1};
   }
   const int slices = b.bz;
-  if ((static_cast<std::size_t>(ng) + 1) * (static_cast<std::size_t>(lmax) + 2) >= (std::size_t{1} << 32))
+  if ((static_cast<std::size_t>(ng) + 1) * (static_cast<std::size_t>(lmax) + 2) * kCopies >= (std::size_t{1} << 32))
     throw std::invalid_argument("glrlm: grey levels times run lengths too large");
 
   // Units: the in-plane directions over slabs of slices, the out-of-plane ones in groups.
@@ -379,7 +449,7 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   for (Unit& u : units) u.a.resize(static_cast<std::size_t>(u.d1 - u.d0));
   std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
   const int lens = lmax + 1;  // positions up to lmax + 1 (the zero row past the longest run)
-  if (ng <= 0xff && lens <= 0xffff)
+  if (ng <= 0xff && lens <= 0x7fff)
     count_all<std::uint8_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
   else if (ng <= 0xffff && lens <= 0xffff)
     count_all<std::uint16_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
