@@ -370,3 +370,23 @@ BOOST_AUTO_TEST_CASE(very_long_run_matches_brute_force) {
   for (int x = 0; x < 70000; x += 3) l.level[l.grid.index(x, 1, 1)] = 1 + x % 3;
   check_against_naive(l);
 }
+
+// Rows with several ROI stretches: gaps of 1 to 40 voxels (short gaps are walked through, long ones
+// skipped), stretches of 1 to 40 voxels, few grey levels so that runs cross slices and rows.
+BOOST_AUTO_TEST_CASE(gapped_rows_match_brute_force) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> len(1, 40), lv(1, 3);
+  for (int rep = 0; rep < 4; ++rep) {
+    auto l = make_levels(150, 9, 7, 3);
+    for (int z = 0; z < 7; ++z)
+      for (int y = 0; y < 9; ++y)
+        for (int x = len(rng) % 20; x < 150;) {
+          const int e = std::min(150, x + len(rng));
+          // Mostly one level per stretch (long runs along x), some voxels changed.
+          const int g = lv(rng);
+          for (; x < e; ++x) l.level[l.grid.index(x, y, z)] = rng() % 5 == 0 ? lv(rng) : g;
+          x += len(rng);
+        }
+    BOOST_TEST_CONTEXT("rep " << rep) { check_against_naive(l); }
+  }
+}

@@ -135,14 +135,18 @@ struct SliceResult {
 // position + 1 when the predecessor along the direction has the same level). Counting voxels by
 // (level g, position k) gives A(g, k), the number of runs of level g with length >= k, so the run
 // length matrix is A(g, k) - A(g, k + 1): no run end has to be detected, and the loops are
-// branch-free apart from the ROI's row extents. Lines along x keep the position in a register;
-// the other in-plane lines keep one row of positions, the lines to the next slice one plane of
-// positions (updated in place, rows and columns in the order that reads the old values).
+// branch-free. Positions along x come from the last run start before each voxel (a prefix
+// maximum); the other in-plane lines keep one row of positions, the lines to the next slice one
+// plane of positions (updated in place, rows in the order that reads the old values).
 //
-// The levels are first copied into a zero-padded box (one voxel on every side in x and y, one
-// empty slice before the first) of the smallest unsigned type, so that no predecessor lookup needs
-// a bounds check. Voxels outside the intensity mask (level 0) inside a row's extent are counted in
-// a row g = 0 that is never read; their positions never exceed the lines' lengths in the box.
+// The levels are first copied into a zero-padded box (one voxel before and kPadRight after every
+// row, one row before and after every slice, one empty slice before the first) of the smallest
+// unsigned type, so that no predecessor lookup needs a bounds check. Only the segments of the rows
+// are walked: stretches of ROI voxels, merged when less than kGap voxels apart. Voxels outside the
+// intensity mask (level 0) inside a segment are counted in a row g = 0 that is never read. A
+// position is only read by a voxel of the same level, so the positions of level-0 voxels and those
+// left from earlier rows or slices never matter, and they never exceed the number of steps walked
+// (so they stay inside the counts).
 //
 // Work is split into units: the in-plane directions over slabs of slices (no state crosses a
 // slice) and the nine out-of-plane directions in groups (each walks every slice in order).
@@ -150,7 +154,6 @@ struct Unit {
   int d0 = 0, d1 = 0;                          // directions [d0, d1)
   int s0 = 0, s1 = 0;                          // in-plane units: slices [s0, s1) of the box
   std::vector<std::vector<std::uint32_t>> a;   // per direction of the unit: A at k * (ng + 1) + g
-  std::vector<std::uint64_t> slice_voxels;     // in-plane units: ROI voxels per slice
 };
 
 struct Box {
@@ -162,10 +165,22 @@ struct Box {
   }
 };
 
+constexpr int kGap = 16;       // ROI stretches of a row closer than this are walked as one segment
+constexpr int kPadRight = 16;  // > 8 + 1: the vector loops read and write up to 8 voxels past a segment
+static_assert(kGap > 8 && kPadRight > 9, "the vector loops' writes past a segment must stay in level-0 voxels");
+
+struct Segments {                           // one slice
+  std::vector<std::pair<int, int>> seg;     // padded [first, last + 1), at least kGap apart
+  std::vector<std::uint32_t> first;         // row y (1..by): seg[first[y - 1], first[y])
+  std::uint64_t voxels = 0;                 // ROI voxels
+  int width = 0;                            // longest segment
+  int y_first = 1, y_last = 0;              // rows with segments
+};
+
 // Runs of one slice (A of the four in-plane directions, kmax the longest possible run) into
 // features per direction and merged.
-void slice_features(const std::array<std::uint32_t*, kDirs2>& a, int ng, int lmax, int kmax, std::uint64_t voxels,
-                    Scratch& scratch, SliceResult& res) {
+void slice_features(const std::array<std::uint32_t*, kDirs2>& a, int ng, int kmax, std::uint64_t voxels, Scratch& scratch,
+                    SliceResult& res) {
   const auto g1 = static_cast<std::size_t>(ng) + 1;
   std::vector<Entry>& e = scratch.entries;
   for (int d = 0; d < kDirs2; ++d) {
@@ -187,11 +202,10 @@ void slice_features(const std::array<std::uint32_t*, kDirs2>& a, int ng, int lma
       if (r) e.push_back({g, k, static_cast<double>(r)});
     }
   res.comb = glrlm_of(double(kDirs2) * double(voxels), scratch);
-  (void)lmax;
 }
 
-// Counts are kept in kCopies interleaved copies (cell c, copy x % kCopies at c * kCopies + copy), so
-// that increments of one cell by neighbouring voxels do not wait for each other.
+// Counts are kept in kCopies interleaved copies (cell c, copy at c * kCopies + copy; neighbouring
+// voxels use different copies), so that increments of one cell do not wait for each other.
 constexpr std::uint32_t kCopies = 4;
 
 // dst[c] += the copies of cell c, for cells [0, n).
@@ -204,34 +218,72 @@ void fold(const std::uint32_t* src, std::size_t n, std::uint32_t* dst) {
   }
 }
 
-// Right padding of the box's rows: the vector loop below reads and writes up to 8 voxels past a
-// row's extent (and a predecessor one voxel further).
-constexpr int kPadRight = 16;
+#if defined(__SSE2__)
+// The 8 cells (len * g1 + g) * kCopies + copy of 8 positions and levels (16-bit lanes; both fit
+// signed 16 bits, see count_all) into ix[0, 8).
+inline void store_cells(__m128i len, __m128i g, __m128i mul, std::uint32_t* ix) {
+  const __m128i lane = _mm_setr_epi32(0, 1, 2, 3);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(ix), _mm_add_epi32(_mm_madd_epi16(_mm_unpacklo_epi16(len, g), mul), lane));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(ix + 4), _mm_add_epi32(_mm_madd_epi16(_mm_unpackhi_epi16(len, g), mul), lane));
+}
+#endif
 
-// Positions of the voxels x in [xa, xb) of one line segment: t[x] = pp[x] + 1 when the
-// predecessor's level pred[x] equals row[x], else 1; and their cells ix[x - xa] =
-// (t[x] * g1 + row[x]) * kCopies + copy. The 8-wide SSE2 version writes t and ix up to 7 entries
-// past xb (positions in the row's padding or outside its extent, never read as a predecessor of a
-// voxel of the same level).
+// Cells of the voxels x in [xa, xb) of one segment along x into ix[x - xa]; the voxel before xa is
+// outside the ROI. The SSE2 version writes ix up to 7 entries past xb - xa.
+template <typename Lev>
+inline void x_cells(const Lev* row, int xa, int xb, std::uint32_t g1, std::uint32_t* ix) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<Lev, std::uint8_t>) {
+    // Run start s = (offset in the segment + 1) where the level changes, else 0; the position is
+    // offset + 2 - (the largest s so far).
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i mul = _mm_set1_epi32(static_cast<int>(kCopies * g1) | static_cast<int>(kCopies << 16));
+    __m128i offset = _mm_setr_epi16(1, 2, 3, 4, 5, 6, 7, 8);  // offset + 1
+    const __m128i eight = _mm_set1_epi16(8), one = _mm_set1_epi16(1);
+    __m128i carry = zero;  // the last run start of the chunks before, in every lane
+    for (int x = xa; x < xb; x += 8) {
+      const __m128i g = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x)), zero);
+      const __m128i q = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x - 1)), zero);
+      __m128i st = _mm_andnot_si128(_mm_cmpeq_epi16(g, q), offset);
+      st = _mm_max_epi16(st, _mm_slli_si128(st, 2));
+      st = _mm_max_epi16(st, _mm_slli_si128(st, 4));
+      st = _mm_max_epi16(st, _mm_slli_si128(st, 8));
+      st = _mm_max_epi16(st, carry);
+      const __m128i top = _mm_shufflehi_epi16(st, 0xff);
+      carry = _mm_unpackhi_epi64(top, top);
+      store_cells(_mm_add_epi16(_mm_sub_epi16(offset, st), one), g, mul, ix + (x - xa));
+      offset = _mm_add_epi16(offset, eight);
+    }
+    return;
+  }
+#endif
+  Lev gp = 0;
+  std::uint32_t len = 0;
+  for (int x = xa; x < xb; ++x) {
+    const Lev g = row[x];
+    len = (len & (0u - static_cast<std::uint32_t>(g == gp))) + 1;  // arithmetic, not a branch
+    gp = g;
+    ix[x - xa] = (len * g1 + g) * kCopies + (static_cast<std::uint32_t>(x) & (kCopies - 1));
+  }
+}
+
+// Positions of the voxels x in [xa, xb) of one segment along another direction: t[x] = pp[x] + 1
+// when the predecessor's level pred[x] equals row[x], else 1; their cells into ix[x - xa]. The
+// SSE2 version writes t and ix up to 7 entries past the segment (into the gap after it or the
+// row's padding: level-0 voxels).
 template <typename Lev, typename Len>
 inline void positions(const Lev* row, const Lev* pred, const Len* pp, int xa, int xb, std::uint32_t g1, Len* t, std::uint32_t* ix) {
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<Lev, std::uint8_t> && std::is_same_v<Len, std::uint16_t>) {
-    // Positions and levels fit signed 16 bits (count_all), so _mm_madd_epi16 forms the cells.
-    static_assert(kCopies == 4);
     const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi16(1);
     const __m128i mul = _mm_set1_epi32(static_cast<int>(kCopies * g1) | static_cast<int>(kCopies << 16));
-    const __m128i lane = _mm_setr_epi32(0, 1, 2, 3);
     for (int x = xa; x < xb; x += 8) {
       const __m128i g = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x)), zero);
       const __m128i q = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pred + x)), zero);
       const __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pp + x));
       const __m128i len = _mm_add_epi16(_mm_and_si128(prev, _mm_cmpeq_epi16(g, q)), one);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(t + x), len);
-      const __m128i lo = _mm_add_epi32(_mm_madd_epi16(_mm_unpacklo_epi16(len, g), mul), lane);
-      const __m128i hi = _mm_add_epi32(_mm_madd_epi16(_mm_unpackhi_epi16(len, g), mul), lane);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(ix + (x - xa)), lo);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(ix + (x - xa) + 4), hi);
+      store_cells(len, g, mul, ix + (x - xa));
     }
     return;
   }
@@ -249,13 +301,13 @@ inline void count_cells(const std::uint32_t* ix, int n, std::uint32_t* h) {
 }
 
 template <typename Lev, typename Len>
-void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, bool two_d, Unit& u,
-                std::vector<SliceResult>& per_slice) {
+void count_runs(const std::vector<Lev>& vol, const Box& b, const std::vector<Segments>& segs, int ng, int lmax, bool two_d,
+                Unit& u, std::vector<SliceResult>& per_slice) {
   const std::uint32_t g1 = static_cast<std::uint32_t>(ng) + 1;
   const std::size_t cells = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(lmax) + 2);
   const std::ptrdiff_t px = b.px;
   for (auto& h : u.a) h.assign(cells, 0);
-  std::vector<std::uint32_t> ix(static_cast<std::size_t>(px) + 8);  // cells of one line segment
+  std::vector<std::uint32_t> ix(static_cast<std::size_t>(px) + 8);  // cells of one segment
   std::vector<Len> tmp(static_cast<std::size_t>(px) + 8);            // positions of one row (out-of-plane, dy = 0)
   std::vector<std::vector<std::uint32_t>> work(u.a.size());
   for (auto& h : work) h.assign(cells * kCopies, 0);
@@ -268,47 +320,33 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
       for (auto& h : plain) h.assign(cells, 0);
     std::array<std::vector<Len>, 6> rows;  // previous and current row of positions for (1,1,0), (0,1,0), (-1,1,0)
     Scratch scratch(ng, lmax);
-    u.slice_voxels.assign(static_cast<std::size_t>(u.s1 - u.s0), 0);
     for (int s = u.s0; s < u.s1; ++s) {
+      const Segments& sg = segs[static_cast<std::size_t>(s)];
+      if (sg.voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
       const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
       for (auto& r : rows) r.assign(static_cast<std::size_t>(px) + 9, 0);  // from x = -1 (read for x = 0 - dx)
       std::array<Len*, 3> prev{rows[0].data() + 1, rows[1].data() + 1, rows[2].data() + 1},
           cur{rows[3].data() + 1, rows[4].data() + 1, rows[5].data() + 1};
-      std::uint64_t voxels = 0;
-      int width = 0, y_first = 0, y_last = -1;  // longest possible run in this slice: max(width, y_last - y_first + 1)
-      for (int y = 1; y <= b.by; ++y) {
-        const auto [xa, xb] = b.row(s, y);
-        if (xa == xb) continue;
-        width = std::max(width, xb - xa);
-        if (y_last < 0) y_first = y;
-        y_last = y;
+      for (int y = sg.y_first; y <= sg.y_last; ++y) {
         const Lev* row = slice + y * px;
         const Lev* up = row - px;
-        {  // (1,0,0): the position in a register; the voxel before the extent is outside the mask
-          std::uint32_t* h = a[0];
-          Lev gp = 0;
-          std::uint32_t len = 0;
-          for (int x = xa; x < xb; ++x) {
-            const Lev g = row[x];
-            len = (len & (0u - static_cast<std::uint32_t>(g == gp))) + 1;  // arithmetic, not a branch
-            gp = g;
-            ++h[(len * g1 + g) * kCopies + (static_cast<std::uint32_t>(x) & (kCopies - 1))];
-            voxels += g != 0;
-          }
+        for (std::uint32_t k = sg.first[static_cast<std::size_t>(y - 1)]; k < sg.first[static_cast<std::size_t>(y)]; ++k) {
+          const auto [xa, xb] = sg.seg[k];
+          x_cells(row, xa, xb, g1, ix.data());
+          count_cells(ix.data(), xb - xa, a[0]);
+          auto diagonal = [&]<int DX>(std::uint32_t* h, const Len* pv, Len* cv) {
+            positions<Lev, Len>(row, up - DX, pv - DX, xa, xb, g1, cv, ix.data());
+            count_cells(ix.data(), xb - xa, h);
+          };
+          diagonal.template operator()<1>(a[1], prev[0], cur[0]);
+          diagonal.template operator()<0>(a[2], prev[1], cur[1]);
+          diagonal.template operator()<-1>(a[3], prev[2], cur[2]);
         }
-        auto diagonal = [&]<int DX>(std::uint32_t* h, const Len* pv, Len* cv) {
-          positions<Lev, Len>(row, up - DX, pv - DX, xa, xb, g1, cv, ix.data());
-          count_cells(ix.data(), xb - xa, h);
-        };
-        diagonal.template operator()<1>(a[1], prev[0], cur[0]);
-        diagonal.template operator()<0>(a[2], prev[1], cur[1]);
-        diagonal.template operator()<-1>(a[3], prev[2], cur[2]);
         std::swap(prev, cur);
       }
-      u.slice_voxels[static_cast<std::size_t>(s - u.s0)] = voxels;
-      if (!two_d || voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
+      if (!two_d) continue;
       // Positions in this slice (also those of level-0 voxels) are at most kmax: counts in rows k <= kmax + 1.
-      const int kmax = std::max(width, y_last - y_first + 1);
+      const int kmax = std::max(sg.width, sg.y_last - sg.y_first + 1);
       const std::size_t used = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(kmax) + 2);
       std::array<std::uint32_t*, kDirs2> p{};
       for (int d = 0; d < kDirs2; ++d) {
@@ -320,7 +358,7 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
         for (std::size_t c = 0; c < used; ++c) acc[c] += h[c];
         p[static_cast<std::size_t>(d)] = h.data();
       }
-      slice_features(p, ng, lmax, kmax, voxels, scratch, per_slice[static_cast<std::size_t>(s)]);
+      slice_features(p, ng, kmax, sg.voxels, scratch, per_slice[static_cast<std::size_t>(s)]);
     }
     for (std::size_t d = 0; d < work.size(); ++d) fold(work[d].data(), cells, u.a[d].data());
     return;
@@ -330,6 +368,8 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
   std::vector<std::vector<Len>> planes(static_cast<std::size_t>(u.d1 - u.d0));
   for (auto& p : planes) p.assign(static_cast<std::size_t>(b.plane) + 1, 0);  // from index -1 (read for x = 0 - dx)
   for (int s = 0; s < b.bz; ++s) {
+    const Segments& sg = segs[static_cast<std::size_t>(s)];
+    if (sg.voxels == 0) continue;  // the positions left in the planes are never read (level 0 here)
     const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
     const Lev* before = slice - b.plane;
     for (int d = u.d0; d < u.d1; ++d) {
@@ -337,24 +377,25 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
       Len* pos = planes[static_cast<std::size_t>(d - u.d0)].data() + 1;
       auto walk = [&]<int DX, int DY>() {
         auto line = [&](int y) {
-          const auto [xa, xb] = b.row(s, y);
-          if (xa == xb) return;
           const Lev* row = slice + y * px;
           const Lev* prow = before + (y - DY) * px - DX;  // predecessors
           Len* p = pos + y * px;
           const Len* pp = pos + (y - DY) * px - DX;
-          if constexpr (DY == 0 && DX != 0) {  // the predecessors are in this row: positions into tmp first
-            positions<Lev, Len>(row, prow, pp, xa, xb, g1, tmp.data(), ix.data());
-            std::copy(tmp.data() + xa, tmp.data() + xb, p + xa);
-          } else {
-            positions<Lev, Len>(row, prow, pp, xa, xb, g1, p, ix.data());
+          for (std::uint32_t k = sg.first[static_cast<std::size_t>(y - 1)]; k < sg.first[static_cast<std::size_t>(y)]; ++k) {
+            const auto [xa, xb] = sg.seg[k];
+            if constexpr (DY == 0 && DX != 0) {  // the predecessors are in this row: positions into tmp first
+              positions<Lev, Len>(row, prow, pp, xa, xb, g1, tmp.data(), ix.data());
+              std::copy(tmp.data() + xa, tmp.data() + xb, p + xa);
+            } else {
+              positions<Lev, Len>(row, prow, pp, xa, xb, g1, p, ix.data());
+            }
+            count_cells(ix.data(), xb - xa, h);
           }
-          count_cells(ix.data(), xb - xa, h);
         };
         if constexpr (DY == 1) {  // in place: read row y - 1 before writing it
-          for (int y = b.by; y >= 1; --y) line(y);
+          for (int y = sg.y_last; y >= sg.y_first; --y) line(y);
         } else {
-          for (int y = 1; y <= b.by; ++y) line(y);
+          for (int y = sg.y_first; y <= sg.y_last; ++y) line(y);
         }
       };
       switch (d - kDirs2) {
@@ -373,24 +414,53 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, int ng, int lmax, boo
   for (std::size_t d = 0; d < work.size(); ++d) fold(work[d].data(), cells, u.a[d].data());
 }
 
+// Copies the levels into the padded box and finds the rows' segments, then runs the units.
+// Returns the ROI voxels.
 template <typename Lev, typename Len>
-void count_all(const Levels& levels, const detail::RoiBox& rb, const Box& b, int lmax, bool two_d, std::vector<Unit>& units,
-               std::vector<SliceResult>& per_slice) {
+std::uint64_t count_all(const Levels& levels, const detail::RoiBox& rb, const Box& b, int lmax, bool two_d,
+                        std::vector<Unit>& units, std::vector<SliceResult>& per_slice) {
   std::vector<Lev> vol(static_cast<std::size_t>(b.plane) * (static_cast<std::size_t>(b.bz) + 1), Lev{0});
+  std::vector<Segments> segs(static_cast<std::size_t>(b.bz));
   const Grid& gr = levels.grid;
   cv::parallel_for_(cv::Range(0, b.bz), [&](const cv::Range& r) {
-    for (int s = r.start; s < r.end; ++s)
+    for (int s = r.start; s < r.end; ++s) {
+      Segments& sg = segs[static_cast<std::size_t>(s)];
+      sg.first.assign(static_cast<std::size_t>(b.by) + 1, 0);
       for (int y = 1; y <= b.by; ++y) {
         const auto [xa, xb] = b.row(s, y);
-        const int* src = levels.level.data() + gr.index(rb.x0, rb.y0 + y - 1, rb.z0 + s);  // padded x 1
+        const int* src = levels.level.data() + gr.index(rb.x0, rb.y0 + y - 1, rb.z0 + s) - 1;  // at padded x
         Lev* dst = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane + y * b.px;
-        for (int x = xa; x < xb; ++x) dst[x] = static_cast<Lev>(src[x - 1]);
+        const std::size_t row_first = sg.seg.size();
+        for (int x = xa; x < xb;) {  // src[x] != 0
+          int e = x;
+          while (e < xb && src[e] != 0) {
+            dst[e] = static_cast<Lev>(src[e]);
+            ++e;
+          }
+          sg.voxels += static_cast<std::uint64_t>(e - x);
+          if (sg.seg.size() > row_first && x - sg.seg.back().second < kGap)
+            sg.seg.back().second = e;
+          else
+            sg.seg.emplace_back(x, e);
+          x = e;
+          while (x < xb && src[x] == 0) ++x;
+        }
+        sg.first[static_cast<std::size_t>(y)] = static_cast<std::uint32_t>(sg.seg.size());
+        if (sg.seg.size() > row_first) {
+          if (sg.y_last < sg.y_first) sg.y_first = y;
+          sg.y_last = y;
+        }
       }
+      for (const auto& [xa, xb] : sg.seg) sg.width = std::max(sg.width, xb - xa);
+    }
   });
   cv::parallel_for_(cv::Range(0, static_cast<int>(units.size())), [&](const cv::Range& r) {
     for (int i = r.start; i < r.end; ++i)
-      count_runs<Lev, Len>(vol, b, levels.ng, lmax, two_d, units[static_cast<std::size_t>(i)], per_slice);
+      count_runs<Lev, Len>(vol, b, segs, levels.ng, lmax, two_d, units[static_cast<std::size_t>(i)], per_slice);
   }, static_cast<double>(units.size()));
+  std::uint64_t voxels = 0;
+  for (const Segments& sg : segs) voxels += sg.voxels;
+  return voxels;
 }
 
 void emit(const Values& v, Aggregation a, Features& out) {
@@ -448,18 +518,18 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   }
   for (Unit& u : units) u.a.resize(static_cast<std::size_t>(u.d1 - u.d0));
   std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
-  const int lens = lmax + 1;  // positions up to lmax + 1 (the zero row past the longest run)
+  // Positions up to lmax + 1 (the zero row past the longest run); the SSE2 code needs positions,
+  // offsets in a segment and levels times kCopies in signed 16 bits.
+  const int lens = lmax + 1;
+  std::uint64_t voxels = 0;
   if (ng <= 0xff && lens <= 0x7fff)
-    count_all<std::uint8_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+    voxels = count_all<std::uint8_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
   else if (ng <= 0xffff && lens <= 0xffff)
-    count_all<std::uint16_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+    voxels = count_all<std::uint16_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
   else
-    count_all<std::uint32_t, std::uint32_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+    voxels = count_all<std::uint32_t, std::uint32_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
 
   // Matrices per direction: runs of level g and length k = A(g, k) - A(g, k + 1).
-  std::uint64_t voxels = 0;
-  for (const Unit& u : units)
-    for (std::uint64_t n : u.slice_voxels) voxels += n;
   const auto g1 = static_cast<std::size_t>(ng) + 1;
   std::array<std::vector<std::uint64_t>, kDirs3> volume;
   {
