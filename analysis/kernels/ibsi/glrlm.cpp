@@ -479,7 +479,8 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   const detail::RoiBox box = detail::roi_box(levels);
   const int lmax = std::max({box.x1 - box.x0, box.y1 - box.y0, box.z1 - box.z0}) + 1;  // longest possible run
   const std::size_t cells = static_cast<std::size_t>(ng) * static_cast<std::size_t>(lmax);
-  if (cells >= (std::size_t{1} << 32)) throw std::invalid_argument("glrlm: grey levels times run lengths too large");
+  if ((static_cast<std::size_t>(ng) + 1) * (static_cast<std::size_t>(lmax) + 2) * kCopies >= (std::size_t{1} << 32))
+    throw std::invalid_argument("glrlm: grey levels times run lengths too large");
   Box b;
   b.bx = box.x1 - box.x0 + 1;
   b.by = box.y1 - box.y0 + 1;
@@ -492,8 +493,6 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
     b.extent[k] = xa == xb ? std::pair{0, 0} : std::pair{xa - box.x0 + 1, xb - box.x0 + 1};
   }
   const int slices = b.bz;
-  if ((static_cast<std::size_t>(ng) + 1) * (static_cast<std::size_t>(lmax) + 2) * kCopies >= (std::size_t{1} << 32))
-    throw std::invalid_argument("glrlm: grey levels times run lengths too large");
 
   // Units: the in-plane directions over slabs of slices, the out-of-plane ones in groups.
   const int threads = std::max(1, cv::getNumThreads());
