@@ -4,6 +4,7 @@
 // IBSI 1 grey level run length matrix features (analysis/kernels/ibsi/glrlm.h): the digital
 // phantom against the published reference values in all six aggregation methods, hand-worked
 // small cases, a single voxel, a single grey level, bad input, and a large ROI for speed.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -234,5 +235,158 @@ BOOST_AUTO_TEST_CASE(large_roi_sanity) {
     BOOST_TEST(std::abs(m.at(tag("rlm_r_perc", a)) - 0.975) < 0.01);
     BOOST_TEST(m.at(tag("rlm_sre", a)) > 0.95);
     BOOST_TEST(m.at(tag("rlm_sre", a)) <= 1.0);
+  }
+}
+
+namespace {
+
+// A brute-force run length matrix (level, length) -> runs: every run found by walking from its
+// first voxel (the one whose predecessor along the direction is outside the grid or differs).
+using Matrix = std::map<std::pair<int, int>, double>;
+
+void naive_runs(const ib::Levels& l, int dx, int dy, int dz, int z_only, Matrix& m) {
+  const ib::Grid& g = l.grid;
+  auto at = [&](int x, int y, int z) {
+    if (x < 0 || y < 0 || z < 0 || x >= g.nx || y >= g.ny || z >= g.nz) return 0;
+    return l.level[g.index(x, y, z)];
+  };
+  for (int z = 0; z < g.nz; ++z) {
+    if (z_only >= 0 && z != z_only) continue;
+    for (int y = 0; y < g.ny; ++y)
+      for (int x = 0; x < g.nx; ++x) {
+        const int v = at(x, y, z);
+        if (v == 0 || at(x - dx, y - dy, z - dz) == v) continue;
+        int n = 1;
+        while (at(x + n * dx, y + n * dy, z + n * dz) == v) ++n;
+        m[{v, n}] += 1;
+      }
+  }
+}
+
+// Five of the features, straight from the manual's definitions.
+std::map<std::string, double> naive_features(const Matrix& m, double voxels) {
+  double ns = 0, sre = 0, lre = 0;
+  std::map<int, double> ri, rj;
+  for (const auto& [ij, r] : m) {
+    const double j = ij.second;
+    ns += r;
+    sre += r / (j * j);
+    lre += r * j * j;
+    ri[ij.first] += r;
+    rj[ij.second] += r;
+  }
+  double glnu = 0, rlnu = 0;
+  for (const auto& [i, r] : ri) glnu += r * r;
+  for (const auto& [j, r] : rj) rlnu += r * r;
+  return {{"rlm_sre", sre / ns}, {"rlm_lre", lre / ns}, {"rlm_glnu", glnu / ns}, {"rlm_rlnu", rlnu / ns}, {"rlm_r_perc", ns / voxels}};
+}
+
+void add_to(std::map<std::string, double>& sum, const std::map<std::string, double>& f) {
+  for (const auto& [k, v] : f) sum[k] += v;
+}
+
+// Every aggregation of the five features, from brute-force matrices, against glrlm_features.
+void check_against_naive(const ib::Levels& l) {
+  constexpr int kDirs[13][3] = {{1, 0, 0},  {1, 1, 0},  {0, 1, 0},  {-1, 1, 0}, {-1, -1, 1}, {0, -1, 1}, {1, -1, 1},
+                                {-1, 0, 1}, {0, 0, 1},  {1, 0, 1},  {-1, 1, 1}, {0, 1, 1},   {1, 1, 1}};
+  const ib::Grid& g = l.grid;
+  std::vector<double> slice_voxels(static_cast<std::size_t>(g.nz), 0);
+  double voxels = 0;
+  for (int z = 0; z < g.nz; ++z)
+    for (int y = 0; y < g.ny; ++y)
+      for (int x = 0; x < g.nx; ++x)
+        if (l.level[g.index(x, y, z)] != 0) ++slice_voxels[static_cast<std::size_t>(z)], ++voxels;
+  std::map<ib::Aggregation, std::map<std::string, double>> want;
+  int slices = 0;
+  for (int z = 0; z < g.nz; ++z) {
+    const double n = slice_voxels[static_cast<std::size_t>(z)];
+    if (n == 0) continue;
+    ++slices;
+    Matrix comb;
+    for (int d = 0; d < 4; ++d) {
+      Matrix m;
+      naive_runs(l, kDirs[d][0], kDirs[d][1], kDirs[d][2], z, m);
+      naive_runs(l, kDirs[d][0], kDirs[d][1], kDirs[d][2], z, comb);
+      add_to(want[ib::Aggregation::d2_avg], naive_features(m, n));
+    }
+    add_to(want[ib::Aggregation::d2_comb], naive_features(comb, 4 * n));
+  }
+  Matrix comb25, comb3;
+  for (int d = 0; d < 13; ++d) {
+    Matrix m;
+    naive_runs(l, kDirs[d][0], kDirs[d][1], kDirs[d][2], -1, m);
+    for (const auto& [k, r] : m) {
+      comb3[k] += r;
+      if (d < 4) comb25[k] += r;
+    }
+    if (d < 4) add_to(want[ib::Aggregation::d25_avg], naive_features(m, voxels));
+    add_to(want[ib::Aggregation::d3_avg], naive_features(m, voxels));
+  }
+  add_to(want[ib::Aggregation::d25_comb], naive_features(comb25, 4 * voxels));
+  add_to(want[ib::Aggregation::d3_comb], naive_features(comb3, 13 * voxels));
+  const std::map<ib::Aggregation, double> terms{{ib::Aggregation::d2_avg, 4.0 * slices}, {ib::Aggregation::d2_comb, slices},
+                                                {ib::Aggregation::d25_avg, 4},         {ib::Aggregation::d25_comb, 1},
+                                                {ib::Aggregation::d3_avg, 13},         {ib::Aggregation::d3_comb, 1}};
+  ib::Features got;
+  ib::glrlm_features(l, {}, got);
+  const auto m = by_tag(got);
+  for (const auto& [a, f] : want)
+    for (const auto& [base, sum] : f) BOOST_TEST(m.at(tag(base, a)) == sum / terms.at(a), boost::test_tools::tolerance(1e-9));
+}
+
+}  // namespace
+
+// Random ROIs (holes, several pieces, touching every face of the grid, empty slices) with few grey
+// levels (long runs, also through the ROI's bounding box edges) and many (more than 255 and more
+// than 65535 levels), against brute-force matrices.
+BOOST_AUTO_TEST_CASE(random_rois_match_brute_force) {
+  std::mt19937 rng(11);
+  struct Case {
+    int nx, ny, nz, ng;
+    double fill;
+  };
+  for (const Case c : {Case{9, 7, 6, 2, 0.8}, Case{12, 10, 8, 3, 0.6}, Case{6, 11, 9, 5, 0.95}, Case{15, 4, 5, 1, 0.7},
+                       Case{10, 10, 10, 300, 0.9}, Case{8, 8, 8, 70000, 0.9}, Case{1, 1, 12, 2, 0.9}, Case{13, 1, 1, 2, 1.0}}) {
+    for (int rep = 0; rep < 3; ++rep) {
+      auto l = make_levels(c.nx, c.ny, c.nz, c.ng);
+      std::bernoulli_distribution in(c.fill);
+      // Few levels: neighbouring voxels often share one (runs of several voxels in all directions).
+      std::uniform_int_distribution<int> lv(1, c.ng);
+      const int empty_slice = c.nz > 4 ? rep + 1 : -1;
+      for (int z = 0; z < c.nz; ++z)
+        for (int y = 0; y < c.ny; ++y)
+          for (int x = 0; x < c.nx; ++x)
+            if (z != empty_slice && in(rng)) l.level[l.grid.index(x, y, z)] = lv(rng);
+      if (std::count(l.level.begin(), l.level.end(), 0) == static_cast<std::ptrdiff_t>(l.level.size())) l.level[0] = 1;
+      BOOST_TEST_CONTEXT("grid " << c.nx << "x" << c.ny << "x" << c.nz << " ng " << c.ng << " rep " << rep) { check_against_naive(l); }
+    }
+  }
+}
+
+// A run longer than 65535 voxels along x (and shorter ones in the other directions).
+BOOST_AUTO_TEST_CASE(very_long_run_matches_brute_force) {
+  auto l = make_levels(70000, 2, 2, 3);
+  for (int x = 2; x < 69000; ++x) l.level[l.grid.index(x, 0, 0)] = 2;
+  for (int x = 0; x < 70000; x += 3) l.level[l.grid.index(x, 1, 1)] = 1 + x % 3;
+  check_against_naive(l);
+}
+
+// Rows with several ROI stretches: gaps of 1 to 40 voxels (short gaps are walked through, long ones
+// skipped), stretches of 1 to 40 voxels, few grey levels so that runs cross slices and rows.
+BOOST_AUTO_TEST_CASE(gapped_rows_match_brute_force) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> len(1, 40), lv(1, 3);
+  for (int rep = 0; rep < 4; ++rep) {
+    auto l = make_levels(150, 9, 7, 3);
+    for (int z = 0; z < 7; ++z)
+      for (int y = 0; y < 9; ++y)
+        for (int x = len(rng) % 20; x < 150;) {
+          const int e = std::min(150, x + len(rng));
+          // Mostly one level per stretch (long runs along x), some voxels changed.
+          const int g = lv(rng);
+          for (; x < e; ++x) l.level[l.grid.index(x, y, z)] = rng() % 5 == 0 ? lv(rng) : g;
+          x += len(rng);
+        }
+    BOOST_TEST_CONTEXT("rep " << rep) { check_against_naive(l); }
   }
 }

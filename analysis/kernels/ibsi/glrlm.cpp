@@ -2,14 +2,18 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "analysis/kernels/ibsi/glcm.h"  // detail::roi_box
 
@@ -108,27 +112,6 @@ struct Mean {
   }
 };
 
-// Dense Ng x L run counts (cell (g - 1) * L + length - 1) with the list of cells that became non-zero.
-struct SparseCounts {
-  std::vector<std::uint32_t> c;
-  std::vector<std::uint32_t> touched;
-  explicit SparseCounts(std::size_t cells) : c(cells, 0) { touched.reserve(cells); }
-  void add(std::uint32_t idx, std::uint32_t n = 1) {
-    if (c[idx] == 0) touched.push_back(idx);
-    c[idx] += n;
-  }
-  bool empty() const { return touched.empty(); }
-  void to_entries(int lmax, std::vector<Entry>& out) const {
-    out.clear();
-    const auto l = static_cast<std::uint32_t>(lmax);
-    for (std::uint32_t idx : touched) out.push_back({static_cast<int>(idx / l) + 1, static_cast<int>(idx % l) + 1, static_cast<double>(c[idx])});
-  }
-  void clear() {
-    for (std::uint32_t idx : touched) c[idx] = 0;
-    touched.clear();
-  }
-};
-
 template <typename Count>
 void dense_entries(const std::vector<Count>& c, int lmax, std::vector<Entry>& out) {
   out.clear();
@@ -138,26 +121,347 @@ void dense_entries(const std::vector<Count>& c, int lmax, std::vector<Entry>& ou
                      static_cast<double>(c[k])});
 }
 
-constexpr int kDirs2 = 4;  // in-plane directions
-constexpr int kDirsZ = 9;  // directions with a step to the next slice
+constexpr int kDirs2 = 4;  // in-plane directions: (1,0,0), (1,1,0), (0,1,0), (-1,1,0)
+constexpr int kDirsZ = 9;  // directions (dx, dy, 1), dy outer and dx inner from -1 to 1
 constexpr int kDirs3 = kDirs2 + kDirsZ;
-
-struct Worker {
-  std::array<SparseCounts, kDirs2> slice;
-  SparseCounts comb;
-  std::array<std::vector<std::uint32_t>, kDirs3> volume;  // 2.5D per direction (0..3), then 3D z-directions
-  std::uint64_t voxels = 0;
-  Scratch scratch;
-  Worker(int ng, int lmax, std::size_t cells)
-      : slice{SparseCounts(cells), SparseCounts(cells), SparseCounts(cells), SparseCounts(cells)}, comb(cells), scratch(ng, lmax) {
-    for (auto& v : volume) v.assign(cells, 0);
-  }
-};
 
 struct SliceResult {
   std::array<std::optional<Values>, kDirs2> dir;
   std::optional<Values> comb;
 };
+
+// How the runs are counted. Per direction, every line through the ROI's bounding box is followed
+// once, keeping for every voxel its position in its run (1 for the first voxel, the predecessor's
+// position + 1 when the predecessor along the direction has the same level). Counting voxels by
+// (level g, position k) gives A(g, k), the number of runs of level g with length >= k, so the run
+// length matrix is A(g, k) - A(g, k + 1): no run end has to be detected, and the loops are
+// branch-free. Positions along x come from the last run start before each voxel (a prefix
+// maximum); the other in-plane lines keep one row of positions, the lines to the next slice one
+// plane of positions (updated in place, rows in the order that reads the old values).
+//
+// The levels are first copied into a zero-padded box (one voxel before and kPadRight after every
+// row, one row before and after every slice, one empty slice before the first) of the smallest
+// unsigned type, so that no predecessor lookup needs a bounds check. Only the segments of the rows
+// are walked: stretches of ROI voxels, merged when less than kGap voxels apart. Voxels outside the
+// intensity mask (level 0) inside a segment are counted in a row g = 0 that is never read. A
+// position is only read by a voxel of the same level, so the positions of level-0 voxels and those
+// left from earlier rows or slices never matter, and they never exceed the number of steps walked
+// (so they stay inside the counts).
+//
+// Work is split into units: the in-plane directions over slabs of slices (no state crosses a
+// slice) and the nine out-of-plane directions in groups (each walks every slice in order).
+struct Unit {
+  int d0 = 0, d1 = 0;                          // directions [d0, d1)
+  int s0 = 0, s1 = 0;                          // in-plane units: slices [s0, s1) of the box
+  std::vector<std::vector<std::uint32_t>> a;   // per direction of the unit: A at k * (ng + 1) + g
+};
+
+struct Box {
+  int bx, by, bz;                              // box size
+  std::ptrdiff_t px, plane;                    // padded row length, padded slice size
+  std::vector<std::pair<int, int>> extent;     // per (slice, row of the box): padded [first, last + 1)
+  const std::pair<int, int>& row(int s, int y) const {  // y from 1 (padded)
+    return extent[static_cast<std::size_t>(s) * static_cast<std::size_t>(by) + static_cast<std::size_t>(y - 1)];
+  }
+};
+
+constexpr int kGap = 16;       // ROI stretches of a row closer than this are walked as one segment
+constexpr int kPadRight = 16;  // > 8 + 1: the vector loops read and write up to 8 voxels past a segment
+static_assert(kGap > 8 && kPadRight > 9, "the vector loops' writes past a segment must stay in level-0 voxels");
+
+struct Segments {                           // one slice
+  std::vector<std::pair<int, int>> seg;     // padded [first, last + 1), at least kGap apart
+  std::vector<std::uint32_t> first;         // row y (1..by): seg[first[y - 1], first[y])
+  std::uint64_t voxels = 0;                 // ROI voxels
+  int width = 0;                            // longest segment
+  int y_first = 1, y_last = 0;              // rows with segments
+};
+
+// Runs of one slice (A of the four in-plane directions, kmax the longest possible run) into
+// features per direction and merged.
+void slice_features(const std::array<std::uint32_t*, kDirs2>& a, int ng, int kmax, std::uint64_t voxels, Scratch& scratch,
+                    SliceResult& res) {
+  const auto g1 = static_cast<std::size_t>(ng) + 1;
+  std::vector<Entry>& e = scratch.entries;
+  for (int d = 0; d < kDirs2; ++d) {
+    e.clear();
+    const std::uint32_t* h = a[static_cast<std::size_t>(d)];
+    for (int k = 1; k <= kmax; ++k)
+      for (int g = 1; g <= ng; ++g) {
+        const std::size_t c = static_cast<std::size_t>(k) * g1 + static_cast<std::size_t>(g);
+        if (const std::uint32_t r = h[c] - h[c + g1]) e.push_back({g, k, static_cast<double>(r)});
+      }
+    res.dir[static_cast<std::size_t>(d)] = glrlm_of(double(voxels), scratch);
+  }
+  e.clear();
+  for (int k = 1; k <= kmax; ++k)
+    for (int g = 1; g <= ng; ++g) {
+      const std::size_t c = static_cast<std::size_t>(k) * g1 + static_cast<std::size_t>(g);
+      std::uint64_t r = 0;
+      for (const std::uint32_t* h : a) r += h[c] - h[c + g1];
+      if (r) e.push_back({g, k, static_cast<double>(r)});
+    }
+  res.comb = glrlm_of(double(kDirs2) * double(voxels), scratch);
+}
+
+// Counts are kept in kCopies interleaved copies (cell c, copy at c * kCopies + copy; neighbouring
+// voxels use different copies), so that increments of one cell do not wait for each other.
+constexpr std::uint32_t kCopies = 4;
+
+// dst[c] += the copies of cell c, for cells [0, n).
+void fold(const std::uint32_t* src, std::size_t n, std::uint32_t* dst) {
+  for (std::size_t c = 0; c < n; ++c) {
+    const std::uint32_t* q = src + c * kCopies;
+    std::uint32_t sum = 0;
+    for (std::uint32_t j = 0; j < kCopies; ++j) sum += q[j];
+    dst[c] += sum;
+  }
+}
+
+#if defined(__SSE2__)
+// The 8 cells (len * g1 + g) * kCopies + copy of 8 positions and levels (16-bit lanes; both fit
+// signed 16 bits, see count_all) into ix[0, 8).
+inline void store_cells(__m128i len, __m128i g, __m128i mul, std::uint32_t* ix) {
+  const __m128i lane = _mm_setr_epi32(0, 1, 2, 3);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(ix), _mm_add_epi32(_mm_madd_epi16(_mm_unpacklo_epi16(len, g), mul), lane));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(ix + 4), _mm_add_epi32(_mm_madd_epi16(_mm_unpackhi_epi16(len, g), mul), lane));
+}
+#endif
+
+// Cells of the voxels x in [xa, xb) of one segment along x into ix[x - xa]; the voxel before xa is
+// outside the ROI. The SSE2 version writes ix up to 7 entries past xb - xa.
+template <typename Lev>
+inline void x_cells(const Lev* row, int xa, int xb, std::uint32_t g1, std::uint32_t* ix) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<Lev, std::uint8_t>) {
+    // Run start s = (offset in the segment + 1) where the level changes, else 0; the position is
+    // offset + 2 - (the largest s so far).
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i mul = _mm_set1_epi32(static_cast<int>(kCopies * g1) | static_cast<int>(kCopies << 16));
+    __m128i offset = _mm_setr_epi16(1, 2, 3, 4, 5, 6, 7, 8);  // offset + 1
+    const __m128i eight = _mm_set1_epi16(8), one = _mm_set1_epi16(1);
+    __m128i carry = zero;  // the last run start of the chunks before, in every lane
+    for (int x = xa; x < xb; x += 8) {
+      const __m128i g = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x)), zero);
+      const __m128i q = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x - 1)), zero);
+      __m128i st = _mm_andnot_si128(_mm_cmpeq_epi16(g, q), offset);
+      st = _mm_max_epi16(st, _mm_slli_si128(st, 2));
+      st = _mm_max_epi16(st, _mm_slli_si128(st, 4));
+      st = _mm_max_epi16(st, _mm_slli_si128(st, 8));
+      st = _mm_max_epi16(st, carry);
+      const __m128i top = _mm_shufflehi_epi16(st, 0xff);
+      carry = _mm_unpackhi_epi64(top, top);
+      store_cells(_mm_add_epi16(_mm_sub_epi16(offset, st), one), g, mul, ix + (x - xa));
+      offset = _mm_add_epi16(offset, eight);
+    }
+    return;
+  }
+#endif
+  Lev gp = 0;
+  std::uint32_t len = 0;
+  for (int x = xa; x < xb; ++x) {
+    const Lev g = row[x];
+    len = (len & (0u - static_cast<std::uint32_t>(g == gp))) + 1;  // arithmetic, not a branch
+    gp = g;
+    ix[x - xa] = (len * g1 + g) * kCopies + (static_cast<std::uint32_t>(x) & (kCopies - 1));
+  }
+}
+
+// Positions of the voxels x in [xa, xb) of one segment along another direction: t[x] = pp[x] + 1
+// when the predecessor's level pred[x] equals row[x], else 1; their cells into ix[x - xa]. The
+// SSE2 version writes t and ix up to 7 entries past the segment (into the gap after it or the
+// row's padding: level-0 voxels).
+template <typename Lev, typename Len>
+inline void positions(const Lev* row, const Lev* pred, const Len* pp, int xa, int xb, std::uint32_t g1, Len* t, std::uint32_t* ix) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<Lev, std::uint8_t> && std::is_same_v<Len, std::uint16_t>) {
+    const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi16(1);
+    const __m128i mul = _mm_set1_epi32(static_cast<int>(kCopies * g1) | static_cast<int>(kCopies << 16));
+    for (int x = xa; x < xb; x += 8) {
+      const __m128i g = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + x)), zero);
+      const __m128i q = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pred + x)), zero);
+      const __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pp + x));
+      const __m128i len = _mm_add_epi16(_mm_and_si128(prev, _mm_cmpeq_epi16(g, q)), one);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(t + x), len);
+      store_cells(len, g, mul, ix + (x - xa));
+    }
+    return;
+  }
+#endif
+  for (int x = xa; x < xb; ++x) {
+    const Lev g = row[x];
+    const Len len = static_cast<Len>(static_cast<std::uint32_t>(g == pred[x]) * pp[x] + 1);
+    t[x] = len;
+    ix[x - xa] = (len * g1 + g) * kCopies + (static_cast<std::uint32_t>(x) & (kCopies - 1));
+  }
+}
+
+inline void count_cells(const std::uint32_t* ix, int n, std::uint32_t* h) {
+  for (int i = 0; i < n; ++i) ++h[ix[i]];
+}
+
+template <typename Lev, typename Len>
+void count_runs(const std::vector<Lev>& vol, const Box& b, const std::vector<Segments>& segs, int ng, int lmax, bool two_d,
+                Unit& u, std::vector<SliceResult>& per_slice) {
+  const std::uint32_t g1 = static_cast<std::uint32_t>(ng) + 1;
+  const std::size_t cells = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(lmax) + 2);
+  const std::ptrdiff_t px = b.px;
+  for (auto& h : u.a) h.assign(cells, 0);
+  std::vector<std::uint32_t> ix(static_cast<std::size_t>(px) + 8);  // cells of one segment
+  std::vector<Len> tmp(static_cast<std::size_t>(px) + 8);            // positions of one row (out-of-plane, dy = 0)
+  std::vector<std::vector<std::uint32_t>> work(u.a.size());
+  for (auto& h : work) h.assign(cells * kCopies, 0);
+
+  if (u.d0 < kDirs2) {  // in-plane directions over slices [s0, s1)
+    std::array<std::uint32_t*, kDirs2> a{};
+    for (int d = 0; d < kDirs2; ++d) a[static_cast<std::size_t>(d)] = work[static_cast<std::size_t>(d)].data();
+    std::array<std::vector<std::uint32_t>, kDirs2> plain;  // 2D: one slice's counts
+    if (two_d)
+      for (auto& h : plain) h.assign(cells, 0);
+    std::array<std::vector<Len>, 6> rows;  // previous and current row of positions for (1,1,0), (0,1,0), (-1,1,0)
+    Scratch scratch(ng, lmax);
+    for (int s = u.s0; s < u.s1; ++s) {
+      const Segments& sg = segs[static_cast<std::size_t>(s)];
+      if (sg.voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
+      const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
+      for (auto& r : rows) r.assign(static_cast<std::size_t>(px) + 9, 0);  // from x = -1 (read for x = 0 - dx)
+      std::array<Len*, 3> prev{rows[0].data() + 1, rows[1].data() + 1, rows[2].data() + 1},
+          cur{rows[3].data() + 1, rows[4].data() + 1, rows[5].data() + 1};
+      for (int y = sg.y_first; y <= sg.y_last; ++y) {
+        const Lev* row = slice + y * px;
+        const Lev* up = row - px;
+        for (std::uint32_t k = sg.first[static_cast<std::size_t>(y - 1)]; k < sg.first[static_cast<std::size_t>(y)]; ++k) {
+          const auto [xa, xb] = sg.seg[k];
+          x_cells(row, xa, xb, g1, ix.data());
+          count_cells(ix.data(), xb - xa, a[0]);
+          auto diagonal = [&]<int DX>(std::uint32_t* h, const Len* pv, Len* cv) {
+            positions<Lev, Len>(row, up - DX, pv - DX, xa, xb, g1, cv, ix.data());
+            count_cells(ix.data(), xb - xa, h);
+          };
+          diagonal.template operator()<1>(a[1], prev[0], cur[0]);
+          diagonal.template operator()<0>(a[2], prev[1], cur[1]);
+          diagonal.template operator()<-1>(a[3], prev[2], cur[2]);
+        }
+        std::swap(prev, cur);
+      }
+      if (!two_d) continue;
+      // Positions in this slice (also those of level-0 voxels) are at most kmax: counts in rows k <= kmax + 1.
+      const int kmax = std::max(sg.width, sg.y_last - sg.y_first + 1);
+      const std::size_t used = static_cast<std::size_t>(g1) * (static_cast<std::size_t>(kmax) + 2);
+      std::array<std::uint32_t*, kDirs2> p{};
+      for (int d = 0; d < kDirs2; ++d) {
+        auto& h = plain[static_cast<std::size_t>(d)];
+        std::fill(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(used), 0u);
+        fold(a[static_cast<std::size_t>(d)], used, h.data());
+        std::fill(a[static_cast<std::size_t>(d)], a[static_cast<std::size_t>(d)] + used * kCopies, 0u);
+        auto& acc = u.a[static_cast<std::size_t>(d)];
+        for (std::size_t c = 0; c < used; ++c) acc[c] += h[c];
+        p[static_cast<std::size_t>(d)] = h.data();
+      }
+      slice_features(p, ng, kmax, sg.voxels, scratch, per_slice[static_cast<std::size_t>(s)]);
+    }
+    for (std::size_t d = 0; d < work.size(); ++d) fold(work[d].data(), cells, u.a[d].data());
+    return;
+  }
+
+  // Directions to the next slice: one plane of positions per direction, over every slice in order.
+  std::vector<std::vector<Len>> planes(static_cast<std::size_t>(u.d1 - u.d0));
+  for (auto& p : planes) p.assign(static_cast<std::size_t>(b.plane) + 1, 0);  // from index -1 (read for x = 0 - dx)
+  for (int s = 0; s < b.bz; ++s) {
+    const Segments& sg = segs[static_cast<std::size_t>(s)];
+    if (sg.voxels == 0) continue;  // the positions left in the planes are never read (level 0 here)
+    const Lev* slice = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane;
+    const Lev* before = slice - b.plane;
+    for (int d = u.d0; d < u.d1; ++d) {
+      std::uint32_t* h = work[static_cast<std::size_t>(d - u.d0)].data();
+      Len* pos = planes[static_cast<std::size_t>(d - u.d0)].data() + 1;
+      auto walk = [&]<int DX, int DY>() {
+        auto line = [&](int y) {
+          const Lev* row = slice + y * px;
+          const Lev* prow = before + (y - DY) * px - DX;  // predecessors
+          Len* p = pos + y * px;
+          const Len* pp = pos + (y - DY) * px - DX;
+          for (std::uint32_t k = sg.first[static_cast<std::size_t>(y - 1)]; k < sg.first[static_cast<std::size_t>(y)]; ++k) {
+            const auto [xa, xb] = sg.seg[k];
+            if constexpr (DY == 0 && DX != 0) {  // the predecessors are in this row: positions into tmp first
+              positions<Lev, Len>(row, prow, pp, xa, xb, g1, tmp.data(), ix.data());
+              std::copy(tmp.data() + xa, tmp.data() + xb, p + xa);
+            } else {
+              positions<Lev, Len>(row, prow, pp, xa, xb, g1, p, ix.data());
+            }
+            count_cells(ix.data(), xb - xa, h);
+          }
+        };
+        if constexpr (DY == 1) {  // in place: read row y - 1 before writing it
+          for (int y = sg.y_last; y >= sg.y_first; --y) line(y);
+        } else {
+          for (int y = sg.y_first; y <= sg.y_last; ++y) line(y);
+        }
+      };
+      switch (d - kDirs2) {
+        case 0: walk.template operator()<-1, -1>(); break;
+        case 1: walk.template operator()<0, -1>(); break;
+        case 2: walk.template operator()<1, -1>(); break;
+        case 3: walk.template operator()<-1, 0>(); break;
+        case 4: walk.template operator()<0, 0>(); break;
+        case 5: walk.template operator()<1, 0>(); break;
+        case 6: walk.template operator()<-1, 1>(); break;
+        case 7: walk.template operator()<0, 1>(); break;
+        default: walk.template operator()<1, 1>(); break;
+      }
+    }
+  }
+  for (std::size_t d = 0; d < work.size(); ++d) fold(work[d].data(), cells, u.a[d].data());
+}
+
+// Copies the levels into the padded box and finds the rows' segments, then runs the units.
+// Returns the ROI voxels.
+template <typename Lev, typename Len>
+std::uint64_t count_all(const Levels& levels, const detail::RoiBox& rb, const Box& b, int lmax, bool two_d,
+                        std::vector<Unit>& units, std::vector<SliceResult>& per_slice) {
+  std::vector<Lev> vol(static_cast<std::size_t>(b.plane) * (static_cast<std::size_t>(b.bz) + 1), Lev{0});
+  std::vector<Segments> segs(static_cast<std::size_t>(b.bz));
+  const Grid& gr = levels.grid;
+  cv::parallel_for_(cv::Range(0, b.bz), [&](const cv::Range& r) {
+    for (int s = r.start; s < r.end; ++s) {
+      Segments& sg = segs[static_cast<std::size_t>(s)];
+      sg.first.assign(static_cast<std::size_t>(b.by) + 1, 0);
+      for (int y = 1; y <= b.by; ++y) {
+        const auto [xa, xb] = b.row(s, y);
+        const int* src = levels.level.data() + gr.index(rb.x0, rb.y0 + y - 1, rb.z0 + s) - 1;  // at padded x
+        Lev* dst = vol.data() + (static_cast<std::ptrdiff_t>(s) + 1) * b.plane + y * b.px;
+        const std::size_t row_first = sg.seg.size();
+        for (int x = xa; x < xb;) {  // src[x] != 0
+          int e = x;
+          while (e < xb && src[e] != 0) {
+            dst[e] = static_cast<Lev>(src[e]);
+            ++e;
+          }
+          sg.voxels += static_cast<std::uint64_t>(e - x);
+          if (sg.seg.size() > row_first && x - sg.seg.back().second < kGap)
+            sg.seg.back().second = e;
+          else
+            sg.seg.emplace_back(x, e);
+          x = e;
+          while (x < xb && src[x] == 0) ++x;
+        }
+        sg.first[static_cast<std::size_t>(y)] = static_cast<std::uint32_t>(sg.seg.size());
+        if (sg.seg.size() > row_first) {
+          if (sg.y_last < sg.y_first) sg.y_first = y;
+          sg.y_last = y;
+        }
+      }
+      for (const auto& [xa, xb] : sg.seg) sg.width = std::max(sg.width, xb - xa);
+    }
+  });
+  cv::parallel_for_(cv::Range(0, static_cast<int>(units.size())), [&](const cv::Range& r) {
+    for (int i = r.start; i < r.end; ++i)
+      count_runs<Lev, Len>(vol, b, segs, levels.ng, lmax, two_d, units[static_cast<std::size_t>(i)], per_slice);
+  }, static_cast<double>(units.size()));
+  std::uint64_t voxels = 0;
+  for (const Segments& sg : segs) voxels += sg.voxels;
+  return voxels;
+}
 
 void emit(const Values& v, Aggregation a, Features& out) {
   for (int k = 0; k < kFeatures; ++k)
@@ -173,104 +477,77 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
   const detail::RoiBox box = detail::roi_box(levels);
-  const Grid& gr = levels.grid;
   const int lmax = std::max({box.x1 - box.x0, box.y1 - box.y0, box.z1 - box.z0}) + 1;  // longest possible run
   const std::size_t cells = static_cast<std::size_t>(ng) * static_cast<std::size_t>(lmax);
-  if (cells >= (std::size_t{1} << 32)) throw std::invalid_argument("glrlm: grey levels times run lengths too large");
-  const std::ptrdiff_t W = gr.nx, S = static_cast<std::ptrdiff_t>(gr.nx) * gr.ny;
-  const int slices = box.z1 - box.z0 + 1;
-  const int workers = std::max(1, std::min(cv::getNumThreads(), slices));
-  std::vector<Worker> state;
-  state.reserve(static_cast<std::size_t>(workers));
-  for (int t = 0; t < workers; ++t) state.emplace_back(ng, lmax, cells);
-  std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
-  const auto ul = static_cast<std::uint32_t>(lmax);
-  constexpr int kFar = std::numeric_limits<int>::max();
+  if ((static_cast<std::size_t>(ng) + 1) * (static_cast<std::size_t>(lmax) + 2) * kCopies >= (std::size_t{1} << 32))
+    throw std::invalid_argument("glrlm: grey levels times run lengths too large");
+  Box b;
+  b.bx = box.x1 - box.x0 + 1;
+  b.by = box.y1 - box.y0 + 1;
+  b.bz = box.z1 - box.z0 + 1;
+  b.px = b.bx + 1 + kPadRight;
+  b.plane = b.px * (b.by + 2);
+  b.extent.resize(box.extent.size());
+  for (std::size_t k = 0; k < box.extent.size(); ++k) {
+    const auto [xa, xb] = box.extent[k];
+    b.extent[k] = xa == xb ? std::pair{0, 0} : std::pair{xa - box.x0 + 1, xb - box.x0 + 1};
+  }
+  const int slices = b.bz;
 
-  std::atomic<int> next{0};
-  cv::parallel_for_(cv::Range(0, workers), [&](const cv::Range& r) {
-    for (int t = r.start; t < r.end; ++t) {
-      Worker& w = state[static_cast<std::size_t>(t)];
-      for (int s; (s = next.fetch_add(1)) < slices;) {
-        const int z = box.z0 + s;
-        const int zback = z - box.z0, zfwd = box.z1 - z;  // slices of the box before and after z
-        std::uint64_t voxels = 0;
-        for (int y = box.y0; y <= box.y1; ++y) {
-          const auto [xa, xb] = box.row(y, z);
-          const int* row = levels.level.data() + gr.index(0, y, z);
-          const int up = y - box.y0, down = box.y1 - y;
-          for (int x = xa; x < xb; ++x) {
-            const int g = row[x];
-            if (g == 0) continue;
-            ++voxels;
-            const std::uint32_t base = (static_cast<std::uint32_t>(g) - 1) * ul - 1;  // cell (g, length) at base + length
-            const int left = x - box.x0, right = box.x1 - x;
-            // The run through this voxel along (dx, dy, dz), counted from its first voxel (the one
-            // whose predecessor, if inside the box, differs); 0 when this is not the first voxel.
-            auto run = [&](int dx, int dy, int dz) __attribute__((always_inline)) -> std::uint32_t {
-              const std::ptrdiff_t o = dz * S + dy * W + dx;
-              const bool has_prev = (dx > 0 ? left : dx < 0 ? right : 1) > 0 && (dy > 0 ? up : dy < 0 ? down : 1) > 0 &&
-                                    (dz > 0 ? zback : 1) > 0;
-              if (has_prev && row[x - o] == g) return 0;
-              const int steps = std::min({dx > 0 ? right : dx < 0 ? left : kFar, dy > 0 ? down : dy < 0 ? up : kFar, dz > 0 ? zfwd : kFar});
-              std::uint32_t n = 1;
-              for (const int* q = row + x + o; static_cast<int>(n) <= steps && *q == g; q += o) ++n;
-              return n;
-            };
-            if (const auto n = run(1, 0, 0)) w.slice[0].add(base + n);
-            if (const auto n = run(1, 1, 0)) w.slice[1].add(base + n);
-            if (const auto n = run(0, 1, 0)) w.slice[2].add(base + n);
-            if (const auto n = run(-1, 1, 0)) w.slice[3].add(base + n);
-            if (scope.three_d) {  // spelled out so that every direction's bounds logic folds to constants
-              auto vol = [&](int d, std::uint32_t n) {
-                if (n) ++w.volume[static_cast<std::size_t>(d)][base + n];
-              };
-              vol(4, run(-1, -1, 1));
-              vol(5, run(0, -1, 1));
-              vol(6, run(1, -1, 1));
-              vol(7, run(-1, 0, 1));
-              vol(8, run(0, 0, 1));
-              vol(9, run(1, 0, 1));
-              vol(10, run(-1, 1, 1));
-              vol(11, run(0, 1, 1));
-              vol(12, run(1, 1, 1));
-            }
-          }
-        }
-        w.voxels += voxels;
-        if (voxels == 0) continue;  // no ROI in this slice: empty matrices, left out of the averages
-        SliceResult& res = per_slice[static_cast<std::size_t>(s)];
-        for (int d = 0; d < kDirs2; ++d) {
-          SparseCounts& m = w.slice[static_cast<std::size_t>(d)];
-          auto& vol = w.volume[static_cast<std::size_t>(d)];
-          for (std::uint32_t idx : m.touched) {
-            vol[idx] += m.c[idx];
-            w.comb.add(idx, m.c[idx]);
-          }
-          if (scope.two_d) {
-            m.to_entries(lmax, w.scratch.entries);
-            res.dir[static_cast<std::size_t>(d)] = glrlm_of(double(voxels), w.scratch);
-          }
-          m.clear();
-        }
-        if (scope.two_d) {
-          w.comb.to_entries(lmax, w.scratch.entries);
-          res.comb = glrlm_of(double(kDirs2) * double(voxels), w.scratch);
-        }
-        w.comb.clear();
-      }
+  // Units: the in-plane directions over slabs of slices, the out-of-plane ones in groups.
+  const int threads = std::max(1, cv::getNumThreads());
+  std::vector<Unit> units;
+  const int slabs = std::min(threads, slices);
+  for (int k = 0; k < slabs; ++k) {
+    Unit u;
+    u.d0 = 0;
+    u.d1 = kDirs2;
+    u.s0 = slices * k / slabs;
+    u.s1 = slices * (k + 1) / slabs;
+    units.push_back(std::move(u));
+  }
+  if (scope.three_d) {
+    const int groups = std::min(threads, kDirsZ);
+    for (int k = 0; k < groups; ++k) {
+      Unit u;
+      u.d0 = kDirs2 + kDirsZ * k / groups;
+      u.d1 = kDirs2 + kDirsZ * (k + 1) / groups;
+      units.insert(units.begin(), std::move(u));  // longest first
     }
-  });
-
+  }
+  for (Unit& u : units) u.a.resize(static_cast<std::size_t>(u.d1 - u.d0));
+  std::vector<SliceResult> per_slice(static_cast<std::size_t>(slices));
+  // Positions up to lmax + 1 (the zero row past the longest run); the SSE2 code needs positions,
+  // offsets in a segment and levels times kCopies in signed 16 bits.
+  const int lens = lmax + 1;
   std::uint64_t voxels = 0;
-  for (const Worker& w : state) voxels += w.voxels;
+  if (ng <= 0xff && lens <= 0x7fff)
+    voxels = count_all<std::uint8_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+  else if (ng <= 0xffff && lens <= 0xffff)
+    voxels = count_all<std::uint16_t, std::uint16_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+  else
+    voxels = count_all<std::uint32_t, std::uint32_t>(levels, box, b, lmax, scope.two_d, units, per_slice);
+
+  // Matrices per direction: runs of level g and length k = A(g, k) - A(g, k + 1).
+  const auto g1 = static_cast<std::size_t>(ng) + 1;
   std::array<std::vector<std::uint64_t>, kDirs3> volume;
-  for (int d = 0; d < kDirs3; ++d) {
-    auto& v = volume[static_cast<std::size_t>(d)];
-    v.assign(cells, 0);
-    for (const Worker& w : state) {
-      const auto& src = w.volume[static_cast<std::size_t>(d)];
-      for (std::size_t k = 0; k < cells; ++k) v[k] += src[k];
+  {
+    std::vector<std::uint64_t> a(g1 * (static_cast<std::size_t>(lmax) + 2));
+    const int directions = scope.three_d ? kDirs3 : kDirs2;
+    for (int d = 0; d < directions; ++d) {
+      std::fill(a.begin(), a.end(), 0);
+      for (const Unit& u : units)
+        if (d >= u.d0 && d < u.d1) {
+          const auto& src = u.a[static_cast<std::size_t>(d - u.d0)];
+          for (std::size_t c = 0; c < a.size(); ++c) a[c] += src[c];
+        }
+      auto& v = volume[static_cast<std::size_t>(d)];
+      v.assign(cells, 0);
+      for (int g = 1; g <= ng; ++g)
+        for (int k = 1; k <= lmax; ++k) {
+          const std::size_t c = static_cast<std::size_t>(k) * g1 + static_cast<std::size_t>(g);
+          v[static_cast<std::size_t>(g - 1) * static_cast<std::size_t>(lmax) + static_cast<std::size_t>(k - 1)] = a[c] - a[c + g1];
+        }
     }
   }
   Scratch scratch(ng, lmax);
