@@ -10,6 +10,7 @@
 #include <exception>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <opencv2/core.hpp>
 #include <opencv2/core/utility.hpp>
@@ -447,6 +448,7 @@ void measure_radiomics(SeriesContext& c) {
   const auto& proc = p.features.processing;
   // Views of the image, a mask of the box only. Segments are independent: they run on OpenCV's
   // worker threads (cv::setNumThreads bounds them; the families inside then run one by one).
+  std::mutex notes_mutex;
   const auto ibsi = [&](const SeriesContext::RadiomicsRoi& b) {
     SegmentResult& seg = c.segments.at(b.segment);
     const cv::Rect box(b.x0, b.y0, b.x1 - b.x0 + 1, b.y1 - b.y0 + 1);
@@ -461,7 +463,11 @@ void measure_radiomics(SeriesContext& c) {
     }
     const kernels::ibsi::RoiImage r = kernels::ibsi::prepare_roi(views, roi, sp, proc);
     const kernels::ibsi::Levels levels = kernels::ibsi::discretise(r, proc.discretisation);
-    for (const auto& x : kernels::ibsi::compute_features(r, levels, p.features.ibsi)) seg.features[x.tag] = x.value;
+    std::vector<std::string> refused;
+    for (const auto& x : kernels::ibsi::compute_features(r, levels, p.features.ibsi, nullptr, &refused))
+      seg.features[x.tag] = x.value;
+    const std::lock_guard lock(notes_mutex);
+    for (const auto& why : refused) c.notes.push_back(fmt::format("{}: IBSI {}", seg.name, why));
   };
   const auto& todo = c.radiomics_pending;
   std::vector<std::exception_ptr> errors(todo.size());

@@ -331,7 +331,7 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, const std::vector<Seg
         const Lev* row = slice + y * px;
         const Lev* up = row - px;
         for (std::uint32_t k = sg.first[static_cast<std::size_t>(y - 1)]; k < sg.first[static_cast<std::size_t>(y)]; ++k) {
-          const auto [xa, xb] = sg.seg[k];
+          const int xa = sg.seg[k].first, xb = sg.seg[k].second;  // no structured binding: captured below (clang 14)
           x_cells(row, xa, xb, g1, ix.data());
           count_cells(ix.data(), xb - xa, a[0]);
           auto diagonal = [&]<int DX>(std::uint32_t* h, const Len* pv, Len* cv) {
@@ -382,7 +382,7 @@ void count_runs(const std::vector<Lev>& vol, const Box& b, const std::vector<Seg
           Len* p = pos + y * px;
           const Len* pp = pos + (y - DY) * px - DX;
           for (std::uint32_t k = sg.first[static_cast<std::size_t>(y - 1)]; k < sg.first[static_cast<std::size_t>(y)]; ++k) {
-            const auto [xa, xb] = sg.seg[k];
+            const int xa = sg.seg[k].first, xb = sg.seg[k].second;  // no structured binding: captured below (clang 14)
             if constexpr (DY == 0 && DX != 0) {  // the predecessors are in this row: positions into tmp first
               positions<Lev, Len>(row, prow, pp, xa, xb, g1, tmp.data(), ix.data());
               std::copy(tmp.data() + xa, tmp.data() + xb, p + xa);

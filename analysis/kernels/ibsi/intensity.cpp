@@ -612,6 +612,13 @@ void local_intensity_features(const RoiImage& roi, Features& out) {
   // The manual 3.2: a sphere of 1 cm^3, r = (3 / (4 pi))^(1/3) cm.
   const double r = 10.0 * std::cbrt(3.0 / (4.0 * std::numbers::pi));
   const double r2 = r * r;
+  // Voxels below 0.1 mm (micro-CT, or a wrong spacing) would make a sphere of millions of voxels
+  // around every ROI voxel: refused rather than run for hours.
+  constexpr double kMaxReach = 64;
+  if (!(r / g.sx <= kMaxReach && r / g.sy <= kMaxReach && r / g.sz <= kMaxReach))
+    throw std::invalid_argument(fmt::format("local_intensity_features: the 1 cm^3 sphere spans more than {} voxels "
+                                            "along an axis (voxels of {} x {} x {} mm); not computed",
+                                            kMaxReach, g.sx, g.sy, g.sz));
   const int ky = static_cast<int>(std::floor(r / g.sy));
   const int kz = static_cast<int>(std::floor(r / g.sz));
   s.discs.resize(static_cast<std::size_t>(kz) + 1);

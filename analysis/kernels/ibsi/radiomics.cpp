@@ -117,7 +117,7 @@ IvhOptions ivh_options_for(const Discretisation& d, const Resegmentation& r) {
 bool FeatureSettings::has(Family f) const { return std::find(families.begin(), families.end(), f) != families.end(); }
 
 Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
-                          std::vector<FamilyTime>* times) {
+                          std::vector<FamilyTime>* times, std::vector<std::string>* refused) {
   check_roi(roi, "IBSI features");
   check_levels(levels, "IBSI features");
   if (levels.grid.nx != roi.grid.nx || levels.grid.ny != roi.grid.ny || levels.grid.nz != roi.grid.nz)
@@ -192,6 +192,14 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
   Features out;
   out.reserve(600);
   for (auto& t : tasks) {
+    if (t.error && refused) {
+      try {
+        std::rethrow_exception(t.error);
+      } catch (const std::invalid_argument& e) {
+        refused->push_back(fmt::format("{}: {}", t.step, e.what()));
+        continue;
+      }  // anything else propagates
+    }
     if (t.error) std::rethrow_exception(t.error);
     std::move(t.out.begin(), t.out.end(), std::back_inserter(out));
     if (times) times->push_back({t.step, t.seconds});

@@ -44,9 +44,12 @@ struct FamilyTime {
   double seconds = 0;
 };
 
-// Throws std::invalid_argument on an empty ROI or inconsistent inputs.
+// Throws std::invalid_argument on an empty ROI or inconsistent inputs. A family that refuses its
+// input (std::invalid_argument, e.g. local intensity on voxels below 0.1 mm) throws too, unless
+// `refused` is given: then its reason ("local_intensity: ...") goes there and the others' features
+// are returned.
 Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
-                          std::vector<FamilyTime>* times = nullptr);
+                          std::vector<FamilyTime>* times = nullptr, std::vector<std::string>* refused = nullptr);
 
 struct CatalogueEntry {
   std::string tag;     // "cm_joint_max_3D_comb"
