@@ -139,7 +139,9 @@ class Histogram {
 
 // City block distance (in voxels) of every voxel of the box to the nearest voxel outside `morph`
 // (voxels outside the box count as outside: the box holds the whole mask); 0 outside the mask.
-// Two raster passes, 4-connected within each slice (three_d false) or 6-connected.
+// Two raster passes, 4-connected within each slice (three_d false) or 6-connected. Each row takes
+// the rows before it (after it, going back) as a vector operation, then the voxel before it along x
+// in one serial scan.
 void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, const Box& b, bool three_d,
                          std::uint16_t* d) {
   const int nx = b.nx(), ny = b.ny(), nz = three_d ? b.nz() : 1;
@@ -148,28 +150,30 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
     for (int y = 0; y < ny; ++y) {
       const std::uint8_t* m = &morph[g.index(b.x0, b.y0 + y, b.z0 + z)];
       std::uint16_t* row = d + z * sz + y * sy;
-      for (int x = 0; x < nx; ++x) {
-        if (!m[x]) {
-          row[x] = 0;
-          continue;
-        }
-        int v = x > 0 ? row[x - 1] : 0;
-        if (y > 0) v = std::min<int>(v, row[x - sy]);
-        else v = 0;
-        if (three_d) v = z > 0 ? std::min<int>(v, row[x - sz]) : 0;
-        row[x] = static_cast<std::uint16_t>(v + 1);
+      if (y > 0 && (!three_d || z > 0)) {
+        const std::uint16_t* up = row - sy;
+        const std::uint16_t* back = three_d ? row - sz : up;
+        for (int x = 0; x < nx; ++x)  // (0 or 0xffff) & (1 + the smaller distance)
+          row[x] = static_cast<std::uint16_t>(-static_cast<std::uint16_t>(m[x] != 0) & (std::min(up[x], back[x]) + 1));
+      } else {
+        for (int x = 0; x < nx; ++x) row[x] = m[x] != 0;
       }
+      std::uint16_t run = 0;  // the voxel before x = 0 is outside
+      for (int x = 0; x < nx; ++x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
     }
   for (int z = nz - 1; z >= 0; --z)
     for (int y = ny - 1; y >= 0; --y) {
       std::uint16_t* row = d + z * sz + y * sy;
-      for (int x = nx - 1; x >= 0; --x) {
-        if (!row[x]) continue;
-        int v = x + 1 < nx ? row[x + 1] : 0;
-        v = y + 1 < ny ? std::min<int>(v, row[x + sy]) : 0;
-        if (three_d) v = z + 1 < nz ? std::min<int>(v, row[x + sz]) : 0;
-        row[x] = static_cast<std::uint16_t>(std::min<int>(row[x], v + 1));
+      if (y + 1 < ny && (!three_d || z + 1 < nz)) {
+        const std::uint16_t* down = row + sy;
+        const std::uint16_t* front = three_d ? row + sz : down;
+        for (int x = 0; x < nx; ++x)
+          row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(std::min(down[x], front[x]) + 1));
+      } else {
+        for (int x = 0; x < nx; ++x) row[x] = std::min<std::uint16_t>(row[x], 1);
       }
+      std::uint16_t run = 0;  // the voxel after x = nx - 1 is outside
+      for (int x = nx - 1; x >= 0; --x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
     }
 }
 
