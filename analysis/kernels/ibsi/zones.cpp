@@ -71,13 +71,10 @@ Box bounding_box(const Grid& g, Inside inside) {
   for (int z = 0; z < g.nz; ++z)
     for (int y = 0; y < g.ny; ++y) {
       const std::size_t row = g.index(0, y, z);
-      int first = -1, last = -1;
-      for (int x = 0; x < g.nx; ++x)
-        if (inside(row + static_cast<std::size_t>(x))) {
-          if (first < 0) first = x;
-          last = x;
-        }
-      if (first < 0) continue;
+      int first = 0, last = g.nx - 1;  // scans from both ends, to the first voxel inside
+      while (first < g.nx && !inside(row + static_cast<std::size_t>(first))) ++first;
+      if (first == g.nx) continue;
+      while (!inside(row + static_cast<std::size_t>(last))) --last;
       b.x0 = std::min(b.x0, first);
       b.x1 = std::max(b.x1, last);
       b.y0 = std::min(b.y0, y);
@@ -464,9 +461,10 @@ void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, con
   if (want_dist) {
     if (morph->size() != g.size())
       throw std::invalid_argument("zone features: the morphological mask must have one value per voxel of the grid");
-    for (std::size_t i = 0; i < g.size(); ++i)
-      if (levels.level[i] > 0 && !(*morph)[i])
-        throw std::invalid_argument("zone features: a voxel with a grey level lies outside the morphological mask");
+    int outside = 0;  // the levels (>= 0: check_levels) of voxels outside the mask, or-ed; vectorised
+    for (std::size_t i = 0; i < g.size(); ++i) outside |= levels.level[i] & (static_cast<int>((*morph)[i] != 0) - 1);
+    if (outside != 0)
+      throw std::invalid_argument("zone features: a voxel with a grey level lies outside the morphological mask");
     box = bounding_box(g, [&](std::size_t i) { return (*morph)[i] != 0; });
   } else {
     box = bounding_box(g, [&](std::size_t i) { return levels.level[i] > 0; });
