@@ -355,12 +355,13 @@ std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std
     // Every set's size and smallest distance into its root.
     std::int32_t* parent = s.parent.data();
     const std::int32_t total = n_prev + n_cur;
-    for (std::int32_t k = 0; k < total; ++k) {
+    std::int32_t* size = s.size.data();
+    std::uint16_t* min_dist = s.min_dist.data();
+    for (std::int32_t k = 0; k < total; ++k) {  // branch-free: a root adds nothing to itself
       const std::int32_t r = find_root(parent, k);
       parent[k] = r;
-      if (r == k) continue;
-      s.size[static_cast<std::size_t>(r)] += s.size[static_cast<std::size_t>(k)];
-      s.min_dist[static_cast<std::size_t>(r)] = std::min(s.min_dist[static_cast<std::size_t>(r)], s.min_dist[static_cast<std::size_t>(k)]);
+      size[r] += r != k ? size[k] : 0;
+      min_dist[r] = std::min(min_dist[r], min_dist[k]);
     }
     const auto flush = [&](std::int32_t k) {
       const std::int32_t level = k < n_prev ? prev.level[static_cast<std::size_t>(k)] : cur.level[static_cast<std::size_t>(k - n_prev)];
@@ -379,16 +380,18 @@ std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std
     s.next_parent.resize(static_cast<std::size_t>(n_cur));
     s.next_size.resize(static_cast<std::size_t>(n_cur));
     s.next_dist.resize(static_cast<std::size_t>(n_cur));
-    for (std::int32_t r = 0; r < n_cur; ++r) {
-      const auto root = static_cast<std::size_t>(parent[n_prev + r]);
-      const bool first_run = s.remap[root] < 0;  // the set's first run of the slice holds its counts
-      if (first_run) s.remap[root] = r;
-      s.next_parent[static_cast<std::size_t>(r)] = s.remap[root];
-      s.next_size[static_cast<std::size_t>(r)] = first_run ? s.size[root] : 0;
-      s.next_dist[static_cast<std::size_t>(r)] = first_run ? s.min_dist[root] : std::numeric_limits<std::uint16_t>::max();
+    std::int32_t* remap = s.remap.data();
+    for (std::int32_t r = 0; r < n_cur; ++r) {  // branch-free
+      const std::int32_t root = parent[n_prev + r];
+      const bool first_run = remap[root] < 0;  // the set's first run of the slice holds its counts
+      const std::int32_t to = first_run ? r : remap[root];
+      remap[root] = to;
+      s.next_parent[static_cast<std::size_t>(r)] = to;
+      s.next_size[static_cast<std::size_t>(r)] = first_run ? size[root] : 0;
+      s.next_dist[static_cast<std::size_t>(r)] = first_run ? min_dist[root] : std::numeric_limits<std::uint16_t>::max();
     }
-    for (std::int32_t k = 0; k < total; ++k)
-      if (parent[k] == k && s.remap[static_cast<std::size_t>(k)] < 0) flush(k);
+    for (std::int32_t k = 0; k < n_prev; ++k)  // a root among this slice's runs is reached
+      if (parent[k] == k && remap[k] < 0) flush(k);
     s.parent.swap(s.next_parent);
     s.size.swap(s.next_size);
     s.min_dist.swap(s.next_dist);
