@@ -348,6 +348,7 @@ std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std
         }
       std::int32_t* parent = s.parent.data();
       for (std::size_t k = 0; k < n; ++k) {
+        if (parent[pa[k]] == parent[pb[k]]) continue;  // most pairs: already one set, below one root
         const std::int32_t u = find_root(parent, pa[k]), v = find_root(parent, pb[k]);
         parent[std::max(u, v)] = std::min(u, v);
       }
