@@ -282,6 +282,74 @@ BOOST_AUTO_TEST_CASE(random_volumes_match_a_brute_force_count) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(runs_that_touch_only_at_a_corner_are_one_zone) {
+  // Zones are built from runs along x. Rows "1 1 2 2" and "2 2 1 1": both runs of a row end where
+  // the runs of the other row end, and the runs of one level touch only at a corner (8-connected
+  // in a slice, 26-connected across slices). So: two zones of 4 voxels, lze 4^2 = 16, z_perc 2/8.
+  const std::vector<int> rows = {1, 1, 2, 2, 2, 2, 1, 1};
+  const auto in_slice = make_levels(4, 2, 1, rows);  // the rows one above the other
+  ib::Features f;
+  ib::glszm_features(in_slice, {}, f);
+  auto m = by_tag(f);
+  for (const char* a : {"2D", "2_5D", "3D"}) {
+    const std::string s = std::string("_") + a;
+    BOOST_TEST(m.at("szm_lze" + s) == 16.0);
+    BOOST_TEST(m.at("szm_z_perc" + s) == 0.25);
+  }
+  const auto across = make_levels(4, 1, 2, rows);  // one row per slice: they touch in 3D only
+  f.clear();
+  ib::glszm_features(across, {}, f);
+  m = by_tag(f);
+  BOOST_TEST(m.at("szm_lze_3D") == 16.0);
+  BOOST_TEST(m.at("szm_z_perc_3D") == 0.25);
+  BOOST_TEST(m.at("szm_lze_2D") == 4.0);  // per slice: two zones of 2 voxels
+  BOOST_TEST(m.at("szm_z_perc_2D") == 0.5);
+  // Shifted by one voxel the runs of one level no longer touch: "1 1 2 2 2" over "2 2 2 1 1".
+  f.clear();
+  ib::glszm_features(make_levels(5, 2, 1, {1, 1, 2, 2, 2, 2, 2, 2, 1, 1}), {.two_d = false, .three_d = true}, f);
+  // Zones: {1 1}, {1 1} and the 6 voxels of level 2: lze = (4 + 4 + 36) / 3.
+  BOOST_TEST(by_tag(f).at("szm_lze_3D") == 44.0 / 3.0, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(blocky_random_volumes_match_a_brute_force_count) {
+  // Long runs (levels constant over random stretches of a row, rows that repeat), so that the scan
+  // for runs skips whole vectors, and rows wider than those vectors; against the flood fill.
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 4; ++trial) {
+    const int nx = 29 + 4 * trial, ny = 5 + trial % 2, nz = 4;
+    std::vector<int> v(static_cast<std::size_t>(nx) * ny * nz);
+    std::vector<std::uint8_t> morph(v.size(), 1);
+    for (int z = 0; z < nz; ++z)
+      for (int y = 0; y < ny; ++y) {
+        int* row = &v[static_cast<std::size_t>((z * ny + y) * nx)];
+        if (y > 0 && rng() % 3 == 0) {  // a copy of the row above
+          std::copy(row - nx, row, row);
+          continue;
+        }
+        for (int x = 0; x < nx;) {
+          const int len = 1 + static_cast<int>(rng() % 12), level = static_cast<int>(rng() % 4);  // 0: outside
+          for (int k = 0; k < len && x < nx; ++k, ++x) row[x] = level;
+        }
+      }
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (v[i] == 0 && rng() % 4 == 0) morph[i] = 0;  // the morphological mask, with holes
+    const auto lv = make_levels(nx, ny, nz, v);
+    ib::Features f;
+    ib::zone_features(lv, morph, {.two_d = false, .three_d = true}, f);
+    const auto m = by_tag(f);
+    for (const bool by_size : {true, false}) {
+      const auto defs = by_size ? ib::glszm_definitions() : ib::gldzm_definitions();
+      double nv = 0;
+      const auto e = brute_force_matrix(lv, morph, true, 0, by_size, nv);
+      const auto expected = ib::detail::sparse_matrix_features(e, nv);
+      for (std::size_t k = 0; k < defs.size(); ++k) {
+        BOOST_TEST_INFO(defs[k].base_tag << " trial " << trial);
+        BOOST_TEST(m.at(std::string(defs[k].base_tag) + "_3D") == expected[k], boost::test_tools::tolerance(1e-9));
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
   const testsupport::ibsi::DigitalPhantom p;
   ib::Features f;

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
+#include <opencv2/core/hal/intrin.hpp>
 
 namespace analysis::kernels::ibsi {
 namespace {
@@ -70,13 +71,10 @@ Box bounding_box(const Grid& g, Inside inside) {
   for (int z = 0; z < g.nz; ++z)
     for (int y = 0; y < g.ny; ++y) {
       const std::size_t row = g.index(0, y, z);
-      int first = -1, last = -1;
-      for (int x = 0; x < g.nx; ++x)
-        if (inside(row + static_cast<std::size_t>(x))) {
-          if (first < 0) first = x;
-          last = x;
-        }
-      if (first < 0) continue;
+      int first = 0, last = g.nx - 1;  // scans from both ends, to the first voxel inside
+      while (first < g.nx && !inside(row + static_cast<std::size_t>(first))) ++first;
+      if (first == g.nx) continue;
+      while (!inside(row + static_cast<std::size_t>(last))) --last;
       b.x0 = std::min(b.x0, first);
       b.x1 = std::max(b.x1, last);
       b.y0 = std::min(b.y0, y);
@@ -138,7 +136,9 @@ class Histogram {
 
 // City block distance (in voxels) of every voxel of the box to the nearest voxel outside `morph`
 // (voxels outside the box count as outside: the box holds the whole mask); 0 outside the mask.
-// Two raster passes, 4-connected within each slice (three_d false) or 6-connected.
+// Two raster passes, 4-connected within each slice (three_d false) or 6-connected. Each row takes
+// the rows before it (after it, going back) as a vector operation, then the voxel before it along x
+// in one serial scan.
 void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, const Box& b, bool three_d,
                          std::uint16_t* d) {
   const int nx = b.nx(), ny = b.ny(), nz = three_d ? b.nz() : 1;
@@ -147,50 +147,52 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
     for (int y = 0; y < ny; ++y) {
       const std::uint8_t* m = &morph[g.index(b.x0, b.y0 + y, b.z0 + z)];
       std::uint16_t* row = d + z * sz + y * sy;
-      for (int x = 0; x < nx; ++x) {
-        if (!m[x]) {
-          row[x] = 0;
-          continue;
-        }
-        int v = x > 0 ? row[x - 1] : 0;
-        if (y > 0) v = std::min<int>(v, row[x - sy]);
-        else v = 0;
-        if (three_d) v = z > 0 ? std::min<int>(v, row[x - sz]) : 0;
-        row[x] = static_cast<std::uint16_t>(v + 1);
+      if (y > 0 && (!three_d || z > 0)) {
+        const std::uint16_t* up = row - sy;
+        const std::uint16_t* back = three_d ? row - sz : up;
+        for (int x = 0; x < nx; ++x)  // (0 or 0xffff) & (1 + the smaller distance)
+          row[x] = static_cast<std::uint16_t>(-static_cast<std::uint16_t>(m[x] != 0) & (std::min(up[x], back[x]) + 1));
+      } else {
+        for (int x = 0; x < nx; ++x) row[x] = m[x] != 0;
       }
+      std::uint16_t run = 0;  // the voxel before x = 0 is outside
+      for (int x = 0; x < nx; ++x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
     }
   for (int z = nz - 1; z >= 0; --z)
     for (int y = ny - 1; y >= 0; --y) {
       std::uint16_t* row = d + z * sz + y * sy;
-      for (int x = nx - 1; x >= 0; --x) {
-        if (!row[x]) continue;
-        int v = x + 1 < nx ? row[x + 1] : 0;
-        v = y + 1 < ny ? std::min<int>(v, row[x + sy]) : 0;
-        if (three_d) v = z + 1 < nz ? std::min<int>(v, row[x + sz]) : 0;
-        row[x] = static_cast<std::uint16_t>(std::min<int>(row[x], v + 1));
+      if (y + 1 < ny && (!three_d || z + 1 < nz)) {
+        const std::uint16_t* down = row + sy;
+        const std::uint16_t* front = three_d ? row + sz : down;
+        for (int x = 0; x < nx; ++x)
+          row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(std::min(down[x], front[x]) + 1));
+      } else {
+        for (int x = 0; x < nx; ++x) row[x] = std::min<std::uint16_t>(row[x], 1);
       }
+      std::uint16_t run = 0;  // the voxel after x = nx - 1 is outside
+      for (int x = nx - 1; x >= 0; --x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
     }
 }
 
-// Scratch of one labelling: the provisional labels of the current and the previous slice, and per
-// provisional label its union-find parent, level, voxel count and smallest distance.
+// The runs of one slice of the box (maximal sets of one grey level along x, level 0 included, so
+// that each row is a partition of [0, nx)), row by row: row y's runs are row[y] .. row[y + 1] - 1,
+// run k ends at x = end[k] (inclusive) and starts after the end of the run before it in its row.
+struct SliceRuns {
+  std::vector<std::int32_t> end, level, row;
+};
+
+// Scratch of one labelling: the runs of the current and the previous slice, per run its union-find
+// parent, voxel count and smallest distance, and the pairs of touching runs of one level.
 struct Scratch {
-  std::unique_ptr<std::int32_t[]> labels;  // two slices of the box, not initialised
-  std::size_t labels_size = 0;
   std::unique_ptr<std::uint16_t[]> dist;  // the box's distance map, not initialised
   std::size_t dist_size = 0;
-  std::vector<std::int32_t> parent, level, size;
+  SliceRuns prev, cur;
+  std::vector<std::int32_t> parent, size;
   std::vector<std::uint16_t> min_dist;
-  std::vector<std::int32_t> remap, next_level, next_size;  // compaction between slices (3D)
+  std::vector<std::int32_t> pair_a, pair_b;  // touching runs of one level (indices into parent)
+  std::vector<std::int32_t> remap, next_parent, next_size;  // compaction between slices (3D)
   std::vector<std::uint16_t> next_dist;
 
-  std::int32_t* label_buffer(std::size_t n) {
-    if (labels_size < n) {
-      labels.reset(new std::int32_t[n]);
-      labels_size = n;
-    }
-    return labels.get();
-  }
   std::uint16_t* dist_buffer(std::size_t n) {
     if (dist_size < n) {
       dist.reset(new std::uint16_t[n]);
@@ -208,136 +210,195 @@ inline std::int32_t find_root(std::int32_t* parent, std::int32_t x) {
   return x;
 }
 
-// Merges the sets of a and b; returns the root, the smaller label (parent[x] <= x always).
-inline std::int32_t unite(std::int32_t* parent, std::int32_t a, std::int32_t b) {
-  a = find_root(parent, a);
-  b = find_root(parent, b);
-  if (a < b) {
-    parent[b] = a;
-    return a;
+// Splits a row of nx >= 1 grey levels into runs of one level, written at end[0..], level[0..] (room
+// for nx + 1); returns their count.
+std::int32_t row_runs(const int* row, int nx, std::int32_t* end, std::int32_t* level) {
+  std::int32_t n = 0;
+  int last = row[0];
+  level[0] = last;
+  int x = 1;
+  const auto step = [&](int v) {  // branch-free: a new run where the level changes
+    end[n] = x - 1;
+    n += v != last;
+    level[n] = v;
+    last = v;
+  };
+  while (x < nx) {
+    // Whole vectors without a change (outside the ROI, inside large zones) are skipped.
+    constexpr int w = cv::v_int32x4::nlanes;
+    if (x + 2 * w <= nx) {
+      const cv::v_int32x4 a0 = cv::v_load(row + x), a1 = cv::v_load(row + x + w);
+      const cv::v_int32x4 b0 = cv::v_load(row + x - 1), b1 = cv::v_load(row + x + w - 1);
+      if (cv::v_check_all((a0 == b0) & (a1 == b1))) {
+        x += 2 * w;
+        continue;
+      }
+      for (const int stop = x + 2 * w; x < stop; ++x) step(row[x]);
+      continue;
+    }
+    step(row[x]);
+    ++x;
   }
-  parent[a] = b;
-  return b;
+  end[n] = nx - 1;
+  return n + 1;
 }
 
-// Labels the zones of the box (one slice when three_d is false: 8-connected; else 26-connected) in
-// one raster pass that keeps the labels of two slices only, and adds each zone's (level, size) to
-// `sizes` and (level, distance) to `dists` (either may be null; `dist` is the box's distance map when
-// `dists` is set). Returns the voxel count.
+// Appends to (a, b) the pairs of runs of the adjacent rows r (n_r runs, indices from `r_index`) and q
+// (from `q_index`) that have one grey level > 0 and touch (8-connected: their x ranges overlap when
+// widened by one). Free of data-dependent branches: the grey levels are random.
 //
-// In 3D, after each slice the labels are compacted: a zone that no voxel of the slice belongs to is
-// complete and goes to the histograms; the others are renumbered 0..n-1. So the label arrays hold
-// the labels of about two slices, whatever the volume's zone count.
+// A merge walk over both rows (the run that ends first moves on, both when they end together)
+// meets every pair whose x ranges overlap; the pairs that only touch at a corner follow a pair that
+// ends together (the next run of either row with the current one of the other), checked there.
+// Both rows cover [0, nx), so they end together.
+inline void touching_pairs(const std::int32_t* r_end, const std::int32_t* r_level, std::int32_t n_r, std::int32_t r_index,
+                           const std::int32_t* q_end, const std::int32_t* q_level, std::int32_t n_q,
+                           std::int32_t q_index, std::int32_t* a, std::int32_t* b, std::size_t& n) {
+  std::int32_t i = 0, j = 0;
+  std::size_t m = n;
+  while (i < n_r) {
+    const std::int32_t i1 = std::min(i + 1, n_r - 1), j1 = std::min(j + 1, n_q - 1);
+    const std::int32_t lu = r_level[i], lv = q_level[j], eu = r_end[i], ev = q_end[j];
+    const bool together = eu == ev;
+    a[m] = r_index + i;
+    b[m] = q_index + j;
+    m += (lu == lv) & (lu != 0);
+    a[m] = r_index + i;
+    b[m] = q_index + j1;
+    m += together & (lu == q_level[j1]) & (lu != 0);
+    a[m] = r_index + i1;
+    b[m] = q_index + j;
+    m += together & (r_level[i1] == lv) & (lv != 0);
+    i += eu <= ev;
+    j += ev <= eu;
+  }
+  n = m;
+}
+
+// Labels the zones of the box (one slice when three_d is false: 8-connected; else 26-connected) and
+// adds each zone's (level, size) to `sizes` and (level, distance) to `dists` (either may be null;
+// `dist` is the box's distance map when `dists` is set). Returns the voxel count.
+//
+// Zones are unions of runs: a run joins the runs of its level that touch it in the previous row
+// and, in 3D, in the three nearest rows of the previous slice. Union-find works on the runs of two
+// slices (root: a set's smallest index): after each slice the sets are compacted, a zone that no
+// run of the slice belongs to is complete and goes to the histograms, the others are renumbered as
+// the slice's runs.
 std::int64_t label_zones(const Levels& lv, const Box& b, bool three_d, const std::uint16_t* dist, Scratch& s,
                          Histogram* sizes, Histogram* dists) {
   const Grid& g = lv.grid;
   const int nx = b.nx(), ny = b.ny(), nz = three_d ? b.nz() : 1;
-  const std::ptrdiff_t gy = g.nx, gz = static_cast<std::ptrdiff_t>(g.nx) * g.ny;  // grid strides
-  const std::size_t plane = b.slice_size();
-  std::int32_t* const buffer = s.label_buffer(three_d ? 2 * plane : plane);
+  const std::size_t max_runs = static_cast<std::size_t>(nx) * static_cast<std::size_t>(ny) + 1;
+  for (SliceRuns* r : {&s.prev, &s.cur}) {
+    r->end.resize(max_runs);
+    r->level.resize(max_runs);
+    r->row.assign(static_cast<std::size_t>(ny) + 1, 0);
+  }
   s.parent.clear();
-  s.level.clear();
   s.size.clear();
   s.min_dist.clear();
-  const std::size_t expected = three_d ? 2 * plane : plane;  // labels: at most those of about two slices
-  s.parent.reserve(expected);
-  s.level.reserve(expected);
-  s.size.reserve(expected);
-  s.min_dist.reserve(expected);
-  // Gathers every label's count and distance into its root (its set's smallest label).
-  const auto gather = [&s] {
-    for (std::size_t k = 0; k < s.parent.size(); ++k) {
-      const auto r = static_cast<std::size_t>(find_root(s.parent.data(), static_cast<std::int32_t>(k)));
-      if (r == k) continue;
-      s.size[r] += s.size[k];
-      s.min_dist[r] = std::min(s.min_dist[r], s.min_dist[k]);
-    }
-  };
-  const auto flush = [&](std::size_t k) {
-    if (sizes) sizes->add(s.level[k], s.size[k]);
-    if (dists) dists->add(s.level[k], s.min_dist[k]);
-  };
+  // Pairs per row: at most 3 per step of each of the 4 merges, a step per run of either row.
+  s.pair_a.resize(24 * static_cast<std::size_t>(nx) + 16);
+  s.pair_b.resize(s.pair_a.size());
   std::int64_t n_voxels = 0;
+  std::int32_t n_prev = 0;  // runs of the previous slice: 0 .. n_prev - 1
   for (int z = 0; z < nz; ++z) {
-    std::int32_t* cur = buffer + (z % 2) * plane;
-    const std::int32_t* prev = buffer + ((z + 1) % 2) * plane;
-    const std::uint16_t* dslice = dist ? dist + static_cast<std::size_t>(z) * plane : nullptr;
+    SliceRuns& cur = s.cur;
+    const SliceRuns& prev = s.prev;
+    const std::uint16_t* dslice = dist ? dist + static_cast<std::size_t>(z) * b.slice_size() : nullptr;
+    std::int32_t n_cur = 0;
     for (int y = 0; y < ny; ++y) {
-      const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
-      std::int32_t* lrow = cur + static_cast<std::ptrdiff_t>(y) * nx;
-      for (int x = 0; x < nx; ++x) {
-        const int v = row[x];
-        if (v == 0) continue;
-        std::int32_t label = -1;
-        const auto join = [&](std::int32_t other) {
-          label = label < 0 ? find_root(s.parent.data(), other) : unite(s.parent.data(), label, other);
-        };
-        const bool left = x > 0, right = x + 1 < nx;
-        if (left && row[x - 1] == v) join(lrow[x - 1]);
-        if (y > 0) {
-          const int* up = row - gy;
-          const std::int32_t* lup = lrow - nx;
-          if (left && up[x - 1] == v) join(lup[x - 1]);
-          if (up[x] == v) join(lup[x]);
-          if (right && up[x + 1] == v) join(lup[x + 1]);
+      const std::int32_t first = n_cur;
+      n_cur += row_runs(&lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)], nx, cur.end.data() + first, cur.level.data() + first);
+      cur.row[static_cast<std::size_t>(y) + 1] = n_cur;
+      // New sets, one per run, with the run's size and smallest distance.
+      s.parent.resize(static_cast<std::size_t>(n_prev + n_cur));
+      s.size.resize(s.parent.size());
+      s.min_dist.resize(s.parent.size());
+      const std::uint16_t* drow = dslice ? dslice + static_cast<std::size_t>(y) * static_cast<std::size_t>(nx) : nullptr;
+      for (std::int32_t r = first, x0 = 0; r < n_cur; ++r) {
+        const auto k = static_cast<std::size_t>(n_prev + r);
+        const std::int32_t x1 = cur.end[static_cast<std::size_t>(r)];
+        const bool in = cur.level[static_cast<std::size_t>(r)] != 0;
+        s.parent[k] = n_prev + r;
+        s.size[k] = in ? x1 - x0 + 1 : 0;
+        std::uint16_t d = std::numeric_limits<std::uint16_t>::max();
+        if (drow && in)
+          for (int x = x0; x <= x1; ++x) d = std::min(d, drow[x]);
+        s.min_dist[k] = d;
+        n_voxels += s.size[k];
+        x0 = x1 + 1;
+      }
+      // Touching pairs with row y - 1 of this slice and rows y - 1, y, y + 1 of the previous one.
+      std::size_t n = 0;
+      std::int32_t* pa = s.pair_a.data();
+      std::int32_t* pb = s.pair_b.data();
+      const std::int32_t* ce = cur.end.data();
+      const std::int32_t* cl = cur.level.data();
+      if (y > 0) {
+        const std::int32_t up = cur.row[static_cast<std::size_t>(y) - 1];
+        touching_pairs(ce + first, cl + first, n_cur - first, n_prev + first, ce + up, cl + up, first - up, n_prev + up, pa,
+                       pb, n);
+      }
+      if (z > 0)
+        for (int yy = std::max(0, y - 1); yy <= std::min(ny - 1, y + 1); ++yy) {
+          const std::int32_t p0 = prev.row[static_cast<std::size_t>(yy)], p1 = prev.row[static_cast<std::size_t>(yy) + 1];
+          touching_pairs(ce + first, cl + first, n_cur - first, n_prev + first, prev.end.data() + p0,
+                         prev.level.data() + p0, p1 - p0, p0, pa, pb, n);
         }
-        if (three_d && z > 0) {
-          for (int dy = -1; dy <= 1; ++dy) {
-            if (y + dy < 0 || y + dy >= ny) continue;
-            const int* r = row - gz + dy * gy;
-            const std::int32_t* l = prev + static_cast<std::ptrdiff_t>(y + dy) * nx;
-            if (left && r[x - 1] == v) join(l[x - 1]);
-            if (r[x] == v) join(l[x]);
-            if (right && r[x + 1] == v) join(l[x + 1]);
-          }
-        }
-        if (label < 0) {
-          label = static_cast<std::int32_t>(s.parent.size());
-          s.parent.push_back(label);
-          s.level.push_back(v);
-          s.size.push_back(0);
-          s.min_dist.push_back(std::numeric_limits<std::uint16_t>::max());
-        }
-        lrow[x] = label;
-        const auto k = static_cast<std::size_t>(label);
-        ++s.size[k];
-        if (dslice) s.min_dist[k] = std::min(s.min_dist[k], dslice[static_cast<std::ptrdiff_t>(y) * nx + x]);
-        ++n_voxels;
+      std::int32_t* parent = s.parent.data();
+      for (std::size_t k = 0; k < n; ++k) {
+        if (parent[pa[k]] == parent[pb[k]]) continue;  // most pairs: already one set, below one root
+        const std::int32_t u = find_root(parent, pa[k]), v = find_root(parent, pb[k]);
+        parent[std::max(u, v)] = std::min(u, v);
       }
     }
-    if (z + 1 < nz) {  // compact: keep the zones this slice reaches, flush the others
-      gather();
-      s.remap.assign(s.parent.size(), -1);
-      s.next_level.clear();
-      s.next_size.clear();
-      s.next_dist.clear();
-      for (int y = 0; y < ny; ++y) {
-        const int* row = &lv.level[g.index(b.x0, b.y0 + y, b.z0 + z)];
-        std::int32_t* lrow = cur + static_cast<std::ptrdiff_t>(y) * nx;
-        for (int x = 0; x < nx; ++x) {
-          if (row[x] == 0) continue;
-          const auto r = static_cast<std::size_t>(find_root(s.parent.data(), lrow[x]));
-          if (s.remap[r] < 0) {
-            s.remap[r] = static_cast<std::int32_t>(s.next_level.size());
-            s.next_level.push_back(s.level[r]);
-            s.next_size.push_back(s.size[r]);
-            s.next_dist.push_back(s.min_dist[r]);
-          }
-          lrow[x] = s.remap[r];
-        }
-      }
-      for (std::size_t k = 0; k < s.parent.size(); ++k)
-        if (s.parent[k] == static_cast<std::int32_t>(k) && s.remap[k] < 0) flush(k);
-      s.level.swap(s.next_level);
-      s.size.swap(s.next_size);
-      s.min_dist.swap(s.next_dist);
-      s.parent.resize(s.level.size());
-      for (std::size_t k = 0; k < s.parent.size(); ++k) s.parent[k] = static_cast<std::int32_t>(k);
+    // Every set's size and smallest distance into its root.
+    std::int32_t* parent = s.parent.data();
+    const std::int32_t total = n_prev + n_cur;
+    std::int32_t* size = s.size.data();
+    std::uint16_t* min_dist = s.min_dist.data();
+    for (std::int32_t k = 0; k < total; ++k) {  // branch-free: a root adds nothing to itself
+      const std::int32_t r = find_root(parent, k);
+      parent[k] = r;
+      size[r] += r != k ? size[k] : 0;
+      min_dist[r] = std::min(min_dist[r], min_dist[k]);
     }
+    const auto flush = [&](std::int32_t k) {
+      const std::int32_t level = k < n_prev ? prev.level[static_cast<std::size_t>(k)] : cur.level[static_cast<std::size_t>(k - n_prev)];
+      if (level == 0) return;
+      if (sizes) sizes->add(level, s.size[static_cast<std::size_t>(k)]);
+      if (dists) dists->add(level, s.min_dist[static_cast<std::size_t>(k)]);
+    };
+    if (z + 1 == nz) {
+      for (std::int32_t k = 0; k < total; ++k)
+        if (parent[k] == k) flush(k);
+      break;
+    }
+    // Compact: the sets this slice reaches become sets of its runs (root: the set's first run of the
+    // slice), the others are complete zones.
+    s.remap.assign(static_cast<std::size_t>(total), -1);
+    s.next_parent.resize(static_cast<std::size_t>(n_cur));
+    s.next_size.resize(static_cast<std::size_t>(n_cur));
+    s.next_dist.resize(static_cast<std::size_t>(n_cur));
+    std::int32_t* remap = s.remap.data();
+    for (std::int32_t r = 0; r < n_cur; ++r) {  // branch-free
+      const std::int32_t root = parent[n_prev + r];
+      const bool first_run = remap[root] < 0;  // the set's first run of the slice holds its counts
+      const std::int32_t to = first_run ? r : remap[root];
+      remap[root] = to;
+      s.next_parent[static_cast<std::size_t>(r)] = to;
+      s.next_size[static_cast<std::size_t>(r)] = first_run ? size[root] : 0;
+      s.next_dist[static_cast<std::size_t>(r)] = first_run ? min_dist[root] : std::numeric_limits<std::uint16_t>::max();
+    }
+    for (std::int32_t k = 0; k < n_prev; ++k)  // a root among this slice's runs is reached
+      if (parent[k] == k && remap[k] < 0) flush(k);
+    s.parent.swap(s.next_parent);
+    s.size.swap(s.next_size);
+    s.min_dist.swap(s.next_dist);
+    std::swap(s.prev, s.cur);
+    n_prev = n_cur;
   }
-  gather();
-  for (std::size_t k = 0; k < s.parent.size(); ++k)
-    if (s.parent[k] == static_cast<std::int32_t>(k)) flush(k);
   return n_voxels;
 }
 
@@ -404,9 +465,10 @@ void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, con
   if (want_dist) {
     if (morph->size() != g.size())
       throw std::invalid_argument("zone features: the morphological mask must have one value per voxel of the grid");
-    for (std::size_t i = 0; i < g.size(); ++i)
-      if (levels.level[i] > 0 && !(*morph)[i])
-        throw std::invalid_argument("zone features: a voxel with a grey level lies outside the morphological mask");
+    int outside = 0;  // the levels (>= 0: check_levels) of voxels outside the mask, or-ed; vectorised
+    for (std::size_t i = 0; i < g.size(); ++i) outside |= levels.level[i] & (static_cast<int>((*morph)[i] != 0) - 1);
+    if (outside != 0)
+      throw std::invalid_argument("zone features: a voxel with a grey level lies outside the morphological mask");
     box = bounding_box(g, [&](std::size_t i) { return (*morph)[i] != 0; });
   } else {
     box = bounding_box(g, [&](std::size_t i) { return levels.level[i] > 0; });

@@ -11,8 +11,10 @@
 // voxel on the edge has distance 1. The morphological mask defines the edge as in the reference
 // implementation (mirp), so voxels that re-segmentation removed do not make an edge inside the ROI.
 //
-// Implementation: zones by one raster union-find pass over the bounding box (per slice for 2D) that
-// keeps the labels of two slices and hands complete zones to the matrices after each slice; distance
+// Implementation: zones by union-find on runs (maximal sets of one grey level along x) over the
+// bounding box (per slice for 2D): a run joins the touching runs of its level in the previous row
+// and the previous slice's three nearest rows, found by a branch-free merge walk of the two rows;
+// the sets of two slices are kept and complete zones go to the matrices after each slice. Distance
 // maps by a two-pass city block chamfer transform; the 3D pass runs beside the slices on OpenCV's
 // threads. Matrices are kept sparse, as (level, size, count) entries: a zone may have millions of
 // voxels. Each thread keeps its slice-sized buffers between calls.
