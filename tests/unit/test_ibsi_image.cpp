@@ -35,3 +35,10 @@ BOOST_AUTO_TEST_CASE(mismatched_or_empty_inputs_are_refused) {
   lv.level[0] = lv.ng + 1;
   BOOST_CHECK_THROW(ib::check_levels(lv, "t"), std::invalid_argument);
 }
+
+BOOST_AUTO_TEST_CASE(levels_beyond_the_grey_level_limit_are_refused) {
+  testsupport::ibsi::DigitalPhantom p;
+  auto lv = p.levels;
+  lv.ng = ib::kMaxGreyLevels + 1;
+  BOOST_CHECK_THROW(ib::check_levels(lv, "t"), std::invalid_argument);
+}

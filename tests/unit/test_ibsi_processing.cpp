@@ -425,3 +425,14 @@ BOOST_AUTO_TEST_CASE(absurd_interpolation_grids_are_refused) {
   BOOST_CHECK_THROW(ib::prepare_roi(stack, full_mask(64, 64, 64), {1, 1, 1}, s),  // ... 6400^3 voxels in all
                     std::invalid_argument);
 }
+
+// A bin width far below the intensities' spread would make Ng x Ng texture matrices of gigabytes.
+BOOST_AUTO_TEST_CASE(too_many_grey_levels_are_refused) {
+  ib::RoiImage r = roi_of({-1000, 0, 1000});
+  ib::Discretisation d;
+  d.method = ib::Discretisation::Method::fixed_bin_size;
+  d.bin_width = 0.1;  // 20001 levels
+  BOOST_CHECK_THROW(ib::discretise(r, d), std::invalid_argument);
+  d.bin_width = 1;  // 2001 levels: fine
+  BOOST_TEST(ib::discretise(r, d).ng == 2001);
+}

@@ -27,6 +27,9 @@ void check_levels(const Levels& levels, const char* what) {
   if (levels.level.size() != levels.grid.size())
     throw std::invalid_argument(fmt::format("{}: one grey level per voxel of the grid expected", what));
   if (levels.ng < 1) throw std::invalid_argument(fmt::format("{}: no grey levels", what));
+  if (levels.ng > kMaxGreyLevels)
+    throw std::invalid_argument(fmt::format("{}: {} grey levels, more than {} (a bin width too small for the intensities?)",
+                                            what, levels.ng, kMaxGreyLevels));
   bool any = false;
   for (int v : levels.level) {
     if (v < 0 || v > levels.ng) throw std::invalid_argument(fmt::format("{}: grey level {} outside 0..{}", what, v, levels.ng));

@@ -61,7 +61,12 @@ struct FeatureDef {
   std::string_view unit;      // "" for dimensionless, "mm^3", "HU" (intensity unit), ...
 };
 
-// Throws std::invalid_argument when the sizes of the vectors do not match the grid, or the mask is empty.
+// At most this many grey levels (texture matrices are Ng x Ng): IBSI's settings give tens to a few
+// hundred; more means a bin width far too small for the intensities.
+inline constexpr int kMaxGreyLevels = 4096;
+
+// Throws std::invalid_argument when the sizes of the vectors do not match the grid, the mask is
+// empty, or (check_levels) a level is outside 0..ng or ng exceeds kMaxGreyLevels.
 void check_roi(const RoiImage& roi, const char* what);
 void check_levels(const Levels& levels, const char* what);
 

@@ -732,6 +732,9 @@ Levels discretise(const RoiImage& roi, const Discretisation& d) {
       break;
     }
   }
+  if (out.ng > kMaxGreyLevels)
+    throw std::invalid_argument(fmt::format("discretise: {} grey levels, more than {}: choose a larger bin width or fewer bins",
+                                            out.ng, kMaxGreyLevels));
   return out;
 }
 
