@@ -304,7 +304,9 @@ void check_configuration(char config) {
   testsupport::ibsi::check_features(diag, ref, diagnostic_prefixes);
   // One line per configuration: every diagnostic reference tag, and how many are within tolerance.
   int total = 0, passed = 0;
-  for (const auto& [tag, r] : ref) {
+  for (const auto& entry : ref) {  // not a structured binding: captured below (clang 14)
+    const std::string& tag = entry.first;
+    const auto& r = entry.second;
     if (std::none_of(diagnostic_prefixes.begin(), diagnostic_prefixes.end(), [&](const auto& x) { return tag.rfind(x, 0) == 0; }))
       continue;
     ++total;
