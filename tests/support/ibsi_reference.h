@@ -62,6 +62,13 @@ inline std::map<std::string, Reference> read_reference(const std::string& name) 
   return out;
 }
 
+// Computed features by tag (the last value of a tag computed twice).
+inline std::map<std::string, double> by_tag(const analysis::kernels::ibsi::Features& features) {
+  std::map<std::string, double> m;
+  for (const auto& f : features) m[f.tag] = f.value;
+  return m;
+}
+
 // Checks computed features against a reference table. Every computed feature with a reference
 // must match; every reference tag starting with one of `prefixes` must have been computed (so a
 // family cannot silently leave features out). Prints "<family>: <passed>/<total>" per prefix.

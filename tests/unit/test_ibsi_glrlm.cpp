@@ -25,18 +25,9 @@ namespace {
 constexpr ib::Aggregation kAll[] = {ib::Aggregation::d2_avg, ib::Aggregation::d2_comb, ib::Aggregation::d25_avg,
                                     ib::Aggregation::d25_comb, ib::Aggregation::d3_avg, ib::Aggregation::d3_comb};
 
-std::map<std::string, double> by_tag(const ib::Features& f) {
-  std::map<std::string, double> m;
-  for (const auto& x : f) m[x.tag] = x.value;
-  return m;
-}
+using testsupport::ibsi::by_tag;
 
-std::string tag(std::string_view base, ib::Aggregation a) {
-  std::string t(base);
-  t += '_';
-  t += ib::suffix(a);
-  return t;
-}
+constexpr auto tag = &ib::aggregated_tag;
 
 ib::Levels make_levels(int nx, int ny, int nz, int ng) {
   ib::Levels l;

@@ -22,11 +22,7 @@ namespace ib = analysis::kernels::ibsi;
 
 namespace {
 
-std::map<std::string, double> by_tag(const ib::Features& f) {
-  std::map<std::string, double> m;
-  for (const auto& x : f) m[x.tag] = x.value;
-  return m;
-}
+using testsupport::ibsi::by_tag;
 
 // A 1-row ROI holding `values` (every voxel in both masks).
 ib::RoiImage row_roi(const std::vector<float>& values) {

@@ -19,11 +19,7 @@ namespace ib = analysis::kernels::ibsi;
 
 namespace {
 
-std::map<std::string, double> by_tag(const ib::Features& f) {
-  std::map<std::string, double> m;
-  for (const auto& x : f) m[x.tag] = x.value;
-  return m;
-}
+using testsupport::ibsi::by_tag;
 
 // An ROI on an nx x ny x nz grid whose masks (both) are the voxels with inside(x_mm, y_mm, z_mm),
 // voxel centres at index * spacing; intensities from value(x, y, z) (indices).

@@ -27,11 +27,7 @@ ib::Levels make_levels(int nx, int ny, int nz, std::vector<int> level) {
   return lv;
 }
 
-std::map<std::string, double> by_tag(const ib::Features& f) {
-  std::map<std::string, double> m;
-  for (const auto& x : f) m[x.tag] = x.value;
-  return m;
-}
+using testsupport::ibsi::by_tag;
 
 }  // namespace
 

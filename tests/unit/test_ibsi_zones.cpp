@@ -35,11 +35,7 @@ std::vector<std::uint8_t> mask_of(const ib::Levels& lv) {
   return m;
 }
 
-std::map<std::string, double> by_tag(const ib::Features& f) {
-  std::map<std::string, double> m;
-  for (const auto& x : f) m[x.tag] = x.value;
-  return m;
-}
+using testsupport::ibsi::by_tag;
 
 // A 5x5x5 cube: a shell of grey level 1 around a 3x3x3 core of grey level 2.
 ib::Levels shell_and_core() {

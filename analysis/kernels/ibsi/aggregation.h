@@ -9,7 +9,11 @@
 //    2_5D_comb ZW7Z  all merged
 //    3D_avg    ITBB  per 3D direction, averaged
 //    3D_comb   IAZD  all 13 directions merged
+#include <span>
+#include <string>
 #include <string_view>
+
+#include "analysis/kernels/ibsi/image.h"
 
 namespace analysis::kernels::ibsi {
 
@@ -43,6 +47,19 @@ constexpr std::string_view code(Aggregation a) {
     case Aggregation::d3: return "KOBO";
   }
   return "";
+}
+
+// The tag of a feature in an aggregation: "cm_joint_max" + "_" + "3D_comb".
+inline std::string aggregated_tag(std::string_view base_tag, Aggregation a) {
+  std::string t(base_tag);
+  t += '_';
+  t += suffix(a);
+  return t;
+}
+
+// Appends one aggregation's features: defs[k] with values[k], for every def (values may hold more).
+inline void emit(std::span<const FeatureDef> defs, std::span<const double> values, Aggregation a, Features& out) {
+  for (std::size_t k = 0; k < defs.size(); ++k) out.push_back({aggregated_tag(defs[k].base_tag, a), values[k]});
 }
 
 // Which aggregations a texture family computes: the 2D ones (2D, 2.5D) and/or the 3D ones.

@@ -315,10 +315,6 @@ struct SliceResult {
   std::optional<MatrixFeatures> comb;
 };
 
-void emit(const Values& v, Aggregation a, Features& out) {
-  for (int k = 0; k < kFeatures; ++k)
-    out.push_back({fmt::format("{}_{}", kDefs[static_cast<std::size_t>(k)].base_tag, suffix(a)), v[static_cast<std::size_t>(k)]});
-}
 
 }  // namespace
 
@@ -434,18 +430,18 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
     for (int d = 0; d < kDirs2; ++d)
       if (auto f = features_of(volume[static_cast<std::size_t>(d)])) avg25.add(*f);
     if (auto f = features_of(merged(0, kDirs2))) comb25.add(*f);
-    emit(avg2.result(), Aggregation::d2_avg, out);
-    emit(comb2.result(), Aggregation::d2_comb, out);
-    emit(avg25.result(), Aggregation::d25_avg, out);
-    emit(comb25.result(), Aggregation::d25_comb, out);
+    emit(kDefs, avg2.result(), Aggregation::d2_avg, out);
+    emit(kDefs, comb2.result(), Aggregation::d2_comb, out);
+    emit(kDefs, avg25.result(), Aggregation::d25_avg, out);
+    emit(kDefs, comb25.result(), Aggregation::d25_comb, out);
   }
   if (scope.three_d) {
     Mean avg3, comb3;
     for (int d = 0; d < kDirs3; ++d)
       if (auto f = features_of(volume[static_cast<std::size_t>(d)])) avg3.add(*f);
     if (auto f = features_of(merged(0, kDirs3))) comb3.add(*f);
-    emit(avg3.result(), Aggregation::d3_avg, out);
-    emit(comb3.result(), Aggregation::d3_comb, out);
+    emit(kDefs, avg3.result(), Aggregation::d3_avg, out);
+    emit(kDefs, comb3.result(), Aggregation::d3_comb, out);
   }
 }
 

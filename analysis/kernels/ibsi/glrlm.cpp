@@ -463,10 +463,6 @@ std::uint64_t count_all(const Levels& levels, const detail::RoiBox& rb, const Bo
   return voxels;
 }
 
-void emit(const Values& v, Aggregation a, Features& out) {
-  for (int k = 0; k < kFeatures; ++k)
-    out.push_back({fmt::format("{}_{}", kDefs[static_cast<std::size_t>(k)].base_tag, suffix(a)), v[static_cast<std::size_t>(k)]});
-}
 
 }  // namespace
 
@@ -571,17 +567,17 @@ void glrlm_features(const Levels& levels, const TextureScope& scope, Features& o
     }
     for (int d = 0; d < kDirs2; ++d) avg25.add(features_of(volume[static_cast<std::size_t>(d)], 1));
     comb25.add(features_of(merged(0, kDirs2), kDirs2));
-    emit(avg2.result(), Aggregation::d2_avg, out);
-    emit(comb2.result(), Aggregation::d2_comb, out);
-    emit(avg25.result(), Aggregation::d25_avg, out);
-    emit(comb25.result(), Aggregation::d25_comb, out);
+    emit(kDefs, avg2.result(), Aggregation::d2_avg, out);
+    emit(kDefs, comb2.result(), Aggregation::d2_comb, out);
+    emit(kDefs, avg25.result(), Aggregation::d25_avg, out);
+    emit(kDefs, comb25.result(), Aggregation::d25_comb, out);
   }
   if (scope.three_d) {
     Mean avg3, comb3;
     for (int d = 0; d < kDirs3; ++d) avg3.add(features_of(volume[static_cast<std::size_t>(d)], 1));
     comb3.add(features_of(merged(0, kDirs3), kDirs3));
-    emit(avg3.result(), Aggregation::d3_avg, out);
-    emit(comb3.result(), Aggregation::d3_comb, out);
+    emit(kDefs, avg3.result(), Aggregation::d3_avg, out);
+    emit(kDefs, comb3.result(), Aggregation::d3_comb, out);
   }
 }
 

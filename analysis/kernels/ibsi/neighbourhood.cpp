@@ -120,10 +120,6 @@ NgtdmFeatures ngtdm_values(const Ngtdm& m) {
   return {coarseness, contrast, busyness, complexity / nvc, strength};
 }
 
-template <std::size_t N>
-void emit(std::span<const FeatureDef> defs, const std::array<double, N>& f, Aggregation a, Features& out) {
-  for (std::size_t k = 0; k < defs.size(); ++k) out.push_back({fmt::format("{}_{}", defs[k].base_tag, suffix(a)), f[k]});
-}
 
 // Mean over the slices whose matrix is not empty (features not NaN).
 template <std::size_t N>
@@ -243,10 +239,10 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
         per_slice.push_back(ngtdm_values(t));
         merged.add(t);
       }
-      emit<5>(kNgtdm, slice_mean(per_slice), Aggregation::d2, out);
-      emit<5>(kNgtdm, ngtdm_values(merged), Aggregation::d25, out);
+      emit(kNgtdm, slice_mean(per_slice), Aggregation::d2, out);
+      emit(kNgtdm, ngtdm_values(merged), Aggregation::d25, out);
     }
-    if (scope.three_d) emit<5>(kNgtdm, ngtdm_values(t3), Aggregation::d3, out);
+    if (scope.three_d) emit(kNgtdm, ngtdm_values(t3), Aggregation::d3, out);
   }
   if (want_ngldm) {
     const auto values = [](const Ngldm& m) {
@@ -260,10 +256,10 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
         per_slice.push_back(values(d));
         merged.add(d);
       }
-      emit<17>(kNgldm, slice_mean(per_slice), Aggregation::d2, out);
-      emit<17>(kNgldm, values(merged), Aggregation::d25, out);
+      emit(kNgldm, slice_mean(per_slice), Aggregation::d2, out);
+      emit(kNgldm, values(merged), Aggregation::d25, out);
     }
-    if (scope.three_d) emit<17>(kNgldm, values(d3), Aggregation::d3, out);
+    if (scope.three_d) emit(kNgldm, values(d3), Aggregation::d3, out);
   }
 }
 

@@ -218,7 +218,7 @@ const std::vector<CatalogueEntry>& catalogue() {
           continue;
         }
         for (Aggregation a : fam.aggregations)
-          out.push_back({fmt::format("{}_{}", d.base_tag, suffix(a)), fmt::format("{}.{}", d.code, code(a)),
+          out.push_back({aggregated_tag(d.base_tag, a), fmt::format("{}.{}", d.code, code(a)),
                          fmt::format("{} ({})", d.name, aggregation_name(a)), std::string(to_string(fam.family)),
                          std::string(d.unit)});
       }

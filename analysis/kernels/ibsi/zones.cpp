@@ -407,9 +407,6 @@ struct SliceMatrices {
   std::int64_t n_voxels = 0;
 };
 
-void emit(std::span<const FeatureDef> defs, const detail::MatrixFeatures& f, Aggregation a, Features& out) {
-  for (std::size_t k = 0; k < defs.size(); ++k) out.push_back({fmt::format("{}_{}", defs[k].base_tag, suffix(a)), f[k]});
-}
 
 void emit_2d(std::span<const FeatureDef> defs, const std::vector<SliceMatrices>& slices, bool by_size,
              Features& out) {
