@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-tools libopencv-dev
-  libboost-dev libboost-test-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev libsystemd-dev
+  libboost-dev libboost-test-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev libpq-dev libsystemd-dev
   nlohmann-json3-dev libxxhash-dev libcli11-dev libssl-dev libqhull-dev)
 # What the tests drive and check with: DCMTK's tools, a real Orthanc as the PACS, dciodvfy,
 # pixelmed's validators, pydicom/NumPy/SciPy/scikit-image as independent readers; headless Chromium
@@ -19,7 +19,7 @@ BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-too
 # (test_package): dpkg-dev (dpkg-shlibdeps), lintian, file and binutils (CPack's -dbgsym split),
 # help2man (its man page).
 TEST_PKGS=(dcmtk orthanc dicom3tools pixelmed-apps python3-pydicom python3-numpy python3-scipy python3-skimage
-  curl bc
+  curl bc postgresql
   chromium chromium-driver python3-selenium python3-prometheus-client
   dpkg-dev lintian file binutils help2man)
 # The sanitizer and fuzzing build of the test command (clang, its libFuzzer/ASan runtimes, llvm-symbolizer).
