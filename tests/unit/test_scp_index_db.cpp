@@ -499,6 +499,20 @@ BOOST_AUTO_TEST_CASE(postgresql_open_errors_name_no_password, *boost::unit_test:
   BOOST_TEST(one_text(*c, "SHOW statement_timeout") == "30s");
 }
 
+BOOST_AUTO_TEST_CASE(postgresql_a_storage_dir_reopens_its_database, *boost::unit_test::precondition(PgConfigured{})) {
+  testsupport::TempDir dir("index-db-reopen");
+  const std::string dsn = testsupport::pg_database_for(dir.path);
+  BOOST_TEST(dsn.find("dbname='t_") != std::string::npos);
+  db::open_postgresql(dsn)->exec("CREATE TABLE kept (v BIGINT); INSERT INTO kept VALUES(5)");
+  BOOST_TEST(testsupport::pg_database_for(dir.path / ".") == dsn);  // the same directory, the same database
+  BOOST_TEST(one_int(*db::open_postgresql(testsupport::pg_database_for(dir.path)), "SELECT v FROM kept") == 5);
+  testsupport::TempDir other("index-db-reopen");
+  BOOST_TEST(testsupport::pg_database_for(other.path) != dsn);
+  const std::string a = testsupport::pg_fresh_database("Fresh-Tag");
+  BOOST_TEST(a != testsupport::pg_fresh_database("Fresh-Tag"));
+  BOOST_TEST(one_int(*db::open_postgresql(a), "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'") == 0);
+}
+
 BOOST_AUTO_TEST_CASE(postgresql_server_stopped_is_unavailable_then_reconnect, *boost::unit_test::precondition(PgConfigured{})) {
   testsupport::PgCluster cluster;
   auto c = db::open_postgresql(cluster.dsn());
