@@ -156,6 +156,26 @@ void read_node(const toml::table& t, Config::Node& n, std::vector<std::string>& 
   if (n.max_pending_per_source > n.max_pending_connections)
     s.problem("max_pending_per_source", fmt::format("{} is more than node.max_pending_connections ({})", n.max_pending_per_source,
                                                     n.max_pending_connections));
+  s.string("name", n.name);
+  if (!n.name.empty() && (n.name.size() > 64 || n.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                                                     std::string::npos || n.name[0] == '.'))
+    s.problem("name", fmt::format("\"{}\" is not a node name (1-64 of A-Z a-z 0-9 . _ -, not starting with a dot)", n.name));
+  s.boolean("receive", n.receive);
+}
+
+void read_index(const toml::table& t, Config::IndexConfig& ix, std::vector<std::string>& p) {
+  Section s(t, "index", p);
+  s.string("backend", ix.backend);
+  if (ix.backend != "sqlite" && ix.backend != "postgresql")
+    s.problem("backend", fmt::format("\"{}\" is not sqlite or postgresql", ix.backend));
+  s.string("dsn", ix.dsn);
+  if (ix.backend == "postgresql" && ix.dsn.empty())
+    s.problem("dsn", "is needed for backend = \"postgresql\" (e.g. \"host=db1 port=5432 dbname=pacsnode user=pacsnode\")");
+  if (ix.backend == "sqlite" && !ix.dsn.empty()) s.problem("dsn", "is for backend = \"postgresql\" only");
+  s.integer("lease_seconds", ix.lease_seconds, 3, 3600);
+  s.integer("poll_seconds", ix.poll_seconds, 1, 60);
+  if (ix.poll_seconds * 2 > ix.lease_seconds)
+    s.problem("poll_seconds", fmt::format("{} is more than half of index.lease_seconds ({})", ix.poll_seconds, ix.lease_seconds));
 }
 
 void read_storage(const toml::table& t, Config::Storage& st, std::vector<std::string>& p) {
@@ -469,6 +489,7 @@ Config parse(std::string_view text, std::string_view source) {
   for (auto&& [k, v] : root) {
     const std::string name(k.str());
     if (name == "node") { if (auto* t = sub_table(root, name, problems)) read_node(*t, c.node, problems); }
+    else if (name == "index") { if (auto* t = sub_table(root, name, problems)) read_index(*t, c.index, problems); }
     else if (name == "storage") { if (auto* t = sub_table(root, name, problems)) read_storage(*t, c.storage, problems); }
     else if (name == "limits") { if (auto* t = sub_table(root, name, problems)) read_limits(*t, c.limits, problems); }
     else if (name == "study") { if (auto* t = sub_table(root, name, problems)) read_study(*t, c.study, problems); }
@@ -505,6 +526,8 @@ Config parse(std::string_view text, std::string_view source) {
                                    c.analysis.unmatched));
   if (c.tls.enabled && c.tls.plain && c.tls.port == c.node.port)
     problems.push_back(fmt::format("tls.port: {} is node.port too (plain DICOM listens there; set plain = false for TLS only)", c.tls.port));
+  if (!c.node.receive && c.index.backend != "postgresql")
+    problems.push_back("node.receive: false (an analysis-only node) needs index.backend = \"postgresql\", the index other nodes fill");
   if (!c.tls.enabled)
     for (std::size_t i = 0; i < c.calling_aes.size(); ++i)
       if (!c.calling_aes[i].tls_subjects.empty())

@@ -90,7 +90,20 @@ struct Config {
     int preassociation_timeout_seconds = 5;
     int max_pending_connections = 64;
     int max_pending_per_source = 8;  // per source IP address
+    // This node's name in a cluster (issue 14): owner of the jobs and deliveries it takes, its
+    // journal and temporary files on the shared storage. Empty: the host name.
+    std::string name;
+    // false: an analysis-only node (no DICOM listener): it runs jobs and deliveries of the shared index.
+    bool receive = true;
   } node;
+  // Where the index lives (scp/index.h): one SQLite file under the storage root, or a PostgreSQL
+  // database shared by every node of a cluster on one shared storage root.
+  struct IndexConfig {
+    std::string backend = "sqlite";  // "sqlite" or "postgresql"
+    std::string dsn;                 // postgresql: a libpq connection string or URI (may hold a password: never logged)
+    int lease_seconds = 30;          // a job or delivery a node holds; renewed every third of it
+    int poll_seconds = 2;            // how often a node looks for jobs, deliveries and orphaned open studies
+  } index;
   // DICOM over TLS (dicom/tls.h): a second listener on tls.port beside plain DICOM on node.port,
   // or TLS only (plain = false).
   struct Tls {

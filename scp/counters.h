@@ -46,12 +46,13 @@ enum class Refusal {
   storage_error,       // the file could not be written or synced: 0xA700
   too_large,           // above storage.max_instance_mb: 0xC000
   malformed,           // failed the structural scan or the header read: 0xC000
+  index_unavailable,   // a cluster's shared index could not record it: 0xA700
   count_
 };
 
 constexpr std::string_view name(Refusal r) {
   constexpr std::array<std::string_view, static_cast<std::size_t>(Refusal::count_)> names{
-      "free_space_reserve", "storage_error", "too_large", "malformed"};
+      "free_space_reserve", "storage_error", "too_large", "malformed", "index_unavailable"};
   return names[static_cast<std::size_t>(r)];
 }
 

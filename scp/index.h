@@ -1,6 +1,14 @@
 #pragma once
-// The SQLite (WAL) index under the storage root: instances, studies and analysis jobs. The files
-// stay the data: the index can always be rebuilt from the spool (see reconcile in daemon.cpp).
+// The index: instances, studies, analysis jobs, results and the outbox. By default a SQLite (WAL)
+// file under the storage root, for one node; with [index] backend = "postgresql" one PostgreSQL
+// database that several nodes on one shared storage root use together (a cluster, issue 14). The
+// files stay the data: the index can always be rebuilt from the spool (see reconcile in daemon.cpp).
+//
+// In a cluster every decision that must be taken once is one statement or one transaction here:
+// a study completes once (try_complete), a job runs on one node at a time (claim_job, with a lease
+// the node renews; an expired lease lets another node take the job over), an outbox row is sent by
+// one node at a time (claim_due), and results are recorded only by the node that holds the job's
+// lease (record_results).
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -10,9 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "scp/index_db.h"
 #include "scp/spool.h"
 
-struct sqlite3;
 
 namespace scp {
 
@@ -47,6 +55,7 @@ struct JobRow {
   std::string state;  // pending, running, done, failed
   std::string error;
   bool force = false;  // re-analysis asked for: every series again, also those whose instances did not change
+  std::string taken_from;  // claim_job: the node whose lease had expired (the job was running there)
 };
 
 // A DICOM object the node produced for a job (SEG, SR, ...), waiting in outbound/.
@@ -135,9 +144,35 @@ struct OutboxCount {
   std::int64_t rows = 0;
 };
 
+// Where the index lives, and who this node is.
+struct IndexSettings {
+  std::string backend = "sqlite";          // "sqlite" or "postgresql"
+  std::filesystem::path sqlite_file;       // backend sqlite
+  std::string dsn;                         // backend postgresql: a libpq connection string or URI
+  std::string node = "local";              // this node's name ([node] name): job and outbox owner
+};
+
+// A node of the cluster as its heartbeat last said (Index::nodes).
+struct NodeRow {
+  std::string name;
+  std::int64_t started_ms = 0, last_seen_ms = 0;
+  bool receive = true;
+  std::string info;  // JSON the node wrote with its heartbeat (health, counts)
+};
+
+// What try_complete found.
+struct Completion {
+  std::optional<int> generation;    // set: this call completed the study at this generation
+  bool already_complete = false;    // another node (or call) completed it first
+  bool unknown = false;             // no such study
+  std::int64_t last_instance_ms = 0;  // the cluster's newest instance of the study
+};
+
 class Index {
  public:
+  // SQLite at db_file, node "local".
   explicit Index(const std::filesystem::path& db_file);
+  explicit Index(const IndexSettings& settings);
   ~Index();
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;
@@ -245,16 +280,62 @@ class Index {
   // Rows per destination and state, for every destination the outbox names.
   std::vector<OutboxCount> outbox_counts();
 
+  // ---- Cluster (issue 14): what several nodes decide together. Each works the same on SQLite
+  // (one node) so that the daemon has one code path. ----
+  // Completes the open study if its newest instance, cluster-wide, is at least `min_quiet_ms` old,
+  // as the next generation, and queues its analysis job; in one statement, so one caller wins.
+  Completion try_complete(const std::string& study_uid, std::int64_t now_ms, std::int64_t min_quiet_ms);
+  // Takes the oldest job that is pending, or running under an expired lease (its node died), for
+  // this node until now + lease_ms. PostgreSQL: FOR UPDATE SKIP LOCKED, so nodes never wait on each other.
+  std::optional<JobRow> claim_job(std::int64_t now_ms, std::int64_t lease_ms);
+  // Extends this node's lease of a running job; false when it no longer holds it.
+  bool renew_job_lease(std::int64_t job_id, std::int64_t now_ms, std::int64_t lease_ms);
+  // Records the results of one volume of a job and queues them for the destinations, in one
+  // transaction, only while this node holds the job's lease (which it extends). Sets each row's
+  // id. False (nothing recorded) when the lease was lost: another node runs the job now.
+  bool record_results(std::int64_t job_id, std::vector<ResultRow>& rows, const std::string& volume_key,
+                      const std::vector<std::string>& destinations, std::int64_t now_ms, std::int64_t lease_ms);
+  // Volume keys with results recorded in this job for this source series (a job taken over skips them).
+  std::vector<std::string> delivered_volumes(std::int64_t job_id, const std::string& source_series_uid);
+  // Series of this job whose run ended (not running or interrupted): a job taken over skips them.
+  std::vector<SeriesRunRow> finished_series_runs(std::int64_t job_id);
+  // Due outbox rows of a destination that no other node holds, claimed for this node until
+  // now + lease_ms (mark_sent/retry/dead release them).
+  std::vector<OutboxRow> claim_due(const std::string& destination, std::int64_t now_ms, int limit, std::int64_t lease_ms);
+  // A named lease (e.g. "retention"): true when this node holds it until now + lease_ms.
+  bool hold_lease(const std::string& name, std::int64_t now_ms, std::int64_t lease_ms);
+  // This node's heartbeat, and every node's last one.
+  void heartbeat(std::int64_t started_ms, std::int64_t now_ms, bool receive, const std::string& info_json);
+  std::vector<NodeRow> nodes();
+  // Counts for status and metrics without reading every row.
+  std::int64_t count_jobs(const std::string& state);
+
   // Per-installation key for the keyed hash of Study Instance UIDs that logs show.
   const std::string& log_key() const { return log_key_; }
+  const std::string& node() const { return node_; }
+  // Several nodes share this index (PostgreSQL).
+  bool shared() const { return shared_; }
+  // The database, for messages: a file, or host:port/database.
+  std::string describe() const;
+
+  // The connection and whether it needs reconnecting (used by the statements in index.cpp).
+  struct Conn {
+    std::unique_ptr<db::Connection> db;
+    bool broken = false;
+  };
 
  private:
-  void exec(const char* sql);
+  class Lock;
+  void open();
+  void begin();
+  void commit();
   void migrate();  // applies the schema versions this index lacks
   std::optional<RetentionStudy> retention_study_locked(const std::string& study_uid);
   std::mutex mutex_;
-  sqlite3* db_ = nullptr;
+  Conn conn_;
   std::string log_key_;
+  std::string node_;
+  bool shared_ = false;
 };
 
 // Our own result (SEG, SR, key image) sent back to us: its SOP instance or series is in the index's

@@ -125,42 +125,119 @@ void JobRunner::start() {
     spare_.set_enabled(true);
     spare_.prepare(opt_.executable, analysis::worker_limits(*cfg), worker_environment(*cfg));
   }
-  for (const auto& job : index_.jobs("pending")) enqueue(job);
+  started_ = true;
+  for (int i = 0; i < std::max(1, opt_.workers); ++i) boost::asio::post(pool_, [this] { loop(); });
+  keeper_ = std::thread([this] { keep_leases(); });
 }
 
-void JobRunner::submit(const std::string& study_uid, int generation) {
-  for (const auto& job : index_.jobs("pending"))
-    if (job.study_uid == study_uid && job.generation == generation) return enqueue(job);
+void JobRunner::submit(const std::string&, int) { wake(); }
+
+void JobRunner::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    ++wake_;
+  }
+  cv_.notify_all();
 }
 
 void JobRunner::stop() {
-  stopping_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    for (auto* a : active_) a->cancel = true;
+  }
+  cv_.notify_all();
   pool_.join();
+  if (keeper_.joinable()) keeper_.join();
   spare_.clear();
 }
 
-void JobRunner::enqueue(const JobRow& job) {
-  if (stopping_) return;
-  ++queued_;
-  boost::asio::post(pool_, [this, job] {
-    --queued_;
-    if (stopping_) return;  // stays pending for the next start
+// One of `workers` loops: take the oldest claimable job, run it, repeat; when there is none, wait
+// for a completion here (submit) or the next look at the index (poll_seconds).
+void JobRunner::loop() {
+  auto log = pacsnode::component_logger("jobs");
+  while (!stopping_) {
+    const auto cfg = config_.get();
+    const auto lease_ms = std::int64_t(cfg->index.lease_seconds) * 1000;
+    std::uint64_t seen;
+    {
+      std::lock_guard lock(mutex_);
+      seen = wake_;
+    }
+    std::optional<JobRow> job;
+    try {
+      job = index_.claim_job(wall_ms(), lease_ms);
+      queued_ = static_cast<std::size_t>(std::max<std::int64_t>(0, index_.count_jobs("pending")));
+    } catch (const std::exception& e) {
+      log->error("cannot take a job from the index: {}", e.what());
+    }
+    if (!job) {
+      std::unique_lock lock(mutex_);
+      cv_.wait_for(lock, std::chrono::seconds(cfg->index.poll_seconds), [&] { return stopping_ || wake_ != seen; });
+      continue;
+    }
+    if (!job->taken_from.empty())
+      log->warn("study {}: job {} taken over from node '{}', whose lease expired", study_hash(index_.log_key(), job->study_uid),
+                job->id, job->taken_from);
+    Active active;
+    active.id = job->id;
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) active.cancel = true;
+      active_.push_back(&active);
+    }
     ++running_;
     try {
-      run(job);
+      run(*job, active);
     } catch (const std::exception& e) {
-      pacsnode::component_logger("jobs")->error("job {} for study {}: {}", job.id, study_hash(index_.log_key(), job.study_uid),
-                                                e.what());
+      log->error("job {} for study {}: {}", job->id, study_hash(index_.log_key(), job->study_uid), e.what());
       try {
-        index_.set_job_state(job.id, "failed", e.what());
+        index_.set_job_state(job->id, "failed", e.what());
       } catch (...) {
       }
     }
     --running_;
-  });
+    {
+      std::lock_guard lock(mutex_);
+      active_.erase(std::find(active_.begin(), active_.end(), &active));
+    }
+  }
+}
+
+// Renews the leases of the jobs running here every third of the lease; a job whose lease is gone
+// (this node was cut off long enough for another node to take it over) is cancelled.
+void JobRunner::keep_leases() {
+  auto log = pacsnode::component_logger("jobs");
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    const auto cfg = config_.get();
+    const auto lease_ms = std::int64_t(cfg->index.lease_seconds) * 1000;
+    cv_.wait_for(lock, std::chrono::milliseconds(lease_ms / 3), [&] { return stopping_.load(); });
+    if (stopping_) break;
+    const std::vector<Active*> active = active_;
+    for (auto* a : active) {
+      try {
+        if (!index_.renew_job_lease(a->id, wall_ms(), lease_ms)) {
+          log->error("job {}: this node lost its lease (another node runs the job now); stopping it here", a->id);
+          a->lost = true;
+          a->cancel = true;
+        }
+      } catch (const std::exception& e) {
+        // The index is unreachable: keep going; the lease holds until it expires.
+        log->warn("job {}: cannot renew its lease: {}", a->id, e.what());
+      }
+    }
+  }
 }
 
 JobOutcome JobRunner::run(const JobRow& job) {
+  Active active;
+  active.id = job.id;
+  if (stopping_) active.cancel = true;
+  return run(job, active);
+}
+
+JobOutcome JobRunner::run(const JobRow& job, Active& active) {
   auto log = pacsnode::component_logger("jobs");
   const std::string study = study_hash(index_.log_key(), job.study_uid);
   const std::string tag = fmt::format("{}-g{}", study, job.generation);
@@ -183,12 +260,30 @@ JobOutcome JobRunner::run(const JobRow& job) {
   spare_.set_enabled(cfg->analysis.prestart_worker);
   std::vector<std::string> all_destinations;
   for (const auto& d : cfg->destinations) all_destinations.push_back(d.name);
+  const std::int64_t lease_ms = std::int64_t(cfg->index.lease_seconds) * 1000;
+  // A job that ran before (taken over from a node that died, or interrupted by a shutdown) does
+  // not analyse again what it finished then: those series' objects are recorded and queued.
+  std::set<std::string> finished;
+  for (const auto& r : index_.finished_series_runs(job.id)) finished.insert(r.series_uid);
+  // Interrupted here: a shutdown puts the job back to pending; a lost lease leaves it to the node
+  // that holds it now.
+  auto interrupted = [&] {
+    if (active.lost) {
+      log->warn("study {}: job {} stopped here: another node holds its lease", study, job.id);
+      return;
+    }
+    index_.set_job_state(job.id, "pending");
+    log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
+  };
 
   for (const auto& entry : index_.series_entries(job.study_uid)) {
-    if (stopping_) {
-      index_.set_job_state(job.id, "pending");
-      log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
+    if (active.cancel) {
+      interrupted();
       return out;
+    }
+    if (finished.count(entry.series_uid)) {
+      log->info("study {}: series {} was finished by an earlier run of this job", study, analysis::short_hash(entry.series_uid));
+      continue;
     }
     const std::string& series_uid = entry.series_uid;
     const auto& files = entry.files;
@@ -243,6 +338,8 @@ JobOutcome JobRunner::run(const JobRow& job) {
     wj.seg = placement.seg;
     wj.sr = placement.sr;
     wj.key = placement.key;
+    // Volumes whose objects an earlier run of this job recorded (a job taken over): not again.
+    for (auto& k : index_.delivered_volumes(job.id, series_uid)) wj.skip_keys.push_back(std::move(k));
 
     const std::int64_t run_id = index_.start_series_run(job.id, job.study_uid, series_uid, wall_ms());
     std::string in_flight;  // key of the volume the worker is on
@@ -268,9 +365,15 @@ JobOutcome JobRunner::run(const JobRow& job) {
         const std::vector<std::string>* destinations = &all_destinations;
         for (const auto& p : cfg->profiles)
           if (p.name == profile && p.destinations) destinations = &*p.destinations;
+        // Recorded and queued together, only while this node holds the job's lease.
+        if (!index_.record_results(job.id, rows, e.value("key", ""), *destinations, wall_ms(), lease_ms)) {
+          log->error("study {}: series {}: lease lost; the objects made here are not recorded (the node that holds the "
+                     "job now makes its own)", study, series);
+          active.lost = true;
+          active.cancel = true;
+          return;
+        }
         for (auto& r : rows) {
-          r.id = index_.add_result(r);
-          index_.enqueue(r, *destinations, wall_ms());
           delivered.insert(r.path);
           out.results.push_back(r);
         }
@@ -307,7 +410,7 @@ JobOutcome JobRunner::run(const JobRow& job) {
     analysis::WorkerExit exit;
     for (row.attempts = 1; row.attempts <= 2; ++row.attempts) {
       exit = analysis::run_worker(spare_.take(opt_.executable, limits, worker_env), analysis::worker::to_json(wj), limits,
-                                  on_event, &stopping_);
+                                  on_event, &active.cancel);
       if (!exit.ok() && exit.kind != analysis::WorkerExit::Kind::cancelled && opt_.metrics)
         opt_.metrics->worker_failures.add({std::string(analysis::to_string(exit.kind)), analysis::signal_abbrev(exit.signal)});
       if (exit.ok() || !exit.retryable()) break;
@@ -319,12 +422,11 @@ JobOutcome JobRunner::run(const JobRow& job) {
       in_flight.clear();
     }
     row.attempts = std::min(row.attempts, 2);
-    if (exit.kind == analysis::WorkerExit::Kind::cancelled) {
+    if (exit.kind == analysis::WorkerExit::Kind::cancelled || active.lost) {
       row.state = "interrupted";
-      row.error = exit.reason;
+      row.error = active.lost ? "lease lost to another node" : exit.reason;
       index_.finish_series_run(run_id, row, wall_ms());
-      index_.set_job_state(job.id, "pending");
-      log->info("study {}: analysis interrupted by shutdown; it runs again at the next start", study);
+      interrupted();
       return out;
     }
     if (!exit.ok()) {

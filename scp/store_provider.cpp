@@ -189,12 +189,16 @@ class StoreProvider : public DcmThreadSCP {
     } catch (const std::exception& e) {
       return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, e.what());
     }
-    // The instance is durable: answer first, then record it. The sender prepares its next
-    // C-STORE while the index and the study assembly take theirs (both run before this
-    // association reads its next message, so before its release too).
-    const OFCondition answered = sendSTOREResponse(pcid, rq, STATUS_Success);
+    // The instance is durable. One node: answer first, then record it; the sender prepares its
+    // next C-STORE while the index and the study assembly take theirs (both run before this
+    // association reads its next message, so before its release too), and the index can be
+    // rebuilt from the spool. A cluster: the shared index is what the other nodes see, so nothing
+    // is acknowledged before its row is committed; while the index is unreachable the instance is
+    // refused as transient (the file stays; a re-send replaces it).
+    const bool shared = ctx_.index.shared();
+    OFCondition answered = EC_Normal;
+    if (!shared) answered = sendSTOREResponse(pcid, rq, STATUS_Success);
     in.calling_ae = calling_ae_;
-    in.own = is_own_result(ctx_.index, in.header);
     if (in.content_hash.empty()) try {
       in.content_hash = content_hash(in.path);
     } catch (const std::exception& e) {
@@ -204,11 +208,15 @@ class StoreProvider : public DcmThreadSCP {
       log_->warn("association from '{}': data set SOP Instance UID differs from the C-STORE request; stored under the data set's", calling_ae_);
     bool is_new = true;
     try {
+      in.own = is_own_result(ctx_.index, in.header);
       is_new = ctx_.index.add_instance(in, wall_ms());
     } catch (const std::exception& e) {
+      if (shared) return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::index_unavailable,
+                                fmt::format("the shared index cannot record it: {}", e.what()));
       // The file is durable; the index is rebuilt from the spool at the next start.
       log_->error("index: cannot record an instance ({}); it is on disk and will be indexed at the next start", e.what());
     }
+    if (shared) answered = sendSTOREResponse(pcid, rq, STATUS_Success);
     if (in.own)  // our own SEG/SR sent back (a re-send, an auto-routing rule): stored, never analysed
       log_->debug("stored our own result {} for study {}", in.header.sop_instance_uid, in.header.study_uid);
     else

@@ -1,5 +1,6 @@
 #include "scp/study_assembler.h"
 
+#include <algorithm>
 #include <set>
 
 #include <boost/asio/bind_executor.hpp>
@@ -16,7 +17,11 @@ std::int64_t wall_ms() {
 }
 
 StudyAssembler::StudyAssembler(asio::io_context& io, Index& index, Options opt, OnComplete on_complete)
-    : strand_(asio::make_strand(io)), index_(index), opt_(opt), on_complete_(std::move(on_complete)) {}
+    : strand_(asio::make_strand(io)),
+      index_(index),
+      opt_(opt),
+      on_complete_(std::move(on_complete)),
+      sweep_timer_(strand_) {}
 
 void StudyAssembler::add(Pending& p, const std::string& series, std::optional<long> acq, std::optional<long> images,
                          std::optional<long> study_total) {
@@ -59,61 +64,110 @@ void StudyAssembler::on_instance(const dicom::InstanceHeader& h, bool is_new) {
 
 void StudyAssembler::restore() {
   asio::post(strand_, [this] {
-    const auto now = wall_ms();
-    for (const auto& row : index_.studies(StudyState::open)) {
-      if (studies_.count(row.study_uid)) continue;
-      auto p = from_index(row.study_uid, row.generation);
-      auto& ref = *p;
-      studies_.emplace(row.study_uid, std::move(p));
-      schedule(row.study_uid, ref, std::chrono::milliseconds(std::max<std::int64_t>(0, now - row.last_instance_ms)));
-    }
-    open_ = studies_.size();
+    adopt_open_studies();
+    if (opt_.cluster) sweep();
   });
 }
 
-void StudyAssembler::schedule(const std::string& uid, Pending& p, std::chrono::steady_clock::duration since_last) {
-  const char* reason = "quiet time";
-  std::chrono::steady_clock::duration wait = opt_.quiet;
-  if (p.study_expected && p.count >= *p.study_expected) {
-    wait = {};
-    reason = "announced study count reached";
-  } else {
-    bool all = !p.groups.empty();
-    for (const auto& [key, g] : p.groups) all = all && g.expected && g.count >= *g.expected;
-    if (all) {
-      wait = opt_.expected_grace;
-      reason = "announced series counts reached";
-    }
+void StudyAssembler::adopt_open_studies() {
+  const auto now = wall_ms();
+  std::vector<StudyRow> open;
+  try {
+    open = index_.studies(StudyState::open);
+  } catch (const std::exception& e) {
+    pacsnode::component_logger("study")->error("cannot read the open studies from the index: {}", e.what());
+    return;
   }
-  wait = since_last >= wait ? std::chrono::steady_clock::duration{} : wait - since_last;
-  p.timer.expires_after(wait);
-  p.timer.async_wait(asio::bind_executor(strand_, [this, uid, tick = ++p.tick, reason](boost::system::error_code ec) {
-    if (ec) return;  // cancelled: the assembler may be gone, touch nothing
-    auto it = studies_.find(uid);
-    if (it == studies_.end() || it->second->tick != tick) return;  // superseded by a newer instance
-    complete(uid, reason);
+  for (const auto& row : open) {
+    if (studies_.count(row.study_uid)) continue;
+    auto p = from_index(row.study_uid, row.generation);
+    auto& ref = *p;
+    studies_.emplace(row.study_uid, std::move(p));
+    schedule(row.study_uid, ref, std::chrono::milliseconds(std::max<std::int64_t>(0, now - row.last_instance_ms)));
+  }
+  open_ = studies_.size();
+}
+
+void StudyAssembler::sweep() {
+  sweep_timer_.expires_after(opt_.sweep);
+  sweep_timer_.async_wait(asio::bind_executor(strand_, [this](boost::system::error_code ec) {
+    if (ec) return;
+    adopt_open_studies();
+    sweep();
   }));
 }
 
-void StudyAssembler::complete(const std::string& uid, const char* reason) {
+StudyAssembler::Plan StudyAssembler::plan(const Pending& p) const {
+  if (p.study_expected && p.count >= *p.study_expected) return {std::chrono::milliseconds(0), "announced study count reached"};
+  bool all = !p.groups.empty();
+  for (const auto& [key, g] : p.groups) all = all && g.expected && g.count >= *g.expected;
+  if (all) return {opt_.expected_grace, "announced series counts reached"};
+  return {opt_.quiet, "quiet time"};
+}
+
+void StudyAssembler::schedule(const std::string& uid, Pending& p, std::chrono::steady_clock::duration since_last) {
+  std::chrono::steady_clock::duration wait = plan(p).quiet;
+  // A cluster node sees only its own share of the instances: where totals are announced it looks
+  // at the whole study in the index after the grace time, not after the whole quiet time.
+  if (opt_.cluster && (p.study_expected || std::any_of(p.groups.begin(), p.groups.end(), [](const auto& g) {
+                         return g.second.expected.has_value();
+                       })))
+    wait = std::min<std::chrono::steady_clock::duration>(wait, opt_.expected_grace);
+  wait = since_last >= wait ? std::chrono::steady_clock::duration{} : wait - since_last;
+  p.timer.expires_after(wait);
+  p.timer.async_wait(asio::bind_executor(strand_, [this, uid, tick = ++p.tick](boost::system::error_code ec) {
+    if (ec) return;  // cancelled: the assembler may be gone, touch nothing
+    auto it = studies_.find(uid);
+    if (it == studies_.end() || it->second->tick != tick) return;  // superseded by a newer instance
+    if (opt_.cluster) recount(uid, *it->second);
+    complete(uid, plan(*it->second));
+  }));
+}
+
+void StudyAssembler::recount(const std::string& uid, Pending& p) {
+  try {
+    auto fresh = from_index(uid, p.completed_generation);
+    p.groups = std::move(fresh->groups);
+    p.study_expected = fresh->study_expected;
+    p.count = fresh->count;
+  } catch (const std::exception& e) {
+    pacsnode::component_logger("study")->warn("study {}: cannot recount from the index: {}", study_hash(index_.log_key(), uid),
+                                              e.what());
+  }
+}
+
+void StudyAssembler::complete(const std::string& uid, const Plan& plan) {
   auto log = pacsnode::component_logger("study");
   auto& p = *studies_.at(uid);
-  const int generation = p.completed_generation + 1;
+  const auto now = wall_ms();
+  Completion c;
   try {
-    index_.mark_complete(uid, generation, wall_ms());
+    c = index_.try_complete(uid, now, plan.quiet.count());
   } catch (const std::exception& e) {
-    // The index could not record it (disk full?): try again after another quiet time.
+    // The index could not record it (disk full, database unreachable): try again after another quiet time.
     log->error("study {}: cannot record completion: {}", study_hash(index_.log_key(), uid), e.what());
     schedule(uid, p, {});
+    return;
+  }
+  if (!c.generation) {
+    if (c.already_complete || c.unknown) {
+      // Another node of the cluster completed it (or retention forgot it): nothing left to do here.
+      log->debug("study {}: completed elsewhere", study_hash(index_.log_key(), uid));
+      studies_.erase(uid);
+      open_ = studies_.size();
+      return;
+    }
+    // A newer instance reached another node: wait until the whole cluster has been quiet.
+    schedule(uid, p, std::chrono::milliseconds(std::max<std::int64_t>(0, now - c.last_instance_ms)));
     return;
   }
   std::set<std::string> series;
   for (const auto& [key, g] : p.groups) series.insert(key.first);
   log->info("study {} complete ({}): {} instances in {} series, generation {}", study_hash(index_.log_key(), uid),
-            reason, p.count, series.size(), generation);
+            plan.reason, p.count, series.size(), *c.generation);
   studies_.erase(uid);
   open_ = studies_.size();
-  if (on_complete_) on_complete_(uid, generation);
+  if (on_complete_) on_complete_(uid, *c.generation);
 }
 
 }  // namespace scp

@@ -1,6 +1,12 @@
 #pragma once
 // Decides when a study is complete: after quiet_time without a new instance, sooner when the
 // headers announce counts that have been reached. All state lives on one strand.
+//
+// The index has the last word (Index::try_complete): a study completes only when its newest
+// instance in the index is old enough, so in a cluster, where instances of one study reach
+// several nodes, it completes once, after the cluster's last instance. A cluster node also
+// counts the announced totals from the index (every node's instances), and looks at the index
+// every `sweep` for open studies no node is waiting for (their node died).
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -24,6 +30,8 @@ class StudyAssembler {
   struct Options {
     std::chrono::milliseconds quiet{20000};
     std::chrono::milliseconds expected_grace{2000};
+    bool cluster = false;                 // the index is shared with other nodes
+    std::chrono::milliseconds sweep{2000};  // cluster: how often to adopt open studies
   };
   // Called on the strand after the index recorded the completion.
   using OnComplete = std::function<void(const std::string& study_uid, int generation)>;
@@ -56,8 +64,18 @@ class StudyAssembler {
            std::optional<long> study_total);
   // A study as the index knows it: completed generation and every instance counted.
   std::unique_ptr<Pending> from_index(const std::string& uid, int completed_generation);
+  // Refreshes the counts from the index (every node's instances).
+  void recount(const std::string& uid, Pending& p);
+  // When to look again, and how quiet the study must be then, for the counts as they stand.
+  struct Plan {
+    std::chrono::milliseconds quiet;
+    const char* reason;
+  };
+  Plan plan(const Pending& p) const;
   void schedule(const std::string& uid, Pending& p, std::chrono::steady_clock::duration since_last);
-  void complete(const std::string& uid, const char* reason);
+  void complete(const std::string& uid, const Plan& plan);
+  void sweep();
+  void adopt_open_studies();  // on the strand
 
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   Index& index_;
@@ -65,6 +83,7 @@ class StudyAssembler {
   OnComplete on_complete_;
   std::map<std::string, std::unique_ptr<Pending>> studies_;
   std::atomic<std::size_t> open_{0};
+  boost::asio::steady_timer sweep_timer_;
 };
 
 std::int64_t wall_ms();
