@@ -2,6 +2,9 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <unistd.h>
+
+#include <cctype>
 #include <csignal>
 #include <future>
 #include <set>
@@ -12,6 +15,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "dicom/check.h"
 #include "dicom/log.h"
@@ -32,9 +36,33 @@ namespace fs = std::filesystem;
 
 namespace scp {
 
+std::string node_name(const config::Config& cfg) {
+  if (!cfg.node.name.empty()) return cfg.node.name;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || !host[0]) return "local";
+  std::string name(host);
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
+  return name.substr(0, 64);
+}
+
+IndexSettings index_settings(const config::Config& cfg, const fs::path& root) {
+  IndexSettings s;
+  s.backend = cfg.index.backend;
+  s.sqlite_file = root / "index.sqlite";
+  s.dsn = cfg.index.dsn;
+  s.node = node_name(cfg);
+  return s;
+}
+
 ReconcileReport reconcile(Spool& spool, Index& index) {
   auto log = pacsnode::component_logger("index");
   ReconcileReport r;
+  if (index.shared()) {
+    r.requeued_jobs = index.requeue_running_jobs();
+    log->info("cluster node '{}': {} job(s) it was running requeued", index.node(), r.requeued_jobs);
+    return r;
+  }
   std::set<std::string> known_paths;
   for (const auto& [sop, path] : index.instance_paths()) {
     if (fs::exists(path)) known_paths.insert(path);
@@ -78,7 +106,9 @@ namespace {
 SpoolOptions apply_limits(const config::Config& cfg) {
   const dicom::ScanLimits limits = analysis::scan_limits(cfg);
   dicom::set_default_scan_limits(limits);
-  return SpoolOptions{limits, cfg.storage.rejected_max_mb << 20, cfg.storage.rejected_max_files};
+  SpoolOptions o{limits, cfg.storage.rejected_max_mb << 20, cfg.storage.rejected_max_files, {}};
+  if (cfg.index.backend == "postgresql") o.node = node_name(cfg);  // a shared storage root
+  return o;
 }
 
 }  // namespace
@@ -112,6 +142,13 @@ std::vector<std::string> keep_restart_only(const config::Config& running, config
   keep("limits.max_inflated_mb", next.limits.max_inflated_mb, running.limits.max_inflated_mb);
   keep("analysis.enabled", next.analysis.enabled, running.analysis.enabled);
   keep("analysis.workers", next.analysis.workers, running.analysis.workers);
+  keep("node.name", next.node.name, running.node.name);
+  keep("node.receive", next.node.receive, running.node.receive);
+  keep("index.backend", next.index.backend, running.index.backend);
+  if (next.index.dsn != running.index.dsn) {  // may hold a password: never in the log
+    changed.push_back("index.dsn (changed)");
+    next.index.dsn = running.index.dsn;
+  }
   // The listeners and the TLS context are made at start.
   keep("tls.enabled", next.tls.enabled, running.tls.enabled);
   keep("tls.port", next.tls.port, running.tls.port);
@@ -142,20 +179,30 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   const fs::path root = storage_root(cfg.storage.root);
   // Say what is wrong with the storage root, and where, before anything else tries it.
   if (const auto problem = storage_problem(root); !problem.empty()) throw std::runtime_error(problem);
-  Spool spool(root, apply_limits(cfg));
+  const SpoolOptions spool_options = apply_limits(cfg);
+  Spool spool(root, spool_options);
   // Replays what an earlier run acknowledged but had not made durable in the spool yet; before
-  // the index is reconciled with the spool, so that those files are indexed with the rest.
+  // the index is reconciled with the spool, so that those files are indexed with the rest. In a
+  // cluster each node has its own journal on the shared root. An analysis-only node has none.
   JournalOptions journal_options;
-  journal_options.max_segments = cfg.storage.journal_mb / (journal_options.segment_bytes >> 20);
+  journal_options.max_segments = cfg.node.receive ? cfg.storage.journal_mb / (journal_options.segment_bytes >> 20) : 0;
   journal_options.keep_free_bytes = cfg.storage.min_free_mb << 20;
+  journal_options.node = spool_options.node;
   Journal journal(spool, journal_options);
+  const IndexSettings index_at = index_settings(cfg, root);
   std::unique_ptr<Index> index_ptr;
   try {
-    index_ptr = std::make_unique<Index>(root / "index.sqlite");
+    index_ptr = std::make_unique<Index>(index_at);
   } catch (const std::exception& e) {
-    throw std::runtime_error(fmt::format("cannot open the index {}: {}", (root / "index.sqlite").string(), e.what()));
+    // The DSN may hold a password: the message names the backend only (libpq's own text has host and port).
+    throw std::runtime_error(fmt::format("cannot open the index ({}): {}",
+                                         index_at.backend == "postgresql" ? "PostgreSQL, index.dsn" : index_at.sqlite_file.string(),
+                                         e.what()));
   }
   Index& index = *index_ptr;
+  if (index.shared())
+    log->info("cluster node '{}' on the shared index {} ({})", index.node(), index.describe(),
+              cfg.node.receive ? "receiving and analysing" : "analysis only");
   reconcile(spool, index);
   HttpServer http(cfg.http);  // [http] (issue 11): binds now, so that a port in use stops the start here
 
@@ -169,7 +216,8 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     jobs = std::make_unique<JobRunner>(index, root, live,
                                        JobRunner::Options{cfg.analysis.workers, [&outbound] { outbound.notify(); }, {}, &metrics});
   StudyAssembler assembler(io, index,
-                           {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds)},
+                           {std::chrono::seconds(cfg.study.quiet_seconds), std::chrono::seconds(cfg.study.expected_grace_seconds),
+                            index.shared(), std::chrono::seconds(cfg.index.poll_seconds)},
                            [&jobs](const std::string& study, int generation) {
                              if (jobs) jobs->submit(study, generation);
                            });
@@ -185,7 +233,7 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   if (journal.enabled()) ctx.journal = &journal;
   StorageServer server(ctx);
   try {
-    server.start();
+    if (cfg.node.receive) server.start();
   } catch (const std::exception& e) {
     log->critical("{}", e.what());
     guard.reset();
@@ -195,15 +243,22 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
   }
   std::string ports = server.port() ? fmt::format("{}:{}", cfg.node.bind, server.port()) : "";
   if (server.tls_port()) ports += fmt::format("{}{}:{} (DICOM over TLS)", ports.empty() ? "" : " and ", cfg.node.bind, server.tls_port());
+  if (!cfg.node.receive) ports = "no DICOM port (analysis-only node)";
   log->info("pacsnode {} listening on {} as '{}', storage {}, quiet time {} s", PACSNODE_VERSION, ports, cfg.node.ae_title,
             root.string(), cfg.study.quiet_seconds);
 
   HealthMonitor health(io, root, index, live);
+  health.heartbeat(cfg.node.receive, [&jobs, &server] {
+    return fmt::format(R"({{"jobs_running": {}, "open_associations": {}}})", jobs ? jobs->running() : 0, server.active());
+  });
   health.on_change([&ctx](const Health& h) { ctx.failing = h.state == HealthState::failing; });
   health.check();  // before READY=1
   health.start();
 
-  StatusWriter status(io, root / "status.json", [&] {
+  // One node: <root>/status.json. A cluster on one shared root: nodes/<node>/status.json each.
+  const fs::path status_file = index.shared() ? root / "nodes" / index.node() / "status.json" : root / "status.json";
+  fs::create_directories(status_file.parent_path());
+  StatusWriter status(io, status_file, [&] {
     Status s;
     const Health h = health.current();
     s.health = std::string(to_string(h.state));
@@ -226,6 +281,16 @@ int run_daemon(const config::Config& cfg, const std::optional<fs::path>& config_
     s.aborted_associations = ctx.counters.aborted.snapshot();
     s.refusals = ctx.counters.refusals.snapshot();
     s.retention_json = to_json(retention.stats());
+    s.node = index.node();
+    if (!h.cluster.empty()) {
+      nlohmann::json nodes = nlohmann::json::array();
+      for (const auto& n : h.cluster) {
+        nlohmann::json o{{"name", n.name}, {"receive", n.receive}, {"started_ms", n.started_ms}, {"last_seen_ms", n.last_seen_ms}};
+        if (auto info = nlohmann::json::parse(n.info, nullptr, false); info.is_object()) o["info"] = info;
+        nodes.push_back(std::move(o));
+      }
+      s.cluster_json = nodes.dump();
+    }
     return s;
   });
   status.start();

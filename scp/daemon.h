@@ -19,8 +19,15 @@ struct ReconcileReport {
   std::size_t unreadable = 0;   // files on disk that do not parse (left in place, logged)
   int requeued_jobs = 0;
 };
-// Brings the index in line with the spool: the files are the data.
+// Brings the index in line with the spool: the files are the data. A cluster node (shared index)
+// only returns its own running jobs to pending: the others' files and rows are theirs, and a
+// cluster records every instance before acknowledging it.
 ReconcileReport reconcile(Spool& spool, Index& index);
+
+// This node's name: [node] name, else the host name (characters a node name may not hold become '-').
+std::string node_name(const config::Config& cfg);
+// The index this config names, for the storage root `root`.
+IndexSettings index_settings(const config::Config& cfg, const std::filesystem::path& root);
 
 // Runs until SIGTERM or SIGINT; returns the process exit code. SIGHUP re-reads `config_file`
 // (when the node runs on a file) and applies what can change while running (see reload_config).

@@ -67,7 +67,7 @@ std::string storage_problem(const fs::path& root) {
 
 HealthMonitor::HealthMonitor(boost::asio::io_context& io, fs::path root, Index& index, const config::LiveConfig& cfg,
                              std::chrono::milliseconds every)
-    : timer_(io), root_(std::move(root)), index_(index), cfg_(cfg), every_(every) {}
+    : timer_(io), root_(std::move(root)), index_(index), cfg_(cfg), every_(every), started_ms_(wall_ms()) {}
 
 void HealthMonitor::start() { tick(); }
 void HealthMonitor::stop() { timer_.cancel(); }
@@ -118,8 +118,25 @@ Health HealthMonitor::check() {
   } catch (const std::exception& e) {
     degraded.push_back(fmt::format("index cannot be read: {}", e.what()));
   }
+  // A cluster: this node's heartbeat, and the others' as the index has them. A silent node's
+  // jobs and deliveries go to the others once its leases expire; an administrator should know.
+  std::vector<NodeRow> cluster;
+  if (index_.shared()) {
+    try {
+      index_.heartbeat(started_ms_, now, receive_, info_ ? info_() : "{}");
+      cluster = index_.nodes();
+      const std::int64_t silent_ms = std::int64_t(cfg->index.lease_seconds) * 1000;
+      for (const auto& n : cluster)
+        if (n.name != index_.node() && now - n.last_seen_ms > silent_ms && now - n.last_seen_ms < 24 * 3600 * 1000LL)
+          degraded.push_back(fmt::format("cluster node '{}' silent for {} s (its jobs and deliveries go to other nodes)", n.name,
+                                         (now - n.last_seen_ms) / 1000));
+    } catch (const std::exception& e) {
+      failing.push_back(fmt::format("index not writable: {}", e.what()));
+    }
+  }
 
   Health h;
+  h.cluster = std::move(cluster);
   h.checked_ms = now;
   h.state = !failing.empty() ? HealthState::failing : !degraded.empty() ? HealthState::degraded : HealthState::ok;
   h.reasons = std::move(failing);

@@ -39,6 +39,8 @@ struct Health {
   HealthState state = HealthState::ok;
   std::vector<std::string> reasons;  // one line each; empty when ok
   std::int64_t checked_ms = 0;
+  // A cluster (the index is shared): every node's last heartbeat, this one's included.
+  std::vector<NodeRow> cluster;
 };
 
 // Why the storage root cannot be used (empty when it can): it cannot be created, is not a
@@ -58,6 +60,12 @@ class HealthMonitor {
   Health check();
   Health current() const;
   bool failing() const { return failing_.load(); }
+  // A cluster node writes its heartbeat (Index::heartbeat) at each check: receive says whether it
+  // takes DICOM, `info` what else it tells the others (a JSON object, e.g. jobs running).
+  void heartbeat(bool receive, std::function<std::string()> info) {
+    receive_ = receive;
+    info_ = std::move(info);
+  }
 
  private:
   void tick();
@@ -67,6 +75,9 @@ class HealthMonitor {
   const config::LiveConfig& cfg_;
   std::chrono::milliseconds every_;
   std::function<void(const Health&)> on_change_;
+  bool receive_ = true;
+  std::function<std::string()> info_;
+  std::int64_t started_ms_ = 0;
   mutable std::mutex mutex_;
   Health current_;
   std::atomic<bool> failing_{false};

@@ -511,6 +511,12 @@ std::string HttpApi::metrics() const {
     sample("pacsnode_health", label("state", std::string(to_string(st))), h.state == st ? 1 : 0);
   family("pacsnode_health_reasons", "gauge", "Reasons the node is not ok");
   sample("pacsnode_health_reasons", "", h.reasons.size());
+  if (!h.cluster.empty()) {  // a cluster: every node's heartbeat age as this node reads the shared index
+    family("pacsnode_cluster_node_heartbeat_age_seconds", "gauge", "Seconds since each cluster node's last heartbeat");
+    for (const auto& n : h.cluster)
+      sample("pacsnode_cluster_node_heartbeat_age_seconds", label("node", n.name),
+             static_cast<double>(std::max<std::int64_t>(0, h.checked_ms - n.last_seen_ms)) / 1000.0);
+  }
 
   family("pacsnode_associations_total", "counter", "DICOM associations accepted");
   sample("pacsnode_associations_total", "", s.associations);

@@ -518,21 +518,21 @@ std::map<std::string, StudyFacts> Index::study_facts() {
 
 std::vector<JobRow> Index::jobs(std::optional<std::string> state) {
   Lock lock(*this);
-  Stmt s(conn_, state ? "SELECT id, study_uid, generation, state, error, force FROM jobs WHERE state = ? ORDER BY id"
-                    : "SELECT id, study_uid, generation, state, error, force FROM jobs ORDER BY id");
+  Stmt s(conn_, state ? "SELECT id, study_uid, generation, state, error, force, COALESCE(owner, '') FROM jobs WHERE state = ? ORDER BY id"
+                    : "SELECT id, study_uid, generation, state, error, force, COALESCE(owner, '') FROM jobs ORDER BY id");
   if (state) s.bind(1, *state);
   std::vector<JobRow> out;
   while (s.step())
-    out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.integer(5) != 0, {}});
+    out.push_back({s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.integer(5) != 0, {}, s.text(6)});
   return out;
 }
 
 std::optional<JobRow> Index::job(std::int64_t id) {
   Lock lock(*this);
-  Stmt s(conn_, "SELECT id, study_uid, generation, state, error, force FROM jobs WHERE id = ?");
+  Stmt s(conn_, "SELECT id, study_uid, generation, state, error, force, COALESCE(owner, '') FROM jobs WHERE id = ?");
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
-  return JobRow{s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.integer(5) != 0, {}};
+  return JobRow{s.integer(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.integer(5) != 0, {}, s.text(6)};
 }
 
 void Index::set_job_state(std::int64_t id, const std::string& state, const std::string& error) {

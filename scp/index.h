@@ -56,6 +56,7 @@ struct JobRow {
   std::string error;
   bool force = false;  // re-analysis asked for: every series again, also those whose instances did not change
   std::string taken_from;  // claim_job: the node whose lease had expired (the job was running there)
+  std::string owner;       // jobs(), job(): the node that runs or ran it (empty: none yet)
 };
 
 // A DICOM object the node produced for a job (SEG, SR, ...), waiting in outbound/.

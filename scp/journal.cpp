@@ -184,7 +184,7 @@ Journal::Lane::~Lane() {
 }
 
 Journal::Journal(Spool& spool, JournalOptions options)
-    : spool_(spool), options_(options), dir_(spool.root() / "journal") {
+    : spool_(spool), options_(options), dir_(options.node.empty() ? spool.root() / "journal" : spool.root() / "journal" / options.node) {
   auto log = pacsnode::component_logger("journal");
   bool want = options_.max_segments > 0 && options_.segment_bytes >= 4 * kBlock;
   if (want && on_tmpfs(spool_.root())) {

@@ -39,6 +39,9 @@ struct JournalOptions {
   std::uint64_t keep_free_bytes = 256ull << 20;
   // How often the checkpointer makes the laid-out spool files durable (sooner when segments run short).
   std::chrono::milliseconds checkpoint_interval{2000};
+  // A node of a cluster on a shared storage root: its segments are journal/<node>/ (each node
+  // replays its own at its start). Empty: one node, journal/.
+  std::string node;
 };
 
 // What replay found at start.

@@ -1,5 +1,6 @@
 #include "scp/outbound_queue.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -53,7 +54,13 @@ void OutboundQueue::tick() {
     if (in_flight_.count(dest.name)) continue;
     std::vector<OutboxRow> rows;
     try {
-      rows = index_.due(dest.name, now, cfg->outbound.batch);
+      // Claimed for this node: in a cluster no other node sends these rows meanwhile. The claim
+      // outlasts a slow batch (a connect and a DIMSE timeout, twice) and never less than the lease;
+      // a node that dies leaves its rows to the others when it expires.
+      const std::int64_t claim_ms =
+          std::max<std::int64_t>(std::int64_t(cfg->index.lease_seconds) * 1000,
+                                 std::int64_t(cfg->outbound.connect_timeout_seconds + cfg->outbound.dimse_timeout_seconds) * 2000);
+      rows = index_.claim_due(dest.name, now, cfg->outbound.batch, claim_ms);
     } catch (const std::exception& e) {
       pacsnode::component_logger("outbound")->error("outbox: {}", e.what());
       continue;

@@ -1,5 +1,7 @@
 #include "scp/outbox_cli.h"
 
+#include "scp/daemon.h"
+
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -44,13 +46,14 @@ Context open(const OutboxOptions& o) {
   Context c;
   c.config = admin_config(OutboxOptions::given(o.config_opts, o.config));
   const RootChoice root = admin_root(c.config.config, OutboxOptions::given(o.root_opts, o.root));
-  if (!root.has_index) {
+  const bool shared = c.config.config.index.backend == "postgresql";
+  if (!shared && !root.has_index) {
     std::cerr << "pacsnode outbox: no index at " << (root.root / "index.sqlite").string()
               << ": no pacsnode has run with this storage root; name the service's config with --config or its "
                  "storage root with --root\n";
     throw cli::Exit{cli::kExitFailure};
   }
-  c.index = std::make_unique<Index>(root.root / "index.sqlite");
+  c.index = std::make_unique<Index>(index_settings(c.config.config, root.root));
   for (const auto& d : c.config.config.destinations) c.configured.insert(d.name);
   for (const auto& n : c.index->outbox_counts())
     if (!c.is_configured(n.destination)) c.orphans.insert(n.destination);

@@ -509,11 +509,19 @@ void Retention::arm() {
 void Retention::run_once() {
   auto log = pacsnode::component_logger("retention");
   RetentionPolicy policy;
+  std::chrono::seconds every;
   {
     std::lock_guard lock(mutex_);
     policy = policy_;
+    every = interval_;
   }
   try {
+    // A cluster runs retention on one node at a time: the holder of the "retention" lease, which
+    // it renews at each run; when it dies another node takes the lease after it expires.
+    if (index_.shared() && !index_.hold_lease("retention", wall_ms(), (2 * every.count() + 60) * 1000)) {
+      log->debug("retention: another node of the cluster runs it");
+      return;
+    }
     const RetentionReport r = run_retention(index_, root_, policy, wall_ms(), &stopping_);
     log->info("{}", summary(r, policy));
     if (r.above_high_water)

@@ -129,7 +129,9 @@ void fsync_path(const fs::path& p, bool directory) {
 }
 
 Spool::Spool(fs::path root, SpoolOptions options)
-    : root_(std::move(root)), tmp_dir_(root_ / "incoming" / ".tmp"), options_(options) {
+    : root_(std::move(root)),
+      tmp_dir_(options.node.empty() ? root_ / "incoming" / ".tmp" : root_ / "incoming" / ".tmp" / options.node),
+      options_(options) {
   fs::create_directories(tmp_dir_);
   std::size_t purged = 0;
   for (const auto& e : fs::directory_iterator(tmp_dir_)) {
@@ -292,7 +294,7 @@ std::vector<fs::path> Spool::list_instances() const {
   std::vector<fs::path> files;
   const fs::path in = incoming();
   for (auto it = fs::recursive_directory_iterator(in); it != fs::recursive_directory_iterator(); ++it) {
-    if (it->is_directory() && it->path() == tmp_dir_) {
+    if (it->is_directory() && it->path() == in / ".tmp") {
       it.disable_recursion_pending();
       continue;
     }

@@ -43,6 +43,9 @@ struct SpoolOptions {
   // Budget of quarantine/rejected/ (storage.rejected_max_mb, rejected_max_files).
   std::uint64_t rejected_max_bytes = 512ull << 20;
   std::uint64_t rejected_max_files = 1000;
+  // A node of a cluster on a shared storage root (issue 14): its partial files go to
+  // incoming/.tmp/<node>/, and only those are removed at its start. Empty: one node, incoming/.tmp/.
+  std::string node;
 };
 
 class Spool {

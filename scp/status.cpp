@@ -33,6 +33,8 @@ std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_m
   j["jobs_running"] = s.jobs_running;
   j["analysis_cache_bytes"] = s.analysis_cache_bytes;
   if (!s.retention_json.empty()) j["retention"] = nlohmann::ordered_json::parse(s.retention_json);
+  if (!s.node.empty()) j["node"] = s.node;
+  if (!s.cluster_json.empty()) j["cluster"] = nlohmann::ordered_json::parse(s.cluster_json);
   j["updated_ms"] = now_ms;
   return j.dump(2) + "\n";
 }

@@ -28,6 +28,8 @@ struct Status {
   std::map<std::string, std::uint64_t> aborted_associations{};  // ended without a release, by reason
   std::map<std::string, std::uint64_t> refusals{};              // instances refused, by reason
   std::string retention_json;  // a JSON object (scp/retention.h to_json(RetentionStats)); empty: none
+  std::string node;            // this node's name ([node] name)
+  std::string cluster_json;    // a cluster: a JSON array of every node's last heartbeat; empty: one node
 };
 
 std::string to_json(const Status& s, std::int64_t now_ms, std::int64_t started_ms);

@@ -15,6 +15,7 @@
 
 #include "support/paths.h"
 #include "support/process.h"
+#include "support/test_index.h"
 
 namespace testsupport {
 
@@ -51,13 +52,19 @@ struct DaemonOptions {
   // plain port), e.g. TLS options and tls.port for a node that listens for TLS only.
   std::vector<std::string> ready_echo_options;
   std::uint16_t ready_echo_port = 0;
+  // A cluster node (issue 14): the storage root it shares with other nodes (empty: its own,
+  // <dir>/storage) and its [index] table (empty: SQLite, or in a `_pg` registration a PostgreSQL
+  // database of its own storage root, see support/test_index.h).
+  std::filesystem::path storage_root;
+  std::string index_toml;
 };
 
 class Daemon {
  public:
   explicit Daemon(const std::filesystem::path& dir, DaemonOptions opt = {}) : dir_(dir), opt_(std::move(opt)) {
     port_ = opt_.port ? opt_.port : free_port();
-    root_ = dir_ / "storage";
+    root_ = opt_.storage_root.empty() ? dir_ / "storage" : opt_.storage_root;
+    const std::string index_toml = opt_.index_toml.empty() ? index_toml_for(root_) : opt_.index_toml;
     config_ = dir_ / "pacsnode.toml";
     std::ofstream(config_) << "[node]\nae_title = \"PACSNODE\"\nbind = \"127.0.0.1\"\nport = " << port_
                            << "\nmax_associations = " << opt_.max_associations
@@ -68,7 +75,7 @@ class Daemon {
                            << (opt_.max_instance_mb ? "\nmax_instance_mb = " + std::to_string(opt_.max_instance_mb) : "")
                            << "\n[study]\nquiet_seconds = "
                            << opt_.quiet_seconds << "\nexpected_grace_seconds = 0\n[log]\nlevel = \"info\"\n"
-                           << opt_.extra;
+                           << index_toml << opt_.extra;
     log_ = dir_ / "daemon.log";
   }
   ~Daemon() {
