@@ -7,6 +7,7 @@
 
 #include "scp/index.h"
 #include "support/daemon_fixture.h"
+#include "support/test_index.h"
 
 namespace testsupport {
 
@@ -40,7 +41,7 @@ inline std::size_t count_lines(const std::string& text, const std::string& needl
 }
 
 inline std::size_t completed_jobs(const std::filesystem::path& root) {
-  scp::Index index(root / "index.sqlite");
+  scp::Index index(index_settings_for(root));
   return index.jobs().size();
 }
 

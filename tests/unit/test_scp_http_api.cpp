@@ -9,6 +9,7 @@
 #include "scp/http_page.h"
 #include "support/daemon_fixture.h"
 #include "support/index_rows.h"
+#include "support/test_index.h"
 
 namespace fs = std::filesystem;
 using scp::HttpRequest;
@@ -20,7 +21,7 @@ const std::string kToken = "unit-token-0123456789";
 struct Fixture {
   Fixture()
       : dir(testsupport::make_temp_dir("http-api-unit")),
-        index(dir / "index.sqlite"),
+        index(testsupport::index_settings_for(dir)),
         live(config::load_default()),
         api(kToken, scp::HttpSources{&index, dir, &live, [this] { return status; }, [] { return std::string("{}\n"); },
                                      [this] { return health; }, [] { return std::uint64_t{3}; }, {}}) {}
@@ -202,7 +203,7 @@ BOOST_AUTO_TEST_CASE(study_page_survives_any_features_json) {
 // every row of a destination no longer configured, never the pending rows of a configured one.
 BOOST_AUTO_TEST_CASE(outbox_purge_by_state_destination_and_orphaned) {
   const auto dir = testsupport::make_temp_dir("http-api-purge");
-  scp::Index index(dir / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(dir));
   config::LiveConfig live(config::parse(R"(
 [[destination]]
 name = "pacs"

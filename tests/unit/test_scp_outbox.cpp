@@ -5,6 +5,7 @@
 #include "scp/outbound_queue.h"
 #include "support/daemon_fixture.h"
 #include "support/index_rows.h"
+#include "support/test_index.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -25,7 +26,7 @@ BOOST_AUTO_TEST_CASE(backoff_doubles_with_jitter_up_to_the_cap) {
 BOOST_AUTO_TEST_CASE(outbox_rows_move_pending_sent_dead_and_back) {
   const auto dir = testsupport::make_temp_dir("outbox");
   {
-    scp::Index index(dir / "index.sqlite");
+    scp::Index index(testsupport::index_settings_for(dir));
     const auto job = testsupport::complete_study(index, dir / "x.dcm");
     scp::ResultRow r{0, job.id, "1.2", 1, "SEG", "1.2.840.10008.5.1.4.1.1.66.4", "9.9.1", "9.9", "1.2.3", (dir / "seg.dcm").string()};
     r.id = index.add_result(r);
@@ -58,7 +59,7 @@ BOOST_AUTO_TEST_CASE(outbox_rows_move_pending_sent_dead_and_back) {
     BOOST_TEST(index.outbox().size() == 1u);
   }
   {  // the queue survives a restart
-    scp::Index index(dir / "index.sqlite");
+    scp::Index index(testsupport::index_settings_for(dir));
     BOOST_TEST(index.outbox("pending").size() == 1u);
   }
   fs::remove_all(dir);

@@ -17,6 +17,7 @@
 #include "scp/retention.h"
 #include "scp/study_assembler.h"
 #include "support/daemon_fixture.h"
+#include "support/test_index.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -48,7 +49,7 @@ std::uint64_t bytes_below(const fs::path& dir) {
 // would have.
 struct Store {
   fs::path root = testsupport::make_temp_dir("retention");
-  scp::Index index{root / "index.sqlite"};
+  scp::Index index{testsupport::index_settings_for(root)};
   std::int64_t now = scp::wall_ms();
 
   Store() {

@@ -13,6 +13,7 @@
 #include "scp/spool.h"
 #include "support/daemon_fixture.h"
 #include "support/dicom_bytes.h"
+#include "support/test_index.h"
 
 namespace fs = std::filesystem;
 using scp::Spool;
@@ -220,7 +221,7 @@ BOOST_FIXTURE_TEST_CASE(reconcile_leaves_a_hostile_spool_file_alone_and_indexes_
   // A file placed in the spool behind the receiver's back.
   const fs::path hostile = dir / "incoming" / "1.2.3" / "1.2.3.4" / "1.2.3.4.6.dcm";
   testsupport::write_bytes(hostile, testsupport::part10(testsupport::nested_sq(10000), testsupport::kExplicitLE));
-  scp::Index index(dir / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(dir));
   const auto r = scp::reconcile(spool, index);
   BOOST_TEST(r.indexed == 1u);
   BOOST_TEST(r.unreadable == 1u);

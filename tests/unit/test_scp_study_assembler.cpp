@@ -7,6 +7,7 @@
 #include "scp/index.h"
 #include "scp/study_assembler.h"
 #include "support/daemon_fixture.h"
+#include "support/test_index.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -20,7 +21,7 @@ struct Completion {
 
 struct Fixture {
   fs::path dir = testsupport::make_temp_dir("assembler");
-  std::unique_ptr<scp::Index> index = std::make_unique<scp::Index>(dir / "index.sqlite");
+  std::unique_ptr<scp::Index> index = testsupport::open_test_index(dir);
   boost::asio::io_context io;
   // Keeps run_for from stopping the context when no timer is pending, as the daemon's guard does.
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard = boost::asio::make_work_guard(io);
