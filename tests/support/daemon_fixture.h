@@ -85,9 +85,11 @@ class Daemon {
     }
   }
 
+  // Starts the binary without waiting (a node without a DICOM port: wait for its log instead).
+  void start_process() { child_.start({daemon_binary().string(), "run", "--config", config_.string()}, log_); }
   // Starts the binary and waits until it answers C-ECHO.
   void start() {
-    child_.start({daemon_binary().string(), "run", "--config", config_.string()}, log_);
+    start_process();
     auto answers = [&] {
       if (opt_.ready_echo_options.empty() && !opt_.ready_echo_port) return echo("ECHOSCU").exit_code == 0;
       std::vector<std::string> argv{"echoscu", "-aet", "ECHOSCU", "-aec", "PACSNODE"};
