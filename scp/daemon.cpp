@@ -58,11 +58,6 @@ IndexSettings index_settings(const config::Config& cfg, const fs::path& root) {
 ReconcileReport reconcile(Spool& spool, Index& index) {
   auto log = pacsnode::component_logger("index");
   ReconcileReport r;
-  if (index.shared()) {
-    r.requeued_jobs = index.requeue_running_jobs();
-    log->info("cluster node '{}': {} job(s) it was running requeued", index.node(), r.requeued_jobs);
-    return r;
-  }
   std::set<std::string> known_paths;
   for (const auto& [sop, path] : index.instance_paths()) {
     if (fs::exists(path)) known_paths.insert(path);

@@ -19,9 +19,9 @@ struct ReconcileReport {
   std::size_t unreadable = 0;   // files on disk that do not parse (left in place, logged)
   int requeued_jobs = 0;
 };
-// Brings the index in line with the spool: the files are the data. A cluster node (shared index)
-// only returns its own running jobs to pending: the others' files and rows are theirs, and a
-// cluster records every instance before acknowledging it.
+// Brings the index in line with the spool: the files are the data. Also on a shared index (a
+// node that starts on a root moved from SQLite, files copied in): there each node scans the
+// shared spool at its start, and returns only its own running jobs to pending.
 ReconcileReport reconcile(Spool& spool, Index& index);
 
 // This node's name: [node] name, else the host name (characters a node name may not hold become '-').

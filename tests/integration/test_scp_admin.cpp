@@ -100,7 +100,7 @@ BOOST_AUTO_TEST_CASE(retry_all_after_an_outage_sends_without_waiting_for_the_bac
   BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
   BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("to retry") != std::string::npos; }, 120s), d.log());
   {  // Both objects wait for the backoff: at least 0.8 * 600 s.
-    scp::Index index(d.root() / "index.sqlite");
+    scp::Index index(testsupport::index_settings_for(d.root()));
     const auto rows = index.outbox("pending");
     BOOST_TEST_REQUIRE(rows.size() == 2u);
     for (const auto& r : rows) {

@@ -76,7 +76,7 @@ BOOST_AUTO_TEST_CASE(chest_ct_gives_valid_seg_and_sr_and_a_late_instance_reanaly
   BOOST_TEST(files_in(d.root() / "outbound", ".dcm").size() == 6u);
   BOOST_TEST(d.stop() == 0);
 
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   const auto results = index.results();
   BOOST_TEST_REQUIRE(results.size() == 6u);
   std::set<std::string> uids, series;
@@ -145,7 +145,7 @@ BOOST_AUTO_TEST_CASE(key_images_option_adds_valid_secondary_captures) {
                         f.string()});
     BOOST_TEST(r.output.find("1.2.840.10008.5.1.4.1.1.7 YES DERIVED SECONDARY RGB") != std::string::npos, r.output);
   }
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   std::size_t key_rows = 0;
   for (const auto& r : index.results()) key_rows += r.kind == "KEY";
   BOOST_TEST(key_rows == keys.size());
@@ -177,7 +177,7 @@ BOOST_AUTO_TEST_CASE(a_profile_sends_its_results_only_to_the_destinations_it_nam
   BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 1 analysed") != std::string::npos; }, 120s), d.log());
   BOOST_TEST(d.log().find("(chest-archive)") != std::string::npos, d.log());
   BOOST_TEST(d.stop() == 0);
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   const auto rows = index.outbox();
   BOOST_TEST(rows.size() == 2u);  // SEG and SR, for the archive only
   for (const auto& r : rows) BOOST_TEST(r.destination == "archive");
@@ -209,7 +209,7 @@ BOOST_AUTO_TEST_CASE(the_daemon_never_holds_a_volume_the_worker_does_and_status_
   BOOST_TEST(daemon_peak_kib - stored_peak_kib < 16 * 1024, "daemon peak RSS grew by " << daemon_peak_kib - stored_peak_kib << " KiB");
   // status.json is rewritten every 5 s: wait for a version written after the job, read with
   // Python's json module.
-  const auto status = d.root() / "status.json";
+  const auto status = d.status_file();
   std::string values;
   const bool idle = eventually(
       [&] {

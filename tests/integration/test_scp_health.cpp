@@ -179,7 +179,7 @@ std::string status_when(const Daemon& d, const std::string& state, std::chrono::
   eventually(
       [&] {
         try {
-          const auto j = nlohmann::json::parse(read_text(d.root() / "status.json"));
+          const auto j = nlohmann::json::parse(read_text(d.status_file()));
           if (j.at("status") != state) return false;
           seen = j.at("reasons").dump();
           return true;
@@ -200,7 +200,7 @@ BOOST_AUTO_TEST_CASE(free_space_below_the_reserve_is_degraded_not_failing) {
   Daemon d(dir, opt);
   d.start();
   const std::string reasons = status_when(d, "degraded", 30s);
-  BOOST_TEST(reasons.find("below storage.min_free_mb") != std::string::npos, reasons << "\n" << read_text(d.root() / "status.json"));
+  BOOST_TEST(reasons.find("below storage.min_free_mb") != std::string::npos, reasons << "\n" << read_text(d.status_file()));
   // Degraded still serves: C-ECHO answers, a C-STORE is refused for resources (0xA700), not rejected.
   BOOST_TEST(d.echo("ECHOSCU").exit_code == 0);
   BOOST_TEST(d.stop() == 0);

@@ -136,7 +136,7 @@ BOOST_FIXTURE_TEST_CASE(hostile_uids_never_write_outside_the_spool, Fixture) {
   // Stored and indexed under those names, nothing left in .tmp.
   BOOST_TEST(stored_files(d.incoming()).size() == stored + 1);
   BOOST_TEST(count_files(d.incoming() / ".tmp") == tmp_before);
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   for (const auto& [sop, path] : index.instance_paths())
     BOOST_TEST(fs::weakly_canonical(path).string().rfind((root / "incoming").string() + "/", 0) == 0u, path);
   BOOST_TEST(index.instance_paths().size() == stored + 1);
@@ -162,7 +162,7 @@ BOOST_FIXTURE_TEST_CASE(five_thousand_one_pixel_instances_on_one_association, Fi
   BOOST_TEST(stored_files(d.incoming()).size() == 5000u);
   BOOST_TEST(d.stop() == 0);
   BOOST_TEST(status_of(d)["instances_stored"] == 5000);
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   BOOST_TEST(index.instance_paths().size() == 5000u);
   BOOST_TEST(count_lines(d.log(), "association from 'MANYSTORE' 127.0.0.1: 5000 instances stored, 0 failed") == 1u);
 }

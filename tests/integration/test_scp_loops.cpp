@@ -72,7 +72,7 @@ BOOST_AUTO_TEST_CASE(auto_routing_every_stable_study_back_gives_one_seg_and_one_
 
   // Our own results came back and were stored without reopening anything.
   BOOST_TEST(node.stop() == 0);
-  scp::Index index(node.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(node.root()));
   const auto results = index.results();
   BOOST_TEST(results.size() == 2u);
   const auto studies = index.studies();

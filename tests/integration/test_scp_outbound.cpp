@@ -182,7 +182,7 @@ BOOST_AUTO_TEST_CASE(a_failing_destination_does_not_hold_up_the_others) {
   BOOST_TEST_REQUIRE(pacs.wait_for([&] { return pacs.count_instances() == 2; }, 60s), d.log());
   BOOST_TEST(eventually([&] { return d.log().find("destination 'down'") != std::string::npos; }, 30s), d.log());
   BOOST_TEST(d.stop() == 0);
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   std::size_t sent = 0, pending = 0;
   for (const auto& r : index.outbox()) {
     if (r.destination == "pacs") sent += r.state == "sent";

@@ -101,7 +101,7 @@ DaemonOptions options(const Pacs& pacs, const std::string& retention, int initia
 // The daemon's index, read while it runs (SQLite WAL: readers do not disturb it).
 struct View {
   scp::Index index;
-  explicit View(const Daemon& d) : index(d.root() / "index.sqlite") {}
+  explicit View(const Daemon& d) : index(testsupport::index_settings_for(d.root())) {}
   std::vector<std::string> studies() {
     std::vector<std::string> out;
     for (const auto& s : index.studies()) out.push_back(s.study_uid);
@@ -233,14 +233,14 @@ BOOST_AUTO_TEST_CASE(by_age_only_analysed_and_delivered_studies_go_and_the_index
   // status.json says the same as the log: two studies' instances deleted since the start.
   const auto status_says = [&] {
     try {
-      const auto j = nlohmann::json::parse(read_text(d.root() / "status.json"));
+      const auto j = nlohmann::json::parse(read_text(d.status_file()));
       return j.at("retention").at("deleted").at("incoming").at("items").get<int>() == 2 &&
              j.at("retention").at("deleted").at("incoming").at("files").get<int>() == 80;
     } catch (const std::exception&) {
       return false;  // not written yet, or mid-rename
     }
   };
-  BOOST_TEST(eventually(status_says, 30s), read_text(d.root() / "status.json"));
+  BOOST_TEST(eventually(status_says, 30s), read_text(d.status_file()));
   BOOST_TEST(d.stop() == 0);
   const auto del = deleted(d.log());
   report("age", del);

@@ -50,7 +50,7 @@ std::size_t count(const std::string& text, const std::string& what) {
 std::vector<scp::SeriesRunRow> analyse_one_study(Daemon& d, const fs::path& ct) {
   BOOST_TEST_REQUIRE(d.store({ct.string()}).exit_code == 0);
   BOOST_TEST_REQUIRE(eventually([&] { return d.log().find("generation 1 analysed") != std::string::npos; }, 120s), d.log());
-  scp::Index index(d.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(d.root()));
   const auto studies = index.studies();
   BOOST_TEST_REQUIRE(studies.size() == 1u);
   return index.series_runs(studies.front().study_uid);
@@ -93,7 +93,7 @@ BOOST_AUTO_TEST_CASE(a_crashing_worker_costs_its_series_and_the_node_with_its_as
   BOOST_TEST(d.store({more.string()}).exit_code == 0);
   BOOST_TEST(stored_files(d.incoming()).size() == 12u);
   {
-    scp::Index index(d.root() / "index.sqlite");
+    scp::Index index(testsupport::index_settings_for(d.root()));
     BOOST_TEST(index.results().empty());  // nothing from a crashed worker is sent
     for (const auto& j : index.jobs())
       if (j.generation == 1 && j.state != "pending" && j.state != "running") BOOST_TEST(j.state == "failed");
@@ -147,7 +147,7 @@ BOOST_AUTO_TEST_CASE(a_running_worker_is_stopped_at_shutdown_and_its_job_runs_ag
     // The worker is started once the study is complete; SIGTERM then ends it at once.
     BOOST_TEST_REQUIRE(eventually(
         [&] {
-          scp::Index index(d.root() / "index.sqlite");
+          scp::Index index(testsupport::index_settings_for(d.root()));
           for (const auto& j : index.jobs())
             if (j.state == "running") return true;
           return false;
@@ -158,7 +158,7 @@ BOOST_AUTO_TEST_CASE(a_running_worker_is_stopped_at_shutdown_and_its_job_runs_ag
     const bool quick = std::chrono::steady_clock::now() - t0 < 20s;
     BOOST_TEST(quick);
     BOOST_TEST(d.log().find("interrupted by shutdown") != std::string::npos, d.log());
-    scp::Index index(d.root() / "index.sqlite");
+    scp::Index index(testsupport::index_settings_for(d.root()));
     const auto jobs = index.jobs();
     BOOST_TEST_REQUIRE(jobs.size() == 1u);
     BOOST_TEST(jobs.front().state == "pending");
@@ -168,7 +168,7 @@ BOOST_AUTO_TEST_CASE(a_running_worker_is_stopped_at_shutdown_and_its_job_runs_ag
   again.start();
   BOOST_TEST_REQUIRE(eventually([&] { return again.log().find("generation 1 analysed") != std::string::npos; }, 120s),
                      again.log());
-  scp::Index index(again.root() / "index.sqlite");
+  scp::Index index(testsupport::index_settings_for(again.root()));
   BOOST_TEST(index.results().size() == 2u);
   BOOST_TEST(again.stop() == 0);
   fs::remove_all(dir);

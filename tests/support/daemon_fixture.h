@@ -69,7 +69,7 @@ class Daemon {
     std::ofstream(config_) << "[node]\nae_title = \"PACSNODE\"\nbind = \"127.0.0.1\"\nport = " << port_
                            << "\nmax_associations = " << opt_.max_associations
                            << "\nallowed_calling_ae = " << opt_.allowed_calling_ae
-                           << "\ndrain_seconds = " << opt_.drain_seconds << "\n" << opt_.node_extra
+                           << "\ndrain_seconds = " << opt_.drain_seconds << "\n" << node_name_line() << opt_.node_extra
                            << "\n[storage]\nroot = \"" << root_.string()
                            << "\"\nmin_free_mb = " << opt_.min_free_mb
                            << (opt_.max_instance_mb ? "\nmax_instance_mb = " + std::to_string(opt_.max_instance_mb) : "")
@@ -139,11 +139,26 @@ class Daemon {
     return ss.str();
   }
   std::uint16_t port() const { return port_; }
+  // Where the daemon writes its status: <root>/status.json, or nodes/<node>/status.json on a
+  // shared (PostgreSQL) index.
+  std::filesystem::path status_file() const {
+    return shared_index() ? root_ / "nodes" / node_name() / "status.json" : root_ / "status.json";
+  }
   const std::filesystem::path& root() const { return root_; }
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path incoming() const { return root_ / "incoming"; }
 
  private:
+  bool shared_index() const { return !opt_.index_toml.empty() || testing_postgresql(); }
+  // The node's name: from node_extra when it names one, else "test-node" on a shared index.
+  std::string node_name() const {
+    const auto p = opt_.node_extra.find("name = \"");
+    if (p != std::string::npos) return opt_.node_extra.substr(p + 8, opt_.node_extra.find('"', p + 8) - (p + 8));
+    return "test-node";
+  }
+  std::string node_name_line() const {
+    return shared_index() && opt_.node_extra.find("name = \"") == std::string::npos ? "name = \"test-node\"\n" : "";
+  }
   std::filesystem::path dir_, root_, config_, log_;
   DaemonOptions opt_;
   std::uint16_t port_ = 0;

@@ -83,7 +83,7 @@ class RawPeer {
 
 // status.json as the daemon last wrote it (at SIGTERM it writes a final one).
 inline nlohmann::json status_of(const Daemon& d) {
-  const auto text = read_text(d.root() / "status.json");
+  const auto text = read_text(d.status_file());
   BOOST_TEST_REQUIRE(!text.empty());
   return nlohmann::json::parse(text);
 }

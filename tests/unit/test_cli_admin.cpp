@@ -223,17 +223,17 @@ namespace {
 
 // An index with two results queued for "pacs" and "old" in every state, and a config naming
 // only "pacs".
-//
-// SQLite only: `pacsnode outbox` (scp/outbox_cli.cpp) opens <root>/index.sqlite whatever the
-// config's [index] says, so these cases need that file; the _pg registration skips them.
+// `pacsnode outbox` opens the index the config's [index] names: in the _pg registration the
+// config names the PostgreSQL database of the root.
 struct OutboxFixture {
   TempDir tmp{"outbox-cli"};
   fs::path root = tmp.path / "storage", cfg = tmp.path / "site.toml";
   OutboxFixture() {
     fs::create_directories(root);
     std::ofstream(cfg) << "[storage]\nroot = \"" << root.string()
-                       << "\"\n[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = 11113\n";
-    scp::Index index(root / "index.sqlite");  // the file the CLI reads (see above)
+                       << "\"\n[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = 11113\n"
+                       << testsupport::index_toml_for(root);
+    scp::Index index(testsupport::index_settings_for(root));  // what the CLI opens
     const auto job = testsupport::complete_study(index, root / "x.dcm");
     const auto now = scp::wall_ms();
     for (int n = 0; n < 4; ++n) {
@@ -257,22 +257,14 @@ struct OutboxFixture {
     return testsupport::capture([&] { return scp::outbox_main(args); });
   }
   std::vector<scp::OutboxRow> rows(const std::string& destination, const std::string& state) {
-    scp::Index index(root / "index.sqlite");
+    scp::Index index(testsupport::index_settings_for(root));
     return index.outbox_select({std::vector<std::string>{state}, std::vector<std::string>{destination}, std::nullopt});
   }
 };
 
-// Skips a case in the _pg registration (see OutboxFixture).
-boost::test_tools::assertion_result sqlite_only(boost::unit_test::test_unit_id) {
-  boost::test_tools::assertion_result r(!testsupport::testing_postgresql());
-  r.message() << "pacsnode outbox reads <root>/index.sqlite only; not run against PostgreSQL";
-  return r;
-}
-
 }  // namespace
 
-BOOST_FIXTURE_TEST_CASE(outbox_list_flags_destinations_no_longer_configured, OutboxFixture,
-                        *boost::unit_test::precondition(sqlite_only)) {
+BOOST_FIXTURE_TEST_CASE(outbox_list_flags_destinations_no_longer_configured, OutboxFixture) {
   const auto c = outbox({"list"});
   BOOST_TEST(c.rc == 0, c.err);
   BOOST_TEST(has(c.err, "pacsnode: config " + cfg.string()), c.err);
@@ -287,8 +279,7 @@ BOOST_FIXTURE_TEST_CASE(outbox_list_flags_destinations_no_longer_configured, Out
   BOOST_TEST(!has(p.out, "not configured"), p.out);
 }
 
-BOOST_FIXTURE_TEST_CASE(outbox_retry_without_options_retries_the_dead_only, OutboxFixture,
-                        *boost::unit_test::precondition(sqlite_only)) {
+BOOST_FIXTURE_TEST_CASE(outbox_retry_without_options_retries_the_dead_only, OutboxFixture) {
   const auto c = outbox({"retry"});
   BOOST_TEST(c.rc == 0, c.err);
   BOOST_TEST(has(c.out, "1 object(s) queued again"), c.out);
@@ -297,8 +288,7 @@ BOOST_FIXTURE_TEST_CASE(outbox_retry_without_options_retries_the_dead_only, Outb
   BOOST_TEST(rows("old", "dead").size() == 1u);
 }
 
-BOOST_FIXTURE_TEST_CASE(outbox_retry_all_makes_pending_and_dead_due_now, OutboxFixture,
-                        *boost::unit_test::precondition(sqlite_only)) {
+BOOST_FIXTURE_TEST_CASE(outbox_retry_all_makes_pending_and_dead_due_now, OutboxFixture) {
   const auto before = scp::wall_ms();
   const auto c = outbox({"retry", "--all"});
   BOOST_TEST(c.rc == 0, c.err);
@@ -316,8 +306,7 @@ BOOST_FIXTURE_TEST_CASE(outbox_retry_all_makes_pending_and_dead_due_now, OutboxF
   BOOST_TEST(rows("old", "dead").size() == 1u);
 }
 
-BOOST_FIXTURE_TEST_CASE(outbox_retry_by_destination_state_and_id, OutboxFixture,
-                        *boost::unit_test::precondition(sqlite_only)) {
+BOOST_FIXTURE_TEST_CASE(outbox_retry_by_destination_state_and_id, OutboxFixture) {
   auto c = outbox({"retry", "--state", "pending"});
   BOOST_TEST(has(c.out, "2 object(s) queued again"), c.out);
   BOOST_TEST(rows("pacs", "dead").size() == 1u);
@@ -335,8 +324,7 @@ BOOST_FIXTURE_TEST_CASE(outbox_retry_by_destination_state_and_id, OutboxFixture,
   BOOST_TEST(has(c.err, "Usage: pacsnode outbox retry"), c.err);
 }
 
-BOOST_FIXTURE_TEST_CASE(outbox_purge_orphaned_and_by_state, OutboxFixture,
-                        *boost::unit_test::precondition(sqlite_only)) {
+BOOST_FIXTURE_TEST_CASE(outbox_purge_orphaned_and_by_state, OutboxFixture) {
   // Pending objects of a configured destination are never purged.
   for (const std::vector<std::string>& args : {std::vector<std::string>{"purge", "--state", "pending"},
                                               std::vector<std::string>{"purge", "--destination", "pacs", "--state", "pending"}}) {
@@ -360,8 +348,7 @@ BOOST_FIXTURE_TEST_CASE(outbox_purge_orphaned_and_by_state, OutboxFixture,
   BOOST_TEST(rows("pacs", "pending").size() == 2u);
 }
 
-BOOST_FIXTURE_TEST_CASE(outbox_purge_of_a_named_unconfigured_destination, OutboxFixture,
-                        *boost::unit_test::precondition(sqlite_only)) {
+BOOST_FIXTURE_TEST_CASE(outbox_purge_of_a_named_unconfigured_destination, OutboxFixture) {
   const auto c = outbox({"purge", "--destination", "old", "--state", "pending"});
   BOOST_TEST(c.rc == 0, c.err);
   BOOST_TEST(has(c.out, "2 pending object(s) of 'old' (not configured) removed"), c.out);
