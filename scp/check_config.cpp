@@ -1,5 +1,7 @@
 #include "scp/check_config.h"
 
+#include "scp/index_db.h"
+
 #include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -132,6 +134,14 @@ std::vector<std::string> config_warnings(const config::Config& cfg, const CheckC
     out.push_back("no [[destination]] configured: results are written to the storage root's outbound/ and sent nowhere");
   if (auto p = storage_root_problem(ctx.storage_root))
     out.push_back(fmt::format("storage root {} {}", ctx.storage_root.string(), *p));
+  // A cluster's index: can this machine reach it with this DSN (the DSN itself is never printed)?
+  if (cfg.index.backend == "postgresql") {
+    try {
+      db::open_postgresql(cfg.index.dsn);
+    } catch (const std::exception& e) {
+      out.push_back(fmt::format("index.dsn: PostgreSQL cannot be used: {} (the node will not start)", e.what()));
+    }
+  }
   for (const auto& d : cfg.destinations) {
     if (!ctx.resolve) break;
     if (auto why = ctx.resolve(d.host))

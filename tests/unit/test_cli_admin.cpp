@@ -215,6 +215,15 @@ BOOST_AUTO_TEST_CASE(check_config_warnings) {
   ctx.storage_root = tmp.path / "storage";
   w = scp::config_warnings(cfg, ctx);
   BOOST_TEST(w.empty(), (w.empty() ? std::string() : w.front()));  // front() of an empty vector is UB
+
+  // A PostgreSQL index that cannot be reached is named, never with the DSN's password.
+  cfg = config::parse("[[destination]]\nname = \"a\"\nae_title = \"A\"\nhost = \"127.0.0.1\"\nport = 11113\n[index]\n"
+                      "backend = \"postgresql\"\ndsn = \"host=127.0.0.1 port=1 dbname=x user=u password=s3cret-pw\"\n",
+                      "pg.toml");
+  w = scp::config_warnings(cfg, ctx);
+  BOOST_TEST_REQUIRE(w.size() == 1u);
+  BOOST_TEST(has(w[0], "index.dsn: PostgreSQL cannot be used"), w[0]);
+  BOOST_TEST(!has(w[0], "s3cret-pw"), w[0]);
 }
 
 // ---- outbox ---------------------------------------------------------------------------------

@@ -354,3 +354,24 @@ BOOST_AUTO_TEST_CASE(destinations_over_tls_need_their_trusted_cas) {
                       "destination[0].tls_private_key: is required with the other"));
   BOOST_TEST(mentions(problems_of(base + "tls_profile = \"tls1.0\"\n"), "destination[0].tls_profile: \"tls1.0\" is not"));
 }
+
+BOOST_AUTO_TEST_CASE(index_and_cluster_keys_are_checked_naming_the_key) {
+  const auto c = config::parse("[index]\nbackend = \"postgresql\"\ndsn = \"host=db1 dbname=pacsnode\"\nlease_seconds = 12\n"
+                               "poll_seconds = 3\n[node]\nname = \"node-2.site_a\"\nreceive = false\n",
+                               "t.toml");
+  BOOST_TEST(c.index.backend == "postgresql");
+  BOOST_TEST(c.index.dsn == "host=db1 dbname=pacsnode");
+  BOOST_TEST(c.index.lease_seconds == 12);
+  BOOST_TEST(c.index.poll_seconds == 3);
+  BOOST_TEST(c.node.name == "node-2.site_a");
+  BOOST_TEST(!c.node.receive);
+  BOOST_TEST(mentions(problems_of("[index]\nbackend = \"mysql\"\n"), "index.backend: \"mysql\" is not sqlite or postgresql"));
+  BOOST_TEST(mentions(problems_of("[index]\nbackend = \"postgresql\"\n"), "index.dsn: is needed"));
+  BOOST_TEST(mentions(problems_of("[index]\ndsn = \"host=x\"\n"), "index.dsn: is for backend = \"postgresql\" only"));
+  BOOST_TEST(mentions(problems_of("[index]\nlease_seconds = 2\n"), "index.lease_seconds"));
+  BOOST_TEST(mentions(problems_of("[index]\nlease_seconds = 10\npoll_seconds = 6\n"), "index.poll_seconds: 6 is more than half"));
+  BOOST_TEST(mentions(problems_of("[node]\nname = \"a b\"\n"), "node.name: \"a b\" is not a node name"));
+  BOOST_TEST(mentions(problems_of("[node]\nname = \".hidden\"\n"), "node.name"));
+  BOOST_TEST(mentions(problems_of("[node]\nreceive = false\n"), "node.receive: false (an analysis-only node) needs index.backend"));
+  BOOST_TEST(mentions(problems_of("[index]\nfoo = 1\n"), "index.foo: unknown key"));
+}
