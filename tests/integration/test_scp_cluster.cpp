@@ -243,3 +243,32 @@ BOOST_AUTO_TEST_CASE(postgresql_restarting_under_load_refuses_transiently_and_ac
   BOOST_TEST(index.results().size() == 2u);
   BOOST_TEST(n1.stop() == 0, n1.log());
 }
+
+BOOST_AUTO_TEST_CASE(deliveries_to_a_pacs_that_is_down_are_retried_by_the_cluster_and_arrive_once) {
+  Cluster c;
+  auto& n1 = c.add("n1");
+  c.add("n2");
+  c.pacs.stop();
+  const auto ct = ct_phantom(c.dir, 30, 128, 11);
+  BOOST_TEST_REQUIRE(n1.store({ct.string()}).exit_code == 0);
+  // Both objects fail at least twice while the PACS is down (backoff 1-2 s), whichever node tries.
+  BOOST_TEST_REQUIRE(eventually([&] {
+                       const auto rows = c.index().outbox();
+                       return rows.size() == 2u && std::all_of(rows.begin(), rows.end(), [](const scp::OutboxRow& r) {
+                                return r.state == "pending" && r.attempts >= 2;
+                              });
+                     }, 180s, 200ms),
+                     c.logs());
+  c.pacs.start();
+  BOOST_TEST_REQUIRE(eventually([&] { return outbox_settled(c); }, 60s), c.logs());
+  BOOST_TEST_REQUIRE(c.pacs.wait_for([&] { return c.pacs.count_instances() == 2; }, 30s), c.logs());
+  // Each object was sent successfully once, by one node: the successes the nodes log add up to 2.
+  std::size_t successes = 0;
+  const std::regex sent(R"((\d+) object\(s\) sent in|\): (\d+) sent, \d+ to retry)");
+  const std::string logs = c.logs();
+  for (auto it = std::sregex_iterator(logs.begin(), logs.end(), sent); it != std::sregex_iterator(); ++it)
+    successes += std::stoul((*it)[1].matched ? (*it)[1].str() : (*it)[2].str());
+  BOOST_TEST(successes == 2u, logs);
+  for (const auto& o : c.index().outbox()) BOOST_TEST(o.state == "sent");
+  for (auto& n : c.nodes) BOOST_TEST(n->stop() == 0, n->log());
+}
