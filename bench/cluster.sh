@@ -11,9 +11,9 @@
 #   2. database cost, on one node on PostgreSQL with statement logging (log_statement = 'all' for
 #      its database only): statements (each one libpq round trip: PQexecParams, BEGIN and COMMIT
 #      included) and transactions per instance ingested and per analysis job (study completion,
-#      job claim, series runs, results; no [[destination]], so no outbox rows), minus the node's
-#      idle background (heartbeats, polls) measured over an idle window before; pg_stat_database
-#      xact_commit deltas beside the count from the log.
+#      job claim, series runs, results and their delivery to one destination, a storescp), apart
+#      from the node's idle background (heartbeats, polls) measured over an idle window before;
+#      pg_stat_database xact_commit deltas beside the count from the log.
 #   3. analysis seconds per series of the same CT (ct-chest), from the daemon's "analysed in" line,
 #      one job per cost run.
 #   4. what one durable file write and one PostgreSQL commit cost on this disk.
@@ -59,17 +59,19 @@ n=0; for f in "$work"/ct/*.dcm; do ln -s "$f" "$work/part$((n % 4))/"; n=$((n+1)
 echo "starting a throwaway PostgreSQL 15 ..."
 "$pgc" start "$work/pg" >/dev/null
 pgport=$(cat "$work/pg/port")
-psql_() { PGOPTIONS='-c client_min_messages=warning' "$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres "$@"; }
+# (our own queries are not logged: only the daemons' statements are counted)
+psql_() { PGOPTIONS='-c client_min_messages=warning -c log_statement=none' "$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres "$@"; }
 dsn_for() { echo "host=127.0.0.1 port=$pgport user=postgres dbname=$1"; }
 new_db() { psql_ -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
 drop_db() { psql_ -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null; }
 # Prefix every server log line with its time, backend pid and database (for the cost count).
 psql_ -d postgres -c "ALTER SYSTEM SET log_line_prefix = '%m [%p] %d '" -c "SELECT pg_reload_conf()" >/dev/null
 
-# write_config FILE PORT ROOT NAME BACKEND DSN ANALYSIS LEVEL
+# write_config FILE PORT ROOT NAME BACKEND DSN ANALYSIS LEVEL [SINK_PORT]
 write_config() {
-  local file=$1 port=$2 root=$3 name=$4 backend=$5 dsn=$6 analysis=$7 level=$8
-  cat > "$file" <<TOML
+  local file=$1 port=$2 root=$3 name=$4 backend=$5 dsn=$6 analysis=$7 level=$8 sink=${9:-}
+  if [ -n "$sink" ]; then printf '[[destination]]\nname = "sink"\nae_title = "SINK"\nhost = "127.0.0.1"\nport = %s\n' "$sink"; fi > "$file"
+  cat >> "$file" <<TOML
 [node]
 port = $port
 name = "$name"
@@ -167,34 +169,43 @@ done
 done
 
 # --- database cost and analysis time: one PostgreSQL node, analysis on, statements logged ---------
-# count_log FROM TO DB [HIST]: "statements transactions" the server logged for DB between two byte offsets
-# of its log. A statement: one "statement:" or "execute <unnamed>:" line (simple and extended
-# protocol). A transaction: a BEGIN, or a statement outside BEGIN..COMMIT (one implicit transaction).
+# count_log FROM TO DB HIST [BACKGROUND]: "statements transactions own_statements own_transactions"
+# the server logged for DB between two byte offsets of its log. A statement: one "statement:" or
+# "execute <unnamed>:" line (simple and extended protocol), i.e. one round trip. A transaction:
+# BEGIN..COMMIT, or one statement outside it (an implicit transaction). Own: the transactions with at
+# least one statement that the BACKGROUND histogram (the idle window's) does not have, i.e. what the
+# ingest or the job added, counted exactly; the others are the node's periodic polls and heartbeats.
+# HIST gets the statements by text (first 90 characters): all of them, or the own ones with BACKGROUND.
 count_log() {
-  /usr/bin/python3 - "$work/pg/server.log" "$1" "$2" "$3" "${4:-}" <<'PY'
+  /usr/bin/python3 - "$work/pg/server.log" "$1" "$2" "$3" "$4" "${5:-}" <<'PY'
 import collections, re, sys
-path, a, b, db, hist = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-kinds = collections.Counter()
+path, a, b, db, hist, background = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+bg = set()
+if background:
+    bg = {l.rstrip("\n").split("\t", 1)[1] for l in open(background)}
 with open(path, "rb") as f:
     f.seek(a); text = f.read(b - a).decode("utf-8", "replace")
 line = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (\S*) LOG:  (?:statement|execute [^:]*): (.*)$")
-stmts = txs = 0; in_tx = {}
+open_tx = {}; units = []  # units: lists of statement texts, one per transaction
 for l in text.splitlines():
     m = line.match(l)
     if not m or m.group(2) != db: continue
-    pid, sql = m.group(1), m.group(3).strip().upper()
-    stmts += 1
-    kinds[" ".join(m.group(3).split())[:90]] += 1
-    if sql.startswith("BEGIN") or sql.startswith("START TRANSACTION"):
-        in_tx[pid] = True; txs += 1
-    elif sql.startswith(("COMMIT", "ROLLBACK", "END")):
-        in_tx[pid] = False
-    elif not in_tx.get(pid):
-        txs += 1
-if hist:
-    with open(hist, "w") as f:
-        for k, c in kinds.most_common(): f.write(f"{c}\t{k}\n")
-print(stmts, txs)
+    pid, sql = m.group(1), " ".join(m.group(3).split())[:90]
+    up = sql.upper()
+    if up.startswith(("BEGIN", "START TRANSACTION")):
+        open_tx[pid] = [sql]
+    elif pid in open_tx:
+        open_tx[pid].append(sql)
+        if up.startswith(("COMMIT", "ROLLBACK", "END")): units.append(open_tx.pop(pid))
+    else:
+        units.append([sql])
+units += open_tx.values()
+control = ("BEGIN", "COMMIT", "ROLLBACK", "END", "START TRANSACTION")
+own = [u for u in units if not bg or any(s not in bg for s in u if not s.upper().startswith(control))]
+kinds = collections.Counter(s for u in (own if bg else units) for s in u)
+with open(hist, "w") as f:
+    for k, c in kinds.most_common(): f.write(f"{c}\t{k}\n")
+print(sum(map(len, units)), len(units), sum(map(len, own)), len(own))
 PY
 }
 log_at() { stat -c %s "$work/pg/server.log"; }
@@ -208,7 +219,10 @@ cost_rows=()
 for run in $(seq "$runs"); do
   port=$(free_port); root="$work/cost-$run"; db="pn_cost_$run"; mkdir -p "$root"; new_db "$db"
   psql_ -d postgres -c "ALTER DATABASE $db SET log_statement = 'all'" >/dev/null
-  write_config "$work/n.toml" "$port" "$root" n1 postgresql "$(dsn_for "$db")" true info
+  # the results go to DCMTK's storescp, so that the job's cost includes one delivery per object
+  sink=$(free_port); mkdir -p "$work/sink"; storescp -od "$work/sink" -aet SINK "$sink" & pids+=($!)
+  wait_echo "$sink" SINK
+  write_config "$work/n.toml" "$port" "$root" n1 postgresql "$(dsn_for "$db")" true info "$sink"
   start_node "$work/n.toml" "$work/cost-$run.log" "$port"
   sleep 2  # past the start (schema, requeue, first heartbeat)
   a=$(log_at); ta=$(now); xa=$(xacts "$db")
@@ -218,27 +232,34 @@ for run in $(seq "$runs"); do
   c=$(log_at); tc=$(now); xc=$(xacts "$db")
   for _ in $(seq 1200); do grep -q 'analysed in' "$work/cost-$run.log" && break; sleep 0.1; done
   grep -q 'analysed in' "$work/cost-$run.log" || fail "no analysis within 120 s (log: $(tail -n 5 "$work/cost-$run.log"))"
+  # every result object sent (read off the daemon's log: polling the database would add to its counts)
+  objects=$(sed -n 's/.*analysed in .* \([0-9][0-9]*\) object(s) in .*/\1/p' "$work/cost-$run.log" | head -n 1)
+  sent() { sed -n "s/.*destination 'sink' .*: \([0-9][0-9]*\) object(s) sent in.*/\1/p" "$work/cost-$run.log" | awk '{s += $1} END {print s + 0}'; }
+  for _ in $(seq 600); do [ "$(sent)" -ge "$objects" ] && break; sleep 0.2; done
+  [ "$(sent)" -ge "$objects" ] && [ "$objects" -gt 0 ] || fail "$(sent) of ${objects:-?} result object(s) sent within 120 s"
   sleep 1
   d=$(log_at); td=$(now); xd=$(xacts "$db")
   stop_nodes
+  rm -rf "$work/sink"
   check_counts "$root" "PostgreSQL node with analysis (run $run)" "$db"
   asecs=$(sed -n 's/.*analysed in \([0-9.]*\) s.*/\1/p' "$work/cost-$run.log" | head -n 1)
   stages=$(grep -o 'series [^ ]* (ct-chest): .*' "$work/cost-$run.log" | head -n 1 | sed 's/^series [^ ]* //')
-  read -r si ti < <(count_log "$a" "$b" "$db" "$work/hist-idle")
-  read -r sn tn < <(count_log "$b" "$c" "$db" "$work/hist-ingest")
-  read -r sj tj < <(count_log "$c" "$d" "$db" "$work/hist-job")
-  cost_rows+=("$(/usr/bin/python3 - "$si" "$ti" "$sn" "$tn" "$sj" "$tj" "$xa" "$xb" "$xc" "$xd" "$ta" "$tb" "$tc" "$td" "$slices" "$asecs" <<'PY'
+  read -r si ti _ _ < <(count_log "$a" "$b" "$db" "$work/hist-idle")
+  read -r sn tn on otn < <(count_log "$b" "$c" "$db" "$work/hist-ingest" "$work/hist-idle")
+  read -r sj tj oj otj < <(count_log "$c" "$d" "$db" "$work/hist-job" "$work/hist-idle")
+  cost_rows+=("$(/usr/bin/python3 - "$si" "$ti" "$sn" "$tn" "$sj" "$tj" "$xa" "$xb" "$xc" "$xd" "$ta" "$tb" "$tc" "$td" "$slices" "$asecs" "$on" "$otn" "$oj" "$otj" <<'PY'
 import sys
 si, ti, sn, tn, sj, tj, xa, xb, xc, xd = map(int, sys.argv[1:11])
 ta, tb, tc, td = map(float, sys.argv[11:15]); n = int(sys.argv[15]); asecs = sys.argv[16]
+on, otn, oj, otj = map(int, sys.argv[17:21])
 rs, rt, rx = si / (tb - ta), ti / (tb - ta), (xb - xa) / (tb - ta)  # idle background per second
 ing, job = tc - tb, td - tc
-print(f"{rs:.2f} {rt:.2f} {rx:.2f} "
-      f"{(sn - rs * ing) / n:.2f} {(tn - rt * ing) / n:.2f} {((xc - xb) - rx * ing) / n:.2f} "
-      f"{sj - rs * job:.0f} {tj - rt * job:.0f} {(xd - xc) - rx * job:.0f} {job:.1f} {asecs}")
+print(f"{rs:.2f}/{rt:.2f}/{rx:.2f} "
+      f"{on / n:.2f}/{otn / n:.2f} {(sn - rs * ing) / n:.2f}/{(tn - rt * ing) / n:.2f}/{((xc - xb) - rx * ing) / n:.2f} "
+      f"{oj}/{otj} {sj - rs * job:.0f}/{tj - rt * job:.0f}/{(xd - xc) - rx * job:.0f} {job:.1f} {asecs}")
 PY
 )")
-  echo "  run $run: $stages"
+  echo "  run $run: $objects result object(s) sent; $stages"
   drop_db "$db"; rm -rf "$root"
 done
 
@@ -277,30 +298,29 @@ for k in 1 4; do
 done
 echo "connections to PostgreSQL held by the 3 nodes (pg_stat_activity): $conns"
 
-printf '\ndatabase cost on one PostgreSQL node (idle background subtracted; statements = libpq round trips):\n'
-printf '%-4s %22s %22s %26s %24s %10s\n' run "idle: stmt/tx/xact per s" "per instance: stmt/tx" "per instance: xact_commit" "per job: stmt/tx/xact" "analysis s"
+printf '\ndatabase cost on one PostgreSQL node; statements = libpq round trips, tx = transactions:\n'
+printf '%-4s %20s %18s %24s %12s %22s %10s\n' run "idle stmt/tx/xact /s" "instance: own" "instance: all-idle" "job: own" "job: all-idle" "analysis s"
+printf '%-4s %20s %18s %24s %12s %22s %10s\n' "" "" "stmt/tx" "stmt/tx/xact" "stmt/tx" "stmt/tx/xact" ""
 i=0
 for row in "${cost_rows[@]}"; do
-  i=$((i+1)); read -r rs rt rx ps pt px js jt jx jw as <<<"$row"
-  printf '%-4s %22s %22s %26s %24s %10s\n' "$i" "$rs / $rt / $rx" "$ps / $pt" "$px" "$js / $jt / $jx" "$as"
+  i=$((i+1)); read -r idle_r own_i all_i own_j all_j jw as <<<"$row"
+  printf '%-4s %20s %18s %24s %12s %22s %10s\n' "$i" "$idle_r" "$own_i" "$all_i" "$own_j" "$all_j" "$as"
 done
-echo "per job: from the last C-STORE response to 1 s after 'analysed in' (study completion after quiet_seconds = 3,"
-echo "job claim, series run, results; no destination). analysis s: the job's wall time for the one series."
-echo "statements in the last cost run by text (first 90 characters), the idle background subtracted:"
-/usr/bin/python3 - "$work" "$slices" "$(echo "$tb - $ta" | bc -l)" "$(echo "$tc - $tb" | bc -l)" "$(echo "$td - $tc" | bc -l)" <<'PY'
-import collections, sys
-work, n = sys.argv[1], int(sys.argv[2]); t_idle, t_ingest, t_job = map(float, sys.argv[3:6])
-def read(name):
-    c = collections.Counter()
-    for l in open(f"{work}/hist-{name}"):
-        k, v = l.rstrip("\n").split("\t", 1); c[v] = int(k)
-    return c
-idle = read("idle")
-for name, t, div, unit in (("idle", 0, t_idle, "per s"), ("ingest", t_ingest, n, "per instance"), ("job", t_job, 1, "per job")):
+echo "own: the transactions (and their statements, BEGIN/COMMIT included) with a statement the idle window"
+echo "  never ran, counted exactly from the statement log; all-idle: everything logged minus the idle rate"
+echo "  times the window (stmt, tx from the log; xact: pg_stat_database xact_commit + xact_rollback)."
+echo "job: from the last C-STORE response until every result object is sent and 1 s more: study completion"
+echo "  (quiet_seconds = 3), job claim, series run, results with their outbox rows, and their delivery to one"
+echo "  destination (storescp). analysis s: the job's wall time ('analysed in'), one series."
+echo "statements of the last cost run by text (first 90 characters): the idle background per s, own per instance and per job:"
+/usr/bin/python3 - "$work" "$slices" "$(echo "$tb - $ta" | bc -l)" <<'PY'
+import sys
+work, n, t_idle = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+for name, div, unit in (("idle", t_idle, "per s"), ("ingest", n, "own, per instance"), ("job", 1, "own, per job")):
     print(f"  {name} ({unit}):")
-    for k, c in read(name).most_common():
-        v = (c - idle[k] / t_idle * t) / div if name != "idle" else c / div
-        if abs(v) >= 0.005: print(f"    {v:7.2f}  {k}")
+    for l in open(f"{work}/hist-{name}"):
+        c, k = l.rstrip("\n").split("\t", 1)
+        print(f"    {int(c) / div:7.2f}  {k}")
 PY
 printf '\ndisk: write+fsync+rename+dir fsync of one 512 KiB file: %s ms median (at most %.0f/s on one writer)\n' \
   "$flush_ms" "$(echo "1000 / $flush_ms" | bc -l)"
