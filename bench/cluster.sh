@@ -209,6 +209,9 @@ print(sum(map(len, units)), len(units), sum(map(len, own)), len(own))
 PY
 }
 log_at() { stat -c %s "$work/pg/server.log"; }
+# CPU seconds of a process: "own children" (user+system; children: those it has reaped, i.e. the
+# analysis workers that ended).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f %.2f\n", ($14 + $15) / hz, ($16 + $17) / hz}' "/proc/$1/stat"; }
 # Transactions committed and rolled back in DB as pg_stat_database shows them. A backend publishes
 # its counts when idle, at most once a second, so this reads them 2 s after the moment it stands for.
 xacts() { sleep 2; psql_ -d postgres -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '$1'"; }
@@ -228,6 +231,7 @@ for run in $(seq "$runs"); do
   a=$(log_at); ta=$(now); xa=$(xacts "$db")
   sleep "$idle"
   b=$(log_at); tb=$(now); xb=$(xacts "$db")
+  node_pid=${pids[-1]}; read -r cpu_b wcpu_b < <(cpu_of "$node_pid")
   send 1 "$port" >/dev/null
   c=$(log_at); tc=$(now); xc=$(xacts "$db")
   for _ in $(seq 1200); do grep -q 'analysed in' "$work/cost-$run.log" && break; sleep 0.1; done
@@ -239,6 +243,8 @@ for run in $(seq "$runs"); do
   [ "$(sent)" -ge "$objects" ] && [ "$objects" -gt 0 ] || fail "$(sent) of ${objects:-?} result object(s) sent within 120 s"
   sleep 1
   d=$(log_at); td=$(now); xd=$(xacts "$db")
+  read -r cpu_d wcpu_d < <(cpu_of "$node_pid")
+  wcpu=$(echo "$wcpu_d - $wcpu_b" | bc -l); dcpu=$(echo "$cpu_d - $cpu_b" | bc -l)
   stop_nodes
   rm -rf "$work/sink"
   check_counts "$root" "PostgreSQL node with analysis (run $run)" "$db"
@@ -247,16 +253,16 @@ for run in $(seq "$runs"); do
   read -r si ti _ _ < <(count_log "$a" "$b" "$db" "$work/hist-idle")
   read -r sn tn on otn < <(count_log "$b" "$c" "$db" "$work/hist-ingest" "$work/hist-idle")
   read -r sj tj oj otj < <(count_log "$c" "$d" "$db" "$work/hist-job" "$work/hist-idle")
-  cost_rows+=("$(/usr/bin/python3 - "$si" "$ti" "$sn" "$tn" "$sj" "$tj" "$xa" "$xb" "$xc" "$xd" "$ta" "$tb" "$tc" "$td" "$slices" "$asecs" "$on" "$otn" "$oj" "$otj" <<'PY'
+  cost_rows+=("$(/usr/bin/python3 - "$si" "$ti" "$sn" "$tn" "$sj" "$tj" "$xa" "$xb" "$xc" "$xd" "$ta" "$tb" "$tc" "$td" "$slices" "$asecs" "$on" "$otn" "$oj" "$otj" "$wcpu" "$dcpu" <<'PY'
 import sys
 si, ti, sn, tn, sj, tj, xa, xb, xc, xd = map(int, sys.argv[1:11])
 ta, tb, tc, td = map(float, sys.argv[11:15]); n = int(sys.argv[15]); asecs = sys.argv[16]
-on, otn, oj, otj = map(int, sys.argv[17:21])
+on, otn, oj, otj = map(int, sys.argv[17:21]); wcpu, dcpu = map(float, sys.argv[21:23])
 rs, rt, rx = si / (tb - ta), ti / (tb - ta), (xb - xa) / (tb - ta)  # idle background per second
 ing, job = tc - tb, td - tc
 print(f"{rs:.2f}/{rt:.2f}/{rx:.2f} "
       f"{on / n:.2f}/{otn / n:.2f} {(sn - rs * ing) / n:.2f}/{(tn - rt * ing) / n:.2f}/{((xc - xb) - rx * ing) / n:.2f} "
-      f"{oj}/{otj} {sj - rs * job:.0f}/{tj - rt * job:.0f}/{(xd - xc) - rx * job:.0f} {job:.1f} {asecs}")
+      f"{oj}/{otj} {sj - rs * job:.0f}/{tj - rt * job:.0f}/{(xd - xc) - rx * job:.0f} {job:.1f} {asecs} {wcpu:.1f} {dcpu:.1f}")
 PY
 )")
   echo "  run $run: $objects result object(s) sent; $stages"
@@ -299,19 +305,21 @@ done
 echo "connections to PostgreSQL held by the 3 nodes (pg_stat_activity): $conns"
 
 printf '\ndatabase cost on one PostgreSQL node; statements = libpq round trips, tx = transactions:\n'
-printf '%-4s %20s %18s %24s %12s %22s %10s\n' run "idle stmt/tx/xact /s" "instance: own" "instance: all-idle" "job: own" "job: all-idle" "analysis s"
-printf '%-4s %20s %18s %24s %12s %22s %10s\n' "" "" "stmt/tx" "stmt/tx/xact" "stmt/tx" "stmt/tx/xact" ""
+printf '%-4s %20s %14s %20s %9s %18s %10s %10s\n' run "idle stmt/tx/xact" "instance: own" "instance: all-idle" "job: own" "job: all-idle" "analysis" "CPU s"
+printf '%-4s %20s %14s %20s %9s %18s %10s %10s\n' "" "per s" "stmt/tx" "stmt/tx/xact" "stmt/tx" "stmt/tx/xact" "wall s" "wkr/node"
 i=0
 for row in "${cost_rows[@]}"; do
-  i=$((i+1)); read -r idle_r own_i all_i own_j all_j jw as <<<"$row"
-  printf '%-4s %20s %18s %24s %12s %22s %10s\n' "$i" "$idle_r" "$own_i" "$all_i" "$own_j" "$all_j" "$as"
+  i=$((i+1)); read -r idle_r own_i all_i own_j all_j jw as wc dc <<<"$row"
+  printf '%-4s %20s %14s %20s %9s %18s %10s %10s\n' "$i" "$idle_r" "$own_i" "$all_i" "$own_j" "$all_j" "$as" "$wc/$dc"
 done
 echo "own: the transactions (and their statements, BEGIN/COMMIT included) with a statement the idle window"
 echo "  never ran, counted exactly from the statement log; all-idle: everything logged minus the idle rate"
 echo "  times the window (stmt, tx from the log; xact: pg_stat_database xact_commit + xact_rollback)."
 echo "job: from the last C-STORE response until every result object is sent and 1 s more: study completion"
 echo "  (quiet_seconds = 3), job claim, series run, results with their outbox rows, and their delivery to one"
-echo "  destination (storescp). analysis s: the job's wall time ('analysed in'), one series."
+echo "  destination (storescp). analysis wall s: the job's wall time ('analysed in'), one series. CPU s: user+system"
+echo "  seconds of the analysis worker(s) that ended (wkr) and of the daemon itself (node; it received the"
+echo "  $slices instances and sent the results) from the start of the ingest to the end of the job window."
 echo "statements of the last cost run by text (first 90 characters): the idle background per s, own per instance and per job:"
 /usr/bin/python3 - "$work" "$slices" "$(echo "$tb - $ta" | bc -l)" <<'PY'
 import sys
