@@ -248,6 +248,7 @@ for run in $(seq "$runs"); do
   stop_nodes
   rm -rf "$work/sink"
   check_counts "$root" "PostgreSQL node with analysis (run $run)" "$db"
+  row_bytes=$(psql_ -d "$db" -c "VACUUM ANALYZE instances" -c "SELECT pg_total_relation_size('instances') / count(*) FROM instances")
   asecs=$(sed -n 's/.*analysed in \([0-9.]*\) s.*/\1/p' "$work/cost-$run.log" | head -n 1)
   stages=$(grep -o 'series [^ ]* (ct-chest): .*' "$work/cost-$run.log" | head -n 1 | sed 's/^series [^ ]* //')
   read -r si ti _ _ < <(count_log "$a" "$b" "$db" "$work/hist-idle")
@@ -330,6 +331,7 @@ for name, div, unit in (("idle", t_idle, "per s"), ("ingest", n, "own, per insta
         c, k = l.rstrip("\n").split("\t", 1)
         print(f"    {int(c) / div:7.2f}  {k}")
 PY
+echo "instances table with its indexes: $row_bytes bytes per instance ($slices rows of the CT; pg_total_relation_size)"
 printf '\ndisk: write+fsync+rename+dir fsync of one 512 KiB file: %s ms median (at most %.0f/s on one writer)\n' \
   "$flush_ms" "$(echo "1000 / $flush_ms" | bc -l)"
 printf 'PostgreSQL: single-row INSERT commits on one connection (pgbench, synchronous_commit on): %.0f/s = %.2f ms each\n' \
