@@ -25,6 +25,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
+const char* const kToken = "cluster-test-token-0123456789";
+
 // A PostgreSQL server, a database for the cluster, an Orthanc as the PACS and a shared root.
 struct Cluster {
   fs::path dir = make_temp_dir("cluster");
@@ -44,7 +46,7 @@ struct Cluster {
     fs::remove_all(dir);
   }
 
-  Daemon& add(const std::string& name, bool receive = true, int quiet_seconds = 3) {
+  Daemon& add(const std::string& name, bool receive = true, int quiet_seconds = 3, std::uint16_t http_port = 0) {
     DaemonOptions opt;
     opt.quiet_seconds = quiet_seconds;
     opt.storage_root = shared;
@@ -53,6 +55,8 @@ struct Cluster {
     opt.extra = fmt::format("[[destination]]\nname = \"pacs\"\nae_title = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n"
                             "[outbound]\ninitial_backoff_seconds = 1\nmax_backoff_seconds = 2\nconnect_timeout_seconds = 5\n",
                             pacs.aet(), pacs.dicom_port());
+    if (http_port)
+      opt.extra += fmt::format("[http]\nenabled = true\nport = {}\ntoken = \"{}\"\n", http_port, kToken);
     fs::create_directories(dir / name);
     nodes.push_back(std::make_unique<Daemon>(dir / name, opt));
     auto& d = *nodes.back();
@@ -115,7 +119,8 @@ bool outbox_settled(const Cluster& c) {
 
 BOOST_AUTO_TEST_CASE(a_study_spread_over_three_nodes_completes_once_and_the_pacs_gets_one_seg_and_one_sr) {
   Cluster c;
-  auto& n1 = c.add("n1");
+  const std::uint16_t http = free_port();
+  auto& n1 = c.add("n1", true, 3, http);
   auto& n2 = c.add("n2");
   auto& n3 = c.add("n3");
   const auto ct = ct_phantom(c.dir, 36, 128, 3);
@@ -165,6 +170,14 @@ BOOST_AUTO_TEST_CASE(a_study_spread_over_three_nodes_completes_once_and_the_pacs
                              status.string()}).exit_code == 0;
                }, 20s), check.output);
   }
+  // n1's metrics show every node's heartbeat age.
+  const auto metrics = run({"curl", "-s", "-f", "-H", std::string("Authorization: Bearer ") + kToken,
+                            fmt::format("http://127.0.0.1:{}/metrics", http)});
+  BOOST_TEST_REQUIRE(metrics.exit_code == 0, metrics.output);
+  for (const char* name : {"n1", "n2", "n3"})
+    BOOST_TEST(metrics.output.find(fmt::format("pacsnode_cluster_node_heartbeat_age_seconds{{node=\"{}\"}}", name)) !=
+                   std::string::npos,
+               metrics.output);
   for (auto& n : c.nodes) BOOST_TEST(n->stop() == 0, n->log());
   for (const char* phi : {"PHANTOM", "PH0001", "ACC0001", "password"}) BOOST_TEST(c.logs().find(phi) == std::string::npos, phi);
 }
