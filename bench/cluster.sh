@@ -271,18 +271,7 @@ PY
 done
 
 # --- the disk and the database's commit -------------------------------------------------------------
-flush_ms=$(/usr/bin/python3 - "$work" <<'PY'
-import os, statistics, sys, time
-d = os.path.join(sys.argv[1], "flush"); os.makedirs(d)
-data = os.urandom(530000); t = []
-for i in range(40):
-    s = time.perf_counter(); p = os.path.join(d, f"{i}.part")
-    with open(p, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-    os.rename(p, p[:-5]); fd = os.open(d, os.O_RDONLY); os.fsync(fd); os.close(fd)
-    t.append(time.perf_counter() - s)
-print(f"{statistics.median(t) * 1000:.2f}")
-PY
-)
+flush_ms=$(/usr/bin/python3 "$here/bench/disk_flush_ms.py" "$work")
 new_db pn_commit
 psql_ -d pn_commit -c "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, v TEXT)" >/dev/null
 echo "INSERT INTO t (v) VALUES ('1.2.826.0.1.3680043.8.498.12345678901234567890');" > "$work/commit.sql"

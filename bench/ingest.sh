@@ -94,18 +94,7 @@ done
 
 # What one fsync'ed file costs on this disk: the floor under one association's C-STORE with
 # durable acknowledgement (file fsync + rename + directory fsync).
-flush_ms=$(/usr/bin/python3 - "$work" <<'PY'
-import os, statistics, sys, time
-d = os.path.join(sys.argv[1], "flush"); os.makedirs(d)
-data = os.urandom(530000); t = []
-for i in range(40):
-    s = time.perf_counter(); p = os.path.join(d, f"{i}.part")
-    with open(p, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-    os.rename(p, p[:-5]); fd = os.open(d, os.O_RDONLY); os.fsync(fd); os.close(fd)
-    t.append(time.perf_counter() - s)
-print(f"{statistics.median(t) * 1000:.2f}")
-PY
-)
+flush_ms=$(/usr/bin/python3 "$here/bench/disk_flush_ms.py" "$work")
 
 # The structural scan each instance passes before it is committed, on the same files.
 read -r scan_us _ scan_file_bytes < <("$build/bench/bench_scan" "$work"/ct/*.dcm)
