@@ -125,7 +125,6 @@ void JobRunner::start() {
     spare_.set_enabled(true);
     spare_.prepare(opt_.executable, analysis::worker_limits(*cfg), worker_environment(*cfg));
   }
-  started_ = true;
   for (int i = 0; i < std::max(1, opt_.workers); ++i) boost::asio::post(pool_, [this] { loop(); });
   keeper_ = std::thread([this] { keep_leases(); });
 }

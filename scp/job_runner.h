@@ -93,7 +93,6 @@ class JobRunner {
   std::condition_variable cv_;
   std::vector<Active*> active_;
   std::uint64_t wake_ = 0;
-  std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> queued_{0};
   std::atomic<int> running_{0};
