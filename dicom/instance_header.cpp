@@ -3,6 +3,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
@@ -30,14 +31,7 @@ std::string required(DcmItem& item, const DcmTagKey& tag, const char* name) {
   return v;
 }
 
-}  // namespace
-
-InstanceHeader read_instance_header(const std::filesystem::path& file, const ScanLimits& limits) {
-  require_scan(file, limits);  // before DCMTK's recursive reader sees the bytes
-  DcmFileFormat ff;
-  // Values longer than 4 KiB (pixel data) stay on disk; the structure is parsed to the end, so a
-  // truncated file fails here.
-  check(ff.loadFile(file.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect), "cannot parse DICOM file");
+InstanceHeader header_of(DcmFileFormat& ff) {
   DcmDataset& ds = *ff.getDataset();
   InstanceHeader h;
   h.sop_class_uid = required(ds, DCM_SOPClassUID, "SOP Class UID");
@@ -61,6 +55,32 @@ InstanceHeader read_instance_header(const std::filesystem::path& file, const Sca
   h.series_number = get_long(ds, DCM_SeriesNumber);
   if (const auto frames = get_long(ds, DCM_NumberOfFrames); frames && *frames > 0) h.frames = *frames;
   return h;
+}
+
+}  // namespace
+
+InstanceHeader read_instance_header(const std::filesystem::path& file, const ScanLimits& limits) {
+  require_scan(file, limits);  // before DCMTK's recursive reader sees the bytes
+  DcmFileFormat ff;
+  // Values longer than 4 KiB (pixel data) stay on disk; the structure is parsed to the end, so a
+  // truncated file fails here.
+  check(ff.loadFile(file.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect), "cannot parse DICOM file");
+  return header_of(ff);
+}
+
+InstanceHeader read_instance_header(const std::uint8_t* data, std::size_t size, const ScanLimits& limits) {
+  const ScanResult scan = scan_buffer(data, size, limits);  // before DCMTK's recursive reader sees the bytes
+  if (!scan.ok) throw DicomError(scan.reason);
+  DcmInputBufferStream in;
+  in.setBuffer(data, static_cast<offile_off_t>(size));
+  in.setEos();
+  DcmFileFormat ff;
+  ff.transferInit();
+  const OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 4096);
+  ff.transferEnd();
+  // Anything but a whole parse (EC_StreamNotifyClient: it ended inside an element) is a failure.
+  check(c, "cannot parse DICOM data");
+  return header_of(ff);
 }
 
 }  // namespace dicom

@@ -1,6 +1,8 @@
 #pragma once
 // What the node needs of a received instance before any pixel is touched: identity, where it
 // belongs, and the counts a modality announces.
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -30,6 +32,10 @@ struct InstanceHeader {
 // fails), then parses it without loading large values. Throws DicomError when the file is not
 // DICOM, is truncated, or lacks SOP Class/Instance, Study or Series Instance UID.
 InstanceHeader read_instance_header(const std::filesystem::path& file,
+                                    const ScanLimits& limits = default_scan_limits());
+// The same of a Part 10 file (or a bare data set) in memory: scan_buffer, then DCMTK parses it
+// from the buffer.
+InstanceHeader read_instance_header(const std::uint8_t* data, std::size_t size,
                                     const ScanLimits& limits = default_scan_limits());
 
 }  // namespace dicom

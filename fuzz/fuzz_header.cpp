@@ -1,5 +1,6 @@
 // The header readers every untrusted file meets first: read_instance_header (the receiver, before an
-// instance is committed) and read_image_header + screen_header (analysis, before any pixel).
+// instance is committed: from memory, as a C-STORE arrives, and from a file, as a spilled one or a
+// spool file at start) and read_image_header + screen_header (analysis, before any pixel).
 #include <exception>
 
 #include "dicom/decode_header.h"
@@ -14,6 +15,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  try {
+    (void)dicom::read_instance_header(data, size);
+  } catch (const std::exception&) {
+  }
   const fuzz::MemFile file(data, size);
   try {
     (void)dicom::read_instance_header(file.path());
