@@ -170,18 +170,16 @@ struct Journal::Segment {
   fs::path path;
   int fd = -1;
   std::uint64_t generation = 1;
-  std::uint64_t end = kBlock;  // where the next record goes
-  std::size_t pending = 0;     // records appended whose spool files are not durable yet
-  bool held = false;           // a lane appends to it (or the checkpointer recycles it)
-  bool broken = false;         // a write or flush failed: not used again until the next start
+  std::uint64_t end = kBlock;     // where the next record goes; everything before it is written
+  std::uint64_t synced = kBlock;  // everything before it is durable
+  bool syncing = false;           // an fdatasync of it is under way
+  std::size_t pending = 0;        // records appended whose spool files are not durable yet
+  bool recycling = false;         // the checkpointer rewrites its header
+  bool broken = false;            // a write or flush failed: not used again until the next start
   ~Segment() {
     if (fd >= 0) ::close(fd);
   }
 };
-
-Journal::Lane::~Lane() {
-  if (journal_ && segment_) journal_->release(*this);
-}
 
 Journal::Journal(Spool& spool, JournalOptions options)
     : spool_(spool), options_(options), dir_(options.node.empty() ? spool.root() / "journal" : spool.root() / "journal" / options.node) {
@@ -213,7 +211,6 @@ Journal::Journal(Spool& spool, JournalOptions options)
     ::fstat(s->fd, &st);
     if (want && static_cast<std::uint64_t>(st.st_size) == options_.segment_bytes && segments_.size() < options_.max_segments) {
       recycle(*s);
-      s->held = false;
       segments_.push_back(std::move(s));
     } else {
       s.reset();
@@ -226,7 +223,6 @@ Journal::Journal(Spool& spool, JournalOptions options)
               replay_.restored);
   if (!want) return;
   if (segments_.empty()) {
-    std::lock_guard lock(mutex_);
     try {
       if (!make_segment())
         log->warn("journal: no room for a {} MB segment beside storage.min_free_mb: instances are committed straight into the spool",
@@ -248,6 +244,10 @@ Journal::~Journal() {
     }
     wake_.notify_all();
     checkpointer_.join();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    active_ = nullptr;  // no append after this: the last checkpoint may recycle it too
   }
   try {
     checkpoint();
@@ -319,10 +319,15 @@ void Journal::restore(const Meta& meta, std::string_view payload) {
   ++replay_.restored;
 }
 
-Journal::Segment* Journal::make_segment() {
-  if (free_bytes(spool_.root()) < options_.segment_bytes + options_.keep_free_bytes) return nullptr;
+bool Journal::make_segment() {
+  std::lock_guard one(make_mutex_);
   std::set<std::string> used;
-  for (const auto& s : segments_) used.insert(s->path.filename().string());
+  {
+    std::lock_guard lock(mutex_);
+    if (segments_.size() >= options_.max_segments) return false;
+    for (const auto& s : segments_) used.insert(s->path.filename().string());
+  }
+  if (free_bytes(spool_.root()) < options_.segment_bytes + options_.keep_free_bytes) return false;
   std::string name;
   for (std::size_t k = 0;; ++k)
     if (!used.count(name = fmt::format("seg-{:04d}.wal", k))) break;
@@ -342,81 +347,116 @@ Journal::Segment* Journal::make_segment() {
     fs::remove(tmp, ec);
     throw;
   }
+  std::lock_guard lock(mutex_);
   segments_.push_back(std::move(s));
-  return segments_.back().get();
+  return true;
 }
 
-Journal::Segment* Journal::take_segment(std::uint64_t need) {
-  Segment* best = nullptr;
+Journal::Segment* Journal::free_segment() {
   for (auto& s : segments_)
-    if (!s->held && !s->broken && options_.segment_bytes - s->end >= need && (!best || s->end < best->end)) best = s.get();
-  if (!best && segments_.size() < options_.max_segments) {
-    try {
-      best = make_segment();
-    } catch (const std::exception& e) {
-      pacsnode::component_logger("journal")->warn("journal: cannot make a segment: {}", e.what());
-    }
-  }
-  // Fewer than one empty segment left: have the checkpointer free the full ones now.
-  if (!best || best->end > kBlock) {
-    hurry_ = true;
-    wake_.notify_all();
-  }
-  return best;
+    if (s.get() != active_ && !s->recycling && !s->broken && s->pending == 0 && s->end == kBlock) return s.get();
+  return nullptr;
 }
 
-std::optional<Journal::Ticket> Journal::append(Lane& lane, const Meta& meta, std::string_view payload) {
+std::optional<Journal::Ticket> Journal::append(const Meta& meta, std::string_view payload) {
   if (!enabled_ || payload.size() > max_payload()) return std::nullopt;
   const std::string m = meta_text(meta);
   if (m.size() > 4096) return std::nullopt;
   const std::uint64_t need = align_up(kRecordHeader + m.size() + payload.size());
-  Segment* s = lane.segment_;
-  if (s && (s->broken || options_.segment_bytes - s->end < need)) {
-    release(lane);
-    s = nullptr;
-  }
-  if (!s) {
+  Segment* s = nullptr;
+  std::uint64_t offset = 0;
+  {
+    std::lock_guard write(write_mutex_);
+    for (bool made = false;;) {
+      std::unique_lock lock(mutex_);
+      s = active_;
+      if (!s || s->broken || options_.segment_bytes - s->end < need) {
+        // The active segment is full: the next empty one takes over, and the checkpointer frees
+        // the full ones when fewer than two are left empty.
+        s = free_segment();
+        if (s) active_ = s;
+        std::size_t empty = 0, used = 0;
+        for (auto& x : segments_) {
+          if (x.get() == active_ || x->recycling || x->broken) continue;
+          empty += x->pending == 0 && x->end == kBlock;
+          used += x->end > kBlock;
+        }
+        const std::size_t makeable = options_.max_segments - std::min(options_.max_segments, segments_.size());
+        if (empty + makeable < 2 && used > 0) {  // short of segments: free the used ones
+          hurry_ = true;
+          wake_.notify_all();
+        }
+      }
+      if (s) break;
+      if (made) return std::nullopt;
+      // None empty: make one here (the checkpointer usually has one ready before this happens).
+      lock.unlock();
+      try {
+        made = make_segment();
+      } catch (const std::exception& e) {
+        pacsnode::component_logger("journal")->warn("journal: cannot make a segment: {}", e.what());
+      }
+      if (!made) return std::nullopt;
+    }
+    offset = s->end;
+    char h[kRecordHeader] = {};
+    std::memcpy(h, kRecordMagic, 4);
+    put<std::uint32_t>(h + 4, static_cast<std::uint32_t>(m.size()));
+    put<std::uint64_t>(h + 8, s->generation);
+    put<std::uint64_t>(h + 16, payload.size());
+    put<std::int64_t>(h + 24, meta.received_ms);
+    put<std::uint64_t>(h + 32, body_hash(s->generation, m, payload));
+    put<std::uint64_t>(h + 56, XXH3_64bits(h, 56));
+    try {
+      write_all(s->fd, {{h, sizeof h}, {const_cast<char*>(m.data()), m.size()}, {const_cast<char*>(payload.data()), payload.size()}},
+                static_cast<off_t>(offset), s->path.string());
+    } catch (const std::system_error& e) {
+      std::lock_guard lock(mutex_);
+      s->broken = true;  // what reached it is replayed at the next start; nothing more goes there
+      throw StoreFailure(StoreFailure::Kind::out_of_resources, std::string("journal: ") + e.what());
+    }
     std::lock_guard lock(mutex_);
-    s = take_segment(need);
-    if (!s) return std::nullopt;
-    s->held = true;
-    lane.segment_ = s;
-    lane.journal_ = this;
+    s->end = offset + need;
+    ++s->pending;
+    // Half full and no empty segment after it: the checkpointer makes one ahead of need.
+    if (s->end > options_.segment_bytes / 2 && !free_segment() && segments_.size() < options_.max_segments) {
+      want_spare_ = true;
+      wake_.notify_all();
+    }
   }
-  // Only this lane writes to s while it holds it.
-  const std::uint64_t offset = s->end;
-  char h[kRecordHeader] = {};
-  std::memcpy(h, kRecordMagic, 4);
-  put<std::uint32_t>(h + 4, static_cast<std::uint32_t>(m.size()));
-  put<std::uint64_t>(h + 8, s->generation);
-  put<std::uint64_t>(h + 16, payload.size());
-  put<std::int64_t>(h + 24, meta.received_ms);
-  put<std::uint64_t>(h + 32, body_hash(s->generation, m, payload));
-  put<std::uint64_t>(h + 56, XXH3_64bits(h, 56));
-  try {
-    write_all(s->fd, {{h, sizeof h}, {const_cast<char*>(m.data()), m.size()}, {const_cast<char*>(payload.data()), payload.size()}},
-              static_cast<off_t>(offset), s->path.string());
-    if (::fdatasync(s->fd) != 0) fail("fdatasync " + s->path.string());
-  } catch (const std::system_error& e) {
-    std::lock_guard lock(mutex_);
-    s->broken = true;  // what reached it is replayed at the next start; nothing more goes there
-    throw StoreFailure(StoreFailure::Kind::out_of_resources, std::string("journal: ") + e.what());
-  }
-  std::lock_guard lock(mutex_);
-  s->end = offset + need;
-  ++s->pending;
+  sync_through(*s, offset + need);
   return Ticket{s};
+}
+
+void Journal::sync_through(Segment& s, std::uint64_t end) {
+  std::unique_lock lock(mutex_);
+  while (s.synced < end) {
+    if (s.broken) throw StoreFailure(StoreFailure::Kind::out_of_resources, "journal: " + s.path.string() + " cannot be written");
+    if (s.syncing) {  // the fdatasync under way may have started before this record was written
+      synced_.wait(lock);
+      continue;
+    }
+    s.syncing = true;
+    const std::uint64_t upto = s.end;  // every record written so far
+    lock.unlock();
+    const int rc = ::fdatasync(s.fd);
+    const int err = errno;
+    lock.lock();
+    s.syncing = false;
+    if (rc != 0) {
+      s.broken = true;
+      synced_.notify_all();
+      throw StoreFailure(StoreFailure::Kind::out_of_resources,
+                         fmt::format("journal: fdatasync {}: {}", s.path.string(), std::strerror(err)));
+    }
+    s.synced = std::max(s.synced, upto);
+    synced_.notify_all();
+  }
 }
 
 void Journal::laid_out(const Ticket& t, const fs::path& file) {
   std::lock_guard lock(mutex_);
   laid_out_.emplace_back(t.segment, file);
-}
-
-void Journal::release(Lane& lane) {
-  std::lock_guard lock(mutex_);
-  lane.segment_->held = false;
-  lane.segment_ = nullptr;
 }
 
 std::size_t Journal::pending() const {
@@ -435,8 +475,9 @@ void Journal::recycle(Segment& s) {
     write_zeros(s.fd, static_cast<std::uint64_t>(st.st_size), s.path.string());
   }
   write_segment_header(s.fd, s.generation + 1, options_.segment_bytes, s.path.string());
+  std::lock_guard lock(mutex_);
   s.generation += 1;
-  s.end = kBlock;
+  s.end = s.synced = kBlock;
 }
 
 void Journal::checkpoint() {
@@ -487,8 +528,8 @@ void Journal::checkpoint() {
     for (auto& [seg, file] : done) --seg->pending;
     laid_out_.insert(laid_out_.end(), retry.begin(), retry.end());
     for (auto& s : segments_)
-      if (!s->held && !s->broken && s->pending == 0 && s->end > kBlock) {
-        s->held = true;  // nobody appends while its header is rewritten
+      if (s.get() != active_ && !s->recycling && !s->broken && s->pending == 0 && s->end > kBlock) {
+        s->recycling = true;  // nobody appends while its header is rewritten
         to_recycle.push_back(s.get());
       }
     hurry_ = false;
@@ -502,17 +543,21 @@ void Journal::checkpoint() {
       s->broken = true;
     }
     std::lock_guard lock(mutex_);
-    s->held = false;
+    s->recycling = false;
   }
 }
 
 void Journal::run_checkpointer() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    wake_.wait_for(lock, options_.checkpoint_interval, [this] { return stopping_ || hurry_; });
+    wake_.wait_for(lock, options_.checkpoint_interval, [this] { return stopping_ || hurry_ || want_spare_; });
     if (stopping_) break;
+    const bool spare = want_spare_;
+    want_spare_ = false;
     lock.unlock();
     try {
+      // A spare first: an append that finds no empty segment goes the slow way.
+      if (spare) make_segment();
       checkpoint();
     } catch (const std::exception& e) {
       pacsnode::component_logger("journal")->error("journal: checkpoint: {}", e.what());

@@ -1,7 +1,10 @@
 #pragma once
 // The ingest journal (issue 17): an instance is made durable before its C-STORE response by one
-// append to a preallocated, zero-filled segment file and one fdatasync of it, instead of an fsync
-// of its own file and of its directory. The spool file is then put in place without an fsync
+// append to a preallocated, zero-filled segment file and an fdatasync of it, instead of an fsync
+// of its own file and of its directory. Every association appends to the same active segment, one
+// record after the other; an fdatasync covers every record written before it started, so
+// associations that finish their writes while one is under way share the next one (group
+// commit). The spool file is then put in place without an fsync
 // (a rename); the checkpointer fsyncs those files and their directories in the background, and
 // only then lets the segment be written over. At start every record still in the journal is
 // replayed into the spool, so what was acknowledged is there even if a power cut took the spool
@@ -69,19 +72,6 @@ class Journal {
   std::uint64_t max_payload() const;
 
   struct Segment;
-  // One association's place to append: a segment it alone writes to, while it holds it.
-  class Lane {
-   public:
-    Lane() = default;
-    Lane(const Lane&) = delete;
-    Lane& operator=(const Lane&) = delete;
-    ~Lane();
-
-   private:
-    friend class Journal;
-    Journal* journal_ = nullptr;
-    Segment* segment_ = nullptr;
-  };
   struct Ticket {
     Segment* segment = nullptr;
   };
@@ -93,7 +83,10 @@ class Journal {
   // Appends one instance and makes it durable (fdatasync) before returning. nullopt: it does not
   // fit (larger than max_payload(), or no segment free): commit it straight into the spool.
   // Throws StoreFailure (out of resources) when the write or the flush fails.
-  std::optional<Ticket> append(Lane& lane, const Meta& meta, std::string_view payload);
+  // The record is written whole before the next one starts (records are contiguous and complete
+  // in order), so the records acknowledged are always a prefix of the valid ones, which is what
+  // replay reads.
+  std::optional<Ticket> append(const Meta& meta, std::string_view payload);
   // The record's spool file is in place (renamed, not fsync'ed): the checkpointer makes it durable.
   void laid_out(const Ticket& t, const std::filesystem::path& file);
   // Makes every laid-out file durable and recycles the segments that no longer hold anything
@@ -106,10 +99,13 @@ class Journal {
  private:
   void replay_segment(Segment& s);
   void restore(const Meta& meta, std::string_view payload);
-  Segment* make_segment();              // mutex_ held; nullptr when there is no room for one
-  Segment* take_segment(std::uint64_t need);  // mutex_ held
-  void recycle(Segment& s);             // new generation: its records are void
-  void release(Lane& lane);
+  // A new segment file (zeros, then its header, fsync'ed), added to segments_ free. False when
+  // there is no room for one or max_segments exist. Takes make_mutex_, then mutex_ briefly: the
+  // disk writes happen outside mutex_.
+  bool make_segment();
+  Segment* free_segment();           // mutex_ held: an empty segment nobody writes to, or nullptr
+  void sync_through(Segment& s, std::uint64_t end);  // group commit: s is durable up to `end`
+  void recycle(Segment& s);          // new generation: its records are void
   void run_checkpointer();
 
   Spool& spool_;
@@ -117,13 +113,18 @@ class Journal {
   std::filesystem::path dir_;
   bool enabled_ = false;
   JournalReplay replay_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
+  std::mutex write_mutex_;  // one record written at a time
+  std::mutex make_mutex_;   // one segment made at a time
+  mutable std::mutex mutex_;  // everything below, and Segment's fields
+  std::condition_variable wake_;    // the checkpointer
+  std::condition_variable synced_;  // an fdatasync ended
   std::vector<std::unique_ptr<Segment>> segments_;
+  Segment* active_ = nullptr;       // where appends go
   std::vector<std::pair<Segment*, std::filesystem::path>> laid_out_;  // awaiting the checkpointer
   std::mutex checkpoint_mutex_;  // one checkpoint at a time
   bool stopping_ = false;
-  bool hurry_ = false;  // a lane found no free segment: checkpoint now
+  bool hurry_ = false;       // segments run short: checkpoint now
+  bool want_spare_ = false;  // the active segment is filling and no empty one is left: make one
   std::thread checkpointer_;
 };
 

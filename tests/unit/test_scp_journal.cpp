@@ -8,9 +8,12 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "scp/journal.h"
 #include "scp/spool.h"
@@ -68,9 +71,9 @@ std::string slurp(const fs::path& p) {
 }
 
 // As the receiver does: append (durable), then the spool file by rename, no fsync.
-void receive(Spool& spool, Journal& journal, Journal::Lane& lane, int i, std::size_t size) {
+void receive(Spool& spool, Journal& journal, int i, std::size_t size) {
   const std::string p = payload_of(i, size);
-  const auto ticket = journal.append(lane, meta_of(i), p);
+  const auto ticket = journal.append(meta_of(i), p);
   BOOST_REQUIRE(ticket.has_value());
   const auto tmp = spool.temp_path();
   std::ofstream(tmp, std::ios::binary) << p;
@@ -78,16 +81,27 @@ void receive(Spool& spool, Journal& journal, Journal::Lane& lane, int i, std::si
   journal.laid_out(*ticket, path_of(spool, i));
 }
 
-// In a child process: receive n instances, then die by SIGKILL (no destructor, no checkpoint).
-void receive_and_die(const fs::path& root, int n, std::size_t size) {
+// In a child process: receive n instances on `threads` threads at once (as many associations
+// do), then die by SIGKILL (no destructor, no checkpoint).
+void receive_and_die(const fs::path& root, int n, std::size_t size, int threads = 1) {
   const pid_t pid = ::fork();
   BOOST_REQUIRE(pid >= 0);
   if (pid == 0) {
     try {
       Spool spool(root);
-      Journal journal(spool, small());
-      Journal::Lane lane;
-      for (int i = 0; i < n; ++i) receive(spool, journal, lane, i, size);
+      Journal journal(spool, small(4));  // room to move on without a checkpoint
+      std::atomic<bool> failed{false};
+      std::vector<std::thread> all;
+      for (int t = 0; t < threads; ++t)
+        all.emplace_back([&, t] {
+          try {
+            for (int i = t; i < n; i += threads) receive(spool, journal, i, size);
+          } catch (...) {
+            failed = true;
+          }
+        });
+      for (auto& t : all) t.join();
+      if (failed) ::_exit(5);
       ::kill(::getpid(), SIGKILL);  // before the journal's destructor could checkpoint
     } catch (...) {
       ::_exit(3);
@@ -103,7 +117,7 @@ void receive_and_die(const fs::path& root, int n, std::size_t size) {
 
 BOOST_FIXTURE_TEST_CASE(every_appended_instance_comes_back_after_the_spool_files_are_lost, TempRoot) {
   const int n = 20;
-  receive_and_die(dir, n, 300'000);  // ~6 MB: the lane moves on to a second segment
+  receive_and_die(dir, n, 300'000);  // ~6 MB: the appends move on to a second segment
   // The power cut: none of the spool files was checkpointed, so the disk may hold none of them,
   // or a part of one.
   {
@@ -147,11 +161,10 @@ BOOST_FIXTURE_TEST_CASE(a_checkpoint_makes_the_files_durable_and_empties_the_jou
   {
     Spool spool(dir);
     Journal journal(spool, small());
-    Journal::Lane lane;
-    for (int i = 0; i < 6; ++i) receive(spool, journal, lane, i, 50'000);
+    for (int i = 0; i < 6; ++i) receive(spool, journal, i, 50'000);
     BOOST_TEST(journal.pending() == 6u);
     journal.checkpoint();
-    BOOST_TEST(journal.pending() == 0u);  // the lane still holds its segment: not recycled yet
+    BOOST_TEST(journal.pending() == 0u);  // the active segment is not recycled: appends go on there
   }
   // After a clean stop nothing is left to replay, and the files are there.
   Spool spool(dir);
@@ -165,11 +178,43 @@ BOOST_FIXTURE_TEST_CASE(too_large_or_no_free_segment_means_commit_directly, Temp
   Spool spool(dir);
   Journal journal(spool, small(1));
   BOOST_TEST(journal.max_payload() == (2ull << 20));
-  Journal::Lane a, b;
-  BOOST_TEST(!journal.append(a, meta_of(0), payload_of(0, (2u << 20) + 1)).has_value());
-  BOOST_TEST(journal.append(a, meta_of(1), payload_of(1, 1000)).has_value());
-  // The only segment is held by lane a: lane b gets nothing, and the caller commits directly.
-  BOOST_TEST(!journal.append(b, meta_of(2), payload_of(2, 1000)).has_value());
+  BOOST_TEST(!journal.append(meta_of(0), payload_of(0, (2u << 20) + 1)).has_value());
+  BOOST_TEST(journal.append(meta_of(1), payload_of(1, 1'500'000)).has_value());
+  BOOST_TEST(journal.append(meta_of(2), payload_of(2, 1'500'000)).has_value());
+  // The only segment (4 MiB) is full, its records not checkpointed, and no other may be made:
+  // the caller commits directly.
+  BOOST_TEST(!journal.append(meta_of(3), payload_of(3, 1'500'000)).has_value());
+}
+
+BOOST_FIXTURE_TEST_CASE(appends_from_many_threads_at_once_all_come_back, TempRoot) {
+  // Four associations appending together (group commit: one fdatasync may cover several), over
+  // more than one segment; SIGKILL, every spool file lost, and all of them are replayed.
+  const int n = 40;
+  receive_and_die(dir, n, 150'000, 4);
+  {
+    Spool spool(dir);
+    for (int i = 0; i < n; ++i) fs::remove(path_of(spool, i));
+  }
+  Spool spool(dir);
+  Journal journal(spool, small());
+  BOOST_TEST(journal.replayed().records == static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) BOOST_TEST(slurp(path_of(spool, i)) == payload_of(i, 150'000), "instance " << i);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_spare_segment_is_made_ahead_of_need, TempRoot) {
+  Spool spool(dir);
+  Journal journal(spool, small(3));
+  BOOST_TEST(fs::exists(dir / "journal" / "seg-0000.wal"));
+  BOOST_TEST(!fs::exists(dir / "journal" / "seg-0001.wal"));
+  // Past half of the first segment with no empty one left: the checkpointer makes the next.
+  for (int i = 0; i < 5; ++i) receive(spool, journal, i, 500'000);
+  bool made = false;
+  for (int k = 0; k < 500 && !made; ++k) {
+    made = fs::exists(dir / "journal" / "seg-0001.wal");
+    if (!made) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  BOOST_TEST(made);
+  BOOST_TEST(!fs::exists(dir / "journal" / "seg-0002.wal"));  // one ahead, not all of them
 }
 
 BOOST_FIXTURE_TEST_CASE(a_segment_left_by_a_run_with_the_journal_on_is_replayed_with_it_off, TempRoot) {
