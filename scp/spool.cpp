@@ -189,6 +189,46 @@ StoredInstance Spool::inspect(const fs::path& tmp, std::uintmax_t min_expected_s
   return out;
 }
 
+StoredInstance Spool::inspect(std::string_view part10, const std::string& origin) {
+  StoredInstance out;
+  out.size = part10.size();
+  try {
+    out.header = dicom::read_instance_header(reinterpret_cast<const std::uint8_t*>(part10.data()), part10.size(), options_.scan);
+  } catch (const dicom::DicomError& e) {
+    const fs::path tmp = temp_path();
+    try {
+      write_file(tmp, part10);
+    } catch (const StoreFailure&) {  // cannot keep it: refused all the same
+      throw StoreFailure(StoreFailure::Kind::bad_data, e.what());
+    }
+    reject(tmp, e.what(), origin);
+    throw StoreFailure(StoreFailure::Kind::bad_data, e.what());
+  }
+  out.path = instance_path(out.header);
+  return out;
+}
+
+void Spool::write_file(const fs::path& tmp, std::string_view bytes) {
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw StoreFailure(StoreFailure::Kind::out_of_resources, fmt::format("create {}: {}", tmp.string(), std::strerror(errno)));
+  std::size_t done = 0;
+  int err = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) {
+    discard(tmp);
+    throw StoreFailure(StoreFailure::Kind::out_of_resources, fmt::format("write {}: {}", tmp.string(), std::strerror(err)));
+  }
+}
+
 void Spool::place(const fs::path& tmp, const fs::path& path, bool durable) {
   try {
     if (durable) fsync_path(tmp, false);

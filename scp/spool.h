@@ -73,6 +73,12 @@ class Spool {
   // checkpointer makes durable later). Both remove `tmp` when they throw StoreFailure.
   StoredInstance inspect(const std::filesystem::path& tmp, std::uintmax_t min_expected_size = 0, const std::string& origin = {});
   void place(const std::filesystem::path& tmp, const std::filesystem::path& path, bool durable);
+  // inspect() of a Part 10 file received into memory: malformed data is written to
+  // quarantine/rejected/ from `part10`. Nothing is written when it passes.
+  StoredInstance inspect(std::string_view part10, const std::string& origin = {});
+  // `bytes` into a new file at `tmp` (not fsync'ed). Throws StoreFailure (out of resources);
+  // nothing is left at `tmp` then.
+  void write_file(const std::filesystem::path& tmp, std::string_view bytes);
   void discard(const std::filesystem::path& tmp) noexcept;
   // Moves `file` into quarantine/rejected/ beside a .reason.txt, then removes the oldest entries
   // beyond the budget (one log line per removal run). Removes `file` when it cannot be kept.

@@ -10,6 +10,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -33,11 +37,16 @@
 #include "dicom/log.h"
 #include "dicom/tls.h"
 #include "scp/negotiation.h"
+#include "scp/receive.h"
 
 namespace scp {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The largest instance received into memory (and appended to the journal from there): a CT or MR
+// slice, most radiographs. Per association, so at most node.max_associations times this.
+constexpr std::size_t kMemoryLimit = 16u << 20;
 
 std::string trim(const OFString& s) {
   std::string t(s.c_str());
@@ -61,11 +70,76 @@ std::string one_line(const std::string& text) {
   return out;
 }
 
+// What is left of a stored instance after its response (one node): the spool file from the
+// journaled bytes, the index row, the study assembly.
+struct FinishJob {
+  StoredInstance in;
+  std::optional<Journal::Ticket> ticket;  // in the journal: lay out `bytes`; else in the spool already
+  ReceiveBuffer bytes;
+};
+
+// An association's second thread: one FinishJob at a time, so that the association thread
+// receives the next instance meanwhile. Started with the first job.
+class Finisher {
+ public:
+  explicit Finisher(std::function<void(FinishJob&)> work) : work_(std::move(work)) {}
+  ~Finisher() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  // Waits for the job before to be done, hands this one over, and returns the buffer of the one
+  // before (to be reused).
+  ReceiveBuffer submit(FinishJob job) {
+    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return !job_; });
+    job_ = std::move(job);
+    changed_.notify_all();
+    return std::move(returned_);
+  }
+  void drain() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return !job_; });
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [this] { return stopping_ || job_; });
+      if (!job_) return;  // stopping, nothing left
+      lock.unlock();
+      try {
+        work_(*job_);
+      } catch (const std::exception& e) {
+        pacsnode::component_logger("scp")->error("after storing an instance: {}", e.what());
+      }
+      lock.lock();
+      returned_ = std::move(job_->bytes);
+      job_.reset();
+      changed_.notify_all();
+    }
+  }
+
+  std::function<void(FinishJob&)> work_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::optional<FinishJob> job_;  // being done, or waiting to be
+  ReceiveBuffer returned_;        // the bytes of the last job done
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
 // One association: receives C-STORE into the spool, answers C-ECHO, logs one line at the end.
 class StoreProvider : public DcmThreadSCP {
  public:
-  StoreProvider(ScpContext& ctx, PeerLog& peer_log, Connection conn)
-      : ctx_(ctx), cfg_(ctx.live.get()), peer_log_(peer_log), log_(pacsnode::component_logger("scp")), conn_(std::move(conn)) {}
+  StoreProvider(ScpContext& ctx, PeerLog& peer_log, Connection conn, T_ASC_Association* assoc)
+      : ctx_(ctx), cfg_(ctx.live.get()), peer_log_(peer_log), log_(pacsnode::component_logger("scp")), conn_(std::move(conn)),
+        assoc_(assoc) {}
 
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
@@ -107,15 +181,16 @@ class StoreProvider : public DcmThreadSCP {
     DcmThreadSCP::refuseAssociation(reason);
   }
   void notifyAssociationAcknowledge() override { outcome_ = "aborted"; }
-  void notifyReleaseRequest() override { outcome_ = "released"; }
-  void notifyAbortRequest() override { outcome_ = "aborted by peer"; }
-  void notifyRECEIVEProgress(const unsigned long bytes) override {
-    dataset_bytes_ = bytes;
-    bound_instance_size(bytes);
+  void notifyReleaseRequest() override {
+    finisher_.drain();  // every instance recorded before the sender hears the release confirmed
+    outcome_ = "released";
   }
+  void notifyAbortRequest() override { outcome_ = "aborted by peer"; }
+  void notifyRECEIVEProgress(const unsigned long bytes) override { dataset_bytes_ = bytes; }
   void notifyDIMSEError(const OFCondition& cond) override { last_error_ = cond.text(); }
 
   void notifyAssociationTermination() override {
+    finisher_.drain();
     const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
     std::string outcome = outcome_.empty() ? "ended" : outcome_;
     if (outcome == "aborted" && !last_error_.empty()) outcome += " (" + one_line(last_error_) + ")";
@@ -158,30 +233,29 @@ class StoreProvider : public DcmThreadSCP {
       return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::free_space_reserve,
                     "storage below its free-space reserve");
     }
-    const auto tmp = ctx_.spool.temp_path();
     dataset_bytes_ = 0;
-    receiving_ = tmp;
-    too_large_ = false;
-    OFCondition c = receiveSTORERequest(rq, pcid, OFString(tmp.c_str()));
-    receiving_.clear();
+    OFCondition c = receive(rq, pcid);
     if (c.bad()) {
-      ctx_.spool.discard(tmp);
-      // A failed write is reported after the rest of the data set was read: the association is
-      // intact and the sender gets an out-of-resources status.
-      if (c.module() == OFM_dcmnet && c.code() == DIMSEC_OUTOFRESOURCES)
-        return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, "cannot write to storage");
+      sink_.discard();
       return c;
     }
     bytes_ += dataset_bytes_;
     ctx_.counters.bytes += dataset_bytes_;
-    if (too_large_) {
-      ctx_.spool.discard(tmp);
+    if (sink_.too_large()) {
+      sink_.discard();
       return refuse(rq, pcid, STATUS_STORE_Error_CannotUnderstand, Refusal::too_large,
                     fmt::format("instance exceeds storage.max_instance_mb ({} MB)", cfg_->storage.max_instance_mb));
     }
+    if (!sink_.error().empty()) {
+      // A failed write is reported after the rest of the data set was read: the association is
+      // intact and the sender gets an out-of-resources status.
+      sink_.discard();
+      log_->error("association from '{}': {}", calling_ae_, sink_.error());
+      return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, "cannot write to storage");
+    }
     StoredInstance in;
     try {
-      in = store(tmp);
+      in = store();
     } catch (const StoreFailure& e) {
       const bool resources = e.kind() == StoreFailure::Kind::out_of_resources;
       return refuse(rq, pcid, resources ? STATUS_STORE_Refused_OutOfResources : STATUS_STORE_Error_CannotUnderstand,
@@ -189,102 +263,137 @@ class StoreProvider : public DcmThreadSCP {
     } catch (const std::exception& e) {
       return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, e.what());
     }
-    // The instance is durable. One node: answer first, then record it; the sender prepares its
-    // next C-STORE while the index and the study assembly take theirs (both run before this
-    // association reads its next message, so before its release too), and the index can be
-    // rebuilt from the spool. A cluster: the shared index is what the other nodes see, so nothing
-    // is acknowledged before its row is committed; while the index is unreachable the instance is
-    // refused as transient (the file stays; a re-send replaces it).
-    const bool shared = ctx_.index.shared();
-    OFCondition answered = EC_Normal;
-    if (!shared) answered = sendSTOREResponse(pcid, rq, STATUS_Success);
+    // The instance is durable (in the journal, or in the spool). One node: answer first; the
+    // association's finisher thread then lays it out in the spool, records it in the index and
+    // tells the study assembly, while this thread receives the next one (it waits for the
+    // finisher before it takes another, and before the association's release). The journal
+    // brings the file back and the index is rebuilt from the spool if the node stops in between.
+    // A cluster: the shared index is what the other nodes see, so nothing is acknowledged before
+    // the file is in place and its row is committed; while the index is unreachable the instance
+    // is refused as transient (the file stays; a re-send replaces it).
     in.calling_ae = calling_ae_;
+    if (in.header.sop_instance_uid != rq.AffectedSOPInstanceUID)
+      log_->warn("association from '{}': data set SOP Instance UID differs from the C-STORE request; stored under the data set's", calling_ae_);
+    if (!ctx_.index.shared()) {
+      const OFCondition answered = sendSTOREResponse(pcid, rq, STATUS_Success);
+      ++stored_;
+      ctx_.counters.instances_stored++;
+      sink_.give_back(finisher_.submit({std::move(in), ticket_, ticket_ ? sink_.take() : ReceiveBuffer{}}));
+      return answered;
+    }
+    bool is_new = true;
+    std::string why;
+    switch (settle(in, ticket_, sink_.bytes(), is_new, why)) {
+      case Settled::not_laid_out:
+        return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::storage_error, "cannot write to storage");
+      case Settled::index_failed:
+        return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::index_unavailable,
+                      fmt::format("the shared index cannot record it: {}", why));
+      case Settled::ok: break;
+    }
+    const OFCondition answered = sendSTOREResponse(pcid, rq, STATUS_Success);
+    assemble(in, is_new);
+    ++stored_;
+    ctx_.counters.instances_stored++;
+    return answered;
+  }
+
+  enum class Settled { ok, not_laid_out, index_failed };
+  // A durable instance into the spool (from the journal: `bytes` written out and renamed) and
+  // into the index; `why` says why the index could not take it.
+  Settled settle(StoredInstance& in, const std::optional<Journal::Ticket>& ticket, std::string_view bytes, bool& is_new,
+                 std::string& why) {
+    if (ticket && !lay_out(in, *ticket, bytes)) return Settled::not_laid_out;
     if (in.content_hash.empty()) try {
       in.content_hash = content_hash(in.path);
     } catch (const std::exception& e) {
       log_->warn("cannot hash a stored instance ({}); it will be analysed again if re-sent", e.what());
     }
-    if (in.header.sop_instance_uid != rq.AffectedSOPInstanceUID)
-      log_->warn("association from '{}': data set SOP Instance UID differs from the C-STORE request; stored under the data set's", calling_ae_);
-    bool is_new = true;
     try {
       in.own = is_own_result(ctx_.index, in.header);
       is_new = ctx_.index.add_instance(in, wall_ms());
     } catch (const std::exception& e) {
-      if (shared) return refuse(rq, pcid, STATUS_STORE_Refused_OutOfResources, Refusal::index_unavailable,
-                                fmt::format("the shared index cannot record it: {}", e.what()));
-      // The file is durable; the index is rebuilt from the spool at the next start.
-      log_->error("index: cannot record an instance ({}); it is on disk and will be indexed at the next start", e.what());
+      why = e.what();
+      return Settled::index_failed;
     }
-    if (shared) answered = sendSTOREResponse(pcid, rq, STATUS_Success);
+    return Settled::ok;
+  }
+
+  void assemble(const StoredInstance& in, bool is_new) {
     if (in.own)  // our own SEG/SR sent back (a re-send, an auto-routing rule): stored, never analysed
       log_->debug("stored our own result {} for study {}", in.header.sop_instance_uid, in.header.study_uid);
     else
       ctx_.assembler.on_instance(in.header, is_new);
-    ++stored_;
-    ctx_.counters.instances_stored++;
     log_->debug("stored {} ({} bytes) for study {}", in.header.sop_instance_uid, in.size, in.header.study_uid);
-    return answered;
   }
 
-  // Makes the received file durable and puts it in its place in the spool. Through the journal
-  // when it is on and the instance fits: one append + fdatasync, then a rename that the journal's
-  // checkpointer makes durable later. Otherwise (or when the journal has no room right now):
-  // fsync of the file, rename, fsync of the directory.
-  StoredInstance store(const std::filesystem::path& tmp) {
+  // On the finisher thread (one node): what follows the response.
+  void finish(FinishJob& job) {
+    bool is_new = true;
+    std::string why;
+    switch (settle(job.in, job.ticket, job.bytes.view(), is_new, why)) {
+      case Settled::not_laid_out: return;  // said; the next start puts it in place and indexes it
+      case Settled::index_failed:
+        // The file is durable; the index is rebuilt from the spool at the next start.
+        log_->error("index: cannot record an instance ({}); it is on disk and will be indexed at the next start", why);
+        break;
+      case Settled::ok: break;
+    }
+    assemble(job.in, is_new);
+  }
+
+  // The data set off the wire into sink_, behind our File Meta Information: what
+  // receiveSTORERequest(filename) does, with memory instead of a file as long as it fits.
+  OFCondition receive(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid) {
+    T_ASC_PresentationContext pc;
+    OFCondition c = ASC_findAcceptedPresentationContext(assoc_->params, pcid, &pc);
+    if (c.bad()) return c;
+    sink_.start(part10_meta(rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, pc.acceptedTransferSyntax, calling_ae_),
+                ctx_.spool.temp_path());
+    T_ASC_PresentationContextID received_on = pcid;
+    c = DIMSE_receiveDataSetInFile(assoc_, DIMSE_NONBLOCKING, cfg_->node.dimse_timeout_seconds, &received_on, &sink_.stream(),
+                                   callbackRECEIVEProgress, this);
+    sink_.finish();
+    if (c.good() && received_on != pcid)
+      return makeOFCondition(OFM_dcmnet, DIMSEC_RECEIVEFAILED, OF_error, "DIMSE: data set received on another presentation context");
+    return c;
+  }
+
+  // Makes the received instance durable. In memory and the journal on: one append (group
+  // committed fdatasync); lay_out() then writes its spool file, which the journal's checkpointer
+  // makes durable later. Otherwise (too large for memory or the journal, or the journal has no
+  // room right now): into the spool with an fsync of the file and of its directory.
+  StoredInstance store() {
     const std::string origin = fmt::format("calling AE '{}' at {}", calling_ae_, peer_);
-    Journal* journal = ctx_.journal;
-    if (!journal || dataset_bytes_ > journal->max_payload()) return ctx_.spool.commit(tmp, dataset_bytes_, origin);
-    StoredInstance in = ctx_.spool.inspect(tmp, dataset_bytes_, origin);
-    std::optional<Journal::Ticket> ticket;
-    try {
-      read_whole(tmp, payload_);
-      in.content_hash = content_hash(std::string_view(payload_.data(), payload_.size()));
-      ticket = journal->append(lane_, {in.header.study_uid, in.header.series_uid, in.header.sop_instance_uid, calling_ae_, wall_ms()},
-                               std::string_view(payload_.data(), payload_.size()));
-    } catch (...) {
-      ctx_.spool.discard(tmp);
-      throw;
-    }
-    if (!ticket) {  // does not fit right now: straight into the spool
+    ticket_.reset();
+    if (!sink_.in_memory()) return ctx_.spool.commit(sink_.spill_file(), sink_.size(), origin);
+    const std::string_view part10 = sink_.bytes();
+    StoredInstance in = ctx_.spool.inspect(part10, origin);
+    in.content_hash = content_hash(part10);
+    if (Journal* journal = ctx_.journal; journal && part10.size() <= journal->max_payload())
+      ticket_ = journal->append({in.header.study_uid, in.header.series_uid, in.header.sop_instance_uid, calling_ae_, wall_ms()}, part10);
+    if (!ticket_) {  // no journal, or it does not fit right now: straight into the spool
+      const auto tmp = ctx_.spool.temp_path();
+      ctx_.spool.write_file(tmp, part10);
       ctx_.spool.place(tmp, in.path, true);
-      return in;
     }
-    // Durable in the journal from here on: if the rename fails, the next start puts it in place.
-    ctx_.spool.place(tmp, in.path, false);
-    journal->laid_out(*ticket, in.path);
     return in;
   }
 
-  static void read_whole(const std::filesystem::path& file, std::vector<char>& out) {
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw StoreFailure(StoreFailure::Kind::out_of_resources, fmt::format("open {}: {}", file.string(), std::strerror(errno)));
-    struct stat st {};
-    ::fstat(fd, &st);
-    out.resize(static_cast<std::size_t>(st.st_size));
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        const int err = n < 0 ? errno : EIO;
-        ::close(fd);
-        throw StoreFailure(StoreFailure::Kind::out_of_resources, fmt::format("read {}: {}", file.string(), std::strerror(err)));
-      }
-      done += static_cast<std::size_t>(n);
+  // The journaled instance into its place in the spool (rename, no fsync). False when that
+  // fails: the journal keeps it, and the next start writes it back.
+  bool lay_out(const StoredInstance& in, const Journal::Ticket& ticket, std::string_view bytes) {
+    try {
+      const auto tmp = ctx_.spool.temp_path();
+      ctx_.spool.write_file(tmp, bytes);
+      ctx_.spool.place(tmp, in.path, false);
+      ctx_.journal->laid_out(ticket, in.path);
+      return true;
+    } catch (const std::exception& e) {
+      log_->error("association from '{}': an acknowledged instance is in the journal but cannot be put in the spool ({}); the next "
+                  "start puts it there", calling_ae_, e.what());
+      return false;
     }
-    ::close(fd);
-  }
-
-  // storage.max_instance_mb, while receiving: once the data set is larger, the temporary file is
-  // cut to nothing at every progress notification (DCMTK writes on into a sparse file), so the
-  // disk holds at most one PDU of it; handle_store then refuses the instance.
-  void bound_instance_size(unsigned long bytes) {
-    const std::uint64_t limit = cfg_->storage.max_instance_mb << 20;
-    if (receiving_.empty() || bytes <= limit) return;
-    too_large_ = true;
-    // Best effort: if it fails the file keeps growing only until handle_store removes it.
-    [[maybe_unused]] const int cut = ::truncate(receiving_.c_str(), 0);
   }
 
   OFCondition refuse(T_DIMSE_C_StoreRQ& rq, T_ASC_PresentationContextID pcid, Uint16 status, Refusal reason,
@@ -318,10 +427,12 @@ class StoreProvider : public DcmThreadSCP {
   const Connection conn_;
   std::string calling_ae_, peer_, outcome_, last_error_;
   unsigned long dataset_bytes_ = 0;
-  std::filesystem::path receiving_;  // the temporary file being received into, if any
-  bool too_large_ = false;           // it went over storage.max_instance_mb
-  Journal::Lane lane_;               // this association's place in the journal
-  std::vector<char> payload_;        // the received file, read back for the journal (reused)
+  T_ASC_Association* assoc_ = nullptr;
+  // Where a data set arrives: memory up to what the journal takes (16 MiB), kept for the
+  // association's life; larger ones go on into a file in .tmp.
+  ReceiveSink sink_{kMemoryLimit, cfg_->storage.max_instance_mb << 20};
+  std::optional<Journal::Ticket> ticket_;  // the instance being stored is in the journal
+  Finisher finisher_{[this](FinishJob& job) { finish(job); }};
   std::uint64_t stored_ = 0, failed_ = 0, bytes_ = 0;
 };
 
@@ -633,7 +744,7 @@ void StorageServer::on_request(AssociateRequest rq) {
 void StorageServer::serve(T_ASC_Association* assoc, int fd, std::list<std::thread>::iterator self, const Connection& conn) {
   bool handed = false;
   try {
-    StoreProvider scp(ctx_, peer_log_, conn);
+    StoreProvider scp(ctx_, peer_log_, conn, assoc);
     scp.setSharedConfig(config_for(assoc));
     handed = true;
     scp.run(assoc);  // negotiates, serves and releases/aborts; frees the association
