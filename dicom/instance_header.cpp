@@ -13,6 +13,39 @@
 namespace dicom {
 namespace {
 
+// A buffer stream that leaves long values (pixel data) where they are, as a file stream does:
+// DCMTK asks the stream for a factory to read them later; a plain buffer stream has none, so
+// every value would be copied out while parsing.
+class BufferFactory : public DcmInputStreamFactory {
+ public:
+  BufferFactory(const void* data, offile_off_t size) : data_(data), size_(size) {}
+  DcmInputStream* create() const override {
+    auto* s = new DcmInputBufferStream();
+    s->setBuffer(data_, size_);
+    s->setEos();
+    return s;
+  }
+  DcmInputStreamFactory* clone() const override { return new BufferFactory(*this); }
+  DcmInputStreamFactoryType ident() const override { return DFT_DcmInputTempFileStreamFactory; }
+
+ private:
+  const void* data_;
+  offile_off_t size_;
+};
+
+class DeferringBufferStream : public DcmInputBufferStream {
+ public:
+  DeferringBufferStream(const void* data, offile_off_t size) : data_(data), size_(size) {
+    setBuffer(data, size);
+    setEos();
+  }
+  DcmInputStreamFactory* newFactory() const override { return new BufferFactory(data_, size_); }
+
+ private:
+  const void* data_;
+  offile_off_t size_;
+};
+
 std::string get_string(DcmItem& item, const DcmTagKey& tag) {
   OFString v;
   if (item.findAndGetOFStringArray(tag, v).good()) return std::string(v.c_str());
@@ -71,9 +104,7 @@ InstanceHeader read_instance_header(const std::filesystem::path& file, const Sca
 InstanceHeader read_instance_header(const std::uint8_t* data, std::size_t size, const ScanLimits& limits) {
   const ScanResult scan = scan_buffer(data, size, limits);  // before DCMTK's recursive reader sees the bytes
   if (!scan.ok) throw DicomError(scan.reason);
-  DcmInputBufferStream in;
-  in.setBuffer(data, static_cast<offile_off_t>(size));
-  in.setEos();
+  DeferringBufferStream in(data, static_cast<offile_off_t>(size));  // values over 4 KiB stay in the buffer
   DcmFileFormat ff;
   ff.transferInit();
   const OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 4096);
