@@ -300,12 +300,13 @@ class StoreProvider : public DcmThreadSCP {
 
   enum class Settled { ok, not_laid_out, index_failed };
   // A durable instance into the spool (from the journal: `bytes` written out and renamed) and
-  // into the index; `why` says why the index could not take it.
+  // into the index; `why` says why the index could not take it. `bytes`, when not empty, are the
+  // instance's (hashed from memory).
   Settled settle(StoredInstance& in, const std::optional<Journal::Ticket>& ticket, std::string_view bytes, bool& is_new,
                  std::string& why) {
     if (ticket && !lay_out(in, *ticket, bytes)) return Settled::not_laid_out;
-    if (in.content_hash.empty()) try {
-      in.content_hash = content_hash(in.path);
+    if (in.content_hash.empty()) try {  // here rather than before the response: off the sender's path
+      in.content_hash = bytes.empty() ? content_hash(in.path) : content_hash(bytes);
     } catch (const std::exception& e) {
       log_->warn("cannot hash a stored instance ({}); it will be analysed again if re-sent", e.what());
     }
@@ -369,7 +370,6 @@ class StoreProvider : public DcmThreadSCP {
     if (!sink_.in_memory()) return ctx_.spool.commit(sink_.spill_file(), sink_.size(), origin);
     const std::string_view part10 = sink_.bytes();
     StoredInstance in = ctx_.spool.inspect(part10, origin);
-    in.content_hash = content_hash(part10);
     if (Journal* journal = ctx_.journal; journal && part10.size() <= journal->max_payload())
       ticket_ = journal->append({in.header.study_uid, in.header.series_uid, in.header.sop_instance_uid, calling_ae_, wall_ms()}, part10);
     if (!ticket_) {  // no journal, or it does not fit right now: straight into the spool
