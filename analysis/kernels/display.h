@@ -128,7 +128,7 @@ struct Preview {
 Preview render_preview(const dicom::Volume& volume, const std::vector<cv::Mat>& labels,
                        std::span<const SegmentStyle> segments, const PreviewParams& params = {});
 
-// render_preview, then cv::imwrite to `png` (must end in .png) via a temporary file in the same
+// render_preview, then write_png (kernels/png.h) to `png` (must end in .png) via a temporary file in the same
 // folder and a rename. Throws std::runtime_error if it cannot be written. Returns the layout.
 PreviewLayout write_preview(const std::filesystem::path& png, const dicom::Volume& volume,
                             const std::vector<cv::Mat>& labels, std::span<const SegmentStyle> segments,
