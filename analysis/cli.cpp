@@ -140,7 +140,9 @@ int analyze(const AnalyzeOptions& o) {
   const WorkerLimits limits = worker_limits(cfg);
   const fs::path self = self_executable();
   // The next series' worker starts (loads its libraries) while this one works; none after the last.
+  // The first one starts now, while the files are listed and their headers grouped into series.
   WorkerSpare spare(cfg.analysis.prestart_worker);
+  spare.prepare(self, limits, {});
 
   // One series at a time, each decoded and analysed in a worker process: a decoder that crashes on
   // a broken file costs that series, not the run.
@@ -154,7 +156,7 @@ int analyze(const AnalyzeOptions& o) {
   int analysed = 0, failed = 0, unmatched = 0;
   std::size_t decoded = 0;
   for (std::size_t bi = 0; bi < batches.size(); ++bi) {
-    if (bi + 1 == batches.size()) spare.set_enabled(false);
+    const bool last = bi + 1 == batches.size();
     progress.begin_series(batches[bi].front().parent_path().filename().string(), batches[bi].size());
     worker::Job job;
     job.files = batches[bi];
@@ -171,7 +173,8 @@ int analyze(const AnalyzeOptions& o) {
     std::optional<std::pair<std::string, std::string>> in_flight;  // key, profile of the volume being analysed
     WorkerExit exit;
     for (int attempt = 1; attempt <= 2; ++attempt) {
-      exit = run_worker(spare.take(self, limits, {}), worker::to_json(job), limits, [&](const nlohmann::json& e) {
+      StartedWorker started = spare.take(self, limits, {}, /*start_next=*/!last);  // no spare after the last
+      exit = run_worker(std::move(started), worker::to_json(job), limits, [&](const nlohmann::json& e) {
         const std::string kind = e.value("event", "");
         if (kind == "rejected") {
           const auto r = rejected_from_json(e);

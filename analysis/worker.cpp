@@ -19,9 +19,9 @@
 #include <dcmtk/dcmdata/dcdict.h>
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include "analysis/kernels/key_image_render.h"
+#include "analysis/kernels/png.h"
 #include "analysis/pipeline.h"
 #include "analysis/profiles_config.h"
 #include "analysis/roi_input.h"
@@ -179,9 +179,13 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
           objects.push_back(object_json(k, "KEY", spec.series_number, instance++));
         // The same images as PNG beside the preview, for the status page (a person, not a PACS).
         if (!job.preview_dir.empty())
-          for (std::size_t i = 0; i < spec.images.size(); ++i)
-            if (!cv::imwrite((job.preview_dir / fmt::format("{}_key_{:02}.png", c.key, i + 1)).string(), spec.images[i]))
+          for (std::size_t i = 0; i < spec.images.size(); ++i) {
+            try {
+              kernels::write_png(job.preview_dir / fmt::format("{}_key_{:02}.png", c.key, i + 1), spec.images[i]);
+            } catch (const std::exception&) {
               notes.push_back("a key image PNG could not be written");
+            }
+          }
       }
       events.emit({{"event", "objects"}, {"key", c.key}, {"profile", c.profile->name}, {"objects", objects}});
       seg_file = seg.path;

@@ -229,14 +229,14 @@ bool WorkerSpare::spare_fits(const std::filesystem::path& executable, const Work
 }
 
 StartedWorker WorkerSpare::take(const std::filesystem::path& executable, const WorkerLimits& limits,
-                                const WorkerEnvironment& environment) {
+                                const WorkerEnvironment& environment, bool start_next) {
   std::lock_guard lock(mutex_);
   StartedWorker w;
   if (spare_fits(executable, limits, environment)) w = std::move(spare_);
   spare_ = StartedWorker{};  // a spare for other settings, or one that died meanwhile, is gone
   if (!w.valid()) w = start_worker(executable, limits, environment);
   // The next one loads its libraries while this one works (fork + exec here: a few ms).
-  if (enabled_) spare_ = start_worker(executable, limits, environment);
+  if (enabled_ && start_next) spare_ = start_worker(executable, limits, environment);
   return w;
 }
 

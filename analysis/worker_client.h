@@ -113,9 +113,10 @@ class WorkerSpare {
  public:
   explicit WorkerSpare(bool enabled = true) : enabled_(enabled) {}
   // A worker for these settings: the spare when it was started with the same ones and still waits,
-  // else a new one; then, when enabled, the next spare is started.
+  // else a new one; then, when enabled and `start_next` (false: the caller knows this is the last
+  // job), the next spare is started.
   StartedWorker take(const std::filesystem::path& executable, const WorkerLimits& limits,
-                     const WorkerEnvironment& environment);
+                     const WorkerEnvironment& environment, bool start_next = true);
   // Starts the spare for these settings unless one waits already (when enabled).
   void prepare(const std::filesystem::path& executable, const WorkerLimits& limits, const WorkerEnvironment& environment);
   // Kills the spare (shutdown, or settings that will not be used again).

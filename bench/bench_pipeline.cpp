@@ -1,7 +1,7 @@
 // Benchmark of the ct-chest profile on a chest-like CT (bench/pipeline.sh makes a 300x512x512
 // series with ../shared/tools/make_ct_phantom.py and runs the ITK and SciPy peers next to this).
 //
-// usage: bench_pipeline [--mode profile|lfl|all] [--mask-out FILE] SERIES_DIR [OUT_DIR]
+// usage: bench_pipeline [--mode profile|lfl|all|codec] [--runs N] [--mask-out FILE] SERIES_DIR [OUT_DIR]
 //
 // One mode per process, so that "cold" means a process that has run nothing before:
 // --mode profile: the whole profile: decode, preprocess (median 3x3), segment (body, lungs, bone),
@@ -18,7 +18,15 @@
 //    the slice normal, rows x columns row-major: the layout of bench/itk_peer), after its timing.
 // --mode all: profile, then lfl in the same process (the old behaviour: its "cold" run is not cold
 //    in the process sense, only after release_cached_planes()).
+// --mode codec: the decode floor of a compressed series. Every file's codestream is read into
+//    memory first (untimed), then decoded on all OpenCV threads (slices in parallel) by the codec
+//    library itself: CharLS 2 (JPEG-LS) or OpenJPEG (JPEG 2000), called through their C APIs
+//    (dlopen: Debian ships the libraries, not their headers). Next to it: GDCM's ImageReader on
+//    each file (parse + the same codec + copy), our decode_stored (stored values, no conversion)
+//    and the whole decode_folder. Best of RUNS (--runs), alternating; the blocks are reused, so
+//    page faults are not in these figures.
 // Machine-readable lines start with "@ " (key value); pipeline.sh turns them into ratios.
+#include <dlfcn.h>
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -26,6 +34,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <opencv2/core.hpp>
 #include <string>
 
@@ -33,7 +43,17 @@
 #include "analysis/kernels/segment.h"
 #include "analysis/pipeline.h"
 #include "analysis/results.h"
+#include "dicom/pixel_decoder.h"
 #include "dicom/volume.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <gdcmImage.h>
+#include <gdcmImageReader.h>
 
 namespace fs = std::filesystem;
 using namespace analysis;
@@ -102,15 +122,245 @@ void like_for_like(const fs::path& series, const std::string& prefix, const char
   if (!mask_out.empty()) write_mask(air, study.volumes[0], mask_out);
 }
 
+
+// ---- --mode codec: the codecs' own decode time (see the header comment)
+
+// The first fragment of each file's Pixel Data (one frame per file, one fragment per frame).
+std::vector<std::vector<unsigned char>> read_codestreams(const std::vector<fs::path>& files, std::string& ts) {
+  std::vector<std::vector<unsigned char>> out;
+  for (const auto& f : files) {
+    DcmFileFormat ff;
+    if (ff.loadFile(f.c_str()).bad()) throw std::runtime_error("cannot read " + f.string());
+    DcmDataset* ds = ff.getDataset();
+    const E_TransferSyntax xfer = ds->getOriginalXfer();
+    ts = DcmXfer(xfer).getXferID();
+    DcmElement* e = nullptr;
+    DcmPixelSequence* seq = nullptr;
+    DcmPixelItem* item = nullptr;
+    Uint8* bytes = nullptr;
+    auto* px = ds->findAndGetElement(DCM_PixelData, e).good() ? dynamic_cast<DcmPixelData*>(e) : nullptr;
+    if (px == nullptr || px->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || seq == nullptr ||
+        seq->card() != 2 || seq->getItem(item, 1).bad() || item->getUint8Array(bytes).bad())
+      throw std::runtime_error("not one encapsulated fragment: " + f.string());
+    out.emplace_back(bytes, bytes + item->getLength());
+  }
+  return out;
+}
+
+void* need_symbol(void* lib, const char* name) {
+  void* p = ::dlsym(lib, name);
+  if (p == nullptr) throw std::runtime_error(std::string("missing symbol ") + name);
+  return p;
+}
+
+// CharLS 2 C API (charls/charls_jpegls_decoder.h), declared here: Debian has no libcharls-dev here.
+struct CharLs {
+  void* lib = ::dlopen("libcharls.so.2", RTLD_NOW);
+  using Create = void* (*)();
+  using Destroy = void (*)(const void*);
+  using SetSource = int (*)(void*, const void*, std::size_t);
+  using ReadHeader = int (*)(void*);
+  using DestSize = int (*)(const void*, std::uint32_t, std::size_t*);
+  using Decode = int (*)(const void*, void*, std::size_t, std::uint32_t);
+  Create create = nullptr;
+  Destroy destroy = nullptr;
+  SetSource set_source = nullptr;
+  ReadHeader read_header = nullptr;
+  DestSize dest_size = nullptr;
+  Decode decode = nullptr;
+  CharLs() {
+    if (lib == nullptr) throw std::runtime_error("libcharls.so.2 not found");
+    create = reinterpret_cast<Create>(need_symbol(lib, "charls_jpegls_decoder_create"));
+    destroy = reinterpret_cast<Destroy>(need_symbol(lib, "charls_jpegls_decoder_destroy"));
+    set_source = reinterpret_cast<SetSource>(need_symbol(lib, "charls_jpegls_decoder_set_source_buffer"));
+    read_header = reinterpret_cast<ReadHeader>(need_symbol(lib, "charls_jpegls_decoder_read_header"));
+    dest_size = reinterpret_cast<DestSize>(need_symbol(lib, "charls_jpegls_decoder_get_destination_size"));
+    decode = reinterpret_cast<Decode>(need_symbol(lib, "charls_jpegls_decoder_decode_to_buffer"));
+  }
+  void run(const std::vector<unsigned char>& in, void* out, std::size_t out_bytes) const {
+    void* d = create();
+    std::size_t need = 0;
+    const bool ok = set_source(d, in.data(), in.size()) == 0 && read_header(d) == 0 && dest_size(d, 0, &need) == 0 &&
+                    need <= out_bytes && decode(d, out, need, 0) == 0;
+    destroy(d);
+    if (!ok) throw std::runtime_error("CharLS could not decode a frame");
+  }
+};
+
+// OpenJPEG 2 C API (openjpeg.h), declared here: Debian has no libopenjp2-7-dev here. Only opaque
+// handles; opj_dparameters_t is filled by the library's own defaults into a large enough buffer.
+struct OpenJpeg {
+  void* lib = ::dlopen("libopenjp2.so.7", RTLD_NOW);
+  struct Source {
+    const unsigned char* data;
+    std::size_t size, pos;
+  };
+  using Create = void* (*)(int);
+  using Defaults = void (*)(void*);
+  using Setup = int (*)(void*, void*);
+  using StreamCreate = void* (*)(std::size_t, int);
+  using SetRead = void (*)(void*, std::size_t (*)(void*, std::size_t, void*));
+  using SetSkip = void (*)(void*, std::int64_t (*)(std::int64_t, void*));
+  using SetSeek = void (*)(void*, int (*)(std::int64_t, void*));
+  using SetUser = void (*)(void*, void*, void (*)(void*));
+  using SetLength = void (*)(void*, std::uint64_t);
+  using ReadHeader = int (*)(void*, void*, void**);
+  using Decode = int (*)(void*, void*, void*);
+  using End = int (*)(void*, void*);
+  using Free = void (*)(void*);
+  Create create = nullptr;
+  Defaults defaults = nullptr;
+  Setup setup = nullptr;
+  StreamCreate stream_create = nullptr;
+  SetRead set_read = nullptr;
+  SetSkip set_skip = nullptr;
+  SetSeek set_seek = nullptr;
+  SetUser set_user = nullptr;
+  SetLength set_length = nullptr;
+  ReadHeader read_header = nullptr;
+  Decode decode = nullptr;
+  End end = nullptr;
+  Free image_destroy = nullptr, stream_destroy = nullptr, codec_destroy = nullptr;
+  OpenJpeg() {
+    if (lib == nullptr) throw std::runtime_error("libopenjp2.so.7 not found");
+    create = reinterpret_cast<Create>(need_symbol(lib, "opj_create_decompress"));
+    defaults = reinterpret_cast<Defaults>(need_symbol(lib, "opj_set_default_decoder_parameters"));
+    setup = reinterpret_cast<Setup>(need_symbol(lib, "opj_setup_decoder"));
+    stream_create = reinterpret_cast<StreamCreate>(need_symbol(lib, "opj_stream_create"));
+    set_read = reinterpret_cast<SetRead>(need_symbol(lib, "opj_stream_set_read_function"));
+    set_skip = reinterpret_cast<SetSkip>(need_symbol(lib, "opj_stream_set_skip_function"));
+    set_seek = reinterpret_cast<SetSeek>(need_symbol(lib, "opj_stream_set_seek_function"));
+    set_user = reinterpret_cast<SetUser>(need_symbol(lib, "opj_stream_set_user_data"));
+    set_length = reinterpret_cast<SetLength>(need_symbol(lib, "opj_stream_set_user_data_length"));
+    read_header = reinterpret_cast<ReadHeader>(need_symbol(lib, "opj_read_header"));
+    decode = reinterpret_cast<Decode>(need_symbol(lib, "opj_decode"));
+    end = reinterpret_cast<End>(need_symbol(lib, "opj_end_decompress"));
+    image_destroy = reinterpret_cast<Free>(need_symbol(lib, "opj_image_destroy"));
+    stream_destroy = reinterpret_cast<Free>(need_symbol(lib, "opj_stream_destroy"));
+    codec_destroy = reinterpret_cast<Free>(need_symbol(lib, "opj_destroy_codec"));
+  }
+  static std::size_t read(void* buf, std::size_t n, void* user) {
+    auto* s = static_cast<Source*>(user);
+    if (s->pos >= s->size) return static_cast<std::size_t>(-1);
+    n = std::min(n, s->size - s->pos);
+    std::memcpy(buf, s->data + s->pos, n);
+    s->pos += n;
+    return n;
+  }
+  static std::int64_t skip(std::int64_t n, void* user) {
+    auto* s = static_cast<Source*>(user);
+    const auto to = std::clamp<std::int64_t>(static_cast<std::int64_t>(s->pos) + n, 0, static_cast<std::int64_t>(s->size));
+    const std::int64_t moved = to - static_cast<std::int64_t>(s->pos);
+    s->pos = static_cast<std::size_t>(to);
+    return moved;
+  }
+  static int seek(std::int64_t to, void* user) {
+    auto* s = static_cast<Source*>(user);
+    if (to < 0 || to > static_cast<std::int64_t>(s->size)) return 0;
+    s->pos = static_cast<std::size_t>(to);
+    return 1;
+  }
+  // Decodes to OpenJPEG's own image (int32 per sample), as GDCM's codec does before it copies.
+  void run(const std::vector<unsigned char>& in) const {
+    Source src{in.data(), in.size(), 0};
+    void* codec = create(in.size() > 1 && in[1] == 0x4F ? 0 /* OPJ_CODEC_J2K */ : 2 /* OPJ_CODEC_JP2 */);
+    alignas(16) unsigned char params[1 << 16] = {};  // opj_dparameters_t is ~ 10 KiB
+    defaults(params);
+    void* stream = stream_create(1 << 20, 1);
+    set_read(stream, &read);
+    set_skip(stream, &skip);
+    set_seek(stream, &seek);
+    set_user(stream, &src, nullptr);
+    set_length(stream, in.size());
+    void* image = nullptr;
+    const bool ok = setup(codec, params) && read_header(stream, codec, &image) && decode(codec, stream, image) &&
+                    end(codec, stream);
+    if (image != nullptr) image_destroy(image);
+    stream_destroy(stream);
+    codec_destroy(codec);
+    if (!ok) throw std::runtime_error("OpenJPEG could not decode a frame");
+  }
+};
+
+int codec_floor(const fs::path& series, int runs) {
+  const auto files = files_below(series);
+  std::string ts;
+  const auto streams = read_codestreams(files, ts);
+  const bool jls = ts == "1.2.840.10008.1.2.4.80" || ts == "1.2.840.10008.1.2.4.81";
+  const bool j2k = ts == "1.2.840.10008.1.2.4.90" || ts == "1.2.840.10008.1.2.4.91";
+  if (!jls && !j2k) throw std::runtime_error("codec mode: JPEG-LS or JPEG 2000 series only, got " + ts);
+  std::size_t in_bytes = 0;
+  for (const auto& s : streams) in_bytes += s.size();
+  const int n = static_cast<int>(files.size());
+  const std::size_t frame = std::size_t{512} * 512 * 2 * 2;  // room for a 512x512 16-bit frame (x2)
+  std::vector<unsigned char> out(frame * static_cast<std::size_t>(n), 1);  // faulted in
+  const auto each = [&](const std::function<void(int)>& f) {
+    cv::parallel_for_(cv::Range(0, n), [&](const cv::Range& r) {
+      for (int i = r.start; i < r.end; ++i) f(i);
+    });
+  };
+  std::optional<CharLs> charls;
+  std::optional<OpenJpeg> openjpeg;
+  if (jls) charls.emplace();
+  else openjpeg.emplace();
+  std::printf("%d files, %s, %.1f MiB of codestreams, OpenCV threads %d\n", n, jls ? "JPEG-LS" : "JPEG 2000",
+              in_bytes / 1048576.0, cv::getNumThreads());
+  std::map<std::string, double> best;
+  const auto time = [&](const std::string& key, const std::function<void()>& f) {
+    const Stopwatch sw;
+    f();
+    const double ms = sw.ms();
+    auto [it, fresh] = best.emplace(key, ms);
+    if (!fresh) it->second = std::min(it->second, ms);
+  };
+  for (int run = 0; run < runs; ++run) {
+    time("codec", [&] {
+      each([&](int i) {
+        const auto& s = streams[static_cast<std::size_t>(i)];
+        if (jls) charls->run(s, out.data() + frame * i, frame);
+        else openjpeg->run(s);
+      });
+    });
+    time("gdcm", [&] {
+      each([&](int i) {
+        gdcm::ImageReader reader;
+        reader.SetFileName(files[static_cast<std::size_t>(i)].c_str());
+        if (!reader.Read() || reader.GetImage().GetBufferLength() > frame ||
+            !reader.GetImage().GetBuffer(reinterpret_cast<char*>(out.data() + frame * i)))
+          throw std::runtime_error("GDCM could not decode " + files[static_cast<std::size_t>(i)].string());
+      });
+    });
+    time("ours_stored", [&] {
+      each([&](int i) {
+        dicom::decode_stored(files[static_cast<std::size_t>(i)], [&](const dicom::DecodedLayout& l) -> void* {
+          if (l.bytes() > frame) throw std::runtime_error("frame too large");
+          return out.data() + frame * i;
+        });
+      });
+    });
+    time("ours_decode_folder", [&] { decode_folder(series); });
+  }
+  std::printf("decode of %d slices on all threads, best of %d:\n", n, runs);
+  const char* what = jls ? "CharLS 2 (libcharls.so.2) directly" : "OpenJPEG (libopenjp2.so.7) directly";
+  std::printf("  %-44s %9.1f ms\n", what, best["codec"]);
+  std::printf("  %-44s %9.1f ms\n", "GDCM ImageReader per file", best["gdcm"]);
+  std::printf("  %-44s %9.1f ms\n", "ours: dicom::decode_stored per file", best["ours_stored"]);
+  std::printf("  %-44s %9.1f ms\n", "ours: decode_folder (headers, plan, convert)", best["ours_decode_folder"]);
+  for (const auto& [k, v] : best) emit("codec." + k + "_ms", v);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ct-chest profile and like-for-like steps on one CT series (bench/pipeline.sh)"};
   std::string mode = "all";
+  int runs = 5;
   fs::path series, out = fs::temp_directory_path() / "pacsnode-bench-pipeline", mask_out;
   app.add_option("--mode", mode, "profile: whole profile + SEG/SR; lfl: like-for-like, cold then reused; all: both")
-      ->check(CLI::IsMember({"profile", "lfl", "all"}))
+      ->check(CLI::IsMember({"profile", "lfl", "all", "codec"}))
       ->capture_default_str();
+  app.add_option("--runs", runs, "codec: runs of each decoder (best is reported)")->capture_default_str();
   app.add_option("--mask-out", mask_out, "lfl: write the cold run's kept mask here (raw uint8, bench/itk_peer layout)");
   app.add_option("SERIES_DIR", series, "folder of one CT series")->required()->check(CLI::ExistingDirectory);
   app.add_option("OUT_DIR", out, "where SEG, SR and preview go")->capture_default_str();
@@ -119,6 +369,7 @@ int main(int argc, char** argv) {
   analysis::keep_freed_memory_for_reuse();  // as the worker and `pacsnode analyze` do
 
   std::printf("OpenCV threads: %d, CPUs: %d\n", cv::getNumThreads(), cv::getNumberOfCPUs());
+  if (mode == "codec") return codec_floor(series, runs);
   if (mode == "lfl") {  // first thing in this process: cold is cold
     like_for_like(series, "lfl_cold", "cold: first run in a fresh process", mask_out);
     like_for_like(series, "lfl", "reused: blocks freed by the cold run");

@@ -18,6 +18,8 @@
 #   real_j2k  the same, JPEG 2000 lossless (gdcmconv --j2k)
 #   blobs     bench/make_bench_series.py blobs: tens of thousands of small separate air bubbles
 # Every program runs as its own process. Numbers are printed as measured; nothing is adjusted.
+# For the compressed series the codec's own decode time (bench_pipeline --mode codec) is printed
+# too, with the ratio to ITK that it leaves at best: no decoder built on that codec can beat it.
 #
 # usage: bench/pipeline.sh [BUILD_DIR] [WORK_DIR]     (defaults: build-pipeline, /tmp/pacsnode-bench-pipeline)
 # Env: SLICES (300), SIZE (512), RUNS (3: ours and the peers alternate; each side's best run is
@@ -49,6 +51,10 @@ fi
 cmake -S "$here/bench/itk_peer" -B "$build/itk_peer" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build/itk_peer" -j2 >/dev/null
 ours_bin=$build/bench/bench_pipeline
+# bench_pipeline runs in the environment the analysis runs in: `pacsnode worker`, the child that
+# decodes and analyses for the daemon and for `pacsnode analyze`, gets these two from
+# analysis/worker_client.cpp (glibc.malloc.hugetlb=1: transparent huge pages for malloc's heap).
+ours_env=(env MALLOC_ARENA_MAX=2 "GLIBC_TUNABLES=${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1")
 itk_bin=$build/itk_peer/itk_peer
 pacsnode=$build/scp/pacsnode
 
@@ -101,7 +107,7 @@ echo
 echo "== check: ours and ITK keep the same voxels"
 for s in $series_names; do
   d=$(dir_of "$s")
-  o=$("$ours_bin" --mode lfl --mask-out "$work/mask_ours_$s.raw" "$d" "$work/out" 2>> "$work/ours.log")
+  o=$("${ours_env[@]}" "$ours_bin" --mode lfl --mask-out "$work/mask_ours_$s.raw" "$d" "$work/out" 2>> "$work/ours.log")
   i=$("$itk_bin" "$d" "$work/mask_itk_$s.raw")
   same=yes
   [ "$(val "$o" lfl_cold.kept_voxels)" = "$(val "$i" itk.kept_voxels)" ] || same=no
@@ -125,7 +131,7 @@ for i in $(seq 1 "$runs"); do
   echo "== run $i of $runs: $(load)"
   for s in $series_names; do
     d=$(dir_of "$s")
-    o=$("$ours_bin" --mode lfl "$d" "$work/out" 2>> "$work/ours.log")
+    o=$("${ours_env[@]}" "$ours_bin" --mode lfl "$d" "$work/out" 2>> "$work/ours.log")
     t1=$EPOCHREALTIME
     k=$("$itk_bin" "$d")
     t2=$EPOCHREALTIME
@@ -152,7 +158,7 @@ for i in $(seq 1 "$runs"); do
   done
   if [[ " $series_names " == *" phantom "* ]]; then
     d=$(dir_of phantom)
-    ours=$("$ours_bin" --mode profile "$d" "$work/out" 2>> "$work/ours.log")
+    ours=$("${ours_env[@]}" "$ours_bin" --mode profile "$d" "$work/out" 2>> "$work/ours.log")
     record phantom "$ours"
     if [ "$i" = 1 ]; then
       echo "  -- ours: bench_pipeline --mode profile (phantom, $slices x $size x $size), run 1 of $runs"
@@ -168,6 +174,19 @@ for i in $(seq 1 "$runs"); do
   fi
 done
 echo "  after the runs: $(load)"
+
+# ---- the codec floor of the compressed series: the codec library alone (CharLS 2 / OpenJPEG),
+# slices on all threads, against ours; with it, the best ratio to ITK that any decoder built on
+# that codec could reach here (ITK's best total / (codec floor + our best median, threshold and
+# components)).
+for s in $series_names; do
+  case $s in real_jls | real_j2k) ;; *) continue ;; esac
+  c=$("${ours_env[@]}" "$ours_bin" --mode codec --runs "$runs" "$(dir_of "$s")" 2>> "$work/ours.log")
+  echo
+  echo "== codec floor, $s ($(load))"
+  echo "$c" | grep -E '^  ' || true
+  record "$s" "$c"
+done
 
 echo
 echo "== ratios (peer time / our time; > 1 means we are faster)"
@@ -206,6 +225,16 @@ for s in series:
     row(f"{s}: components+border drop, cold", g("itk.components_ms"), g("lfl_cold.components_ms"), 40, info=True)
     row(f"{s}: like-for-like total, cold", g("itk.total_ms"), g("lfl_cold.total_ms"), 40)
     row(f"{s}: like-for-like total, reused", g("itk.total_ms"), g("lfl.total_ms"), 40, info=True)
+codec = [s for s in series if best.get((s, "codec.codec_ms")) is not None]
+if codec:
+    print(f"\n  compressed series: the codec alone (slices on all threads) and the best ratio it leaves")
+    print(f"  {'series':12s} {'codec ms':>9s} {'ours decode':>11s} {'x codec':>7s} {'ITK ms':>8s} {'max ratio':>9s}")
+    for s in codec:
+        g = lambda k: best.get((s, k))
+        rest = g("lfl_cold.median_ms") + g("lfl_cold.threshold_ms") + g("lfl_cold.components_ms")
+        print(f"  {s:12s} {g('codec.codec_ms'):9.0f} {g('codec.ours_stored_ms'):11.0f} "
+              f"{g('codec.ours_stored_ms') / g('codec.codec_ms'):6.2f}x {g('itk.total_ms'):8.0f} "
+              f"{g('itk.total_ms') / (g('codec.codec_ms') + rest):8.1f}x")
 print(f"\n  one-shot analysis, whole processes (wall time, reading included)")
 for s in series:
     g = lambda k: best.get((s, k))

@@ -20,10 +20,27 @@ std::size_t mapped_size(std::size_t bytes) {
   return (bytes + page - 1) / page * page;
 }
 
+constexpr std::size_t kHugePage = std::size_t{2} << 20;  // x86-64 and arm64 (4 KiB base pages)
+
+// A fresh zero mapping of `len` bytes (a multiple of the page size). Blocks of kCachedFrom and up
+// start on a 2 MiB boundary and are advised as transparent huge pages (the kernel's THP mode is
+// usually `madvise`, so it takes the advice): a volume is then faulted in 2 MiB at a time instead
+// of 4 KiB, which on a virtual machine made faulting in a fresh 150 MiB volume several times
+// cheaper (the numbers are in bench/bench_pipeline's fault lines). Advice only: where the kernel
+// lacks THP the block is still good, with small pages.
 void* map_fresh(std::size_t len) {
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const bool huge = len >= kCachedFrom;
+  const std::size_t span = huge ? len + kHugePage : len;
+  void* p = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
-  return p;
+  if (!huge) return p;
+  // Trim the mapping to [aligned, aligned + len): munmap(block, len) then releases all of it.
+  const auto start = reinterpret_cast<std::uintptr_t>(p);
+  const auto aligned = (start + kHugePage - 1) & ~(std::uintptr_t{kHugePage} - 1);
+  if (aligned > start) ::munmap(p, aligned - start);
+  if (const auto tail = start + span - (aligned + len); tail > 0) ::munmap(reinterpret_cast<void*>(aligned + len), tail);
+  ::madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);  // advice: ignored without THP
+  return reinterpret_cast<void*>(aligned);
 }
 
 // Freed large blocks by mapped size.

@@ -1,4 +1,5 @@
 #include "analysis/kernels/display.h"
+#include "analysis/kernels/png.h"
 #include "analysis/kernels/render_common.h"
 #include "analysis/kernels/types.h"
 
@@ -12,7 +13,6 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "dicom/log.h"
@@ -302,8 +302,10 @@ PreviewLayout write_preview(const fs::path& png, const dicom::Volume& v, const s
   const fs::path dir = png.has_parent_path() ? png.parent_path() : fs::path(".");
   const fs::path tmp = dir / fmt::format(".{}.tmp{}.png", png.stem().string(), ::getpid());
   try {
-    if (!cv::imwrite(tmp.string(), preview.bgr, {cv::IMWRITE_PNG_COMPRESSION, 6})) {
-      throw std::runtime_error(fmt::format("preview: cannot write '{}'", tmp.string()));
+    try {
+      write_png(tmp, preview.bgr, 3);  // see display.h
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(fmt::format("preview: {}", e.what()));  // the temporary goes below
     }
     fs::rename(tmp, png);
   } catch (const cv::Exception& e) {
