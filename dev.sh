@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 BUILD_PKGS=(cmake g++ make pkg-config libdcmtk-dev dcmtk libgdcm-dev libgdcm-tools libopencv-dev
   libboost-dev libboost-test-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev libpq-dev libsystemd-dev
-  nlohmann-json3-dev libxxhash-dev libcli11-dev libssl-dev libqhull-dev)
+  nlohmann-json3-dev libxxhash-dev libcli11-dev libssl-dev libqhull-dev libpng-dev)
 # What the tests drive and check with: DCMTK's tools, a real Orthanc as the PACS, dciodvfy,
 # pixelmed's validators, pydicom/NumPy/SciPy/scikit-image as independent readers; headless Chromium
 # (Selenium) for the status page, prometheus_client's parser for /metrics; for the Debian package
