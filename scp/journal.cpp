@@ -550,15 +550,16 @@ void Journal::checkpoint() {
 void Journal::run_checkpointer() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    wake_.wait_for(lock, options_.checkpoint_interval, [this] { return stopping_ || hurry_ || want_spare_; });
+    const bool woken = wake_.wait_for(lock, options_.checkpoint_interval, [this] { return stopping_ || hurry_ || want_spare_; });
     if (stopping_) break;
-    const bool spare = want_spare_;
+    const bool spare = want_spare_, due = !woken || hurry_;  // the interval is over, or segments run short
     want_spare_ = false;
     lock.unlock();
     try {
-      // A spare first: an append that finds no empty segment goes the slow way.
+      // A spare first: an append that finds no empty segment goes the slow way. Making one is no
+      // reason to checkpoint (more disk work in the middle of a burst).
       if (spare) make_segment();
-      checkpoint();
+      if (due) checkpoint();
     } catch (const std::exception& e) {
       pacsnode::component_logger("journal")->error("journal: checkpoint: {}", e.what());
     }
