@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -175,6 +176,9 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
   Ngtdm t3(ng);
   Ngldm d3(ng, 26);
   std::mutex merge;
+  // Each stripe's 3D counts, merged in stripe order afterwards: the sums are the same whatever
+  // order the threads finish in.
+  std::map<int, std::pair<Ngtdm, Ngldm>> stripe_3d;
   const std::ptrdiff_t gy = g.nx, gz = static_cast<std::ptrdiff_t>(g.nx) * g.ny;
   const int stripes = std::max(1, std::min(nz, 4 * cv::getNumThreads()));
   cv::parallel_for_(
@@ -225,11 +229,14 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
         }
         if (scope.three_d) {
           const std::lock_guard lock(merge);
-          t3.add(t3_local);
-          d3.add(d3_local);
+          stripe_3d.emplace(r.start, std::make_pair(std::move(t3_local), std::move(d3_local)));
         }
       },
       stripes);
+  for (const auto& [start, local] : stripe_3d) {
+    t3.add(local.first);
+    d3.add(local.second);
+  }
 
   if (want_ngtdm) {
     if (scope.two_d) {
