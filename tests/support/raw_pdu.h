@@ -146,6 +146,19 @@ inline std::size_t proc_entries(pid_t pid, const std::string& what) {  // "fd" o
   return n;
 }
 
+// Open descriptors of `pid` other than files below `dir` (the journal's segments: a bounded set, made
+// as the journal fills, not one per instance).
+inline std::size_t proc_fds_outside(pid_t pid, const std::filesystem::path& dir) {
+  std::size_t n = 0;
+  const std::string prefix = dir.string() + "/";
+  for (auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (ec || target.rfind(prefix, 0) != 0) ++n;
+  }
+  return n;
+}
+
 inline long rss_kb(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(in, line);)
