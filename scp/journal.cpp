@@ -305,16 +305,7 @@ void Journal::restore(const Meta& meta, std::string_view payload) {
     return;
   }
   const fs::path tmp = spool_.temp_path();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail("create " + tmp.string());
-  try {
-    write_all(fd, {{const_cast<char*>(payload.data()), payload.size()}}, 0, tmp.string());
-  } catch (...) {
-    ::close(fd);
-    spool_.discard(tmp);
-    throw;
-  }
-  ::close(fd);
+  spool_.write_file(tmp, payload);
   spool_.place(tmp, path, true);  // fsyncs the file and its directories
   ++replay_.restored;
 }
@@ -352,9 +343,11 @@ bool Journal::make_segment() {
   return true;
 }
 
+bool Journal::usable(const Segment& s) const { return &s != active_ && !s.recycling && !s.broken; }
+
 Journal::Segment* Journal::free_segment() {
   for (auto& s : segments_)
-    if (s.get() != active_ && !s->recycling && !s->broken && s->pending == 0 && s->end == kBlock) return s.get();
+    if (usable(*s) && s->pending == 0 && s->end == kBlock) return s.get();
   return nullptr;
 }
 
@@ -377,7 +370,7 @@ std::optional<Journal::Ticket> Journal::append(const Meta& meta, std::string_vie
         if (s) active_ = s;
         std::size_t empty = 0, used = 0;
         for (auto& x : segments_) {
-          if (x.get() == active_ || x->recycling || x->broken) continue;
+          if (!usable(*x)) continue;
           empty += x->pending == 0 && x->end == kBlock;
           used += x->end > kBlock;
         }
@@ -528,7 +521,7 @@ void Journal::checkpoint() {
     for (auto& [seg, file] : done) --seg->pending;
     laid_out_.insert(laid_out_.end(), retry.begin(), retry.end());
     for (auto& s : segments_)
-      if (s.get() != active_ && !s->recycling && !s->broken && s->pending == 0 && s->end > kBlock) {
+      if (usable(*s) && s->pending == 0 && s->end > kBlock) {
         s->recycling = true;  // nobody appends while its header is rewritten
         to_recycle.push_back(s.get());
       }

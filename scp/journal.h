@@ -56,8 +56,8 @@ struct JournalReplay {
 
 class Journal {
  public:
-  // Replays what <root>/journal holds into the spool (throws std::system_error when a record
-  // cannot be written back: the start must not go on without it), then starts the checkpointer.
+  // Replays what <root>/journal holds into the spool (throws when a record cannot be written
+  // back: the start must not go on without it), then starts the checkpointer.
   // The journal is off (enabled() false) when options.max_segments is 0, when the storage is a
   // tmpfs (an fsync costs nothing there), or when no segment can be made within the free space.
   Journal(Spool& spool, JournalOptions options);
@@ -103,7 +103,9 @@ class Journal {
   // there is no room for one or max_segments exist. Takes make_mutex_, then mutex_ briefly: the
   // disk writes happen outside mutex_.
   bool make_segment();
-  Segment* free_segment();           // mutex_ held: an empty segment nobody writes to, or nullptr
+  // mutex_ held: s is neither the active segment, nor being recycled, nor broken.
+  bool usable(const Segment& s) const;
+  Segment* free_segment();           // mutex_ held: an empty usable segment, or nullptr
   void sync_through(Segment& s, std::uint64_t end);  // group commit: s is durable up to `end`
   void recycle(Segment& s);          // new generation: its records are void
   void run_checkpointer();
