@@ -1,6 +1,7 @@
 #include "analysis/kernels/segment.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -203,12 +204,39 @@ double otsu_threshold(const std::vector<cv::Mat>& image, const Mask* roi, int bi
 
 namespace {
 
-inline bool has_zero_byte(std::uint64_t w) {
-  return ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) != 0;
+// Calls on_run(begin, end) for each run [begin, end) of non-zero bytes of p[0, n), left to right.
+// 64 bytes at a time: a bit per byte (non-zero or not), and a run starts or ends where a bit differs
+// from the one before it, so a 64-byte stretch without a change costs a few vector instructions.
+template <class F>
+void for_each_row_run(const uchar* p, int n, F&& on_run) {
+  int x = 0, begin = 0;
+  bool inside = false;
+#if CV_SIMD128
+  const cv::v_uint8x16 zero = cv::v_setzero_u8();
+  for (; x + 64 <= n; x += 64) {
+    std::uint64_t w = 0;
+    for (int k = 0; k < 4; ++k)
+      w |= static_cast<std::uint64_t>(static_cast<unsigned>(cv::v_signmask(cv::v_load(p + x + 16 * k) != zero)))
+           << (16 * k);
+    for (std::uint64_t change = w ^ ((w << 1) | (inside ? 1u : 0u)); change != 0; change &= change - 1) {
+      const int at = x + std::countr_zero(change);
+      if (!inside) begin = at;
+      else on_run(begin, at);
+      inside = !inside;
+    }
+  }
+#endif
+  for (; x < n; ++x)
+    if ((p[x] != 0) != inside) {
+      if (!inside) begin = x;
+      else on_run(begin, x);
+      inside = !inside;
+    }
+  if (inside) on_run(begin, n);
 }
 
 struct UnionFind {
-  std::vector<std::int32_t> parent;
+  std::vector<std::int32_t, UninitializedAllocator<std::int32_t>> parent;
   std::int32_t find(std::int32_t x) {
     while (parent[x] != x) {
       parent[x] = parent[parent[x]];
@@ -216,6 +244,7 @@ struct UnionFind {
     }
     return x;
   }
+  // The root of a set is always its smallest index, whatever the order of the unions.
   void unite(std::int32_t a, std::int32_t b) {
     a = find(a);
     b = find(b);
@@ -236,52 +265,47 @@ Components label_components(const Mask& mask, Connectivity connectivity) {
   out.rows = mask.front().rows;
   out.cols = mask.front().cols;
   const int depth = out.depth, rows = out.rows, cols = out.cols;
-  out.row_offset.resize(static_cast<std::size_t>(depth) * rows + 1);
+  auto& row_offset = out.row_offset;
+  row_offset.assign(static_cast<std::size_t>(depth) * rows + 1, 0);
   auto& runs = out.runs;
-  runs.reserve(1024);
 
-  // Pass 1: runs.
-  for (int z = 0; z < depth; ++z)
+  // Pass 1: runs, slices on OpenCV's threads. First the runs of each row are counted, so that
+  // every row's place in `runs` is known and the slices then write their runs side by side.
+  parallel_slices(0, depth, [&](int z) {
     for (int r = 0; r < rows; ++r) {
-      out.row_offset[static_cast<std::size_t>(z) * rows + r] = static_cast<std::int64_t>(runs.size());
-      const uchar* p = mask[z].ptr<uchar>(r);
-      int x = 0;
-      while (x < cols) {
-        while (x + 8 <= cols) {
-          std::uint64_t w;
-          std::memcpy(&w, p + x, 8);
-          if (w) break;
-          x += 8;
-        }
-        while (x < cols && !p[x]) ++x;
-        if (x >= cols) break;
-        const int begin = x;
-        while (x + 8 <= cols) {
-          std::uint64_t w;
-          std::memcpy(&w, p + x, 8);
-          if (has_zero_byte(w)) break;
-          x += 8;
-        }
-        while (x < cols && p[x]) ++x;
-        runs.push_back({begin, x});
-      }
+      std::int64_t n = 0;
+      for_each_row_run(mask[static_cast<std::size_t>(z)].ptr<uchar>(r), cols, [&n](int, int) { ++n; });
+      row_offset[static_cast<std::size_t>(z) * rows + r + 1] = n;
     }
-  out.row_offset.back() = static_cast<std::int64_t>(runs.size());
-  if (runs.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+  });
+  std::partial_sum(row_offset.begin(), row_offset.end(), row_offset.begin());
+  if (row_offset.back() > std::numeric_limits<std::int32_t>::max())
     throw std::runtime_error("label_components: too many runs");
+  runs.resize(static_cast<std::size_t>(row_offset.back()));
+  parallel_slices(0, depth, [&](int z) {
+    for (int r = 0; r < rows; ++r) {
+      auto* at = runs.data() + row_offset[static_cast<std::size_t>(z) * rows + r];
+      for_each_row_run(mask[static_cast<std::size_t>(z)].ptr<uchar>(r), cols,
+                       [&at](int b, int e) { *at++ = {b, e}; });
+    }
+  });
 
-  // Pass 2: union of touching runs in the already visited neighbour rows.
+  // Pass 2: union of touching runs in the already visited neighbour rows. The slices are cut into
+  // blocks of consecutive slices; a block's own links (within its slices, and between a slice and
+  // the one before it in the block) join only that block's runs, so the blocks run in parallel.
+  // The links across block boundaries follow, serially. Roots are the smallest index of each set
+  // whatever the order of the unions, so the result is the same as one serial pass.
   UnionFind uf;
   uf.parent.resize(runs.size());
-  std::iota(uf.parent.begin(), uf.parent.end(), 0);
-  auto row_range = [&](int z, int r) {
-    const std::size_t i = static_cast<std::size_t>(z) * rows + r;
-    return std::pair<std::int64_t, std::int64_t>(out.row_offset[i], out.row_offset[i + 1]);
-  };
+  parallel_slices(0, depth, [&](int z) {
+    const auto first = row_offset[static_cast<std::size_t>(z) * rows], last = row_offset[static_cast<std::size_t>(z + 1) * rows];
+    std::iota(uf.parent.begin() + first, uf.parent.begin() + last, static_cast<std::int32_t>(first));
+  });
   auto merge = [&](int z, int r, int zn, int rn, int d) {
     if (zn < 0 || rn < 0 || rn >= rows) return;
-    auto [i, a1] = row_range(z, r);
-    auto [j, b1] = row_range(zn, rn);
+    const std::size_t ia = static_cast<std::size_t>(z) * rows + r, ib = static_cast<std::size_t>(zn) * rows + rn;
+    std::int64_t i = row_offset[ia], j = row_offset[ib];
+    const std::int64_t a1 = row_offset[ia + 1], b1 = row_offset[ib + 1];
     while (i < a1 && j < b1) {
       const auto& A = runs[static_cast<std::size_t>(i)];
       const auto& B = runs[static_cast<std::size_t>(j)];
@@ -292,33 +316,45 @@ Components label_components(const Mask& mask, Connectivity connectivity) {
       else ++j;
     }
   };
-  for (int z = 0; z < depth; ++z)
-    for (int r = 0; r < rows; ++r) {
-      auto [a0, a1] = row_range(z, r);
-      if (a0 == a1) continue;
-      switch (connectivity) {
-        case Connectivity::c6:
-          merge(z, r, z, r - 1, 0);
-          merge(z, r, z - 1, r, 0);
-          break;
-        case Connectivity::c18:
-          merge(z, r, z, r - 1, 1);
+  auto link_row = [&](int z, int r, bool in_plane, bool across) {
+    if (row_offset[static_cast<std::size_t>(z) * rows + r] == row_offset[static_cast<std::size_t>(z) * rows + r + 1])
+      return;
+    switch (connectivity) {
+      case Connectivity::c6:
+        if (in_plane) merge(z, r, z, r - 1, 0);
+        if (across) merge(z, r, z - 1, r, 0);
+        break;
+      case Connectivity::c18:
+        if (in_plane) merge(z, r, z, r - 1, 1);
+        if (across) {
           merge(z, r, z - 1, r, 1);
           merge(z, r, z - 1, r - 1, 0);
           merge(z, r, z - 1, r + 1, 0);
-          break;
-        case Connectivity::c26:
-          merge(z, r, z, r - 1, 1);
+        }
+        break;
+      case Connectivity::c26:
+        if (in_plane) merge(z, r, z, r - 1, 1);
+        if (across) {
           merge(z, r, z - 1, r - 1, 1);
           merge(z, r, z - 1, r, 1);
           merge(z, r, z - 1, r + 1, 1);
-          break;
-      }
+        }
+        break;
     }
+  };
+  const int blocks = std::clamp(4 * cv::getNumThreads(), 1, depth);
+  const auto block_start = [&](int k) { return static_cast<int>(static_cast<std::int64_t>(depth) * k / blocks); };
+  cv::parallel_for_(cv::Range(0, blocks), [&](const cv::Range& range) {
+    for (int k = range.start; k < range.end; ++k)
+      for (int z = block_start(k), z0 = z; z < block_start(k + 1); ++z)
+        for (int r = 0; r < rows; ++r) link_row(z, r, true, z > z0);
+  });
+  for (int k = 1; k < blocks; ++k)
+    for (int r = 0; r < rows; ++r) link_row(block_start(k), r, false, true);
 
   // Pass 3: provisional labels in raster order of first run. Every link points to a smaller
   // index, so parent[i] < i is already relabelled when i is reached and holds i's label.
-  std::vector<std::int32_t>& label = uf.parent;
+  auto& label = uf.parent;
   std::int32_t n = 0;
   for (std::size_t i = 0; i < label.size(); ++i)
     label[i] = label[i] == static_cast<std::int32_t>(i) ? n++ : label[static_cast<std::size_t>(label[i])];
@@ -328,8 +364,8 @@ Components label_components(const Mask& mask, Connectivity connectivity) {
   std::vector<bool> seen(static_cast<std::size_t>(n), false);
   for (int z = 0; z < depth; ++z)
     for (int r = 0; r < rows; ++r) {
-      auto [a0, a1] = row_range(z, r);
-      for (auto i = a0; i < a1; ++i) {
+      const std::size_t row = static_cast<std::size_t>(z) * rows + r;
+      for (auto i = row_offset[row]; i < row_offset[row + 1]; ++i) {
         const auto l = static_cast<std::size_t>(label[static_cast<std::size_t>(i)]);
         const auto& run = runs[static_cast<std::size_t>(i)];
         auto& ci = info[l];
@@ -402,7 +438,7 @@ void select_components(Mask& mask, const Components& comps, const std::vector<bo
   check_stack(mask, CV_8U, "select_components");
   check_components_shape(mask, comps, "select_components");
   if (keep.size() != comps.count()) throw std::invalid_argument("select_components: keep has the wrong size");
-  for (int z = 0; z < comps.depth; ++z)
+  parallel_slices(0, comps.depth, [&](int z) {
     for (int r = 0; r < comps.rows; ++r) {
       const std::size_t row = static_cast<std::size_t>(z) * comps.rows + r;
       uchar* p = mask[static_cast<std::size_t>(z)].ptr<uchar>(r);
@@ -412,13 +448,14 @@ void select_components(Mask& mask, const Components& comps, const std::vector<bo
         std::memset(p + run.begin, k ? 1 : 0, static_cast<std::size_t>(run.end - run.begin));
       }
     }
+  });
 }
 
 LabelVolume label_map(const Components& comps, int max_labels) {
   if (max_labels < 1 || max_labels > 255) throw std::invalid_argument("label_map: max_labels must be 1..255");
   if (comps.depth <= 0) throw std::invalid_argument("label_map: no volume");
   LabelVolume out = make_mask(comps.depth, comps.rows, comps.cols);
-  for (int z = 0; z < comps.depth; ++z)
+  parallel_slices(0, comps.depth, [&](int z) {
     for (int r = 0; r < comps.rows; ++r) {
       const std::size_t row = static_cast<std::size_t>(z) * comps.rows + r;
       uchar* p = out[static_cast<std::size_t>(z)].ptr<uchar>(r);
@@ -429,6 +466,7 @@ LabelVolume label_map(const Components& comps, int max_labels) {
         std::memset(p + run.begin, c + 1, static_cast<std::size_t>(run.end - run.begin));
       }
     }
+  });
   return out;
 }
 

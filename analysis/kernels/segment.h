@@ -6,7 +6,9 @@
 // foreground voxels along a row), so no int32 label volume is ever allocated; filters that
 // select components rewrite the mask in place.
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -62,6 +64,25 @@ struct ComponentInfo {
   bool touches_z_border = false;        // first or last slice
 };
 
+// std::allocator whose vector::resize leaves new elements default-initialised (for int and Run:
+// not written). label_components sizes its per-run arrays first and then writes every element on
+// OpenCV's threads, so a fresh array's pages are first touched by all threads, not zeroed by one.
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    if constexpr (sizeof...(A) == 0) ::new (static_cast<void*>(p)) U;
+    else ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+
 // Result of 3D labelling: the runs of the mask and, for each run, its component index.
 // Components are numbered 0..n-1 by decreasing voxel count (ties: first in raster order).
 struct Components {
@@ -70,8 +91,8 @@ struct Components {
   };
   int depth = 0, rows = 0, cols = 0;
   std::vector<std::int64_t> row_offset;  // runs of row (z, r) are runs[row_offset[z*rows+r] .. [+1])
-  std::vector<Run> runs;
-  std::vector<std::int32_t> run_component;
+  std::vector<Run, UninitializedAllocator<Run>> runs;
+  std::vector<std::int32_t, UninitializedAllocator<std::int32_t>> run_component;
   std::vector<ComponentInfo> components;
 
   std::size_t count() const { return components.size(); }

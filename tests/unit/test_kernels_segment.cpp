@@ -187,6 +187,83 @@ BOOST_AUTO_TEST_CASE(components_match_flood_fill) {
     }
 }
 
+// Rows longer than the 64-byte blocks of the vectorised run scan, with runs starting and ending
+// on and around block boundaries and at both ends of the row, mask values other than 1, and
+// enough slices for the blocks of slices that are linked in parallel: every component (voxels,
+// bounding box, border flags) against the flood fill, and every array against a one-thread run.
+BOOST_AUTO_TEST_CASE(components_vector_scan_and_parallel_blocks_match_flood_fill) {
+  const int D = 37, R = 11, C = 200;
+  for (int conn : {6, 18, 26})
+    for (double p : {0.3, 0.55, 0.8}) {
+      Mask m = testsupport::random_mask(D, R, C, p, static_cast<unsigned>(conn * 1000 + p * 100));
+      for (int z = 0; z < D; ++z) {
+        cv::Mat& s = m[static_cast<std::size_t>(z)];
+        s.row(z % R).setTo(0);
+        s.row((z + 3) % R).colRange(0, 64).setTo(1);      // a run ending on a block boundary
+        s.row((z + 5) % R).colRange(63, 129).setTo(200);  // across two boundaries, other non-zero value
+        s.row((z + 7) % R).colRange(128, C).setTo(1);     // from a boundary to the row's end
+        s.row((z + 9) % R).colRange(0, C).setTo(z % 2 ? 1 : 0);
+      }
+      int n_ref = 0;
+      const auto ref = bfs_labels(m, conn, n_ref);
+      const auto comps = k::label_components(m, static_cast<k::Connectivity>(conn));
+      BOOST_TEST_REQUIRE(static_cast<int>(comps.count()) == n_ref, "conn " << conn << " p " << p);
+      // Expected per component, through the reference labels.
+      std::vector<k::ComponentInfo> want(comps.count());
+      std::vector<int> ref_to_ours(static_cast<std::size_t>(n_ref), -1);
+      std::vector<bool> seen(comps.count(), false);
+      bool same_partition = true;
+      for (int z = 0; z < D; ++z)
+        for (int r = 0; r < R; ++r) {
+          const std::size_t row = static_cast<std::size_t>(z) * R + r;
+          int covered = 0;
+          for (auto j = comps.row_offset[row]; j < comps.row_offset[row + 1]; ++j) {
+            const auto& run = comps.runs[static_cast<std::size_t>(j)];
+            const int c = comps.run_component[static_cast<std::size_t>(j)];
+            if (run.begin > 0 && m[static_cast<std::size_t>(z)].at<uchar>(r, run.begin - 1)) same_partition = false;
+            if (run.end < C && m[static_cast<std::size_t>(z)].at<uchar>(r, run.end)) same_partition = false;
+            for (int x = run.begin; x < run.end; ++x) {
+              ++covered;
+              const int rl = ref[row * C + static_cast<std::size_t>(x)];
+              if (rl < 0) { same_partition = false; continue; }
+              if (ref_to_ours[static_cast<std::size_t>(rl)] < 0) ref_to_ours[static_cast<std::size_t>(rl)] = c;
+              if (ref_to_ours[static_cast<std::size_t>(rl)] != c) same_partition = false;
+              auto& w = want[static_cast<std::size_t>(c)];
+              if (!seen[static_cast<std::size_t>(c)]) {
+                seen[static_cast<std::size_t>(c)] = true;
+                w.z0 = w.z1 = z, w.r0 = w.r1 = r, w.c0 = w.c1 = x;
+              }
+              ++w.voxels;
+              w.z0 = std::min(w.z0, z), w.z1 = std::max(w.z1, z), w.r0 = std::min(w.r0, r), w.r1 = std::max(w.r1, r);
+              w.c0 = std::min(w.c0, x), w.c1 = std::max(w.c1, x);
+              w.touches_inplane_border |= r == 0 || r == R - 1 || x == 0 || x == C - 1;
+              w.touches_z_border |= z == 0 || z == D - 1;
+            }
+          }
+          BOOST_TEST(covered == cv::countNonZero(m[static_cast<std::size_t>(z)].row(r)));
+        }
+      BOOST_TEST(same_partition, "conn " << conn << " p " << p);
+      for (std::size_t c = 0; c < comps.count(); ++c) {
+        const auto &g = comps.components[c], &w = want[c];
+        BOOST_TEST((g.voxels == w.voxels && g.z0 == w.z0 && g.z1 == w.z1 && g.r0 == w.r0 && g.r1 == w.r1 &&
+                    g.c0 == w.c0 && g.c1 == w.c1 && g.touches_inplane_border == w.touches_inplane_border &&
+                    g.touches_z_border == w.touches_z_border),
+                   "component " << c << " conn " << conn << " p " << p);
+        if (c > 0) BOOST_TEST(comps.components[c - 1].voxels >= g.voxels);
+      }
+      // One thread: the same arrays, element for element.
+      const int threads = cv::getNumThreads();
+      cv::setNumThreads(1);
+      const auto one = k::label_components(m, static_cast<k::Connectivity>(conn));
+      cv::setNumThreads(threads);
+      BOOST_TEST(one.row_offset == comps.row_offset);
+      BOOST_TEST(std::equal(one.runs.begin(), one.runs.end(), comps.runs.begin(), comps.runs.end(),
+                            [](const auto& a, const auto& b) { return a.begin == b.begin && a.end == b.end; }));
+      BOOST_TEST(std::equal(one.run_component.begin(), one.run_component.end(), comps.run_component.begin(),
+                            comps.run_component.end()));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(diagonal_contacts_depend_on_connectivity) {
   Mask m = k::make_mask(2, 3, 3);
   m[0].at<uchar>(0, 0) = 1;
