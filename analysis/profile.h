@@ -149,8 +149,9 @@ struct FeatureParams {
   // Segments (by name) that only get volume and intensity statistics (big, uninteresting ones,
   // e.g. "body" in ct-chest). Empty: all get the full set.
   std::vector<std::string> basic_only;
-  // Compute the IBSI features of different segments concurrently on OpenCV's worker threads
-  // (cv::setNumThreads bounds them; memory: one bounding-box mask and its work arrays per thread).
+  // Run the IBSI families of all segments side by side on OpenCV's worker threads (cv::setNumThreads
+  // bounds them; memory: every segment's bounding-box image and grey levels at once). false: one
+  // segment after the other, each with its families side by side (one segment's arrays at a time).
   bool parallel_segments = true;
 
   static kernels::ibsi::ProcessingSettings default_processing();

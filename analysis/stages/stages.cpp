@@ -446,44 +446,72 @@ void measure_radiomics(SeriesContext& c) {
   const auto& image = c.original_slices.empty() ? c.volume.slices : c.original_slices;
   const Spacing sp = spacing_of(c.volume.geom);
   const auto& proc = p.features.processing;
-  // Views of the image, a mask of the box only. Segments are independent: they run on OpenCV's
-  // worker threads (cv::setNumThreads bounds them; the families inside then run one by one).
-  std::mutex notes_mutex;
-  const auto ibsi = [&](const SeriesContext::RadiomicsRoi& b) {
-    SegmentResult& seg = c.segments.at(b.segment);
+  // Views of the image, a mask of the box only. Each ROI is prepared and discretised in turn (both
+  // steps use all threads themselves); then the families of all ROIs run side by side, the longest
+  // first, so that no core waits while one ROI's longest family ends (with parallel_segments off:
+  // one ROI after the other, each with its families side by side, holding one ROI at a time).
+  struct Roi {
+    SegmentResult* seg = nullptr;
+    kernels::ibsi::RoiImage image;
+    kernels::ibsi::Levels levels;
+    std::vector<kernels::ibsi::FeatureTask> tasks;  // refer to image and levels: a Roi never moves
+  };
+  const auto& todo = c.radiomics_pending;
+  std::vector<Roi> rois(todo.size());
+  std::vector<std::exception_ptr> errors(todo.size());
+  const auto prepare = [&](std::size_t i) {
+    const SeriesContext::RadiomicsRoi& b = todo[i];
+    Roi& out = rois[i];
+    out.seg = &c.segments.at(b.segment);
     const cv::Rect box(b.x0, b.y0, b.x1 - b.x0 + 1, b.y1 - b.y0 + 1);
     std::vector<cv::Mat> views;
     Mask roi = kernels::make_mask(b.z1 - b.z0 + 1, box.height, box.width);
     cv::Mat member(1, 256, CV_8U, cv::Scalar(0));
-    member.at<std::uint8_t>(seg.label) = 1;
-    for (int l : seg.also_labels) member.at<std::uint8_t>(l) = 1;
+    member.at<std::uint8_t>(out.seg->label) = 1;
+    for (int l : out.seg->also_labels) member.at<std::uint8_t>(l) = 1;
     for (int z = b.z0; z <= b.z1; ++z) {
       views.push_back(image[static_cast<std::size_t>(z)](box));
       cv::LUT(c.labels[static_cast<std::size_t>(z)](box), member, roi[static_cast<std::size_t>(z - b.z0)]);
     }
-    const kernels::ibsi::RoiImage r = kernels::ibsi::prepare_roi(views, roi, sp, proc);
-    const kernels::ibsi::Levels levels = kernels::ibsi::discretise(r, proc.discretisation);
-    std::vector<std::string> refused;
-    for (const auto& x : kernels::ibsi::compute_features(r, levels, p.features.ibsi, nullptr, &refused))
-      seg.features[x.tag] = x.value;
-    const std::lock_guard lock(notes_mutex);
-    for (const auto& why : refused) c.notes.push_back(fmt::format("{}: IBSI {}", seg.name, why));
+    out.image = kernels::ibsi::prepare_roi(views, roi, sp, proc);
+    out.levels = kernels::ibsi::discretise(out.image, proc.discretisation);
+    out.tasks = kernels::ibsi::feature_tasks(out.image, out.levels, p.features.ibsi);
   };
-  const auto& todo = c.radiomics_pending;
-  std::vector<std::exception_ptr> errors(todo.size());
-  const auto body = [&](const cv::Range& range) {
-    for (int i = range.start; i < range.end; ++i) {
-      try {
-        ibsi(todo[static_cast<std::size_t>(i)]);
-      } catch (...) {
-        errors[static_cast<std::size_t>(i)] = std::current_exception();
-      }
+  const auto collect = [&](std::size_t i) {
+    Roi& r = rois[i];
+    std::vector<std::string> refused;
+    for (const auto& x : kernels::ibsi::collect_features(r.tasks, nullptr, &refused)) r.seg->features[x.tag] = x.value;
+    for (const auto& why : refused) c.notes.push_back(fmt::format("{}: IBSI {}", r.seg->name, why));
+    r = Roi{};  // the ROI's memory back before the next one
+  };
+  const auto guarded = [&](std::size_t i, const auto& step) {
+    if (errors[i]) return;
+    try {
+      step(i);
+    } catch (...) {
+      errors[i] = std::current_exception();
     }
   };
-  if (p.features.parallel_segments && todo.size() > 1)
-    cv::parallel_for_(cv::Range(0, static_cast<int>(todo.size())), body, static_cast<double>(todo.size()));
-  else
-    body(cv::Range(0, static_cast<int>(todo.size())));
+  if (p.features.parallel_segments) {
+    std::vector<kernels::ibsi::FeatureTask*> all;
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+      guarded(i, prepare);
+      if (!errors[i])
+        for (auto& t : rois[i].tasks) all.push_back(&t);
+    }
+    kernels::ibsi::run_feature_tasks(all);
+    for (std::size_t i = 0; i < todo.size(); ++i) guarded(i, collect);
+  } else {
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+      guarded(i, prepare);
+      guarded(i, [&](std::size_t k) {
+        std::vector<kernels::ibsi::FeatureTask*> one;
+        for (auto& t : rois[k].tasks) one.push_back(&t);
+        kernels::ibsi::run_feature_tasks(one);
+      });
+      guarded(i, collect);
+    }
+  }
   c.radiomics_pending.clear();
   for (const auto& e : errors)
     if (e) std::rethrow_exception(e);

@@ -116,29 +116,19 @@ IvhOptions ivh_options_for(const Discretisation& d, const Resegmentation& r) {
 
 bool FeatureSettings::has(Family f) const { return std::find(families.begin(), families.end(), f) != families.end(); }
 
-Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
-                          std::vector<FamilyTime>* times, std::vector<std::string>* refused) {
+std::vector<FeatureTask> feature_tasks(const RoiImage& roi, const Levels& levels, const FeatureSettings& s) {
   check_roi(roi, "IBSI features");
   check_levels(levels, "IBSI features");
   if (levels.grid.nx != roi.grid.nx || levels.grid.ny != roi.grid.ny || levels.grid.nz != roi.grid.nz)
     throw std::invalid_argument("IBSI features: the grey levels and the ROI image have different grids");
-  // One task per family (or per pair sharing a pass), run side by side on OpenCV's threads, the
-  // longest first; inside a task the family's own parallel loops then run serially (OpenCV runs
-  // nested parallel_for_ bodies inline). The serial parts of the families (labelling, the mesh,
-  // the hull) so overlap. The results are put together in catalogue order.
-  struct Task {
-    std::string step;
-    int cost;  // rough order of the wall time on a large ROI, for scheduling only
-    std::function<void(Features&)> run;
-    Features out;
-    double seconds = 0;
-    std::exception_ptr error;
-  };
-  std::vector<Task> tasks;
-  const auto add = [&](std::string step, int cost, std::function<void(Features&)> run) {
-    Task t;
+  // One task per family, or per pair sharing a pass. Costs: single-thread seconds per million
+  // voxels of the grid, roughly, on the 300x512x512 chest phantom's lungs (bench_radiomics).
+  std::vector<FeatureTask> tasks;
+  const double voxels = static_cast<double>(roi.grid.size()) / 1e6;
+  const auto add = [&](std::string step, double cost, std::function<void(Features&)> run) {
+    FeatureTask t;
     t.step = std::move(step);
-    t.cost = cost;
+    t.cost = cost * voxels;
     t.run = std::move(run);
     tasks.push_back(std::move(t));
   };
@@ -148,37 +138,42 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
     if (!s.has(f)) continue;
     const std::string name(to_string(f));
     switch (f) {
-      case Family::morphology: add(name, 70, [&](Features& o) { morphology_features(roi, o); }); break;
-      case Family::local_intensity: add(name, 80, [&](Features& o) { local_intensity_features(roi, o); }); break;
-      case Family::statistics: add(name, 5, [&](Features& o) { statistics_features(roi, o); }); break;
-      case Family::histogram: add(name, 5, [&](Features& o) { histogram_features(levels, o); }); break;
-      case Family::ivh: add(name, 5, [&](Features& o) { ivh_features(roi, s.ivh, o); }); break;
-      case Family::glcm: add(name, 25, [&](Features& o) { glcm_features(levels, s.scope, o); }); break;
-      case Family::glrlm: add(name, 100, [&](Features& o) { glrlm_features(levels, s.scope, o); }); break;
+      case Family::morphology: add(name, 60, [&](Features& o) { morphology_features(roi, o); }); break;
+      case Family::local_intensity: add(name, 35, [&](Features& o) { local_intensity_features(roi, o); }); break;
+      case Family::statistics: add(name, 3, [&](Features& o) { statistics_features(roi, o); }); break;
+      case Family::histogram: add(name, 4, [&](Features& o) { histogram_features(levels, o); }); break;
+      case Family::ivh: add(name, 3, [&](Features& o) { ivh_features(roi, s.ivh, o); }); break;
+      case Family::glcm: add(name, 22, [&](Features& o) { glcm_features(levels, s.scope, o); }); break;
+      case Family::glrlm: add(name, 11, [&](Features& o) { glrlm_features(levels, s.scope, o); }); break;
       case Family::glszm:
-        if (zones) add("glszm+gldzm", 90, [&](Features& o) { zone_features(levels, roi.morph, s.scope, o); });
-        else add(name, 80, [&](Features& o) { glszm_features(levels, s.scope, o); });
+        if (zones) add("glszm+gldzm", 46, [&](Features& o) { zone_features(levels, roi.morph, s.scope, o); });
+        else add(name, 30, [&](Features& o) { glszm_features(levels, s.scope, o); });
         break;
       case Family::gldzm:
-        if (!zones) add(name, 80, [&](Features& o) { gldzm_features(levels, roi.morph, s.scope, o); });
+        if (!zones) add(name, 35, [&](Features& o) { gldzm_features(levels, roi.morph, s.scope, o); });
         break;
       case Family::ngtdm:
-        if (neighbourhoods) add("ngtdm+ngldm", 30, [&](Features& o) { neighbourhood_features(levels, s.scope, o); });
-        else add(name, 20, [&](Features& o) { ngtdm_features(levels, s.scope, o); });
+        if (neighbourhoods) add("ngtdm+ngldm", 22, [&](Features& o) { neighbourhood_features(levels, s.scope, o); });
+        else add(name, 12, [&](Features& o) { ngtdm_features(levels, s.scope, o); });
         break;
       case Family::ngldm:
-        if (!neighbourhoods) add(name, 20, [&](Features& o) { ngldm_features(levels, s.scope, o); });
+        if (!neighbourhoods) add(name, 12, [&](Features& o) { ngldm_features(levels, s.scope, o); });
         break;
     }
   }
-  std::vector<std::size_t> order(tasks.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tasks[a].cost > tasks[b].cost; });
+  return tasks;
+}
+
+void run_feature_tasks(const std::vector<FeatureTask*>& tasks) {
+  // Longest first: the short ones then fill in beside the long ones (stripes are handed out one
+  // at a time, in order, to whichever thread is free). Equal costs keep their order.
+  std::vector<FeatureTask*> order(tasks);
+  std::stable_sort(order.begin(), order.end(), [](const FeatureTask* a, const FeatureTask* b) { return a->cost > b->cost; });
   cv::parallel_for_(
       cv::Range(0, static_cast<int>(order.size())),
       [&](const cv::Range& r) {
         for (int k = r.start; k < r.end; ++k) {
-          Task& t = tasks[order[static_cast<std::size_t>(k)]];
+          FeatureTask& t = *order[static_cast<std::size_t>(k)];
           const auto t0 = std::chrono::steady_clock::now();
           try {
             t.run(t.out);
@@ -189,6 +184,10 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
         }
       },
       static_cast<double>(order.size()));
+}
+
+Features collect_features(std::vector<FeatureTask>& tasks, std::vector<FamilyTime>* times,
+                          std::vector<std::string>* refused) {
   Features out;
   out.reserve(600);
   for (auto& t : tasks) {
@@ -205,6 +204,15 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
     if (times) times->push_back({t.step, t.seconds});
   }
   return out;
+}
+
+Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
+                          std::vector<FamilyTime>* times, std::vector<std::string>* refused) {
+  std::vector<FeatureTask> tasks = feature_tasks(roi, levels, s);
+  std::vector<FeatureTask*> all;
+  for (auto& t : tasks) all.push_back(&t);
+  run_feature_tasks(all);
+  return collect_features(tasks, times, refused);
 }
 
 const std::vector<CatalogueEntry>& catalogue() {
