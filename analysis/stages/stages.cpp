@@ -100,7 +100,10 @@ double percentile(const Histogram& h, std::int64_t n, double q) {
 
 // Run by run (a run: equal labels along a row), so the bounding box is updated once per run and
 // the inner loop is branch-free; integer images accumulate exactly in 64-bit integers. Labels with
-// a histogram (hist[label] non-null) also count their values into it.
+// a histogram (hist[label] non-null) also count their values into it. Blocks of slices run on
+// OpenCV's threads, each into its own sums, merged in block order (a fixed number of blocks: the
+// result does not depend on the thread count; for integer images the sums are exact integers, so
+// they equal one pass in raster order).
 template <typename T>
 void accumulate(const std::vector<cv::Mat>& image, const LabelVolume& labels, double laa_threshold,
                 const std::array<Histogram*, 256>& hist, std::array<LabelStats, 256>& st) {
@@ -110,53 +113,83 @@ void accumulate(const std::vector<cv::Mat>& image, const LabelVolume& labels, do
   const bool none_below = std::is_integral_v<T> && lim < double(std::numeric_limits<T>::lowest());
   const T below_max = static_cast<T>(std::clamp(lim, double(std::numeric_limits<T>::lowest()),
                                                 double(std::numeric_limits<T>::max())));
-  for (std::size_t z = 0; z < image.size(); ++z) {
-    const int zi = static_cast<int>(z), cols = image[z].cols;
-    for (int r = 0; r < image[z].rows; ++r) {
-      const T* v = image[z].ptr<T>(r);
-      const std::uint8_t* l = labels[z].ptr<std::uint8_t>(r);
-      int c = 0;
-      while (c < cols) {
-        const std::uint8_t lab = l[c];
-        // End of the run of `lab`: 8 labels at a time, then one by one.
-        const std::uint64_t eight = 0x0101010101010101ull * lab;
-        int e = c + 1;
-        for (std::uint64_t w; e + 8 <= cols && (std::memcpy(&w, l + e, 8), w == eight);) e += 8;
-        while (e < cols && l[e] == lab) ++e;
-        if (lab) {
-          Acc sum = 0, sum2 = 0;
-          std::int64_t below = 0;
-          T mn = v[c], mx = v[c];
-          for (int k = c; k < e; ++k) {
-            const T x = v[k];
-            sum += static_cast<Acc>(x);
-            sum2 += static_cast<Acc>(x) * static_cast<Acc>(x);
-            if constexpr (std::is_integral_v<T>) below += x <= below_max;
-            else below += x < below_max;
-            mn = std::min(mn, x);
-            mx = std::max(mx, x);
-          }
-          if (Histogram* h = hist[lab]) {
-            for (int k = c; k < e; ++k) {
-              const double x = std::clamp(std::round(static_cast<double>(v[k])), -32768.0, 32767.0);
-              ++(*h)[static_cast<std::size_t>(static_cast<int>(x) + kHistOffset)];
+  const int depth = static_cast<int>(image.size());
+  const int blocks = std::clamp(depth / 8, 1, 8);
+  const auto block_start = [&](int k) { return static_cast<int>(static_cast<std::int64_t>(depth) * k / blocks); };
+  std::vector<std::array<LabelStats, 256>> part(static_cast<std::size_t>(blocks));
+  std::vector<std::array<Histogram, 256>> part_hist(static_cast<std::size_t>(blocks));  // made when first needed
+  cv::parallel_for_(cv::Range(0, blocks), [&](const cv::Range& range) {
+    for (int k = range.start; k < range.end; ++k) {
+      auto& pst = part[static_cast<std::size_t>(k)];
+      auto& phist = part_hist[static_cast<std::size_t>(k)];
+      for (int zi = block_start(k); zi < block_start(k + 1); ++zi) {
+        const auto z = static_cast<std::size_t>(zi);
+        const int cols = image[z].cols;
+        for (int r = 0; r < image[z].rows; ++r) {
+          const T* v = image[z].ptr<T>(r);
+          const std::uint8_t* l = labels[z].ptr<std::uint8_t>(r);
+          int c = 0;
+          while (c < cols) {
+            const std::uint8_t lab = l[c];
+            // End of the run of `lab`: 8 labels at a time, then one by one.
+            const std::uint64_t eight = 0x0101010101010101ull * lab;
+            int e = c + 1;
+            for (std::uint64_t w; e + 8 <= cols && (std::memcpy(&w, l + e, 8), w == eight);) e += 8;
+            while (e < cols && l[e] == lab) ++e;
+            if (lab) {
+              Acc sum = 0, sum2 = 0;
+              std::int64_t below = 0;
+              T mn = v[c], mx = v[c];
+              for (int x = c; x < e; ++x) {
+                const T val = v[x];
+                sum += static_cast<Acc>(val);
+                sum2 += static_cast<Acc>(val) * static_cast<Acc>(val);
+                if constexpr (std::is_integral_v<T>) below += val <= below_max;
+                else below += val < below_max;
+                mn = std::min(mn, val);
+                mx = std::max(mx, val);
+              }
+              if (hist[lab] != nullptr) {
+                Histogram& h = phist[lab];
+                if (h.empty()) h.assign(hist[lab]->size(), 0);
+                for (int x = c; x < e; ++x) {
+                  if constexpr (std::is_integral_v<T> && sizeof(T) < 2) {
+                    ++h[static_cast<std::size_t>(static_cast<int>(v[x]) + kHistOffset)];
+                  } else if constexpr (std::is_same_v<T, std::int16_t>) {
+                    ++h[static_cast<std::size_t>(static_cast<int>(v[x]) + kHistOffset)];
+                  } else if constexpr (std::is_integral_v<T>) {  // uint16: above the int16 range -> its top bin
+                    ++h[static_cast<std::size_t>(std::min(static_cast<int>(v[x]), 32767) + kHistOffset)];
+                  } else {
+                    const double d = std::clamp(std::round(static_cast<double>(v[x])), -32768.0, 32767.0);
+                    ++h[static_cast<std::size_t>(static_cast<int>(d) + kHistOffset)];
+                  }
+                }
+              }
+              LabelStats& ps = pst[lab];
+              ps.n += e - c;
+              ps.sum += static_cast<double>(sum);
+              ps.sum2 += static_cast<double>(sum2);
+              ps.below += none_below ? 0 : below;
+              ps.min = std::min(ps.min, static_cast<double>(mn));
+              ps.max = std::max(ps.max, static_cast<double>(mx));
+              ps.z0 = std::min(ps.z0, zi), ps.z1 = std::max(ps.z1, zi);
+              ps.r0 = std::min(ps.r0, r), ps.r1 = std::max(ps.r1, r);
+              ps.c0 = std::min(ps.c0, c), ps.c1 = std::max(ps.c1, e - 1);
             }
+            c = e;
           }
-          LabelStats& s = st[lab];
-          s.n += e - c;
-          s.sum += static_cast<double>(sum);
-          s.sum2 += static_cast<double>(sum2);
-          s.below += none_below ? 0 : below;
-          s.min = std::min(s.min, static_cast<double>(mn));
-          s.max = std::max(s.max, static_cast<double>(mx));
-          s.z0 = std::min(s.z0, zi), s.z1 = std::max(s.z1, zi);
-          s.r0 = std::min(s.r0, r), s.r1 = std::max(s.r1, r);
-          s.c0 = std::min(s.c0, c), s.c1 = std::max(s.c1, e - 1);
         }
-        c = e;
       }
     }
-  }
+  });
+  for (int k = 0; k < blocks; ++k)
+    for (std::size_t lab = 0; lab < 256; ++lab) {
+      const LabelStats& ps = part[static_cast<std::size_t>(k)][lab];
+      if (ps.n == 0) continue;
+      st[lab].merge(ps);
+      const Histogram& h = part_hist[static_cast<std::size_t>(k)][lab];
+      for (std::size_t i = 0; i < h.size(); ++i) (*hist[lab])[i] += h[i];
+    }
 }
 
 // OpenCV's worker threads for the loader (cv::setNumThreads bounds them, as for the other stages).
