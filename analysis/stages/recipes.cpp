@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 #include <stdexcept>
@@ -283,10 +284,29 @@ Seed find_trachea_seed(const std::vector<cv::Mat>& lbox, const std::vector<cv::M
     }
     return out;
   };
+  // The blobs of a slice, found once: slice z's candidates are checked against the two slices
+  // below it, which are the next slices' candidates. Found in batches of slices on OpenCV's threads
+  // (the search usually ends in the first slices; without a trachea it runs through all of them).
+  std::vector<std::optional<std::vector<Blob>>> found(static_cast<std::size_t>(b.depth));
+  const int batch = std::max(2, 2 * cv::getNumThreads());
+  const auto blobs_at = [&](int z) -> const std::vector<Blob>& {
+    if (!found[static_cast<std::size_t>(z)]) {
+      std::vector<int> todo;  // z and the next slices in search order, as far as the batch reaches
+      for (int j = 0; j < batch; ++j) {
+        const int zj = z - j * cranial_step;
+        if (zj < 0 || zj >= b.depth) break;
+        if (!found[static_cast<std::size_t>(zj)]) todo.push_back(zj);
+      }
+      parallel_slices(0, static_cast<int>(todo.size()), [&](int i) {
+        found[static_cast<std::size_t>(todo[static_cast<std::size_t>(i)])] = blobs_of(todo[static_cast<std::size_t>(i)]);
+      });
+    }
+    return *found[static_cast<std::size_t>(z)];
+  };
   for (int k = 0; k < search; ++k) {
     const int z = first - k * cranial_step;
     if (z < 0 || z >= b.depth) break;
-    auto cands = blobs_of(z);
+    auto cands = blobs_at(z);
     std::sort(cands.begin(), cands.end(), [](const Blob& x, const Blob& y) { return x.area_mm2 > y.area_mm2; });
     for (const Blob& c : cands) {
       bool continues = true;
@@ -295,7 +315,7 @@ Seed find_trachea_seed(const std::vector<cv::Mat>& lbox, const std::vector<cv::M
         const int zn = z - j * cranial_step;
         if (zn < 0 || zn >= b.depth) break;
         continues = false;
-        for (const Blob& nb : blobs_of(zn)) {
+        for (const Blob& nb : blobs_at(zn)) {
           cv::bitwise_and(nb.mask, c.mask, overlap);
           if (cv::countNonZero(overlap) > 0 && nb.area_mm2 >= 0.5 * c.area_mm2 && nb.area_mm2 <= 2 * c.area_mm2) {
             continues = true;
@@ -973,7 +993,7 @@ RecipeResult segment_ct_chest(const std::vector<cv::Mat>& levels, const std::vec
 
   // Landmarks and coverage from the lungs' cross-sections per slice (full volume index).
   std::vector<std::int64_t> lung_area(static_cast<std::size_t>(full_depth), 0);
-  for (int z = 0; z < depth; ++z) {
+  parallel_slices(0, depth, [&](int z) {
     const cv::Mat& s = lbox[z];
     std::int64_t n = 0;
     for (int r = 0; r < rows; ++r) {
@@ -981,7 +1001,7 @@ RecipeResult segment_ct_chest(const std::vector<cv::Mat>& levels, const std::vec
       for (int c = 0; c < cols; ++c) n += l[c] == kRightLung || l[c] == kLeftLung;
     }
     lung_area[static_cast<std::size_t>(z + b.z_off)] = n;
-  }
+  });
   const std::int64_t max_area = *std::max_element(lung_area.begin(), lung_area.end());
   if ((have_left || have_right) && max_area > 0) {
     const auto frac = [&](int z) { return static_cast<double>(lung_area[static_cast<std::size_t>(z)]) / max_area; };
