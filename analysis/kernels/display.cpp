@@ -269,10 +269,12 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
   L.legend = cv::Rect(kMargin, kMargin + tiles_h + kGap, inner_w, legend_h);
 
   const double small = std::clamp(L.tile_size.height / 400.0, 0.3, 0.6);
-  for (int i = 0; i < n; ++i) {
-    const cv::Rect r(kMargin + (i % L.columns) * (L.tile_size.width + kGap),
-                     kMargin + (i / L.columns) * (L.tile_size.height + kGap), L.tile_size.width, L.tile_size.height);
-    L.tiles.push_back(r);
+  for (int i = 0; i < n; ++i)
+    L.tiles.emplace_back(kMargin + (i % L.columns) * (L.tile_size.width + kGap),
+                         kMargin + (i / L.columns) * (L.tile_size.height + kGap), L.tile_size.width, L.tile_size.height);
+  // Tiles on OpenCV's threads: each writes its own part of the canvas.
+  parallel_slices(0, n, [&](int i) {
+    const cv::Rect& r = L.tiles[static_cast<std::size_t>(i)];
     cv::Mat tile = render_overlay(v.slices[L.slices[i]], labels[L.slices[i]], L.window, L.tile_size, segments,
                                   p.fill_opacity, p.outline_thickness, p.laa ? &*p.laa : nullptr);
     if (p.annotate_slices) {
@@ -286,7 +288,7 @@ Preview render_preview(const dicom::Volume& v, const std::vector<cv::Mat>& label
       if (letters) put_direction_letters(tile, v.geom, small, 3);
     }
     tile.copyTo(canvas(r));
-  }
+  });
   legend.draw(canvas, L.legend.tl(), inner_w, true);
   logger()->debug("preview: {} tiles of {}x{} px, W{} L{}", n, L.tile_size.width, L.tile_size.height,
                   L.window.width, L.window.center);
