@@ -8,7 +8,7 @@
 #include <fstream>
 #include <map>
 #include <opencv2/core.hpp>
-#include <opencv2/imgproc.hpp>
+#include <opencv2/core.hpp>
 #include <set>
 #include <stdexcept>
 
@@ -44,18 +44,31 @@ int column_rank(const std::string& name) {
 
 dicom::Code to_dicom(const kernels::Code& c) { return {c.value, c.scheme, c.meaning}; }
 
-std::array<std::uint16_t, 3> cielab_of(const kernels::Rgb& rgb) {
-  cv::Mat3f px(1, 1, cv::Vec3f(rgb.r / 255.f, rgb.g / 255.f, rgb.b / 255.f));
-  cv::Mat3f lab;
-  cv::cvtColor(px, lab, cv::COLOR_RGB2Lab);
-  const cv::Vec3f v = lab(0, 0);  // L 0..100, a/b about -127..127
-  auto scale = [](double x, double lo, double hi) {
-    return static_cast<std::uint16_t>(std::lround(std::clamp((x - lo) / (hi - lo), 0.0, 1.0) * 65535.0));
-  };
-  return {scale(v[0], 0, 100), scale(v[1], -128, 127), scale(v[2], -128, 127)};
-}
-
 }  // namespace
+
+// sRGB (IEC 61966-2-1) to CIE L*a*b* under D65, in double precision, then DICOM's encoding
+// (PS3.3 C.10.7.1.1: L* 0..100 and a*, b* -128..127 onto 0..65535). OpenCV's cvtColor did this
+// before; its first call builds lookup tables in software floating point, ~150 ms on one core
+// while the rest of the analysis waited (its float path also approximates the sRGB curve: up to
+// 123/65535 away from these values).
+std::array<std::uint16_t, 3> cielab_of(const kernels::Rgb& rgb) {
+  const auto linear = [](std::uint8_t v) {
+    const double c = v / 255.0;
+    return c <= 0.04045 ? c / 12.92 : std::pow((c + 0.055) / 1.055, 2.4);
+  };
+  const double r = linear(rgb.r), g = linear(rgb.g), b = linear(rgb.b);
+  // XYZ relative to the D65 white point (Xn 0.950456, Yn 1, Zn 1.088754).
+  const double x = (0.412453 * r + 0.357580 * g + 0.180423 * b) / 0.950456;
+  const double y = 0.212671 * r + 0.715160 * g + 0.072169 * b;
+  const double z = (0.019334 * r + 0.119193 * g + 0.950227 * b) / 1.088754;
+  constexpr double eps = 216.0 / 24389.0, kappa = 24389.0 / 27.0;
+  const auto f = [](double t) { return t > eps ? std::cbrt(t) : (kappa * t + 16.0) / 116.0; };
+  const double l = 116.0 * f(y) - 16.0, a = 500.0 * (f(x) - f(y)), bb = 200.0 * (f(y) - f(z));
+  const auto scale = [](double v, double lo, double hi) {
+    return static_cast<std::uint16_t>(std::lround(std::clamp((v - lo) / (hi - lo), 0.0, 1.0) * 65535.0));
+  };
+  return {scale(l, 0, 100), scale(a, -128, 127), scale(bb, -128, 127)};
+}
 
 SeriesSummary summarize(const SeriesContext& c) {
   SeriesSummary s;

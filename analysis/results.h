@@ -2,6 +2,8 @@
 // What is left of an analysed series once its volume is released, and its outputs:
 // features.json, features.csv (one row per series and segment, units in the column names),
 // and the DICOM SEG + TID 1500 SR (dicom/seg_builder.h, dicom/sr_builder.h).
+#include <array>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -70,6 +72,10 @@ std::string feature_catalogue_csv(const std::vector<SeriesSummary>& series);
 
 // Writes `text` to `path` via a temporary file in the same folder and a rename.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+// A display colour as DICOM Recommended Display CIELab Value: sRGB to L*a*b* (D65), L* 0..100 and
+// a*, b* -128..127 scaled to 0..65535.
+std::array<std::uint16_t, 3> cielab_of(const kernels::Rgb& rgb);
 
 struct DicomOutputs {
   std::filesystem::path seg, sr;

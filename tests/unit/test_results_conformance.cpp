@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -253,6 +254,26 @@ void check_results(SeriesContext& c, const fs::path& out, const std::string& wha
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(results_conformance, TempDir)
+
+// The segments' Recommended Display CIELab Value against published sRGB (D65) L*a*b* values: white
+// and black (exact), mid grey 128 (L* 53.59) and the sRGB primaries (L*, a*, b* from the CIE
+// formulas with the IEC 61966-2-1 matrix), to 0.1 unit.
+BOOST_AUTO_TEST_CASE(display_colours_as_dicom_cielab) {
+  const auto check = [](analysis::kernels::Rgb rgb, double l, double a, double b) {
+    const auto v = analysis::cielab_of(rgb);
+    const double got_l = v[0] / 65535.0 * 100.0, got_a = v[1] / 65535.0 * 255.0 - 128.0,
+                 got_b = v[2] / 65535.0 * 255.0 - 128.0;
+    BOOST_TEST(std::abs(got_l - l) <= 0.1, int(rgb.r) << "," << int(rgb.g) << "," << int(rgb.b) << " L* " << got_l);
+    BOOST_TEST(std::abs(got_a - a) <= 0.1, int(rgb.r) << "," << int(rgb.g) << "," << int(rgb.b) << " a* " << got_a);
+    BOOST_TEST(std::abs(got_b - b) <= 0.1, int(rgb.r) << "," << int(rgb.g) << "," << int(rgb.b) << " b* " << got_b);
+  };
+  BOOST_TEST((analysis::cielab_of({255, 255, 255}) == std::array<std::uint16_t, 3>{65535, 32896, 32896}));
+  BOOST_TEST((analysis::cielab_of({0, 0, 0}) == std::array<std::uint16_t, 3>{0, 32896, 32896}));
+  check({128, 128, 128}, 53.59, 0, 0);
+  check({255, 0, 0}, 53.24, 80.09, 67.20);
+  check({0, 255, 0}, 87.73, -86.18, 83.18);
+  check({0, 0, 255}, 32.30, 79.19, -107.86);
+}
 
 BOOST_AUTO_TEST_CASE(synthetic_chest_ct) {
   const auto dir = path / "phantom";
