@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <numeric>
@@ -125,6 +126,53 @@ BOOST_AUTO_TEST_CASE(mask_is_interpolated_as_partial_volume) {
   r = ib::prepare_roi(img, m, {1, 1, 1}, s);
   BOOST_TEST(r.grid.nx == 2);
   BOOST_TEST(r.intensity == (std::vector<float>{3, 5}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(original_grid_copies_the_samples) {
+  // Without interpolation prepare_roi copies the voxels (a fast path); that must give bit for bit
+  // what the interpolation machinery gives on the same grid: linear interpolation to the original
+  // spacing (spacings whose multiples are exact, so the taps sit on the samples with weights 1 and
+  // 0). Random int16 and float intensities (with -0, which both make +0), a random blob as mask.
+  std::mt19937 rng(7);
+  const int nx = 37, ny = 23, nz = 11;
+  const analysis::Spacing sp{0.75, 0.5, 2.0};
+  for (const int type : {CV_16S, CV_32F}) {
+    std::vector<cv::Mat> img;
+    analysis::Mask mask;
+    std::uniform_real_distribution<float> u(-1000, 1000);
+    for (int z = 0; z < nz; ++z) {
+      cv::Mat f(ny, nx, CV_32F), m(ny, nx, CV_8U, cv::Scalar(0));
+      for (int y = 0; y < ny; ++y)
+        for (int x = 0; x < nx; ++x) {
+          f.at<float>(y, x) = (x + y + z) % 13 == 0 ? -0.f : u(rng);
+          const double r2 = (x - 18) * (x - 18) / 100.0 + (y - 11) * (y - 11) / 36.0 + (z - 5) * (z - 5) / 9.0;
+          m.at<uchar>(y, x) = r2 < 1 && rng() % 8 != 0 ? 1 : 0;
+        }
+      cv::Mat t;
+      f.convertTo(t, type);
+      img.push_back(t);
+      mask.push_back(m);
+    }
+    for (const double margin : {0.0, 3.0}) {
+      ib::ProcessingSettings plain;
+      plain.interpolation.margin_mm = margin;
+      plain.resegmentation.min = -500;
+      ib::ProcessingSettings same = plain;
+      same.interpolation.spacing = std::array<double, 3>{sp.col, sp.row, sp.slice};
+      same.interpolation.image_method = Method::linear;
+      same.interpolation.mask_method = Method::linear;
+      const auto a = ib::prepare_roi(img, mask, sp, plain);
+      const auto b = ib::prepare_roi(img, mask, sp, same);
+      BOOST_TEST_REQUIRE(a.grid.nx == b.grid.nx);
+      BOOST_TEST_REQUIRE(a.grid.ny == b.grid.ny);
+      BOOST_TEST_REQUIRE(a.grid.nz == b.grid.nz);
+      BOOST_TEST(a.morph == b.morph);
+      BOOST_TEST(a.mask == b.mask);
+      BOOST_TEST_REQUIRE(a.intensity.size() == b.intensity.size());
+      BOOST_TEST(std::memcmp(a.intensity.data(), b.intensity.data(), a.intensity.size() * sizeof(float)) == 0);
+      BOOST_TEST(std::none_of(a.intensity.begin(), a.intensity.end(), [](float v) { return v == 0 && std::signbit(v); }));
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(cubic_spline_interpolates_the_samples) {

@@ -256,6 +256,22 @@ void resample(const std::vector<cv::Mat>& stack, bool binary, const std::array<A
   const Taps ty = make_taps(ax[1], m, out.y0, out.y1);
   const Taps tz = make_taps(ax[2], m, out.z0, out.z1);
   const Source src{&stack, binary};
+  if (!ax[0].interpolated && !ax[1].interpolated && !ax[2].interpolated) {
+    // The original grid (taps: the samples themselves, weight 1): each output slice is a block of
+    // a source slice. The values are what the separable passes give: v + 0 (-0 becomes +0).
+    parallel_slices(0, tz.count(), [&](int z) {
+      thread_local std::vector<float> plane;
+      const int nox = tx.count(), noy = ty.count();
+      plane.resize(static_cast<std::size_t>(nox) * static_cast<std::size_t>(noy));
+      src.read(tz.idx[static_cast<std::size_t>(z)], ty.idx.front(), noy, tx.idx.front(), nox, plane.data());
+      for (int y = 0; y < noy; ++y) {
+        float* row = plane.data() + static_cast<std::ptrdiff_t>(y) * nox;
+        for (int x = 0; x < nox; ++x) row[x] += 0.f;
+        sink(z, y, row);
+      }
+    });
+    return;
+  }
   const bool cubic = m == Method::cubic && (ax[0].interpolated || ax[1].interpolated || ax[2].interpolated);
   if (!cubic) {
     resample_rows(src, tx, ty, tz, sink);
@@ -568,9 +584,9 @@ RoiImage prepare_roi(const std::vector<cv::Mat>& image, const Mask& mask, const 
   if (n > kMaxRoiVoxels)
     throw std::invalid_argument(fmt::format("prepare_roi: the ROI's grid of {}x{}x{} voxels is larger than {} voxels",
                                             rb.nx(), rb.ny(), rb.nz(), kMaxRoiVoxels));
-  roi.intensity.resize(n);
-  roi.morph.resize(n);
-  roi.mask.resize(n);
+  resize_fresh(roi.intensity, n);
+  resize_fresh(roi.morph, n);
+  resize_fresh(roi.mask, n);
 
   // Partial-volume mask (manual 2.4.2), thresholded: >= threshold, forgiving float rounding.
   const float thr = static_cast<float>(ip.mask_threshold) - 1e-6f;
@@ -668,7 +684,7 @@ Levels discretise(const RoiImage& roi, const Discretisation& d) {
   out.grid = roi.grid;
   const std::size_t n = roi.grid.size();
   const std::size_t plane = static_cast<std::size_t>(roi.grid.nx) * static_cast<std::size_t>(roi.grid.ny);
-  out.level.resize(n);
+  resize_fresh(out.level, n);
   // Slices in parallel: the intensity range of the mask first, then the levels (0 outside the mask).
   const auto each_slice = [&](auto&& body) {  // body(first, last) over the voxel indices of one slice
     parallel_slices(0, roi.grid.nz, [&](int z) { body(static_cast<std::size_t>(z) * plane, static_cast<std::size_t>(z + 1) * plane); });

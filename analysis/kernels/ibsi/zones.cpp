@@ -197,6 +197,7 @@ struct Scratch {
     if (dist_size < n) {
       dist.reset(new std::uint16_t[n]);
       dist_size = n;
+      advise_huge_pages(dist.get(), n * sizeof(std::uint16_t));
     }
     return dist.get();
   }
