@@ -41,16 +41,18 @@ void check_levels(const Levels& levels, const char* what) {
   if (levels.ng > kMaxGreyLevels)
     throw std::invalid_argument(fmt::format("{}: {} grey levels, more than {} (a bin width too small for the intensities?)",
                                             what, levels.ng, kMaxGreyLevels));
-  // The range first, branch-free (vectorised); the first bad level only when there is one.
-  int lo = 0, hi = 0;
+  // One branch-free (vectorised) pass: as unsigned, a negative level is above ng too. The first
+  // bad level is looked for only when there is one.
+  const auto ng = static_cast<unsigned>(levels.ng);
+  unsigned bad = 0, any = 0;
   for (int v : levels.level) {
-    lo = std::min(lo, v);
-    hi = std::max(hi, v);
+    bad |= static_cast<unsigned>(static_cast<unsigned>(v) > ng);
+    any |= static_cast<unsigned>(v);
   }
-  if (lo < 0 || hi > levels.ng)
+  if (bad)
     for (int v : levels.level)
       if (v < 0 || v > levels.ng) throw std::invalid_argument(fmt::format("{}: grey level {} outside 0..{}", what, v, levels.ng));
-  if (hi == 0) throw std::invalid_argument(fmt::format("{}: empty intensity mask", what));
+  if (!any) throw std::invalid_argument(fmt::format("{}: empty intensity mask", what));
 }
 
 }  // namespace analysis::kernels::ibsi

@@ -157,6 +157,17 @@ inline void row3(const int* r, int x, bool has_left, bool has_right, bool centre
   }
 }
 
+// The same for a row of three voxels that all lie in the grid, without branches: a voxel outside
+// the ROI has level 0, which adds nothing to the sum and is never equal to g > 0.
+inline void row3_inside(const int* r, int g, int& sum, int& count, int& same) {
+  for (int d = -1; d <= 1; ++d) {
+    const int u = r[d];
+    sum += u;
+    count += u > 0;
+    same += u == g;
+  }
+}
+
 void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool want_ngldm, Features& out) {
   check_levels(levels, "neighbourhood features");
   const Grid& g = levels.grid;
@@ -196,10 +207,23 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
               const int v = row[x];
               if (v == 0) continue;
               const bool left = x > 0, right = x + 1 < g.nx;
+              // Every neighbour in the grid (the 3D ones too when they are wanted): no tests per neighbour.
+              const bool inside = left && right && up && down && (!scope.three_d || (below && above));
               int s2 = 0, c2 = 0, e2 = 0;  // in-plane neighbours
-              row3(row, x, left, right, true, v, s2, c2, e2);
-              if (up) row3(row - gy, x, left, right, false, v, s2, c2, e2);
-              if (down) row3(row + gy, x, left, right, false, v, s2, c2, e2);
+              if (inside) {
+                const int* r = row + x;
+                for (const int u : {r[-1], r[1]}) {
+                  s2 += u;
+                  c2 += u > 0;
+                  e2 += u == v;
+                }
+                row3_inside(r - gy, v, s2, c2, e2);
+                row3_inside(r + gy, v, s2, c2, e2);
+              } else {
+                row3(row, x, left, right, true, v, s2, c2, e2);
+                if (up) row3(row - gy, x, left, right, false, v, s2, c2, e2);
+                if (down) row3(row + gy, x, left, right, false, v, s2, c2, e2);
+              }
               const auto i = static_cast<std::size_t>(v - 1);
               if (scope.two_d) {
                 if (want_ngtdm && c2 > 0) {
@@ -211,12 +235,21 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
               }
               if (scope.three_d) {
                 int s3 = s2, c3 = c2, e3 = e2;
-                for (const int dz : {-1, 1}) {
-                  if (dz < 0 ? !below : !above) continue;
-                  const int* plane = row + dz * gz;
-                  row3(plane, x, left, right, false, v, s3, c3, e3);
-                  if (up) row3(plane - gy, x, left, right, false, v, s3, c3, e3);
-                  if (down) row3(plane + gy, x, left, right, false, v, s3, c3, e3);
+                if (inside) {
+                  for (const std::ptrdiff_t dz : {-gz, gz}) {
+                    const int* r = row + x + dz;
+                    row3_inside(r - gy, v, s3, c3, e3);
+                    row3_inside(r, v, s3, c3, e3);
+                    row3_inside(r + gy, v, s3, c3, e3);
+                  }
+                } else {
+                  for (const int dz : {-1, 1}) {
+                    if (dz < 0 ? !below : !above) continue;
+                    const int* plane = row + dz * gz;
+                    row3(plane, x, left, right, false, v, s3, c3, e3);
+                    if (up) row3(plane - gy, x, left, right, false, v, s3, c3, e3);
+                    if (down) row3(plane + gy, x, left, right, false, v, s3, c3, e3);
+                  }
                 }
                 if (want_ngtdm && c3 > 0) {
                   ++t3_local.n[i];
