@@ -155,8 +155,7 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
       } else {
         for (int x = 0; x < nx; ++x) row[x] = m[x] != 0;
       }
-      std::uint16_t run = 0;  // the voxel before x = 0 is outside
-      for (int x = 0; x < nx; ++x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
+      detail::min_plus_scan(row, nx, false);  // the voxel before x = 0 is outside
     }
   for (int z = nz - 1; z >= 0; --z)
     for (int y = ny - 1; y >= 0; --y) {
@@ -169,8 +168,7 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
       } else {
         for (int x = 0; x < nx; ++x) row[x] = std::min<std::uint16_t>(row[x], 1);
       }
-      std::uint16_t run = 0;  // the voxel after x = nx - 1 is outside
-      for (int x = nx - 1; x >= 0; --x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
+      detail::min_plus_scan(row, nx, true);  // the voxel after x = nx - 1 is outside
     }
 }
 
@@ -589,6 +587,41 @@ MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, doub
   f = {sje / ns, lje / ns, lg / ns, hg / ns, sjlg / ns, sjhg / ns, ljlg / ns, ljhg / ns, glnu / ns, glnu / (ns * ns),
        jnu / ns, jnu / (ns * ns), ns / n_voxels, var_i, var_j, entropy, energy};
   return f;
+}
+
+void min_plus_scan(std::uint16_t* d, int n, bool backward) {
+  constexpr int w = cv::v_uint16x8::nlanes;
+  const cv::v_uint16x8 inf = cv::v_setall_u16(0xffff), one = cv::v_setall_u16(1), two = cv::v_setall_u16(2),
+                       four = cv::v_setall_u16(4);
+  std::uint16_t run = 0;
+  if (!backward) {
+    // Lane i: min over lanes j <= i of v_j + (i - j), then min with run + (i + 1).
+    const cv::v_uint16x8 ramp(1, 2, 3, 4, 5, 6, 7, 8);
+    int x = 0;
+    for (; x + w <= n; x += w) {
+      cv::v_uint16x8 v = cv::v_load(d + x);
+      v = cv::v_min(v, cv::v_rotate_left<1>(v, inf) + one);  // + saturates: inf stays inf
+      v = cv::v_min(v, cv::v_rotate_left<2>(v, inf) + two);
+      v = cv::v_min(v, cv::v_rotate_left<4>(v, inf) + four);
+      v = cv::v_min(v, cv::v_setall_u16(run) + ramp);
+      cv::v_store(d + x, v);
+      run = d[x + w - 1];
+    }
+    for (; x < n; ++x) run = d[x] = std::min<std::uint16_t>(d[x], static_cast<std::uint16_t>(run + 1));
+  } else {
+    const cv::v_uint16x8 ramp(8, 7, 6, 5, 4, 3, 2, 1);
+    int x = n;
+    for (; x - w >= 0; x -= w) {
+      cv::v_uint16x8 v = cv::v_load(d + x - w);
+      v = cv::v_min(v, cv::v_rotate_right<1>(v, inf) + one);
+      v = cv::v_min(v, cv::v_rotate_right<2>(v, inf) + two);
+      v = cv::v_min(v, cv::v_rotate_right<4>(v, inf) + four);
+      v = cv::v_min(v, cv::v_setall_u16(run) + ramp);
+      cv::v_store(d + x - w, v);
+      run = d[x - w];
+    }
+    for (--x; x >= 0; --x) run = d[x] = std::min<std::uint16_t>(d[x], static_cast<std::uint16_t>(run + 1));
+  }
 }
 
 std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries) {
