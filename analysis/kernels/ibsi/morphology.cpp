@@ -531,6 +531,11 @@ VoxelPass voxel_pass(const RoiImage& roi) {
   std::vector<IntensityMoments> inten(nz);
   std::vector<IntensityMaskData> mask(nz);
   std::vector<double> sums(nz, 0.0);
+  // Row sums of x and x^2 fit in 32 bits up to 1024 columns (1024^3 / 3 < 2^31): then 32-bit
+  // lanes, selected by masks from a table of squares, without multiplications.
+  const bool narrow = g.nx <= 1024;
+  std::vector<std::int32_t> squares(narrow ? static_cast<std::size_t>(g.nx) : 0);
+  for (std::size_t x = 0; x < squares.size(); ++x) squares[x] = static_cast<std::int32_t>(x * x);
   parallel_slices(0, g.nz, [&](int z) {
     MorphMoments mm;
     IntensityMoments im;
@@ -544,11 +549,27 @@ VoxelPass voxel_pass(const RoiImage& roi) {
       {
         const std::uint8_t* row = roi.morph.data() + base;
         std::int64_t c = 0, sx = 0, sxx = 0;
-        for (int x = 0; x < g.nx; ++x) {
-          const std::int64_t b = row[x] != 0, bx = b * x;
-          c += b;
-          sx += bx;
-          sxx += bx * x;
+        int x0 = 0, x1 = g.nx - 1;  // the row's extent
+        while (x0 < g.nx && !row[x0]) ++x0;
+        if (x0 < g.nx) {
+          while (!row[x1]) --x1;
+          if (narrow) {
+            std::int32_t c32 = 0, sx32 = 0, sxx32 = 0;
+            for (int x = x0; x <= x1; ++x) {
+              const std::int32_t b = -static_cast<std::int32_t>(row[x] != 0);
+              c32 -= b;
+              sx32 += b & x;
+              sxx32 += b & squares[static_cast<std::size_t>(x)];
+            }
+            c = c32, sx = sx32, sxx = sxx32;
+          } else {
+            for (int x = x0; x <= x1; ++x) {
+              const std::int64_t b = row[x] != 0, bx = b * x;
+              c += b;
+              sx += bx;
+              sxx += bx * x;
+            }
+          }
         }
         mm.n += c;
         mm.s[0] += sx, mm.s[1] += yy * c, mm.s[2] += zz * c;
