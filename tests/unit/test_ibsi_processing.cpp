@@ -16,7 +16,9 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
@@ -277,6 +279,42 @@ BOOST_AUTO_TEST_CASE(fixed_bin_size_and_number) {
   BOOST_CHECK_THROW(ib::discretise(roi_of({0}), {}), std::invalid_argument);
   BOOST_CHECK_THROW(ib::discretise(roi_of({-600}), ib::Discretisation{ib::Discretisation::Method::fixed_bin_size, 25, -500.0, 0}),
                     std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(fixed_bin_size_levels_are_the_formula_per_voxel) {
+  // The fixed-bin-size levels are computed for every voxel and kept inside the mask (vectorised):
+  // random intensities and bin widths against floor((X - x0) / w) + 1 voxel by voxel, with any
+  // value outside the mask (NaN, infinities, huge) giving 0 and disturbing nothing; rows of every
+  // length up to a few vectors.
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1024, 3071);
+  const float odd[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity(), 3e38f, -3e38f, -1e9f};
+  for (int n = 1; n <= 70; n += 3)
+    for (const double w : {25.0, 2.5, 1.3, 500.0}) {  // at most 4096 levels over the range
+      ib::RoiImage r = roi_of(std::vector<float>(static_cast<std::size_t>(n)));
+      for (int i = 0; i < n; ++i) {
+        const bool in = i == 0 || rng() % 3 != 0;
+        r.mask[static_cast<std::size_t>(i)] = in ? 1 : 0;
+        r.morph[static_cast<std::size_t>(i)] = 1;
+        r.intensity[static_cast<std::size_t>(i)] = in ? std::round(u(rng) * 4) / 4 : odd[rng() % std::size(odd)];
+      }
+      for (const std::optional<double> x0 : {std::optional<double>{}, std::optional<double>{-2000.0}}) {
+        const auto l = ib::discretise(r, ib::Discretisation{ib::Discretisation::Method::fixed_bin_size, w, x0, 0});
+        double lo = std::numeric_limits<double>::infinity();
+        for (int i = 0; i < n; ++i)
+          if (r.mask[static_cast<std::size_t>(i)]) lo = std::min(lo, static_cast<double>(r.intensity[static_cast<std::size_t>(i)]));
+        const double from = x0.value_or(lo);
+        int top = 0;
+        for (int i = 0; i < n; ++i) {
+          const auto k = static_cast<std::size_t>(i);
+          const int want = r.mask[k] ? static_cast<int>(std::floor((r.intensity[k] - from) / w)) + 1 : 0;
+          BOOST_TEST_REQUIRE(l.level[k] == want, "n " << n << " w " << w << " voxel " << i);
+          top = std::max(top, want);
+        }
+        BOOST_TEST(l.ng == top);
+      }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(phantom_configurations_are_as_in_the_manual) {
