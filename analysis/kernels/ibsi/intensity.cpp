@@ -167,8 +167,10 @@ std::optional<std::vector<std::int64_t>> int16_histogram(const RoiImage& roi) {
       for (std::size_t i = b; i < b + plane; ++i) {
         if (!roi.mask[i]) continue;
         const float v = roi.intensity[i];
-        // NaN fails the range test; a fraction the equality.
-        if (!(v >= -32768.0f && v <= 32767.0f) || v != std::nearbyint(v)) { local_ok = false; break; }
+        // NaN fails the range test; a fraction the equality (in range, truncation to int is exact
+        // for integers and changes any fraction: the same test as v != nearbyint(v), without the
+        // library call that SSE2 needs for nearbyint).
+        if (!(v >= -32768.0f && v <= 32767.0f) || v != static_cast<float>(static_cast<int>(v))) { local_ok = false; break; }
         ++h[static_cast<std::size_t>(static_cast<int>(v) + kInt16Offset)];
       }
     }
