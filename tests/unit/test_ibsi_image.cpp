@@ -68,6 +68,19 @@ BOOST_AUTO_TEST_CASE(bad_levels_are_named_in_the_refusal) {
   BOOST_TEST(message(lv) == "t: empty intensity mask");
 }
 
+BOOST_AUTO_TEST_CASE(checked_levels_are_checked_once) {
+  // CheckedLevels runs check_levels when it is made (what compute_features hands to the families):
+  // bad levels never get one.
+  testsupport::ibsi::DigitalPhantom p;
+  const ib::CheckedLevels ok(p.levels, "t");
+  BOOST_TEST(&ok.get() == &p.levels);
+  auto lv = p.levels;
+  lv.level[2] = lv.ng + 1;
+  BOOST_CHECK_THROW(ib::CheckedLevels(lv, "t"), std::invalid_argument);
+  std::fill(lv.level.begin(), lv.level.end(), 0);
+  BOOST_CHECK_THROW(ib::CheckedLevels(lv, "t"), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(levels_beyond_the_grey_level_limit_are_refused) {
   testsupport::ibsi::DigitalPhantom p;
   auto lv = p.levels;

@@ -321,7 +321,11 @@ struct SliceResult {
 std::span<const FeatureDef> glcm_definitions() { return kDefs; }
 
 void glcm_features(const Levels& levels, const TextureScope& scope, Features& out) {
-  check_levels(levels, "glcm");
+  glcm_features(CheckedLevels(levels, "glcm"), scope, out);
+}
+
+void glcm_features(const CheckedLevels& checked, const TextureScope& scope, Features& out) {
+  const Levels& levels = checked.get();
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
   const detail::RoiBox box = detail::roi_box(levels);

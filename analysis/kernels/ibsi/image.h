@@ -85,4 +85,16 @@ inline constexpr int kMaxGreyLevels = 4096;
 void check_roi(const RoiImage& roi, const char* what);
 void check_levels(const Levels& levels, const char* what);
 
+// Levels that check_levels has accepted. compute_features checks once and passes this to the
+// families it runs, whose overloads taking it skip their own check (a pass over the volume each);
+// the overloads taking Levels check first.
+class CheckedLevels {
+ public:
+  CheckedLevels(const Levels& levels, const char* what) : levels_(levels) { check_levels(levels, what); }
+  const Levels& get() const { return levels_; }
+
+ private:
+  const Levels& levels_;
+};
+
 }  // namespace analysis::kernels::ibsi

@@ -754,7 +754,11 @@ void statistics_features(const RoiImage& roi, Features& out) {
 }
 
 void histogram_features(const Levels& levels, Features& out) {
-  check_levels(levels, "histogram_features");
+  histogram_features(CheckedLevels(levels, "histogram_features"), out);
+}
+
+void histogram_features(const CheckedLevels& checked, Features& out) {
+  const Levels& levels = checked.get();
   const Grid& g = levels.grid;
   const int ng = levels.ng;
   const std::size_t plane = static_cast<std::size_t>(g.nx) * static_cast<std::size_t>(g.ny);

@@ -199,8 +199,8 @@ __attribute__((target_clones("avx2", "default"))) void neighbour_sums(const int*
   }
 }
 
-void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool want_ngldm, Features& out) {
-  check_levels(levels, "neighbourhood features");
+void run(const CheckedLevels& checked, const TextureScope& scope, bool want_ngtdm, bool want_ngldm, Features& out) {
+  const Levels& levels = checked.get();
   const Grid& g = levels.grid;
   const int ng = levels.ng;
   // Bounding box of the ROI in z and y (x is scanned whole rows; rows without ROI voxels are cheap).
@@ -344,9 +344,17 @@ void run(const Levels& levels, const TextureScope& scope, bool want_ngtdm, bool 
 std::span<const FeatureDef> ngtdm_definitions() { return kNgtdm; }
 std::span<const FeatureDef> ngldm_definitions() { return kNgldm; }
 
-void ngtdm_features(const Levels& levels, const TextureScope& scope, Features& out) { run(levels, scope, true, false, out); }
-void ngldm_features(const Levels& levels, const TextureScope& scope, Features& out) { run(levels, scope, false, true, out); }
+constexpr const char* kWhat = "neighbourhood features";
+void ngtdm_features(const Levels& levels, const TextureScope& scope, Features& out) {
+  run(CheckedLevels(levels, kWhat), scope, true, false, out);
+}
+void ngldm_features(const Levels& levels, const TextureScope& scope, Features& out) {
+  run(CheckedLevels(levels, kWhat), scope, false, true, out);
+}
 void neighbourhood_features(const Levels& levels, const TextureScope& scope, Features& out) {
+  run(CheckedLevels(levels, kWhat), scope, true, true, out);
+}
+void neighbourhood_features(const CheckedLevels& levels, const TextureScope& scope, Features& out) {
   run(levels, scope, true, true, out);
 }
 

@@ -119,7 +119,7 @@ bool FeatureSettings::has(Family f) const { return std::find(families.begin(), f
 Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
                           std::vector<FamilyTime>* times, std::vector<std::string>* refused) {
   check_roi(roi, "IBSI features");
-  check_levels(levels, "IBSI features");
+  const CheckedLevels checked(levels, "IBSI features");  // once: the families below skip their check
   if (levels.grid.nx != roi.grid.nx || levels.grid.ny != roi.grid.ny || levels.grid.nz != roi.grid.nz)
     throw std::invalid_argument("IBSI features: the grey levels and the ROI image have different grids");
   // One task per family (or per pair sharing a pass), run side by side on OpenCV's threads, the
@@ -151,19 +151,19 @@ Features compute_features(const RoiImage& roi, const Levels& levels, const Featu
       case Family::morphology: add(name, 70, [&](Features& o) { morphology_features(roi, o); }); break;
       case Family::local_intensity: add(name, 80, [&](Features& o) { local_intensity_features(roi, o); }); break;
       case Family::statistics: add(name, 5, [&](Features& o) { statistics_features(roi, o); }); break;
-      case Family::histogram: add(name, 5, [&](Features& o) { histogram_features(levels, o); }); break;
+      case Family::histogram: add(name, 5, [&](Features& o) { histogram_features(checked, o); }); break;
       case Family::ivh: add(name, 5, [&](Features& o) { ivh_features(roi, s.ivh, o); }); break;
-      case Family::glcm: add(name, 25, [&](Features& o) { glcm_features(levels, s.scope, o); }); break;
-      case Family::glrlm: add(name, 100, [&](Features& o) { glrlm_features(levels, s.scope, o); }); break;
+      case Family::glcm: add(name, 25, [&](Features& o) { glcm_features(checked, s.scope, o); }); break;
+      case Family::glrlm: add(name, 100, [&](Features& o) { glrlm_features(checked, s.scope, o); }); break;
       case Family::glszm:
-        if (zones) add("glszm+gldzm", 90, [&](Features& o) { zone_features(levels, roi.morph, s.scope, o); });
+        if (zones) add("glszm+gldzm", 90, [&](Features& o) { zone_features(checked, roi.morph, s.scope, o); });
         else add(name, 80, [&](Features& o) { glszm_features(levels, s.scope, o); });
         break;
       case Family::gldzm:
         if (!zones) add(name, 80, [&](Features& o) { gldzm_features(levels, roi.morph, s.scope, o); });
         break;
       case Family::ngtdm:
-        if (neighbourhoods) add("ngtdm+ngldm", 30, [&](Features& o) { neighbourhood_features(levels, s.scope, o); });
+        if (neighbourhoods) add("ngtdm+ngldm", 30, [&](Features& o) { neighbourhood_features(checked, s.scope, o); });
         else add(name, 20, [&](Features& o) { ngtdm_features(levels, s.scope, o); });
         break;
       case Family::ngldm:

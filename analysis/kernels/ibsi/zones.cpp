@@ -451,9 +451,9 @@ void emit_2d(std::span<const FeatureDef> defs, const std::vector<SliceMatrices>&
   emit(defs, detail::sparse_matrix_features(merged, static_cast<double>(n_voxels)), Aggregation::d25, out);
 }
 
-void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, const TextureScope& scope, bool want_size,
+void run_zones(const CheckedLevels& checked, const std::vector<std::uint8_t>* morph, const TextureScope& scope, bool want_size,
                bool want_dist, Features& out) {
-  check_levels(levels, "zone features");
+  const Levels& levels = checked.get();
   const Grid& g = levels.grid;
   if (g.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
     throw std::invalid_argument("zone features: grid too large");
@@ -655,16 +655,23 @@ std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries) {
 std::span<const FeatureDef> glszm_definitions() { return kGlszm; }
 std::span<const FeatureDef> gldzm_definitions() { return kGldzm; }
 
+constexpr const char* kWhat = "zone features";
+
 void glszm_features(const Levels& levels, const TextureScope& scope, Features& out) {
-  run_zones(levels, nullptr, scope, true, false, out);
+  run_zones(CheckedLevels(levels, kWhat), nullptr, scope, true, false, out);
 }
 
 void gldzm_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
                     Features& out) {
-  run_zones(levels, &morph_mask, scope, false, true, out);
+  run_zones(CheckedLevels(levels, kWhat), &morph_mask, scope, false, true, out);
 }
 
 void zone_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
+                   Features& out) {
+  run_zones(CheckedLevels(levels, kWhat), &morph_mask, scope, true, true, out);
+}
+
+void zone_features(const CheckedLevels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
                    Features& out) {
   run_zones(levels, &morph_mask, scope, true, true, out);
 }

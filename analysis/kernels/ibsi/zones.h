@@ -43,6 +43,8 @@ void gldzm_features(const Levels& levels, const std::vector<std::uint8_t>& morph
 // Both families from one labelling of the zones (what glszm_features followed by gldzm_features give).
 void zone_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
                    Features& out);
+void zone_features(const CheckedLevels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
+                   Features& out);  // no check_levels pass
 
 namespace detail {
 // One cell of a sparse texture matrix: `count` (zones, neighbourhoods) of grey level i and column j
