@@ -153,6 +153,41 @@ BOOST_AUTO_TEST_CASE(single_grey_level) {
     for (const auto& [base, v] : expect) BOOST_TEST(m.at(tag(base, a)) == v, boost::test_tools::tolerance(1e-12));
 }
 
+BOOST_AUTO_TEST_CASE(roi_box_extents_match_a_scan) {
+  // detail::roi_box finds each row's extent 16 levels at a time: rows of 1..100 columns with a few
+  // ROI voxels anywhere (at the ends, in one block, none), against a plain scan.
+  std::mt19937 rng(9);
+  for (int nx = 1; nx <= 100; nx += nx < 20 ? 1 : 13) {
+    ib::Levels lv;
+    lv.grid.nx = nx;
+    lv.grid.ny = 9;
+    lv.grid.nz = 3;
+    lv.ng = 3;
+    lv.level.assign(lv.grid.size(), 0);
+    for (int z = 0; z < 3; ++z)
+      for (int y = 0; y < 9; ++y) {
+        if ((y + z) % 4 == 3) continue;  // rows without ROI
+        const int k = 1 + static_cast<int>(rng() % 3);
+        for (int j = 0; j < k; ++j) {
+          const int x = j == 0 && y % 3 == 0 ? (y % 2 ? nx - 1 : 0) : static_cast<int>(rng() % static_cast<unsigned>(nx));
+          lv.level[lv.grid.index(x, y, z)] = 1 + static_cast<int>(rng() % 3);
+        }
+      }
+    const auto box = ib::detail::roi_box(lv);
+    for (int z = box.z0; z <= box.z1; ++z)
+      for (int y = box.y0; y <= box.y1; ++y) {
+        int first = -1, last = -1;
+        for (int x = 0; x < nx; ++x)
+          if (lv.level[lv.grid.index(x, y, z)] > 0) {
+            if (first < 0) first = x;
+            last = x;
+          }
+        const auto want = first < 0 ? std::pair<int, int>{0, 0} : std::pair<int, int>{first, last + 1};
+        BOOST_TEST_REQUIRE((box.row(y, z) == want), "nx " << nx << " y " << y << " z " << z);
+      }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_throws) {
   const DigitalPhantom p;
   ib::Features out;

@@ -4,7 +4,11 @@
 // The common data of the IBSI feature families: the digital phantom as loaded for every family's
 // test, and the checks of RoiImage and Levels.
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
 
 #include "analysis/kernels/ibsi/image.h"
 #include "support/ibsi_reference.h"
@@ -34,6 +38,47 @@ BOOST_AUTO_TEST_CASE(mismatched_or_empty_inputs_are_refused) {
   auto lv = p.levels;
   lv.level[0] = lv.ng + 1;
   BOOST_CHECK_THROW(ib::check_levels(lv, "t"), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(bad_levels_are_named_in_the_refusal) {
+  // check_levels tests the whole volume in one branch-free pass: negative levels (above ng as
+  // unsigned), levels above ng and an all-zero volume are refused; the message names the first bad
+  // level in voxel order.
+  testsupport::ibsi::DigitalPhantom p;
+  const auto message = [](const ib::Levels& lv) {
+    try {
+      ib::check_levels(lv, "t");
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  auto lv = p.levels;
+  BOOST_TEST(message(lv) == "accepted");
+  lv.level[lv.level.size() - 1] = -1;
+  BOOST_TEST(message(lv) == "t: grey level -1 outside 0..6");
+  lv.level[3] = 7;
+  BOOST_TEST(message(lv) == "t: grey level 7 outside 0..6");
+  lv.level[3] = std::numeric_limits<int>::min();
+  BOOST_TEST(message(lv) == fmt::format("t: grey level {} outside 0..6", std::numeric_limits<int>::min()));
+  lv = p.levels;
+  lv.level[5] = 6;  // the highest level is fine
+  BOOST_TEST(message(lv) == "accepted");
+  std::fill(lv.level.begin(), lv.level.end(), 0);
+  BOOST_TEST(message(lv) == "t: empty intensity mask");
+}
+
+BOOST_AUTO_TEST_CASE(checked_levels_are_checked_once) {
+  // CheckedLevels runs check_levels when it is made (what compute_features hands to the families):
+  // bad levels never get one.
+  testsupport::ibsi::DigitalPhantom p;
+  const ib::CheckedLevels ok(p.levels, "t");
+  BOOST_TEST(&ok.get() == &p.levels);
+  auto lv = p.levels;
+  lv.level[2] = lv.ng + 1;
+  BOOST_CHECK_THROW(ib::CheckedLevels(lv, "t"), std::invalid_argument);
+  std::fill(lv.level.begin(), lv.level.end(), 0);
+  BOOST_CHECK_THROW(ib::CheckedLevels(lv, "t"), std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_CASE(levels_beyond_the_grey_level_limit_are_refused) {

@@ -13,9 +13,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
@@ -127,6 +130,53 @@ BOOST_AUTO_TEST_CASE(mask_is_interpolated_as_partial_volume) {
   BOOST_TEST(r.intensity == (std::vector<float>{3, 5}), boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(original_grid_copies_the_samples) {
+  // Without interpolation prepare_roi copies the voxels (a fast path); that must give bit for bit
+  // what the interpolation machinery gives on the same grid: linear interpolation to the original
+  // spacing (spacings whose multiples are exact, so the taps sit on the samples with weights 1 and
+  // 0). Random int16 and float intensities (with -0, which both make +0), a random blob as mask.
+  std::mt19937 rng(7);
+  const int nx = 37, ny = 23, nz = 11;
+  const analysis::Spacing sp{0.75, 0.5, 2.0};
+  for (const int type : {CV_16S, CV_32F}) {
+    std::vector<cv::Mat> img;
+    analysis::Mask mask;
+    std::uniform_real_distribution<float> u(-1000, 1000);
+    for (int z = 0; z < nz; ++z) {
+      cv::Mat f(ny, nx, CV_32F), m(ny, nx, CV_8U, cv::Scalar(0));
+      for (int y = 0; y < ny; ++y)
+        for (int x = 0; x < nx; ++x) {
+          f.at<float>(y, x) = (x + y + z) % 13 == 0 ? -0.f : u(rng);
+          const double r2 = (x - 18) * (x - 18) / 100.0 + (y - 11) * (y - 11) / 36.0 + (z - 5) * (z - 5) / 9.0;
+          m.at<uchar>(y, x) = r2 < 1 && rng() % 8 != 0 ? 1 : 0;
+        }
+      cv::Mat t;
+      f.convertTo(t, type);
+      img.push_back(t);
+      mask.push_back(m);
+    }
+    for (const double margin : {0.0, 3.0}) {
+      ib::ProcessingSettings plain;
+      plain.interpolation.margin_mm = margin;
+      plain.resegmentation.min = -500;
+      ib::ProcessingSettings same = plain;
+      same.interpolation.spacing = std::array<double, 3>{sp.col, sp.row, sp.slice};
+      same.interpolation.image_method = Method::linear;
+      same.interpolation.mask_method = Method::linear;
+      const auto a = ib::prepare_roi(img, mask, sp, plain);
+      const auto b = ib::prepare_roi(img, mask, sp, same);
+      BOOST_TEST_REQUIRE(a.grid.nx == b.grid.nx);
+      BOOST_TEST_REQUIRE(a.grid.ny == b.grid.ny);
+      BOOST_TEST_REQUIRE(a.grid.nz == b.grid.nz);
+      BOOST_TEST(a.morph == b.morph);
+      BOOST_TEST(a.mask == b.mask);
+      BOOST_TEST_REQUIRE(a.intensity.size() == b.intensity.size());
+      BOOST_TEST(std::memcmp(a.intensity.data(), b.intensity.data(), a.intensity.size() * sizeof(float)) == 0);
+      BOOST_TEST(std::none_of(a.intensity.begin(), a.intensity.end(), [](float v) { return v == 0 && std::signbit(v); }));
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(cubic_spline_interpolates_the_samples) {
   // An interpolating cubic B-spline passes through the samples: resampling to the same spacing
   // (positions 0..n-1 exactly) returns the input, also next to the edges (mirror boundaries).
@@ -229,6 +279,42 @@ BOOST_AUTO_TEST_CASE(fixed_bin_size_and_number) {
   BOOST_CHECK_THROW(ib::discretise(roi_of({0}), {}), std::invalid_argument);
   BOOST_CHECK_THROW(ib::discretise(roi_of({-600}), ib::Discretisation{ib::Discretisation::Method::fixed_bin_size, 25, -500.0, 0}),
                     std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(fixed_bin_size_levels_are_the_formula_per_voxel) {
+  // The fixed-bin-size levels are computed for every voxel and kept inside the mask (vectorised):
+  // random intensities and bin widths against floor((X - x0) / w) + 1 voxel by voxel, with any
+  // value outside the mask (NaN, infinities, huge) giving 0 and disturbing nothing; rows of every
+  // length up to a few vectors.
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1024, 3071);
+  const float odd[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity(), 3e38f, -3e38f, -1e9f};
+  for (int n = 1; n <= 70; n += 3)
+    for (const double w : {25.0, 2.5, 1.3, 500.0}) {  // at most 4096 levels over the range
+      ib::RoiImage r = roi_of(std::vector<float>(static_cast<std::size_t>(n)));
+      for (int i = 0; i < n; ++i) {
+        const bool in = i == 0 || rng() % 3 != 0;
+        r.mask[static_cast<std::size_t>(i)] = in ? 1 : 0;
+        r.morph[static_cast<std::size_t>(i)] = 1;
+        r.intensity[static_cast<std::size_t>(i)] = in ? std::round(u(rng) * 4) / 4 : odd[rng() % std::size(odd)];
+      }
+      for (const std::optional<double> x0 : {std::optional<double>{}, std::optional<double>{-2000.0}}) {
+        const auto l = ib::discretise(r, ib::Discretisation{ib::Discretisation::Method::fixed_bin_size, w, x0, 0});
+        double lo = std::numeric_limits<double>::infinity();
+        for (int i = 0; i < n; ++i)
+          if (r.mask[static_cast<std::size_t>(i)]) lo = std::min(lo, static_cast<double>(r.intensity[static_cast<std::size_t>(i)]));
+        const double from = x0.value_or(lo);
+        int top = 0;
+        for (int i = 0; i < n; ++i) {
+          const auto k = static_cast<std::size_t>(i);
+          const int want = r.mask[k] ? static_cast<int>(std::floor((r.intensity[k] - from) / w)) + 1 : 0;
+          BOOST_TEST_REQUIRE(l.level[k] == want, "n " << n << " w " << w << " voxel " << i);
+          top = std::max(top, want);
+        }
+        BOOST_TEST(l.ng == top);
+      }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(phantom_configurations_are_as_in_the_manual) {

@@ -346,6 +346,40 @@ BOOST_AUTO_TEST_CASE(blocky_random_volumes_match_a_brute_force_count) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(vector_distance_scan_equals_the_serial_one) {
+  // detail::min_plus_scan (eight values at a time) against the serial recurrence it replaces, both
+  // directions, rows of every length up to a few vectors and a long one; values as in a distance
+  // map (0 outside, runs of large values) and at random up to 65534.
+  std::mt19937 rng(5);
+  const auto serial = [](std::vector<std::uint16_t> d, bool backward) {
+    std::uint16_t run = 0;
+    const int n = static_cast<int>(d.size());
+    for (int k = 0; k < n; ++k) {
+      const int x = backward ? n - 1 - k : k;
+      run = d[static_cast<std::size_t>(x)] = std::min<std::uint16_t>(d[static_cast<std::size_t>(x)], static_cast<std::uint16_t>(run + 1));
+    }
+    return d;
+  };
+  int checked = 0;
+  for (int n = 0; n <= 1000; n = n < 40 ? n + 1 : n * 5)
+    for (int pattern = 0; pattern < 3; ++pattern)
+      for (int rep = 0; rep < 20; ++rep) {
+        std::vector<std::uint16_t> d(static_cast<std::size_t>(n));
+        for (auto& v : d) {
+          if (pattern == 0) v = static_cast<std::uint16_t>(rng() % 65535);
+          else if (pattern == 1) v = rng() % 7 == 0 ? 0 : 60000;
+          else v = static_cast<std::uint16_t>(rng() % 12);
+        }
+        for (const bool backward : {false, true}) {
+          auto got = d;
+          ib::detail::min_plus_scan(got.data(), n, backward);
+          BOOST_TEST_REQUIRE((got == serial(d, backward)), "n " << n << " pattern " << pattern << " backward " << backward);
+          ++checked;
+        }
+      }
+  BOOST_TEST(checked > 1000);
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
   const testsupport::ibsi::DigitalPhantom p;
   ib::Features f;

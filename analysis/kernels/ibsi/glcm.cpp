@@ -321,7 +321,11 @@ struct SliceResult {
 std::span<const FeatureDef> glcm_definitions() { return kDefs; }
 
 void glcm_features(const Levels& levels, const TextureScope& scope, Features& out) {
-  check_levels(levels, "glcm");
+  glcm_features(CheckedLevels(levels, "glcm"), scope, out);
+}
+
+void glcm_features(const CheckedLevels& checked, const TextureScope& scope, Features& out) {
+  const Levels& levels = checked.get();
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
   const detail::RoiBox box = detail::roi_box(levels);
@@ -353,14 +357,19 @@ void glcm_features(const Levels& levels, const TextureScope& scope, Features& ou
             // Forward neighbours only (every unordered pair is visited once, from its first voxel),
             // and only inside the ROI's box: outside it every level is 0.
             const bool left = x > box.x0, right = x < box.x1;
-            auto pair = [&](SparseCounts& m, std::ptrdiff_t o) {
-              if (const auto b = static_cast<std::uint32_t>(row[x + o]); b != 0) m.add(base + b);
+            // In-plane pairs: into the slice's matrices (2D features, merged into the volume's after
+            // the slice) or, without 2D features, straight into the volume's: the same counts.
+            auto pair = [&](int d, std::ptrdiff_t o) {
+              if (const auto b = static_cast<std::uint32_t>(row[x + o]); b != 0) {
+                if (scope.two_d) w.slice[static_cast<std::size_t>(d)].add(base + b);
+                else ++w.volume[static_cast<std::size_t>(d)][base + b];
+              }
             };
-            if (right) pair(w.slice[0], 1);
+            if (right) pair(0, 1);
             if (down) {
-              if (right) pair(w.slice[1], W + 1);
-              pair(w.slice[2], W);
-              if (left) pair(w.slice[3], W - 1);
+              if (right) pair(1, W + 1);
+              pair(2, W);
+              if (left) pair(3, W - 1);
             }
             if (znext) {
               const bool vx[3] = {left, true, right}, vy[3] = {up, true, down};

@@ -34,6 +34,7 @@ std::span<const FeatureDef> glcm_definitions();
 // Appends "cm_<feature>_<suffix>" for every feature and every aggregation in scope.
 // Throws std::invalid_argument on bad levels (check_levels).
 void glcm_features(const Levels& levels, const TextureScope& scope, Features& out);
+void glcm_features(const CheckedLevels& levels, const TextureScope& scope, Features& out);  // no check_levels pass
 
 namespace detail {
 

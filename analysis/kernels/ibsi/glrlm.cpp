@@ -469,7 +469,11 @@ std::uint64_t count_all(const Levels& levels, const detail::RoiBox& rb, const Bo
 std::span<const FeatureDef> glrlm_definitions() { return kDefs; }
 
 void glrlm_features(const Levels& levels, const TextureScope& scope, Features& out) {
-  check_levels(levels, "glrlm");
+  glrlm_features(CheckedLevels(levels, "glrlm"), scope, out);
+}
+
+void glrlm_features(const CheckedLevels& checked, const TextureScope& scope, Features& out) {
+  const Levels& levels = checked.get();
   if (!scope.two_d && !scope.three_d) return;
   const int ng = levels.ng;
   const detail::RoiBox box = detail::roi_box(levels);

@@ -25,5 +25,6 @@ std::span<const FeatureDef> glrlm_definitions();
 // Appends "rlm_<feature>_<suffix>" for every feature and every aggregation in scope.
 // Throws std::invalid_argument on bad levels (check_levels).
 void glrlm_features(const Levels& levels, const TextureScope& scope, Features& out);
+void glrlm_features(const CheckedLevels& levels, const TextureScope& scope, Features& out);  // no check_levels pass
 
 }  // namespace analysis::kernels::ibsi

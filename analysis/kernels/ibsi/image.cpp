@@ -1,7 +1,10 @@
 #include "analysis/kernels/ibsi/image.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
+
+#include <sys/mman.h>
 
 #include <fmt/format.h>
 
@@ -12,6 +15,14 @@ void check_grid(const Grid& g, const char* what) {
     throw std::invalid_argument(fmt::format("{}: bad grid {}x{}x{} spacing {}x{}x{}", what, g.nx, g.ny, g.nz, g.sx, g.sy, g.sz));
 }
 }  // namespace
+
+void advise_huge_pages(const void* data, std::size_t bytes) {
+  constexpr std::uintptr_t huge = std::uintptr_t{1} << 21;
+  if (bytes < 4 * huge) return;  // small: not worth a system call
+  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice: failure is harmless
+}
 
 void check_roi(const RoiImage& roi, const char* what) {
   check_grid(roi.grid, what);
@@ -30,11 +41,17 @@ void check_levels(const Levels& levels, const char* what) {
   if (levels.ng > kMaxGreyLevels)
     throw std::invalid_argument(fmt::format("{}: {} grey levels, more than {} (a bin width too small for the intensities?)",
                                             what, levels.ng, kMaxGreyLevels));
-  bool any = false;
+  // One branch-free (vectorised) pass: as unsigned, a negative level is above ng too. The first
+  // bad level is looked for only when there is one.
+  const auto ng = static_cast<unsigned>(levels.ng);
+  unsigned bad = 0, any = 0;
   for (int v : levels.level) {
-    if (v < 0 || v > levels.ng) throw std::invalid_argument(fmt::format("{}: grey level {} outside 0..{}", what, v, levels.ng));
-    any |= v > 0;
+    bad |= static_cast<unsigned>(static_cast<unsigned>(v) > ng);
+    any |= static_cast<unsigned>(v);
   }
+  if (bad)
+    for (int v : levels.level)
+      if (v < 0 || v > levels.ng) throw std::invalid_argument(fmt::format("{}: grey level {} outside 0..{}", what, v, levels.ng));
   if (!any) throw std::invalid_argument(fmt::format("{}: empty intensity mask", what));
 }
 

@@ -167,8 +167,10 @@ std::optional<std::vector<std::int64_t>> int16_histogram(const RoiImage& roi) {
       for (std::size_t i = b; i < b + plane; ++i) {
         if (!roi.mask[i]) continue;
         const float v = roi.intensity[i];
-        // NaN fails the range test; a fraction the equality.
-        if (!(v >= -32768.0f && v <= 32767.0f) || v != std::nearbyint(v)) { local_ok = false; break; }
+        // NaN fails the range test; a fraction the equality (in range, truncation to int is exact
+        // for integers and changes any fraction: the same test as v != nearbyint(v), without the
+        // library call that SSE2 needs for nearbyint).
+        if (!(v >= -32768.0f && v <= 32767.0f) || v != static_cast<float>(static_cast<int>(v))) { local_ok = false; break; }
         ++h[static_cast<std::size_t>(static_cast<int>(v) + kInt16Offset)];
       }
     }
@@ -414,9 +416,10 @@ inline void sum1(T* __restrict d, const T* __restrict p0, int n) {
   for (int j = 0; j < n; ++j) d[j] = kSet ? p0[j] : d[j] + p0[j];
 }
 
-// d[0 .. n) = the sum over t < nt of p[t][j] (nt >= 1).
+// d[0 .. n) = the sum over t < nt of p[t][j] (nt >= 1). Also built for AVX2 (chosen at load time
+// where the CPU has it): twice the lanes; each d[j] is the same sum in the same order either way.
 template <typename T>
-void add_terms(T* d, const T* const* p, int nt, int n) {
+__attribute__((target_clones("avx2", "default"))) void add_terms(T* d, const T* const* p, int nt, int n) {
   int t = 0;
   if (nt >= 8) {
     sum8<T, true>(d, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], n);
@@ -751,7 +754,11 @@ void statistics_features(const RoiImage& roi, Features& out) {
 }
 
 void histogram_features(const Levels& levels, Features& out) {
-  check_levels(levels, "histogram_features");
+  histogram_features(CheckedLevels(levels, "histogram_features"), out);
+}
+
+void histogram_features(const CheckedLevels& checked, Features& out) {
+  const Levels& levels = checked.get();
   const Grid& g = levels.grid;
   const int ng = levels.ng;
   const std::size_t plane = static_cast<std::size_t>(g.nx) * static_cast<std::size_t>(g.ny);

@@ -45,6 +45,7 @@ void statistics_features(const RoiImage& roi, Features& out);
 // the lowest one on a tie.
 std::span<const FeatureDef> histogram_definitions();
 void histogram_features(const Levels& levels, Features& out);
+void histogram_features(const CheckedLevels& levels, Features& out);  // no check_levels pass
 
 // The intensity-volume histogram (the manual 3.5) discretises the intensity mask's intensities on
 // its own, into levels G_1 < ... < G_n:

@@ -260,6 +260,44 @@ struct IntensityMaskData {
   int x0 = 0, x1 = -1, y0 = 0, y1 = -1, z0 = 0, z1 = -1;  // bounding box
 };
 
+// The sum of squared deviations from the mean over the intensity mask (its second pass), from a
+// first pass that set n, mean and the bounding box.
+void finish_mask_data(const RoiImage& roi, IntensityMaskData& d) {
+  const Grid& g = roi.grid;
+  std::vector<double> sums(static_cast<std::size_t>(g.nz), 0.0);
+  parallel_slices(d.z0, d.z1 + 1, [&](int z) {
+    double ss = 0;
+    for (int y = d.y0; y <= d.y1; ++y) {
+      const std::size_t base = g.index(0, y, z);
+      for (int x = d.x0; x <= d.x1; ++x)
+        if (roi.mask[base + static_cast<std::size_t>(x)]) {
+          const double e = roi.intensity[base + static_cast<std::size_t>(x)] - d.mean;
+          ss += e * e;
+        }
+    }
+    sums[static_cast<std::size_t>(z)] = ss;
+  });
+  for (int z = d.z0; z <= d.z1; ++z) d.ss += sums[static_cast<std::size_t>(z)];
+}
+
+// Merges per-slice first-pass results (count, bounding box; the intensity sum of each slice in
+// `sums`) in slice order (deterministic) and sets the mean.
+IntensityMaskData merge_mask_data(const Grid& g, const std::vector<IntensityMaskData>& per, const std::vector<double>& sums) {
+  IntensityMaskData d;
+  d.x0 = g.nx, d.y0 = g.ny, d.z0 = g.nz;
+  double sum = 0;
+  for (std::size_t z = 0; z < per.size(); ++z) {
+    const auto& p = per[z];
+    d.n += p.n;
+    sum += sums[z];
+    d.x0 = std::min(d.x0, p.x0), d.x1 = std::max(d.x1, p.x1);
+    d.y0 = std::min(d.y0, p.y0), d.y1 = std::max(d.y1, p.y1);
+    d.z0 = std::min(d.z0, p.z0), d.z1 = std::max(d.z1, p.z1);
+  }
+  d.mean = sum / static_cast<double>(d.n);
+  return d;
+}
+
 IntensityMaskData intensity_mask_data(const RoiImage& roi) {
   const Grid& g = roi.grid;
   std::vector<IntensityMaskData> per(static_cast<std::size_t>(g.nz));
@@ -282,31 +320,8 @@ IntensityMaskData intensity_mask_data(const RoiImage& roi) {
     per[static_cast<std::size_t>(z)] = d;
     sums[static_cast<std::size_t>(z)] = sum;
   });
-  IntensityMaskData d;
-  d.x0 = g.nx, d.y0 = g.ny, d.z0 = g.nz;
-  double sum = 0;
-  for (std::size_t z = 0; z < per.size(); ++z) {  // in slice order: deterministic
-    const auto& p = per[z];
-    d.n += p.n;
-    sum += sums[z];
-    d.x0 = std::min(d.x0, p.x0), d.x1 = std::max(d.x1, p.x1);
-    d.y0 = std::min(d.y0, p.y0), d.y1 = std::max(d.y1, p.y1);
-    d.z0 = std::min(d.z0, p.z0), d.z1 = std::max(d.z1, p.z1);
-  }
-  d.mean = sum / static_cast<double>(d.n);
-  parallel_slices(d.z0, d.z1 + 1, [&](int z) {
-    double ss = 0;
-    for (int y = d.y0; y <= d.y1; ++y) {
-      const std::size_t base = g.index(0, y, z);
-      for (int x = d.x0; x <= d.x1; ++x)
-        if (roi.mask[base + static_cast<std::size_t>(x)]) {
-          const double e = roi.intensity[base + static_cast<std::size_t>(x)] - d.mean;
-          ss += e * e;
-        }
-    }
-    sums[static_cast<std::size_t>(z)] = ss;
-  });
-  for (int z = d.z0; z <= d.z1; ++z) d.ss += sums[static_cast<std::size_t>(z)];
+  IntensityMaskData d = merge_mask_data(g, per, sums);
+  finish_mask_data(roi, d);
   return d;
 }
 
@@ -492,69 +507,137 @@ struct MorphMoments {
   std::array<std::int64_t, 6> ss{};    // xx, yy, zz, xy, xz, yz
 };
 
-MorphMoments morph_moments(const RoiImage& roi) {
-  const Grid& g = roi.grid;
-  std::vector<MorphMoments> per(static_cast<std::size_t>(g.nz));
-  parallel_slices(0, g.nz, [&](int z) {
-    MorphMoments m;
-    for (int y = 0; y < g.ny; ++y) {
-      const std::uint8_t* row = roi.morph.data() + g.index(0, y, z);
-      for (int x = 0; x < g.nx; ++x) {
-        if (!row[x]) continue;
-        ++m.n;
-        m.s[0] += x, m.s[1] += y, m.s[2] += z;
-        m.ss[0] += std::int64_t{x} * x, m.ss[1] += std::int64_t{y} * y, m.ss[2] += std::int64_t{z} * z;
-        m.ss[3] += std::int64_t{x} * y, m.ss[4] += std::int64_t{x} * z, m.ss[5] += std::int64_t{y} * z;
-      }
-    }
-    per[static_cast<std::size_t>(z)] = m;
-  });
-  MorphMoments t;
-  for (const auto& m : per) {
-    t.n += m.n;
-    for (int k = 0; k < 3; ++k) t.s[static_cast<std::size_t>(k)] += m.s[static_cast<std::size_t>(k)];
-    for (int k = 0; k < 6; ++k) t.ss[static_cast<std::size_t>(k)] += m.ss[static_cast<std::size_t>(k)];
-  }
-  return t;
-}
-
 struct IntensityMoments {
   std::size_t n = 0;
   double sum = 0;
   std::array<double, 3> weighted{};  // sum of X * position (mm)
 };
 
-IntensityMoments intensity_moments(const RoiImage& roi) {
+// The voxel passes of morphology_features in one: morph_moments, intensity_moments and the first
+// pass of intensity_mask_data, each sum in the same order as there (bit-identical results). Per row
+// the morphological mask's counts and index sums (integers: exact in any order, branch-free), then
+// the intensity mask's voxels, each added to the row sums of intensity_moments and to the running
+// slice sum of intensity_mask_data.
+struct VoxelPass {
+  MorphMoments morph;
+  IntensityMoments intensity;
+  IntensityMaskData mask;  // ss included (its second pass)
+};
+
+VoxelPass voxel_pass(const RoiImage& roi) {
   const Grid& g = roi.grid;
-  std::vector<IntensityMoments> per(static_cast<std::size_t>(g.nz));
+  const auto nz = static_cast<std::size_t>(g.nz);
+  std::vector<MorphMoments> morph(nz);
+  std::vector<IntensityMoments> inten(nz);
+  std::vector<IntensityMaskData> mask(nz);
+  std::vector<double> sums(nz, 0.0);
+  // Row sums of x and x^2 fit in 32 bits up to 1024 columns (1024^3 / 3 < 2^31): then 32-bit
+  // lanes, selected by masks from a table of squares, without multiplications.
+  const bool narrow = g.nx <= 1024;
+  std::vector<std::int32_t> squares(narrow ? static_cast<std::size_t>(g.nx) : 0);
+  for (std::size_t x = 0; x < squares.size(); ++x) squares[x] = static_cast<std::int32_t>(x * x);
   parallel_slices(0, g.nz, [&](int z) {
-    IntensityMoments m;
+    MorphMoments mm;
+    IntensityMoments im;
+    IntensityMaskData d;
+    d.x0 = g.nx, d.y0 = g.ny, d.z0 = g.nz;
+    double sum = 0;
+    const std::int64_t zz = z;
     for (int y = 0; y < g.ny; ++y) {
       const std::size_t base = g.index(0, y, z);
+      const std::int64_t yy = y;
+      {
+        const std::uint8_t* row = roi.morph.data() + base;
+        std::int64_t c = 0, sx = 0, sxx = 0;
+        int x0 = 0, x1 = g.nx - 1;  // the row's extent
+        while (x0 < g.nx && !row[x0]) ++x0;
+        if (x0 < g.nx) {
+          while (!row[x1]) --x1;
+          if (narrow) {
+            std::int32_t c32 = 0, sx32 = 0, sxx32 = 0;
+            for (int x = x0; x <= x1; ++x) {
+              const std::int32_t b = -static_cast<std::int32_t>(row[x] != 0);
+              c32 -= b;
+              sx32 += b & x;
+              sxx32 += b & squares[static_cast<std::size_t>(x)];
+            }
+            c = c32, sx = sx32, sxx = sxx32;
+          } else {
+            for (int x = x0; x <= x1; ++x) {
+              const std::int64_t b = row[x] != 0, bx = b * x;
+              c += b;
+              sx += bx;
+              sxx += bx * x;
+            }
+          }
+        }
+        mm.n += c;
+        mm.s[0] += sx, mm.s[1] += yy * c, mm.s[2] += zz * c;
+        mm.ss[0] += sxx, mm.ss[1] += yy * yy * c, mm.ss[2] += zz * zz * c;
+        mm.ss[3] += yy * sx, mm.ss[4] += zz * sx, mm.ss[5] += yy * zz * c;
+      }
+      const std::uint8_t* m = roi.mask.data() + base;
+      const float* in = roi.intensity.data() + base;
+      int first = 0, last = g.nx - 1;
+      while (first < g.nx && !m[first]) ++first;
       double row_sum = 0, row_x = 0;
       std::size_t row_n = 0;
-      for (int x = 0; x < g.nx; ++x) {
-        if (!roi.mask[base + static_cast<std::size_t>(x)]) continue;
-        const double v = roi.intensity[base + static_cast<std::size_t>(x)];
-        ++row_n;
-        row_sum += v;
-        row_x += v * x;
+      if (first < g.nx) {
+        while (!m[last]) --last;
+        for (int x = first; x <= last; ++x) {
+          if (!m[x]) continue;
+          const double v = in[x];
+          ++row_n;
+          row_sum += v;
+          row_x += v * x;
+          sum += in[x];
+        }
+        d.n += row_n;
+        d.x0 = std::min(d.x0, first), d.x1 = std::max(d.x1, last);
+        d.y0 = std::min(d.y0, y), d.y1 = std::max(d.y1, y);
+        d.z0 = std::min(d.z0, z), d.z1 = std::max(d.z1, z);
       }
-      m.n += row_n;
-      m.sum += row_sum;
-      m.weighted[0] += row_x * g.sx;
-      m.weighted[1] += row_sum * y * g.sy;
-      m.weighted[2] += row_sum * z * g.sz;
+      im.n += row_n;
+      im.sum += row_sum;
+      im.weighted[0] += row_x * g.sx;
+      im.weighted[1] += row_sum * y * g.sy;
+      im.weighted[2] += row_sum * z * g.sz;
     }
-    per[static_cast<std::size_t>(z)] = m;
+    morph[static_cast<std::size_t>(z)] = mm;
+    inten[static_cast<std::size_t>(z)] = im;
+    mask[static_cast<std::size_t>(z)] = d;
+    sums[static_cast<std::size_t>(z)] = sum;
   });
-  IntensityMoments t;
-  for (const auto& m : per) {
-    t.n += m.n;
-    t.sum += m.sum;
-    for (int k = 0; k < 3; ++k) t.weighted[static_cast<std::size_t>(k)] += m.weighted[static_cast<std::size_t>(k)];
+  VoxelPass out;
+  for (const auto& m : morph) {
+    out.morph.n += m.n;
+    for (int k = 0; k < 3; ++k) out.morph.s[static_cast<std::size_t>(k)] += m.s[static_cast<std::size_t>(k)];
+    for (int k = 0; k < 6; ++k) out.morph.ss[static_cast<std::size_t>(k)] += m.ss[static_cast<std::size_t>(k)];
   }
-  return t;
+  for (const auto& m : inten) {
+    out.intensity.n += m.n;
+    out.intensity.sum += m.sum;
+    for (int k = 0; k < 3; ++k) out.intensity.weighted[static_cast<std::size_t>(k)] += m.weighted[static_cast<std::size_t>(k)];
+  }
+  out.mask = merge_mask_data(g, mask, sums);
+  finish_mask_data(roi, out.mask);
+  return out;
+}
+
+Autocorrelation autocorrelation_with(const RoiImage& roi, const IntensityMaskData& d, AutocorrelationMethod method) {
+  if (method == AutocorrelationMethod::automatic) {
+    if (d.n <= kAutocorrelationDirectMax)
+      method = AutocorrelationMethod::direct;
+    else if (fft_grid(d).cells() <= kAutocorrelationFftMaxCells)
+      method = AutocorrelationMethod::fft;
+    else
+      method = AutocorrelationMethod::subsample;
+  }
+  switch (method) {
+    case AutocorrelationMethod::direct: return autocorrelation_direct(roi, d);
+    case AutocorrelationMethod::fft: return autocorrelation_fft(roi, d);
+    default: return autocorrelation_subsample(roi, d);
+  }
 }
 
 }  // namespace
@@ -713,20 +796,7 @@ double ellipsoid_area(double a, double b, double c) {
 
 Autocorrelation spatial_autocorrelation(const RoiImage& roi, AutocorrelationMethod method) {
   check_roi(roi, "spatial_autocorrelation");
-  const IntensityMaskData d = intensity_mask_data(roi);
-  if (method == AutocorrelationMethod::automatic) {
-    if (d.n <= kAutocorrelationDirectMax)
-      method = AutocorrelationMethod::direct;
-    else if (fft_grid(d).cells() <= kAutocorrelationFftMaxCells)
-      method = AutocorrelationMethod::fft;
-    else
-      method = AutocorrelationMethod::subsample;
-  }
-  switch (method) {
-    case AutocorrelationMethod::direct: return autocorrelation_direct(roi, d);
-    case AutocorrelationMethod::fft: return autocorrelation_fft(roi, d);
-    default: return autocorrelation_subsample(roi, d);
-  }
+  return autocorrelation_with(roi, intensity_mask_data(roi), method);
 }
 
 void morphology_features(const RoiImage& roi, Features& out) {
@@ -745,7 +815,8 @@ void morphology_features(const RoiImage& roi, Features& out) {
   const ConvexHull hull = convex_hull(mesh.hull_candidates);
 
   // Voxel centres of the morphological mask: count, centroid, covariance (N - 1).
-  const MorphMoments mm = morph_moments(roi);
+  const VoxelPass pass = voxel_pass(roi);
+  const MorphMoments& mm = pass.morph;
   const double n = static_cast<double>(mm.n);
   const std::array<double, 3> sp{g.sx, g.sy, g.sz};
   const cv::Vec3d centroid(mm.s[0] * g.sx / n, mm.s[1] * g.sy / n, mm.s[2] * g.sz / n);
@@ -765,7 +836,7 @@ void morphology_features(const RoiImage& roi, Features& out) {
   const double sa = 2.0 * std::sqrt(lambda[0]), sb = 2.0 * std::sqrt(lambda[1]), sc = 2.0 * std::sqrt(lambda[2]);
 
   // Intensity mask.
-  const IntensityMoments im = intensity_moments(roi);
+  const IntensityMoments& im = pass.intensity;
   const double mean = im.sum / static_cast<double>(im.n);
   const cv::Vec3d weighted_centroid(im.weighted[0] / im.sum, im.weighted[1] / im.sum, im.weighted[2] / im.sum);
 
@@ -782,7 +853,7 @@ void morphology_features(const RoiImage& roi, Features& out) {
   const double four_thirds_pi = 4.0 / 3.0 * std::numbers::pi;
   const bool spans_3d = lambda[2] > 0;
 
-  const Autocorrelation ac = spatial_autocorrelation(roi);
+  const Autocorrelation ac = autocorrelation_with(roi, pass.mask, AutocorrelationMethod::automatic);
 
   const double sph = std::cbrt(36.0 * std::numbers::pi * volume * volume);  // (36 pi V^2)^(1/3)
   const double values[] = {

@@ -33,5 +33,6 @@ void ngldm_features(const Levels& levels, const TextureScope& scope, Features& o
 
 // Both families from one pass (what ngtdm_features followed by ngldm_features give).
 void neighbourhood_features(const Levels& levels, const TextureScope& scope, Features& out);
+void neighbourhood_features(const CheckedLevels& levels, const TextureScope& scope, Features& out);  // no check_levels pass
 
 }  // namespace analysis::kernels::ibsi

@@ -256,6 +256,22 @@ void resample(const std::vector<cv::Mat>& stack, bool binary, const std::array<A
   const Taps ty = make_taps(ax[1], m, out.y0, out.y1);
   const Taps tz = make_taps(ax[2], m, out.z0, out.z1);
   const Source src{&stack, binary};
+  if (!ax[0].interpolated && !ax[1].interpolated && !ax[2].interpolated) {
+    // The original grid (taps: the samples themselves, weight 1): each output slice is a block of
+    // a source slice. The values are what the separable passes give: v + 0 (-0 becomes +0).
+    parallel_slices(0, tz.count(), [&](int z) {
+      thread_local std::vector<float> plane;
+      const int nox = tx.count(), noy = ty.count();
+      plane.resize(static_cast<std::size_t>(nox) * static_cast<std::size_t>(noy));
+      src.read(tz.idx[static_cast<std::size_t>(z)], ty.idx.front(), noy, tx.idx.front(), nox, plane.data());
+      for (int y = 0; y < noy; ++y) {
+        float* row = plane.data() + static_cast<std::ptrdiff_t>(y) * nox;
+        for (int x = 0; x < nox; ++x) row[x] += 0.f;
+        sink(z, y, row);
+      }
+    });
+    return;
+  }
   const bool cubic = m == Method::cubic && (ax[0].interpolated || ax[1].interpolated || ax[2].interpolated);
   if (!cubic) {
     resample_rows(src, tx, ty, tz, sink);
@@ -319,6 +335,47 @@ void resample(const std::vector<cv::Mat>& stack, bool binary, const std::array<A
 }
 
 float round_half_away(float v) { return std::round(v); }
+
+// out[i] = f(in[i]) where m[i] is set, else 0, for i < n; returns the largest. Also built for AVX2
+// (picked at load time): floor and the conversions in vector registers instead of a call per voxel
+// (SSE2 has no floor); the same operations on each voxel either way, so the same levels.
+template <typename F>
+__attribute__((target_clones("avx2", "default"))) int fill_levels(const std::uint8_t* m, const float* in, int* out,
+                                                                   std::size_t n, F f) {
+  int top = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int v = m[i] ? f(in[i]) : 0;
+    out[i] = v;
+    top = std::max(top, v);
+  }
+  return top;
+}
+
+// fill_levels for a fixed bin size: floor((X - x0) / w) + 1, computed for every voxel and kept
+// where the mask is set (no branch: vectorised). The quotient is clamped to [0, 2^31 - 2] first,
+// so that voxels outside the mask (any value) convert without overflow; inside it, X >= x0 and
+// (X - x0) / w < 2^31 - 2 (checked by the caller), so the clamp changes nothing there. GCC
+// vectorises it only when it may ignore floating-point exception flags (no-trapping-math: the
+// values are the IEEE ones all the same; nothing here reads the flags).
+#if defined(__GNUC__) && !defined(__clang__)
+#define PACSNODE_NO_TRAPPING_MATH optimize("no-trapping-math"),
+#else
+#define PACSNODE_NO_TRAPPING_MATH
+#endif
+__attribute__((PACSNODE_NO_TRAPPING_MATH target_clones("avx2", "default"))) int fill_fixed_bin_size(const std::uint8_t* m, const float* in, int* out,
+                                                                           std::size_t n, double x0, double w) {
+  constexpr double kTop = std::numeric_limits<int>::max() - 1;
+  int top = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    double q = std::floor((in[i] - x0) / w);
+    q = q >= 0.0 ? q : 0.0;  // NaN too
+    q = q <= kTop ? q : kTop;
+    const int v = m[i] ? static_cast<int>(q) + 1 : 0;
+    out[i] = v;
+    top = std::max(top, v);
+  }
+  return top;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Diagnostics.
@@ -568,9 +625,9 @@ RoiImage prepare_roi(const std::vector<cv::Mat>& image, const Mask& mask, const 
   if (n > kMaxRoiVoxels)
     throw std::invalid_argument(fmt::format("prepare_roi: the ROI's grid of {}x{}x{} voxels is larger than {} voxels",
                                             rb.nx(), rb.ny(), rb.nz(), kMaxRoiVoxels));
-  roi.intensity.resize(n);
-  roi.morph.resize(n);
-  roi.mask.resize(n);
+  resize_fresh(roi.intensity, n);
+  resize_fresh(roi.morph, n);
+  resize_fresh(roi.mask, n);
 
   // Partial-volume mask (manual 2.4.2), thresholded: >= threshold, forgiving float rounding.
   const float thr = static_cast<float>(ip.mask_threshold) - 1e-6f;
@@ -668,7 +725,7 @@ Levels discretise(const RoiImage& roi, const Discretisation& d) {
   out.grid = roi.grid;
   const std::size_t n = roi.grid.size();
   const std::size_t plane = static_cast<std::size_t>(roi.grid.nx) * static_cast<std::size_t>(roi.grid.ny);
-  out.level.resize(n);
+  resize_fresh(out.level, n);
   // Slices in parallel: the intensity range of the mask first, then the levels (0 outside the mask).
   const auto each_slice = [&](auto&& body) {  // body(first, last) over the voxel indices of one slice
     parallel_slices(0, roi.grid.nz, [&](int z) { body(static_cast<std::size_t>(z) * plane, static_cast<std::size_t>(z + 1) * plane); });
@@ -690,13 +747,7 @@ Levels discretise(const RoiImage& roi, const Discretisation& d) {
   // Writes f(intensity) inside the mask, 0 outside; the highest level per slice into tops.
   const auto fill = [&](auto&& f) {
     each_slice([&](std::size_t a, std::size_t b) {
-      int top = 0;
-      for (std::size_t i = a; i < b; ++i) {
-        const int v = roi.mask[i] ? f(roi.intensity[i]) : 0;
-        out.level[i] = v;
-        top = std::max(top, v);
-      }
-      tops[a / plane] = top;
+      tops[a / plane] = fill_levels(roi.mask.data() + a, roi.intensity.data() + a, out.level.data() + a, b - a, f);
     });
     return *std::max_element(tops.begin(), tops.end());
   };
@@ -718,7 +769,10 @@ Levels discretise(const RoiImage& roi, const Discretisation& d) {
       if ((hi - x0) / d.bin_width >= std::numeric_limits<int>::max() - 1)
         throw std::invalid_argument("discretise: too many bins for the fixed bin size");
       const double w = d.bin_width;
-      out.ng = fill([&](float v) { return static_cast<int>(std::floor((v - x0) / w)) + 1; });
+      each_slice([&](std::size_t a, std::size_t b) {
+        tops[a / plane] = fill_fixed_bin_size(roi.mask.data() + a, roi.intensity.data() + a, out.level.data() + a, b - a, x0, w);
+      });
+      out.ng = *std::max_element(tops.begin(), tops.end());
       break;
     }
     case Discretisation::Method::fixed_bin_number: {

@@ -118,11 +118,14 @@ bool FeatureSettings::has(Family f) const { return std::find(families.begin(), f
 
 std::vector<FeatureTask> feature_tasks(const RoiImage& roi, const Levels& levels, const FeatureSettings& s) {
   check_roi(roi, "IBSI features");
-  check_levels(levels, "IBSI features");
+  // The levels are checked once here; the tasks below take copies of `checked` (a reference to
+  // `levels`) and skip their own check.
+  const CheckedLevels checked(levels, "IBSI features");
   if (levels.grid.nx != roi.grid.nx || levels.grid.ny != roi.grid.ny || levels.grid.nz != roi.grid.nz)
     throw std::invalid_argument("IBSI features: the grey levels and the ROI image have different grids");
-  // One task per family, or per pair sharing a pass. Costs: single-thread seconds per million
-  // voxels of the grid, roughly, on the 300x512x512 chest phantom's lungs (bench_radiomics).
+  // One task per family, or per pair sharing a pass. Costs: the families' relative single-thread
+  // times on the 300x512x512 chest phantom's lungs (bench_radiomics --threads 1), times the grid's
+  // voxels, so that a large ROI's tasks start before a small one's.
   std::vector<FeatureTask> tasks;
   const double voxels = static_cast<double>(roi.grid.size()) / 1e6;
   const auto add = [&](std::string step, double cost, std::function<void(Features&)> run) {
@@ -139,25 +142,25 @@ std::vector<FeatureTask> feature_tasks(const RoiImage& roi, const Levels& levels
     const std::string name(to_string(f));
     switch (f) {
       case Family::morphology: add(name, 60, [&](Features& o) { morphology_features(roi, o); }); break;
-      case Family::local_intensity: add(name, 35, [&](Features& o) { local_intensity_features(roi, o); }); break;
+      case Family::local_intensity: add(name, 21, [&](Features& o) { local_intensity_features(roi, o); }); break;
       case Family::statistics: add(name, 3, [&](Features& o) { statistics_features(roi, o); }); break;
-      case Family::histogram: add(name, 4, [&](Features& o) { histogram_features(levels, o); }); break;
+      case Family::histogram: add(name, 3, [&, checked](Features& o) { histogram_features(checked, o); }); break;
       case Family::ivh: add(name, 3, [&](Features& o) { ivh_features(roi, s.ivh, o); }); break;
-      case Family::glcm: add(name, 22, [&](Features& o) { glcm_features(levels, s.scope, o); }); break;
-      case Family::glrlm: add(name, 11, [&](Features& o) { glrlm_features(levels, s.scope, o); }); break;
+      case Family::glcm: add(name, 9, [&, checked](Features& o) { glcm_features(checked, s.scope, o); }); break;
+      case Family::glrlm: add(name, 12, [&, checked](Features& o) { glrlm_features(checked, s.scope, o); }); break;
       case Family::glszm:
-        if (zones) add("glszm+gldzm", 46, [&](Features& o) { zone_features(levels, roi.morph, s.scope, o); });
-        else add(name, 30, [&](Features& o) { glszm_features(levels, s.scope, o); });
+        if (zones) add("glszm+gldzm", 43, [&, checked](Features& o) { zone_features(checked, roi.morph, s.scope, o); });
+        else add(name, 25, [&](Features& o) { glszm_features(levels, s.scope, o); });
         break;
       case Family::gldzm:
-        if (!zones) add(name, 35, [&](Features& o) { gldzm_features(levels, roi.morph, s.scope, o); });
+        if (!zones) add(name, 25, [&](Features& o) { gldzm_features(levels, roi.morph, s.scope, o); });
         break;
       case Family::ngtdm:
-        if (neighbourhoods) add("ngtdm+ngldm", 22, [&](Features& o) { neighbourhood_features(levels, s.scope, o); });
-        else add(name, 12, [&](Features& o) { ngtdm_features(levels, s.scope, o); });
+        if (neighbourhoods) add("ngtdm+ngldm", 8, [&, checked](Features& o) { neighbourhood_features(checked, s.scope, o); });
+        else add(name, 5, [&](Features& o) { ngtdm_features(levels, s.scope, o); });
         break;
       case Family::ngldm:
-        if (!neighbourhoods) add(name, 12, [&](Features& o) { ngldm_features(levels, s.scope, o); });
+        if (!neighbourhoods) add(name, 5, [&](Features& o) { ngldm_features(levels, s.scope, o); });
         break;
     }
   }

@@ -155,8 +155,7 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
       } else {
         for (int x = 0; x < nx; ++x) row[x] = m[x] != 0;
       }
-      std::uint16_t run = 0;  // the voxel before x = 0 is outside
-      for (int x = 0; x < nx; ++x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
+      detail::min_plus_scan(row, nx, false);  // the voxel before x = 0 is outside
     }
   for (int z = nz - 1; z >= 0; --z)
     for (int y = ny - 1; y >= 0; --y) {
@@ -169,8 +168,7 @@ void city_block_distance(const std::vector<std::uint8_t>& morph, const Grid& g, 
       } else {
         for (int x = 0; x < nx; ++x) row[x] = std::min<std::uint16_t>(row[x], 1);
       }
-      std::uint16_t run = 0;  // the voxel after x = nx - 1 is outside
-      for (int x = nx - 1; x >= 0; --x) run = row[x] = std::min<std::uint16_t>(row[x], static_cast<std::uint16_t>(run + 1));
+      detail::min_plus_scan(row, nx, true);  // the voxel after x = nx - 1 is outside
     }
 }
 
@@ -197,6 +195,7 @@ struct Scratch {
     if (dist_size < n) {
       dist.reset(new std::uint16_t[n]);
       dist_size = n;
+      advise_huge_pages(dist.get(), n * sizeof(std::uint16_t));
     }
     return dist.get();
   }
@@ -452,9 +451,9 @@ void emit_2d(std::span<const FeatureDef> defs, const std::vector<SliceMatrices>&
   emit(defs, detail::sparse_matrix_features(merged, static_cast<double>(n_voxels)), Aggregation::d25, out);
 }
 
-void run_zones(const Levels& levels, const std::vector<std::uint8_t>* morph, const TextureScope& scope, bool want_size,
+void run_zones(const CheckedLevels& checked, const std::vector<std::uint8_t>* morph, const TextureScope& scope, bool want_size,
                bool want_dist, Features& out) {
-  check_levels(levels, "zone features");
+  const Levels& levels = checked.get();
   const Grid& g = levels.grid;
   if (g.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
     throw std::invalid_argument("zone features: grid too large");
@@ -590,6 +589,41 @@ MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, doub
   return f;
 }
 
+void min_plus_scan(std::uint16_t* d, int n, bool backward) {
+  constexpr int w = cv::v_uint16x8::nlanes;
+  const cv::v_uint16x8 inf = cv::v_setall_u16(0xffff), one = cv::v_setall_u16(1), two = cv::v_setall_u16(2),
+                       four = cv::v_setall_u16(4);
+  std::uint16_t run = 0;
+  if (!backward) {
+    // Lane i: min over lanes j <= i of v_j + (i - j), then min with run + (i + 1).
+    const cv::v_uint16x8 ramp(1, 2, 3, 4, 5, 6, 7, 8);
+    int x = 0;
+    for (; x + w <= n; x += w) {
+      cv::v_uint16x8 v = cv::v_load(d + x);
+      v = cv::v_min(v, cv::v_rotate_left<1>(v, inf) + one);  // + saturates: inf stays inf
+      v = cv::v_min(v, cv::v_rotate_left<2>(v, inf) + two);
+      v = cv::v_min(v, cv::v_rotate_left<4>(v, inf) + four);
+      v = cv::v_min(v, cv::v_setall_u16(run) + ramp);
+      cv::v_store(d + x, v);
+      run = d[x + w - 1];
+    }
+    for (; x < n; ++x) run = d[x] = std::min<std::uint16_t>(d[x], static_cast<std::uint16_t>(run + 1));
+  } else {
+    const cv::v_uint16x8 ramp(8, 7, 6, 5, 4, 3, 2, 1);
+    int x = n;
+    for (; x - w >= 0; x -= w) {
+      cv::v_uint16x8 v = cv::v_load(d + x - w);
+      v = cv::v_min(v, cv::v_rotate_right<1>(v, inf) + one);
+      v = cv::v_min(v, cv::v_rotate_right<2>(v, inf) + two);
+      v = cv::v_min(v, cv::v_rotate_right<4>(v, inf) + four);
+      v = cv::v_min(v, cv::v_setall_u16(run) + ramp);
+      cv::v_store(d + x - w, v);
+      run = d[x - w];
+    }
+    for (--x; x >= 0; --x) run = d[x] = std::min<std::uint16_t>(d[x], static_cast<std::uint16_t>(run + 1));
+  }
+}
+
 std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries) {
   int max_i = 0;
   std::int64_t max_j = 0;
@@ -621,16 +655,23 @@ std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries) {
 std::span<const FeatureDef> glszm_definitions() { return kGlszm; }
 std::span<const FeatureDef> gldzm_definitions() { return kGldzm; }
 
+constexpr const char* kWhat = "zone features";
+
 void glszm_features(const Levels& levels, const TextureScope& scope, Features& out) {
-  run_zones(levels, nullptr, scope, true, false, out);
+  run_zones(CheckedLevels(levels, kWhat), nullptr, scope, true, false, out);
 }
 
 void gldzm_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
                     Features& out) {
-  run_zones(levels, &morph_mask, scope, false, true, out);
+  run_zones(CheckedLevels(levels, kWhat), &morph_mask, scope, false, true, out);
 }
 
 void zone_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
+                   Features& out) {
+  run_zones(CheckedLevels(levels, kWhat), &morph_mask, scope, true, true, out);
+}
+
+void zone_features(const CheckedLevels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
                    Features& out) {
   run_zones(levels, &morph_mask, scope, true, true, out);
 }

@@ -43,6 +43,8 @@ void gldzm_features(const Levels& levels, const std::vector<std::uint8_t>& morph
 // Both families from one labelling of the zones (what glszm_features followed by gldzm_features give).
 void zone_features(const Levels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
                    Features& out);
+void zone_features(const CheckedLevels& levels, const std::vector<std::uint8_t>& morph_mask, const TextureScope& scope,
+                   Features& out);  // no check_levels pass
 
 namespace detail {
 // One cell of a sparse texture matrix: `count` (zones, neighbourhoods) of grey level i and column j
@@ -63,6 +65,13 @@ MatrixFeatures sparse_matrix_features(std::span<const MatrixEntry> entries, doub
 
 // Sums the counts of equal (i, j) cells: the 2.5D merge of slice matrices. Sorts by (i, j).
 std::vector<MatrixEntry> merge_entries(std::vector<MatrixEntry> entries);
+
+// The distance transform's scan along x of one row of n values (the GLDZM distance map):
+// forward, d[x] = min(d[x], d[x - 1] + 1) for x = 0..n-1 with d[-1] = 0 (the voxel before the row
+// is outside); backward, d[x] = min(d[x], d[x + 1] + 1) for x = n-1..0 with d[n] = 0. Eight
+// values at a time (a min-plus prefix within each vector, then the carry from the one before);
+// the same as the serial loop when every value is below 65535 (the sums saturate, not wrap).
+void min_plus_scan(std::uint16_t* d, int n, bool backward);
 }  // namespace detail
 
 }  // namespace analysis::kernels::ibsi
