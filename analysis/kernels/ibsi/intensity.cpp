@@ -419,7 +419,7 @@ inline void sum1(T* __restrict d, const T* __restrict p0, int n) {
 // d[0 .. n) = the sum over t < nt of p[t][j] (nt >= 1). Also built for AVX2 (chosen at load time
 // where the CPU has it): twice the lanes; each d[j] is the same sum in the same order either way.
 template <typename T>
-__attribute__((target_clones("avx2", "default"))) void add_terms(T* d, const T* const* p, int nt, int n) {
+PACSNODE_TEMPLATE_AVX2_CLONES void add_terms(T* d, const T* const* p, int nt, int n) {
   int t = 0;
   if (nt >= 8) {
     sum8<T, true>(d, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], n);
