@@ -8,7 +8,6 @@
 #include <fstream>
 #include <map>
 #include <opencv2/core.hpp>
-#include <opencv2/core.hpp>
 #include <set>
 #include <stdexcept>
 

@@ -10,7 +10,6 @@
 #include <exception>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <opencv2/core.hpp>
 #include <opencv2/core/utility.hpp>
@@ -153,9 +152,7 @@ void accumulate(const std::vector<cv::Mat>& image, const LabelVolume& labels, do
                 Histogram& h = phist[lab];
                 if (h.empty()) h.assign(hist[lab]->size(), 0);
                 for (int x = c; x < e; ++x) {
-                  if constexpr (std::is_integral_v<T> && sizeof(T) < 2) {
-                    ++h[static_cast<std::size_t>(static_cast<int>(v[x]) + kHistOffset)];
-                  } else if constexpr (std::is_same_v<T, std::int16_t>) {
+                  if constexpr (std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::int16_t>) {
                     ++h[static_cast<std::size_t>(static_cast<int>(v[x]) + kHistOffset)];
                   } else if constexpr (std::is_integral_v<T>) {  // uint16: above the int16 range -> its top bin
                     ++h[static_cast<std::size_t>(std::min(static_cast<int>(v[x]), 32767) + kHistOffset)];
