@@ -476,10 +476,10 @@ void measure_radiomics(SeriesContext& c) {
   const auto& image = c.original_slices.empty() ? c.volume.slices : c.original_slices;
   const Spacing sp = spacing_of(c.volume.geom);
   const auto& proc = p.features.processing;
-  // Views of the image, a mask of the box only. Each ROI is prepared and discretised in turn (both
-  // steps use all threads themselves); then the families of all ROIs run side by side, the longest
-  // first, so that no core waits while one ROI's longest family ends (with parallel_segments off:
-  // one ROI after the other, each with its families side by side, holding one ROI at a time).
+  // Views of the image, a mask of the box only. Each ROI is prepared and discretised (both steps use
+  // all threads themselves), then its families run side by side, the longest first, and its arrays
+  // go before the next ROI is prepared (the default; profile.h says why). With parallel_segments on:
+  // every ROI is prepared first, then the families of all of them run side by side.
   struct Roi {
     SegmentResult* seg = nullptr;
     kernels::ibsi::RoiImage image;
