@@ -387,13 +387,15 @@ std::string features_csv(const std::vector<SeriesSummary>& series) {
                        csv_field(s.profile), g.label, csv_field(g.name));
       for (const auto& f : features) {
         const auto it = g.features.find(f);
-        o += "," + (it == g.features.end() ? std::string() : csv_number(it->second));
+        o += ',';
+        if (it != g.features.end()) o += csv_number(it->second);
       }
       for (const auto& r : rule_sets) {
         std::string v;
         for (const auto& f : g.findings)
           if (f.rule_set == r && f.finding) v = f.finding->value.meaning;
-        o += "," + csv_field(v);
+        o += ',';
+        o += csv_field(v);
       }
       if (any_prediction)
         o += g.prediction
