@@ -149,13 +149,6 @@ struct FeatureParams {
   // Segments (by name) that only get volume and intensity statistics (big, uninteresting ones,
   // e.g. "body" in ct-chest). Empty: all get the full set.
   std::vector<std::string> basic_only;
-  // false (default): one segment after the other, each with its families side by side on OpenCV's
-  // worker threads (one segment's bounding-box image and grey levels at a time). true: the families
-  // of all segments side by side (every segment's arrays at once). On the 300-slice chest CT, two
-  // lungs, one at a time was both faster (features 0.96-0.98 s against 1.04-1.12 s, alternated) and
-  // 60 MiB smaller at its peak (414 against 475 MiB): fewer fresh pages to fault in, and the
-  // families of one lung balance well enough over the cores on their own.
-  bool parallel_segments = false;
 
   static kernels::ibsi::ProcessingSettings default_processing();
   static kernels::ibsi::FeatureSettings default_feature_settings();

@@ -116,6 +116,21 @@ IvhOptions ivh_options_for(const Discretisation& d, const Resegmentation& r) {
 
 bool FeatureSettings::has(Family f) const { return std::find(families.begin(), families.end(), f) != families.end(); }
 
+namespace {
+
+// A step of compute_features, not yet run; it refers to the ROI, levels and settings it was made
+// from, which outlive it.
+struct FeatureTask {
+  std::string step;  // as in FamilyTime
+  double cost = 0;   // for scheduling only: the step's rough wall time on this ROI (relative)
+  std::function<void(Features&)> run;
+  Features out;
+  double seconds = 0;
+  std::exception_ptr error;
+};
+
+// The steps for `s` on this ROI, in catalogue order. Throws std::invalid_argument on an empty ROI or
+// inconsistent inputs.
 std::vector<FeatureTask> feature_tasks(const RoiImage& roi, const Levels& levels, const FeatureSettings& s) {
   check_roi(roi, "IBSI features");
   // The levels are checked once here; the tasks below take copies of `checked` (a reference to
@@ -167,10 +182,12 @@ std::vector<FeatureTask> feature_tasks(const RoiImage& roi, const Levels& levels
   return tasks;
 }
 
-void run_feature_tasks(const std::vector<FeatureTask*>& tasks) {
+// Runs the tasks on OpenCV's threads, the largest cost first; a task's exception is kept in it.
+void run_feature_tasks(std::vector<FeatureTask>& tasks) {
   // Longest first: the short ones then fill in beside the long ones (stripes are handed out one
   // at a time, in order, to whichever thread is free). Equal costs keep their order.
-  std::vector<FeatureTask*> order(tasks);
+  std::vector<FeatureTask*> order;
+  for (auto& t : tasks) order.push_back(&t);
   std::stable_sort(order.begin(), order.end(), [](const FeatureTask* a, const FeatureTask* b) { return a->cost > b->cost; });
   cv::parallel_for_(
       cv::Range(0, static_cast<int>(order.size())),
@@ -189,6 +206,7 @@ void run_feature_tasks(const std::vector<FeatureTask*>& tasks) {
       static_cast<double>(order.size()));
 }
 
+// The features of the run tasks, as compute_features returns them.
 Features collect_features(std::vector<FeatureTask>& tasks, std::vector<FamilyTime>* times,
                           std::vector<std::string>* refused) {
   Features out;
@@ -209,12 +227,13 @@ Features collect_features(std::vector<FeatureTask>& tasks, std::vector<FamilyTim
   return out;
 }
 
+}  // namespace
+
+
 Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
                           std::vector<FamilyTime>* times, std::vector<std::string>* refused) {
   std::vector<FeatureTask> tasks = feature_tasks(roi, levels, s);
-  std::vector<FeatureTask*> all;
-  for (auto& t : tasks) all.push_back(&t);
-  run_feature_tasks(all);
+  run_feature_tasks(tasks);
   return collect_features(tasks, times, refused);
 }
 

@@ -6,8 +6,6 @@
 // tables; catalogue() lists every tag with its IBSI code (feature code, plus the aggregation code for
 // texture features), readable name, family and unit, for features.json, the features catalogue CSV
 // and the README's feature table (`pacsnode features-catalogue`).
-#include <exception>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,29 +44,9 @@ struct FamilyTime {
   double seconds = 0;
 };
 
-// compute_features in three parts, for running the families of several ROIs side by side (the
-// features stage does: one ROI's families alone leave a core idle while its longest one ends).
-// A step of compute_features, not yet run; it refers to the ROI, levels and settings it was made
-// from, which must outlive it.
-struct FeatureTask {
-  std::string step;  // as in FamilyTime
-  double cost = 0;   // for scheduling only: the step's rough wall time on this ROI (relative)
-  std::function<void(Features&)> run;
-  Features out;
-  double seconds = 0;
-  std::exception_ptr error;
-};
-// The steps for `s` on this ROI, in catalogue order. Throws std::invalid_argument like
-// compute_features on an empty ROI or inconsistent inputs.
-std::vector<FeatureTask> feature_tasks(const RoiImage& roi, const Levels& levels, const FeatureSettings& s);
-// Runs the tasks (of one ROI or several) on OpenCV's threads, the largest cost first; inside a task
-// the family's own parallel loops run serially (OpenCV runs nested parallel_for_ bodies inline).
-// A task's exception is kept in it.
-void run_feature_tasks(const std::vector<FeatureTask*>& tasks);
-// One ROI's features from its run tasks, as compute_features returns them (refused and times as there).
-Features collect_features(std::vector<FeatureTask>& tasks, std::vector<FamilyTime>* times,
-                          std::vector<std::string>* refused);
-
+// The families (a step each, or one step for a pair that shares a pass: glszm+gldzm, ngtdm+ngldm)
+// run side by side on OpenCV's threads, the longest first; inside a step the family's own parallel
+// loops run serially (OpenCV runs nested parallel_for_ bodies inline).
 // Throws std::invalid_argument on an empty ROI or inconsistent inputs. A family that refuses its
 // input (std::invalid_argument, e.g. local intensity on voxels below 0.1 mm) throws too, unless
 // `refused` is given: then its reason ("local_intensity: ...") goes there and the others' features
