@@ -340,8 +340,7 @@ float round_half_away(float v) { return std::round(v); }
 // (picked at load time): floor and the conversions in vector registers instead of a call per voxel
 // (SSE2 has no floor); the same operations on each voxel either way, so the same levels.
 template <typename F>
-PACSNODE_TEMPLATE_AVX2_CLONES int fill_levels(const std::uint8_t* m, const float* in, int* out,
-                                                                   std::size_t n, F f) {
+PACSNODE_TEMPLATE_AVX2_CLONES int fill_levels(const std::uint8_t* m, const float* in, int* out, std::size_t n, F f) {
   int top = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const int v = m[i] ? f(in[i]) : 0;
