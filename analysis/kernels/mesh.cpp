@@ -1,6 +1,8 @@
 #include "analysis/kernels/mesh.h"
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -236,32 +238,66 @@ MeshMeasures mesh_measures(const Mask& mask, const Spacing& spacing) {
   out.volume_mm3 = std::abs(volume6) / 6.0;
   out.vertices = keys.size();
   // A vertex of the 3D convex hull is a vertex of the 2D hull of its own plane for planes of
-  // constant x, y and z alike; keep the vertices that pass all three.
+  // constant x, y and z alike; keep the vertices that pass all three. In a plane, a 2D hull vertex
+  // is the first or the last point of its line (constant u, sorted by v): only those go to
+  // cv::convexHull. Planes of up to 3 points keep all of them.
   const double h[3] = {0.5 * spacing.col, 0.5 * spacing.row, 0.5 * spacing.slice};
   std::vector<unsigned char> votes(keys.size(), 0);
-  std::vector<std::size_t> order(keys.size());
+  std::array<int, 3> lo{}, hi{};
+  if (!keys.empty()) lo = hi = keys.front();
+  for (const auto& k : keys)
+    for (std::size_t a = 0; a < 3; ++a) lo[a] = std::min(lo[a], k[a]), hi[a] = std::max(hi[a], k[a]);
+  std::vector<std::uint32_t> start, order(keys.size());
+  std::vector<std::int32_t> first, last;  // per line of the plane: the key with the smallest / largest v
+  std::vector<int> lines;                 // the lines of the plane that have a key
+  std::vector<std::uint32_t> extreme;     // keys of the plane sent to the 2D hull
   std::vector<cv::Point2f> pts;
   std::vector<int> hull;
-  for (int axis = 0; axis < 3; ++axis) {
-    const int u = axis == 0 ? 1 : 0, v = axis == 2 ? 1 : 2;
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-      return keys[a][static_cast<std::size_t>(axis)] < keys[b][static_cast<std::size_t>(axis)];
-    });
-    for (std::size_t g = 0; g < order.size();) {
-      std::size_t e = g;
-      while (e < order.size() && keys[order[e]][static_cast<std::size_t>(axis)] == keys[order[g]][static_cast<std::size_t>(axis)]) ++e;
+  for (std::size_t axis = 0; axis < 3; ++axis) {
+    const std::size_t u = axis == 0 ? 1 : 0, v = axis == 2 ? 1 : 2;
+    // Counting sort of the keys by plane (stable: a plane's keys in generation order).
+    start.assign(static_cast<std::size_t>(hi[axis] - lo[axis]) + 2, 0);
+    for (const auto& k : keys) ++start[static_cast<std::size_t>(k[axis] - lo[axis]) + 1];
+    for (std::size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
+    {
+      std::vector<std::uint32_t> fill(start.begin(), start.end() - 1);
+      for (std::size_t i = 0; i < keys.size(); ++i)
+        order[fill[static_cast<std::size_t>(keys[i][axis] - lo[axis])]++] = static_cast<std::uint32_t>(i);
+    }
+    first.assign(static_cast<std::size_t>(hi[u] - lo[u]) + 1, -1);
+    last.assign(first.size(), -1);
+    for (std::size_t plane = 0; plane + 1 < start.size(); ++plane) {
+      const std::uint32_t g = start[plane], e = start[plane + 1];
       if (e - g <= 3) {
-        for (std::size_t i = g; i < e; ++i) ++votes[order[i]];
-      } else {
-        pts.clear();
-        for (std::size_t i = g; i < e; ++i)
-          pts.emplace_back(static_cast<float>(keys[order[i]][static_cast<std::size_t>(u)]),
-                           static_cast<float>(keys[order[i]][static_cast<std::size_t>(v)]));
-        cv::convexHull(pts, hull, false, false);
-        for (int i : hull) ++votes[order[g + static_cast<std::size_t>(i)]];
+        for (std::uint32_t i = g; i < e; ++i) ++votes[order[i]];
+        continue;
       }
-      g = e;
+      lines.clear();
+      for (std::uint32_t i = g; i < e; ++i) {
+        const std::uint32_t k = order[i];
+        const auto line = static_cast<std::size_t>(keys[k][u] - lo[u]);
+        if (first[line] < 0) {
+          first[line] = last[line] = static_cast<std::int32_t>(k);
+          lines.push_back(static_cast<int>(line));
+          continue;
+        }
+        if (keys[k][v] < keys[static_cast<std::size_t>(first[line])][v]) first[line] = static_cast<std::int32_t>(k);
+        if (keys[k][v] > keys[static_cast<std::size_t>(last[line])][v]) last[line] = static_cast<std::int32_t>(k);
+      }
+      extreme.clear();
+      pts.clear();
+      for (const int line : lines) {
+        const auto l = static_cast<std::size_t>(line);
+        for (const std::int32_t k : {first[l], last[l]}) {
+          const auto& key = keys[static_cast<std::size_t>(k)];
+          extreme.push_back(static_cast<std::uint32_t>(k));
+          pts.emplace_back(static_cast<float>(key[u]), static_cast<float>(key[v]));
+          if (first[l] == last[l]) break;  // a line of one key
+        }
+        first[l] = last[l] = -1;
+      }
+      cv::convexHull(pts, hull, false, false);
+      for (int i : hull) ++votes[extreme[static_cast<std::size_t>(i)]];
     }
   }
   for (std::size_t i = 0; i < keys.size(); ++i)

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +12,8 @@
 #include <numbers>
 #include <random>
 #include <set>
+
+#include <opencv2/imgproc.hpp>
 
 #include "analysis/kernels/ibsi/morphology.h"
 #include "analysis/kernels/mesh.h"
@@ -103,6 +106,60 @@ BOOST_AUTO_TEST_CASE(diameter_candidates_contain_the_farthest_pair) {
     BOOST_TEST(k::max_pairwise_distance(mesh.hull_candidates) == k::max_pairwise_distance(all),
                boost::test_tools::tolerance(1e-9));
   }
+}
+
+BOOST_AUTO_TEST_CASE(hull_candidates_are_exactly_the_vertices_of_their_three_plane_hulls) {
+  // The definition (mesh.h), by brute force: a mesh vertex is a candidate when it is a vertex of
+  // the 2D convex hull of all mesh vertices of its plane of constant x, of constant y and of
+  // constant z (a plane of at most 3 vertices keeps them all). The kernel gives the hull of a plane
+  // only the first and last vertex of each line; the candidates must be the same.
+  const analysis::Spacing sp{0.7, 0.8, 1.5};
+  const double h[3] = {0.5 * sp.col, 0.5 * sp.row, 0.5 * sp.slice};
+  int cases = 0;
+  for (unsigned seed = 1; seed <= 8; ++seed)
+    for (double p : {0.04, 0.3, 0.8}) {
+      const int d = 5 + static_cast<int>(seed % 4), rows = 9 + static_cast<int>(seed % 5), cols = 11;
+      Mask m = testsupport::random_mask(d, rows, cols, p, seed);
+      if (seed % 3 == 0)  // a solid box too: long straight edges, many collinear vertices
+        for (int z = 1; z < d - 1; ++z) m[static_cast<std::size_t>(z)](cv::Rect(2, 2, cols - 4, rows - 4)).setTo(1);
+      auto in = [&](int z, int r, int c) {
+        return z >= 0 && z < d && r >= 0 && r < rows && c >= 0 && c < cols && m[static_cast<std::size_t>(z)].at<uchar>(r, c);
+      };
+      std::vector<std::array<int, 3>> keys;  // half-voxel units: (2c + 1, 2r, 2z) for an edge along x, ...
+      for (int z = -1; z <= d; ++z)
+        for (int r = -1; r <= rows; ++r)
+          for (int c = -1; c <= cols; ++c) {
+            if (in(z, r, c) != in(z, r, c + 1)) keys.push_back({2 * c + 1, 2 * r, 2 * z});
+            if (in(z, r, c) != in(z, r + 1, c)) keys.push_back({2 * c, 2 * r + 1, 2 * z});
+            if (in(z, r, c) != in(z + 1, r, c)) keys.push_back({2 * c, 2 * r, 2 * z + 1});
+          }
+      if (keys.empty()) continue;
+      std::vector<int> votes(keys.size(), 0);
+      for (std::size_t axis = 0; axis < 3; ++axis) {
+        const std::size_t u = axis == 0 ? 1 : 0, v = axis == 2 ? 1 : 2;
+        std::map<int, std::vector<std::size_t>> planes;
+        for (std::size_t i = 0; i < keys.size(); ++i) planes[keys[i][axis]].push_back(i);
+        for (const auto& [coord, idx] : planes) {
+          if (idx.size() <= 3) {
+            for (auto i : idx) ++votes[i];
+            continue;
+          }
+          std::vector<cv::Point2f> pts;
+          for (auto i : idx) pts.emplace_back(static_cast<float>(keys[i][u]), static_cast<float>(keys[i][v]));
+          std::vector<int> hull;
+          cv::convexHull(pts, hull, false, false);
+          for (int j : hull) ++votes[idx[static_cast<std::size_t>(j)]];
+        }
+      }
+      std::set<std::array<long, 3>> expected, got;
+      for (std::size_t i = 0; i < keys.size(); ++i)
+        if (votes[i] == 3) expected.insert({keys[i][0], keys[i][1], keys[i][2]});
+      for (const auto& q : k::mesh_measures(m, sp).hull_candidates)
+        got.insert({std::lround(q.x / h[0]), std::lround(q.y / h[1]), std::lround(q.z / h[2])});
+      BOOST_TEST((got == expected), "seed " << seed << " p " << p << ": " << got.size() << " vs " << expected.size());
+      ++cases;
+    }
+  BOOST_TEST(cases >= 20);
 }
 
 // The IBSI morphology family (analysis/kernels/ibsi/morphology.h) on a 0/1 mask, tag -> value.
