@@ -593,28 +593,42 @@ void open_close(Mask& mask, const StructuringElement& se, bool erode_first) {
 void open(Mask& mask, const StructuringElement& se) { open_close(mask, se, true); }
 void close(Mask& mask, const StructuringElement& se) { open_close(mask, se, false); }
 
+namespace {
+
+// Fills the holes of one plane (background not 4-connected to its border) with 1; foreground
+// keeps its values. Works in the bounding box of the foreground only: outside it everything is
+// background joined to the border, so the box with a frame of background around it has the same
+// holes (the coronal planes of one lung in the box of both are half empty). `pad` is scratch.
+void fill_plane_holes(cv::Mat& s, cv::Mat& pad) {
+  const cv::Rect box = cv::boundingRect(s);  // of the non-zero pixels
+  if (box.width < 3 || box.height < 3) return;  // nothing can be enclosed
+  const int rows = box.height, cols = box.width;
+  if (pad.rows < rows + 2 || pad.cols < cols + 2) pad.create(std::max(pad.rows, rows + 2), std::max(pad.cols, cols + 2), CV_8U);
+  cv::Mat frame = pad(cv::Rect(0, 0, cols + 2, rows + 2));  // 255 inside, a frame of 0 around
+  cv::Mat inner = frame(cv::Rect(1, 1, cols, rows));
+  frame.row(0).setTo(0);
+  frame.row(rows + 1).setTo(0);
+  frame.col(0).setTo(0);
+  frame.col(cols + 1).setTo(0);
+  cv::Mat in_box = s(box);
+  cv::compare(in_box, 0, inner, cv::CMP_NE);
+  cv::floodFill(frame, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
+  // Still 0: background not reached from the border = hole. (n is local: byte stores may alias
+  // the captured `cols`, which would be reloaded for every pixel.)
+  for (int r = 0, n = cols; r < rows; ++r) {
+    const std::uint8_t* in = inner.ptr<std::uint8_t>(r);
+    std::uint8_t* p = in_box.ptr<std::uint8_t>(r);
+    for (int c = 0; c < n; ++c) p[c] = in[c] ? p[c] : 1;
+  }
+}
+
+}  // namespace
+
 void fill_holes_2d(Mask& mask) {
   check_stack(mask, CV_8U, "fill_holes_2d");
-  const int rows = mask.front().rows, cols = mask.front().cols;
   cv::parallel_for_(cv::Range(0, static_cast<int>(mask.size())), [&](const cv::Range& range) {
-    cv::Mat pad(rows + 2, cols + 2, CV_8U);  // per range: 255 inside, a frame of 0 around
-    cv::Mat inner = pad(cv::Rect(1, 1, cols, rows));
-    for (int z = range.start; z < range.end; ++z) {
-      cv::Mat& s = mask[static_cast<std::size_t>(z)];
-      pad.row(0).setTo(0);  // the previous flood fill marked the frame
-      pad.row(rows + 1).setTo(0);
-      pad.col(0).setTo(0);
-      pad.col(cols + 1).setTo(0);
-      cv::compare(s, 0, inner, cv::CMP_NE);
-      cv::floodFill(pad, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
-      // Still 0: background not reached from the border = hole. (n is local: byte stores may
-      // alias the captured `cols`, which would be reloaded for every pixel.)
-      for (int r = 0, n = cols; r < rows; ++r) {
-        const std::uint8_t* in = inner.ptr<std::uint8_t>(r);
-        std::uint8_t* p = s.ptr<std::uint8_t>(r);
-        for (int c = 0; c < n; ++c) p[c] = in[c] ? p[c] : 1;
-      }
-    }
+    cv::Mat pad;  // per range
+    for (int z = range.start; z < range.end; ++z) fill_plane_holes(mask[static_cast<std::size_t>(z)], pad);
   });
 }
 
@@ -624,10 +638,8 @@ void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
   if (depth < 3) return;  // a plane two slices high has no inside
   const int planes = axis == PlaneAxis::coronal ? rows : cols, width = axis == PlaneAxis::coronal ? cols : rows;
   cv::parallel_for_(cv::Range(0, planes), [&](const cv::Range& range) {
-    std::vector<cv::Mat> one{cv::Mat(depth, width, CV_8U)};
-    cv::Mat before;
+    cv::Mat pl(depth, width, CV_8U), pad, before;
     for (int k = range.start; k < range.end; ++k) {
-      cv::Mat& pl = one.front();
       for (int z = 0; z < depth; ++z) {
         std::uint8_t* o = pl.ptr<std::uint8_t>(z);
         if (axis == PlaneAxis::coronal) {
@@ -636,27 +648,31 @@ void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
           for (int r = 0; r < rows; ++r) o[r] = mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(r)[k];
         }
       }
-      if (cv::countNonZero(pl) == 0) continue;
-      pl.copyTo(before);
-      fill_holes_2d(one);
+      // Holes lie inside the bounding box of the plane's foreground: the work stays in it.
+      const cv::Rect box = cv::boundingRect(pl);
+      if (box.width < 3 || box.height < 3) continue;  // nothing can be enclosed
+      cv::Mat in_box = pl(box);
+      in_box.copyTo(before);
+      fill_plane_holes(in_box, pad);
       cv::Mat holes;
-      cv::compare(pl, before, holes, cv::CMP_NE);
+      cv::compare(in_box, before, holes, cv::CMP_NE);
       if (max_hole_px > 0 && cv::countNonZero(holes)) {  // keep the small holes only
         cv::Mat comps, stats, centroids;
         const int n = cv::connectedComponentsWithStats(holes, comps, stats, centroids, 4, CV_32S);
-        for (int z = 0; z < depth; ++z) {
-          const int* c = comps.ptr<int>(z);
-          std::uint8_t* h = holes.ptr<std::uint8_t>(z);
-          for (int i = 0; i < width; ++i)
+        for (int y = 0; y < box.height; ++y) {
+          const int* c = comps.ptr<int>(y);
+          std::uint8_t* h = holes.ptr<std::uint8_t>(y);
+          for (int i = 0; i < box.width; ++i)
             if (c[i] && c[i] < n && stats.at<int>(c[i], cv::CC_STAT_AREA) > max_hole_px) h[i] = 0;
         }
       }
-      for (int z = 0; z < depth; ++z) {
-        const std::uint8_t* b = holes.ptr<std::uint8_t>(z);
-        for (int i = 0; i < width; ++i) {
+      for (int y = 0; y < box.height; ++y) {
+        const std::uint8_t* b = holes.ptr<std::uint8_t>(y);
+        const auto z = static_cast<std::size_t>(box.y + y);
+        for (int i = 0; i < box.width; ++i) {
           if (!b[i]) continue;  // only (small enough) filled holes are written back
-          if (axis == PlaneAxis::coronal) mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(k)[i] = 1;
-          else mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(i)[k] = 1;
+          if (axis == PlaneAxis::coronal) mask[z].ptr<std::uint8_t>(k)[box.x + i] = 1;
+          else mask[z].ptr<std::uint8_t>(box.x + i)[k] = 1;
         }
       }
     }

@@ -498,6 +498,65 @@ BOOST_AUTO_TEST_CASE(fill_holes_parallel_equals_the_serial_implementation) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(fill_holes_of_small_blobs_in_large_planes_equals_the_reference) {
+  // The kernel works in each plane's bounding box of the foreground; blobs far from the border
+  // (rings with holes, a ring open on one side, specks) must fill as the whole plane would.
+  Mask got = k::make_mask(9, 60, 70);
+  for (int z = 0; z < 9; ++z) {
+    cv::Mat& s = got[static_cast<std::size_t>(z)];
+    cv::rectangle(s, cv::Rect(20 + z, 15, 12, 10), cv::Scalar(1));                  // a ring: its inside is a hole
+    cv::rectangle(s, cv::Rect(40, 30 + z, 9, 9), cv::Scalar(7), cv::FILLED);      // solid, value kept
+    s(cv::Rect(43, 33 + z, 3, 3)).setTo(0);                                       // a hole in it
+    cv::rectangle(s, cv::Rect(5, 40, 10, 8), cv::Scalar(1));
+    s.at<uchar>(44, 5) = 0;                                                       // a ring open to the outside
+    if (z % 3 == 0) s.at<uchar>(2 + z, 66) = 1;                                   // a speck
+  }
+  got[4].setTo(0);  // an empty plane
+  Mask expected = clones(got);
+  for (auto& s : expected) fill_holes_reference(s);
+  k::fill_holes_2d(got);
+  for (std::size_t z = 0; z < got.size(); ++z) BOOST_TEST(same(got[z], expected[z]), "z " << z);
+  BOOST_TEST(got[1].at<uchar>(20, 26) == 1);  // the ring's inside
+  BOOST_TEST(got[1].at<uchar>(44, 8) == 0);   // the open ring's inside stays background
+}
+
+BOOST_AUTO_TEST_CASE(plane_hole_filling_equals_the_reference_per_plane) {
+  // Coronal and sagittal planes, with and without the hole size limit, against filling each
+  // gathered plane with the reference and keeping the holes of at most max pixels.
+  for (const auto axis : {k::PlaneAxis::coronal, k::PlaneAxis::sagittal})
+    for (const std::int64_t max_px : {std::int64_t{0}, std::int64_t{6}})
+      for (unsigned seed : {3u, 9u}) {
+        const int d = 14, rows = 23, cols = 27;
+        Mask got = k::make_mask(d, rows, cols);
+        const Mask noise = testsupport::random_mask(d, rows, cols, 0.55, seed);
+        for (int z = 2; z < 12; ++z)  // a block of noise in the middle: planes with empty margins
+          noise[static_cast<std::size_t>(z)](cv::Rect(6, 5, 15, 12)).copyTo(got[static_cast<std::size_t>(z)](cv::Rect(6, 5, 15, 12)));
+        Mask expected = clones(got);
+        const bool coronal = axis == k::PlaneAxis::coronal;
+        const int planes = coronal ? rows : cols, width = coronal ? cols : rows;
+        for (int p = 0; p < planes; ++p) {
+          cv::Mat pl(d, width, CV_8U);
+          for (int z = 0; z < d; ++z)
+            for (int i = 0; i < width; ++i)
+              pl.at<uchar>(z, i) = coronal ? expected[static_cast<std::size_t>(z)].at<uchar>(p, i) : expected[static_cast<std::size_t>(z)].at<uchar>(i, p);
+          cv::Mat before = pl.clone(), holes, comps, stats, centroids;
+          fill_holes_reference(pl);
+          cv::compare(pl, before, holes, cv::CMP_NE);
+          cv::connectedComponentsWithStats(holes, comps, stats, centroids, 4, CV_32S);
+          for (int z = 0; z < d; ++z)
+            for (int i = 0; i < width; ++i) {
+              const int c = comps.at<int>(z, i);
+              if (!c || (max_px > 0 && stats.at<int>(c, cv::CC_STAT_AREA) > max_px)) continue;
+              (coronal ? expected[static_cast<std::size_t>(z)].at<uchar>(p, i) : expected[static_cast<std::size_t>(z)].at<uchar>(i, p)) = 1;
+            }
+        }
+        k::fill_holes_2d(got, axis, max_px);
+        for (int z = 0; z < d; ++z)
+          BOOST_TEST(same(got[static_cast<std::size_t>(z)], expected[static_cast<std::size_t>(z)]),
+                     (coronal ? "coronal" : "sagittal") << " max " << max_px << " seed " << seed << " z " << z);
+      }
+}
+
 BOOST_AUTO_TEST_CASE(binarise_maps_nonzero_to_one) {
   Mask m = k::make_mask(3, 16, 16);
   for (auto& s : m) cv::randu(s, cv::Scalar(0), cv::Scalar(256));
