@@ -150,6 +150,29 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
   } catch (const std::exception& e) {
     error = e.what();
   }
+  // The preview: once the features are there (its legend shows some), beside the SR and key images
+  // when no IBSI features wait (they run after the objects, then the preview), else after them.
+  // It only reads `c` (the SEG was specified before, its spec renumbered the labels), and keeps
+  // out of c.timings and `notes` while the objects are written: its result comes back here.
+  const bool preview = error.empty() && !job.preview_dir.empty() && !c.segments.empty();
+  const auto run_display = [&c, dir = job.preview_dir]() -> std::string {
+    SeriesContext& sc = c;
+    sc.out_dir = dir;
+    try {
+      stages::DisplayStage{}.run(sc);
+    } catch (const std::exception& e) {
+      return fmt::format("no preview: {}", e.what());
+    }
+    return {};
+  };
+  std::future<std::string> display_done;
+  std::vector<StageTiming> later_timings;  // pushed to c.timings once the display is done
+  const bool display_beside = preview && c.radiomics_pending.empty() && (!job.write_dicom || seg_spec);
+  if (display_beside) display_done = std::async(std::launch::async, run_display);
+  const auto join_display = [&] {
+    if (!display_done.valid()) return;
+    if (std::string note = display_done.get(); !note.empty()) notes.push_back(std::move(note));
+  };
   if (error.empty() && job.write_dicom) {
     try {
       if (!seg_spec) {
@@ -159,8 +182,8 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
       const dicom::WrittenObject seg = seg_written.get();
       const Stopwatch sr_sw;
       const dicom::WrittenObject sr = write_sr_for(c, *seg_spec, seg, job.out_dir, job.replaces, nth(job.sr, volume));
-      c.timings.push_back({"seg", seg_ms});
-      c.timings.push_back({"sr", sr_sw.ms()});
+      later_timings.push_back({"seg", seg_ms});
+      later_timings.push_back({"sr", sr_sw.ms()});
       const auto sr_place = nth(job.sr, volume);
       nlohmann::json objects = nlohmann::json::array(
           {object_json(seg, "SEG", seg_spec->series_number, seg_spec->instance_number),
@@ -191,6 +214,7 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
       seg_file = seg.path;
       sr_file = sr.path;
     } catch (const std::bad_alloc&) {
+      if (display_done.valid()) display_done.wait();  // it refers to this context
       throw;
     } catch (const std::exception& e) {
       if (job.require_dicom) error = e.what();
@@ -198,6 +222,13 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
     }
   } else if (seg_written.valid()) {
     seg_written.wait();  // it refers to this context
+  }
+  join_display();
+  c.timings.insert(c.timings.end(), later_timings.begin(), later_timings.end());
+  if (display_beside && !error.empty() && !c.preview.empty()) {  // as if it had not run: no preview of a failed volume
+    std::error_code ec;
+    fs::remove(c.preview, ec);
+    c.preview.clear();
   }
   if (error.empty() && !c.radiomics_pending.empty()) {  // deferred: the objects are on their way
     const Stopwatch sw;
@@ -210,13 +241,8 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
     }
     c.timings.push_back({"radiomics", sw.ms()});
   }
-  if (error.empty() && !job.preview_dir.empty() && !c.segments.empty()) {  // last: the objects are on their way
-    c.out_dir = job.preview_dir;
-    try {
-      stages::DisplayStage{}.run(c);
-    } catch (const std::exception& e) {
-      notes.push_back(fmt::format("no preview: {}", e.what()));
-    }
+  if (preview && !display_beside && error.empty()) {  // last: the objects are on their way
+    if (std::string note = run_display(); !note.empty()) notes.push_back(std::move(note));
   }
   SeriesSummary summary = summarize(c);
   summary.error = error;
