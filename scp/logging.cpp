@@ -1,6 +1,10 @@
 #include "scp/logging.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
+#include <iostream>
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/oflog/oflog.h>
@@ -30,6 +34,18 @@ void setup_logging(const std::string& level) {
   // that, so only their errors reach the log.
   for (const char* name : {"dcmtk.dcmiod", "dcmtk.dcmfg", "dcmtk.dcmseg"})
     OFLog::getLogger(name).setLogLevel(OFLogger::ERROR_LOG_LEVEL);
+}
+
+void exit_now(int code) {
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  std::exit(code);
+#else
+  ::_exit(code);
+#endif
 }
 
 }  // namespace scp

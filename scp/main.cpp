@@ -25,7 +25,8 @@ cli::Command quiet(cli::Command c) {
     cli::Action action = setup(app);
     return cli::Action([action] {
       scp::setup_logging("warn");
-      return action();
+      scp::exit_now(action());
+      return 0;  // not reached
     });
   };
   return c;
@@ -40,7 +41,8 @@ cli::Command worker_command() {
             return cli::Action([] {
               const char* level = std::getenv("PACSNODE_LOG_LEVEL");
               scp::setup_logging(level && *level ? level : "warn");
-              return analysis::worker::worker_main({});
+              scp::exit_now(analysis::worker::worker_main({}));
+              return 0;  // not reached
             });
           }};
 }
