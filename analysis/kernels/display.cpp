@@ -305,7 +305,7 @@ PreviewLayout write_preview(const fs::path& png, const dicom::Volume& v, const s
   const fs::path tmp = dir / fmt::format(".{}.tmp{}.png", png.stem().string(), ::getpid());
   try {
     try {
-      write_png(tmp, preview.bgr, 3);  // see display.h
+      write_png(tmp, preview.bgr, 2, /*row_filters=*/false);  // see display.h
     } catch (const std::runtime_error& e) {
       throw std::runtime_error(fmt::format("preview: {}", e.what()));  // the temporary goes below
     }

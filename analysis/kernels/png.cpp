@@ -36,7 +36,7 @@ void on_warning(png_structp, png_const_charp) {}  // nothing we write can warn u
 // The libpng part, without C++ objects whose destructors a longjmp would skip. Returns false with
 // sink.message set when libpng failed.
 bool write_rows(std::FILE* f, const png_bytep* rows, png_uint_32 width, png_uint_32 height, int colour,
-                int compression, ErrorSink& sink) {
+                int compression, bool row_filters, ErrorSink& sink) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, on_error, on_warning);
   if (png == nullptr) {
     sink.message = "out of memory";
@@ -54,6 +54,7 @@ bool write_rows(std::FILE* f, const png_bytep* rows, png_uint_32 width, png_uint
   }
   png_init_io(png, f);
   png_set_compression_level(png, compression);
+  if (!row_filters) png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
   png_set_IHDR(png, info, width, height, 8, colour, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
@@ -65,7 +66,7 @@ bool write_rows(std::FILE* f, const png_bytep* rows, png_uint_32 width, png_uint
 
 }  // namespace
 
-void write_png(const std::filesystem::path& path, const cv::Mat& image, int compression) {
+void write_png(const std::filesystem::path& path, const cv::Mat& image, int compression, bool row_filters) {
   if (image.empty() || (image.type() != CV_8UC1 && image.type() != CV_8UC3))
     throw std::invalid_argument(fmt::format("write_png: '{}': CV_8UC1 or CV_8UC3 image needed", path.string()));
   if (compression < 0 || compression > 9)
@@ -83,7 +84,7 @@ void write_png(const std::filesystem::path& path, const cv::Mat& image, int comp
   if (!f) throw std::runtime_error(fmt::format("cannot write '{}': {}", path.string(), std::strerror(errno)));
   ErrorSink sink;
   if (!write_rows(f.get(), rows.data(), static_cast<png_uint_32>(src.cols), static_cast<png_uint_32>(src.rows),
-                  image.channels() == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, compression, sink))
+                  image.channels() == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, compression, row_filters, sink))
     throw std::runtime_error(fmt::format("cannot write '{}': {}", path.string(), sink.message));
   if (std::fflush(f.get()) != 0 || std::ferror(f.get()))
     throw std::runtime_error(fmt::format("cannot write '{}': {}", path.string(), std::strerror(errno)));

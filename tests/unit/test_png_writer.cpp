@@ -50,6 +50,10 @@ BOOST_AUTO_TEST_CASE(grey_and_colour_read_back_unchanged) {
     k::write_png(tmp.path / "colour.png", bgr, level);
     BOOST_TEST(same(cv::imread((tmp.path / "grey.png").string(), cv::IMREAD_UNCHANGED), grey), "level " << level);
     BOOST_TEST(same(cv::imread((tmp.path / "colour.png").string(), cv::IMREAD_UNCHANGED), bgr), "level " << level);
+    k::write_png(tmp.path / "grey_raw_rows.png", grey, level, /*row_filters=*/false);  // as the preview
+    k::write_png(tmp.path / "colour_raw_rows.png", bgr, level, false);
+    BOOST_TEST(same(cv::imread((tmp.path / "grey_raw_rows.png").string(), cv::IMREAD_UNCHANGED), grey), "level " << level);
+    BOOST_TEST(same(cv::imread((tmp.path / "colour_raw_rows.png").string(), cv::IMREAD_UNCHANGED), bgr), "level " << level);
   }
   // A view into a larger image (rows not contiguous) and a file that starts as a PNG should.
   const cv::Mat big = random_image(64, 64, CV_8UC3, 9);
