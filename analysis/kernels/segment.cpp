@@ -637,42 +637,56 @@ void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
   const int depth = static_cast<int>(mask.size()), rows = mask.front().rows, cols = mask.front().cols;
   if (depth < 3) return;  // a plane two slices high has no inside
   const int planes = axis == PlaneAxis::coronal ? rows : cols, width = axis == PlaneAxis::coronal ? cols : rows;
-  cv::parallel_for_(cv::Range(0, planes), [&](const cv::Range& range) {
-    cv::Mat pl(depth, width, CV_8U), pad, before;
-    for (int k = range.start; k < range.end; ++k) {
+  // Planes are gathered kBlock at a time: a sagittal plane is a column of every row, and reading
+  // one column at a time touched a new cache line for every byte.
+  constexpr int kBlock = 16;
+  cv::parallel_for_(cv::Range(0, (planes + kBlock - 1) / kBlock), [&](const cv::Range& range) {
+    cv::Mat block(kBlock * depth, width, CV_8U), pad, before;
+    for (int blk = range.start; blk < range.end; ++blk) {
+      const int k0 = blk * kBlock, count = std::min(kBlock, planes - k0);
       for (int z = 0; z < depth; ++z) {
-        std::uint8_t* o = pl.ptr<std::uint8_t>(z);
+        const cv::Mat& slice = mask[static_cast<std::size_t>(z)];
         if (axis == PlaneAxis::coronal) {
-          std::memcpy(o, mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(k), static_cast<std::size_t>(cols));
+          for (int b = 0; b < count; ++b)
+            std::memcpy(block.ptr<std::uint8_t>(b * depth + z), slice.ptr<std::uint8_t>(k0 + b), static_cast<std::size_t>(cols));
         } else {
-          for (int r = 0; r < rows; ++r) o[r] = mask[static_cast<std::size_t>(z)].ptr<std::uint8_t>(r)[k];
+          std::uint8_t* o[kBlock];
+          for (int b = 0; b < count; ++b) o[b] = block.ptr<std::uint8_t>(b * depth + z);
+          for (int r = 0; r < rows; ++r) {
+            const std::uint8_t* in = slice.ptr<std::uint8_t>(r) + k0;
+            for (int b = 0; b < count; ++b) o[b][r] = in[b];
+          }
         }
       }
-      // Holes lie inside the bounding box of the plane's foreground: the work stays in it.
-      const cv::Rect box = cv::boundingRect(pl);
-      if (box.width < 3 || box.height < 3) continue;  // nothing can be enclosed
-      cv::Mat in_box = pl(box);
-      in_box.copyTo(before);
-      fill_plane_holes(in_box, pad);
-      cv::Mat holes;
-      cv::compare(in_box, before, holes, cv::CMP_NE);
-      if (max_hole_px > 0 && cv::countNonZero(holes)) {  // keep the small holes only
-        cv::Mat comps, stats, centroids;
-        const int n = cv::connectedComponentsWithStats(holes, comps, stats, centroids, 4, CV_32S);
+      for (int b = 0; b < count; ++b) {
+        const int k = k0 + b;
+        cv::Mat pl = block.rowRange(b * depth, (b + 1) * depth);
+        // Holes lie inside the bounding box of the plane's foreground: the work stays in it.
+        const cv::Rect box = cv::boundingRect(pl);
+        if (box.width < 3 || box.height < 3) continue;  // nothing can be enclosed
+        cv::Mat in_box = pl(box);
+        in_box.copyTo(before);
+        fill_plane_holes(in_box, pad);
+        cv::Mat holes;
+        cv::compare(in_box, before, holes, cv::CMP_NE);
+        if (max_hole_px > 0 && cv::countNonZero(holes)) {  // keep the small holes only
+          cv::Mat comps, stats, centroids;
+          const int n = cv::connectedComponentsWithStats(holes, comps, stats, centroids, 4, CV_32S);
+          for (int y = 0; y < box.height; ++y) {
+            const int* c = comps.ptr<int>(y);
+            std::uint8_t* h = holes.ptr<std::uint8_t>(y);
+            for (int i = 0; i < box.width; ++i)
+              if (c[i] && c[i] < n && stats.at<int>(c[i], cv::CC_STAT_AREA) > max_hole_px) h[i] = 0;
+          }
+        }
         for (int y = 0; y < box.height; ++y) {
-          const int* c = comps.ptr<int>(y);
-          std::uint8_t* h = holes.ptr<std::uint8_t>(y);
-          for (int i = 0; i < box.width; ++i)
-            if (c[i] && c[i] < n && stats.at<int>(c[i], cv::CC_STAT_AREA) > max_hole_px) h[i] = 0;
-        }
-      }
-      for (int y = 0; y < box.height; ++y) {
-        const std::uint8_t* b = holes.ptr<std::uint8_t>(y);
-        const auto z = static_cast<std::size_t>(box.y + y);
-        for (int i = 0; i < box.width; ++i) {
-          if (!b[i]) continue;  // only (small enough) filled holes are written back
-          if (axis == PlaneAxis::coronal) mask[z].ptr<std::uint8_t>(k)[box.x + i] = 1;
-          else mask[z].ptr<std::uint8_t>(box.x + i)[k] = 1;
+          const std::uint8_t* h = holes.ptr<std::uint8_t>(y);
+          const auto z = static_cast<std::size_t>(box.y + y);
+          for (int i = 0; i < box.width; ++i) {
+            if (!h[i]) continue;  // only (small enough) filled holes are written back
+            if (axis == PlaneAxis::coronal) mask[z].ptr<std::uint8_t>(k)[box.x + i] = 1;
+            else mask[z].ptr<std::uint8_t>(box.x + i)[k] = 1;
+          }
         }
       }
     }
