@@ -156,10 +156,9 @@ SeriesSummary analyse_volume(const Pipeline& pipeline, const Job& job, SeriesCon
   // out of c.timings and `notes` while the objects are written: its result comes back here.
   const bool preview = error.empty() && !job.preview_dir.empty() && !c.segments.empty();
   const auto run_display = [&c, dir = job.preview_dir]() -> std::string {
-    SeriesContext& sc = c;
-    sc.out_dir = dir;
+    c.out_dir = dir;
     try {
-      stages::DisplayStage{}.run(sc);
+      stages::DisplayStage{}.run(c);
     } catch (const std::exception& e) {
       return fmt::format("no preview: {}", e.what());
     }

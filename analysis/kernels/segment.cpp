@@ -595,12 +595,12 @@ void close(Mask& mask, const StructuringElement& se) { open_close(mask, se, fals
 
 namespace {
 
-// Fills the holes of one plane (background not 4-connected to its border) with 1; foreground
-// keeps its values. Works in the bounding box of the foreground only: outside it everything is
-// background joined to the border, so the box with a frame of background around it has the same
-// holes (the coronal planes of one lung in the box of both are half empty). `pad` is scratch.
-void fill_plane_holes(cv::Mat& s, cv::Mat& pad) {
-  const cv::Rect box = cv::boundingRect(s);  // of the non-zero pixels
+// Fills the holes of one plane (background not 4-connected to its border) with 1, given the
+// bounding box of its foreground; foreground keeps its values. Works in that box only: outside it
+// everything is background joined to the border, so the box with a frame of background around it
+// has the same holes (the coronal planes of one lung in the box of both are half empty). `pad` is
+// scratch.
+void fill_holes_in_box(cv::Mat& s, const cv::Rect& box, cv::Mat& pad) {
   if (box.width < 3 || box.height < 3) return;  // nothing can be enclosed
   const int rows = box.height, cols = box.width;
   if (pad.rows < rows + 2 || pad.cols < cols + 2) pad.create(std::max(pad.rows, rows + 2), std::max(pad.cols, cols + 2), CV_8U);
@@ -613,12 +613,11 @@ void fill_plane_holes(cv::Mat& s, cv::Mat& pad) {
   cv::Mat in_box = s(box);
   cv::compare(in_box, 0, inner, cv::CMP_NE);
   cv::floodFill(frame, cv::Point(0, 0), cv::Scalar(128), nullptr, cv::Scalar(0), cv::Scalar(0), 4);
-  // Still 0: background not reached from the border = hole. (n is local: byte stores may alias
-  // the captured `cols`, which would be reloaded for every pixel.)
-  for (int r = 0, n = cols; r < rows; ++r) {
+  // Still 0: background not reached from the border = hole.
+  for (int r = 0; r < rows; ++r) {
     const std::uint8_t* in = inner.ptr<std::uint8_t>(r);
     std::uint8_t* p = in_box.ptr<std::uint8_t>(r);
-    for (int c = 0; c < n; ++c) p[c] = in[c] ? p[c] : 1;
+    for (int c = 0; c < cols; ++c) p[c] = in[c] ? p[c] : 1;
   }
 }
 
@@ -628,7 +627,10 @@ void fill_holes_2d(Mask& mask) {
   check_stack(mask, CV_8U, "fill_holes_2d");
   cv::parallel_for_(cv::Range(0, static_cast<int>(mask.size())), [&](const cv::Range& range) {
     cv::Mat pad;  // per range
-    for (int z = range.start; z < range.end; ++z) fill_plane_holes(mask[static_cast<std::size_t>(z)], pad);
+    for (int z = range.start; z < range.end; ++z) {
+      cv::Mat& s = mask[static_cast<std::size_t>(z)];
+      fill_holes_in_box(s, cv::boundingRect(s), pad);  // the box of the non-zero pixels
+    }
   });
 }
 
@@ -666,7 +668,7 @@ void fill_holes_2d(Mask& mask, PlaneAxis axis, std::int64_t max_hole_px) {
         if (box.width < 3 || box.height < 3) continue;  // nothing can be enclosed
         cv::Mat in_box = pl(box);
         in_box.copyTo(before);
-        fill_plane_holes(in_box, pad);
+        fill_holes_in_box(pl, box, pad);
         cv::Mat holes;
         cv::compare(in_box, before, holes, cv::CMP_NE);
         if (max_hole_px > 0 && cv::countNonZero(holes)) {  // keep the small holes only

@@ -197,18 +197,17 @@ void run_feature_tasks(std::vector<FeatureTask>& tasks) {
   const int threads = std::clamp(cv::getNumThreads(), 1, static_cast<int>(order.size()));
   cv::parallel_for_(
       cv::Range(0, threads),
-      [&](const cv::Range& r) {
-        for (int w = r.start; w < r.end; ++w)
-          for (std::size_t k; (k = next.fetch_add(1)) < order.size();) {
-            FeatureTask& t = *order[k];
-            const auto t0 = std::chrono::steady_clock::now();
-            try {
-              t.run(t.out);
-            } catch (...) {
-              t.error = std::current_exception();
-            }
-            t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      [&](const cv::Range&) {  // each call takes tasks until none is left (all of them when run inline)
+        for (std::size_t k; (k = next.fetch_add(1)) < order.size();) {
+          FeatureTask& t = *order[k];
+          const auto t0 = std::chrono::steady_clock::now();
+          try {
+            t.run(t.out);
+          } catch (...) {
+            t.error = std::current_exception();
           }
+          t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        }
       },
       threads);
 }
@@ -235,7 +234,6 @@ Features collect_features(std::vector<FeatureTask>& tasks, std::vector<FamilyTim
 }
 
 }  // namespace
-
 
 Features compute_features(const RoiImage& roi, const Levels& levels, const FeatureSettings& s,
                           std::vector<FamilyTime>* times, std::vector<std::string>* refused) {
