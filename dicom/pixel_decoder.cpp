@@ -1,5 +1,6 @@
 #include "dicom/pixel_decoder.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -7,6 +8,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -16,11 +19,6 @@
 #include <opencv2/core/hal/intrin.hpp>
 
 #include <sstream>
-
-#include <gdcmImage.h>
-#include <gdcmImageReader.h>
-#include <gdcmTrace.h>
-#include <gdcmTransferSyntax.h>
 
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
@@ -38,6 +36,7 @@
 
 #include "dicom/check.h"
 #include "dicom/codestream_check.h"
+#include "dicom/gdcm_module.h"
 
 namespace dicom {
 namespace {
@@ -189,13 +188,31 @@ bool convert_from(const unsigned char* raw, const Unpack& u, const RealMap& m, u
   return fits;
 }
 
-void quiet_gdcm() {
+// pacsnode-gdcm.so (dicom/gdcm_module.h), loaded on the first JPEG 2000 decode from
+// <directory of the executable>/../PACSNODE_MODULE_DIR: where `cmake --install` and the Debian
+// package put it, and where the build tree mirrors that for the binaries built beside it.
+PacsnodeGdcmDecode gdcm_module() {
   static std::once_flag once;
+  static PacsnodeGdcmDecode decode = nullptr;
+  static std::string why;
   std::call_once(once, [] {
-    gdcm::Trace::DebugOff();
-    gdcm::Trace::WarningOff();
-    gdcm::Trace::ErrorOff();
+    std::error_code ec;
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) {
+      why = "cannot find the executable's directory: " + ec.message();
+      return;
+    }
+    const std::filesystem::path module = exe.parent_path().parent_path() / PACSNODE_MODULE_DIR / "pacsnode-gdcm.so";
+    void* handle = ::dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      why = std::string("cannot load ") + ::dlerror();
+      return;
+    }
+    decode = reinterpret_cast<PacsnodeGdcmDecode>(::dlsym(handle, PACSNODE_GDCM_DECODE_SYMBOL));
+    if (decode == nullptr) why = module.string() + " lacks " PACSNODE_GDCM_DECODE_SYMBOL;
   });
+  if (decode == nullptr) throw DicomError("JPEG 2000 needs GDCM's module: " + why);
+  return decode;
 }
 
 template <class Raw>
@@ -348,7 +365,6 @@ std::string write_part10(DcmFileFormat& ff, E_TransferSyntax xfer) {
 // untrusted bytes (checked above by check_fragments).
 DecodedLayout decode_with_gdcm(DcmDataset& source, const std::vector<DcmPixelItem*>& fragments, E_TransferSyntax xfer,
                                const DecodedLayout& expected, const std::function<void*(const DecodedLayout&)>& dst_for) {
-  quiet_gdcm();
   const std::string ts_name = DcmXfer(xfer).getXferName();
   if (expected.frames > 1 && fragments.size() != static_cast<std::size_t>(expected.frames))
     throw DicomError("JPEG 2000: " + std::to_string(fragments.size()) + " fragments for " +
@@ -395,26 +411,39 @@ DecodedLayout decode_with_gdcm(DcmDataset& source, const std::vector<DcmPixelIte
   pixel_data->putOriginalRepresentation(xfer, nullptr, sequence.release());  // takes the sequence
   check(ds.insert(pixel_data.get()), "Pixel Data");
   pixel_data.release();
-  std::istringstream in(write_part10(ff, xfer));
+  const std::string part10 = write_part10(ff, xfer);
 
-  gdcm::ImageReader reader;
-  reader.SetStream(in);
-  if (!reader.Read()) throw DicomError("GDCM cannot read the image (" + ts_name + ")");
-  const gdcm::Image& img = reader.GetImage();
-  const gdcm::PixelFormat& pf = img.GetPixelFormat();
-  DecodedLayout layout;
-  layout.cols = static_cast<int>(img.GetDimension(0));
-  layout.rows = static_cast<int>(img.GetDimension(1));
-  layout.frames = img.GetNumberOfDimensions() > 2 ? static_cast<int>(img.GetDimension(2)) : 1;
-  layout.bits_allocated = pf.GetBitsAllocated();
-  layout.samples_per_pixel = pf.GetSamplesPerPixel();
-  check_layout_sane(layout, ts_name);
-  if (img.GetBufferLength() != layout.bytes())
-    throw DicomError("decoded length " + std::to_string(img.GetBufferLength()) + " differs from expected " +
-                     std::to_string(layout.bytes()));
-  auto* dst = static_cast<char*>(dst_for(layout));
-  if (!img.GetBuffer(dst)) throw DicomError("pixel data could not be decoded (" + ts_name + ")");
-  return layout;
+  // GDCM reports what it decoded; the layout is checked before any buffer is asked for, and a
+  // failure inside dst_for comes back as its own exception.
+  struct Context {
+    const std::string& ts_name;
+    const std::function<void*(const DecodedLayout&)>& dst_for;
+    DecodedLayout layout;
+    std::exception_ptr failure;
+  } context{ts_name, dst_for, {}, nullptr};
+  const PacsnodeGdcmAlloc alloc = [](void* c, const PacsnodeGdcmImage* image) -> void* {
+    auto& ctx = *static_cast<Context*>(c);
+    try {
+      ctx.layout.cols = image->cols;
+      ctx.layout.rows = image->rows;
+      ctx.layout.frames = image->frames;
+      ctx.layout.bits_allocated = image->bits_allocated;
+      ctx.layout.samples_per_pixel = image->samples_per_pixel;
+      check_layout_sane(ctx.layout, ctx.ts_name);
+      if (image->buffer_length != ctx.layout.bytes())
+        throw DicomError("decoded length " + std::to_string(image->buffer_length) + " differs from expected " +
+                         std::to_string(ctx.layout.bytes()));
+      return ctx.dst_for(ctx.layout);
+    } catch (...) {
+      ctx.failure = std::current_exception();
+      return nullptr;
+    }
+  };
+  char error[256] = {};
+  const int rc = gdcm_module()(part10.data(), part10.size(), alloc, &context, error, sizeof error);
+  if (context.failure) std::rethrow_exception(context.failure);
+  if (rc != 0) throw DicomError(std::string(error[0] != 0 ? error : "GDCM failed") + " (" + ts_name + ")");
+  return context.layout;
 }
 
 DecodedLayout decode_encapsulated(DcmDataset* ds, DcmPixelData* pixels, const DecodedLayout& layout,

@@ -20,6 +20,22 @@ grep -q "^NoNewPrivileges=yes$" "$unit"
 grep -q "^CapabilityBoundingSet=$" "$unit"
 "$prefix/bin/pacsnode" check-config "$prefix/etc/pacsnode/pacsnode.toml.example"
 "$prefix/bin/pacsnode" --version | grep -q "^pacsnode "
+# GDCM is a module the binary loads for JPEG 2000 only (dicom/gdcm_module.h): the installed binary
+# finds it below the prefix and decodes; the same binary without it names what is missing.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+j2k=$src/tests/data/pydicom/test_files/JPEG2000.dcm
+modules=$(find "$prefix" -name pacsnode-gdcm.so)
+[ "$(echo "$modules" | wc -w)" -eq 1 ] || { echo "pacsnode-gdcm.so installed as: '$modules'"; exit 1; }
+if readelf -d "$prefix/bin/pacsnode" | grep -q "NEEDED.*gdcm"; then echo "the binary links GDCM at start"; exit 1; fi
+"$prefix/bin/pacsnode" analyze -q --out "$prefix/j2k" "$j2k" || { echo "installed binary: JPEG 2000 not analysed"; exit 1; }
+test -f "$prefix/j2k/features.csv"
+mkdir -p "$prefix/alone/bin"
+cp "$prefix/bin/pacsnode" "$prefix/alone/bin/"
+rc=0
+out=$("$prefix/alone/bin/pacsnode" analyze -q --out "$prefix/alone/j2k" "$j2k" 2>&1) || rc=$?
+[ "$rc" -eq 1 ] || { echo "JPEG 2000 without the module: exit $rc, expected 1: $out"; exit 1; }
+echo "$out" | grep -qF "JPEG 2000 needs GDCM's module: cannot load $prefix/alone/" ||
+  { echo "missing module not reported: $out"; exit 1; }
 if command -v systemd-analyze >/dev/null; then
   out=$(systemd-analyze verify "$unit" 2>&1 || true)
   [ -z "$out" ] || { echo "systemd-analyze verify: $out"; exit 1; }
