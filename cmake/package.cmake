@@ -69,7 +69,9 @@ Measurement Report objects.
 
 The service (pacsnode.service, Type=notify, hardened, dynamic user) is
 installed but not enabled: edit /etc/pacsnode/pacsnode.toml, then enable it.")
-# Depends from the ELF files' shared libraries (dpkg-shlibdeps, from dpkg-dev).
+# Depends from the ELF files' shared libraries (dpkg-shlibdeps, from dpkg-dev), after libpq5, which
+# the binary loads with dlopen (scp/index_pg.cpp) and dpkg-shlibdeps therefore cannot see.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libpq5")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # The debug info goes to pacsnode-dbgsym (.ddeb), keyed by build ID, and the packaged binary is
 # stripped by that step. CPACK_STRIP_FILES must stay off: it would strip before the split, and

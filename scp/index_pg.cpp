@@ -2,6 +2,7 @@
 // cluster of nodes. Statements run with PQexecParams, parameters and results in text format; there
 // is no server-side prepare (the index's queries are short, and a prepared statement would not
 // survive a reconnect).
+#include <dlfcn.h>
 #include <libpq-fe.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -38,8 +40,83 @@ constexpr Oid kInt8Oid = 20;
 // could not infer one.
 constexpr Oid kTextOid = 25;
 
+// libpq, bound when the first PostgreSQL connection opens rather than linked: its dependencies
+// (Kerberos, LDAP, SASL, GnuTLS and a dozen more) would otherwise be loaded by every process start
+// (the daemon, each `pacsnode worker`, every command), ~7 ms each, and only a PostgreSQL index
+// needs them. The Debian package depends on libpq5 by name (cmake/package.cmake).
+struct LibPq {
+  decltype(&::PQclear) PQclear;
+  decltype(&::PQcmdStatus) PQcmdStatus;
+  decltype(&::PQcmdTuples) PQcmdTuples;
+  decltype(&::PQconnectdbParams) PQconnectdbParams;
+  decltype(&::PQconnectionNeedsPassword) PQconnectionNeedsPassword;
+  decltype(&::PQconninfoFree) PQconninfoFree;
+  decltype(&::PQconninfoParse) PQconninfoParse;
+  decltype(&::PQdb) PQdb;
+  decltype(&::PQerrorMessage) PQerrorMessage;
+  decltype(&::PQexec) PQexec;
+  decltype(&::PQexecParams) PQexecParams;
+  decltype(&::PQfinish) PQfinish;
+  decltype(&::PQfreemem) PQfreemem;
+  decltype(&::PQgetisnull) PQgetisnull;
+  decltype(&::PQgetlength) PQgetlength;
+  decltype(&::PQgetvalue) PQgetvalue;
+  decltype(&::PQhost) PQhost;
+  decltype(&::PQnfields) PQnfields;
+  decltype(&::PQntuples) PQntuples;
+  decltype(&::PQport) PQport;
+  decltype(&::PQreset) PQreset;
+  decltype(&::PQresultErrorField) PQresultErrorField;
+  decltype(&::PQresultErrorMessage) PQresultErrorMessage;
+  decltype(&::PQresultStatus) PQresultStatus;
+  decltype(&::PQsetNoticeProcessor) PQsetNoticeProcessor;
+  decltype(&::PQstatus) PQstatus;
+  decltype(&::PQtransactionStatus) PQtransactionStatus;
+};
+
+const LibPq& pq() {
+  static const LibPq lib = [] {
+    void* handle = ::dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) throw Error(std::string("postgresql: cannot load libpq (Debian package libpq5): ") + ::dlerror());
+    LibPq l{};
+    const auto bind = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(handle, name));
+      if (fn == nullptr) throw Error(std::string("postgresql: libpq.so.5 lacks ") + name);
+    };
+    bind(l.PQclear, "PQclear");
+    bind(l.PQcmdStatus, "PQcmdStatus");
+    bind(l.PQcmdTuples, "PQcmdTuples");
+    bind(l.PQconnectdbParams, "PQconnectdbParams");
+    bind(l.PQconnectionNeedsPassword, "PQconnectionNeedsPassword");
+    bind(l.PQconninfoFree, "PQconninfoFree");
+    bind(l.PQconninfoParse, "PQconninfoParse");
+    bind(l.PQdb, "PQdb");
+    bind(l.PQerrorMessage, "PQerrorMessage");
+    bind(l.PQexec, "PQexec");
+    bind(l.PQexecParams, "PQexecParams");
+    bind(l.PQfinish, "PQfinish");
+    bind(l.PQfreemem, "PQfreemem");
+    bind(l.PQgetisnull, "PQgetisnull");
+    bind(l.PQgetlength, "PQgetlength");
+    bind(l.PQgetvalue, "PQgetvalue");
+    bind(l.PQhost, "PQhost");
+    bind(l.PQnfields, "PQnfields");
+    bind(l.PQntuples, "PQntuples");
+    bind(l.PQport, "PQport");
+    bind(l.PQreset, "PQreset");
+    bind(l.PQresultErrorField, "PQresultErrorField");
+    bind(l.PQresultErrorMessage, "PQresultErrorMessage");
+    bind(l.PQresultStatus, "PQresultStatus");
+    bind(l.PQsetNoticeProcessor, "PQsetNoticeProcessor");
+    bind(l.PQstatus, "PQstatus");
+    bind(l.PQtransactionStatus, "PQtransactionStatus");
+    return l;
+  }();
+  return lib;
+}
+
 struct ResultDeleter {
-  void operator()(PGresult* r) const noexcept { PQclear(r); }
+  void operator()(PGresult* r) const noexcept { pq().PQclear(r); }
 };
 using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
 
@@ -80,13 +157,13 @@ class PgStatement final : public Statement {
   bool step() override;
   std::string text(int column) override {
     check_cell(column);
-    if (PQgetisnull(res_.get(), row_, column)) return {};
-    return {PQgetvalue(res_.get(), row_, column), static_cast<std::size_t>(PQgetlength(res_.get(), row_, column))};
+    if (pq().PQgetisnull(res_.get(), row_, column)) return {};
+    return {pq().PQgetvalue(res_.get(), row_, column), static_cast<std::size_t>(pq().PQgetlength(res_.get(), row_, column))};
   }
   std::int64_t integer(int column) override {
     check_cell(column);
-    if (PQgetisnull(res_.get(), row_, column)) return 0;
-    const char* v = PQgetvalue(res_.get(), row_, column);
+    if (pq().PQgetisnull(res_.get(), row_, column)) return 0;
+    const char* v = pq().PQgetvalue(res_.get(), row_, column);
     if (v[0] == 't' && v[1] == '\0') return 1;  // boolean
     if (v[0] == 'f' && v[1] == '\0') return 0;
     errno = 0;
@@ -95,11 +172,11 @@ class PgStatement final : public Statement {
   }
   bool is_null(int column) override {
     check_cell(column);
-    return PQgetisnull(res_.get(), row_, column) != 0;
+    return pq().PQgetisnull(res_.get(), row_, column) != 0;
   }
   std::int64_t changes() override {
     if (!res_) return 0;
-    const char* n = PQcmdTuples(res_.get());
+    const char* n = pq().PQcmdTuples(res_.get());
     return n && *n ? std::strtoll(n, nullptr, 10) : 0;
   }
 
@@ -114,10 +191,10 @@ class PgStatement final : public Statement {
     row_ = -1;
   }
   void check_cell(int column) const {
-    if (!res_ || row_ < 0 || row_ >= PQntuples(res_.get()))
+    if (!res_ || row_ < 0 || row_ >= pq().PQntuples(res_.get()))
       throw Error("postgresql: no current row (step() did not return true)");
-    if (column < 0 || column >= PQnfields(res_.get()))
-      throw Error(fmt::format("postgresql: column {} out of range (the result has {})", column, PQnfields(res_.get())));
+    if (column < 0 || column >= pq().PQnfields(res_.get()))
+      throw Error(fmt::format("postgresql: column {} out of range (the result has {})", column, pq().PQnfields(res_.get())));
   }
 
   PgConnection& c_;
@@ -133,30 +210,30 @@ class PgConnection final : public Connection {
  public:
   explicit PgConnection(const std::string& dsn) {
     char* err = nullptr;
-    PQconninfoOption* parsed = PQconninfoParse(dsn.c_str(), &err);
+    PQconninfoOption* parsed = pq().PQconninfoParse(dsn.c_str(), &err);
     if (!parsed) {
       // The message names the offending keyword, never its value.
       const std::string m = err ? one_line(err) : "out of memory";
-      PQfreemem(err);
+      pq().PQfreemem(err);
       throw Error("postgresql: invalid connection string: " + m);
     }
-    PQconninfoFree(parsed);
+    pq().PQconninfoFree(parsed);
     // Keywords before dbname (the expanded DSN) are defaults the DSN overrides.
     const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
     const char* values[] = {kConnectTimeoutSeconds, "pacsnode", dsn.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, values, 1);
+    conn_ = pq().PQconnectdbParams(keys, values, 1);
     if (!conn_) throw Unavailable("postgresql: out of memory");
-    PQsetNoticeProcessor(conn_, on_notice, nullptr);
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      const std::string why = one_line(PQerrorMessage(conn_));
+    pq().PQsetNoticeProcessor(conn_, on_notice, nullptr);
+    if (pq().PQstatus(conn_) != CONNECTION_OK) {
+      const std::string why = one_line(pq().PQerrorMessage(conn_));
       const std::string m = fmt::format("postgresql {}: {}", describe(), why);
       // libpq gives no SQLSTATE here. Refused by the server (credentials, no such database or
       // role): Error, it will not get better by waiting; anything else (refused connection,
       // timeout, the server starting or shutting down, too many clients): Unavailable.
       auto says = [&](const char* s) { return why.find(s) != std::string::npos; };
-      const bool refused = PQconnectionNeedsPassword(conn_) || says("authentication failed") || says("does not exist") ||
+      const bool refused = pq().PQconnectionNeedsPassword(conn_) || says("authentication failed") || says("does not exist") ||
                            says("no pg_hba.conf entry") || says("permission denied");
-      PQfinish(conn_);
+      pq().PQfinish(conn_);
       conn_ = nullptr;
       if (refused) throw Error(m);
       throw Unavailable(m);
@@ -164,13 +241,13 @@ class PgConnection final : public Connection {
     try {
       configure_session();
     } catch (...) {
-      PQfinish(conn_);
+      pq().PQfinish(conn_);
       conn_ = nullptr;
       throw;
     }
   }
   ~PgConnection() override {
-    if (conn_) PQfinish(conn_);
+    if (conn_) pq().PQfinish(conn_);
   }
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
@@ -191,22 +268,22 @@ class PgConnection final : public Connection {
   void commit() override {
     ResultPtr r = run("COMMIT");
     // COMMIT of a transaction in which a statement failed succeeds, and rolls back.
-    if (std::string_view(PQcmdStatus(r.get())) == "ROLLBACK")
+    if (std::string_view(pq().PQcmdStatus(r.get())) == "ROLLBACK")
       throw Error(fmt::format("postgresql {}: commit: the transaction had failed and was rolled back", describe()));
   }
 
   void rollback() noexcept override {
-    if (!conn_ || PQstatus(conn_) != CONNECTION_OK) return;  // the server rolled it back
-    const auto t = PQtransactionStatus(conn_);
+    if (!conn_ || pq().PQstatus(conn_) != CONNECTION_OK) return;  // the server rolled it back
+    const auto t = pq().PQtransactionStatus(conn_);
     if (t != PQTRANS_INTRANS && t != PQTRANS_INERROR) return;
-    PQclear(PQexec(conn_, "ROLLBACK"));
+    pq().PQclear(pq().PQexec(conn_, "ROLLBACK"));
   }
 
   bool reconnect() noexcept override {
     try {
-      PQreset(conn_);
-      if (PQstatus(conn_) != CONNECTION_OK) return false;
-      PQsetNoticeProcessor(conn_, on_notice, nullptr);
+      pq().PQreset(conn_);
+      if (pq().PQstatus(conn_) != CONNECTION_OK) return false;
+      pq().PQsetNoticeProcessor(conn_, on_notice, nullptr);
       configure_session();
       return true;
     } catch (...) {
@@ -233,7 +310,7 @@ class PgConnection final : public Connection {
   }
 
   void lock_schema() override {
-    if (PQtransactionStatus(conn_) != PQTRANS_INTRANS)
+    if (pq().PQtransactionStatus(conn_) != PQTRANS_INTRANS)
       throw Error("postgresql: lock_schema() outside a transaction (begin() first)");
     // The migration may wait for another node's and may itself run long (an index on a big
     // table): no statement timeout until this transaction ends.
@@ -243,38 +320,38 @@ class PgConnection final : public Connection {
 
   std::string describe() const override {
     if (!conn_) return "postgresql";
-    const char* host = PQhost(conn_);
-    const char* port = PQport(conn_);
-    const char* db = PQdb(conn_);
+    const char* host = pq().PQhost(conn_);
+    const char* port = pq().PQport(conn_);
+    const char* db = pq().PQdb(conn_);
     return fmt::format("{}:{}/{}", host && *host ? host : "localhost", port && *port ? port : "5432", db ? db : "");
   }
 
   // One or more statements without parameters (the simple query protocol); throws the mapped error.
   ResultPtr run(const std::string& sql) {
-    if (PQstatus(conn_) != CONNECTION_OK) throw Unavailable(fmt::format("postgresql {}: not connected", describe()));
-    return checked(ResultPtr(PQexec(conn_, sql.c_str())));
+    if (pq().PQstatus(conn_) != CONNECTION_OK) throw Unavailable(fmt::format("postgresql {}: not connected", describe()));
+    return checked(ResultPtr(pq().PQexec(conn_, sql.c_str())));
   }
   // One statement with parameters, text in and out.
   ResultPtr run_params(const std::string& sql, int params, const Oid* types, const char* const* values) {
-    if (PQstatus(conn_) != CONNECTION_OK) throw Unavailable(fmt::format("postgresql {}: not connected", describe()));
-    return checked(ResultPtr(PQexecParams(conn_, sql.c_str(), params, types, values, nullptr, nullptr, 0)));
+    if (pq().PQstatus(conn_) != CONNECTION_OK) throw Unavailable(fmt::format("postgresql {}: not connected", describe()));
+    return checked(ResultPtr(pq().PQexecParams(conn_, sql.c_str(), params, types, values, nullptr, nullptr, 0)));
   }
 
  private:
   ResultPtr checked(ResultPtr r) {
-    const auto st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+    const auto st = r ? pq().PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return r;
     fail(r.get());
   }
   [[noreturn]] void fail(const PGresult* r) {
-    const char* state_field = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    const char* state_field = r ? pq().PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
     const std::string state = state_field ? state_field : "";
-    const char* primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
-    const std::string message = one_line(primary ? primary : (r ? PQresultErrorMessage(r) : PQerrorMessage(conn_)));
+    const char* primary = r ? pq().PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+    const std::string message = one_line(primary ? primary : (r ? pq().PQresultErrorMessage(r) : pq().PQerrorMessage(conn_)));
     const std::string text =
         fmt::format("postgresql {}: {}{}", describe(), message.empty() ? "unknown error" : message,
                     state.empty() ? "" : fmt::format(" (SQLSTATE {})", state));
-    if (PQstatus(conn_) != CONNECTION_OK || connection_lost_state(state)) throw Unavailable(text);
+    if (pq().PQstatus(conn_) != CONNECTION_OK || connection_lost_state(state)) throw Unavailable(text);
     if (state == "40001" || state == "40P01") {
       rollback();  // the transaction is dead; the caller runs it again from begin()
       throw Retry(text);
@@ -286,7 +363,7 @@ class PgConnection final : public Connection {
     run("SET client_min_messages = warning");
     // Keep a timeout the DSN (options=-c statement_timeout=...), role or database already set.
     ResultPtr r = run("SHOW statement_timeout");
-    if (PQntuples(r.get()) == 1 && std::string_view(PQgetvalue(r.get(), 0, 0)) == "0")
+    if (pq().PQntuples(r.get()) == 1 && std::string_view(pq().PQgetvalue(r.get(), 0, 0)) == "0")
       run(fmt::format("SET statement_timeout = '{}'", kStatementTimeout));
   }
 
@@ -300,8 +377,8 @@ bool PgStatement::step() {
     res_ = c_.run_params(sql_, static_cast<int>(values.size()), types_.data(), values.data());
     row_ = -1;
   }
-  if (row_ < PQntuples(res_.get())) ++row_;
-  return row_ < PQntuples(res_.get());
+  if (row_ < pq().PQntuples(res_.get())) ++row_;
+  return row_ < pq().PQntuples(res_.get());
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ for field in Package Version Architecture Maintainer Section Priority Descriptio
   [ -n "$(dpkg-deb -f "$deb" "$field")" ] || fail "control field $field empty"
 done
 depends=$(dpkg-deb -f "$deb" Depends)
-for lib in libc6 libstdc++6 libdcmtk libgdcm libopencv-core libsqlite3 libsystemd0; do
+for lib in libc6 libstdc++6 libdcmtk libgdcm libopencv-core libsqlite3 libsystemd0 libpq5; do
   echo "$depends" | grep -q "$lib" || fail "Depends lacks $lib: $depends"
 done
 # No maintainer scripts; the config is the one conffile.
