@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
@@ -253,28 +254,53 @@ Seed find_trachea_seed(const std::vector<cv::Mat>& lbox, const std::vector<cv::M
     cv::Mat mask;  // 255 inside
     double area_mm2;
   };
+  // The columns of box slice z that can hold a candidate: its centroid within airway_seed_offset_mm
+  // of the mid-sagittal plane (at any row of the box), and its pixels within its width of the
+  // centroid, a width that the area and roundness checks below bound by sqrt(5 max area) (w h <=
+  // 2 area, w <= 2.5 h in mm). Labelling only these columns finds the same candidates: one lies
+  // inside them with 2 columns to spare, and a component that does not reach the band's edge
+  // columns is a whole component of the slice.
+  const auto band_of = [&](int z) {
+    if (xm.a == 0) return cv::Range(0, b.cols);
+    const double reach = std::sqrt(5 * p.airway_seed_max_mm2) / sp.col + 2;
+    double lo = std::numeric_limits<double>::max(), hi = std::numeric_limits<double>::lowest();
+    for (const int r : {b.r_off, b.r_off + b.rows - 1})
+      for (const double x_mm : {mid_x - p.airway_seed_offset_mm, mid_x + p.airway_seed_offset_mm}) {
+        const double c = (x_mm - xm.base(r, z + b.z_off)) / xm.a - b.c_off;  // centroid column
+        lo = std::min(lo, c);
+        hi = std::max(hi, c);
+      }
+    const double first = std::floor(lo - reach), last = std::ceil(hi + reach);
+    if (!(first < b.cols && last >= 0)) return cv::Range(0, 0);  // no centroid can be near the plane
+    return cv::Range(static_cast<int>(std::max(0.0, first)), static_cast<int>(std::min<double>(b.cols - 1, last)) + 1);
+  };
   // Candidate blobs of a box slice.
   const auto blobs_of = [&](int z) {
     std::vector<Blob> out;
+    const cv::Range band = band_of(z);
+    if (band.empty()) return out;
     cv::Mat air, in_body, comps, stats, centroids;
-    cv::compare(levbox[z], i_air, air, cv::CMP_LE);
-    cv::compare(lbox[z], kBody, in_body, cv::CMP_EQ);
+    cv::compare(levbox[z].colRange(band), i_air, air, cv::CMP_LE);
+    cv::compare(lbox[z].colRange(band), kBody, in_body, cv::CMP_EQ);
     cv::bitwise_and(air, in_body, air);
     const int n = cv::connectedComponentsWithStats(air, comps, stats, centroids, 8, CV_32S);
     for (int i = 1; i < n; ++i) {
-      const int x = stats.at<int>(i, cv::CC_STAT_LEFT), y = stats.at<int>(i, cv::CC_STAT_TOP);
+      const int x = stats.at<int>(i, cv::CC_STAT_LEFT) + band.start, y = stats.at<int>(i, cv::CC_STAT_TOP);
       const int w = stats.at<int>(i, cv::CC_STAT_WIDTH), h = stats.at<int>(i, cv::CC_STAT_HEIGHT);
       const int area = stats.at<int>(i, cv::CC_STAT_AREA);
       const double area_mm2 = area * px_mm2;
       if (area_mm2 < p.airway_seed_min_mm2 || area_mm2 > p.airway_seed_max_mm2) continue;
       if (x == 0 || y == 0 || x + w == b.cols || y + h == b.rows) continue;
+      if (x == band.start || x + w == band.end) continue;  // may go on outside the band: not a candidate
       const double wm = w * sp.col, hm = h * sp.row;
       if (std::max(wm, hm) > 2.5 * std::min(wm, hm) || area < 0.5 * w * h) continue;  // round-ish
-      const double cx = centroids.at<double>(i, 0), cy = centroids.at<double>(i, 1);
+      const double cx = centroids.at<double>(i, 0) + band.start, cy = centroids.at<double>(i, 1);
       const double x_mm = xm.base(static_cast<int>(std::lround(cy)) + b.r_off, z + b.z_off) + xm.a * (cx + b.c_off);
       if (std::abs(x_mm - mid_x) > p.airway_seed_offset_mm) continue;
       Blob blob;
-      cv::compare(comps, i, blob.mask, cv::CMP_EQ);
+      blob.mask = cv::Mat::zeros(b.rows, b.cols, CV_8U);
+      cv::Mat in_band = blob.mask.colRange(band);
+      cv::compare(comps, i, in_band, cv::CMP_EQ);
       cv::Mat core;
       cv::compare(levbox[z], i_core, core, cv::CMP_LE);
       cv::bitwise_and(core, blob.mask, core);
