@@ -442,6 +442,7 @@ DecodedLayout decode_with_gdcm(DcmDataset& source, const std::vector<DcmPixelIte
   char error[256] = {};
   const int rc = gdcm_module()(part10.data(), part10.size(), alloc, &context, error, sizeof error);
   if (context.failure) std::rethrow_exception(context.failure);
+  if (rc == 1) throw DicomError("no buffer for the decoded pixels (" + ts_name + ")");
   if (rc != 0) throw DicomError(std::string(error[0] != 0 ? error : "GDCM failed") + " (" + ts_name + ")");
   return context.layout;
 }
