@@ -18,8 +18,6 @@
 
 #include <opencv2/core/hal/intrin.hpp>
 
-#include <sstream>
-
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfcache.h>

@@ -42,36 +42,42 @@ constexpr Oid kTextOid = 25;
 
 // libpq, bound when the first PostgreSQL connection opens rather than linked: its dependencies
 // (Kerberos, LDAP, SASL, GnuTLS and a dozen more) would otherwise be loaded by every process start
-// (the daemon, each `pacsnode worker`, every command), ~7 ms each, and only a PostgreSQL index
+// (the daemon, each `pacsnode worker`, every command), ~4 ms each, and only a PostgreSQL index
 // needs them. The Debian package depends on libpq5 by name (cmake/package.cmake).
+// The functions used, each listed once: a member of LibPq and a symbol bound by pq().
+#define PACSNODE_LIBPQ_FUNCTIONS(X) \
+  X(PQclear) \
+  X(PQcmdStatus) \
+  X(PQcmdTuples) \
+  X(PQconnectdbParams) \
+  X(PQconnectionNeedsPassword) \
+  X(PQconninfoFree) \
+  X(PQconninfoParse) \
+  X(PQdb) \
+  X(PQerrorMessage) \
+  X(PQexec) \
+  X(PQexecParams) \
+  X(PQfinish) \
+  X(PQfreemem) \
+  X(PQgetisnull) \
+  X(PQgetlength) \
+  X(PQgetvalue) \
+  X(PQhost) \
+  X(PQnfields) \
+  X(PQntuples) \
+  X(PQport) \
+  X(PQreset) \
+  X(PQresultErrorField) \
+  X(PQresultErrorMessage) \
+  X(PQresultStatus) \
+  X(PQsetNoticeProcessor) \
+  X(PQstatus) \
+  X(PQtransactionStatus)
+
 struct LibPq {
-  decltype(&::PQclear) PQclear;
-  decltype(&::PQcmdStatus) PQcmdStatus;
-  decltype(&::PQcmdTuples) PQcmdTuples;
-  decltype(&::PQconnectdbParams) PQconnectdbParams;
-  decltype(&::PQconnectionNeedsPassword) PQconnectionNeedsPassword;
-  decltype(&::PQconninfoFree) PQconninfoFree;
-  decltype(&::PQconninfoParse) PQconninfoParse;
-  decltype(&::PQdb) PQdb;
-  decltype(&::PQerrorMessage) PQerrorMessage;
-  decltype(&::PQexec) PQexec;
-  decltype(&::PQexecParams) PQexecParams;
-  decltype(&::PQfinish) PQfinish;
-  decltype(&::PQfreemem) PQfreemem;
-  decltype(&::PQgetisnull) PQgetisnull;
-  decltype(&::PQgetlength) PQgetlength;
-  decltype(&::PQgetvalue) PQgetvalue;
-  decltype(&::PQhost) PQhost;
-  decltype(&::PQnfields) PQnfields;
-  decltype(&::PQntuples) PQntuples;
-  decltype(&::PQport) PQport;
-  decltype(&::PQreset) PQreset;
-  decltype(&::PQresultErrorField) PQresultErrorField;
-  decltype(&::PQresultErrorMessage) PQresultErrorMessage;
-  decltype(&::PQresultStatus) PQresultStatus;
-  decltype(&::PQsetNoticeProcessor) PQsetNoticeProcessor;
-  decltype(&::PQstatus) PQstatus;
-  decltype(&::PQtransactionStatus) PQtransactionStatus;
+#define X(name) decltype(&::name) name;
+  PACSNODE_LIBPQ_FUNCTIONS(X)
+#undef X
 };
 
 const LibPq& pq() {
@@ -83,33 +89,9 @@ const LibPq& pq() {
       fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(handle, name));
       if (fn == nullptr) throw Error(std::string("postgresql: libpq.so.5 lacks ") + name);
     };
-    bind(l.PQclear, "PQclear");
-    bind(l.PQcmdStatus, "PQcmdStatus");
-    bind(l.PQcmdTuples, "PQcmdTuples");
-    bind(l.PQconnectdbParams, "PQconnectdbParams");
-    bind(l.PQconnectionNeedsPassword, "PQconnectionNeedsPassword");
-    bind(l.PQconninfoFree, "PQconninfoFree");
-    bind(l.PQconninfoParse, "PQconninfoParse");
-    bind(l.PQdb, "PQdb");
-    bind(l.PQerrorMessage, "PQerrorMessage");
-    bind(l.PQexec, "PQexec");
-    bind(l.PQexecParams, "PQexecParams");
-    bind(l.PQfinish, "PQfinish");
-    bind(l.PQfreemem, "PQfreemem");
-    bind(l.PQgetisnull, "PQgetisnull");
-    bind(l.PQgetlength, "PQgetlength");
-    bind(l.PQgetvalue, "PQgetvalue");
-    bind(l.PQhost, "PQhost");
-    bind(l.PQnfields, "PQnfields");
-    bind(l.PQntuples, "PQntuples");
-    bind(l.PQport, "PQport");
-    bind(l.PQreset, "PQreset");
-    bind(l.PQresultErrorField, "PQresultErrorField");
-    bind(l.PQresultErrorMessage, "PQresultErrorMessage");
-    bind(l.PQresultStatus, "PQresultStatus");
-    bind(l.PQsetNoticeProcessor, "PQsetNoticeProcessor");
-    bind(l.PQstatus, "PQstatus");
-    bind(l.PQtransactionStatus, "PQtransactionStatus");
+#define X(name) bind(l.name, #name);
+    PACSNODE_LIBPQ_FUNCTIONS(X)
+#undef X
     return l;
   }();
   return lib;

@@ -260,9 +260,9 @@ Seed find_trachea_seed(const std::vector<cv::Mat>& lbox, const std::vector<cv::M
   // 2 area, w <= 2.5 h in mm). Labelling only these columns finds the same candidates: one lies
   // inside them with 2 columns to spare, and a component that does not reach the band's edge
   // columns is a whole component of the slice.
+  const double reach = std::sqrt(5 * p.airway_seed_max_mm2) / sp.col + 2;  // columns from the centroid
   const auto band_of = [&](int z) {
     if (xm.a == 0) return cv::Range(0, b.cols);
-    const double reach = std::sqrt(5 * p.airway_seed_max_mm2) / sp.col + 2;
     double lo = std::numeric_limits<double>::max(), hi = std::numeric_limits<double>::lowest();
     for (const int r : {b.r_off, b.r_off + b.rows - 1})
       for (const double x_mm : {mid_x - p.airway_seed_offset_mm, mid_x + p.airway_seed_offset_mm}) {
